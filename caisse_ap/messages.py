@@ -1,0 +1,324 @@
+"""Caisse-AP messages: the POS's payment request and the terminal's answer.
+
+Both sides use these: the command-line POS builds a `PaymentRequest` and
+reads a `TerminalAnswer`; the simulated terminal parses a `PaymentRequest`
+from the bytes it received. No I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from . import money, tags, tlv
+from .tlv import Field, FrameError
+
+MANDATORY_REQUEST_TAGS = ("CZ", "CJ", "CA", "CB", "CD", "CE")
+# What a terminal sends back unchanged from the request (CB may be zero-padded).
+ECHOED_TAGS = ("CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF")
+# What a POS compares exactly (PROTOCOL.md section 4); CB is compared as a number.
+EXACT_ECHOES = ("CA", "CD", "CE", "BF")
+
+CHEQUE_APPLICATION = "00C"
+RECEIPT_WANTED = "100"
+
+# AF codes a terminal answers to a request it cannot carry out.
+FORMAT_ERROR = "09"
+UNKNOWN_ACTION = "12"
+UNSUPPORTED_CURRENCY = "13"
+
+
+class Action(str, Enum):
+    """CD: what the POS asks for."""
+
+    DEBIT = "0"
+    REFUND = "1"
+    CANCELLATION = "2"
+    DUPLICATE = "3"
+
+
+class Outcome(str, Enum):
+    """What an answer means for the POS."""
+
+    APPROVED = "approved"  # AE=10
+    DECLINED = "declined"  # AE=01: operation not done
+    ACCEPTED = "accepted"  # AE=11: request taken into account (BA=1)
+    UNREADABLE = "unreadable"
+
+
+OUTCOME_BY_STATUS = {"10": Outcome.APPROVED, "01": Outcome.DECLINED, "11": Outcome.ACCEPTED}
+
+
+class RequestError(ValueError):
+    """A request a terminal must refuse; `reason` is the AF code to answer with.
+
+    `fields` are those that could be read, for the answer's echoes.
+    """
+
+    def __init__(self, message: str, reason: str, fields: Iterable[Field] = ()):
+        super().__init__(message)
+        self.reason = reason
+        self.fields = list(fields)
+
+
+class ProtocolError(ValueError):
+    """An answer that does not fit the request it answers."""
+
+
+def _fields_of(frame_or_fields: bytes | str | Iterable[Field]) -> list[Field]:
+    if isinstance(frame_or_fields, (bytes, bytearray, str)):
+        return tlv.decode(frame_or_fields)
+    return list(frame_or_fields)
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """A payment request, as a POS builds it or as a terminal received it.
+
+    `extra` adds or overrides raw fields (to imitate unusual POS software).
+    A parsed request keeps the fields as received in `received`, so that a
+    terminal echoes them byte for byte.
+    """
+
+    amount: int  # minor units of the currency
+    currency: str = money.EUR.numeric
+    action: Action = Action.DEBIT
+    register: str = "01"
+    pos_id: str = "012345678901"
+    version: str = "0300"
+    immediate: bool = False
+    partial: bool = False
+    cheque: bool = False
+    reference: str | None = None
+    receipt: bool = False
+    extra: tuple[Field, ...] = ()
+    received: tuple[Field, ...] = field(default=(), compare=False)
+
+    def fields(self) -> list[Field]:
+        if self.received:
+            return list(self.received)
+        # The order of the widely used open-source POS script, so that a
+        # default request is the frame real terminals already know.
+        fields = [
+            ("CZ", self.version),
+            ("CJ", self.pos_id),
+            ("CA", self.register),
+            ("CE", self.currency),
+            ("BA", "1" if self.immediate else "0"),
+            ("CD", Action(self.action).value),
+        ]
+        if self.cheque:
+            fields.append(("CC", CHEQUE_APPLICATION))
+        fields.append(("CB", money.format_minor_units(self.amount)))
+        # BF only when asked: some Ingenico software misbehaves when it is sent.
+        if self.partial:
+            fields.append(("BF", "1"))
+        if self.reference:
+            fields.append(("CF", self.reference))
+        if self.receipt:
+            fields.append(("CK", RECEIPT_WANTED))
+        overrides = dict(self.extra)
+        merged = [(tag, overrides.pop(tag, value)) for tag, value in fields]
+        return merged + list(overrides.items())
+
+    def encode(self) -> bytes:
+        return tlv.encode(self.fields())
+
+    def value(self, tag: str) -> str | None:
+        return dict(self.fields()).get(tag)
+
+    @classmethod
+    def parse(cls, frame_or_fields: bytes | str | Iterable[Field],
+              currencies: frozenset[str] | None = None) -> PaymentRequest:
+        """Read a received request, or raise RequestError with the AF code to answer.
+
+        `currencies` are the accepted numeric codes (default: all of ISO 4217).
+        """
+        try:
+            fields = _fields_of(frame_or_fields)
+        except FrameError as error:
+            raise RequestError(str(error), FORMAT_ERROR, error.fields) from None
+        values = dict(fields)
+        _check_request_format(values, fields)
+        if values["CD"] not in {action.value for action in Action}:
+            raise RequestError(f"unknown action type CD={values['CD']!r}", UNKNOWN_ACTION, fields)
+        accepted = money.numeric_codes() if currencies is None else currencies
+        if values["CE"] not in accepted:
+            raise RequestError(f"currency {values['CE']} is not supported", UNSUPPORTED_CURRENCY, fields)
+        return cls(
+            amount=int(values["CB"]),
+            currency=values["CE"],
+            action=Action(values["CD"]),
+            register=values["CA"],
+            pos_id=values["CJ"],
+            version=values["CZ"],
+            immediate=values.get("BA") == "1",
+            partial=values.get("BF") == "1",
+            cheque=values.get("CC") == CHEQUE_APPLICATION,
+            reference=values.get("CF"),
+            receipt=values.get("CK", "").startswith("1"),
+            received=tuple(fields),
+        )
+
+
+def _check_request_format(values: dict[str, str], fields: list[Field]) -> None:
+    missing = [tag for tag in MANDATORY_REQUEST_TAGS if tag not in values]
+    if missing:
+        raise RequestError(f"missing mandatory field {', '.join(missing)}", FORMAT_ERROR, fields)
+    amount = values["CB"]
+    if not (amount.isascii() and amount.isdigit() and 2 <= len(amount) <= 12):
+        raise RequestError(f"amount CB={amount!r} is not 2 to 12 digits", FORMAT_ERROR, fields)
+    currency = values["CE"]
+    if not (currency.isascii() and currency.isdigit() and len(currency) == 3):
+        raise RequestError(f"currency CE={currency!r} is not three digits", FORMAT_ERROR, fields)
+
+
+@dataclass(frozen=True)
+class FailureReason:
+    """AF: why an operation was not done, with any acquirer details after the code."""
+
+    code: str
+    details: str = ""
+
+    @classmethod
+    def from_value(cls, value: str) -> FailureReason:
+        return cls(value[:2], value[2:].strip())
+
+    @property
+    def label(self) -> str:
+        return tags.label(tags.FAILURE_REASONS, self.code)
+
+    @property
+    def label_en(self) -> str:
+        return tags.label(tags.FAILURE_REASONS, self.code, "en")
+
+
+@dataclass(frozen=True)
+class TerminalAnswer:
+    """A terminal's answer, read tolerantly: parsing never raises.
+
+    An answer that cannot be read has the outcome UNREADABLE and says why in
+    `problem`; unknown tags are kept in `fields` as they came.
+    """
+
+    fields: tuple[Field, ...]
+    outcome: Outcome
+    reason: FailureReason | None = None
+    problem: str | None = None
+
+    @classmethod
+    def parse(cls, frame_or_fields: bytes | str | Iterable[Field]) -> TerminalAnswer:
+        try:
+            fields = tuple(_fields_of(frame_or_fields))
+        except FrameError as error:
+            return cls(tuple(error.fields), Outcome.UNREADABLE, problem=str(error))
+        values = dict(fields)
+        status = values.get("AE")
+        if status is None:
+            return cls(fields, Outcome.UNREADABLE, problem="the answer has no action status AE")
+        outcome = OUTCOME_BY_STATUS.get(status)
+        if outcome is None:
+            return cls(fields, Outcome.UNREADABLE, problem=f"unknown action status AE={status!r}")
+        reason = FailureReason.from_value(values["AF"]) if "AF" in values else None
+        return cls(fields, outcome, reason)
+
+    def value(self, tag: str) -> str | None:
+        return dict(self.fields).get(tag)
+
+    @property
+    def amount(self) -> int | None:
+        """CB as a number: some terminals left-pad it with zeros."""
+        text = self.value("CB")
+        return int(text) if text and text.isdigit() else None
+
+    @property
+    def application(self) -> str | None:
+        return self.value("CC")
+
+    @property
+    def read_mode(self) -> str | None:
+        return self.value("CI")
+
+    @property
+    def card_number(self) -> str | None:
+        return self.value("AA")
+
+    @property
+    def expiry(self) -> str | None:
+        return self.value("AB")
+
+    @property
+    def authorisation_number(self) -> str | None:
+        return self.value("AC")
+
+    @property
+    def aid(self) -> str | None:
+        return self.value("AI")
+
+    @property
+    def seller_contract(self) -> str | None:
+        return self.value("CG")
+
+    @property
+    def reference(self) -> str | None:
+        return self.value("CF")
+
+    @property
+    def unknown_fields(self) -> list[Field]:
+        return [(tag, value) for tag, value in self.fields if tag not in tags.TAGS]
+
+    @property
+    def receipt(self) -> str | None:
+        """The customer receipt carried in ZT/AK (base64), as text; None if absent or unreadable."""
+        block = self.value("ZT")
+        if block is None:
+            return None
+        try:
+            encoded = dict(tlv.nested(block)).get("AK")
+            if encoded is None:
+                return None
+            raw = base64.b64decode(encoded, validate=True)
+        except (FrameError, binascii.Error):
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("cp1252", errors="replace")
+
+    def labels(self, lang: str = "fr") -> dict[str, str]:
+        """A label for each field: the tag's meaning and, for coded fields, the code's."""
+        return {tag: tags.describe(tag, value, lang) for tag, value in self.fields}
+
+    def echo_mismatches(self, request: PaymentRequest) -> list[str]:
+        """How this answer's echoes differ from the request (empty when they agree).
+
+        An echo the terminal left out is tolerated; a different value is not.
+        """
+        problems = []
+        for tag in EXACT_ECHOES:
+            sent, got = request.value(tag), self.value(tag)
+            if sent is not None and got is not None and sent != got:
+                problems.append(f"{tag} echoed as {got!r}, sent {sent!r}")
+        problems.extend(self._amount_mismatch(request))
+        return problems
+
+    def _amount_mismatch(self, request: PaymentRequest) -> list[str]:
+        got_text, sent_text = self.value("CB"), request.value("CB")
+        if got_text is None or sent_text is None:
+            return []
+        got, sent = self.amount, int(sent_text) if sent_text.isdigit() else None
+        if got is None or sent is None:
+            return [f"CB echoed as {got_text!r}, sent {sent_text!r}"]
+        partial_approval = request.value("BF") == "1" and self.outcome is Outcome.APPROVED
+        if got == sent or (partial_approval and 0 < got < sent):
+            return []
+        return [f"CB echoed as {got_text!r}, sent {sent_text!r}"]
+
+    def check_echoes(self, request: PaymentRequest) -> None:
+        """Raise ProtocolError when the echoes do not match the request."""
+        problems = self.echo_mismatches(request)
+        if problems:
+            raise ProtocolError("; ".join(problems))

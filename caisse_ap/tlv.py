@@ -1,0 +1,304 @@
+"""Caisse-AP framing: fields <-> bytes, with no I/O.
+
+A message is a run of TLV fields: a two-letter tag, a three-digit length and
+a printable ASCII value of that length. Over IP there is no wrapper and no
+overall length, so the end of a message is only known by parsing; the
+streaming `FrameDecoder` below does that for the socket edges.
+
+Bytes are read as Latin-1 so that each byte is one character: offsets in
+error messages are byte offsets, and any non-ASCII byte is caught by the
+printable-ASCII check instead of by a Unicode error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+FIRST_TAG = "CZ"
+CONSTRUCTED_TAGS = frozenset({"ZT"})
+MAX_VALUE_LENGTH = 999
+MAX_BUFFER = 64 * 1024
+HEADER = 5  # tag (2) + length (3)
+LINE_ENDS = "\r\n"
+
+Field = tuple[str, str]
+
+
+class FrameError(ValueError):
+    """A frame that breaks the Caisse-AP framing rules.
+
+    `offset` is the byte offset of the problem in the message (None when
+    encoding); `fields` holds the fields read before the problem, so that a
+    terminal can still echo them in its error answer.
+    """
+
+    def __init__(self, message: str, offset: int | None = None, fields: Iterable[Field] = ()):
+        super().__init__(message)
+        self.offset = offset
+        self.fields = list(fields)
+
+
+def _is_tag(text: str) -> bool:
+    return len(text) == 2 and text.isascii() and text.isalpha() and text.isupper()
+
+
+def _is_printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+def _first_bad_char(text: str) -> int:
+    return next(i for i, char in enumerate(text) if not _is_printable_ascii(char))
+
+
+def _check_header(buf: str, pos: int, end: int) -> None:
+    """Raise FrameError if what is present of the header at `pos` is already wrong."""
+    tag = buf[pos:min(pos + 2, end)]
+    for i, char in enumerate(tag):
+        if not ("A" <= char <= "Z"):
+            raise FrameError(
+                f"tag {tag!r} at offset {pos} is not two upper-case letters", pos + i
+            )
+    length = buf[pos + 2:min(pos + HEADER, end)]
+    if length and not (length.isascii() and length.isdigit()):
+        if len(length) == 3:
+            raise FrameError(f"length {length!r} at offset {pos + 2} is not three digits", pos + 2)
+        raise FrameError(f"length {length!r} of {tag} at offset {pos + 2} is not digits", pos + 2)
+
+
+def _read_field(buf: str, pos: int, end: int) -> tuple[str, str, int] | None:
+    """Read the field at `pos`: (tag, value, next position), or None if it is not all there yet."""
+    if end - pos < HEADER:
+        _check_header(buf, pos, end)
+        return None
+    tag = buf[pos:pos + 2]
+    length = buf[pos + 2:pos + HEADER]
+    if not (_is_tag(tag) and length.isascii() and length.isdigit()):
+        _check_header(buf, pos, end)
+    size = int(length)
+    if size == 0:
+        raise FrameError(f"value of {tag} at offset {pos} is empty (length 000)", pos + 2)
+    start = pos + HEADER
+    if end - start < size:
+        # Bytes already present must still be printable: garbage fails early.
+        present = buf[start:end]
+        if not _is_printable_ascii(present):
+            bad = start + _first_bad_char(present)
+            raise FrameError(f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}", bad)
+        return None
+    value = buf[start:start + size]
+    if not _is_printable_ascii(value):
+        bad = start + _first_bad_char(value)
+        raise FrameError(f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}", bad)
+    if tag in CONSTRUCTED_TAGS:
+        try:
+            _decode_fields(buf, start, start + size, bare=True)
+        except FrameError as error:
+            raise FrameError(f"inside {tag} at offset {pos}: {error}", error.offset) from None
+    return tag, value, start + size
+
+
+def _truncation(buf: str, pos: int, end: int) -> FrameError:
+    """The error for a message that ends in the middle of the field at `pos`."""
+    if end - pos < HEADER:
+        what = "tag" if end - pos < 2 else f"length of {buf[pos:pos + 2]}"
+        at = pos if end - pos < 2 else pos + 2
+        return FrameError(f"{what} at offset {at} is truncated: {buf[at:end]!r}", at)
+    size = int(buf[pos + 2:pos + HEADER])
+    present = end - pos - HEADER
+    return FrameError(
+        f"value of {buf[pos:pos + 2]} at offset {pos} is truncated: "
+        f"{size} announced, {present} present",
+        pos,
+    )
+
+
+def _add(fields: list[Field], seen: set[str], tag: str, value: str, pos: int, bare: bool) -> None:
+    if not fields and not bare and tag != FIRST_TAG:
+        raise FrameError(f"first field is {tag} at offset {pos}, expected {FIRST_TAG}", pos)
+    if tag in seen:
+        raise FrameError(f"duplicate tag {tag} at offset {pos}", pos, fields)
+    seen.add(tag)
+    fields.append((tag, value))
+
+
+def _decode_fields(buf: str, pos: int, end: int, bare: bool) -> list[Field]:
+    fields: list[Field] = []
+    seen: set[str] = set()
+    while pos < end:
+        field = _read_field(buf, pos, end)
+        if field is None:
+            raise _truncation(buf, pos, end)
+        tag, value, next_pos = field
+        _add(fields, seen, tag, value, pos, bare)
+        pos = next_pos
+    return fields
+
+
+def _as_text(frame: bytes | bytearray | str) -> str:
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return bytes(frame).decode("latin-1")
+    if isinstance(frame, str):
+        return frame
+    raise TypeError(f"a frame is bytes or str, not {type(frame).__name__}")
+
+
+def decode(frame: bytes | str, *, bare: bool = False) -> list[Field]:
+    """Decode one whole message into its fields, in order.
+
+    Strict: every framing rule is checked and the first broken one raises
+    FrameError. Trailing CR/LF, which some POS append, is accepted. `bare`
+    decodes a field list that need not start with CZ (the inside of ZT).
+    The value of ZT is checked but returned as text; `nested()` splits it.
+    """
+    text = _as_text(frame).rstrip(LINE_ENDS)
+    if not text:
+        raise FrameError("empty frame", 0)
+    return _decode_fields(text, 0, len(text), bare)
+
+
+def nested(value: str) -> list[Field]:
+    """The fields held by a constructed tag such as ZT."""
+    return decode(value, bare=True)
+
+
+def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
+    if not isinstance(value, str):
+        if tag not in CONSTRUCTED_TAGS:
+            raise FrameError(f"field {index} ({tag}): value must be text, not {type(value).__name__}")
+        value = encode(value, bare=True).decode("ascii")
+    if not value:
+        raise FrameError(f"field {index} ({tag}): value is empty")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise FrameError(f"field {index} ({tag}): value is {len(value)} characters, over {MAX_VALUE_LENGTH}")
+    if not _is_printable_ascii(value):
+        raise FrameError(f"field {index} ({tag}): value has a character that is not printable ASCII")
+    return value
+
+
+def encode(fields: Iterable[tuple[str, str | Iterable[Field]]], *, bare: bool = False) -> bytes:
+    """Encode (tag, value) pairs into a message, refusing anything a strict peer would.
+
+    The value of a constructed tag (ZT) may be given as a list of fields.
+    `bare` allows a field list that does not start with CZ.
+    """
+    parts = []
+    seen: set[str] = set()
+    for index, (tag, value) in enumerate(fields):
+        if not isinstance(tag, str) or not _is_tag(tag):
+            raise FrameError(f"field {index}: tag {tag!r} is not two upper-case letters")
+        if index == 0 and not bare and tag != FIRST_TAG:
+            raise FrameError(f"field 0: first field is {tag}, expected {FIRST_TAG}")
+        if tag in seen:
+            raise FrameError(f"field {index}: duplicate tag {tag}")
+        seen.add(tag)
+        text = _encode_value(tag, value, index)
+        parts.append(f"{tag}{len(text):03d}{text}")
+    if not parts:
+        raise FrameError("no field to encode")
+    return "".join(parts).encode("ascii")
+
+
+def _always_complete(fields: list[Field]) -> bool:
+    return True
+
+
+class FrameDecoder:
+    """Streaming decoder: feed it bytes as they arrive, take whole messages out.
+
+    A message ends where the next one starts (a new CZ), at CR/LF, or when
+    the bytes received so far are whole fields that satisfy `is_complete`
+    (the caller's rule: "has AE" for a POS, "has the mandatory fields" for a
+    terminal). CR/LF between and after messages are skipped.
+
+    After a FrameError the buffered bytes are dropped, so the decoder is
+    ready for the next message; the error's `fields` are those read before
+    the problem, and its offset counts from the start of the message.
+    """
+
+    def __init__(self, is_complete: Callable[[list[Field]], bool] | None = None,
+                 max_buffer: int = MAX_BUFFER):
+        self.is_complete = is_complete or _always_complete
+        self.max_buffer = max_buffer
+        self._buf = ""
+        self._pos = 0  # start of the first field not yet read
+        self._fields: list[Field] = []
+        self._seen: set[str] = set()
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes are held that are not yet part of a returned message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | str) -> None:
+        self._buf += _as_text(data)
+        if len(self._buf) > self.max_buffer:
+            fields = self._fields
+            self.reset()
+            raise FrameError(f"message exceeds {self.max_buffer} bytes", self.max_buffer, fields)
+
+    def reset(self) -> None:
+        """Drop everything buffered."""
+        self._buf = ""
+        self._pos = 0
+        self._fields = []
+        self._seen = set()
+
+    def next_message(self) -> list[Field] | None:
+        """The next whole message, or None until more bytes arrive."""
+        try:
+            return self._next_message()
+        except FrameError as error:
+            error.fields = error.fields or list(self._fields)
+            self.reset()
+            raise
+
+    def _next_message(self) -> list[Field] | None:
+        if not self._fields:
+            self._skip_line_ends()
+        buf, end = self._buf, len(self._buf)
+        while self._pos < end:
+            if buf[self._pos] in LINE_ENDS and self._fields:
+                return self._take(self._pos)
+            field = _read_field(buf, self._pos, end)
+            if field is None:
+                return None
+            tag, value, next_pos = field
+            if tag == FIRST_TAG and self._fields:
+                return self._take(self._pos)
+            _add(self._fields, self._seen, tag, value, self._pos, bare=False)
+            self._pos = next_pos
+        if self._fields and self.is_complete(self._fields):
+            return self._take(self._pos)
+        return None
+
+    def finish(self) -> list[Field] | None:
+        """At end of stream: the last message if whole, None if nothing is left.
+
+        Raises FrameError when the stream stopped in the middle of a field.
+        """
+        message = self.next_message()
+        if message is not None:
+            return message
+        self._skip_line_ends()
+        if self._pos < len(self._buf):
+            error = _truncation(self._buf, self._pos, len(self._buf))
+            error.fields = list(self._fields)
+            self.reset()
+            raise error
+        message, self._fields = self._fields or None, []
+        self.reset()
+        return message
+
+    def _skip_line_ends(self) -> None:
+        stripped = self._buf.lstrip(LINE_ENDS)
+        if len(stripped) != len(self._buf):
+            self._buf = stripped
+            self._pos = 0
+
+    def _take(self, pos: int) -> list[Field]:
+        message = self._fields
+        self._buf = self._buf[pos:]
+        self._pos = 0
+        self._fields = []
+        self._seen = set()
+        return message

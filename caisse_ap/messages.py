@@ -147,7 +147,8 @@ class PaymentRequest:
             raise RequestError(f"unknown action type CD={values['CD']!r}", UNKNOWN_ACTION, fields)
         accepted = money.numeric_codes() if currencies is None else currencies
         if values["CE"] not in accepted:
-            raise RequestError(f"currency {values['CE']} is not supported", UNSUPPORTED_CURRENCY, fields)
+            message = f"currency {values['CE']} is not supported"
+            raise RequestError(message, UNSUPPORTED_CURRENCY, fields)
         return cls(
             amount=int(values["CB"]),
             currency=values["CE"],

@@ -50,6 +50,12 @@ def _first_bad_char(text: str) -> int:
     return next(i for i, char in enumerate(text) if not _is_printable_ascii(char))
 
 
+def _not_printable(tag: str, pos: int, bad: int) -> FrameError:
+    return FrameError(
+        f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}", bad
+    )
+
+
 def _check_header(buf: str, pos: int, end: int) -> None:
     """Raise FrameError if what is present of the header at `pos` is already wrong."""
     tag = buf[pos:min(pos + 2, end)]
@@ -82,13 +88,11 @@ def _read_field(buf: str, pos: int, end: int) -> tuple[str, str, int] | None:
         # Bytes already present must still be printable: garbage fails early.
         present = buf[start:end]
         if not _is_printable_ascii(present):
-            bad = start + _first_bad_char(present)
-            raise FrameError(f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}", bad)
+            raise _not_printable(tag, pos, start + _first_bad_char(present))
         return None
     value = buf[start:start + size]
     if not _is_printable_ascii(value):
-        bad = start + _first_bad_char(value)
-        raise FrameError(f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}", bad)
+        raise _not_printable(tag, pos, start + _first_bad_char(value))
     if tag in CONSTRUCTED_TAGS:
         try:
             _decode_fields(buf, start, start + size, bare=True)
@@ -164,14 +168,17 @@ def nested(value: str) -> list[Field]:
 def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
     if not isinstance(value, str):
         if tag not in CONSTRUCTED_TAGS:
-            raise FrameError(f"field {index} ({tag}): value must be text, not {type(value).__name__}")
+            kind = type(value).__name__
+            raise FrameError(f"field {index} ({tag}): value must be text, not {kind}")
         value = encode(value, bare=True).decode("ascii")
     if not value:
         raise FrameError(f"field {index} ({tag}): value is empty")
     if len(value) > MAX_VALUE_LENGTH:
-        raise FrameError(f"field {index} ({tag}): value is {len(value)} characters, over {MAX_VALUE_LENGTH}")
+        raise FrameError(
+            f"field {index} ({tag}): value is {len(value)} characters, over {MAX_VALUE_LENGTH}"
+        )
     if not _is_printable_ascii(value):
-        raise FrameError(f"field {index} ({tag}): value has a character that is not printable ASCII")
+        raise FrameError(f"field {index} ({tag}): a character of the value is that is not printable ASCII")
     return value
 
 

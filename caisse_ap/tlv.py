@@ -52,7 +52,8 @@ def _first_bad_char(text: str) -> int:
 
 def _not_printable(tag: str, pos: int, bad: int) -> FrameError:
     return FrameError(
-        f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}", bad
+        f"value of {tag} at offset {pos} has a byte that is not printable ASCII at offset {bad}",
+        bad,
     )
 
 
@@ -178,7 +179,7 @@ def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
             f"field {index} ({tag}): value is {len(value)} characters, over {MAX_VALUE_LENGTH}"
         )
     if not _is_printable_ascii(value):
-        raise FrameError(f"field {index} ({tag}): a character of the value is that is not printable ASCII")
+        raise FrameError(f"field {index} ({tag}): value has a byte that is not printable ASCII")
     return value
 
 

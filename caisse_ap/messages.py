@@ -233,7 +233,7 @@ class TerminalAnswer:
     def amount(self) -> int | None:
         """CB as a number: some terminals left-pad it with zeros."""
         text = self.value("CB")
-        return int(text) if text and text.isdigit() else None
+        return int(text) if text and text.isascii() and text.isdigit() else None
 
     @property
     def application(self) -> str | None:
@@ -310,7 +310,8 @@ class TerminalAnswer:
         got_text, sent_text = self.value("CB"), request.value("CB")
         if got_text is None or sent_text is None:
             return []
-        got, sent = self.amount, int(sent_text) if sent_text.isdigit() else None
+        sent_is_number = sent_text.isascii() and sent_text.isdigit()
+        got, sent = self.amount, int(sent_text) if sent_is_number else None
         if got is None or sent is None:
             return [f"CB echoed as {got_text!r}, sent {sent_text!r}"]
         partial_approval = request.value("BF") == "1" and self.outcome is Outcome.APPROVED

@@ -129,17 +129,24 @@ def _add(fields: list[Field], seen: set[str], tag: str, value: str, pos: int, ba
 def _decode_fields(buf: str, pos: int, end: int, bare: bool) -> list[Field]:
     fields: list[Field] = []
     seen: set[str] = set()
-    while pos < end:
-        field = _read_field(buf, pos, end)
-        if field is None:
-            raise _truncation(buf, pos, end)
-        tag, value, next_pos = field
-        _add(fields, seen, tag, value, pos, bare)
-        pos = next_pos
+    try:
+        while pos < end:
+            field = _read_field(buf, pos, end)
+            if field is None:
+                raise _truncation(buf, pos, end)
+            tag, value, next_pos = field
+            _add(fields, seen, tag, value, pos, bare)
+            pos = next_pos
+    except FrameError as error:
+        # The fields before the problem, so that a terminal can echo them.
+        error.fields = error.fields or list(fields)
+        raise
     return fields
 
 
 def _as_text(frame: bytes | bytearray | str) -> str:
+    if type(frame) is bytes:  # the common case, without a copy
+        return frame.decode("latin-1")
     if isinstance(frame, (bytes, bytearray, memoryview)):
         return bytes(frame).decode("latin-1")
     if isinstance(frame, str):
@@ -156,9 +163,46 @@ def decode(frame: bytes | str, *, bare: bool = False) -> list[Field]:
     The value of ZT is checked but returned as text; `nested()` splits it.
     """
     text = _as_text(frame).rstrip(LINE_ENDS)
+    if text.isascii() and text.isprintable():
+        fields = _valid_fields(text, 0, len(text), bare)
+        if fields:
+            return fields
     if not text:
         raise FrameError("empty frame", 0)
+    # Something is wrong: the careful reader finds what, and where.
     return _decode_fields(text, 0, len(text), bare)
+
+
+def _valid_fields(text: str, pos: int, end: int, bare: bool) -> list[Field] | None:
+    """The fields of text[pos:end] if it is a valid message, else None.
+
+    decode's fast path, for the common case of a good frame: the caller has
+    checked that the whole text is printable ASCII, so plain str methods on
+    slices are exact checks here (isdigit() is 0-9 only, isupper() is A-Z
+    only). It does not say what is wrong: _decode_fields does that.
+    """
+    if not bare and not text.startswith(FIRST_TAG, pos):
+        return None
+    fields: list[Field] = []
+    append = fields.append
+    while pos < end:
+        start = pos + HEADER
+        if start > end:
+            return None
+        tag = text[pos:pos + 2]
+        length = text[pos + 2:start]
+        if not (tag.isalpha() and tag.isupper() and length.isdigit()):
+            return None
+        pos = start + int(length)
+        if pos > end or pos == start:
+            return None
+        if tag in CONSTRUCTED_TAGS and _valid_fields(text, start, pos, True) is None:
+            return None
+        append((tag, text[start:pos]))
+    # Duplicates, all at once: cheaper than a set lookup per field.
+    if len(dict(fields)) != len(fields):
+        return None
+    return fields
 
 
 def nested(value: str) -> list[Field]:
@@ -166,12 +210,30 @@ def nested(value: str) -> list[Field]:
     return decode(value, bare=True)
 
 
+def _constructed_value(tag: str, value: str | Iterable[Field], index: int) -> str:
+    """The value of ZT as text: its fields encoded, or text that must be whole fields.
+
+    Text is checked too, so that encode never writes a ZT that decode refuses.
+    """
+    if not isinstance(value, (str, list, tuple)):
+        kind = type(value).__name__
+        raise FrameError(f"field {index} ({tag}): value must be text or fields, not {kind}")
+    try:
+        if not isinstance(value, str):
+            return encode(value, bare=True).decode("ascii")
+        if value and _is_printable_ascii(value):  # else the common checks say why
+            decode(value, bare=True)
+        return value
+    except FrameError as error:
+        raise FrameError(f"field {index} ({tag}): {error}") from None
+
+
 def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
-    if not isinstance(value, str):
-        if tag not in CONSTRUCTED_TAGS:
-            kind = type(value).__name__
-            raise FrameError(f"field {index} ({tag}): value must be text, not {kind}")
-        value = encode(value, bare=True).decode("ascii")
+    if tag in CONSTRUCTED_TAGS:
+        value = _constructed_value(tag, value, index)
+    elif not isinstance(value, str):
+        kind = type(value).__name__
+        raise FrameError(f"field {index} ({tag}): value must be text, not {kind}")
     if not value:
         raise FrameError(f"field {index} ({tag}): value is empty")
     if len(value) > MAX_VALUE_LENGTH:
@@ -296,6 +358,30 @@ class FrameDecoder:
         message, self._fields = self._fields or None, []
         self.reset()
         return message
+
+    def continue_message(self, fields: list[Field]) -> bool | None:
+        """Whether the bytes buffered after `fields` (a message just returned) continue it.
+
+        A message is returned as soon as `is_complete` holds, but a peer may
+        still be sending optional fields after the mandatory ones, in a later
+        TCP segment. True: the buffered bytes start with another tag, so they
+        are taken as more fields of that message, and the next message
+        returned is `fields` followed by them. False: they start a new message
+        (CZ) or a line end closed it. None: too few bytes to tell yet.
+        """
+        if self._fields or self._pos:
+            return False
+        if not self._buf:
+            return None
+        if self._buf[0] in LINE_ENDS:
+            return False
+        if len(self._buf) < 2:
+            return None
+        if self._buf.startswith(FIRST_TAG):
+            return False
+        self._fields = list(fields)
+        self._seen = {tag for tag, _ in fields}
+        return True
 
     def _skip_line_ends(self) -> None:
         stripped = self._buf.lstrip(LINE_ENDS)

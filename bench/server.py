@@ -1,0 +1,281 @@
+"""The simulated terminal under load, against baselines measured in the same run.
+
+Figures (issue 3):
+- concurrency: C POS pay at once against `-d 1`; wall time / 1 s
+  (C = 10, 100, 500; target <= 1.3 at 500);
+- throughput with `-d 0`: transactions per second from one client loop
+  (connect, send, read the answer, close) against our terminal and against a
+  bare Twisted server that answers a fixed frame, written here; same client,
+  interleaved rounds, median of each (target ratio >= 0.7);
+- memory: resident size of the terminal process with 1000 idle connections
+  open (target <= 64 MiB).
+
+Each server runs in a child process (`python3 bench/server.py --serve KIND`)
+that prints its port; the measuring client is this process. Loopback only,
+bounded in connections and time.
+
+Adding a figure: write `def measure_x(args) -> list[Figure]` and add it to
+SECTIONS; start servers with `Child(kind, *options)` (KIND is one of
+SERVERS, which `serve()` knows how to start). The journal-in-a-file figure
+plugs in that way.
+
+Usage: python3 bench/server.py [--seconds S] [--only SECTION ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a plain clone
+
+from caisse_ap import tlv  # noqa: E402
+
+REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
+# What the baseline answers to anything: an approval of REQUEST, same size as ours.
+FIXED_ANSWER = tlv.encode([
+    ("CZ", "0300"), ("CJ", "012345678901"), ("AE", "10"), ("CA", "01"), ("CB", "11245"),
+    ("CD", "0"), ("CE", "978"), ("CC", "001"), ("CI", "1"), ("AC", "123456"),
+    ("AA", "497010######0123"), ("AB", "2812"), ("AI", "A0000000421010"), ("CG", "424242"),
+])
+CONCURRENCY = (10, 100, 500)
+CONCURRENCY_TARGET = 1.3
+THROUGHPUT_TARGET = 0.7
+IDLE_CONNECTIONS = 1000
+MEMORY_TARGET_MIB = 64
+TIMEOUT = 30.0
+FD_LIMIT = 4096
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str = ""
+    target: str = ""
+    ok: bool | None = None
+
+    def line(self) -> str:
+        verdict = "" if self.ok is None else ("  OK" if self.ok else "  MISSED")
+        target = f"  (target {self.target})" if self.target else ""
+        return f"{self.name:<48} {self.value:>12.3f} {self.unit:<8}{target}{verdict}"
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_LIMIT if hard == resource.RLIM_INFINITY else min(FD_LIMIT, hard)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+# --- Servers, each in a child process -----------------------------------------
+
+
+def serve_terminal(options: list[str]) -> None:
+    """Our terminal (no web console, warnings only), as the command line builds it."""
+    import logging
+
+    from twisted.internet import reactor
+
+    from caisse_ap.terminal import cli
+    from caisse_ap.terminal.server import start_terminal
+
+    args = cli.build_parser([]).parse_args(["-l", "warn", *options])
+    logging.basicConfig(level=logging.WARNING)
+    settings = cli.settings_from_args(args)
+    terminal = start_terminal(reactor, settings, "127.0.0.1", 0,
+                              max_connections=args.max_connections,
+                              idle_timeout=args.idle_timeout)
+    print(terminal.address[1], flush=True)
+    reactor.run()
+
+
+def serve_baseline(options: list[str]) -> None:
+    """The baseline: a bare Twisted server writing a fixed frame for any data received."""
+    from twisted.internet import protocol, reactor
+
+    class Fixed(protocol.Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(FIXED_ANSWER)
+
+    factory = protocol.Factory.forProtocol(Fixed)
+    port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
+    print(port.getHost().port, flush=True)
+    reactor.run()
+
+
+SERVERS: dict[str, Callable[[list[str]], None]] = {
+    "terminal": serve_terminal,
+    "baseline": serve_baseline,
+}
+
+
+class Child:
+    """A server in a child process; `port` once it listens."""
+
+    def __init__(self, kind: str, *options: str):
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--", *options],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        self.port = int(line)
+        self.address = ("127.0.0.1", self.port)
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS in /proc")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- Clients ------------------------------------------------------------------
+
+
+def one_transaction(address: tuple[str, int]) -> bytes:
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sock.sendall(REQUEST)
+        return sock.recv(1024)
+
+
+def loop_rate(address: tuple[str, int], seconds: float) -> float:
+    """Transactions per second from one client loop, one connection each."""
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        if b"AE00210" not in one_transaction(address):
+            raise RuntimeError("not an approval")
+        count += 1
+    return count / elapsed
+
+
+async def _pay(address: tuple[str, int]) -> bytes:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(REQUEST)
+    await writer.drain()
+    answer = await reader.read(1024)
+    writer.close()
+    return answer
+
+
+async def _pay_all(address: tuple[str, int], count: int) -> float:
+    start = time.perf_counter()
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(_pay(address) for _ in range(count))), TIMEOUT)
+    elapsed = time.perf_counter() - start
+    approved = sum(b"AE00210" in answer for answer in answers)
+    if approved != count:
+        raise RuntimeError(f"{approved} approvals out of {count}")
+    return elapsed
+
+
+# --- Sections -------------------------------------------------------------------
+
+
+def measure_concurrency(args: argparse.Namespace) -> list[Figure]:
+    figures = []
+    with Child("terminal", "-d", "1") as server:
+        for count in CONCURRENCY:
+            wall = asyncio.run(_pay_all(server.address, count))
+            ratio = wall / 1.0
+            ok = ratio <= CONCURRENCY_TARGET if count == max(CONCURRENCY) else None
+            figures.append(Figure(f"concurrency C={count}, -d 1: wall / 1 s", ratio, "x",
+                                  f"<= {CONCURRENCY_TARGET}" if ok is not None else "", ok))
+    return figures
+
+
+def measure_throughput(args: argparse.Namespace) -> list[Figure]:
+    rounds = 6
+    per_round = args.seconds / (2 * rounds)
+    ours, baseline = [], []
+    with Child("terminal", "-d", "0") as terminal, Child("baseline") as bare:
+        loop_rate(terminal.address, 0.2)  # warm up both
+        loop_rate(bare.address, 0.2)
+        for _ in range(rounds):  # interleaved: noise hits both sides alike
+            ours.append(loop_rate(terminal.address, per_round))
+            baseline.append(loop_rate(bare.address, per_round))
+    our_rate, base_rate = statistics.median(ours), statistics.median(baseline)
+    ratio = our_rate / base_rate
+    return [
+        Figure("throughput -d 0, our terminal", our_rate, "tx/s"),
+        Figure("throughput, bare Twisted fixed-frame server", base_rate, "tx/s"),
+        Figure("throughput ratio ours / bare", ratio, "x", f">= {THROUGHPUT_TARGET}",
+               ratio >= THROUGHPUT_TARGET),
+    ]
+
+
+def measure_memory(args: argparse.Namespace) -> list[Figure]:
+    with Child("terminal", "-d", "0", "--max-connections", str(IDLE_CONNECTIONS + 1)) as server:
+        before = server.rss_mib()
+        idle = [socket.create_connection(server.address, timeout=TIMEOUT)
+                for _ in range(IDLE_CONNECTIONS)]
+        try:
+            # Accepts are in order: once this one is answered, all idle ones are in.
+            if b"AE00210" not in one_transaction(server.address):
+                raise RuntimeError("not an approval")
+            rss = server.rss_mib()
+        finally:
+            for sock in idle:
+                sock.close()
+    return [
+        Figure("terminal RSS, no connection", before, "MiB"),
+        Figure(f"terminal RSS, {IDLE_CONNECTIONS} idle connections", rss, "MiB",
+               f"<= {MEMORY_TARGET_MIB}", rss <= MEMORY_TARGET_MIB),
+    ]
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
+    "concurrency": measure_concurrency,
+    "throughput": measure_throughput,
+    "memory": measure_memory,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="time spent on the throughput figure (default: 6)")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
+    parser.add_argument("options", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    if args.serve:
+        SERVERS[args.serve](args.options)
+        return 0
+    missed = 0
+    for name in args.only:
+        for figure in SECTIONS[name](args):
+            print(figure.line(), flush=True)
+            missed += figure.ok is False
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

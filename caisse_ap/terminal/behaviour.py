@@ -1,0 +1,608 @@
+"""What the simulated terminal answers, and when: pure functions, no I/O.
+
+Given a parsed `PaymentRequest`, the `TerminalSettings` and an outcome
+(`OutcomeSpec`), this module builds the answer a real French terminal would
+send: echoes, card data of the right scheme, the customer receipt. Time and
+randomness come in as arguments (a `datetime`, a `random.Random`), so that the
+same inputs give the same answer and tests need no clock.
+
+The vocabulary (modes, failure types, outcomes, payment types, the settings
+object) is the one of docs/api.md, shared by the command line, the JSON API
+and the web console.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from .. import money, tags, tlv
+from ..messages import (
+    CHEQUE_APPLICATION,
+    ECHOED_TAGS,
+    FORMAT_ERROR,
+    Action,
+    PaymentRequest,
+)
+from ..tlv import Field
+
+MODES = ("success", "failure", "no-answer", "hang-up", "manual")
+
+# Failure types: every AF code, by name. "abandon" (11, operator abandon) is the
+# original script's default; "abandoned" (06) is the customer's.
+FAILURE_TYPES: dict[str, str] = {
+    "unknown": "00",
+    "authorised": "01",
+    "phone-authorisation": "02",
+    "forced": "03",
+    "refused": "04",
+    "forbidden": "05",
+    "abandoned": "06",
+    "not-completed": "07",
+    "timeout": "08",
+    "format-error": "09",
+    "selection-error": "10",
+    "abandon": "11",
+    "unknown-action": "12",
+    "unsupported-currency": "13",
+}
+FAILURE_NAMES = {code: name for name, code in FAILURE_TYPES.items()}
+
+APPROVED = "approved"
+PARTIAL = "partial"
+NO_ANSWER = "no-answer"
+HANG_UP = "hang-up"
+OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
+
+# How a transaction was decided (docs/api.md, transaction.decided_by).
+DECIDED_BY = ("settings", "queue", "amount-rule", "manual", "manual-timeout", "shutdown",
+              "request-error")
+
+# Transaction statuses (docs/api.md).
+STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
+            "error")
+
+# What an Ingenico with a cheque printer answers to any cheque failure.
+CHEQUE_FAILURE = "04"
+RECEIPT_WIDTH = 32
+MAX_DURATION = 3600.0  # an hour: longer is surely a typo
+MAX_SELLER_CONTRACT = 10
+DEFAULT_VERSION = "0300"  # CZ of an answer to a request whose CZ could not be read
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A card scheme: how its card numbers start and which AID its cards select."""
+
+    name: str
+    bins: tuple[str, ...]  # six-digit issuer prefixes of real cards of the scheme
+    pan_length: int
+    aid: str
+
+
+# CB cards are co-badged Visa or Mastercard; a French terminal selects the CB AID.
+CB = Scheme("CB", ("497010", "497401", "513283", "535110"), 16, "A0000000421010")
+AMEX = Scheme("AMEX", ("374245", "375987", "371449"), 15, "A000000025010801")
+DINERS = Scheme("DINERS", ("361234", "305693"), 14, "A0000001523010")
+JCB = Scheme("JCB", ("353011", "356600"), 16, "A0000000651010")
+UNIONPAY = Scheme("UNIONPAY", ("621483", "625094"), 16, "A000000333010101")
+
+
+@dataclass(frozen=True)
+class PaymentType:
+    """A card payment the terminal simulates: application CC, read mode CI, scheme."""
+
+    name: str
+    application: str
+    read_mode: str
+    scheme: Scheme
+
+    @property
+    def label(self) -> str:
+        return tags.label(tags.APPLICATIONS, self.application)
+
+    @property
+    def contactless(self) -> bool:
+        return self.read_mode == "2"
+
+
+PAYMENT_TYPES: dict[str, PaymentType] = {
+    pt.name: pt
+    for pt in (
+        PaymentType("cbcontact", "001", "1", CB),
+        PaymentType("cbcontactless", "00B", "2", CB),
+        PaymentType("amexcontact", "002", "1", AMEX),
+        PaymentType("amexcontactless", "00D", "2", AMEX),
+        PaymentType("cbmagstripe", "001", "3", CB),
+        PaymentType("cbmanual", "001", "4", CB),
+        PaymentType("diners", "006", "1", DINERS),
+        PaymentType("jcb", "009", "1", JCB),
+        PaymentType("unionpay", "00U", "1", UNIONPAY),
+    )
+}
+
+
+class SettingsError(ValueError):
+    """A settings value, outcome or option that is not acceptable.
+
+    `field` names what is wrong (a settings field, "outcome", "delay",
+    "payment_type"); the message is one English sentence for a user.
+    """
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# --- Settings ---------------------------------------------------------------
+
+
+def _number(name: str, value: Any, minimum: float, maximum: float, *,
+            allow_zero: bool = True) -> float:
+    """A finite number in range; numeric text is accepted (the command line gives text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(number) or number < minimum or number > maximum:
+        raise SettingsError(name, f"{name} must be between {minimum:g} and {maximum:g} seconds, "
+                                  f"not {value!r}")
+    if not allow_zero and number == 0:
+        raise SettingsError(name, f"{name} must be above 0 seconds")
+    return number
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(name, f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def failure_code(name_or_code: Any, field: str = "failure_type") -> str:
+    """The AF code of a failure type given by name ("refused") or two digits ("04")."""
+    text = name_or_code.strip().lower() if isinstance(name_or_code, str) else None
+    if text in FAILURE_TYPES:
+        return FAILURE_TYPES[text]
+    if text in FAILURE_NAMES:
+        return text
+    raise SettingsError(field, f"unknown failure type {name_or_code!r}; use a name such as "
+                               f"'refused' or an AF code from 00 to 13")
+
+
+def failure_name(name_or_code: Any, field: str = "failure_type") -> str:
+    """The canonical name of a failure type given by name or two-digit AF code."""
+    return FAILURE_NAMES[failure_code(name_or_code, field)]
+
+
+def payment_type(name: Any, field: str = "payment_type") -> PaymentType:
+    if isinstance(name, str) and name.strip().lower() in PAYMENT_TYPES:
+        return PAYMENT_TYPES[name.strip().lower()]
+    raise SettingsError(field, f"unknown payment type {name!r}; choose from "
+                               f"{', '.join(PAYMENT_TYPES)}")
+
+
+def _mode(value: Any) -> str:
+    if isinstance(value, str) and value in MODES:
+        return value
+    raise SettingsError("mode", f"unknown mode {value!r}; choose from {', '.join(MODES)}")
+
+
+def _seller_contract(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise SettingsError("seller_contract", "seller_contract must be non-empty text")
+    if len(value) > MAX_SELLER_CONTRACT:
+        raise SettingsError("seller_contract", f"seller_contract {value!r} is longer than "
+                                               f"{MAX_SELLER_CONTRACT} characters")
+    if not (value.isascii() and value.isprintable()):
+        raise SettingsError("seller_contract", f"seller_contract {value!r} must be printable "
+                                               "ASCII")
+    return value
+
+
+def _answer_version(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit():
+        return value
+    raise SettingsError("answer_version", f"answer_version must be 4 digits such as '0301', "
+                                          f"or null to echo the request's, not {value!r}")
+
+
+def _currencies(value: Any) -> tuple[str, ...] | None:
+    """Accepted currencies as numeric codes; alphabetic codes ("EUR") are converted."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part for part in value.replace(" ", "").split(",") if part]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SettingsError("currencies", "currencies must be a non-empty list of ISO 4217 "
+                                          "codes, or null for all of them")
+    codes: list[str] = []
+    for code in value:
+        if isinstance(code, bool) or not isinstance(code, (str, int)):
+            raise SettingsError("currencies", f"currency {code!r} is not an ISO 4217 code")
+        try:
+            numeric = money.currency(code).numeric
+        except money.CurrencyError:
+            raise SettingsError("currencies", f"currency {code!r} is not an ISO 4217 "
+                                              "code") from None
+        if numeric not in codes:
+            codes.append(numeric)
+    return tuple(codes)
+
+
+@lru_cache(maxsize=1)
+def _every_currency() -> frozenset[str]:
+    return money.numeric_codes()
+
+
+_VALIDATORS = {
+    "mode": _mode,
+    "failure_type": failure_name,
+    "duration": lambda v: _number("duration", v, 0, MAX_DURATION),
+    "payment_type": lambda v: payment_type(v).name,
+    "seller_contract": _seller_contract,
+    "answer_version": _answer_version,
+    "pad_amount": lambda v: _boolean("pad_amount", v),
+    "currencies": _currencies,
+    "amount_rules": lambda v: _boolean("amount_rules", v),
+    "manual_timeout": lambda v: _number("manual_timeout", v, 0, 24 * 3600, allow_zero=False),
+}
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """The checked, canonical value of one setting (SettingsError if it is not acceptable).
+
+    The command line uses it to check each option as argparse reads it.
+    """
+    validator = _VALIDATORS.get(name)
+    if validator is None:
+        raise SettingsError(name, f"unknown setting {name!r}")
+    return validator(value)
+
+
+@dataclass(frozen=True)
+class TerminalSettings:
+    """Everything that decides how the terminal answers (docs/api.md, settings object).
+
+    Immutable: a change builds new settings with `updated()`, which takes
+    effect for the next transaction. Build from untrusted input with
+    `from_dict()`; both validate every field and raise SettingsError naming
+    the field, so that nothing changes when a value is wrong.
+    """
+
+    mode: str = "success"
+    failure_type: str = "abandon"
+    duration: float = 3.0
+    payment_type: str = "cbcontact"
+    seller_contract: str = "424242"
+    answer_version: str | None = None
+    pad_amount: bool = False
+    currencies: tuple[str, ...] | None = None
+    amount_rules: bool = False
+    manual_timeout: float = 60.0
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TerminalSettings:
+        """Settings from a (possibly partial) dict; missing fields take their defaults."""
+        return cls().updated(values)
+
+    def updated(self, changes: Mapping[str, Any]) -> TerminalSettings:
+        """New settings with `changes` applied; SettingsError on any unknown field or bad value."""
+        if not isinstance(changes, Mapping):
+            raise SettingsError(None, "settings must be a JSON object")
+        known = {f.name for f in fields(self)}
+        for name in changes:
+            if name not in known:
+                raise SettingsError(name, f"unknown setting {name!r}")
+        checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
+        return replace(self, **checked)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        if self.currencies is not None:
+            values["currencies"] = list(self.currencies)
+        return values
+
+    @property
+    def accepted_currencies(self) -> frozenset[str]:
+        """The numeric codes PaymentRequest.parse accepts (every ISO 4217 code by default)."""
+        if self.currencies is None:
+            return _every_currency()
+        return frozenset(self.currencies)
+
+    @property
+    def failure_code(self) -> str:
+        return FAILURE_TYPES[self.failure_type]
+
+
+# --- Outcomes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutcomeSpec:
+    """The outcome chosen for one transaction: by the settings, the queue, a rule or a person.
+
+    `outcome` is a canonical name of OUTCOMES (a failure is always by name,
+    "refused", never "04"); `delay` None means the settings' duration;
+    `payment_type` None means the settings' one.
+    """
+
+    outcome: str
+    delay: float | None = None
+    payment_type: str | None = None
+
+    @classmethod
+    def parse(cls, outcome: Any, delay: Any = None, payment_type_name: Any = None) -> OutcomeSpec:
+        """Read an outcome by name or AF code: "approved", "partial", "no-answer", "hang-up",
+        "refused", "04"... Raises SettingsError naming the bad part."""
+        if not isinstance(outcome, str):
+            raise SettingsError("outcome", f"outcome must be text, not {outcome!r}")
+        text = outcome.strip().lower()
+        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP):
+            text = failure_name(text, "outcome")
+        checked_delay = None if delay is None else _number("delay", delay, 0, MAX_DURATION)
+        checked_type = (None if payment_type_name is None
+                        else payment_type(payment_type_name).name)
+        return cls(text, checked_delay, checked_type)
+
+    @classmethod
+    def from_dict(cls, values: Any) -> OutcomeSpec:
+        """From the JSON form {"outcome": ..., "delay": ..., "payment_type": ...}."""
+        if isinstance(values, str):
+            return cls.parse(values)
+        if not isinstance(values, Mapping):
+            raise SettingsError("outcome", "an outcome must be a JSON object or a name")
+        unknown = set(values) - {"outcome", "delay", "payment_type"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise SettingsError(name, f"unknown outcome field {name!r}")
+        if "outcome" not in values:
+            raise SettingsError("outcome", "the outcome is missing")
+        return cls.parse(values["outcome"], values.get("delay"), values.get("payment_type"))
+
+    def to_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"outcome": self.outcome}
+        if self.delay is not None:
+            values["delay"] = self.delay
+        if self.payment_type is not None:
+            values["payment_type"] = self.payment_type
+        return values
+
+    @property
+    def failure_code(self) -> str | None:
+        """The AF code when the outcome is a failure, else None."""
+        return FAILURE_TYPES.get(self.outcome)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An outcome and who chose it (docs/api.md, transaction.decided_by)."""
+
+    spec: OutcomeSpec
+    decided_by: str = "settings"
+
+
+def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
+    """The settings' outcome for a request no outcome source took, and its delay.
+
+    In manual mode with nobody to decide (no web API), the customer never
+    types anything: the terminal gives up after manual_timeout with AF=08.
+    """
+    mode = settings.mode
+    if mode == "manual":
+        return Decision(OutcomeSpec("timeout"), "manual-timeout"), settings.manual_timeout
+    outcome = {"success": APPROVED, "failure": settings.failure_type}.get(mode, mode)
+    return Decision(OutcomeSpec(outcome), "settings"), settings.duration
+
+
+# --- Answers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    """The card the simulated customer used, as the answer shows it."""
+
+    payment_type: PaymentType
+    masked_pan: str
+    expiry: str  # YYMM
+    authorisation_number: str
+
+
+@dataclass(frozen=True)
+class TerminalReply:
+    """What the terminal does for one request.
+
+    `fields` is the answer to write, or None when nothing is sent (no-answer,
+    hang-up). `status` is the transaction status (docs/api.md), `reason` the
+    AF code of a declined or erroneous request.
+    """
+
+    fields: tuple[Field, ...] | None
+    status: str
+    reason: str | None = None
+    card: Card | None = field(default=None, compare=False)
+
+    @property
+    def hang_up(self) -> bool:
+        return self.status == HANG_UP
+
+
+def luhn_check_digit(digits: str) -> str:
+    """The digit that makes `digits` + it pass the Luhn check, as real card numbers do."""
+    reverse = digits[::-1]
+    # Every second digit from the right (check digit excluded) is doubled, digits summed.
+    total = sum(_DOUBLED[int(char)] for char in reverse[::2]) + sum(map(int, reverse[1::2]))
+    return str(-total % 10)
+
+
+_DOUBLED = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
+
+
+def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
+    """A plausible card: Luhn-valid number of the scheme (masked), expiry in the future."""
+    scheme = kind.scheme
+    bin_ = rng.choice(scheme.bins)
+    digits = scheme.pan_length - 7  # between the BIN and the check digit
+    body = bin_ + f"{rng.randrange(10**digits):0{digits}d}"
+    pan = body + luhn_check_digit(body)
+    masked = pan[:6] + "#" * (len(pan) - 10) + pan[-4:]
+    # One to four years ahead: always after the current month.
+    year = (now.year + rng.randint(1, 4)) % 100
+    expiry = f"{year:02d}{rng.randint(1, 12):02d}"
+    authorisation = f"{rng.randrange(10**6):06d}"
+    return Card(kind, masked, expiry, authorisation)
+
+
+def _amount_text(units: int, currency_code: str) -> str:
+    """A receipt amount: "112,45 EUR" (ASCII, as terminal printers print it)."""
+    try:
+        info = money.currency(currency_code)
+    except money.CurrencyError:
+        return f"{units} ({currency_code})"
+    number = format(money.from_minor_units(units, info), "f").replace(".", ",")
+    return f"{number} {info.alpha}"
+
+
+_RECEIPT_OPERATION = {
+    Action.DEBIT: "DEBIT",
+    Action.REFUND: "CREDIT",
+    Action.CANCELLATION: "ANNULATION",
+    Action.DUPLICATE: "DEBIT",
+}
+
+
+def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
+                 amount: int, now: datetime) -> str:
+    """The customer receipt, as a French terminal prints it (ASCII, 32 columns)."""
+    lines: list[str] = []
+    if request.action is Action.DUPLICATE:
+        lines.append("*** DUPLICATA ***")
+    if card is None:
+        lines.append("CHEQUE" if request.cheque else "CARTE BANCAIRE")
+    else:
+        kind = card.payment_type
+        lines.append("CARTE BANCAIRE" if kind.scheme is CB else kind.scheme.name)
+        lines.append("SANS CONTACT" if kind.contactless else "CONTACT")
+        lines.append(kind.scheme.aid)
+    lines.append(f"LE {now:%d/%m/%y} A {now:%H:%M:%S}")
+    lines.append("TERMINAL SIMULE CAISSE-AP")
+    lines.append(f"CONTRAT {settings.seller_contract}")
+    lines.append(f"CAISSE {request.register}")
+    if card is not None:
+        lines.append(card.masked_pan)
+        lines.append(f"NO AUTO {card.authorisation_number}")
+    lines.append("MONTANT")
+    lines.append(_amount_text(amount, request.currency))
+    lines.append(_RECEIPT_OPERATION[request.action])
+    lines.append("TICKET CLIENT A CONSERVER")
+    return "\n".join(line.center(RECEIPT_WIDTH).rstrip() for line in lines) + "\n"
+
+
+def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
+                  amount: int, now: datetime) -> str:
+    """The value of ZT: the request's CK and AK, the base64 of the receipt."""
+    text = receipt_text(request, settings, card, amount, now)
+    encoded = base64.b64encode(text.encode("ascii")).decode("ascii")
+    block = [("CK", request.value("CK") or "100"), ("AK", encoded)]
+    return tlv.encode(block, bare=True).decode("ascii")
+
+
+def _echoes(received: Iterable[Field], settings: TerminalSettings,
+            amount: int | None = None) -> dict[str, str]:
+    """The request fields an answer carries back (CB possibly changed or padded)."""
+    values = {tag: value for tag, value in received if tag in ECHOED_TAGS}
+    if settings.answer_version is not None or "CZ" not in values:
+        values["CZ"] = settings.answer_version or DEFAULT_VERSION
+    if "CB" in values:
+        if amount is not None:
+            values["CB"] = money.format_minor_units(amount)
+        if settings.pad_amount and values["CB"].isdigit():
+            values["CB"] = values["CB"].zfill(money.MAX_DIGITS)
+    return values
+
+
+def _answer(echoes: dict[str, str], status_fields: list[Field],
+            extra: Iterable[Field] = ()) -> tuple[Field, ...]:
+    """CZ first, then CJ, the status, the other echoes in their usual order, then the rest."""
+    head = [(tag, echoes[tag]) for tag in ("CZ", "CJ") if tag in echoes]
+    rest = [(tag, echoes[tag]) for tag in ECHOED_TAGS if tag in echoes and tag not in ("CZ", "CJ")]
+    return (*head, *status_fields, *rest, *extra)
+
+
+def error_reply(fields_read: Iterable[Field], reason: str,
+                settings: TerminalSettings) -> TerminalReply:
+    """AE=01 with `reason` (09, 12, 13) to a request that cannot be carried out.
+
+    Echoes what could be read, so that a POS can match the answer to its request.
+    """
+    echoes = _echoes(fields_read, settings)
+    status = "error" if reason == FORMAT_ERROR else "declined"
+    return TerminalReply(_answer(echoes, [("AE", "01"), ("AF", reason)]), status, reason)
+
+
+def immediate_reply(request: PaymentRequest, settings: TerminalSettings) -> TerminalReply:
+    """BA=1: "request taken into account" (AE=11), at once."""
+    echoes = _echoes(request.received or request.fields(), settings)
+    return TerminalReply(_answer(echoes, [("AE", "11")]), "accepted")
+
+
+def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,
+          rng: random.Random, now: datetime, previous_card: Card | None = None) -> TerminalReply:
+    """The answer to a readable request for the chosen outcome.
+
+    `now` dates the receipt and bounds the expiry; `previous_card` is the card
+    of the last approved transaction, which a duplicate (CD=3) reprints.
+    """
+    if spec.outcome == NO_ANSWER:
+        return TerminalReply(None, NO_ANSWER)
+    if spec.outcome == HANG_UP:
+        return TerminalReply(None, HANG_UP)
+    received = request.received or request.fields()
+    code = spec.failure_code
+    if code is not None:
+        if request.cheque:
+            code = CHEQUE_FAILURE
+        echoes = _echoes(received, settings)
+        return TerminalReply(_answer(echoes, [("AE", "01"), ("AF", code)]), "declined", code)
+    amount = request.amount
+    if spec.outcome == PARTIAL and request.partial and amount > 1:
+        amount //= 2
+    echoes = _echoes(received, settings, amount)
+    card = None
+    if request.cheque:
+        extra: list[Field] = [("CC", CHEQUE_APPLICATION)]
+    else:
+        if request.action is Action.DUPLICATE:
+            card = previous_card
+        else:
+            kind = PAYMENT_TYPES[spec.payment_type or settings.payment_type]
+            card = make_card(kind, rng, now)
+        extra = _card_fields(card, settings)
+    if request.receipt:
+        extra.append(("ZT", receipt_block(request, settings, card, amount, now)))
+    return TerminalReply(_answer(echoes, [("AE", "10")], extra), APPROVED, None, card)
+
+
+def _card_fields(card: Card | None, settings: TerminalSettings) -> list[Field]:
+    if card is None:
+        return [("CG", settings.seller_contract)]
+    kind = card.payment_type
+    return [
+        ("CC", kind.application),
+        ("CI", kind.read_mode),
+        ("AC", card.authorisation_number),
+        ("AA", card.masked_pan),
+        ("AB", card.expiry),
+        ("AI", kind.scheme.aid),
+        ("CG", settings.seller_contract),
+    ]

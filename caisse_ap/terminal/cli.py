@@ -1,0 +1,263 @@
+"""Command line of the simulated terminal: `caisse-ap-ip-server` / `caisse-ap-ip-server.py`.
+
+Keeps every option of the original script with its short form and default
+(-p, -f, -ft, -d, -pt, -sc, -l) and adds the ones of issue 3.
+
+Extensions: each module named in EXTENSIONS that can be imported (the web
+console and control API) may define
+- `add_arguments(parser)`: add its options;
+- `settings_changes(args) -> dict`: settings it sets (e.g. amount_rules);
+- `start(terminal, args, reactor)`: start its services once the terminal
+  listens, before the reactor runs; it may register its own shutdown triggers.
+Any of them may raise `UsageError` or `SettingsError` for a bad option value:
+the user gets one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, NoReturn
+
+from .. import __version__
+from . import behaviour
+from .behaviour import SettingsError, TerminalSettings
+
+PROG = "caisse-ap-ip-server"
+EXTENSIONS = ("caisse_ap.terminal.web",)
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "warning": logging.WARNING, "error": logging.ERROR}
+
+log = logging.getLogger("caisse_ap.terminal")
+
+
+class UsageError(ValueError):
+    """A bad option value found after parsing (one line on stderr, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage dump), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _checked(name: str):
+    """An argparse type that checks one setting with the same rules as the API."""
+    def check(text: str) -> Any:
+        try:
+            return behaviour.check_setting(name, text)
+        except SettingsError as error:
+            raise argparse.ArgumentTypeError(error.message) from None
+    check.__name__ = name  # argparse names the type in some messages
+    return check
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def _host(text: str) -> str:
+    if text == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"host must be an IP address such as 0.0.0.0 or "
+                                         f"127.0.0.1, not {text!r}") from None
+
+
+def _positive(kind: type, what: str):
+    def check(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a number above 0, not {text!r}")
+        return value
+    check.__name__ = what
+    return check
+
+
+def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", type=_host, default="0.0.0.0",
+        help="address to listen on (default: 0.0.0.0, reachable from the LAN)")
+    add("-p", "--port", type=_port, default=8888, help="TCP port (default: 8888; 0: any free)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("-f", "--failure", action="store_true",
+                       help="answer every payment with a failure (see -ft)")
+    modes.add_argument("--no-answer", action="store_true",
+                       help="read each request and never answer: the POS must time out")
+    modes.add_argument("--hang-up", action="store_true",
+                       help="close the connection without answering")
+    add("-ft", "--failure-type", type=_checked("failure_type"), default="abandon",
+        metavar="TYPE",
+        help="failure answered with -f: abandon (AF=11, default), timeout (08), refused (04), "
+             "forbidden (05), or any AF code by its two digits or name: "
+             + ", ".join(f"{name} ({code})" for name, code in behaviour.FAILURE_TYPES.items()))
+    add("-d", "--duration", type=_checked("duration"), default=3.0, metavar="SECONDS",
+        help="seconds before answering, decimals allowed (default: 3); ignored for BA=1")
+    add("-pt", "--payment-type", type=_checked("payment_type"), default="cbcontact",
+        metavar="TYPE",
+        help="card payment simulated: " + ", ".join(behaviour.PAYMENT_TYPES)
+             + " (default: cbcontact)")
+    add("-sc", "--seller-contract", type=_checked("seller_contract"), default="424242",
+        metavar="NUMBER",
+        help="merchant contract number sent in CG, 10 characters at most (default: 424242)")
+    add("-l", "--log-level", choices=("debug", "info", "warn", "error"), default="info",
+        type=str.lower, help="log level (default: info); debug shows raw frames")
+    add("--answer-version", type=_checked("answer_version"), default=None, metavar="CZ",
+        help="protocol version the terminal answers with, e.g. 0301 (default: echo the "
+             "request's)")
+    add("--pad-amount", action="store_true",
+        help="answer CB left-padded with zeros to 12 digits, as some Ingenico terminals do")
+    add("--currencies", type=_checked("currencies"), default=None, metavar="CODES",
+        help="comma-separated currencies accepted, numeric or alphabetic (978,EUR); others "
+             "get AF=13 (default: every ISO 4217 code)")
+    add("--seed", default=None,
+        help="make card numbers, authorisation numbers, etc. reproducible")
+    add("--idle-timeout", type=_positive(float, "idle timeout"), default=300.0,
+        metavar="SECONDS",
+        help="close a connection that sends nothing for this long (default: 300)")
+    add("--max-connections", type=_positive(int, "max connections"), default=1000,
+        metavar="N", help="connections open at once; more are refused (default: 1000)")
+    add("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def extensions() -> list[ModuleType]:
+    """The extension modules present in this installation."""
+    found = []
+    for name in EXTENSIONS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as error:
+            if error.name is None or not name.startswith(error.name):
+                raise  # the extension is there but one of its imports is missing
+    return found
+
+
+def build_parser(modules: Sequence[ModuleType] | None = None) -> argparse.ArgumentParser:
+    """The parser: the terminal's options, then each extension's."""
+    parser = _Parser(
+        prog=PROG,
+        description="Simulated Caisse-AP over IP payment terminal: point-of-sale software "
+                    "connects to it and gets the answers a real French terminal gives.",
+    )
+    _add_terminal_arguments(parser)
+    for module in extensions() if modules is None else modules:
+        add_arguments = getattr(module, "add_arguments", None)
+        if add_arguments is not None:
+            add_arguments(parser)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace,
+                       modules: Sequence[ModuleType] = ()) -> TerminalSettings:
+    """The TerminalSettings the options describe (SettingsError if they do not fit)."""
+    mode = ("failure" if args.failure else "no-answer" if args.no_answer
+            else "hang-up" if args.hang_up else "success")
+    values: dict[str, Any] = {
+        "mode": mode,
+        "failure_type": args.failure_type,
+        "duration": args.duration,
+        "payment_type": args.payment_type,
+        "seller_contract": args.seller_contract,
+        "answer_version": args.answer_version,
+        "pad_amount": args.pad_amount,
+        "currencies": None if args.currencies is None else list(args.currencies),
+    }
+    for module in modules:
+        changes = getattr(module, "settings_changes", None)
+        if changes is not None:
+            values.update(changes(args))
+    return TerminalSettings.from_dict(values)
+
+
+def configure_logging(level_name: str) -> None:
+    """Logs on stderr; Twisted's own messages go through the same handler."""
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    logging.basicConfig(level=LOG_LEVELS[level_name], stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", force=True)
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],
+                                     redirectStandardIO=False)
+
+
+def describe_mode(settings: TerminalSettings) -> str:
+    """The startup line's mode part: what a POS will get."""
+    mode = settings.mode
+    if mode == "success":
+        what = f"approve every payment ({settings.payment_type})"
+    elif mode == "failure":
+        what = f"refuse every payment with AF={settings.failure_code} ({settings.failure_type})"
+    elif mode == "manual":
+        what = "wait for a decision on each payment"
+    else:
+        what = mode
+    return f"{what}, after {settings.duration:g} s"
+
+
+def run(args: argparse.Namespace, reactor: Any = None,
+        modules: Sequence[ModuleType] | None = None) -> int:
+    """Start the terminal (and the extensions) as `args` say and serve until a signal."""
+    from twisted.internet.error import CannotListenError
+
+    from .server import start_terminal, stop_terminal
+
+    if reactor is None:
+        from twisted.internet import reactor
+    modules = extensions() if modules is None else modules
+    configure_logging(args.log_level)
+    settings = settings_from_args(args, modules)
+    try:
+        terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
+                                  idle_timeout=args.idle_timeout,
+                                  max_connections=args.max_connections)
+    except CannotListenError as error:
+        print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: "
+              f"{error.socketError}", file=sys.stderr)
+        return 1
+    for module in modules:
+        start = getattr(module, "start", None)
+        if start is not None:
+            start(terminal, args, reactor)
+    host, port = terminal.address
+    log.info("%s %s: simulated terminal in mode %s: %s; listening on %s:%d", PROG,
+             __version__, settings.mode, describe_mode(settings), host, port)
+
+    def shutdown() -> Any:
+        log.info("stopping: answering %d transactions in flight", len(terminal.pending))
+        return stop_terminal(terminal)
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    reactor.run()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, and turn bad values into one stderr line and status 2."""
+    modules = extensions()
+    parser = build_parser(modules)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 2
+    try:
+        return run(args, modules=modules)
+    except (SettingsError, UsageError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The Twisted edge of the simulated terminal: bytes in, answers out, limits.
+
+One `TerminalProtocol` per POS connection feeds a `FrameDecoder` and hands
+whole requests, in order, to the `Terminal` (service.py), which decides what
+to answer and when. Nothing here blocks: delays are the Terminal's
+`callLater`s, and each answer goes out in one write, because some POS read it
+with a single recv(1024).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.protocols.policies import TimeoutMixin
+
+from ..messages import MANDATORY_REQUEST_TAGS
+from .. import tlv
+from ..tlv import Field, FrameDecoder, FrameError
+from .behaviour import TerminalSettings
+from .service import Terminal, Transaction
+
+log = logging.getLogger("caisse_ap.terminal")
+
+# After an oversized frame, how long to swallow what the POS still sends
+# before closing: closing with unread bytes would reset the connection and
+# could destroy our answer before the POS reads it.
+LINGER = 2.0
+SHUTDOWN_GRACE = 1.0  # then connections still open are aborted
+BACKLOG = 1024  # many POS connecting at once must not wait for SYN retries
+# A request without all its mandatory fields never looks whole: once the POS
+# has sent nothing more for this long, it is taken as it is (and refused).
+SETTLE = 0.5
+
+
+def has_mandatory_fields(fields: list[Field]) -> bool:
+    """A request is whole once its mandatory fields are in (no length prefix over IP)."""
+    present = {tag for tag, _ in fields}
+    return all(tag in present for tag in MANDATORY_REQUEST_TAGS)
+
+
+@dataclass
+class _Message:
+    """A request read from the POS, waiting for its turn or in progress."""
+
+    fields: list[Field]
+    transaction: Transaction | None = None
+
+
+class TerminalProtocol(TimeoutMixin, protocol.Protocol):
+    """One POS connection: requests answered in turn, one at a time."""
+
+    def __init__(self, terminal: Terminal):
+        self.terminal = terminal
+        self.peer = "?"
+        self.decoder = FrameDecoder(has_mandatory_fields)
+        self.inbox: deque[_Message | FrameError] = deque()
+        self.current: Transaction | None = None
+        # The last request read, while more of its fields may still arrive.
+        self.open_message: _Message | None = None
+        self.continuing = False
+        self.closing = False
+        self._processing = False
+        self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
+        self._settle: Any = None  # timer taking an incomplete request as it is
+
+    # --- Twisted callbacks ---------------------------------------------------
+
+    def connectionMade(self) -> None:
+        address = self.transport.getPeer()
+        self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
+        self.callLater = self.terminal.reactor.callLater  # TimeoutMixin's clock
+        self.terminal.connections.add(self)
+        self.setTimeout(self.terminal.idle_timeout)
+        log.debug("%s connected", self.peer)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        log.debug("%s sent %r", self.peer, data)
+        self.resetTimeout()
+        if self._whole_request(data):
+            self._next()
+            return
+        # Feed no more than the decoder holds, reading fields in between, so
+        # that an oversized request is refused with the fields read echoed.
+        while data:
+            room = max(self.decoder.max_buffer - self.decoder.buffered, 1)
+            chunk, data = data[:room], data[room:]
+            try:
+                self.decoder.feed(chunk)
+            except FrameError as error:
+                self._oversized(error)
+                return
+            self._read_messages()
+        self._watch_incomplete()
+        self._next()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        self._stop_settle()
+        self.terminal.connections.discard(self)
+        self.inbox.clear()
+        if self.current is not None:
+            current, self.current = self.current, None
+            self.terminal.drop(current)
+        log.debug("%s disconnected", self.peer)
+        if self.notify_closed is not None:
+            notify, self.notify_closed = self.notify_closed, None
+            notify.callback(None)
+
+    def timeoutConnection(self) -> None:
+        if self.current is not None or self.inbox:
+            # A POS waiting for its answer is not idle: count again from now.
+            self.setTimeout(self.terminal.idle_timeout)
+            return
+        log.info("%s sent nothing for %g s: closing", self.peer, self.terminal.idle_timeout)
+        self.transport.loseConnection()
+
+    # --- Connection interface used by the Terminal ---------------------------
+
+    def send(self, data: bytes) -> None:
+        log.debug("%s answered %r", self.peer, data)
+        self.transport.write(data)
+
+    def hang_up(self) -> None:
+        self.closing = True
+        self.transport.loseConnection()
+
+    def transaction_done(self, transaction: Transaction) -> None:
+        if self.current is not transaction:
+            return
+        self.current = None
+        self.resetTimeout()  # idle time counts from the answer
+        if self.open_message is not None and self.open_message.transaction is transaction:
+            # Answered: later bytes start a new request.
+            self.open_message = None
+            self.continuing = False
+        if not self._processing:
+            self._next()
+
+    # --- Reading -------------------------------------------------------------
+
+    def _whole_request(self, data: bytes) -> bool:
+        """The common case, taken fast: one whole request in one segment, nothing held.
+
+        Same result as the streaming decoder (the same core rules, through
+        tlv.decode), at a third of its cost; anything else goes the long way.
+        """
+        if self.decoder.buffered or self.open_message is not None:
+            return False
+        try:
+            fields = tlv.decode(data)
+        except FrameError:
+            return False
+        if not has_mandatory_fields(fields):
+            return False
+        message = _Message(fields)
+        self.inbox.append(message)
+        if not data.endswith((b"\r", b"\n")):  # a line end closes a request
+            self.open_message = message
+        return True
+
+    def _watch_incomplete(self) -> None:
+        """(Re)start the settle timer while bytes of an unfinished request are held."""
+        self._stop_settle()
+        if self.decoder.buffered and not self.closing:
+            self._settle = self.terminal.reactor.callLater(SETTLE, self._settled)
+
+    def _stop_settle(self) -> None:
+        if self._settle is not None and self._settle.active():
+            self._settle.cancel()
+        self._settle = None
+
+    def _settled(self) -> None:
+        """The POS stopped sending in the middle of a request: take what came."""
+        self._settle = None
+        self._read_messages(final=True)
+        self._next()
+
+    def _read_messages(self, final: bool = False) -> None:
+        """Take every whole message out of the decoder, merging late optional fields.
+
+        `final`: the POS went quiet, so what is held is all there is of it.
+        """
+        while True:
+            if self.open_message is not None and not self.continuing:
+                state = self.decoder.continue_message(self.open_message.fields)
+                if state is None:
+                    return
+                self.continuing = state
+                if not state:
+                    self.open_message = None
+            try:
+                message = self.decoder.finish() if final else self.decoder.next_message()
+            except FrameError as error:
+                self.open_message, self.continuing = None, False
+                self.inbox.append(error)
+                if final:
+                    return
+                continue
+            if message is None:
+                return
+            if self.continuing:
+                self.continuing = False
+                self._extend(message)
+            else:
+                self.open_message = _Message(message)
+                self.inbox.append(self.open_message)
+
+    def _extend(self, fields: list[Field]) -> None:
+        assert self.open_message is not None
+        self.open_message.fields = fields
+        if self.open_message.transaction is not None:
+            self.terminal.extend_request(self.open_message.transaction, fields)
+
+    def _next(self) -> None:
+        """Start the next request when none is in progress."""
+        self._processing = True
+        try:
+            while self.current is None and self.inbox and not self.closing:
+                item = self.inbox.popleft()
+                if isinstance(item, FrameError):
+                    self.current = self.terminal.receive_error(self, item)
+                else:
+                    item.transaction = self.current = self.terminal.receive(self, item.fields)
+                if self.current is not None and not self.current.pending:
+                    self.transaction_done(self.current)
+        finally:
+            self._processing = False
+
+    def _oversized(self, error: FrameError) -> None:
+        """Past 64 KiB: answer AF=09, then close, swallowing what is still coming."""
+        self.closing = True
+        self.inbox.clear()
+        self.setTimeout(None)
+        self.terminal.receive_error(self, error)
+        if hasattr(self.transport, "loseWriteConnection"):
+            self.transport.loseWriteConnection()
+            self.terminal.reactor.callLater(LINGER, self.transport.abortConnection)
+        else:
+            self.transport.loseConnection()
+
+
+class TerminalFactory(protocol.Factory):
+    """Builds one TerminalProtocol per POS, refusing connections past max_connections."""
+
+    noisy = False
+
+    def __init__(self, terminal: Terminal):
+        self.terminal = terminal
+
+    def buildProtocol(self, addr: Any) -> TerminalProtocol | None:
+        if len(self.terminal.connections) >= self.terminal.max_connections:
+            log.warning("refusing %s: %d connections already open (--max-connections)",
+                        getattr(addr, "host", addr), len(self.terminal.connections))
+            return None
+        return TerminalProtocol(self.terminal)
+
+
+def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
+                   host: str = "127.0.0.1", port: int = 0, **options: Any) -> Terminal:
+    """Listen for POS on host:port (0: a free port) and return the Terminal.
+
+    `options` go to Terminal (seed, idle_timeout, max_connections). The bound
+    address is `terminal.address`. Raises twisted's CannotListenError.
+    """
+    terminal = Terminal(settings, reactor=reactor, **options)
+    terminal.listening_port = reactor.listenTCP(port, TerminalFactory(terminal),
+                                                backlog=BACKLOG, interface=host)
+    return terminal
+
+
+def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred:
+    """Stop listening, answer transactions in flight at once, close every connection.
+
+    Fires once every connection is closed; those still open after `grace`
+    seconds (a POS that does not read) are aborted.
+    """
+    reactor = terminal.reactor
+    stopped = (defer.maybeDeferred(terminal.listening_port.stopListening)
+               if terminal.listening_port is not None else defer.succeed(None))
+    for connection in terminal.connections:
+        connection.closing = True  # no new request starts now
+    terminal.stop_transactions()
+    closing = []
+    for connection in list(terminal.connections):
+        closed: defer.Deferred = defer.Deferred()
+        connection.notify_closed = closed
+        closing.append(closed)
+        connection.transport.loseConnection()
+    if not closing:
+        return stopped
+
+    def abort_stragglers() -> None:
+        for connection in list(terminal.connections):
+            connection.transport.abortConnection()
+
+    timer = reactor.callLater(grace, abort_stragglers)
+
+    def done(_: Any) -> None:
+        if timer.active():
+            timer.cancel()
+
+    return defer.gatherResults([stopped, *closing]).addBoth(done)

@@ -1,0 +1,460 @@
+"""The simulated terminal as a service: settings, transactions, outcome sources, observers.
+
+`Terminal` is what the TCP protocol (server.py) and the control API both talk
+to. It gives every request a `Transaction`, asks the outcome sources then the
+settings what to answer, waits the delay on the reactor (never blocking), and
+hands the answer to the connection. It knows nothing about bytes on a socket:
+a connection is anything with the small `Connection` interface below, which
+lets tests drive it with a fake connection and `twisted.internet.task.Clock`.
+
+Seams for the control API (docs/api.md):
+
+- `observers`: objects with `request_received(txn)`, `transaction_finished(txn)`
+  and `settings_changed(settings)`, each optional; called on the reactor thread.
+- `outcome_sources`: callables `source(txn, request)` consulted in order before
+  the settings; each returns a `Decision`, a Deferred firing with a `Decision`
+  (manual mode: the Terminal cancels it when the POS leaves or at shutdown),
+  or None to pass. A Deferred decision is answered after `spec.delay` (0 if
+  None): the person already took their time.
+- `update_settings(changes)`: validated, takes effect for the next transaction.
+- `next_id`: the id the next transaction gets (a journal in a file sets it
+  past its last id).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+
+from .. import money, tags, tlv
+from ..messages import FORMAT_ERROR, Action, PaymentRequest, RequestError
+from ..tlv import Field, FrameError
+from . import behaviour
+from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
+
+log = logging.getLogger("caisse_ap.terminal")
+
+ACTION_NAMES = {"0": "debit", "1": "refund", "2": "cancellation", "3": "duplicate"}
+FINAL_STATUSES = ("approved", "declined", "accepted", "no-answer", "hang-up", "dropped", "error")
+
+
+class Connection(Protocol):
+    """What the Terminal needs of a POS connection (server.TerminalProtocol is one)."""
+
+    peer: str
+
+    def send(self, data: bytes) -> None:
+        """Write one answer, in one write."""
+
+    def hang_up(self) -> None:
+        """Close the connection without answering."""
+
+    def transaction_done(self, transaction: Transaction) -> None:
+        """The transaction is over: the connection may go on with its next request."""
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _frame(fields: list[Field] | tuple[Field, ...] | None) -> str | None:
+    if not fields:
+        return None
+    try:
+        return tlv.encode(fields).decode("ascii")
+    except FrameError:
+        return None  # what was read of a broken request need not start with CZ
+
+
+@dataclass
+class Transaction:
+    """One request and what became of it (docs/api.md, transaction object)."""
+
+    id: int
+    peer: str
+    received_at: float
+    request_fields: list[Field]
+    request: PaymentRequest | None = None
+    status: str = "pending"
+    decided_by: str | None = None
+    outcome: OutcomeSpec | None = None
+    answer: tuple[Field, ...] | None = None
+    reason: str | None = None
+    answered_at: float | None = None
+    finished_at: float | None = None
+    problem: str | None = None  # why the request was refused, for the log
+    extra: dict[str, Any] = field(default_factory=dict)  # room for other layers
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+    def value(self, tag: str) -> str | None:
+        return dict(self.request_fields).get(tag)
+
+    def _amount(self) -> dict[str, Any]:
+        units_text, code = self.value("CB"), self.value("CE")
+        units = int(units_text) if units_text and units_text.isdigit() else None
+        info = None
+        if code is not None:
+            try:
+                info = money.currency(code)
+            except money.CurrencyError:
+                info = None
+        amount = None
+        if units is not None and info is not None and len(units_text or "") <= money.MAX_DIGITS:
+            amount = format(money.from_minor_units(units, info), "f")
+        return {
+            "amount": amount,
+            "amount_minor": units,
+            "currency": info.alpha if info else None,
+            "currency_numeric": info.numeric if info else None,
+            "currency_symbol": info.symbol if info else None,
+        }
+
+    def labels(self) -> dict[str, str]:
+        """A French label per tag of the request and the answer: the code's, else the tag's."""
+        labels = {}
+        for tag, value in [*self.request_fields, *(self.answer or ())]:
+            labels[tag] = tags.describe(tag, value) or tags.tag(tag).label_fr
+        return labels
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of docs/api.md."""
+        duration = None
+        if self.finished_at is not None:
+            duration = round(self.finished_at - self.received_at, 3)
+        reason = None
+        if self.reason is not None:
+            reason = {"code": self.reason, "label": tags.label(tags.FAILURE_REASONS, self.reason)}
+        return {
+            "id": self.id,
+            "received_at": _iso(self.received_at),
+            "answered_at": _iso(self.answered_at),
+            "duration_s": duration,
+            "peer": self.peer,
+            "action": ACTION_NAMES.get(self.value("CD") or ""),
+            **self._amount(),
+            "request": [list(f) for f in self.request_fields],
+            "request_frame": _frame(self.request_fields),
+            "answer": None if self.answer is None else [list(f) for f in self.answer],
+            "answer_frame": _frame(self.answer),
+            "status": self.status,
+            "reason": reason,
+            "decided_by": self.decided_by,
+            "labels": self.labels(),
+        }
+
+
+@dataclass
+class _Run:
+    """A transaction waiting for its decision or its delay."""
+
+    transaction: Transaction
+    connection: Connection
+    settings: TerminalSettings
+    decision: Decision | None = None
+    timer: IDelayedCall | None = None
+    waiting: defer.Deferred | None = None
+
+
+class Terminal:
+    """The simulated terminal: settings, counters, connections and transactions in flight.
+
+    `reactor` provides `callLater` and `seconds` (a `task.Clock` in tests).
+    `seed` makes card data reproducible: each transaction draws from its own
+    generator seeded with (seed, transaction id), whatever the timing.
+    """
+
+    def __init__(self, settings: TerminalSettings | None = None, *, reactor: Any = None,
+                 seed: str | int | None = None, idle_timeout: float = 300.0,
+                 max_connections: int = 1000):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.settings = settings or TerminalSettings()
+        self.seed = seed
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.observers: list[Any] = []
+        self.outcome_sources: list[Any] = []
+        self.next_id = 1
+        self.connections: set[Any] = set()
+        self.counts: Counter[str] = Counter()
+        self.listening_port: Any = None  # set by server.start_terminal
+        self.stopping = False
+        self._runs: dict[int, _Run] = {}
+        self._rng = random.Random()
+        self._last_card: behaviour.Card | None = None
+
+    # --- State for the API ---------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) the terminal listens on, once listening."""
+        if self.listening_port is None:
+            return None
+        host = self.listening_port.getHost()
+        return host.host, host.port
+
+    @property
+    def pending(self) -> list[Transaction]:
+        return [run.transaction for run in self._runs.values()]
+
+    def counters(self) -> dict[str, int]:
+        """Transactions by final status, pending ones, open connections, total (docs/api.md)."""
+        counters = {status: self.counts[status] for status in FINAL_STATUSES}
+        counters["pending"] = len(self._runs)
+        counters["open_connections"] = len(self.connections)
+        counters["total"] = self.counts["total"]
+        return counters
+
+    def update_settings(self, changes: dict[str, Any]) -> TerminalSettings:
+        """Apply a partial settings change (SettingsError, nothing changed, if invalid)."""
+        self.settings = self.settings.updated(changes)
+        self._notify("settings_changed", self.settings)
+        return self.settings
+
+    def find(self, transaction_id: int) -> Transaction | None:
+        """A transaction still in flight, by id."""
+        run = self._runs.get(transaction_id)
+        return run.transaction if run else None
+
+    # --- Requests ------------------------------------------------------------
+
+    def receive(self, connection: Connection, fields: list[Field]) -> Transaction:
+        """A whole message from a POS: answer it now, later, or never, as decided."""
+        settings = self.settings
+        txn = self._new_transaction(connection, fields)
+        try:
+            request = PaymentRequest.parse(fields, settings.accepted_currencies)
+        except RequestError as error:
+            txn.problem = str(error)
+            self._notify("request_received", txn)
+            reply = behaviour.error_reply(error.fields or fields, error.reason, settings)
+            self._finish(txn, connection, reply, "request-error")
+            return txn
+        txn.request = request
+        self._notify("request_received", txn)
+        if request.immediate:
+            self._answer_immediate(txn, connection, request, settings)
+            return txn
+        run = _Run(txn, connection, settings)
+        self._runs[txn.id] = run
+        self._decide(run, request)
+        return txn
+
+    def receive_error(self, connection: Connection, error: FrameError) -> Transaction:
+        """A message that breaks the framing: AE=01 AF=09 with what could be read, at once."""
+        txn = self._new_transaction(connection, error.fields)
+        txn.problem = str(error)
+        self._notify("request_received", txn)
+        reply = behaviour.error_reply(error.fields, FORMAT_ERROR, self.settings)
+        self._finish(txn, connection, reply, "request-error")
+        return txn
+
+    def extend_request(self, txn: Transaction, fields: list[Field]) -> None:
+        """More fields of a request still in flight arrived (a later TCP segment)."""
+        run = self._runs.get(txn.id)
+        if run is None:
+            return
+        try:
+            request = PaymentRequest.parse(fields, run.settings.accepted_currencies)
+        except RequestError:
+            return  # keep answering what was read first
+        txn.request_fields = list(fields)
+        txn.request = request
+
+    def drop(self, txn: Transaction) -> None:
+        """The POS left before the answer: cancel it cleanly."""
+        run = self._runs.pop(txn.id, None)
+        if run is None:
+            return
+        self._cancel(run)
+        txn.status = "dropped"
+        txn.finished_at = self.reactor.seconds()
+        self.counts["dropped"] += 1
+        log.info("%s %s -> dropped: the POS closed before the answer (%.3f s)",
+                 txn.peer, self._describe(txn), txn.finished_at - txn.received_at)
+        self._notify("transaction_finished", txn)
+
+    def stop_transactions(self) -> None:
+        """Shutdown: answer every transaction in flight at once, with its outcome.
+
+        One still waiting for a decision gets the settings' outcome, or AF=08
+        (time-out) in manual mode.
+        """
+        self.stopping = True
+        runs, self._runs = list(self._runs.values()), {}
+        for run in runs:
+            self._cancel(run)
+            if run.decision is None:
+                fallback, _ = behaviour.decide_from_settings(run.settings)
+                run.decision = Decision(fallback.spec, "shutdown")
+            self._reply(run)
+
+    # --- Internals -----------------------------------------------------------
+
+    def _new_transaction(self, connection: Connection, fields: list[Field]) -> Transaction:
+        txn = Transaction(self.next_id, connection.peer, self.reactor.seconds(), list(fields))
+        self.next_id += 1
+        self.counts["total"] += 1
+        return txn
+
+    def _answer_immediate(self, txn: Transaction, connection: Connection,
+                          request: PaymentRequest, settings: TerminalSettings) -> None:
+        """BA=1: AE=11 at once, without delay; only no-answer and hang-up modes apply."""
+        decision, _ = behaviour.decide_from_settings(settings)
+        if decision.spec.outcome in (behaviour.NO_ANSWER, behaviour.HANG_UP):
+            reply = behaviour.reply(request, decision.spec, settings, self._rng, self._now())
+        else:
+            reply = behaviour.immediate_reply(request, settings)
+        txn.outcome = decision.spec
+        self._finish(txn, connection, reply, "settings")
+
+    def _decide(self, run: _Run, request: PaymentRequest) -> None:
+        for source in list(self.outcome_sources):
+            try:
+                result = source(run.transaction, request)
+            except Exception:
+                log.exception("outcome source %r failed; trying the next one", source)
+                continue
+            if result is None:
+                continue
+            if not isinstance(result, (Decision, defer.Deferred)):
+                log.error("outcome source %r returned %r, not a Decision; ignored", source, result)
+                continue
+            if isinstance(result, defer.Deferred):
+                run.waiting = result
+                result.addCallbacks(self._decided_late, self._decision_failed,
+                                    callbackArgs=(run,), errbackArgs=(run,))
+                return
+            self._schedule(run, result, self._delay(result, run.settings.duration))
+            return
+        decision, delay = behaviour.decide_from_settings(run.settings)
+        self._schedule(run, decision, self._delay(decision, delay))
+
+    @staticmethod
+    def _delay(decision: Decision, default: float) -> float:
+        return default if decision.spec.delay is None else decision.spec.delay
+
+    def _decided_late(self, decision: Decision, run: _Run) -> None:
+        run.waiting = None
+        if self._runs.get(run.transaction.id) is not run:
+            return None  # dropped or answered at shutdown meanwhile
+        if not isinstance(decision, Decision):
+            return self._decision_failed(Failure(TypeError(f"{decision!r} is not a Decision")), run)
+        self._schedule(run, decision, self._delay(decision, 0.0))
+        return None
+
+    def _decision_failed(self, failure: Any, run: _Run) -> None:
+        run.waiting = None
+        if self._runs.get(run.transaction.id) is not run or failure.check(defer.CancelledError):
+            return None  # cancelled by drop() or shutdown: nothing to do
+        log.error("deciding transaction %d failed: %s; using the settings",
+                  run.transaction.id, failure.getErrorMessage())
+        decision, delay = behaviour.decide_from_settings(run.settings)
+        self._schedule(run, decision, self._delay(decision, delay))
+        return None
+
+    def _schedule(self, run: _Run, decision: Decision, delay: float) -> None:
+        run.decision = decision
+        run.transaction.outcome = decision.spec
+        run.transaction.decided_by = decision.decided_by
+        if delay <= 0:
+            self._answer(run)  # no reactor round trip when there is nothing to wait for
+        else:
+            run.timer = self.reactor.callLater(delay, self._answer, run)
+
+    def _cancel(self, run: _Run) -> None:
+        if run.timer is not None and run.timer.active():
+            run.timer.cancel()
+        run.timer = None
+        if run.waiting is not None:
+            waiting, run.waiting = run.waiting, None
+            waiting.cancel()
+
+    def _answer(self, run: _Run) -> None:
+        if self._runs.pop(run.transaction.id, None) is not None:
+            run.timer = None
+            self._reply(run)
+
+    def _reply(self, run: _Run) -> None:
+        txn = run.transaction
+        assert run.decision is not None and txn.request is not None
+        rng = self._rng if self.seed is None else random.Random(f"{self.seed}:{txn.id}")
+        reply = behaviour.reply(txn.request, run.decision.spec, run.settings, rng, self._now(),
+                                self._last_card)
+        if reply.card is not None and txn.request.action is not Action.DUPLICATE:
+            self._last_card = reply.card
+        txn.outcome = run.decision.spec
+        self._finish(txn, run.connection, reply, run.decision.decided_by)
+
+    def _finish(self, txn: Transaction, connection: Connection, reply: TerminalReply,
+                decided_by: str) -> None:
+        now = self.reactor.seconds()
+        txn.decided_by = decided_by
+        txn.status = reply.status
+        txn.reason = reply.reason
+        txn.finished_at = now
+        if reply.fields is not None:
+            txn.answer = reply.fields
+            txn.answered_at = now
+            connection.send(tlv.encode(reply.fields))
+        self.counts[reply.status] += 1
+        self._log(txn)
+        self._notify("transaction_finished", txn)
+        if reply.hang_up:
+            connection.hang_up()
+        connection.transaction_done(txn)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.reactor.seconds())
+
+    def _describe(self, txn: Transaction) -> str:
+        action = ACTION_NAMES.get(txn.value("CD") or "", "request")
+        units, code = txn.value("CB"), txn.value("CE")
+        if units and code:
+            try:
+                return f"{action} {money.format_amount(units, code, 'en')}"
+            except (money.AmountError, money.CurrencyError):
+                return f"{action} CB={units} CE={code}"
+        return action
+
+    def _log(self, txn: Transaction) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # building the line costs more than the rest of a transaction
+        outcome = txn.status
+        if txn.answer is not None:
+            status = dict(txn.answer).get("AE", "")
+            outcome += f" AE={status}"
+            if txn.reason:
+                label = tags.label(tags.FAILURE_REASONS, txn.reason, "en")
+                outcome += f" AF={txn.reason} ({label})"
+            else:
+                outcome += f" ({tags.label(tags.ACTION_STATUS, status, 'en')})"
+        problem = f": {txn.problem}" if txn.problem else ""
+        log.info("%s %s -> %s in %.3f s, decided by %s%s", txn.peer, self._describe(txn),
+                 outcome, (txn.finished_at or txn.received_at) - txn.received_at,
+                 txn.decided_by, problem)
+
+    def _notify(self, event: str, subject: Any) -> None:
+        for observer in list(self.observers):
+            method = getattr(observer, event, None)
+            if method is None:
+                continue
+            try:
+                method(subject)
+            except Exception:
+                # An observer (journal, event stream) must never stop the terminal.
+                log.exception("observer %r failed on %s", observer, event)

@@ -1,0 +1,236 @@
+"""The server's control side: JSON API, web console, journal and amount rules.
+
+An extension of the server command line (see cli.py): `add_arguments`,
+`settings_changes` and `start` hook its options in. `start_services()` does
+the same for code (caisse_ap.testing): attach a journal and the amount rules
+to a listening Terminal and serve the API and console over twisted.web.
+
+Nothing here imports twisted.web until a server starts, so that `--help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..behaviour import SettingsError, check_setting
+from ..cli import UsageError
+from ..journal import Journal, JournalError
+from ..rules import AmountRules, RulesError, load_rules
+
+log = logging.getLogger("caisse_ap.terminal.web")
+
+DEFAULT_WEB_HOST = "127.0.0.1"
+DEFAULT_WEB_PORT = 5000
+CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor thread
+
+
+def _web_host(text: str) -> str:
+    if text == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"web host must be an IP address such as 127.0.0.1, "
+                                         f"not {text!r}") from None
+
+
+def _web_port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"web port must be 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def _token(text: str) -> str:
+    if not text or not text.isascii() or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("the web token must be printable ASCII without spaces")
+    return text
+
+
+def _manual_timeout(text: str) -> float:
+    try:
+        return check_setting("manual_timeout", text)
+    except SettingsError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("web console, control API, journal and amount rules")
+    add = group.add_argument
+    add("--web-host", type=_web_host, default=DEFAULT_WEB_HOST, metavar="ADDRESS",
+        help=f"address of the web console and JSON API (default: {DEFAULT_WEB_HOST}; "
+             "set --web-token before opening it to the network)")
+    add("--web-port", type=_web_port, default=DEFAULT_WEB_PORT, metavar="PORT",
+        help=f"port of the web console and JSON API (default: {DEFAULT_WEB_PORT}; 0: any free)")
+    add("--no-web", action="store_true", help="no web console and no JSON API")
+    add("--web-token", type=_token, default=None, metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on every API call that changes something")
+    add("--journal", default=None, metavar="PATH",
+        help="keep the transaction journal in this SQLite file, across restarts "
+             "(default: in memory)")
+    add("--amount-rules", nargs="?", const=True, default=None, metavar="FILE",
+        help="let the amount's cents choose the outcome (see --list-amount-rules); "
+             "FILE: a TOML file of your own rules")
+    add("--list-amount-rules", action="store_true",
+        help="print the amount rules (the default table, or FILE's) and exit")
+    add("--manual", action="store_true",
+        help="manual mode: hold each payment until someone decides in the web console or "
+             "through the API (POST /api/transactions/ID/decision)")
+    add("--manual-timeout", type=_manual_timeout, default=60.0, metavar="SECONDS",
+        help="in manual mode, seconds before an undecided payment gets AF=08 (default: 60)")
+
+
+def _rules_from_args(args: argparse.Namespace) -> AmountRules:
+    if isinstance(args.amount_rules, str):
+        try:
+            return load_rules(args.amount_rules)
+        except RulesError as error:
+            raise UsageError(str(error)) from None
+    return AmountRules()
+
+
+def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings the options set; also loads the rules file (and lists it if asked)."""
+    rules = _rules_from_args(args)
+    if args.list_amount_rules:
+        sys.stdout.write(rules.listing())
+        raise SystemExit(0)
+    args.loaded_amount_rules = rules
+    changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
+                               "manual_timeout": args.manual_timeout}
+    if args.manual:
+        other = [flag for flag, name in (("-f", "failure"), ("--no-answer", "no_answer"),
+                                         ("--hang-up", "hang_up")) if getattr(args, name, False)]
+        if other:
+            raise UsageError(f"--manual and {other[0]} cannot be used together")
+        if args.no_web:
+            raise UsageError("--manual needs the web console or API to decide: drop --no-web")
+        changes["mode"] = "manual"
+    return changes
+
+
+@dataclass
+class Services:
+    """What start_services() started; `stop()` undoes it (call it after stopping the terminal)."""
+
+    terminal: Any
+    journal: Journal
+    rules: AmountRules
+    api: Any = None
+    web_port: Any = None
+    _checkpoints: Any = field(default=None, repr=False)
+
+    @property
+    def web_address(self) -> tuple[str, int] | None:
+        if self.web_port is None:
+            return None
+        address = self.web_port.getHost()
+        return address.host, address.port
+
+    @property
+    def web_url(self) -> str | None:
+        address = self.web_address
+        if address is None:
+            return None
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        return f"http://{host}:{address[1]}/"
+
+    def stop_web(self) -> Any:
+        """Stop serving the API (event streams end); a Deferred firing once closed."""
+        from twisted.internet import defer
+
+        if self.api is not None:
+            self.api.detach()
+        if self.web_port is None:
+            return defer.succeed(None)
+        port, self.web_port = self.web_port, None
+        return defer.maybeDeferred(port.stopListening)
+
+    def close_journal(self) -> None:
+        if self._checkpoints is not None and self._checkpoints.running:
+            self._checkpoints.stop()
+        self.journal.close()
+
+
+def start_services(reactor: Any, terminal: Any, *, web: bool = True,
+                   web_host: str = DEFAULT_WEB_HOST, web_port: int = DEFAULT_WEB_PORT,
+                   token: str | None = None, journal: Journal | None = None,
+                   rules: AmountRules | None = None, keep_alive: float | None = None) -> Services:
+    """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
+
+    Call on the reactor thread, right after the terminal starts listening.
+    Raises CannotListenError when the web port is taken.
+    """
+    from twisted.internet import task, threads
+
+    journal = journal if journal is not None else Journal()
+    rules = rules if rules is not None else AmountRules()
+    services = Services(terminal, journal, rules)
+    # A journal in a file numbers after the transactions of earlier runs.
+    terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
+    # The journal first: whoever hears of a transaction next can read it back.
+    terminal.observers.insert(0, journal)
+    rules.terminal = terminal
+    terminal.outcome_sources.append(rules)
+    if not journal.in_memory:
+        services._checkpoints = task.LoopingCall(threads.deferToThread, journal.checkpoint)
+        services._checkpoints.clock = reactor
+        services._checkpoints.start(CHECKPOINT_EVERY, now=False)
+    if web:
+        from .api import ControlApi
+        from .site import build_site
+
+        options = {} if keep_alive is None else {"keep_alive": keep_alive}
+        services.api = ControlApi(terminal, journal, rules, token=token,
+                                  web_address=lambda: services.web_address, **options)
+        site = build_site(services.api)
+        services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
+        services.api.attach()
+    return services
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
+    """The command line's hook: start the services as the options say."""
+    from twisted.internet.error import CannotListenError
+
+    try:
+        journal = Journal(args.journal) if args.journal else Journal()
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+    rules = getattr(args, "loaded_amount_rules", None) or _rules_from_args(args)
+    try:
+        services = start_services(reactor, terminal, web=not args.no_web,
+                                  web_host=args.web_host, web_port=args.web_port,
+                                  token=args.web_token, journal=journal, rules=rules)
+    except CannotListenError as error:
+        journal.close()
+        raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
+                          f"console: {error.socketError}") from None
+    where = f"in {journal.path}" if not journal.in_memory else "in memory"
+    log.info("transaction journal %s (%d transactions already recorded)", where,
+             journal.count())
+    if terminal.settings.amount_rules:
+        log.info("amount rules on (%s): the cents of the amount choose the outcome",
+                 rules.source)
+    if services.web_url is not None:
+        log.info("web console and control API on %s", services.web_url)
+        if not _is_loopback(args.web_host) and args.web_token is None:
+            log.warning("the web console listens on %s without --web-token: anyone who can "
+                        "reach it can change how the terminal answers", args.web_host)
+    # Event streams end before the web port closes; the journal closes last, once
+    # the terminal has answered (and recorded) the transactions in flight.
+    reactor.addSystemEventTrigger("during", "shutdown", services.stop_web)
+    reactor.addSystemEventTrigger("after", "shutdown", services.close_journal)
+    return services

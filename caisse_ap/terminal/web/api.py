@@ -1,0 +1,558 @@
+"""The control API of the simulated terminal: twisted.web resources (docs/api.md).
+
+One leaf resource under /api routes each (method, path) to a handler. A
+handler returns a `Reply` or a Deferred firing with one; errors are raised as
+`ApiError` and always reach the client as JSON, never as a stack trace or an
+HTML page. Everything runs on the reactor thread, except the test payment,
+which uses the blocking client in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from ... import __version__, client, tags
+from ..behaviour import (
+    FAILURE_TYPES,
+    MODES,
+    OUTCOMES,
+    PAYMENT_TYPES,
+    STATUSES,
+    OutcomeSpec,
+    SettingsError,
+)
+from ..journal import MAX_LIMIT, Journal
+from ..rules import AmountRules
+from ..service import ACTION_NAMES, Terminal
+from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull
+
+log = logging.getLogger("caisse_ap.terminal.web")
+
+MAX_BODY = 64 * 1024
+KEEP_ALIVE = 15.0  # seconds between event-stream comments, so proxies keep it open
+MAX_TEST_PAYMENTS = 8  # test payments in flight at once
+MAX_STREAM_BACKLOG = 1024 * 1024  # bytes queued for a stream client that stopped reading
+MUTATING = (b"PUT", b"POST", b"DELETE")
+TEST_PAYMENT_KEYS = {"amount", "currency", "action", "cheque", "host", "port", "timeout",
+                     "partial", "immediate", "receipt", "reference"}
+# Where a test payment goes when the terminal listens on every address.
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+class ApiError(Exception):
+    """An error answered as {"error": message, "field": field} with `status`."""
+
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+@dataclass
+class Reply:
+    data: Any
+    status: int = 200
+
+
+def _send_json(request: server.Request, status: int, data: Any) -> bytes:
+    body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    return body
+
+
+def _error_body(request: server.Request, error: ApiError) -> bytes:
+    for name, value in error.headers.items():
+        request.setHeader(name.encode(), value.encode())
+    return _send_json(request, error.status, {"error": error.message, "field": error.field})
+
+
+class ControlApi(resource.Resource):
+    """Everything under /api/ (docs/api.md)."""
+
+    isLeaf = True
+
+    def __init__(self, terminal: Terminal, journal: Journal, rules: AmountRules, *,
+                 token: str | None = None, web_address: Callable[[], tuple[str, int] | None]
+                 = lambda: None, keep_alive: float = KEEP_ALIVE):
+        super().__init__()
+        self.terminal = terminal
+        self.reactor = terminal.reactor
+        self.journal = journal
+        self.rules = rules
+        self.token = token
+        self.web_address = web_address
+        self.queue = OutcomeQueue()
+        self.manual = ManualDecisions(terminal)
+        self.hub = EventHub(self.manual)
+        self._streams: set[_EventStream] = set()
+        self._test_payments = 0
+        self._keep_alive = task.LoopingCall(self._send_keep_alive)
+        self._keep_alive.clock = self.reactor
+        self._keep_alive_interval = keep_alive
+        self._routes: dict[tuple[str, ...], dict[bytes, Callable[..., Any]]] = {
+            ("status",): {b"GET": self.get_status},
+            ("settings",): {b"GET": self.get_settings, b"PUT": self.put_settings},
+            ("next",): {b"GET": self.get_next, b"POST": self.post_next,
+                        b"DELETE": self.delete_next},
+            ("transactions",): {b"GET": self.get_transactions},
+            ("transactions", "*"): {b"GET": self.get_transaction},
+            ("transactions", "*", "decision"): {b"POST": self.post_decision},
+            ("amount-rules",): {b"GET": self.get_amount_rules},
+            ("test-payment",): {b"POST": self.post_test_payment},
+            ("events",): {b"GET": self.get_events},
+        }
+
+    # --- Wiring into the terminal ---------------------------------------------
+
+    def attach(self) -> None:
+        """Register the queue first and manual mode last among the outcome sources."""
+        sources = self.terminal.outcome_sources
+        sources.insert(0, self.queue)
+        sources.append(self.manual)
+        self.terminal.observers.append(self.hub)
+        self._keep_alive.start(self._keep_alive_interval, now=False)
+
+    def detach(self) -> None:
+        """Stop the keep-alive and end every event stream (at shutdown)."""
+        if self._keep_alive.running:
+            self._keep_alive.stop()
+        for stream in list(self._streams):
+            stream.close()
+        for source in (self.queue, self.manual):
+            if source in self.terminal.outcome_sources:
+                self.terminal.outcome_sources.remove(source)
+        if self.hub in self.terminal.observers:
+            self.terminal.observers.remove(self.hub)
+
+    # --- Dispatch -------------------------------------------------------------
+
+    def render(self, request: server.Request) -> bytes | int:
+        try:
+            handler, arguments = self._route(request)
+            self._check_access(request)
+            result = handler(request, *arguments)
+        except ApiError as error:
+            return _error_body(request, error)
+        except Exception:
+            log.exception("error in %s %s", request.method.decode(), request.path.decode())
+            return _error_body(request, ApiError(500, "Internal error; see the server log."))
+        if result is server.NOT_DONE_YET:
+            return result
+        if isinstance(result, defer.Deferred):
+            self._finish_later(request, result)
+            return server.NOT_DONE_YET
+        return _send_json(request, result.status, result.data)
+
+    def _route(self, request: server.Request) -> tuple[Callable[..., Any], list[str]]:
+        try:
+            parts = [part.decode("utf-8") for part in request.postpath]
+        except UnicodeDecodeError:
+            raise ApiError(404, "No such API endpoint.") from None
+        if parts and parts[-1] == "":
+            parts.pop()  # a trailing slash
+        arguments = []
+        key = tuple(parts)
+        if len(parts) >= 2 and parts[0] == "transactions":
+            arguments.append(parts[1])
+            key = ("transactions", "*", *parts[2:])
+        methods = self._routes.get(key)
+        if methods is None:
+            raise ApiError(404, f"No such API endpoint: /api/{'/'.join(parts)}.")
+        method = b"GET" if request.method == b"HEAD" else request.method
+        if method not in methods:
+            allowed = ", ".join(m.decode() for m in methods)
+            raise ApiError(405, f"Method {request.method.decode(errors='replace')} is not "
+                                f"allowed here; use {allowed}.", headers={"Allow": allowed})
+        return methods[method], arguments
+
+    def _check_access(self, request: server.Request) -> None:
+        if request.method not in MUTATING:
+            return
+        # A page of another site may POST here from the user's browser; a
+        # browser always says where such a request comes from ("null" if hidden).
+        origin = _header(request, "origin")
+        if origin is not None and urlsplit(origin).netloc != _header(request, "host"):
+            raise ApiError(403, "Cross-origin requests are refused.")
+        if self.token is None:
+            return
+        given = _header(request, "authorization") or ""
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), self.token.encode()):
+            raise ApiError(401, "This call needs the header 'Authorization: Bearer <token>' "
+                                "with the server's --web-token.",
+                           headers={"WWW-Authenticate": 'Bearer realm="caisse-ap-ip"'})
+
+    def _finish_later(self, request: server.Request, result: defer.Deferred) -> None:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def done(reply: Reply) -> None:
+            if not gone:
+                request.write(_send_json(request, reply.status, reply.data))
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            if failure.check(ApiError):
+                error = failure.value
+            else:
+                log.error("error in %s %s: %s", request.method.decode(),
+                          request.path.decode(), failure.getTraceback())
+                error = ApiError(500, "Internal error; see the server log.")
+            if not gone:
+                request.write(_error_body(request, error))
+                request.finish()
+
+        result.addCallbacks(done, failed)
+
+    # --- Body -----------------------------------------------------------------
+
+    def _body(self, request: server.Request) -> Any:
+        """The JSON body (ApiError 400, 413 or 415 when it is not acceptable)."""
+        if getattr(request, "body_too_large", False):
+            raise ApiError(413, f"The request body is over {MAX_BODY // 1024} KiB.")
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, f"The request body is over {MAX_BODY // 1024} KiB.")
+        if not raw.strip():
+            raise ApiError(400, "The request needs a JSON body.")
+        kind = (_header(request, "content-type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise ApiError(415, "The body must be JSON, sent with 'Content-Type: "
+                                "application/json'.")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ApiError(400, f"The body is not valid JSON: {error}.") from None
+
+    @staticmethod
+    def _object(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiError(400, "The body must be a JSON object.")
+        return body
+
+    # --- Status and settings --------------------------------------------------
+
+    def get_status(self, request: server.Request) -> Reply:
+        address = self.terminal.address
+        web = self.web_address()
+        return Reply({
+            "version": __version__,
+            "terminal": {"host": address[0], "port": address[1]} if address else None,
+            "web": {"host": web[0], "port": web[1]} if web else None,
+            "settings": self.terminal.settings.to_dict(),
+            "counters": self.terminal.counters(),
+            "queue": self.queue.to_json(),
+            "choices": _choices(),
+        })
+
+    def get_settings(self, request: server.Request) -> Reply:
+        return Reply(self.terminal.settings.to_dict())
+
+    def put_settings(self, request: server.Request) -> Reply:
+        changes = self._object(self._body(request))
+        try:
+            settings = self.terminal.update_settings(changes)
+        except SettingsError as error:
+            raise ApiError(400, error.message, error.field) from None
+        log.info("settings changed through the API: %s",
+                 ", ".join(f"{name}={value!r}" for name, value in changes.items()))
+        return Reply(settings.to_dict())
+
+    # --- Queue ------------------------------------------------------------------
+
+    def get_next(self, request: server.Request) -> Reply:
+        return Reply({"queue": self.queue.to_json()})
+
+    def post_next(self, request: server.Request) -> Reply:
+        body = self._body(request)
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise ApiError(400, "The list of outcomes is empty.", "outcome")
+        specs = []
+        for index, item in enumerate(items):
+            try:
+                specs.append(OutcomeSpec.from_dict(item))
+            except SettingsError as error:
+                where = f" (item {index + 1})" if isinstance(body, list) else ""
+                raise ApiError(400, error.message + where, error.field) from None
+        try:
+            self.queue.extend(specs)
+        except QueueFull as error:
+            raise ApiError(409, f"{error}; clear it with DELETE /api/next.", "outcome") from None
+        return Reply({"queue": self.queue.to_json()}, 201)
+
+    def delete_next(self, request: server.Request) -> Reply:
+        self.queue.clear()
+        return Reply({"queue": []})
+
+    # --- Transactions -----------------------------------------------------------
+
+    def get_transactions(self, request: server.Request) -> Reply:
+        limit = _int_argument(request, "limit", 100, 1, MAX_LIMIT)
+        after = _int_argument(request, "after", None, 0, None)
+        status = _text_argument(request, "status")
+        if status is not None and status not in STATUSES:
+            raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
+                           "status")
+        found = self.journal.transactions(limit, after, status)
+        return Reply({"transactions": [self.hub.with_deadline(data) for data in found]})
+
+    def _transaction(self, text: str) -> dict[str, Any]:
+        if not (text.isascii() and text.isdigit()):
+            raise ApiError(404, f"No transaction {text!r}.")
+        data = self.journal.get(int(text))
+        if data is None:
+            raise ApiError(404, f"No transaction {text}.")
+        return data
+
+    def get_transaction(self, request: server.Request, text: str) -> Reply:
+        return Reply(self.hub.with_deadline(self._transaction(text)))
+
+    def post_decision(self, request: server.Request, text: str) -> defer.Deferred:
+        data = self._transaction(text)
+        txn_id = data["id"]
+        if not self.manual.is_waiting(txn_id):
+            raise ApiError(409, f"Transaction {txn_id} is not waiting for a decision "
+                                f"(status {data['status']}).")
+        try:
+            spec = OutcomeSpec.from_dict(self._body(request))
+        except SettingsError as error:
+            raise ApiError(400, error.message, error.field) from None
+        finished = self.hub.when_finished(txn_id)
+        self.manual.decide(txn_id, spec)
+        log.info("transaction %d decided through the API: %s", txn_id, spec.outcome)
+        return finished.addCallback(Reply)
+
+    def get_amount_rules(self, request: server.Request) -> Reply:
+        return Reply({"enabled": self.terminal.settings.amount_rules,
+                      "source": self.rules.source, "rules": self.rules.to_json()})
+
+    # --- Test payment -------------------------------------------------------------
+
+    def post_test_payment(self, request: server.Request) -> defer.Deferred:
+        body = self._object(self._body(request))
+        unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
+        if unknown:
+            raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0])
+        payment = _test_request(body)
+        host, port = self._test_target(body)
+        timeout = _seconds(body.get("timeout"), client.DEFAULT_TIMEOUT, "timeout")
+        if self._test_payments >= MAX_TEST_PAYMENTS:
+            raise ApiError(429, f"{MAX_TEST_PAYMENTS} test payments are already in progress; "
+                                "try again when one is over.")
+        self._test_payments += 1
+        log.info("test payment of %s %s to %s:%d", body.get("amount"),
+                 body.get("currency", "EUR"), host, port)
+
+        def over(result: Any) -> Any:
+            self._test_payments -= 1
+            return result
+
+        paid = _in_thread(self.reactor, client.pay, payment, host, port, timeout)
+        return paid.addBoth(over).addCallback(lambda result: Reply(client.result_to_json(result)))
+
+    def _test_target(self, body: dict[str, Any]) -> tuple[str, int]:
+        host, port = body.get("host"), body.get("port")
+        own = self.terminal.address
+        if host is None:
+            if own is None:
+                raise ApiError(409, "The terminal is not listening.")
+            host = WILDCARDS.get(own[0], own[0])
+        elif not isinstance(host, str) or not host.strip() or len(host) > 255:
+            raise ApiError(400, "host must be a host name or an IP address.", "host")
+        if port is None:
+            if own is None:
+                raise ApiError(409, "The terminal is not listening.")
+            port = own[1]
+        elif isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ApiError(400, "port must be a whole number from 1 to 65535.", "port")
+        return host.strip(), port
+
+    # --- Event stream -----------------------------------------------------------------
+
+    def get_events(self, request: server.Request) -> int:
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"X-Accel-Buffering", b"no")  # reverse proxies: do not buffer
+        stream = _EventStream(request, self)
+        self._streams.add(stream)
+        last = _header(request, "last-event-id")
+        last_id = int(last) if last and last.isascii() and last.isdigit() else None
+        stream.write(b"retry: 2000\n: connected\n\n")
+        self.hub.subscribe(stream.write, last_id)
+        return server.NOT_DONE_YET
+
+    def _send_keep_alive(self) -> None:
+        for stream in list(self._streams):
+            stream.write(b": keep-alive\n\n")
+
+    def _stream_closed(self, stream: _EventStream) -> None:
+        self._streams.discard(stream)
+        self.hub.unsubscribe(stream.write)
+
+
+class _EventStream:
+    """One event-stream client; dropped when it stops reading (no unbounded buffering)."""
+
+    def __init__(self, request: server.Request, api: ControlApi):
+        self.request = request
+        self.api = api
+        self.open = True
+        self.paused = False
+        self.backlog = 0
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(self._gone)
+
+    # IPushProducer: twisted.web pauses us when the client's buffer is full.
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def stopProducing(self) -> None:
+        self._gone(None)
+
+    def write(self, data: bytes) -> None:
+        if not self.open:
+            return
+        if self.paused:
+            self.backlog += len(data)
+            if self.backlog > MAX_STREAM_BACKLOG:
+                log.warning("event stream client %s stopped reading; closing it",
+                            self.request.getClientAddress())
+                self.open = False
+                self.api._stream_closed(self)
+                self.request.loseConnection()
+                return
+        self.request.write(data)
+
+    def close(self) -> None:
+        if self.open:
+            self._gone(None)
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def _gone(self, _: Any) -> None:
+        self.open = False
+        self.api._stream_closed(self)
+
+
+# --- Helpers ------------------------------------------------------------------------
+
+
+def _choices() -> dict[str, Any]:
+    return {
+        "modes": list(MODES),
+        "failure_types": [{"name": name, "code": code,
+                           "label": tags.label(tags.FAILURE_REASONS, code)}
+                          for name, code in FAILURE_TYPES.items()],
+        "payment_types": [{"name": kind.name, "code": kind.application, "label": kind.label,
+                           "read_mode": kind.read_mode,
+                           "read_mode_label": tags.label(tags.READ_MODES, kind.read_mode)}
+                          for kind in PAYMENT_TYPES.values()],
+        "outcomes": list(OUTCOMES),
+        "actions": list(ACTION_NAMES.values()),
+        "statuses": list(STATUSES),
+    }
+
+
+def _header(request: server.Request, name: str) -> str | None:
+    value = request.getHeader(name.encode())
+    return None if value is None else value.decode("latin-1")
+
+
+def _text_argument(request: server.Request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, f"{name} is not UTF-8 text.", name) from None
+
+
+def _int_argument(request: server.Request, name: str, default: int | None, minimum: int,
+                  maximum: int | None) -> int | None:
+    text = _text_argument(request, name)
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit()) or (maximum is not None and int(text) > maximum) \
+            or int(text) < minimum:
+        upper = f" to {maximum}" if maximum is not None else " or more"
+        raise ApiError(400, f"{name} must be a whole number from {minimum}{upper}, not {text!r}.",
+                       name)
+    return int(text)
+
+
+def _seconds(value: Any, default: float, name: str) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
+        raise ApiError(400, f"{name} must be a number of seconds above 0, at most 600.", name)
+    return float(value)
+
+
+def _test_request(body: dict[str, Any]) -> Any:
+    """The PaymentRequest a test payment sends, built as the command-line client does."""
+    amount = body.get("amount")
+    if isinstance(amount, (int, float)) and not isinstance(amount, bool):
+        amount = repr(amount)  # 12.5 from a JSON number: its shortest form is what was typed
+    if not isinstance(amount, str):
+        raise ApiError(400, "amount is required, as text such as \"12,50\".", "amount")
+    text_fields = {"currency": "EUR", "action": None, "reference": None}
+    values: dict[str, Any] = {}
+    for name, default in text_fields.items():
+        value = body.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"{name} must be text.", name)
+        values[name] = value
+    flags = {}
+    for name in ("cheque", "partial", "immediate", "receipt"):
+        value = body.get(name, False)
+        if not isinstance(value, bool):
+            raise ApiError(400, f"{name} must be true or false.", name)
+        flags[name] = value
+    try:
+        return client.make_request(amount, values["currency"], values["action"],
+                                   reference=values["reference"], **flags)
+    except client.OptionError as error:
+        raise ApiError(400, str(error), error.field) from None
+
+
+def _in_thread(reactor: Any, function: Callable[..., Any], *args: Any) -> defer.Deferred:
+    """Run a blocking call in a daemon thread; the Deferred fires on the reactor thread.
+
+    Not the reactor's thread pool: a test payment to an unresponsive host may
+    block for minutes, and the pool is joined at shutdown; a daemon thread
+    never holds the process up.
+    """
+    result: defer.Deferred = defer.Deferred()
+
+    def work() -> None:
+        try:
+            value = function(*args)
+        except BaseException:
+            reactor.callFromThread(result.errback, Failure())
+        else:
+            reactor.callFromThread(result.callback, value)
+
+    threading.Thread(target=work, name="test-payment", daemon=True).start()
+    return result

@@ -1,0 +1,204 @@
+"""What the control API adds to the Terminal: the outcome queue, manual decisions, events.
+
+No HTTP here (api.py is the HTTP edge): these are Terminal outcome sources
+and an observer, driven by the reactor's clock, so tests can use
+`twisted.internet.task.Clock`.
+
+Outcome sources are consulted in this order (docs/api.md): the queue, then
+the amount rules (rules.py), then manual mode; a request none of them takes
+gets the settings' outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.internet import defer
+
+from ...messages import PaymentRequest
+from ..behaviour import Decision, OutcomeSpec
+from ..service import Terminal, Transaction
+
+log = logging.getLogger("caisse_ap.terminal.web")
+
+MAX_QUEUE = 1000  # one-shot outcomes waiting; more is surely a runaway test
+REPLAY_EVENTS = 256  # events kept for an event-stream client that reconnects
+
+
+class QueueFull(ValueError):
+    pass
+
+
+class OutcomeQueue:
+    """One-shot outcomes for the next transactions, in order (POST /api/next)."""
+
+    def __init__(self) -> None:
+        self._items: deque[OutcomeSpec] = deque()
+
+    def __call__(self, transaction: Transaction, request: PaymentRequest) -> Decision | None:
+        if not self._items:
+            return None
+        return Decision(self._items.popleft(), "queue")
+
+    def extend(self, specs: list[OutcomeSpec]) -> None:
+        if len(self._items) + len(specs) > MAX_QUEUE:
+            raise QueueFull(f"the queue holds at most {MAX_QUEUE} outcomes")
+        self._items.extend(specs)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [spec.to_dict() for spec in self._items]
+
+
+class _Waiting:
+    """A request held in manual mode until a person decides or the time runs out."""
+
+    def __init__(self, deferred: defer.Deferred, timer: Any, deadline: float):
+        self.deferred = deferred
+        self.timer = timer
+        self.deadline = deadline
+
+
+class ManualDecisions:
+    """Manual mode: hold each request until POST /api/transactions/ID/decision.
+
+    Undecided after the settings' manual_timeout, the customer "did not type
+    anything": the terminal answers AF=08 (input time-out).
+    """
+
+    TIMEOUT = OutcomeSpec("timeout")
+
+    def __init__(self, terminal: Terminal):
+        self.terminal = terminal
+        self.reactor = terminal.reactor
+        self._waiting: dict[int, _Waiting] = {}
+
+    def __call__(self, transaction: Transaction, request: PaymentRequest) -> defer.Deferred | None:
+        settings = self.terminal.settings
+        if settings.mode != "manual":
+            return None
+        txn_id = transaction.id
+
+        def cancelled(_: defer.Deferred) -> None:
+            # The POS left, or the server stops: forget the request quietly.
+            waiting = self._waiting.pop(txn_id, None)
+            if waiting is not None and waiting.timer.active():
+                waiting.timer.cancel()
+
+        # The Terminal cancels it when the POS leaves or the server stops.
+        deferred: defer.Deferred = defer.Deferred(cancelled)
+        timeout = settings.manual_timeout
+        timer = self.reactor.callLater(timeout, self._time_out, txn_id)
+        self._waiting[txn_id] = _Waiting(deferred, timer, self.reactor.seconds() + timeout)
+        return deferred
+
+    def _time_out(self, txn_id: int) -> None:
+        waiting = self._waiting.pop(txn_id, None)
+        if waiting is not None:
+            waiting.deferred.callback(Decision(self.TIMEOUT, "manual-timeout"))
+
+    def is_waiting(self, txn_id: int) -> bool:
+        return txn_id in self._waiting
+
+    def deadline(self, txn_id: int) -> float | None:
+        waiting = self._waiting.get(txn_id)
+        return None if waiting is None else waiting.deadline
+
+    def decide(self, txn_id: int, spec: OutcomeSpec) -> bool:
+        """Answer a waiting request with `spec`; False if it is not waiting."""
+        waiting = self._waiting.pop(txn_id, None)
+        if waiting is None:
+            return False
+        if waiting.timer.active():
+            waiting.timer.cancel()
+        waiting.deferred.callback(Decision(spec, "manual"))
+        return True
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class EventHub:
+    """Observer of the Terminal: feeds the event stream and wakes decision callers.
+
+    `subscribe(write)` registers a callable taking one encoded SSE event
+    (bytes); the last REPLAY_EVENTS events are kept so that a client that
+    reconnects with Last-Event-ID misses nothing.
+    """
+
+    def __init__(self, manual: ManualDecisions | None = None):
+        self.manual = manual
+        self.last_id = 0
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=REPLAY_EVENTS)
+        self._subscribers: list[Callable[[bytes], None]] = []
+        self._finish_waiters: dict[int, list[defer.Deferred]] = {}
+
+    # Observer interface -------------------------------------------------------
+
+    def request_received(self, txn: Transaction) -> None:
+        self.publish("request", self.transaction_json(txn))
+
+    def transaction_finished(self, txn: Transaction) -> None:
+        data = self.transaction_json(txn)
+        self.publish("answer", data)
+        for waiter in self._finish_waiters.pop(txn.id, []):
+            waiter.callback(data)
+
+    def settings_changed(self, settings: Any) -> None:
+        self.publish("settings", settings.to_dict())
+
+    # -------------------------------------------------------------------------
+
+    def transaction_json(self, txn: Transaction) -> dict[str, Any]:
+        """The docs/api.md form, plus the decision deadline of a request held in manual mode."""
+        data = txn.to_json()
+        return self.with_deadline(data)
+
+    def with_deadline(self, data: dict[str, Any]) -> dict[str, Any]:
+        deadline = None
+        if self.manual is not None and data.get("status") == "pending":
+            deadline = self.manual.deadline(data["id"])
+        if deadline is not None:
+            data = {**data, "decision_deadline": _iso(deadline)}
+        return data
+
+    def when_finished(self, txn_id: int) -> defer.Deferred:
+        """Fires with the transaction's final JSON once it is finished."""
+        waiter: defer.Deferred = defer.Deferred()
+        self._finish_waiters.setdefault(txn_id, []).append(waiter)
+        return waiter
+
+    def publish(self, event: str, data: Any) -> None:
+        self.last_id += 1
+        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        message = f"id: {self.last_id}\nevent: {event}\ndata: {payload}\n\n".encode()
+        self._recent.append((self.last_id, message))
+        for write in list(self._subscribers):
+            try:
+                write(message)
+            except Exception:
+                log.exception("event stream client failed; dropping it")
+                self.unsubscribe(write)
+
+    def subscribe(self, write: Callable[[bytes], None], last_event_id: int | None = None) -> None:
+        if last_event_id is not None:
+            for event_id, message in list(self._recent):
+                if event_id > last_event_id:
+                    write(message)
+        self._subscribers.append(write)
+
+    def unsubscribe(self, write: Callable[[bytes], None]) -> None:
+        if write in self._subscribers:
+            self._subscribers.remove(write)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,354 @@
+"""A simulated terminal for the tests of a point-of-sale project.
+
+    from caisse_ap.testing import simulated_terminal
+
+    def test_refused_payment():
+        with simulated_terminal() as terminal:
+            terminal.next("refused")
+            result = my_pos.pay("12.50", host=terminal.host, port=terminal.port)
+            assert result.declined
+            assert terminal.transactions()[0]["reason"]["code"] == "04"
+
+or, with pytest, the `simulated_terminal` fixture (add
+`pytest_plugins = ["caisse_ap.testing"]` to the project's conftest.py):
+
+    def test_refused_payment(simulated_terminal):
+        simulated_terminal.next("refused")
+        ...
+
+The terminal and its control API listen on 127.0.0.1, on ports the OS
+chooses, in this process: the Twisted reactor runs in a background thread
+(started on first use, shared by every simulated terminal of the process, and
+reused if something else already runs it in another thread). The test talks
+to it through the JSON API of docs/api.md, as any client would. Unless told
+otherwise the terminal answers at once (duration 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import queue
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+HOST = "127.0.0.1"
+HTTP_TIMEOUT = 30.0  # seconds; a control call answers in milliseconds
+
+__all__ = ["EventStream", "SimulatedTerminal", "SimulatedTerminalError", "simulated_terminal"]
+
+
+class SimulatedTerminalError(RuntimeError):
+    """The control API refused a call: `status`, `message` and the `field` at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        super().__init__(f"{status}: {message}" + (f" (field {field})" if field else ""))
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+# --- The reactor thread ------------------------------------------------------------
+
+_reactor_lock = threading.Lock()
+_reactor_thread: threading.Thread | None = None
+
+
+def _reactor() -> Any:
+    """The global reactor, running in a background thread (started if need be)."""
+    global _reactor_thread
+    from twisted.internet import reactor
+    from twisted.python import threadable
+
+    with _reactor_lock:
+        if reactor.running:
+            if threadable.isInIOThread():
+                raise RuntimeError("simulated_terminal() waits on the reactor thread: call it "
+                                   "from a test thread, not from Twisted code")
+            return reactor
+        if _reactor_thread is None:
+            if getattr(reactor, "_startedBefore", False):
+                raise RuntimeError("the Twisted reactor of this process was stopped and cannot "
+                                   "start again")
+            _reactor_thread = threading.Thread(
+                target=reactor.run, kwargs={"installSignalHandlers": False},
+                name="caisse-ap-reactor", daemon=True)
+            _reactor_thread.start()
+    _call(reactor, lambda: None)  # returns once the reactor runs
+    return reactor
+
+
+def _call(reactor: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
+    from twisted.internet.threads import blockingCallFromThread
+
+    return blockingCallFromThread(reactor, function, *args, **kwargs)
+
+
+# --- The terminal ----------------------------------------------------------------------
+
+
+class SimulatedTerminal:
+    """A running simulated terminal: where it listens, and its control API as methods."""
+
+    def __init__(self, reactor: Any, terminal: Any, services: Any, token: str | None = None):
+        self._reactor = reactor
+        self._terminal = terminal
+        self._services = services
+        self._token = token
+        self.host, self.port = terminal.address
+        self.web_url = services.web_url.rstrip("/")
+        self.web_port = services.web_address[1]
+        self._stopped = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) for the POS to connect to."""
+        return self.host, self.port
+
+    # The control API -------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the control API (docs/api.md); SimulatedTerminalError on an error status."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(self.web_url + path, data=data, method=method,
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                detail = json.loads(error.read())
+            except ValueError:
+                detail = {"error": error.reason}
+            raise SimulatedTerminalError(error.code, detail.get("error", ""),
+                                         detail.get("field")) from None
+
+    def next(self, outcome: str, **options: Any) -> list[dict[str, Any]]:
+        """Queue the outcome of the next transaction ("approved", "refused", "no-answer"...).
+
+        `options`: `payment_type` ("cbcontactless"...), `delay` (seconds).
+        Calls queue up in order. Returns the queue.
+        """
+        return self.api("POST", "/api/next", {"outcome": outcome, **options})["queue"]
+
+    def clear_next(self) -> None:
+        self.api("DELETE", "/api/next")
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        """Change settings for the next transactions (mode="failure", duration=1...);
+        without arguments, read them. Returns the whole settings."""
+        if not changes:
+            return self.api("GET", "/api/settings")
+        return self.api("PUT", "/api/settings", changes)
+
+    def transactions(self, limit: int = 100, after: int | None = None,
+                     status: str | None = None) -> list[dict[str, Any]]:
+        """The journal, newest first (docs/api.md, transaction objects)."""
+        query = {"limit": limit}
+        if after is not None:
+            query["after"] = after
+        if status is not None:
+            query["status"] = status
+        return self.api("GET", f"/api/transactions?{urlencode(query)}")["transactions"]
+
+    def transaction(self, transaction_id: int) -> dict[str, Any]:
+        return self.api("GET", f"/api/transactions/{transaction_id}")
+
+    def decide(self, transaction_id: int, outcome: str, **options: Any) -> dict[str, Any]:
+        """Manual mode: answer a waiting transaction; returns it once answered."""
+        return self.api("POST", f"/api/transactions/{transaction_id}/decision",
+                        {"outcome": outcome, **options})
+
+    def status(self) -> dict[str, Any]:
+        return self.api("GET", "/api/status")
+
+    def events(self, last_event_id: int | None = None) -> EventStream:
+        """The event stream (use as a context manager); open it before the payment."""
+        return EventStream(self.web_url, last_event_id)
+
+    # Life -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Answer what is in flight, close every connection, stop listening. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        from caisse_ap.terminal.server import stop_terminal
+
+        services = self._services
+
+        def stop() -> Any:
+            stopped = stop_terminal(self._terminal)
+            stopped.addBoth(lambda _: services.stop_web())
+            stopped.addBoth(lambda _: services.close_journal())
+            return stopped
+
+        _call(self._reactor, stop)
+
+    def __enter__(self) -> SimulatedTerminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
+                             amount_rules: bool | str | os.PathLike[str] = False,
+                             token: str | None = None, seed: str | int | None = None,
+                             **settings: Any) -> SimulatedTerminal:
+    """Start a simulated terminal; stop it with `.stop()` (or use `simulated_terminal()`).
+
+    `settings` are those of docs/api.md (mode, failure_type, duration,
+    payment_type, ...); duration defaults to 0 here. `amount_rules` is True
+    for the default table or the path of a TOML rules file. `journal` is a
+    SQLite file to keep the journal in (default: memory).
+    """
+    from caisse_ap.terminal.behaviour import TerminalSettings
+    from caisse_ap.terminal.journal import Journal
+    from caisse_ap.terminal.rules import AmountRules, load_rules
+    from caisse_ap.terminal.server import start_terminal
+    from caisse_ap.terminal.web import start_services
+
+    settings.setdefault("duration", 0)
+    if amount_rules is not False:
+        settings["amount_rules"] = True
+    rules = (load_rules(amount_rules) if not isinstance(amount_rules, bool) else AmountRules())
+    checked = TerminalSettings.from_dict(settings)  # SettingsError before anything starts
+    reactor = _reactor()
+
+    def start() -> tuple[Any, Any]:
+        terminal = start_terminal(reactor, checked, HOST, 0, seed=seed)
+        try:
+            services = start_services(reactor, terminal, web_host=HOST, web_port=0,
+                                      token=token, rules=rules,
+                                      journal=Journal(journal) if journal else None)
+        except BaseException:
+            terminal.listening_port.stopListening()
+            raise
+        return terminal, services
+
+    terminal, services = _call(reactor, start)
+    return SimulatedTerminal(reactor, terminal, services, token)
+
+
+@contextmanager
+def simulated_terminal(**options: Any) -> Iterator[SimulatedTerminal]:
+    """A simulated terminal for the `with` block; see start_simulated_terminal()."""
+    terminal = start_simulated_terminal(**options)
+    try:
+        yield terminal
+    finally:
+        terminal.stop()
+
+
+# --- Event stream ------------------------------------------------------------------------
+
+
+class EventStream:
+    """Read /api/events in a background thread; `get()` returns the next event.
+
+    Each event is a dict {"id", "event", "data"}; comments (keep-alive) are
+    counted in `comments`.
+    """
+
+    def __init__(self, web_url: str, last_event_id: int | None = None):
+        address = web_url.split("//", 1)[1].rstrip("/")
+        host, _, port = address.rpartition(":")
+        self._connection = http.client.HTTPConnection(host.strip("[]"), int(port),
+                                                      timeout=HTTP_TIMEOUT)
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self._connection.request("GET", "/api/events", headers=headers)
+        self.response = self._connection.getresponse()
+        if self.response.status != 200:
+            raise SimulatedTerminalError(self.response.status, "the event stream was refused")
+        self.comments: queue.Queue[str] = queue.Queue()
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="event-stream", daemon=True)
+        self._reader.start()
+        # The server writes ": connected" first: once read, no event can be missed.
+        self.comments.get(timeout=HTTP_TIMEOUT)
+
+    def _read(self) -> None:
+        event: dict[str, Any] = {}
+        try:
+            for raw in self.response:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if not line:
+                    if "data" in event:
+                        self._events.put(event)
+                    event = {}
+                elif line.startswith(":"):
+                    self.comments.put(line[1:].strip())
+                else:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "data":
+                        event["data"] = json.loads(value)
+                    elif name == "id":
+                        event["id"] = int(value)
+                    elif name == "event":
+                        event["event"] = value
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # closed: get() says so
+        finally:
+            self._events.put(None)
+
+    def get(self, event: str | None = None, timeout: float = HTTP_TIMEOUT) -> dict[str, Any]:
+        """The next event (of kind `event` if given); TimeoutError if none comes in time."""
+        while True:
+            try:
+                item = self._events.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no {event or ''} event within {timeout:g} s") from None
+            if item is None:
+                self._events.put(None)
+                raise ConnectionError("the event stream was closed")
+            if event is None or item.get("event") == event:
+                return item
+
+    def close(self) -> None:
+        # End the reader with an end of file first: closing the connection
+        # under a thread still reading from it would fail in that thread.
+        sock = self._connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._reader.join(HTTP_TIMEOUT)
+        self._connection.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- pytest fixture --------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is only needed for the fixture
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture(name="simulated_terminal")
+    def simulated_terminal_fixture() -> Iterator[SimulatedTerminal]:
+        """A simulated terminal answering at once, stopped after the test."""
+        with simulated_terminal() as terminal:
+            yield terminal

@@ -1,0 +1,139 @@
+"""Shared fixtures: a real Twisted reactor in a background thread, terminals on free ports.
+
+The pattern: one reactor runs for the whole test session in a daemon thread
+(`reactor_thread`); tests stay plain blocking code and run reactor work with
+`reactor_thread.call(f, ...)`, which waits for f's result (or its Deferred's)
+on the reactor thread. POS are blocking sockets on 127.0.0.1 (`Pos`).
+Delay logic is tested without it, with `twisted.internet.task.Clock`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from caisse_ap import tlv
+
+TIMEOUT = 10.0  # a test that waits this long has failed: never a pacing delay
+
+
+class ReactorThread:
+    """The global reactor, running in a daemon thread for the whole session."""
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.thread = threading.Thread(target=reactor.run,
+                                       kwargs={"installSignalHandlers": False},
+                                       name="reactor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.call(lambda: None)  # returns once the reactor runs
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run function on the reactor thread and return its result (waits for a Deferred)."""
+        from twisted.internet.threads import blockingCallFromThread
+
+        return blockingCallFromThread(self.reactor, function, *args, **kwargs)
+
+    def stop(self) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def reactor_thread() -> Iterator[ReactorThread]:
+    running = ReactorThread()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def start_terminal(reactor_thread: ReactorThread) -> Iterator[Callable[..., Any]]:
+    """start_terminal(settings=None or dict, **Terminal options) -> a listening Terminal.
+
+    Listens on 127.0.0.1, port chosen by the OS; stopped at the end of the test.
+    """
+    from caisse_ap.terminal import server
+    from caisse_ap.terminal.behaviour import TerminalSettings
+
+    started = []
+
+    def start(settings: Any = None, **options: Any) -> Any:
+        if isinstance(settings, dict):
+            settings = TerminalSettings.from_dict(settings)
+        terminal = reactor_thread.call(server.start_terminal, reactor_thread.reactor,
+                                       settings, "127.0.0.1", 0, **options)
+        started.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in started:
+        reactor_thread.call(server.stop_terminal, terminal)
+
+
+class Pos:
+    """A blocking POS connection to a terminal, for tests."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT):
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = tlv.FrameDecoder()  # each whole field run is a message
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode("latin-1") if isinstance(data, str) else data)
+
+    def read_answer(self) -> bytes:
+        """The next answer. The terminal writes each answer whole, in one write, so an
+        answer ends where the next one starts (CZ) or where the bytes received end."""
+        while True:
+            message = self.decoder.next_message()
+            if message is not None:
+                return tlv.encode(message)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed before an answer")
+            self.decoder.feed(chunk)
+
+    def exchange(self, data: bytes | str) -> list[tuple[str, str]]:
+        self.send(data)
+        return tlv.decode(self.read_answer())
+
+    def closed_by_peer(self) -> bool:
+        """True when the terminal closed the connection without sending anything more."""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Pos:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture
+def pos() -> Iterator[Callable[..., Pos]]:
+    """pos(terminal_or_address) -> a connected Pos, closed at the end of the test."""
+    opened = []
+
+    def connect(target: Any) -> Pos:
+        address = target if isinstance(target, tuple) else target.address
+        connection = Pos(address)
+        opened.append(connection)
+        return connection
+
+    yield connect
+    for connection in opened:
+        connection.close()

@@ -1,0 +1,221 @@
+"""The transaction journal: SQLite in memory or in a file, across restarts."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from caisse_ap import client
+from caisse_ap.terminal.journal import Journal, JournalError
+from caisse_ap.testing import simulated_terminal
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "caisse-ap-ip-server.py"
+
+pytestmark = pytest.mark.usefixtures("reactor_thread")
+
+
+def txn(txn_id: int, status: str = "approved", **more) -> dict:
+    return {"id": txn_id, "received_at": f"2026-11-27T03:00:{txn_id:02d}.000+00:00",
+            "status": status, "amount": "1.00", "labels": {"CB": "montant"}, **more}
+
+
+class Recorded:
+    """What the Terminal hands its observers: something with to_json()."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def to_json(self) -> dict:
+        return self.data
+
+
+def test_memory_journal_lists_newest_first_with_filters():
+    journal = Journal()
+    assert journal.in_memory and journal.last_id() == 0 and journal.transactions() == []
+    for number in range(1, 8):
+        journal.record(txn(number, "declined" if number % 3 == 0 else "approved"))
+    assert [t["id"] for t in journal.transactions()] == [7, 6, 5, 4, 3, 2, 1]
+    assert [t["id"] for t in journal.transactions(limit=2)] == [7, 6]
+    assert [t["id"] for t in journal.transactions(after=4)] == [7, 6, 5]
+    assert [t["id"] for t in journal.transactions(status="declined")] == [6, 3]
+    assert [t["id"] for t in journal.transactions(limit=1, after=2, status="declined")] == [6]
+    assert journal.get(3) == txn(3, "declined")
+    assert journal.get(99) is None
+    assert journal.last_id() == 7 and journal.count() == 7 and journal.count("declined") == 2
+
+
+@pytest.mark.parametrize("limit", [0, 1001, -1])
+def test_limit_is_bounded(limit):
+    with pytest.raises(ValueError, match="limit must be 1 to 1000"):
+        Journal().transactions(limit=limit)
+
+
+def test_observer_keeps_the_latest_state_of_each_transaction():
+    journal = Journal()
+    journal.request_received(Recorded(txn(1, "pending", answer=None)))
+    assert journal.get(1)["status"] == "pending"
+    journal.transaction_finished(Recorded(txn(1, "approved", answer=[["AE", "10"]])))
+    assert journal.count() == 1 and journal.get(1)["answer"] == [["AE", "10"]]
+    assert journal.writes == 2
+
+
+def test_text_survives_the_round_trip():
+    journal = Journal()
+    journal.record(txn(1, labels={"AF": "Opération non effectuée"}, currency_symbol="€"))
+    assert journal.get(1)["labels"]["AF"] == "Opération non effectuée"
+    assert journal.get(1)["currency_symbol"] == "€"
+
+
+def test_file_journal_is_in_wal_mode_and_survives_reopening(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    assert not journal.in_memory and journal.path == str(path)
+    mode = journal._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    for number in (1, 2, 3):
+        journal.record(txn(number))
+    journal.close()
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
+    again = Journal(path)
+    assert [t["id"] for t in again.transactions()] == [3, 2, 1] and again.last_id() == 3
+    again.close()
+
+
+def test_a_checkpoint_moves_the_log_into_the_file(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    for number in range(1, 200):
+        journal.record(txn(number, request=["x" * 500]))
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 0
+    before = os.path.getsize(path)
+    checkpointing = threading.Thread(target=journal.checkpoint)  # as the server does: a thread
+    checkpointing.start()
+    checkpointing.join(10)
+    assert os.path.getsize(path) > before
+    # Another reader sees everything, from the database file and the log.
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 199
+    other.close()
+    journal.close()
+
+
+def test_a_memory_journal_has_no_checkpoint():
+    journal = Journal()
+    journal.checkpoint()  # nothing to do, and no error
+    journal.record(txn(1))
+    assert journal.count() == 1
+
+
+def test_a_file_of_something_else_is_refused(tmp_path):
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE customers (name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="is not a usable journal: it holds other data"):
+        Journal(other)
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a database at all, just some text " * 100)
+    with pytest.raises(JournalError, match="is not a usable journal"):
+        Journal(text)
+
+
+def test_a_journal_in_a_missing_directory_is_refused(tmp_path):
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        Journal(tmp_path / "missing" / "journal.sqlite")
+
+
+def test_terminal_journal_numbers_after_a_restart(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    with simulated_terminal(journal=path) as terminal:
+        for amount in ("1.00", "2.00"):
+            assert client.pay(client.make_request(amount), *terminal.address).status == "approved"
+        first = terminal.transactions()
+    assert [t["id"] for t in first] == [2, 1]
+    with simulated_terminal(journal=path) as terminal:
+        terminal.next("refused")
+        assert client.pay(client.make_request("3.00"), *terminal.address).status == "declined"
+        after = terminal.transactions()
+    assert [(t["id"], t["amount"], t["status"]) for t in after] == [
+        (3, "3.00", "declined"), (2, "2.00", "approved"), (1, "1.00", "approved")]
+    assert after[1:] == first
+
+
+def test_command_line_journal_survives_a_restart(tmp_path):
+    """The real server process, stopped with SIGTERM and started again on the same file."""
+    path = tmp_path / "journal.sqlite"
+    ids = []
+    for amount in ("4.00", "5.00"):
+        server = ServerProcess("--journal", str(path))
+        try:
+            assert client.pay(client.make_request(amount), "127.0.0.1",
+                              server.terminal_port).status == "approved"
+            listed = server.api("/api/transactions")["transactions"]
+            ids.append([(t["id"], t["amount"]) for t in listed])
+        finally:
+            server.stop()
+        assert server.returncode == 0, server.output()
+        assert "transaction journal in " + str(path) in server.output()
+    assert ids == [[(1, "4.00")], [(2, "5.00"), (1, "4.00")]]
+
+
+class ServerProcess:
+    """caisse-ap-ip-server.py on free ports; the addresses come from its start-up lines."""
+
+    WEB = re.compile(r"web console and control API on http://127\.0\.0\.1:(\d+)/")
+    TERMINAL = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+    def __init__(self, *args: str):
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", "--web-port", "0",
+             "-d", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.lines: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.web_port = self.terminal_port = None
+        while self.web_port is None or self.terminal_port is None:
+            line = self._lines.get(timeout=30)
+            if line is None:
+                raise AssertionError("the server stopped:\n" + self.output())
+            if match := self.WEB.search(line):
+                self.web_port = int(match[1])
+            elif match := self.TERMINAL.search(line):
+                self.terminal_port = int(match[1])
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def api(self, path: str) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.returncode = self.process.returncode

@@ -1,0 +1,220 @@
+"""caisse-ap-ip-server.py as a user runs it: options, errors, startup, signals."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from caisse_ap import tlv
+from caisse_ap.messages import PaymentRequest, TerminalAnswer
+from caisse_ap.terminal import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "caisse-ap-ip-server.py"
+DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
+TIMEOUT = 10.0
+LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+# These tests are about the terminal alone: no web console when it is installed.
+NO_WEB = ["--no-web"] if "--no-web" in cli.build_parser().format_help() else []
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=ROOT)
+
+
+class Server:
+    """The server in a subprocess; its stderr read line by line in a thread."""
+
+    def __init__(self, *args: str):
+        self.process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--host", "127.0.0.1", "-p", "0", *NO_WEB, *args],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        match = LISTENING.search(self.wait_for("listening on"))
+        self.address = (match.group(1), int(match.group(2)))
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.put(line)
+        self.lines.put("")  # end of output
+
+    def wait_for(self, text: str) -> str:
+        """The first line (from now) holding text; fails if the server exits first."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if not line:
+                raise AssertionError(f"server ended without printing {text!r}: {self.seen}")
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def pos(self) -> socket.socket:
+        return socket.create_connection(self.address, timeout=TIMEOUT)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
+        start = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(TIMEOUT)
+        return code, time.monotonic() - start
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def server():
+    started: list[Server] = []
+
+    def start(*args: str) -> Server:
+        started.append(Server(*args))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.kill()
+
+
+def test_help_lists_every_option():
+    result = run("--help")
+    assert result.returncode == 0
+    for option in ("-p", "--port", "-f", "--failure", "-ft", "--failure-type", "-d",
+                   "--duration", "-pt", "--payment-type", "-sc", "--seller-contract", "-l",
+                   "--log-level", "--host", "--no-answer", "--hang-up", "--answer-version",
+                   "--pad-amount", "--currencies", "--seed", "--idle-timeout",
+                   "--max-connections", "cbcontactless", "amexcontactless"):
+        assert re.search(rf"(^|[\s,\[]){re.escape(option)}\b", result.stdout), option
+
+
+@pytest.mark.parametrize("args", [
+    ["-p", "70000"], ["-p", "x"], ["-ft", "sometimes"], ["-ft", "14"], ["-d", "-1"],
+    ["-d", "soon"], ["-pt", "visa"], ["-sc", "12345678901"], ["-l", "loud"],
+    ["--answer-version", "3"], ["--currencies", "EUR,ZZZ"], ["--idle-timeout", "0"],
+    ["--max-connections", "0"], ["--host", "not an address"], ["-f", "--no-answer"],
+    ["--bogus"],
+])
+def test_bad_values_give_one_line_and_status_2(args):
+    result = run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("caisse-ap-ip-server: error:"), lines
+    assert "Traceback" not in result.stderr
+
+
+def test_main_returns_status_2_in_process(capsys):
+    assert cli.main(["-d", "never"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.main(["--version"]) == 0
+
+
+def test_options_become_settings():
+    args = cli.build_parser([]).parse_args(
+        ["-f", "-ft", "04", "-d", "1.5", "-pt", "amexcontactless", "-sc", "99", "--pad-amount",
+         "--answer-version", "0301", "--currencies", "EUR,840"])
+    settings = cli.settings_from_args(args)
+    assert settings.to_dict() == {
+        "mode": "failure", "failure_type": "refused", "duration": 1.5,
+        "payment_type": "amexcontactless", "seller_contract": "99", "answer_version": "0301",
+        "pad_amount": True, "currencies": ["978", "840"], "amount_rules": False,
+        "manual_timeout": 60.0}
+    for flag, mode in (("--no-answer", "no-answer"), ("--hang-up", "hang-up"), (None, "success")):
+        parsed = cli.build_parser([]).parse_args([flag] if flag else [])
+        assert cli.settings_from_args(parsed).mode == mode
+    defaults = cli.build_parser([]).parse_args([])
+    assert (defaults.host, defaults.port, defaults.log_level) == ("0.0.0.0", 8888, "info")
+
+
+def test_done_when_frame_and_log_line(server):
+    terminal = server("-d", "0")
+    assert "mode success" in terminal.seen[-1]
+    with terminal.pos() as sock:
+        sock.sendall(DEBIT.encode())
+        answer = TerminalAnswer.parse(sock.recv(1024))
+    assert answer.outcome.value == "approved"
+    answer.check_echoes(PaymentRequest.parse(DEBIT))
+    line = terminal.wait_for("debit")
+    assert "112.45 EUR" in line and "approved" in line and "127.0.0.1:" in line
+    code, elapsed = terminal.stop()
+    assert code == 0
+
+
+def test_original_options_on_the_wire(server):
+    terminal = server("-f", "-ft", "refused", "-d", "0", "-sc", "777", "--answer-version",
+                      "0301", "--pad-amount")
+    assert "AF=04" in terminal.seen[-1]
+    with terminal.pos() as sock:
+        sock.sendall(DEBIT.encode())
+        values = dict(tlv.decode(sock.recv(1024)))
+    assert (values["CZ"], values["AE"], values["AF"], values["CB"]) == (
+        "0301", "01", "04", "000000011245")
+
+
+def test_seed_makes_cards_reproducible(server):
+    cards = []
+    for _ in range(2):
+        terminal = server("-d", "0", "--seed", "42", "-pt", "amexcontact")
+        with terminal.pos() as sock:
+            sock.sendall(DEBIT.encode())
+            values = dict(tlv.decode(sock.recv(1024)))
+        cards.append((values["AA"], values["AB"], values["AC"]))
+        terminal.stop()
+    assert cards[0] == cards[1] and cards[0][0].startswith("37")
+
+
+def test_debug_logs_raw_frames(server):
+    terminal = server("-d", "0", "-l", "debug")
+    with terminal.pos() as sock:
+        sock.sendall(DEBIT.encode())
+        sock.recv(1024)
+    assert DEBIT in terminal.wait_for("sent b'")
+    assert "AE00210" in terminal.wait_for("answered b'")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_answers_pending_transactions_and_exits(server, sig):
+    terminal = server("-d", "30", "-l", "debug")
+    with terminal.pos() as sock:
+        sock.sendall(DEBIT.encode())
+        terminal.wait_for("sent b'")  # the terminal has the request
+        code, elapsed = terminal.stop(sig)
+        data = sock.recv(1024)
+    assert code == 0 and elapsed < 2.0
+    assert TerminalAnswer.parse(data).outcome.value == "approved"
+    assert any("approved" in line for line in terminal.seen + drain(terminal))
+
+
+def drain(terminal: Server) -> list[str]:
+    lines = []
+    while (line := terminal.lines.get(timeout=TIMEOUT)):
+        lines.append(line)
+    return lines
+
+
+def test_port_in_use_is_one_line(server):
+    terminal = server("-d", "0")
+    result = run("--host", "127.0.0.1", "-p", str(terminal.address[1]), *NO_WEB)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and "cannot listen" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX system")
+def test_launcher_runs_from_another_directory(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--version"], capture_output=True,
+                            text=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert result.returncode == 0 and "caisse-ap-ip-server" in result.stdout

@@ -257,6 +257,130 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
 }
 
 
+# --- Journal (issue 5): throughput with the journal in a file vs in memory -----
+#
+# The terminal with its journal attached as the command line does (no web
+# console, which the figures must not include): in memory, and in a SQLite file
+# in WAL mode. Also: the cost of one journal write as the reactor pays it, and,
+# under the concurrency load, that the file holds every transaction.
+
+JOURNAL_CONCURRENCY = 500
+JOURNAL_WRITES = 5000
+
+
+def serve_journal(options: list[str]) -> None:
+    """Our terminal with a journal; options: PATH (":memory:" for memory), then the terminal's."""
+    import logging
+
+    from twisted.internet import reactor
+
+    from caisse_ap.terminal import cli
+    from caisse_ap.terminal.journal import Journal
+    from caisse_ap.terminal.server import start_terminal
+    from caisse_ap.terminal.web import start_services
+
+    path, *options = options
+    args = cli.build_parser([]).parse_args(["-l", "warn", *options])
+    logging.basicConfig(level=logging.WARNING)
+    terminal = start_terminal(reactor, cli.settings_from_args(args), "127.0.0.1", 0,
+                              max_connections=args.max_connections)
+    services = start_services(reactor, terminal, web=False,
+                              journal=Journal(None if path == ":memory:" else path))
+    # SIGTERM: the journal is closed (checkpointed) once the reactor has stopped.
+    reactor.addSystemEventTrigger("after", "shutdown", services.close_journal)
+    print(terminal.address[1], flush=True)
+    reactor.run()
+
+
+SERVERS["journal"] = serve_journal
+
+
+def _write_costs(path: str | None) -> list[float]:
+    """Seconds per Journal.record() of a realistic transaction, as the reactor pays them."""
+    from caisse_ap.terminal.journal import Journal
+
+    journal = Journal(path)
+    answer = [list(field) for field in tlv.decode(FIXED_ANSWER)]
+    costs = []
+    for number in range(1, JOURNAL_WRITES + 1):
+        data = {"id": number, "received_at": "2026-11-27T03:10:00.123+00:00", "status": "pending",
+                "request": [list(field) for field in tlv.decode(REQUEST)],
+                "request_frame": REQUEST.decode(), "answer": None, "labels": {}}
+        for status in ("pending", "approved"):  # two writes per transaction, as served
+            data = {**data, "status": status, "answer": answer if status != "pending" else None}
+            start = time.perf_counter()
+            journal.record(data)
+            costs.append(time.perf_counter() - start)
+        if number % 1000 == 0:
+            journal.checkpoint()  # the server runs it in a thread; here between writes
+    journal.close()
+    return sorted(costs)
+
+
+def _journal_rows(path: Path) -> dict[str, int]:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return dict(db.execute("SELECT status, COUNT(*) FROM transactions GROUP BY status"))
+    finally:
+        db.close()
+
+
+def measure_journal(args: argparse.Namespace) -> list[Figure]:
+    import tempfile
+
+    figures = []
+    with tempfile.TemporaryDirectory() as directory:
+        for name, path in (("memory", None), ("file", str(Path(directory) / "costs.sqlite"))):
+            costs = _write_costs(path)
+            mean = statistics.fmean(costs)
+            figures += [
+                Figure(f"journal write ({name}): mean", mean * 1e6, "us"),
+                Figure(f"journal write ({name}): p99", costs[int(len(costs) * 0.99)] * 1e6, "us"),
+                Figure(f"journal write ({name}): max", costs[-1] * 1e6, "us"),
+            ]
+
+        rounds = 6
+        per_round = args.seconds / (2 * rounds)
+        in_memory, in_file = [], []
+        file_path = Path(directory) / "throughput.sqlite"
+        with Child("journal", ":memory:", "-d", "0") as memory, \
+                Child("journal", str(file_path), "-d", "0") as on_file:
+            loop_rate(memory.address, 0.2)
+            loop_rate(on_file.address, 0.2)
+            for _ in range(rounds):  # interleaved, as the throughput section does
+                in_memory.append(loop_rate(memory.address, per_round))
+                in_file.append(loop_rate(on_file.address, per_round))
+        memory_rate, file_rate = statistics.median(in_memory), statistics.median(in_file)
+        figures += [
+            Figure("throughput -d 0, journal in memory", memory_rate, "tx/s"),
+            Figure("throughput -d 0, journal in a file (WAL)", file_rate, "tx/s"),
+            Figure("throughput ratio file / memory journal", file_rate / memory_rate, "x"),
+        ]
+
+        load_path = Path(directory) / "load.sqlite"
+        sent = 0
+        with Child("journal", str(load_path), "-d", "1",
+                   "--max-connections", str(JOURNAL_CONCURRENCY + 10)) as server:
+            for count in CONCURRENCY:
+                wall = asyncio.run(_pay_all(server.address, count))
+                sent += count
+                if count == JOURNAL_CONCURRENCY:
+                    figures.append(Figure(f"concurrency C={count}, -d 1, file journal: "
+                                          "wall / 1 s", wall, "x", f"<= {CONCURRENCY_TARGET}",
+                                          wall <= CONCURRENCY_TARGET))
+        rows = _journal_rows(load_path)  # after SIGTERM: the journal is closed
+        recorded = sum(rows.values())
+        figures.append(Figure(f"journal rows / transactions sent ({sent}) under load",
+                              recorded / sent, "x", "= 1, all approved",
+                              recorded == sent and rows.get("approved") == sent))
+    return figures
+
+
+SECTIONS["journal"] = measure_journal
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0,

@@ -245,12 +245,44 @@ def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
     return value
 
 
+def _valid_encoding(fields: list | tuple, bare: bool) -> bytes | None:
+    """The message for `fields` if they are all valid text, else None.
+
+    encode's fast path, for the common case (a terminal's answer, a POS's
+    request): whole-list checks with str methods instead of a check per
+    field. It does not say what is wrong: encode's careful loop does that.
+    """
+    try:
+        tags = [tag for tag, _ in fields]
+        values = [value for _, value in fields]
+        tag_text = "".join(tags)
+        value_text = "".join(values)
+    except (TypeError, ValueError):
+        return None
+    if not tags or (not bare and tags[0] != FIRST_TAG) or len(set(tags)) != len(tags):
+        return None
+    if not (len(tag_text) == 2 * len(tags) and all(len(tag) == 2 for tag in tags)
+            and tag_text.isascii() and tag_text.isalpha() and tag_text.isupper()):
+        return None
+    if not (value_text.isascii() and value_text.isprintable()
+            and all(0 < len(value) <= MAX_VALUE_LENGTH for value in values)):
+        return None
+    for tag, value in fields:
+        if tag in CONSTRUCTED_TAGS and _valid_fields(value, 0, len(value), True) is None:
+            return None
+    return "".join([f"{tag}{len(value):03d}{value}" for tag, value in fields]).encode("ascii")
+
+
 def encode(fields: Iterable[tuple[str, str | Iterable[Field]]], *, bare: bool = False) -> bytes:
     """Encode (tag, value) pairs into a message, refusing anything a strict peer would.
 
     The value of a constructed tag (ZT) may be given as a list of fields.
     `bare` allows a field list that does not start with CZ.
     """
+    if isinstance(fields, (list, tuple)):
+        message = _valid_encoding(fields, bare)
+        if message is not None:
+            return message
     parts = []
     seen: set[str] = set()
     for index, (tag, value) in enumerate(fields):

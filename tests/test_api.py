@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -727,3 +733,140 @@ def test_bad_settings_raise_from_the_helper(terminal):
     with pytest.raises(SimulatedTerminalError) as caught:
         terminal.settings(mode="sometimes")
     assert caught.value.status == 400 and caught.value.field == "mode"
+
+
+# --- Command line ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "caisse-ap-ip-server.py"
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess:
+    """The real server, for options it refuses before serving."""
+    return subprocess.run([sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--web-port", "70000"), "web port must be 0 to 65535"),
+    (("--web-host", "my-laptop"), "web host must be an IP address"),
+    (("--web-token", "has space"), "printable ASCII without spaces"),
+    (("--manual-timeout", "0"), "manual_timeout must be above 0"),
+    (("--manual", "-f"), "--manual and -f cannot be used together"),
+    (("--manual", "--no-web"), "--manual needs the web console"),
+    (("--journal", "/nonexistent/dir/journal.sqlite"), "cannot open the journal"),
+])
+def test_bad_web_options_are_one_line_and_status_2(args, words):
+    result = run_server("--web-port", "0", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and words in result.stderr
+
+
+def test_web_port_taken_is_one_line_and_status_2():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        result = run_server("--web-port", str(taken.getsockname()[1]))
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in result.stderr and "for the web console" in (
+        result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+class Server:
+    """The real server on free ports, its start-up lines read as they come."""
+
+    WEB = re.compile(r"web console and control API on http://127\.0\.0\.1:(\d+)/")
+    TERMINAL = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+    def __init__(self, *args: str):
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", "-d", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.lines: list[str] = []
+        self.web_port = None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if match := self.WEB.search(line):
+                self.web_port = int(match[1])
+            elif match := self.TERMINAL.search(line):
+                self.port = int(match[1])
+                break  # the terminal's line comes last
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        rest, _ = self.process.communicate(timeout=10)
+        return "".join(self.lines) + rest
+
+
+def test_startup_lines_and_manual_mode_from_the_command_line():
+    server = Server("--web-port", "0", "--manual", "--manual-timeout", "5", "--amount-rules")
+    try:
+        assert server.web_port is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}/api/settings",
+                                    timeout=10) as response:
+            settings = json.loads(response.read())
+    finally:
+        output = server.stop()
+    assert (settings["mode"], settings["manual_timeout"], settings["amount_rules"]) == (
+        "manual", 5.0, True)
+    assert "transaction journal in memory" in output
+    assert "amount rules on (default table)" in output
+    assert server.process.returncode == 0 and "Traceback" not in output
+
+
+def test_no_web():
+    server = Server("--no-web")
+    try:
+        result = client.pay(client.make_request("1.00"), "127.0.0.1", server.port, timeout=10)
+    finally:
+        output = server.stop()
+    assert result.status == "approved"
+    assert server.web_port is None and "web console" not in output
+
+
+def test_warning_when_the_web_host_is_not_loopback_and_no_token(reactor_thread, caplog):
+    """start() as the command line calls it; the listening address is kept on 127.0.0.1."""
+    from caisse_ap.terminal import cli
+    from caisse_ap.terminal import web as extension
+    from caisse_ap.terminal.server import start_terminal, stop_terminal
+
+    reactor = reactor_thread.reactor
+
+    class LoopbackOnly:
+        """The reactor, but every port stays on 127.0.0.1 and no trigger is registered."""
+
+        def listenTCP(self, port, factory, interface=""):  # noqa: N802 - Twisted's name
+            return reactor.listenTCP(port, factory, interface="127.0.0.1")
+
+        def addSystemEventTrigger(self, *args):  # noqa: N802
+            pass
+
+        def __getattr__(self, name):
+            return getattr(reactor, name)
+
+    started, warnings = [], {}
+    for token in (None, "s3cret"):
+        args = cli.build_parser([extension]).parse_args(
+            ["--web-host", "192.0.2.10", "--web-port", "0"]
+            + (["--web-token", token] if token else []))
+
+        def start(args=args):
+            terminal = start_terminal(reactor, None, "127.0.0.1", 0)
+            return terminal, extension.start(terminal, args, LoopbackOnly())
+
+        with caplog.at_level(logging.WARNING, logger="caisse_ap.terminal.web"):
+            caplog.clear()
+            terminal, services = reactor_thread.call(start)
+            started.append((terminal, services))
+            warnings[token] = [r.getMessage() for r in caplog.records
+                               if r.levelno == logging.WARNING]
+    assert len(warnings[None]) == 1 and "192.0.2.10 without --web-token" in warnings[None][0]
+    assert warnings["s3cret"] == []
+    for terminal, services in started:
+        reactor_thread.call(stop_terminal, terminal)
+        reactor_thread.call(services.stop_web)
+        reactor_thread.call(services.close_journal)

@@ -42,6 +42,11 @@ CREATE INDEX IF NOT EXISTS transactions_by_status ON transactions (status, id);
 """
 
 
+def to_text(data: Mapping[str, Any]) -> str:
+    """A transaction's JSON text, as stored and as the event stream sends it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 class JournalError(Exception):
     """A journal file that cannot be opened or is not ours; the message is for a user."""
 
@@ -108,13 +113,17 @@ class Journal:
 
     # Writing and reading ------------------------------------------------------
 
-    def record(self, data: Mapping[str, Any]) -> None:
-        """Store a transaction's latest state (its docs/api.md JSON form)."""
+    def record(self, data: Mapping[str, Any], text: str | None = None) -> None:
+        """Store a transaction's latest state (its docs/api.md JSON form).
+
+        `text` is `data` already serialised by `to_text()`, when the caller
+        has it (the event stream sends the same text).
+        """
         self._db.execute(
             "INSERT OR REPLACE INTO transactions (id, received_at, status, data) "
             "VALUES (?, ?, ?, ?)",
             (int(data["id"]), data.get("received_at"), data["status"],
-             json.dumps(data, ensure_ascii=False, separators=(",", ":"))),
+             to_text(data) if text is None else text),
         )
         self.writes += 1
 

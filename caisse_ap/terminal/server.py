@@ -17,8 +17,8 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.protocols.policies import TimeoutMixin
 
-from ..messages import MANDATORY_REQUEST_TAGS
 from .. import tlv
+from ..messages import MANDATORY_REQUEST_TAGS
 from ..tlv import Field, FrameDecoder, FrameError
 from .behaviour import TerminalSettings
 from .service import Terminal, Transaction

@@ -101,6 +101,11 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
         sys.stdout.write(rules.listing())
         raise SystemExit(0)
     args.loaded_amount_rules = rules
+    # Opened now, so that a journal that cannot be used stops us before anything listens.
+    try:
+        args.opened_journal = Journal(args.journal) if args.journal else Journal()
+    except JournalError as error:
+        raise UsageError(str(error)) from None
     changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
                                "manual_timeout": args.manual_timeout}
     if args.manual:
@@ -173,8 +178,6 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
     services = Services(terminal, journal, rules)
     # A journal in a file numbers after the transactions of earlier runs.
     terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
-    # The journal first: whoever hears of a transaction next can read it back.
-    terminal.observers.insert(0, journal)
     rules.terminal = terminal
     terminal.outcome_sources.append(rules)
     if not journal.in_memory:
@@ -190,7 +193,10 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                                   web_address=lambda: services.web_address, **options)
         site = build_site(services.api)
         services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
-        services.api.attach()
+        services.api.attach()  # with the journal
+    else:
+        # First, so that whoever hears of a transaction next can read it back.
+        terminal.observers.insert(0, journal)
     return services
 
 
@@ -205,10 +211,7 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     """The command line's hook: start the services as the options say."""
     from twisted.internet.error import CannotListenError
 
-    try:
-        journal = Journal(args.journal) if args.journal else Journal()
-    except JournalError as error:
-        raise UsageError(str(error)) from None
+    journal = getattr(args, "opened_journal", None) or Journal(args.journal)
     rules = getattr(args, "loaded_amount_rules", None) or _rules_from_args(args)
     try:
         services = start_services(reactor, terminal, web=not args.no_web,

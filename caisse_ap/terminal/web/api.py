@@ -35,7 +35,7 @@ from ..behaviour import (
 from ..journal import MAX_LIMIT, Journal
 from ..rules import AmountRules
 from ..service import ACTION_NAMES, Terminal
-from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull
+from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -100,6 +100,7 @@ class ControlApi(resource.Resource):
         self.queue = OutcomeQueue()
         self.manual = ManualDecisions(terminal)
         self.hub = EventHub(self.manual)
+        self.feed = TransactionFeed(journal, self.hub)
         self._streams: set[_EventStream] = set()
         self._test_payments = 0
         self._keep_alive = task.LoopingCall(self._send_keep_alive)
@@ -121,11 +122,12 @@ class ControlApi(resource.Resource):
     # --- Wiring into the terminal ---------------------------------------------
 
     def attach(self) -> None:
-        """Register the queue first and manual mode last among the outcome sources."""
+        """Register the queue first and manual mode last among the outcome sources,
+        and the feed of the journal and the event stream first among the observers."""
         sources = self.terminal.outcome_sources
         sources.insert(0, self.queue)
         sources.append(self.manual)
-        self.terminal.observers.append(self.hub)
+        self.terminal.observers.insert(0, self.feed)
         self._keep_alive.start(self._keep_alive_interval, now=False)
 
     def detach(self) -> None:
@@ -137,8 +139,8 @@ class ControlApi(resource.Resource):
         for source in (self.queue, self.manual):
             if source in self.terminal.outcome_sources:
                 self.terminal.outcome_sources.remove(source)
-        if self.hub in self.terminal.observers:
-            self.terminal.observers.remove(self.hub)
+        if self.feed in self.terminal.observers:
+            self.terminal.observers.remove(self.feed)
 
     # --- Dispatch -------------------------------------------------------------
 

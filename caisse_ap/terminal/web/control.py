@@ -11,7 +11,6 @@ gets the settings' outcome.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from twisted.internet import defer
 
 from ...messages import PaymentRequest
 from ..behaviour import Decision, OutcomeSpec
+from ..journal import Journal, to_text
 from ..service import Terminal, Transaction
 
 log = logging.getLogger("caisse_ap.terminal.web")
@@ -127,11 +127,12 @@ def _iso(timestamp: float) -> str:
 
 
 class EventHub:
-    """Observer of the Terminal: feeds the event stream and wakes decision callers.
+    """The event stream's side of the Terminal: encodes events and wakes decision callers.
 
     `subscribe(write)` registers a callable taking one encoded SSE event
     (bytes); the last REPLAY_EVENTS events are kept so that a client that
-    reconnects with Last-Event-ID misses nothing.
+    reconnects with Last-Event-ID misses nothing. Transactions reach it
+    through a TransactionFeed.
     """
 
     def __init__(self, manual: ManualDecisions | None = None):
@@ -141,28 +142,18 @@ class EventHub:
         self._subscribers: list[Callable[[bytes], None]] = []
         self._finish_waiters: dict[int, list[defer.Deferred]] = {}
 
-    # Observer interface -------------------------------------------------------
-
-    def request_received(self, txn: Transaction) -> None:
-        self.publish("request", self.transaction_json(txn))
-
-    def transaction_finished(self, txn: Transaction) -> None:
-        data = self.transaction_json(txn)
-        self.publish("answer", data)
-        for waiter in self._finish_waiters.pop(txn.id, []):
-            waiter.callback(data)
+    def transaction_event(self, event: str, data: dict[str, Any], text: str) -> None:
+        """A transaction arrived ("request") or is over ("answer"); `text` is `data` as JSON."""
+        self.publish(event, text)
+        if event == "answer":
+            for waiter in self._finish_waiters.pop(data["id"], []):
+                waiter.callback(data)
 
     def settings_changed(self, settings: Any) -> None:
-        self.publish("settings", settings.to_dict())
-
-    # -------------------------------------------------------------------------
-
-    def transaction_json(self, txn: Transaction) -> dict[str, Any]:
-        """The docs/api.md form, plus the decision deadline of a request held in manual mode."""
-        data = txn.to_json()
-        return self.with_deadline(data)
+        self.publish("settings", to_text(settings.to_dict()))
 
     def with_deadline(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A transaction's JSON plus, while it waits for a manual decision, its deadline."""
         deadline = None
         if self.manual is not None and data.get("status") == "pending":
             deadline = self.manual.deadline(data["id"])
@@ -176,10 +167,9 @@ class EventHub:
         self._finish_waiters.setdefault(txn_id, []).append(waiter)
         return waiter
 
-    def publish(self, event: str, data: Any) -> None:
+    def publish(self, event: str, text: str) -> None:
         self.last_id += 1
-        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        message = f"id: {self.last_id}\nevent: {event}\ndata: {payload}\n\n".encode()
+        message = f"id: {self.last_id}\nevent: {event}\ndata: {text}\n\n".encode()
         self._recent.append((self.last_id, message))
         for write in list(self._subscribers):
             try:
@@ -202,3 +192,31 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+class TransactionFeed:
+    """Observer of the Terminal: each transaction event goes to the journal, then the stream.
+
+    The transaction's JSON form is built and serialised once per event and
+    shared: it is most of the cost of recording a transaction. The journal
+    comes first, so that whoever hears of a transaction can read it back.
+    """
+
+    def __init__(self, journal: Journal, hub: EventHub):
+        self.journal = journal
+        self.hub = hub
+
+    def _event(self, event: str, txn: Transaction) -> None:
+        data = txn.to_json()
+        text = to_text(data)
+        self.journal.record(data, text)
+        self.hub.transaction_event(event, data, text)
+
+    def request_received(self, txn: Transaction) -> None:
+        self._event("request", txn)
+
+    def transaction_finished(self, txn: Transaction) -> None:
+        self._event("answer", txn)
+
+    def settings_changed(self, settings: Any) -> None:
+        self.hub.settings_changed(settings)

@@ -162,6 +162,8 @@ def test_head_is_get_without_a_body(terminal):
     answer = call(terminal, "HEAD", "/api/status")
     assert answer.status == 200 and answer.raw == b""
     assert int(answer.headers["Content-Length"]) > 100
+    stream = call(terminal, "HEAD", "/api/events")  # answered, not held open
+    assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-")
 
 
 def test_settings_partial_update_takes_effect_on_the_next_transaction(terminal):
@@ -870,3 +872,53 @@ def test_warning_when_the_web_host_is_not_loopback_and_no_token(reactor_thread, 
         reactor_thread.call(stop_terminal, terminal)
         reactor_thread.call(services.stop_web)
         reactor_thread.call(services.close_journal)
+
+
+def test_an_event_client_that_stops_reading_is_dropped():
+    """The stream is a push producer: paused by twisted.web, it stops queueing past 1 MiB."""
+    from twisted.internet import defer
+
+    from caisse_ap.terminal.web.api import MAX_STREAM_BACKLOG, _EventStream
+
+    class FakeRequest:
+        def __init__(self):
+            self.written, self.lost, self.finished = 0, False, defer.Deferred()
+
+        def registerProducer(self, producer, streaming):  # noqa: N802 - Twisted's names
+            self.producer = producer
+
+        def notifyFinish(self):  # noqa: N802
+            return self.finished
+
+        def write(self, data):
+            self.written += len(data)
+
+        def loseConnection(self):  # noqa: N802
+            self.lost = True
+
+        def getClientAddress(self):  # noqa: N802
+            return "127.0.0.1:1"
+
+    class Api:
+        closed = []
+
+        def _stream_closed(self, stream):
+            self.closed.append(stream)
+
+    request, api = FakeRequest(), Api()
+    stream = _EventStream(request, api)
+    event = b"x" * 1024
+    stream.write(event)
+    stream.pauseProducing()
+    for _ in range(MAX_STREAM_BACKLOG // len(event)):
+        stream.write(event)
+    stream.resumeProducing()  # the client caught up: the count starts again
+    stream.pauseProducing()
+    for _ in range(MAX_STREAM_BACKLOG // len(event)):
+        stream.write(event)
+    assert not request.lost and api.closed == []
+    stream.write(event)  # one too many while paused
+    assert request.lost and api.closed == [stream]
+    written = request.written
+    stream.write(event)
+    assert request.written == written  # nothing more once dropped

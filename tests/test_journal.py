@@ -219,3 +219,24 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
         self.returncode = self.process.returncode
+
+
+def test_no_transaction_is_missing_after_concurrent_payments(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    count = 40
+    with simulated_terminal(journal=path, duration=0.05) as terminal:
+        results: list = []
+        payers = [threading.Thread(target=lambda n=n: results.append(client.pay(
+            client.make_request(f"{n + 1}.00"), *terminal.address, timeout=10)))
+            for n in range(count)]
+        for payer in payers:
+            payer.start()
+        for payer in payers:
+            payer.join(20)
+        listed = terminal.transactions(limit=1000)
+    assert [r.status for r in results] == ["approved"] * count
+    assert sorted(t["amount"] for t in listed) == sorted(f"{n + 1}.00" for n in range(count))
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT status, COUNT(*) FROM transactions GROUP BY status").fetchall()
+    db.close()
+    assert rows == [("approved", count)]

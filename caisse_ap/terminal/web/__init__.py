@@ -121,7 +121,8 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 @dataclass
 class Services:
-    """What start_services() started; `stop()` undoes it (call it after stopping the terminal)."""
+    """What start_services() started. To stop, after the terminal: `stop_web()`, then
+    `close_journal()` once the transactions in flight are answered."""
 
     terminal: Any
     journal: Journal
@@ -176,27 +177,28 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
     journal = journal if journal is not None else Journal()
     rules = rules if rules is not None else AmountRules()
     services = Services(terminal, journal, rules)
-    # A journal in a file numbers after the transactions of earlier runs.
-    terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
-    rules.terminal = terminal
-    terminal.outcome_sources.append(rules)
-    if not journal.in_memory:
-        services._checkpoints = task.LoopingCall(threads.deferToThread, journal.checkpoint)
-        services._checkpoints.clock = reactor
-        services._checkpoints.start(CHECKPOINT_EVERY, now=False)
-    if web:
+    if web:  # listening first: if the port is taken, nothing is attached yet
         from .api import ControlApi
         from .site import build_site
 
         options = {} if keep_alive is None else {"keep_alive": keep_alive}
         services.api = ControlApi(terminal, journal, rules, token=token,
                                   web_address=lambda: services.web_address, **options)
-        site = build_site(services.api)
-        services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
-        services.api.attach()  # with the journal
+        services.web_port = reactor.listenTCP(web_port, build_site(services.api),
+                                              interface=web_host)
+    # A journal in a file numbers after the transactions of earlier runs.
+    terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
+    rules.terminal = terminal
+    terminal.outcome_sources.append(rules)
+    if services.api is not None:
+        services.api.attach()  # the queue, manual mode, the journal and the event stream
     else:
         # First, so that whoever hears of a transaction next can read it back.
         terminal.observers.insert(0, journal)
+    if not journal.in_memory:
+        services._checkpoints = task.LoopingCall(threads.deferToThread, journal.checkpoint)
+        services._checkpoints.clock = reactor
+        services._checkpoints.start(CHECKPOINT_EVERY, now=False)
     return services
 
 

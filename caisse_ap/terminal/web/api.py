@@ -154,7 +154,7 @@ class ControlApi(resource.Resource):
         except Exception:
             log.exception("error in %s %s", request.method.decode(), request.path.decode())
             return _error_body(request, ApiError(500, "Internal error; see the server log."))
-        if result is server.NOT_DONE_YET:
+        if result is server.NOT_DONE_YET or isinstance(result, bytes):
             return result
         if isinstance(result, defer.Deferred):
             self._finish_later(request, result)
@@ -175,7 +175,7 @@ class ControlApi(resource.Resource):
             key = ("transactions", "*", *parts[2:])
         methods = self._routes.get(key)
         if methods is None:
-            raise ApiError(404, f"No such API endpoint: /api/{'/'.join(parts)}.")
+            raise ApiError(404, f"No such API endpoint: /api/{'/'.join(parts)[:80]}.")
         method = b"GET" if request.method == b"HEAD" else request.method
         if method not in methods:
             allowed = ", ".join(m.decode() for m in methods)
@@ -389,8 +389,10 @@ class ControlApi(resource.Resource):
 
     # --- Event stream -----------------------------------------------------------------
 
-    def get_events(self, request: server.Request) -> int:
+    def get_events(self, request: server.Request) -> int | bytes:
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        if request.method == b"HEAD":
+            return b""  # no stream to keep open for a HEAD
         request.setHeader(b"X-Accel-Buffering", b"no")  # reverse proxies: do not buffer
         stream = _EventStream(request, self)
         self._streams.add(stream)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ log = logging.getLogger("caisse_ap.terminal.web")
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 5000
 CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor thread
+# Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
+# command line, which any local user can read in the process list.
+TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
 
 
 def _web_host(text: str) -> str:
@@ -68,8 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--web-port", type=_web_port, default=DEFAULT_WEB_PORT, metavar="PORT",
         help=f"port of the web console and JSON API (default: {DEFAULT_WEB_PORT}; 0: any free)")
     add("--no-web", action="store_true", help="no web console and no JSON API")
-    add("--web-token", type=_token, default=None, metavar="TOKEN",
-        help="require 'Authorization: Bearer TOKEN' on every API call that changes something")
+    # A string default goes through _token too: a bad variable is a usage error.
+    add("--web-token", type=_token, default=os.environ.get(TOKEN_VARIABLE) or None,
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on every API call that changes something "
+             f"(default: the environment variable {TOKEN_VARIABLE} when set and not empty)")
     add("--journal", default=None, metavar="PATH",
         help="keep the transaction journal in this SQLite file, across restarts "
              "(default: in memory)")

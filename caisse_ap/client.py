@@ -74,6 +74,7 @@ exit status:
   3  outcome unknown or protocol error (time-out, early close, malformed
      answer, echo mismatch): check the terminal before trying again
   4  connection failed before anything was sent
+  130  interrupted (Ctrl-C) before anything was sent
 
 A negative amount is a refund; write it attached: -a=-12,50 or -a -12,50.
 The client never resends a payment by itself."""
@@ -642,7 +643,12 @@ def main(argv: list[str] | None = None) -> int:
         if live:
             live.clear()
         logger.removeHandler(handler)
-    _print_result(result, args)
+    try:
+        _print_result(result, args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (`| head -1`) left: the exit status still tells the outcome.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return result.exit_status
 
 

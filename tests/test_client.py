@@ -504,7 +504,7 @@ def test_help_documents_the_exit_statuses(capsys):
     out = capsys.readouterr().out
     assert stop.value.code == 0
     for line in ("0  approved", "1  declined", "2  usage error", "3  outcome unknown",
-                 "4  connection failed"):
+                 "4  connection failed", "130  interrupted"):
         assert line in out
     for option in ("-l", "-d", "-p", "-a", "-ck", "-c", "--refund", "--cancel", "--duplicate",
                    "-r", "--pos-id", "--protocol-version", "--immediate", "--partial",
@@ -656,6 +656,18 @@ def test_launcher_against_nothing_listening():
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_reader_leaving_early_is_no_traceback():
+    terminal = FakeTerminal(lambda req: [answer(req, "01", AF="04")])
+    with subprocess.Popen([sys.executable, str(LAUNCHER), "-p", str(terminal.port), "--raw"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as done:
+        done.stdout.close()  # as `| head -0` would: nobody reads the result
+        stderr = done.stderr.read().decode()
+        status = done.wait(timeout=60)
+    terminal.join()
+    assert status == 1, stderr
+    assert "Traceback" not in stderr
 
 
 def test_launcher_usage_error():

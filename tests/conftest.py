@@ -137,3 +137,9 @@ def pos() -> Iterator[Callable[..., Pos]]:
     yield connect
     for connection in opened:
         connection.close()
+
+
+@pytest.fixture(autouse=True)
+def no_web_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's exported CAISSE_AP_WEB_TOKEN must not change what the tests start."""
+    monkeypatch.delenv("CAISSE_AP_WEB_TOKEN", raising=False)

@@ -58,20 +58,28 @@ def _checked(name: str):
     return check
 
 
-def _port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0 to 65535, not {text!r}")
-    return int(text)
+def ip_address_arg(what: str):
+    """An argparse type for a listening address ("localhost" is 127.0.0.1)."""
+    def check(text: str) -> str:
+        if text == "localhost":
+            return "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an IP address such as 0.0.0.0 or "
+                                             f"127.0.0.1, not {text!r}") from None
+    check.__name__ = what
+    return check
 
 
-def _host(text: str) -> str:
-    if text == "localhost":
-        return "127.0.0.1"
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"host must be an IP address such as 0.0.0.0 or "
-                                         f"127.0.0.1, not {text!r}") from None
+def port_arg(what: str):
+    """An argparse type for a TCP port, 0 meaning any free one."""
+    def check(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+            raise argparse.ArgumentTypeError(f"{what} must be 0 to 65535, not {text!r}")
+        return int(text)
+    check.__name__ = what
+    return check
 
 
 def _positive(kind: type, what: str):
@@ -89,9 +97,10 @@ def _positive(kind: type, what: str):
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--host", type=_host, default="0.0.0.0",
+    add("--host", type=ip_address_arg("host"), default="0.0.0.0",
         help="address to listen on (default: 0.0.0.0, reachable from the LAN)")
-    add("-p", "--port", type=_port, default=8888, help="TCP port (default: 8888; 0: any free)")
+    add("-p", "--port", type=port_arg("port"), default=8888,
+        help="TCP port (default: 8888; 0: any free)")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("-f", "--failure", action="store_true",
                        help="answer every payment with a failure (see -ft)")

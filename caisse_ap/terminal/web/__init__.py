@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..behaviour import SettingsError, check_setting
-from ..cli import UsageError
+from ..cli import UsageError, ip_address_arg, port_arg
 from ..journal import Journal, JournalError
 from ..rules import AmountRules, RulesError, load_rules
 
@@ -32,22 +32,6 @@ CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor t
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
-
-
-def _web_host(text: str) -> str:
-    if text == "localhost":
-        return "127.0.0.1"
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"web host must be an IP address such as 127.0.0.1, "
-                                         f"not {text!r}") from None
-
-
-def _web_port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"web port must be 0 to 65535, not {text!r}")
-    return int(text)
 
 
 def _token(text: str) -> str:
@@ -66,10 +50,10 @@ def _manual_timeout(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("web console, control API, journal and amount rules")
     add = group.add_argument
-    add("--web-host", type=_web_host, default=DEFAULT_WEB_HOST, metavar="ADDRESS",
+    add("--web-host", type=ip_address_arg("web host"), default=DEFAULT_WEB_HOST, metavar="ADDRESS",
         help=f"address of the web console and JSON API (default: {DEFAULT_WEB_HOST}; "
              "set --web-token before opening it to the network)")
-    add("--web-port", type=_web_port, default=DEFAULT_WEB_PORT, metavar="PORT",
+    add("--web-port", type=port_arg("web port"), default=DEFAULT_WEB_PORT, metavar="PORT",
         help=f"port of the web console and JSON API (default: {DEFAULT_WEB_PORT}; 0: any free)")
     add("--no-web", action="store_true", help="no web console and no JSON API")
     # A string default goes through _token too: a bad variable is a usage error.

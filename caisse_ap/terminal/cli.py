@@ -209,9 +209,12 @@ def describe_mode(settings: TerminalSettings) -> str:
     elif mode == "failure":
         what = f"refuse every payment with AF={settings.failure_code} ({settings.failure_type})"
     elif mode == "manual":
-        what = "wait for a decision on each payment"
+        return (f"wait for a decision on each payment "
+                f"(AF=08 after {settings.manual_timeout:g} s)")
+    elif mode == "no-answer":
+        return "read each request and never answer"
     else:
-        what = mode
+        what = "close each connection without answering"
     return f"{what}, after {settings.duration:g} s"
 
 

@@ -215,7 +215,7 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
         raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
                           f"console: {error.socketError}") from None
     where = f"in {journal.path}" if not journal.in_memory else "in memory"
-    log.info("transaction journal %s (%d transactions already recorded)", where,
+    log.info("transaction journal %s (transactions already recorded: %d)", where,
              journal.count())
     if terminal.settings.amount_rules:
         log.info("amount rules on (%s): the cents of the amount choose the outcome",

@@ -677,7 +677,6 @@ def test_web_host_warning_rule():
 # --- The console's files ----------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (STATIC / "index.html").exists(), reason="no console files")
 def test_console_files_are_served_with_their_types(terminal):
     page = call(terminal, "GET", "/")
     assert page.status == 200

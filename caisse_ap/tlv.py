@@ -23,6 +23,13 @@ LINE_ENDS = "\r\n"
 
 Field = tuple[str, str]
 
+# The fast paths below check a tag or a length with one lookup in these
+# tables instead of several str method calls per field.
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_VALID_TAGS = frozenset(first + second for first in _UPPER for second in _UPPER)
+_LENGTH_OF = {f"{size:03d}": size for size in range(MAX_VALUE_LENGTH + 1)}  # "000" -> 0
+_LENGTH_TEXT = {size: f"{size:03d}" for size in range(1, MAX_VALUE_LENGTH + 1)}  # no 0
+
 
 class FrameError(ValueError):
     """A frame that breaks the Caisse-AP framing rules.
@@ -177,9 +184,9 @@ def _valid_fields(text: str, pos: int, end: int, bare: bool) -> list[Field] | No
     """The fields of text[pos:end] if it is a valid message, else None.
 
     decode's fast path, for the common case of a good frame: the caller has
-    checked that the whole text is printable ASCII, so plain str methods on
-    slices are exact checks here (isdigit() is 0-9 only, isupper() is A-Z
-    only). It does not say what is wrong: _decode_fields does that.
+    checked that the whole text is printable ASCII; tags and lengths are
+    checked by lookups in tables of the valid ones. It does not say what is
+    wrong: _decode_fields does that.
     """
     if not bare and not text.startswith(FIRST_TAG, pos):
         return None
@@ -190,10 +197,10 @@ def _valid_fields(text: str, pos: int, end: int, bare: bool) -> list[Field] | No
         if start > end:
             return None
         tag = text[pos:pos + 2]
-        length = text[pos + 2:start]
-        if not (tag.isalpha() and tag.isupper() and length.isdigit()):
+        size = _LENGTH_OF.get(text[pos + 2:start])
+        if size is None or tag not in _VALID_TAGS:
             return None
-        pos = start + int(length)
+        pos = start + size
         if pos > end or pos == start:
             return None
         if tag in CONSTRUCTED_TAGS and _valid_fields(text, start, pos, True) is None:
@@ -249,28 +256,40 @@ def _valid_encoding(fields: list | tuple, bare: bool) -> bytes | None:
     """The message for `fields` if they are all valid text, else None.
 
     encode's fast path, for the common case (a terminal's answer, a POS's
-    request): whole-list checks with str methods instead of a check per
-    field. It does not say what is wrong: encode's careful loop does that.
+    request): the message is built first, then checked as a whole with str
+    methods and set operations instead of field by field. It does not say
+    what is wrong: encode's careful loop does that.
     """
     try:
+        # TypeError: a tag or value that is not text (ZT given as fields
+        # included); KeyError: a value that is empty or too long.
+        text = "".join([tag + _LENGTH_TEXT[len(value)] + value for tag, value in fields])
         tags = [tag for tag, _ in fields]
-        values = [value for _, value in fields]
-        tag_text = "".join(tags)
-        value_text = "".join(values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         return None
     if not tags or (not bare and tags[0] != FIRST_TAG) or len(set(tags)) != len(tags):
         return None
-    if not (len(tag_text) == 2 * len(tags) and all(len(tag) == 2 for tag in tags)
-            and tag_text.isascii() and tag_text.isalpha() and tag_text.isupper()):
+    # Tags in the table are two letters, so the text is tags, lengths and values.
+    if not (_VALID_TAGS.issuperset(tags) and text.isascii() and text.isprintable()):
         return None
-    if not (value_text.isascii() and value_text.isprintable()
-            and all(0 < len(value) <= MAX_VALUE_LENGTH for value in values)):
-        return None
-    for tag, value in fields:
-        if tag in CONSTRUCTED_TAGS and _valid_fields(value, 0, len(value), True) is None:
-            return None
-    return "".join([f"{tag}{len(value):03d}{value}" for tag, value in fields]).encode("ascii")
+    if not CONSTRUCTED_TAGS.isdisjoint(tags):
+        for tag, value in fields:
+            if tag in CONSTRUCTED_TAGS and _valid_fields(value, 0, len(value), True) is None:
+                return None
+    return text.encode("ascii")
+
+
+def encode_unchecked(fields: Iterable[Field]) -> bytes:
+    """Encode fields already known to be valid, without checking them again.
+
+    For a terminal's own answers, built from the fields of a decoded request
+    and from values it made: checking them would cost as much as the rest of
+    the answer. Anything else goes through encode(), which refuses what a
+    strict peer would. Gives what encode() gives for valid fields; a value
+    that is empty or too long still raises (KeyError).
+    """
+    return "".join([tag + _LENGTH_TEXT[len(value)] + value for tag, value in fields]).encode(
+        "ascii")
 
 
 def encode(fields: Iterable[tuple[str, str | Iterable[Field]]], *, bare: bool = False) -> bytes:

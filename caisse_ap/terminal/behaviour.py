@@ -400,9 +400,19 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
     """
     mode = settings.mode
     if mode == "manual":
-        return Decision(OutcomeSpec("timeout"), "manual-timeout"), settings.manual_timeout
-    outcome = {"success": APPROVED, "failure": settings.failure_type}.get(mode, mode)
-    return Decision(OutcomeSpec(outcome), "settings"), settings.duration
+        return _MANUAL_TIMEOUT, settings.manual_timeout
+    return _settings_decision(mode, settings.failure_type), settings.duration
+
+
+_MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), "manual-timeout")
+
+
+@lru_cache(maxsize=64)
+def _settings_decision(mode: str, failure_type: str) -> Decision:
+    # Decisions are immutable: one per mode and failure type serves every
+    # transaction, instead of two frozen dataclasses built for each.
+    outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
+    return Decision(OutcomeSpec(outcome), "settings")
 
 
 # --- Answers ----------------------------------------------------------------
@@ -439,13 +449,17 @@ class TerminalReply:
 
 def luhn_check_digit(digits: str) -> str:
     """The digit that makes `digits` + it pass the Luhn check, as real card numbers do."""
-    reverse = digits[::-1]
+    reverse = digits[::-1].encode("ascii")
     # Every second digit from the right (check digit excluded) is doubled, digits summed.
-    total = sum(_DOUBLED[int(char)] for char in reverse[::2]) + sum(map(int, reverse[1::2]))
+    # translate() maps each digit to the value it adds, and sum() adds the bytes:
+    # a loop in C, a sixth of the cost of int() on each character.
+    total = sum(reverse[::2].translate(_DOUBLED)) + sum(reverse[1::2].translate(_PLAIN))
     return str(-total % 10)
 
 
-_DOUBLED = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
+_DIGITS = b"0123456789"
+_PLAIN = bytes.maketrans(_DIGITS, bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
+_DOUBLED = bytes.maketrans(_DIGITS, bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))  # 2d, digits summed
 
 
 def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
@@ -456,9 +470,10 @@ def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
     body = bin_ + f"{rng.randrange(10**digits):0{digits}d}"
     pan = body + luhn_check_digit(body)
     masked = pan[:6] + "#" * (len(pan) - 10) + pan[-4:]
-    # One to four years ahead: always after the current month.
-    year = (now.year + rng.randint(1, 4)) % 100
-    expiry = f"{year:02d}{rng.randint(1, 12):02d}"
+    # One to four years ahead: always after the current month. (1 + randrange(n)
+    # draws what randint(1, n) draws, with one call less.)
+    year = (now.year + 1 + rng.randrange(4)) % 100
+    expiry = f"{year:02d}{1 + rng.randrange(12):02d}"
     authorisation = f"{rng.randrange(10**6):06d}"
     return Card(kind, masked, expiry, authorisation)
 
@@ -517,10 +532,16 @@ def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Car
     return tlv.encode(block, bare=True).decode("ascii")
 
 
+_ECHOED = frozenset(ECHOED_TAGS)
+# Where echoes go in an answer: CZ and CJ before the status, the others after.
+_ECHOED_FIRST = ("CZ", "CJ")
+_ECHOED_AFTER = tuple(tag for tag in ECHOED_TAGS if tag not in _ECHOED_FIRST)
+
+
 def _echoes(received: Iterable[Field], settings: TerminalSettings,
             amount: int | None = None) -> dict[str, str]:
     """The request fields an answer carries back (CB possibly changed or padded)."""
-    values = {tag: value for tag, value in received if tag in ECHOED_TAGS}
+    values = {tag: value for tag, value in received if tag in _ECHOED}
     if settings.answer_version is not None or "CZ" not in values:
         values["CZ"] = settings.answer_version or DEFAULT_VERSION
     if "CB" in values:
@@ -534,9 +555,11 @@ def _echoes(received: Iterable[Field], settings: TerminalSettings,
 def _answer(echoes: dict[str, str], status_fields: list[Field],
             extra: Iterable[Field] = ()) -> tuple[Field, ...]:
     """CZ first, then CJ, the status, the other echoes in their usual order, then the rest."""
-    head = [(tag, echoes[tag]) for tag in ("CZ", "CJ") if tag in echoes]
-    rest = [(tag, echoes[tag]) for tag in ECHOED_TAGS if tag in echoes and tag not in ("CZ", "CJ")]
-    return (*head, *status_fields, *rest, *extra)
+    answer = [(tag, echoes[tag]) for tag in _ECHOED_FIRST if tag in echoes]
+    answer += status_fields
+    answer += [(tag, echoes[tag]) for tag in _ECHOED_AFTER if tag in echoes]
+    answer += extra
+    return tuple(answer)
 
 
 def error_reply(fields_read: Iterable[Field], reason: str,

@@ -42,9 +42,14 @@ CREATE INDEX IF NOT EXISTS transactions_by_status ON transactions (status, id);
 """
 
 
+# One encoder for every write: json.dumps() with options builds one per call.
+# The data is plain JSON from to_json(), without cycles to look for.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
 def to_text(data: Mapping[str, Any]) -> str:
     """A transaction's JSON text, as stored and as the event stream sends it."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(data)
 
 
 class JournalError(Exception):

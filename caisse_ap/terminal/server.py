@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.protocols.policies import TimeoutMixin
 
 from .. import tlv
 from ..messages import MANDATORY_REQUEST_TAGS
@@ -36,10 +35,12 @@ BACKLOG = 1024  # many POS connecting at once must not wait for SYN retries
 SETTLE = 0.5
 
 
+_MANDATORY = frozenset(MANDATORY_REQUEST_TAGS)
+
+
 def has_mandatory_fields(fields: list[Field]) -> bool:
     """A request is whole once its mandatory fields are in (no length prefix over IP)."""
-    present = {tag for tag, _ in fields}
-    return all(tag in present for tag in MANDATORY_REQUEST_TAGS)
+    return _MANDATORY.issubset([tag for tag, _ in fields])
 
 
 @dataclass
@@ -50,13 +51,15 @@ class _Message:
     transaction: Transaction | None = None
 
 
-class TerminalProtocol(TimeoutMixin, protocol.Protocol):
+class TerminalProtocol(protocol.Protocol):
     """One POS connection: requests answered in turn, one at a time."""
 
     def __init__(self, terminal: Terminal):
         self.terminal = terminal
         self.peer = "?"
-        self.decoder = FrameDecoder(has_mandatory_fields)
+        # Created for the first request that does not come whole in one
+        # segment: most never need one.
+        self.decoder: FrameDecoder | None = None
         self.inbox: deque[_Message | FrameError] = deque()
         self.current: Transaction | None = None
         # The last request read, while more of its fields may still arrive.
@@ -66,25 +69,36 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
         self._processing = False
         self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
         self._settle: Any = None  # timer taking an incomplete request as it is
+        self._idle: Any = None  # timer closing the connection once idle
+        self.last_active = 0.0  # when the POS last sent something or got its answer
+        # Whether to log raw frames, decided once per connection: a disabled
+        # log.debug() still costs a call per frame.
+        self._debug = False
 
     # --- Twisted callbacks ---------------------------------------------------
 
     def connectionMade(self) -> None:
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
-        self.callLater = self.terminal.reactor.callLater  # TimeoutMixin's clock
-        self.terminal.connections.add(self)
-        self.setTimeout(self.terminal.idle_timeout)
-        log.debug("%s connected", self.peer)
+        terminal = self.terminal
+        terminal.connections.add(self)
+        self.last_active = terminal.reactor.seconds()
+        self._idle = terminal.reactor.callLater(terminal.idle_timeout, self._check_idle)
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        if self._debug:
+            log.debug("%s connected", self.peer)
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        log.debug("%s sent %r", self.peer, data)
-        self.resetTimeout()
+        if self._debug:
+            log.debug("%s sent %r", self.peer, data)
+        self.last_active = self.terminal.reactor.seconds()
         if self._whole_request(data):
             self._next()
             return
+        if self.decoder is None:
+            self.decoder = FrameDecoder(has_mandatory_fields)
         # Feed no more than the decoder holds, reading fields in between, so
         # that an oversized request is refused with the fields read echoed.
         while data:
@@ -100,30 +114,52 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
         self._next()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.setTimeout(None)
+        self._stop_idle()
         self._stop_settle()
         self.terminal.connections.discard(self)
         self.inbox.clear()
         if self.current is not None:
             current, self.current = self.current, None
             self.terminal.drop(current)
-        log.debug("%s disconnected", self.peer)
+        if self._debug:
+            log.debug("%s disconnected", self.peer)
         if self.notify_closed is not None:
             notify, self.notify_closed = self.notify_closed, None
             notify.callback(None)
 
-    def timeoutConnection(self) -> None:
+    # --- Idle time-out ---------------------------------------------------------
+    #
+    # One timer per connection, set when it opens and never reset: activity
+    # only notes the time (last_active), and the timer, when it fires, closes
+    # the connection or waits for the rest of the idle time. Resetting a
+    # timer at each request and answer costs more than the transaction's
+    # other bookkeeping.
+
+    def _check_idle(self) -> None:
+        terminal = self.terminal
+        timeout = terminal.idle_timeout
         if self.current is not None or self.inbox:
             # A POS waiting for its answer is not idle: count again from now.
-            self.setTimeout(self.terminal.idle_timeout)
+            self._idle = terminal.reactor.callLater(timeout, self._check_idle)
             return
-        log.info("%s sent nothing for %g s: closing", self.peer, self.terminal.idle_timeout)
+        remaining = self.last_active + timeout - terminal.reactor.seconds()
+        if remaining > 0:
+            self._idle = terminal.reactor.callLater(remaining, self._check_idle)
+            return
+        self._idle = None
+        log.info("%s sent nothing for %g s: closing", self.peer, timeout)
         self.transport.loseConnection()
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
 
     # --- Connection interface used by the Terminal ---------------------------
 
     def send(self, data: bytes) -> None:
-        log.debug("%s answered %r", self.peer, data)
+        if self._debug:
+            log.debug("%s answered %r", self.peer, data)
         self.transport.write(data)
 
     def hang_up(self) -> None:
@@ -134,7 +170,7 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
         if self.current is not transaction:
             return
         self.current = None
-        self.resetTimeout()  # idle time counts from the answer
+        self.last_active = self.terminal.reactor.seconds()  # idle time counts from the answer
         if self.open_message is not None and self.open_message.transaction is transaction:
             # Answered: later bytes start a new request.
             self.open_message = None
@@ -150,7 +186,7 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
         Same result as the streaming decoder (the same core rules, through
         tlv.decode), at a third of its cost; anything else goes the long way.
         """
-        if self.decoder.buffered or self.open_message is not None:
+        if self.open_message is not None or (self.decoder is not None and self.decoder.buffered):
             return False
         try:
             fields = tlv.decode(data)
@@ -167,7 +203,7 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
     def _watch_incomplete(self) -> None:
         """(Re)start the settle timer while bytes of an unfinished request are held."""
         self._stop_settle()
-        if self.decoder.buffered and not self.closing:
+        if self.decoder is not None and self.decoder.buffered and not self.closing:
             self._settle = self.terminal.reactor.callLater(SETTLE, self._settled)
 
     def _stop_settle(self) -> None:
@@ -186,6 +222,7 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
 
         `final`: the POS went quiet, so what is held is all there is of it.
         """
+        assert self.decoder is not None  # dataReceived creates it before anything is held
         while True:
             if self.open_message is not None and not self.continuing:
                 state = self.decoder.continue_message(self.open_message.fields)
@@ -236,7 +273,7 @@ class TerminalProtocol(TimeoutMixin, protocol.Protocol):
         """Past 64 KiB: answer AF=09, then close, swallowing what is still coming."""
         self.closing = True
         self.inbox.clear()
-        self.setTimeout(None)
+        self._stop_idle()
         self.terminal.receive_error(self, error)
         if hasattr(self.transport, "loseWriteConnection"):
             self.transport.loseWriteConnection()

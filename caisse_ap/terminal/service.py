@@ -68,12 +68,10 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def _frame(fields: list[Field] | tuple[Field, ...] | None) -> str | None:
-    if not fields:
-        return None
-    try:
-        return tlv.encode(fields).decode("ascii")
-    except FrameError:
+    if not fields or fields[0][0] != tlv.FIRST_TAG:
         return None  # what was read of a broken request need not start with CZ
+    # Decoded fields, valid: encode() would only check them again.
+    return tlv.encode_unchecked(fields).decode("ascii")
 
 
 @dataclass
@@ -94,6 +92,16 @@ class Transaction:
     finished_at: float | None = None
     problem: str | None = None  # why the request was refused, for the log
     extra: dict[str, Any] = field(default_factory=dict)  # room for other layers
+    sent: bytes | None = None  # the answer as written to the POS (the Terminal sets it)
+    # to_json()'s request and answer parts, each with the fields it was built
+    # from: they are set once or twice per transaction, while to_json() runs at
+    # least twice (journal, event stream), and encoding frames and labelling
+    # fields is most of its cost.
+    _request_json: tuple[Any, dict[str, Any], dict[str, str]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _answer_json: tuple[Any, dict[str, Any], dict[str, str]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _received_iso: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def pending(self) -> bool:
@@ -124,36 +132,67 @@ class Transaction:
 
     def labels(self) -> dict[str, str]:
         """A French label per tag of the request and the answer: the code's, else the tag's."""
-        labels = {}
-        for tag, value in [*self.request_fields, *(self.answer or ())]:
-            labels[tag] = tags.describe(tag, value) or tags.tag(tag).label_fr
-        return labels
+        return {**self._request_part()[2], **self._answer_part()[2]}
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form of docs/api.md."""
+        """The JSON form of docs/api.md.
+
+        Its parts are shared between calls: treat it as read-only.
+        """
         duration = None
         if self.finished_at is not None:
             duration = round(self.finished_at - self.received_at, 3)
         reason = None
         if self.reason is not None:
             reason = {"code": self.reason, "label": tags.label(tags.FAILURE_REASONS, self.reason)}
+        _, request, request_labels = self._request_part()
+        _, answer, answer_labels = self._answer_part()
+        if self._received_iso is None:  # set once, when the request arrives
+            self._received_iso = _iso(self.received_at)
         return {
             "id": self.id,
-            "received_at": _iso(self.received_at),
+            "received_at": self._received_iso,
             "answered_at": _iso(self.answered_at),
             "duration_s": duration,
             "peer": self.peer,
-            "action": ACTION_NAMES.get(self.value("CD") or ""),
-            **self._amount(),
-            "request": [list(f) for f in self.request_fields],
-            "request_frame": _frame(self.request_fields),
-            "answer": None if self.answer is None else [list(f) for f in self.answer],
-            "answer_frame": _frame(self.answer),
+            **request,
+            **answer,
             "status": self.status,
             "reason": reason,
             "decided_by": self.decided_by,
-            "labels": self.labels(),
+            "labels": {**request_labels, **answer_labels},
         }
+
+    def _request_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
+        """to_json()'s fields about the request and their labels, rebuilt if it changed."""
+        fields = self.request_fields
+        if self._request_json is None or self._request_json[0] is not fields:
+            part = {
+                "action": ACTION_NAMES.get(self.value("CD") or ""),
+                **self._amount(),
+                "request": [list(f) for f in fields],
+                "request_frame": _frame(fields),
+            }
+            self._request_json = (fields, part, _labels(fields))
+        return self._request_json
+
+    def _answer_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
+        """to_json()'s fields about the answer and their labels, rebuilt if it changed."""
+        answer = self.answer
+        if self._answer_json is None or self._answer_json[0] is not answer:
+            if answer is None:
+                part: dict[str, Any] = {"answer": None, "answer_frame": None}
+            else:
+                # The bytes sent, when they are at hand, rather than encoding again.
+                frame = self.sent.decode("ascii") if self.sent is not None else _frame(answer)
+                part = {"answer": [list(f) for f in answer], "answer_frame": frame}
+            self._answer_json = (answer, part, _labels(answer or ()))
+        return self._answer_json
+
+
+def _labels(fields: list[Field] | tuple[Field, ...]) -> dict[str, str]:
+    """A French label per tag: the code's, else the tag's."""
+    return {tag: tags.describe(tag, value) or tags.tag(tag).label_fr for tag, value in fields}
 
 
 @dataclass
@@ -408,9 +447,11 @@ class Terminal:
         txn.reason = reply.reason
         txn.finished_at = now
         if reply.fields is not None:
-            txn.answer = reply.fields
-            txn.answered_at = now
-            connection.send(tlv.encode(reply.fields))
+            # Valid by construction (behaviour.py builds answers from decoded
+            # fields and checked settings), so not checked again.
+            frame = tlv.encode_unchecked(reply.fields)
+            txn.answer, txn.sent, txn.answered_at = reply.fields, frame, now
+            connection.send(frame)
         self.counts[reply.status] += 1
         self._log(txn)
         self._notify("transaction_finished", txn)

@@ -430,6 +430,11 @@ class FrameDecoder:
             return None
         if self._buf.startswith(FIRST_TAG):
             return False
+        # Put the fields already read back in front, so that offsets in errors
+        # count from the start of the message and its size stays bounded.
+        already_read = encode(fields).decode("ascii")
+        self._buf = already_read + self._buf
+        self._pos = len(already_read)
         self._fields = list(fields)
         self._seen = {tag for tag, _ in fields}
         return True

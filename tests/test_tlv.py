@@ -506,8 +506,6 @@ def test_continued_message_still_refuses_a_duplicate():
     assert error.fields == [("CZ", "0300"), ("AE", "10")]
 
 
-@pytest.mark.xfail(reason="after continue_message, offsets count from the continuation, "
-                   "not from the start of the message as the class says", strict=True)
 def test_continued_message_offsets_count_from_the_message_start():
     assert str(continued_duplicate()) == "duplicate tag AE at offset 16"
 

@@ -6,7 +6,12 @@ Figures (issue 3):
 - throughput with `-d 0`: transactions per second from one client loop
   (connect, send, read the answer, close) against our terminal and against a
   bare Twisted server that answers a fixed frame, written here; same client,
-  interleaved rounds, median of each (target ratio >= 0.7);
+  interleaved rounds, median of each (target ratio >= 0.7). Also, without a
+  target: the terminal as a user starts it by default (web API, journal in
+  memory), and a bare server that only decodes the request with caisse_ap.tlv
+  and encodes an approval echoing it (the least any terminal does). No
+  server closes the connection (the client does, as a POS does), so every
+  one does the same socket work;
 - memory: resident size of the terminal process with 1000 idle connections
   open (target <= 64 MiB).
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import socket
 import statistics
@@ -114,8 +120,55 @@ def serve_baseline(options: list[str]) -> None:
     reactor.run()
 
 
+def serve_default(options: list[str]) -> None:
+    """Our terminal as `caisse-ap-ip-server.py` starts it: web API and console (on a free
+    loopback port), journal in memory, amount rules loaded; warnings only."""
+    from twisted.internet import reactor
+
+    from caisse_ap.terminal import cli
+    from caisse_ap.terminal.server import start_terminal
+
+    modules = cli.extensions()
+    args = cli.build_parser(modules).parse_args(
+        ["-l", "warn", "--host", "127.0.0.1", "-p", "0", "--web-port", "0", *options])
+    cli.configure_logging(args.log_level)
+    settings = cli.settings_from_args(args, modules)
+    terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
+                              idle_timeout=args.idle_timeout,
+                              max_connections=args.max_connections)
+    for module in modules:
+        module.start(terminal, args, reactor)
+    print(terminal.address[1], flush=True)
+    reactor.run()
+
+
+# What the codec floor adds to the echoes: the card fields of an approval.
+CARD_FIELDS = [(tag, value) for tag, value in tlv.decode(FIXED_ANSWER)
+               if tag in ("CC", "CI", "AC", "AA", "AB", "AI", "CG")]
+
+
+def serve_codec(options: list[str]) -> None:
+    """A bare Twisted server that decodes each request with caisse_ap.tlv and encodes an
+    approval echoing it: the least work any terminal does, for comparison."""
+    from twisted.internet import protocol, reactor
+
+    class Codec(protocol.Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            values = dict(tlv.decode(data))
+            answer = [("CZ", values["CZ"]), ("CJ", values["CJ"]), ("AE", "10"),
+                      *((tag, values[tag]) for tag in ("CA", "CB", "CD", "CE")), *CARD_FIELDS]
+            self.transport.write(tlv.encode(answer))
+
+    factory = protocol.Factory.forProtocol(Codec)
+    port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
+    print(port.getHost().port, flush=True)
+    reactor.run()
+
+
 SERVERS: dict[str, Callable[[list[str]], None]] = {
     "terminal": serve_terminal,
+    "default": serve_default,
+    "codec": serve_codec,
     "baseline": serve_baseline,
 }
 
@@ -210,23 +263,37 @@ def measure_concurrency(args: argparse.Namespace) -> list[Figure]:
     return figures
 
 
+THROUGHPUT_SERVERS = {  # name: the Child's arguments
+    "ours": ("terminal", "-d", "0"),
+    "default": ("default", "-d", "0"),
+    "codec": ("codec",),
+    "bare": ("baseline",),
+}
+
+
 def measure_throughput(args: argparse.Namespace) -> list[Figure]:
     rounds = 6
-    per_round = args.seconds / (2 * rounds)
-    ours, baseline = [], []
-    with Child("terminal", "-d", "0") as terminal, Child("baseline") as bare:
-        loop_rate(terminal.address, 0.2)  # warm up both
-        loop_rate(bare.address, 0.2)
-        for _ in range(rounds):  # interleaved: noise hits both sides alike
-            ours.append(loop_rate(terminal.address, per_round))
-            baseline.append(loop_rate(bare.address, per_round))
-    our_rate, base_rate = statistics.median(ours), statistics.median(baseline)
-    ratio = our_rate / base_rate
+    per_round = args.seconds / (2 * rounds)  # per server and round
+    rates: dict[str, list[float]] = {name: [] for name in THROUGHPUT_SERVERS}
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(Child(*child))
+                   for name, child in THROUGHPUT_SERVERS.items()}
+        for server in servers.values():
+            loop_rate(server.address, 0.2)  # warm up
+        for _ in range(rounds):  # interleaved: noise hits every server alike
+            for name, server in servers.items():
+                rates[name].append(loop_rate(server.address, per_round))
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    ratio = rate["ours"] / rate["bare"]
     return [
-        Figure("throughput -d 0, our terminal", our_rate, "tx/s"),
-        Figure("throughput, bare Twisted fixed-frame server", base_rate, "tx/s"),
+        Figure("throughput -d 0, our terminal", rate["ours"], "tx/s"),
+        Figure("throughput -d 0, default start (web, journal)", rate["default"], "tx/s"),
+        Figure("throughput, bare server + tlv decode/encode", rate["codec"], "tx/s"),
+        Figure("throughput, bare Twisted fixed-frame server", rate["bare"], "tx/s"),
         Figure("throughput ratio ours / bare", ratio, "x", f">= {THROUGHPUT_TARGET}",
                ratio >= THROUGHPUT_TARGET),
+        Figure("throughput ratio default start / bare", rate["default"] / rate["bare"], "x"),
+        Figure("throughput ratio tlv decode/encode / bare", rate["codec"] / rate["bare"], "x"),
     ]
 
 
@@ -384,7 +451,8 @@ SECTIONS["journal"] = measure_journal
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0,
-                        help="time spent on the throughput figure (default: 6)")
+                        help="throughput section: each server gets the client loop for "
+                             "half of it (default: 6)")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("options", nargs="*", help=argparse.SUPPRESS)

@@ -449,6 +449,8 @@ class TerminalReply:
 
 def luhn_check_digit(digits: str) -> str:
     """The digit that makes `digits` + it pass the Luhn check, as real card numbers do."""
+    if digits.strip("0123456789"):
+        raise ValueError(f"{digits!r} is not digits")
     reverse = digits[::-1].encode("ascii")
     # Every second digit from the right (check digit excluded) is doubled, digits summed.
     # translate() maps each digit to the value it adds, and sum() adds the bytes:

@@ -138,7 +138,9 @@ class EventHub:
     def __init__(self, manual: ManualDecisions | None = None):
         self.manual = manual
         self.last_id = 0
-        self._recent: deque[tuple[int, bytes]] = deque(maxlen=REPLAY_EVENTS)
+        # (id, event, text): formatted only when sent, as most events are sent
+        # to nobody (no console open) and only kept for a replay.
+        self._recent: deque[tuple[int, str, str]] = deque(maxlen=REPLAY_EVENTS)
         self._subscribers: list[Callable[[bytes], None]] = []
         self._finish_waiters: dict[int, list[defer.Deferred]] = {}
 
@@ -169,8 +171,10 @@ class EventHub:
 
     def publish(self, event: str, text: str) -> None:
         self.last_id += 1
-        message = f"id: {self.last_id}\nevent: {event}\ndata: {text}\n\n".encode()
-        self._recent.append((self.last_id, message))
+        self._recent.append((self.last_id, event, text))
+        if not self._subscribers:
+            return
+        message = _event_message(self.last_id, event, text)
         for write in list(self._subscribers):
             try:
                 write(message)
@@ -180,9 +184,9 @@ class EventHub:
 
     def subscribe(self, write: Callable[[bytes], None], last_event_id: int | None = None) -> None:
         if last_event_id is not None:
-            for event_id, message in list(self._recent):
+            for event_id, event, text in list(self._recent):
                 if event_id > last_event_id:
-                    write(message)
+                    write(_event_message(event_id, event, text))
         self._subscribers.append(write)
 
     def unsubscribe(self, write: Callable[[bytes], None]) -> None:
@@ -192,6 +196,11 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+def _event_message(event_id: int, event: str, text: str) -> bytes:
+    """One server-sent event."""
+    return f"id: {event_id}\nevent: {event}\ndata: {text}\n\n".encode()
 
 
 class TransactionFeed:

@@ -64,6 +64,13 @@ def test_encode_then_decode_gives_the_same_fields(fields):
 
 
 @FAST
+@given(messages())
+def test_the_terminals_unchecked_encoder_writes_what_encode_writes(fields):
+    decoded = as_decoded(fields)
+    assert tlv.encode_unchecked(decoded) == encode(decoded)
+
+
+@FAST
 @given(zt_contents())
 def test_bare_encode_then_decode_gives_the_same_fields(fields):
     assert decode(encode(fields, bare=True), bare=True) == fields

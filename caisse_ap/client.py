@@ -531,7 +531,7 @@ def _seconds(text: str) -> float:
 
 def _tag_option(text: str) -> Field:
     tag, sep, value = text.partition("=")
-    if not sep or not (len(tag) == 2 and tag.isascii() and tag.isalpha() and tag.isupper()):
+    if not sep or not tlv.is_tag(tag):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not XX=VALUE with XX two upper-case letters")
     if not (value.isascii() and value.isprintable() and 0 < len(value) <= tlv.MAX_VALUE_LENGTH):

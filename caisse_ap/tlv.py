@@ -45,7 +45,8 @@ class FrameError(ValueError):
         self.fields = list(fields)
 
 
-def _is_tag(text: str) -> bool:
+def is_tag(text: str) -> bool:
+    """Whether text is a tag: two upper-case ASCII letters."""
     return len(text) == 2 and text.isascii() and text.isalpha() and text.isupper()
 
 
@@ -86,7 +87,7 @@ def _read_field(buf: str, pos: int, end: int) -> tuple[str, str, int] | None:
         return None
     tag = buf[pos:pos + 2]
     length = buf[pos + 2:pos + HEADER]
-    if not (_is_tag(tag) and length.isascii() and length.isdigit()):
+    if not (is_tag(tag) and length.isascii() and length.isdigit()):
         _check_header(buf, pos, end)
     size = int(length)
     if size == 0:
@@ -305,7 +306,7 @@ def encode(fields: Iterable[tuple[str, str | Iterable[Field]]], *, bare: bool = 
     parts = []
     seen: set[str] = set()
     for index, (tag, value) in enumerate(fields):
-        if not isinstance(tag, str) or not _is_tag(tag):
+        if not isinstance(tag, str) or not is_tag(tag):
             raise FrameError(f"field {index}: tag {tag!r} is not two upper-case letters")
         if index == 0 and not bare and tag != FIRST_TAG:
             raise FrameError(f"field 0: first field is {tag}, expected {FIRST_TAG}")

@@ -110,7 +110,7 @@ def make_request(amount: str, currency: str = "EUR", action: str | Action | None
     "duplicate"); None means debit, or refund for a negative amount.
     """
     from . import money
-    from .messages import Action, PaymentRequest
+    from .messages import ACTION_BY_NAME, Action, PaymentRequest
 
     try:
         info = money.currency(currency)
@@ -120,11 +120,10 @@ def make_request(amount: str, currency: str = "EUR", action: str | Action | None
     except money.AmountError as error:
         raise OptionError(str(error), "amount") from None
     if isinstance(action, str) and not isinstance(action, Action):
-        names = {known.name.lower(): known for known in Action}
-        if action not in names:
-            raise OptionError(f"unknown action {action!r}; use one of {', '.join(names)}",
-                              "action")
-        action = names[action]
+        if action not in ACTION_BY_NAME:
+            raise OptionError(
+                f"unknown action {action!r}; use one of {', '.join(ACTION_BY_NAME)}", "action")
+        action = ACTION_BY_NAME[action]
     if units < 0:
         if action not in (None, Action.REFUND):
             raise OptionError(

@@ -40,6 +40,11 @@ class Action(str, Enum):
     DUPLICATE = "3"
 
 
+# Actions by the names people use for them ("debit", "refund"...): command
+# line, amount rules and JSON all spell them this way.
+ACTION_BY_NAME = {action.name.lower(): action for action in Action}
+
+
 class Outcome(str, Enum):
     """What an answer means for the POS."""
 
@@ -56,6 +61,11 @@ OUTCOME_BY_STATUS = {"10": Outcome.APPROVED, "01": Outcome.DECLINED, "11": Outco
 # of a loop over the tags.
 _ACTION_BY_CODE = {action.value: action for action in Action}
 _MANDATORY = frozenset(MANDATORY_REQUEST_TAGS)
+
+
+def has_mandatory_fields(fields: list[Field]) -> bool:
+    """A request is whole once its mandatory fields are in (no length prefix over IP)."""
+    return _MANDATORY.issubset([tag for tag, _ in fields])
 
 
 class RequestError(ValueError):

@@ -23,11 +23,11 @@ import pytest
 
 from caisse_ap import client, tlv
 from caisse_ap.messages import (
-    MANDATORY_REQUEST_TAGS,
     Action,
     Outcome,
     PaymentRequest,
     TerminalAnswer,
+    has_mandatory_fields,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,12 +38,10 @@ KEEP_OPEN = "keep open"  # script step: hold the connection until the client clo
 ECHOED = ("CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF")
 
 
-def _has_mandatory_fields(fields):
-    return set(MANDATORY_REQUEST_TAGS) <= {tag for tag, _ in fields}
 
 
 def read_request(conn: socket.socket) -> list[tuple[str, str]]:
-    decoder = tlv.FrameDecoder(is_complete=_has_mandatory_fields)
+    decoder = tlv.FrameDecoder(is_complete=has_mandatory_fields)
     while True:
         chunk = conn.recv(4096)
         if not chunk:

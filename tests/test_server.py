@@ -13,13 +13,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from caisse_ap import tlv
-from caisse_ap.messages import PaymentRequest, TerminalAnswer
+from caisse_ap.messages import PaymentRequest, TerminalAnswer, has_mandatory_fields
 from caisse_ap.terminal.behaviour import Decision, OutcomeSpec, TerminalSettings
-from caisse_ap.terminal.server import (
-    TerminalFactory,
-    TerminalProtocol,
-    has_mandatory_fields,
-)
+from caisse_ap.terminal.server import TerminalFactory, TerminalProtocol
 from caisse_ap.terminal.service import Terminal
 
 DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"

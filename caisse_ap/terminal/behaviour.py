@@ -60,10 +60,6 @@ NO_ANSWER = "no-answer"
 HANG_UP = "hang-up"
 OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
 
-# How a transaction was decided (docs/api.md, transaction.decided_by).
-DECIDED_BY = ("settings", "queue", "amount-rule", "manual", "manual-timeout", "shutdown",
-              "request-error")
-
 # Transaction statuses (docs/api.md).
 STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
             "error")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import money, tags
-from ..messages import Action, PaymentRequest
+from ..messages import ACTION_BY_NAME, Action, PaymentRequest
 from .behaviour import Decision, OutcomeSpec, SettingsError
 
 if sys.version_info >= (3, 11):
@@ -45,8 +45,6 @@ else:  # pragma: no cover - Python 3.10
 
 DECIDED_BY = "amount-rule"
 
-ACTIONS = {"debit": Action.DEBIT, "refund": Action.REFUND,
-           "cancellation": Action.CANCELLATION, "duplicate": Action.DUPLICATE}
 # "application" matches the request's CC: cheque (00C), card (no CC, or any
 # other code), or one CC code exactly.
 APPLICATION_WORDS = ("cheque", "card")
@@ -296,11 +294,12 @@ def _amount(key: str, value: Any) -> Decimal:
 
 def _action(value: Any) -> Action:
     text = value.strip().lower() if isinstance(value, str) else value
-    if text in ACTIONS:
-        return ACTIONS[text]
+    if text in ACTION_BY_NAME:
+        return ACTION_BY_NAME[text]
     if isinstance(text, str) and text in {a.value for a in Action}:
         return Action(text)
-    raise _RuleProblem("action", f"unknown action {value!r}; use one of {', '.join(ACTIONS)}")
+    known = ", ".join(ACTION_BY_NAME)
+    raise _RuleProblem("action", f"unknown action {value!r}; use one of {known}")
 
 
 def _application(value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import defer, protocol
 
 from .. import tlv
-from ..messages import MANDATORY_REQUEST_TAGS
+from ..messages import has_mandatory_fields
 from ..tlv import Field, FrameDecoder, FrameError
 from .behaviour import TerminalSettings
 from .service import Terminal, Transaction
@@ -33,14 +33,6 @@ BACKLOG = 1024  # many POS connecting at once must not wait for SYN retries
 # A request without all its mandatory fields never looks whole: once the POS
 # has sent nothing more for this long, it is taken as it is (and refused).
 SETTLE = 0.5
-
-
-_MANDATORY = frozenset(MANDATORY_REQUEST_TAGS)
-
-
-def has_mandatory_fields(fields: list[Field]) -> bool:
-    """A request is whole once its mandatory fields are in (no length prefix over IP)."""
-    return _MANDATORY.issubset([tag for tag, _ in fields])
 
 
 @dataclass

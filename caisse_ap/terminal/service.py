@@ -35,14 +35,14 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
-from ..messages import FORMAT_ERROR, Action, PaymentRequest, RequestError
+from ..messages import ACTION_BY_NAME, FORMAT_ERROR, Action, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
 
 log = logging.getLogger("caisse_ap.terminal")
 
-ACTION_NAMES = {"0": "debit", "1": "refund", "2": "cancellation", "3": "duplicate"}
+ACTION_NAMES = {action.value: name for name, action in ACTION_BY_NAME.items()}  # by CD
 FINAL_STATUSES = ("approved", "declined", "accepted", "no-answer", "hang-up", "dropped", "error")
 
 

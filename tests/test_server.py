@@ -428,12 +428,45 @@ def test_idle_connection_is_closed_but_not_while_waiting():
     assert not transport.connected and terminal.connections == set()
 
 
+def test_one_idle_check_closes_each_connection_at_its_own_time():
+    clock = Clock()
+    terminal = Terminal(TerminalSettings(duration=0), reactor=clock, idle_timeout=300)
+    factory = TerminalFactory(terminal)
+
+    def open_connection():
+        proto = factory.buildProtocol(None)
+        transport = StringTransportWithDisconnection()
+        transport.protocol = proto
+        proto.makeConnection(transport)
+        return proto, transport
+
+    _, first = open_connection()
+    clock.advance(100)
+    second_proto, second = open_connection()
+    clock.advance(100)
+    second_proto.dataReceived(DEBIT.encode())  # answered at once: idle from t=200
+    assert len(clock.getDelayedCalls()) == 1  # one timer for every connection
+    clock.advance(99.999)
+    assert first.connected and second.connected
+    clock.advance(0.001)
+    assert not first.connected and second.connected
+    clock.advance(199.999)
+    assert second.connected
+    clock.advance(0.001)
+    assert not second.connected and terminal.connections == set()
+    assert clock.getDelayedCalls() == []  # nothing left to watch
+    _, third = open_connection()  # the next connection starts the watch again
+    clock.advance(300)
+    assert not third.connected
+
+
 def test_disconnect_while_pending_cancels_the_answer():
     terminal, clock = make_terminal(duration=3)
     proto, transport = connect(terminal)
     proto.dataReceived(DEBIT.encode())
     transport.loseConnection()
-    assert clock.getDelayedCalls() == []
+    [idle_check] = clock.getDelayedCalls()  # the answer's timer is gone
+    assert idle_check.getTime() == 300
     assert terminal.counters()["dropped"] == 1 and terminal.connections == set()
 
 

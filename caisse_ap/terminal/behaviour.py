@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import money, tags, tlv
 from ..messages import (
@@ -414,9 +414,13 @@ def _settings_decision(mode: str, failure_type: str) -> Decision:
 # --- Answers ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Card:
-    """The card the simulated customer used, as the answer shows it."""
+class Card(NamedTuple):
+    """The card the simulated customer used, as the answer shows it.
+
+    A named tuple rather than a frozen dataclass: one is made per approval,
+    and a frozen dataclass sets its fields one by one through
+    object.__setattr__.
+    """
 
     payment_type: PaymentType
     masked_pan: str
@@ -459,21 +463,26 @@ _DIGITS = b"0123456789"
 _PLAIN = bytes.maketrans(_DIGITS, bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
 _DOUBLED = bytes.maketrans(_DIGITS, bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))  # 2d, digits summed
 
+EXPIRY_YEARS = 4  # a card expires one to four years after the current year
+AUTHORISATIONS = 10**6  # six digits
+
 
 def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
     """A plausible card: Luhn-valid number of the scheme (masked), expiry in the future."""
     scheme = kind.scheme
-    bin_ = rng.choice(scheme.bins)
     digits = scheme.pan_length - 7  # between the BIN and the check digit
-    body = bin_ + f"{rng.randrange(10**digits):0{digits}d}"
-    pan = body + luhn_check_digit(body)
-    masked = pan[:6] + "#" * (len(pan) - 10) + pan[-4:]
-    # One to four years ahead: always after the current month. (1 + randrange(n)
-    # draws what randint(1, n) draws, with one call less.)
-    year = (now.year + 1 + rng.randrange(4)) % 100
-    expiry = f"{year:02d}{1 + rng.randrange(12):02d}"
-    authorisation = f"{rng.randrange(10**6):06d}"
-    return Card(kind, masked, expiry, authorisation)
+    # One uniform draw, split into each random part: a single call to the
+    # generator instead of one per part, which cost most of an answer.
+    draw = rng.randrange(len(scheme.bins) * 10**digits * EXPIRY_YEARS * 12 * AUTHORISATIONS)
+    draw, authorisation = divmod(draw, AUTHORISATIONS)
+    draw, month = divmod(draw, 12)
+    draw, years_ahead = divmod(draw, EXPIRY_YEARS)
+    bin_index, serial = divmod(draw, 10**digits)
+    body = f"{scheme.bins[bin_index]}{serial:0{digits}d}"
+    last_four = body[-3:] + luhn_check_digit(body)
+    masked = body[:6] + "#" * (digits - 3) + last_four
+    year = (now.year + 1 + years_ahead) % 100
+    return Card(kind, masked, f"{year:02d}{month + 1:02d}", f"{authorisation:06d}")
 
 
 def _amount_text(units: int, currency_code: str) -> str:

@@ -46,7 +46,7 @@ class _Message:
 class TerminalProtocol(protocol.Protocol):
     """One POS connection: requests answered in turn, one at a time."""
 
-    def __init__(self, terminal: Terminal):
+    def __init__(self, terminal: Terminal, idle_watch: IdleWatch):
         self.terminal = terminal
         self.peer = "?"
         # Created for the first request that does not come whole in one
@@ -61,7 +61,7 @@ class TerminalProtocol(protocol.Protocol):
         self._processing = False
         self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
         self._settle: Any = None  # timer taking an incomplete request as it is
-        self._idle: Any = None  # timer closing the connection once idle
+        self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer
         # Whether to log raw frames, decided once per connection: a disabled
         # log.debug() still costs a call per frame.
@@ -75,7 +75,7 @@ class TerminalProtocol(protocol.Protocol):
         terminal = self.terminal
         terminal.connections.add(self)
         self.last_active = terminal.reactor.seconds()
-        self._idle = terminal.reactor.callLater(terminal.idle_timeout, self._check_idle)
+        self.idle_watch.watch()
         self._debug = log.isEnabledFor(logging.DEBUG)
         if self._debug:
             log.debug("%s connected", self.peer)
@@ -106,7 +106,6 @@ class TerminalProtocol(protocol.Protocol):
         self._next()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._stop_idle()
         self._stop_settle()
         self.terminal.connections.discard(self)
         self.inbox.clear()
@@ -119,32 +118,17 @@ class TerminalProtocol(protocol.Protocol):
             notify, self.notify_closed = self.notify_closed, None
             notify.callback(None)
 
-    # --- Idle time-out ---------------------------------------------------------
-    #
-    # One timer per connection, set when it opens and never reset: activity
-    # only notes the time (last_active), and the timer, when it fires, closes
-    # the connection or waits for the rest of the idle time. Noting the time
-    # costs a fifth of resetting a timer, and it happens twice per transaction.
+    # --- Idle time-out (IdleWatch calls these) ------------------------------
 
-    def _check_idle(self) -> None:
-        terminal = self.terminal
-        timeout = terminal.idle_timeout
-        if self.current is not None or self.inbox:
-            # A POS waiting for its answer is not idle: count again from now.
-            self._idle = terminal.reactor.callLater(timeout, self._check_idle)
-            return
-        remaining = self.last_active + timeout - terminal.reactor.seconds()
-        if remaining > 0:
-            self._idle = terminal.reactor.callLater(remaining, self._check_idle)
-            return
-        self._idle = None
+    def idle_since(self, now: float) -> float:
+        """Since when the connection has been idle: `now` while the POS waits for an answer."""
+        if self.current is not None or self.inbox or self.closing:
+            return now  # waiting for its answer, or already closing: not idle
+        return self.last_active
+
+    def close_idle(self, timeout: float) -> None:
         log.info("%s sent nothing for %g s: closing", self.peer, timeout)
         self.transport.loseConnection()
-
-    def _stop_idle(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
 
     # --- Connection interface used by the Terminal ---------------------------
 
@@ -264,13 +248,51 @@ class TerminalProtocol(protocol.Protocol):
         """Past 64 KiB: answer AF=09, then close, swallowing what is still coming."""
         self.closing = True
         self.inbox.clear()
-        self._stop_idle()
         self.terminal.receive_error(self, error)
         if hasattr(self.transport, "loseWriteConnection"):
             self.transport.loseWriteConnection()
             self.terminal.reactor.callLater(LINGER, self.transport.abortConnection)
         else:
             self.transport.loseConnection()
+
+
+class IdleWatch:
+    """Closes the connections of a terminal that sent nothing for its idle_timeout.
+
+    One timer for all of them, set for the earliest time one may have been
+    idle long enough: connections only note when they were last active.
+    A timer per connection would be set and cancelled for each POS that
+    connects, which cost a tenth of a whole transaction.
+    """
+
+    def __init__(self, terminal: Terminal):
+        self.terminal = terminal
+        self._timer: Any = None
+
+    def watch(self) -> None:
+        """A connection opened: make sure a check is due within the idle timeout."""
+        if self._timer is None:
+            self._timer = self.terminal.reactor.callLater(self.terminal.idle_timeout, self._check)
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _check(self) -> None:
+        terminal = self.terminal
+        now, timeout = terminal.reactor.seconds(), terminal.idle_timeout
+        earliest = None  # the next time a connection may have been idle long enough
+        for connection in list(terminal.connections):
+            due = connection.idle_since(now) + timeout
+            if due <= now:
+                connection.close_idle(timeout)
+            elif earliest is None or due < earliest:
+                earliest = due
+        # Connections opened later are due after the timeout from now: the
+        # next one to open sets the timer again if there is none.
+        self._timer = None if earliest is None else terminal.reactor.callLater(
+            earliest - now, self._check)
 
 
 class TerminalFactory(protocol.Factory):
@@ -280,13 +302,14 @@ class TerminalFactory(protocol.Factory):
 
     def __init__(self, terminal: Terminal):
         self.terminal = terminal
+        self.idle_watch = IdleWatch(terminal)
 
     def buildProtocol(self, addr: Any) -> TerminalProtocol | None:
         if len(self.terminal.connections) >= self.terminal.max_connections:
             log.warning("refusing %s: %d connections already open (--max-connections)",
                         getattr(addr, "host", addr), len(self.terminal.connections))
             return None
-        return TerminalProtocol(self.terminal)
+        return TerminalProtocol(self.terminal, self.idle_watch)
 
 
 def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
@@ -309,8 +332,11 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     seconds (a POS that does not read) are aborted.
     """
     reactor = terminal.reactor
-    stopped = (defer.maybeDeferred(terminal.listening_port.stopListening)
-               if terminal.listening_port is not None else defer.succeed(None))
+    port = terminal.listening_port
+    stopped = defer.succeed(None)
+    if port is not None:
+        stopped = defer.maybeDeferred(port.stopListening)
+        stopped.addCallback(lambda _: port.factory.idle_watch.stop())
     for connection in terminal.connections:
         connection.closing = True  # no new request starts now
     terminal.stop_transactions()

@@ -195,21 +195,19 @@ def _valid_fields(text: str, pos: int, end: int, bare: bool) -> list[Field] | No
     append = fields.append
     while pos < end:
         start = pos + HEADER
-        if start > end:
+        size = _LENGTH_OF.get(text[pos + 2:start])  # None too when the header is cut
+        if not size:
             return None
-        tag = text[pos:pos + 2]
-        size = _LENGTH_OF.get(text[pos + 2:start])
-        if size is None or tag not in _VALID_TAGS:
-            return None
+        append((text[pos:pos + 2], text[start:start + size]))
         pos = start + size
-        if pos > end or pos == start:
-            return None
-        if tag in CONSTRUCTED_TAGS and _valid_fields(text, start, pos, True) is None:
-            return None
-        append((tag, text[start:pos]))
-    # Duplicates, all at once: cheaper than a set lookup per field.
-    if len(dict(fields)) != len(fields):
-        return None
+    # Tags are checked all at once: cheaper than a lookup per field.
+    tags = dict(fields)
+    if pos > end or len(tags) != len(fields) or not _VALID_TAGS.issuperset(tags):
+        return None  # a value cut short, a duplicate tag or an invalid one
+    if not CONSTRUCTED_TAGS.isdisjoint(tags):
+        for tag, value in fields:
+            if tag in CONSTRUCTED_TAGS and _valid_fields(value, 0, len(value), True) is None:
+                return None
     return fields
 
 

@@ -17,7 +17,7 @@ import base64
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -428,19 +428,18 @@ class Card(NamedTuple):
     authorisation_number: str
 
 
-@dataclass(frozen=True)
-class TerminalReply:
+class TerminalReply(NamedTuple):
     """What the terminal does for one request.
 
     `fields` is the answer to write, or None when nothing is sent (no-answer,
     hang-up). `status` is the transaction status (docs/api.md), `reason` the
-    AF code of a declined or erroneous request.
+    AF code of a declined or erroneous request. (A named tuple, as Card.)
     """
 
     fields: tuple[Field, ...] | None
     status: str
     reason: str | None = None
-    card: Card | None = field(default=None, compare=False)
+    card: Card | None = None
 
     @property
     def hang_up(self) -> bool:
@@ -539,31 +538,30 @@ def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Car
     return tlv.encode(block, bare=True).decode("ascii")
 
 
-_ECHOED = frozenset(ECHOED_TAGS)
 # Where echoes go in an answer: CZ and CJ before the status, the others after.
-_ECHOED_FIRST = ("CZ", "CJ")
-_ECHOED_AFTER = tuple(tag for tag in ECHOED_TAGS if tag not in _ECHOED_FIRST)
+_ECHOED_AFTER = tuple(tag for tag in ECHOED_TAGS if tag not in ("CZ", "CJ"))
 
 
-def _echoes(received: Iterable[Field], settings: TerminalSettings,
-            amount: int | None = None) -> dict[str, str]:
-    """The request fields an answer carries back (CB possibly changed or padded)."""
-    values = {tag: value for tag, value in received if tag in _ECHOED}
-    if settings.answer_version is not None or "CZ" not in values:
-        values["CZ"] = settings.answer_version or DEFAULT_VERSION
-    if "CB" in values:
+def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[Field],
+            extra: Iterable[Field] = (), amount: int | None = None) -> tuple[Field, ...]:
+    """CZ, CJ, the status, the other echoes in their usual order, then `extra`.
+
+    Echoes are the request's fields as received, except CZ (the settings'
+    answer_version when set) and CB (`amount` when given, zero-padded when
+    the settings ask for it).
+    """
+    echoes = dict(received)  # the fields that are not echoed are simply not read
+    if settings.answer_version is not None or "CZ" not in echoes:
+        echoes["CZ"] = settings.answer_version or DEFAULT_VERSION
+    if "CB" in echoes:
         if amount is not None:
-            values["CB"] = money.format_minor_units(amount)
-        if settings.pad_amount and values["CB"].isdigit():
-            values["CB"] = values["CB"].zfill(money.MAX_DIGITS)
-    return values
-
-
-def _answer(echoes: dict[str, str], status_fields: list[Field],
-            extra: Iterable[Field] = ()) -> tuple[Field, ...]:
-    """CZ first, then CJ, the status, the other echoes in their usual order, then the rest."""
-    answer = [(tag, echoes[tag]) for tag in _ECHOED_FIRST if tag in echoes]
-    answer += status_fields
+            echoes["CB"] = money.format_minor_units(amount)
+        if settings.pad_amount and echoes["CB"].isdigit():
+            echoes["CB"] = echoes["CB"].zfill(money.MAX_DIGITS)
+    answer = [("CZ", echoes["CZ"])]
+    if "CJ" in echoes:
+        answer.append(("CJ", echoes["CJ"]))
+    answer += status
     answer += [(tag, echoes[tag]) for tag in _ECHOED_AFTER if tag in echoes]
     answer += extra
     return tuple(answer)
@@ -575,15 +573,15 @@ def error_reply(fields_read: Iterable[Field], reason: str,
 
     Echoes what could be read, so that a POS can match the answer to its request.
     """
-    echoes = _echoes(fields_read, settings)
     status = "error" if reason == FORMAT_ERROR else "declined"
-    return TerminalReply(_answer(echoes, [("AE", "01"), ("AF", reason)]), status, reason)
+    return TerminalReply(_answer(fields_read, settings, [("AE", "01"), ("AF", reason)]), status,
+                         reason)
 
 
 def immediate_reply(request: PaymentRequest, settings: TerminalSettings) -> TerminalReply:
     """BA=1: "request taken into account" (AE=11), at once."""
-    echoes = _echoes(request.received or request.fields(), settings)
-    return TerminalReply(_answer(echoes, [("AE", "11")]), "accepted")
+    received = request.received or request.fields()
+    return TerminalReply(_answer(received, settings, [("AE", "11")]), "accepted")
 
 
 def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,
@@ -602,12 +600,11 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     if code is not None:
         if request.cheque:
             code = CHEQUE_FAILURE
-        echoes = _echoes(received, settings)
-        return TerminalReply(_answer(echoes, [("AE", "01"), ("AF", code)]), "declined", code)
+        return TerminalReply(_answer(received, settings, [("AE", "01"), ("AF", code)]), "declined",
+                             code)
     amount = request.amount
     if spec.outcome == PARTIAL and request.partial and amount > 1:
         amount //= 2
-    echoes = _echoes(received, settings, amount)
     card = None
     if request.cheque:
         extra: list[Field] = [("CC", CHEQUE_APPLICATION)]
@@ -620,7 +617,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
         extra = _card_fields(card, settings)
     if request.receipt:
         extra.append(("ZT", receipt_block(request, settings, card, amount, now)))
-    return TerminalReply(_answer(echoes, [("AE", "10")], extra), APPROVED, None, card)
+    return TerminalReply(_answer(received, settings, [("AE", "10")], extra, amount), APPROVED,
+                         None, card)
 
 
 def _card_fields(card: Card | None, settings: TerminalSettings) -> list[Field]:

@@ -74,7 +74,7 @@ def _frame(fields: list[Field] | tuple[Field, ...] | None) -> str | None:
     return tlv.encode_unchecked(fields).decode("ascii")
 
 
-@dataclass
+@dataclass(slots=True)
 class Transaction:
     """One request and what became of it (docs/api.md, transaction object)."""
 
@@ -91,7 +91,6 @@ class Transaction:
     answered_at: float | None = None
     finished_at: float | None = None
     problem: str | None = None  # why the request was refused, for the log
-    extra: dict[str, Any] = field(default_factory=dict)  # room for other layers
     sent: bytes | None = None  # the answer as written to the POS (the Terminal sets it)
     # to_json()'s request and answer parts, each with the fields it was built
     # from: they are set once or twice per transaction, while to_json() runs at
@@ -195,7 +194,7 @@ def _labels(fields: list[Field] | tuple[Field, ...]) -> dict[str, str]:
     return {tag: tags.describe(tag, value) or tags.tag(tag).label_fr for tag, value in fields}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     """A transaction waiting for its decision or its delay."""
 
@@ -288,9 +287,8 @@ class Terminal:
         if request.immediate:
             self._answer_immediate(txn, connection, request, settings)
             return txn
-        run = _Run(txn, connection, settings)
-        self._runs[txn.id] = run
-        self._decide(run, request)
+        # In _runs (pending) only while it waits for a decision or a delay.
+        self._decide(_Run(txn, connection, settings), request)
         return txn
 
     def receive_error(self, connection: Connection, error: FrameError) -> Transaction:
@@ -374,6 +372,7 @@ class Terminal:
                 log.error("outcome source %r returned %r, not a Decision; ignored", source, result)
                 continue
             if isinstance(result, defer.Deferred):
+                self._runs[run.transaction.id] = run
                 run.waiting = result
                 result.addCallbacks(self._decided_late, self._decision_failed,
                                     callbackArgs=(run,), errbackArgs=(run,))
@@ -411,8 +410,11 @@ class Terminal:
         run.transaction.outcome = decision.spec
         run.transaction.decided_by = decision.decided_by
         if delay <= 0:
-            self._answer(run)  # no reactor round trip when there is nothing to wait for
+            # No reactor round trip when there is nothing to wait for.
+            self._runs.pop(run.transaction.id, None)
+            self._reply(run)
         else:
+            self._runs[run.transaction.id] = run
             run.timer = self.reactor.callLater(delay, self._answer, run)
 
     def _cancel(self, run: _Run) -> None:

@@ -188,6 +188,14 @@ def test_card_of_each_payment_type(name):
         assert "20" + card.expiry[:2] > str(NOW.year)
 
 
+def test_masked_numbers_hide_luhn_valid_numbers():
+    for scheme in {kind.scheme for kind in PAYMENT_TYPES.values()}:
+        for bin_ in scheme.bins:
+            numbers = behaviour._masked_numbers(bin_, scheme.pan_length)
+            assert len(set(numbers)) == behaviour.SHOWN_DIGITS
+            assert all(luhn_valid(number.replace("#", "0")) for number in numbers)
+
+
 def test_luhn_check_digit_of_known_numbers():
     assert luhn_valid("4111111111111111") and luhn_valid("378282246310005")
     assert luhn_check_digit("411111111111111") == "1"

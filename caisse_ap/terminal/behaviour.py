@@ -462,26 +462,40 @@ _DIGITS = b"0123456789"
 _PLAIN = bytes.maketrans(_DIGITS, bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
 _DOUBLED = bytes.maketrans(_DIGITS, bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))  # 2d, digits summed
 
-EXPIRY_YEARS = 4  # a card expires one to four years after the current year
+EXPIRY_MONTHS = 48  # a card expires in one of the 12 months of the next four years
 AUTHORISATIONS = 10**6  # six digits
+SHOWN_DIGITS = 1000  # the three drawn digits an answer shows before the check digit
 
 
 def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
     """A plausible card: Luhn-valid number of the scheme (masked), expiry in the future."""
     scheme = kind.scheme
-    digits = scheme.pan_length - 7  # between the BIN and the check digit
     # One uniform draw, split into each random part: a single call to the
     # generator instead of one per part, which cost most of an answer.
-    draw = rng.randrange(len(scheme.bins) * 10**digits * EXPIRY_YEARS * 12 * AUTHORISATIONS)
+    draw = rng.randrange(len(scheme.bins) * SHOWN_DIGITS * EXPIRY_MONTHS * AUTHORISATIONS)
     draw, authorisation = divmod(draw, AUTHORISATIONS)
-    draw, month = divmod(draw, 12)
-    draw, years_ahead = divmod(draw, EXPIRY_YEARS)
-    bin_index, serial = divmod(draw, 10**digits)
-    body = f"{scheme.bins[bin_index]}{serial:0{digits}d}"
-    last_four = body[-3:] + luhn_check_digit(body)
-    masked = body[:6] + "#" * (digits - 3) + last_four
+    draw, months = divmod(draw, EXPIRY_MONTHS)
+    bin_index, shown = divmod(draw, SHOWN_DIGITS)
+    years_ahead, month = divmod(months, 12)
     year = (now.year + 1 + years_ahead) % 100
+    masked = _masked_numbers(scheme.bins[bin_index], scheme.pan_length)[shown]
     return Card(kind, masked, f"{year:02d}{month + 1:02d}", f"{authorisation:06d}")
+
+
+@lru_cache(maxsize=None)
+def _masked_numbers(bin_: str, pan_length: int) -> tuple[str, ...]:
+    """The masked card numbers of a BIN, one per value of the three digits drawn.
+
+    An answer shows the BIN and the last four digits only, so the digits in
+    between are never drawn: they are zeros, and the check digit makes the
+    whole number Luhn-valid. Computed once per BIN instead of per card.
+    """
+    hidden = pan_length - len(bin_) - 4
+    numbers = []
+    for shown in range(SHOWN_DIGITS):
+        body = f"{bin_}{'0' * hidden}{shown:03d}"
+        numbers.append(f"{bin_}{'#' * hidden}{shown:03d}{luhn_check_digit(body)}")
+    return tuple(numbers)
 
 
 def _amount_text(units: int, currency_code: str) -> str:

@@ -65,7 +65,7 @@ _MANDATORY = frozenset(MANDATORY_REQUEST_TAGS)
 
 def has_mandatory_fields(fields: list[Field]) -> bool:
     """A request is whole once its mandatory fields are in (no length prefix over IP)."""
-    return _MANDATORY.issubset([tag for tag, _ in fields])
+    return _MANDATORY.issubset(dict(fields))
 
 
 class RequestError(ValueError):
@@ -153,10 +153,13 @@ class PaymentRequest:
 
         `currencies` are the accepted numeric codes (default: all of ISO 4217).
         """
-        try:
-            fields = _fields_of(frame_or_fields)
-        except FrameError as error:
-            raise RequestError(str(error), FORMAT_ERROR, error.fields) from None
+        if type(frame_or_fields) is list:  # fields, as a terminal passes them
+            fields = frame_or_fields
+        else:
+            try:
+                fields = _fields_of(frame_or_fields)
+            except FrameError as error:
+                raise RequestError(str(error), FORMAT_ERROR, error.fields) from None
         values = dict(fields)
         _check_request_format(values, fields)
         action = _ACTION_BY_CODE.get(values["CD"])

@@ -287,8 +287,10 @@ def encode_unchecked(fields: Iterable[Field]) -> bytes:
     strict peer would. Gives what encode() gives for valid fields; a value
     that is empty or too long still raises (KeyError).
     """
-    return "".join([tag + _LENGTH_TEXT[len(value)] + value for tag, value in fields]).encode(
-        "ascii")
+    parts: list[str] = []
+    for tag, value in fields:  # a loop, not a comprehension: one call less (Python 3.11)
+        parts += (tag, _LENGTH_TEXT[len(value)], value)
+    return "".join(parts).encode("ascii")
 
 
 def encode(fields: Iterable[tuple[str, str | Iterable[Field]]], *, bare: bool = False) -> bytes:

@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
-from functools import lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any, NamedTuple
 
 from .. import money, tags, tlv
@@ -309,7 +309,7 @@ class TerminalSettings:
             values["currencies"] = list(self.currencies)
         return values
 
-    @property
+    @cached_property  # asked for every request; the settings never change
     def accepted_currencies(self) -> frozenset[str]:
         """The numeric codes PaymentRequest.parse accepts (every ISO 4217 code by default)."""
         if self.currencies is None:
@@ -470,9 +470,12 @@ SHOWN_DIGITS = 1000  # the three drawn digits an answer shows before the check d
 def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
     """A plausible card: Luhn-valid number of the scheme (masked), expiry in the future."""
     scheme = kind.scheme
-    # One uniform draw, split into each random part: a single call to the
-    # generator instead of one per part, which cost most of an answer.
-    draw = rng.randrange(len(scheme.bins) * SHOWN_DIGITS * EXPIRY_MONTHS * AUTHORISATIONS)
+    # One draw, split into each random part: a single call to the generator
+    # instead of one per part, which cost most of an answer. 64 random bits
+    # modulo under 2**38 choices: the bias is below 2**-26, and getrandbits
+    # is one C call where randrange is two Python ones.
+    draw = rng.getrandbits(64) % (len(scheme.bins) * SHOWN_DIGITS * EXPIRY_MONTHS
+                                  * AUTHORISATIONS)
     draw, authorisation = divmod(draw, AUTHORISATIONS)
     draw, months = divmod(draw, EXPIRY_MONTHS)
     bin_index, shown = divmod(draw, SHOWN_DIGITS)
@@ -482,7 +485,7 @@ def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
     return Card(kind, masked, f"{year:02d}{month + 1:02d}", f"{authorisation:06d}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _masked_numbers(bin_: str, pan_length: int) -> tuple[str, ...]:
     """The masked card numbers of a BIN, one per value of the three digits drawn.
 
@@ -576,7 +579,9 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
     if "CJ" in echoes:
         answer.append(("CJ", echoes["CJ"]))
     answer += status
-    answer += [(tag, echoes[tag]) for tag in _ECHOED_AFTER if tag in echoes]
+    for tag in _ECHOED_AFTER:
+        if tag in echoes:
+            answer.append((tag, echoes[tag]))
     answer += extra
     return tuple(answer)
 
@@ -610,7 +615,7 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     if spec.outcome == HANG_UP:
         return TerminalReply(None, HANG_UP)
     received = request.received or request.fields()
-    code = spec.failure_code
+    code = FAILURE_TYPES.get(spec.outcome)
     if code is not None:
         if request.cheque:
             code = CHEQUE_FAILURE

@@ -46,9 +46,9 @@ class _Message:
 class TerminalProtocol(protocol.Protocol):
     """One POS connection: requests answered in turn, one at a time."""
 
-    def __init__(self, terminal: Terminal, idle_watch: IdleWatch):
+    def __init__(self, terminal: Terminal, idle_watch: IdleWatch, peer: str = "?"):
         self.terminal = terminal
-        self.peer = "?"
+        self.peer = peer  # "host:port", for transactions and logs
         # Created for the first request that does not come whole in one
         # segment: most never need one.
         self.decoder: FrameDecoder | None = None
@@ -70,8 +70,6 @@ class TerminalProtocol(protocol.Protocol):
     # --- Twisted callbacks ---------------------------------------------------
 
     def connectionMade(self) -> None:
-        address = self.transport.getPeer()
-        self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
         terminal = self.terminal
         terminal.connections.add(self)
         self.last_active = terminal.reactor.seconds()
@@ -106,7 +104,8 @@ class TerminalProtocol(protocol.Protocol):
         self._next()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._stop_settle()
+        if self._settle is not None:
+            self._stop_settle()
         self.terminal.connections.discard(self)
         self.inbox.clear()
         if self.current is not None:
@@ -309,7 +308,9 @@ class TerminalFactory(protocol.Factory):
             log.warning("refusing %s: %d connections already open (--max-connections)",
                         getattr(addr, "host", addr), len(self.terminal.connections))
             return None
-        return TerminalProtocol(self.terminal, self.idle_watch)
+        # The peer's address, which Twisted has already built for this call.
+        peer = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}"
+        return TerminalProtocol(self.terminal, self.idle_watch, peer)
 
 
 def start_terminal(reactor: Any, settings: TerminalSettings | None = None,

@@ -234,6 +234,7 @@ class Terminal:
         self._runs: dict[int, _Run] = {}
         self._rng = random.Random()
         self._last_card: behaviour.Card | None = None
+        self._now_second, self._now_value = -1, datetime.fromtimestamp(0)
 
     # --- State for the API ---------------------------------------------------
 
@@ -283,7 +284,8 @@ class Terminal:
             self._finish(txn, connection, reply, "request-error")
             return txn
         txn.request = request
-        self._notify("request_received", txn)
+        if self.observers:
+            self._notify("request_received", txn)
         if request.immediate:
             self._answer_immediate(txn, connection, request, settings)
             return txn
@@ -380,7 +382,9 @@ class Terminal:
             self._schedule(run, result, self._delay(result, run.settings.duration))
             return
         decision, delay = behaviour.decide_from_settings(run.settings)
-        self._schedule(run, decision, self._delay(decision, delay))
+        if decision.spec.delay is not None:
+            delay = decision.spec.delay
+        self._schedule(run, decision, delay)
 
     @staticmethod
     def _delay(decision: Decision, default: float) -> float:
@@ -456,13 +460,18 @@ class Terminal:
             connection.send(frame)
         self.counts[reply.status] += 1
         self._log(txn)
-        self._notify("transaction_finished", txn)
+        if self.observers:
+            self._notify("transaction_finished", txn)
         if reply.hang_up:
             connection.hang_up()
         connection.transaction_done(txn)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.reactor.seconds())
+        """The local time to the second (what receipts print), one datetime per second."""
+        second = int(self.reactor.seconds())
+        if second != self._now_second:
+            self._now_second, self._now_value = second, datetime.fromtimestamp(second)
+        return self._now_value
 
     def _describe(self, txn: Transaction) -> str:
         action = ACTION_NAMES.get(txn.value("CD") or "", "request")

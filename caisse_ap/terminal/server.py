@@ -309,7 +309,7 @@ class TerminalFactory(protocol.Factory):
                         getattr(addr, "host", addr), len(self.terminal.connections))
             return None
         # The peer's address, which Twisted has already built for this call.
-        peer = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}"
+        peer = f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
         return TerminalProtocol(self.terminal, self.idle_watch, peer)
 
 

@@ -382,9 +382,7 @@ class Terminal:
             self._schedule(run, result, self._delay(result, run.settings.duration))
             return
         decision, delay = behaviour.decide_from_settings(run.settings)
-        if decision.spec.delay is not None:
-            delay = decision.spec.delay
-        self._schedule(run, decision, delay)
+        self._schedule(run, decision, self._delay(decision, delay))
 
     @staticmethod
     def _delay(decision: Decision, default: float) -> float:

@@ -664,6 +664,25 @@ def test_request_missing_a_mandatory_field_is_refused_once_the_pos_is_quiet():
     assert [a["AE"] for a in written(transport)] == ["01", "10"]
 
 
+def test_time_waited_counts_from_the_first_byte_of_a_request():
+    terminal, clock = make_terminal(duration=1)
+    recorder = Recorder()
+    terminal.observers.append(recorder)
+    proto, _ = connect(terminal)
+    clock.advance(10)
+    proto.dataReceived(DEBIT[:20].encode())
+    clock.advance(0.25)
+    proto.dataReceived(DEBIT[20:].encode())  # whole now: answered 1 s later
+    clock.advance(1)
+    clock.advance(5)
+    proto.dataReceived(DEBIT[:-3].encode())  # never whole: refused after the settle time
+    clock.advance(0.5)
+    finished = [data for event, data in recorder.events if event == "answer"]
+    assert [(txn["status"], txn["duration_s"]) for txn in finished] == [
+        ("approved", 1.25), ("error", 0.5)]
+    assert finished[0]["received_at"].endswith("00:00:10.000+00:00")
+
+
 def test_request_cut_in_a_field_is_refused_once_the_pos_is_quiet():
     terminal, clock = make_terminal(duration=0)
     proto, transport = connect(terminal)

@@ -37,10 +37,17 @@ SETTLE = 0.5
 
 @dataclass
 class _Message:
-    """A request read from the POS, waiting for its turn or in progress."""
+    """A request read from the POS, waiting for its turn or in progress.
+
+    `received_at`: when its first byte came, so that the time a POS waited
+    counts the segments it took and, for a request that never came whole,
+    the settle time. `error`: why it could not be read (answered AF=09).
+    """
 
     fields: list[Field]
+    received_at: float
     transaction: Transaction | None = None
+    error: FrameError | None = None
 
 
 class TerminalProtocol(protocol.Protocol):
@@ -52,7 +59,7 @@ class TerminalProtocol(protocol.Protocol):
         # Created for the first request that does not come whole in one
         # segment: most never need one.
         self.decoder: FrameDecoder | None = None
-        self.inbox: deque[_Message | FrameError] = deque()
+        self.inbox: deque[_Message] = deque()
         self.current: Transaction | None = None
         # The last request read, while more of its fields may still arrive.
         self.open_message: _Message | None = None
@@ -63,6 +70,7 @@ class TerminalProtocol(protocol.Protocol):
         self._settle: Any = None  # timer taking an incomplete request as it is
         self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer
+        self._held_since = 0.0  # when the bytes the decoder holds began to arrive
         # Whether to log raw frames, decided once per connection: a disabled
         # log.debug() still costs a call per frame.
         self._debug = False
@@ -89,6 +97,8 @@ class TerminalProtocol(protocol.Protocol):
             return
         if self.decoder is None:
             self.decoder = FrameDecoder(has_mandatory_fields)
+        if not self.decoder.buffered:
+            self._held_since = self.last_active
         # Feed no more than the decoder holds, reading fields in between, so
         # that an oversized request is refused with the fields read echoed.
         while data:
@@ -169,7 +179,7 @@ class TerminalProtocol(protocol.Protocol):
             return False
         if not has_mandatory_fields(fields):
             return False
-        message = _Message(fields)
+        message = _Message(fields, self.last_active)
         self.inbox.append(message)
         if not data.endswith((b"\r", b"\n")):  # a line end closes a request
             self.open_message = message
@@ -206,21 +216,24 @@ class TerminalProtocol(protocol.Protocol):
                 self.continuing = state
                 if not state:
                     self.open_message = None
+            received_at = self._held_since
             try:
                 message = self.decoder.finish() if final else self.decoder.next_message()
             except FrameError as error:
                 self.open_message, self.continuing = None, False
-                self.inbox.append(error)
+                self.inbox.append(_Message(error.fields, received_at, error=error))
+                self._held_since = self.last_active  # what is left came with the last bytes
                 if final:
                     return
                 continue
             if message is None:
                 return
+            self._held_since = self.last_active
             if self.continuing:
                 self.continuing = False
                 self._extend(message)
             else:
-                self.open_message = _Message(message)
+                self.open_message = _Message(message, received_at)
                 self.inbox.append(self.open_message)
 
     def _extend(self, fields: list[Field]) -> None:
@@ -235,10 +248,11 @@ class TerminalProtocol(protocol.Protocol):
         try:
             while self.current is None and self.inbox and not self.closing:
                 item = self.inbox.popleft()
-                if isinstance(item, FrameError):
-                    self.current = self.terminal.receive_error(self, item)
+                if item.error is not None:
+                    self.current = self.terminal.receive_error(self, item.error, item.received_at)
                 else:
-                    item.transaction = self.current = self.terminal.receive(self, item.fields)
+                    item.transaction = self.current = self.terminal.receive(
+                        self, item.fields, item.received_at)
                 if self.current is not None and not self.current.pending:
                     self.transaction_done(self.current)
         finally:
@@ -248,7 +262,7 @@ class TerminalProtocol(protocol.Protocol):
         """Past 64 KiB: answer AF=09, then close, swallowing what is still coming."""
         self.closing = True
         self.inbox.clear()
-        self.terminal.receive_error(self, error)
+        self.terminal.receive_error(self, error, self._held_since)
         if hasattr(self.transport, "loseWriteConnection"):
             self.transport.loseWriteConnection()
             self.terminal.reactor.callLater(LINGER, self.transport.abortConnection)

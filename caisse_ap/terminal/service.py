@@ -271,10 +271,14 @@ class Terminal:
 
     # --- Requests ------------------------------------------------------------
 
-    def receive(self, connection: Connection, fields: list[Field]) -> Transaction:
-        """A whole message from a POS: answer it now, later, or never, as decided."""
+    def receive(self, connection: Connection, fields: list[Field],
+                received_at: float | None = None) -> Transaction:
+        """A whole message from a POS: answer it now, later, or never, as decided.
+
+        `received_at`: when its first byte came (default: now).
+        """
         settings = self.settings
-        txn = self._new_transaction(connection, fields)
+        txn = self._new_transaction(connection, fields, received_at)
         try:
             request = PaymentRequest.parse(fields, settings.accepted_currencies)
         except RequestError as error:
@@ -293,9 +297,10 @@ class Terminal:
         self._decide(_Run(txn, connection, settings), request)
         return txn
 
-    def receive_error(self, connection: Connection, error: FrameError) -> Transaction:
+    def receive_error(self, connection: Connection, error: FrameError,
+                      received_at: float | None = None) -> Transaction:
         """A message that breaks the framing: AE=01 AF=09 with what could be read, at once."""
-        txn = self._new_transaction(connection, error.fields)
+        txn = self._new_transaction(connection, error.fields, received_at)
         txn.problem = str(error)
         self._notify("request_received", txn)
         reply = behaviour.error_reply(error.fields, FORMAT_ERROR, self.settings)
@@ -344,8 +349,11 @@ class Terminal:
 
     # --- Internals -----------------------------------------------------------
 
-    def _new_transaction(self, connection: Connection, fields: list[Field]) -> Transaction:
-        txn = Transaction(self.next_id, connection.peer, self.reactor.seconds(), list(fields))
+    def _new_transaction(self, connection: Connection, fields: list[Field],
+                         received_at: float | None) -> Transaction:
+        if received_at is None:
+            received_at = self.reactor.seconds()
+        txn = Transaction(self.next_id, connection.peer, received_at, list(fields))
         self.next_id += 1
         self.counts["total"] += 1
         return txn

@@ -345,6 +345,7 @@ class FrameDecoder:
         self._pos = 0  # start of the first field not yet read
         self._fields: list[Field] = []
         self._seen: set[str] = set()
+        self._restored = 0  # length of the fields continue_message() put back in front
 
     @property
     def buffered(self) -> int:
@@ -358,12 +359,18 @@ class FrameDecoder:
             self.reset()
             raise FrameError(f"message exceeds {self.max_buffer} bytes", self.max_buffer, fields)
 
+    @property
+    def continuing(self) -> bool:
+        """Whether the message being read continues one already returned (continue_message)."""
+        return self._restored > 0
+
     def reset(self) -> None:
         """Drop everything buffered."""
         self._buf = ""
         self._pos = 0
         self._fields = []
         self._seen = set()
+        self._restored = 0
 
     def next_message(self) -> list[Field] | None:
         """The next whole message, or None until more bytes arrive."""
@@ -438,7 +445,21 @@ class FrameDecoder:
         self._pos = len(already_read)
         self._fields = list(fields)
         self._seen = {tag for tag, _ in fields}
+        self._restored = len(already_read)
         return True
+
+    def close_message(self) -> None:
+        """The message being continued is over (a terminal answered it).
+
+        The fields continue_message() put back are dropped again: the bytes
+        that came after them are read from scratch, as a message of their own.
+        """
+        if self._restored:
+            self._buf = self._buf[self._restored:]
+            self._pos = 0
+            self._fields = []
+            self._seen = set()
+            self._restored = 0
 
     def _skip_line_ends(self) -> None:
         stripped = self._buf.lstrip(LINE_ENDS)
@@ -452,4 +473,5 @@ class FrameDecoder:
         self._pos = 0
         self._fields = []
         self._seen = set()
+        self._restored = 0
         return message

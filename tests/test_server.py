@@ -402,6 +402,21 @@ def test_late_optional_fields_join_the_request_in_flight():
     assert answer["CF"] == "XYZ" and "ZT" in answer
 
 
+def test_late_field_cut_by_the_answer_is_not_answered_again():
+    terminal, clock = make_terminal(duration=1)
+    proto, transport = connect(terminal)
+    proto.dataReceived(MANDATORY_ONLY.encode())
+    clock.advance(0.8)
+    proto.dataReceived(b"CF003X")  # a late optional field, its end still on its way
+    clock.advance(0.2)  # the answer goes out without it
+    proto.dataReceived(b"YZ")
+    clock.advance(5)
+    answers = written(transport)
+    assert [(a["AE"], a.get("AF"), a.get("CF")) for a in answers] == [
+        ("10", None, None), ("01", "09", None)]
+    assert terminal.counters()["approved"] == 1 and terminal.counters()["error"] == 1
+
+
 def test_garbage_then_a_normal_transaction():
     terminal, clock = make_terminal(duration=0)
     proto, transport = connect(terminal)

@@ -475,6 +475,19 @@ def test_continue_message_joins_fields_sent_after_the_rule_was_met():
     assert decoder.next_message() == [("CZ", "0300"), ("AE", "10"), ("CB", "05")]
 
 
+def test_close_message_reads_what_followed_as_a_message_of_its_own():
+    decoder = FrameDecoder(has_ae)
+    decoder.feed(b"CZ0040300AE00210")
+    message = decoder.next_message()
+    decoder.feed(b"CB0")
+    assert decoder.continue_message(message) is True and decoder.continuing
+    decoder.close_message()
+    assert not decoder.continuing and decoder.buffered == len("CB0")
+    decoder.feed(b"0205")
+    error = error_of(decoder.next_message)
+    assert "expected CZ" in str(error) and error.offset == 0
+
+
 @pytest.mark.parametrize("following", [b"\r\n", b"CZ0040301"])
 def test_continue_message_says_no_for_a_line_end_or_a_new_message(following):
     decoder = FrameDecoder(has_ae)

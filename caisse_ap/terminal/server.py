@@ -63,7 +63,6 @@ class TerminalProtocol(protocol.Protocol):
         self.current: Transaction | None = None
         # The last request read, while more of its fields may still arrive.
         self.open_message: _Message | None = None
-        self.continuing = False
         self.closing = False
         self._processing = False
         self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
@@ -157,9 +156,11 @@ class TerminalProtocol(protocol.Protocol):
         self.current = None
         self.last_active = self.terminal.reactor.seconds()  # idle time counts from the answer
         if self.open_message is not None and self.open_message.transaction is transaction:
-            # Answered: later bytes start a new request.
+            # Answered: later bytes start a new request, even those that
+            # were on their way to join it.
             self.open_message = None
-            self.continuing = False
+            if self.decoder is not None:
+                self.decoder.close_message()
         if not self._processing:
             self._next()
 
@@ -209,18 +210,18 @@ class TerminalProtocol(protocol.Protocol):
         """
         assert self.decoder is not None  # dataReceived creates it before anything is held
         while True:
-            if self.open_message is not None and not self.continuing:
+            if self.open_message is not None and not self.decoder.continuing:
                 state = self.decoder.continue_message(self.open_message.fields)
                 if state is None:
                     return
-                self.continuing = state
                 if not state:
                     self.open_message = None
+            continued = self.decoder.continuing
             received_at = self._held_since
             try:
                 message = self.decoder.finish() if final else self.decoder.next_message()
             except FrameError as error:
-                self.open_message, self.continuing = None, False
+                self.open_message = None
                 self.inbox.append(_Message(error.fields, received_at, error=error))
                 self._held_since = self.last_active  # what is left came with the last bytes
                 if final:
@@ -229,8 +230,7 @@ class TerminalProtocol(protocol.Protocol):
             if message is None:
                 return
             self._held_since = self.last_active
-            if self.continuing:
-                self.continuing = False
+            if continued:
                 self._extend(message)
             else:
                 self.open_message = _Message(message, received_at)

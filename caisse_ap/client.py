@@ -366,53 +366,48 @@ def _log(level: str, message: str, *args: object) -> None:
 # --- presenting the result ----------------------------------------------------------------
 
 
-def _amount_of(request: PaymentRequest) -> tuple[str, str, str]:
-    """(amount, currency code, text for people) of what was sent, even if --tag broke it."""
+def _amount_of(request: PaymentRequest) -> tuple[str, str, str | None, str]:
+    """(amount, currency code, its symbol, text for people) of what was sent, even if --tag
+    broke it."""
     return _amount_text(request.value("CB") or "", request.value("CE") or "")
 
 
-def _amount_text(units: str, code: str) -> tuple[str, str, str]:
+def _amount_text(units: str, code: str) -> tuple[str, str, str | None, str]:
     from . import money
 
     try:
         info = money.currency(code)
         amount = format(money.from_minor_units(units, info), "f")
-        return amount, info.alpha, money.format_amount(units, info, "en")
+        return amount, info.alpha, info.symbol, money.format_amount(units, info, "en")
     except (money.AmountError, money.CurrencyError):
-        return units, code, f"{units} (minor units) of currency {code}"
+        return units, code, None, f"{units} (minor units) of currency {code}"
 
 
 def _action_of(request: PaymentRequest) -> str:
-    from .messages import Action
+    from .messages import ACTION_NAMES
 
     code = request.value("CD") or ""
-    try:
-        return Action(code).name.lower()
-    except ValueError:
-        return code
-
-
-def field_label(tag: str, value: str) -> str:
-    """The meaning of a field's value for coded tags, else the meaning of the tag."""
-    from . import tags
-
-    return tags.describe(tag, value) or tags.tag(tag).label_fr
+    return ACTION_NAMES.get(code, code)
 
 
 def result_to_json(result: PaymentResult) -> dict[str, object]:
     """The result as a JSON-ready dict: the object `--json` prints."""
-    amount, currency, _ = _amount_of(result.request)
+    from . import tags
+
+    amount, currency, symbol, _ = _amount_of(result.request)
     answer = result.answer
     reason = answer.reason if answer else None
     return {
         "status": result.status,
         "amount": amount,
         "currency": currency,
+        "currency_symbol": symbol,
         "action": _action_of(result.request),
         "reason": {"code": reason.code, "label": reason.label, "details": reason.details}
         if reason else None,
         "fields": dict(answer.fields) if answer else {},
-        "labels": {tag: field_label(tag, value) for tag, value in answer.fields} if answer else {},
+        "labels": ({tag: tags.field_label(tag, value) for tag, value in answer.fields}
+                   if answer else {}),
         "receipt": answer.receipt if answer else None,
         "elapsed_s": round(result.elapsed_s, 3),
         "request": result.request_frame.decode("latin-1"),
@@ -426,14 +421,14 @@ COLOURS = {APPROVED: "32", ACCEPTED: "32", DECLINED: "31", UNKNOWN: "33", ERROR:
 
 def headline(result: PaymentResult) -> str:
     """The first line of the human output: what happened, for how much."""
-    _, _, amount = _amount_of(result.request)
+    *_, amount = _amount_of(result.request)
     action = _action_of(result.request)
     what = amount if action == "debit" else f"{amount} ({action})"
     answer = result.answer
     if result.status == APPROVED:
         granted = answer.amount if answer else None
         if granted is not None and granted < result.request.amount:
-            _, _, part = _amount_text(str(granted), result.request.value("CE") or "")
+            *_, part = _amount_text(str(granted), result.request.value("CE") or "")
             return f"APPROVED  {part} of {what} (partial payment)"
         return f"APPROVED  {what}"
     if result.status == ACCEPTED:
@@ -455,6 +450,8 @@ def _show_value(value: str, width: int = 40) -> str:
 
 def format_result(result: PaymentResult, colour: bool = False, raw: bool = False) -> str:
     """The human output: result line, each answer field with its label, receipt, frames."""
+    from . import tags
+
     first = headline(result)
     if colour:
         first = f"\x1b[1;{COLOURS[result.status]}m{first}\x1b[0m"
@@ -463,7 +460,7 @@ def format_result(result: PaymentResult, colour: bool = False, raw: bool = False
     if answer and answer.fields:
         shown = [(tag, _show_value(value)) for tag, value in answer.fields]
         width = max(len(value) for _, value in shown)
-        lines += [f"  {tag} {value:<{width}}  {field_label(tag, value)}".rstrip()
+        lines += [f"  {tag} {value:<{width}}  {tags.field_label(tag, value)}".rstrip()
                   for tag, value in shown]
     receipt = answer.receipt if answer else None
     if receipt:

@@ -22,6 +22,7 @@ ECHOED_TAGS = ("CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF")
 # What a POS compares exactly (PROTOCOL.md section 4); CB is compared as a number.
 EXACT_ECHOES = ("CA", "CD", "CE", "BF")
 
+PROTOCOL_VERSION = "0300"  # CZ of the requests this project writes
 CHEQUE_APPLICATION = "00C"
 RECEIPT_WANTED = "100"
 
@@ -43,6 +44,8 @@ class Action(str, Enum):
 # Actions by the names people use for them ("debit", "refund"...): command
 # line, amount rules and JSON all spell them this way.
 ACTION_BY_NAME = {action.name.lower(): action for action in Action}
+ACTION_BY_CODE = {action.value: action for action in Action}  # by CD
+ACTION_NAMES = {action.value: name for name, action in ACTION_BY_NAME.items()}  # by CD
 
 
 class Outcome(str, Enum):
@@ -57,9 +60,8 @@ class Outcome(str, Enum):
 OUTCOME_BY_STATUS = {"10": Outcome.APPROVED, "01": Outcome.DECLINED, "11": Outcome.ACCEPTED}
 
 # Lookups for parse(), which every request a terminal receives goes through:
-# a dict lookup costs a fifth of calling the Enum, a set comparison a third
-# of a loop over the tags.
-_ACTION_BY_CODE = {action.value: action for action in Action}
+# a set comparison costs a third of a loop over the tags (and ACTION_BY_CODE,
+# above, a fifth of calling the Enum).
 _MANDATORY = frozenset(MANDATORY_REQUEST_TAGS)
 
 
@@ -104,7 +106,7 @@ class PaymentRequest:
     action: Action = Action.DEBIT
     register: str = "01"
     pos_id: str = "012345678901"
-    version: str = "0300"
+    version: str = PROTOCOL_VERSION
     immediate: bool = False
     partial: bool = False
     cheque: bool = False
@@ -162,7 +164,7 @@ class PaymentRequest:
                 raise RequestError(str(error), FORMAT_ERROR, error.fields) from None
         values = dict(fields)
         _check_request_format(values, fields)
-        action = _ACTION_BY_CODE.get(values["CD"])
+        action = ACTION_BY_CODE.get(values["CD"])
         if action is None:
             raise RequestError(f"unknown action type CD={values['CD']!r}", UNKNOWN_ACTION, fields)
         accepted = money.numeric_codes() if currencies is None else currencies
@@ -317,7 +319,7 @@ class TerminalAnswer:
             return raw.decode("cp1252", errors="replace")
 
     def labels(self, lang: str = "fr") -> dict[str, str]:
-        """A label for each field: the tag's meaning and, for coded fields, the code's."""
+        """The label of each coded field's value ("" for the other tags)."""
         return {tag: tags.describe(tag, value, lang) for tag, value in self.fields}
 
     def echo_mismatches(self, request: PaymentRequest) -> list[str]:

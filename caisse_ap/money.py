@@ -99,6 +99,7 @@ def currency(code: str | int | CurrencyInfo) -> CurrencyInfo:
     return info
 
 
+@lru_cache(maxsize=1)
 def numeric_codes() -> frozenset[str]:
     """Every ISO 4217 numeric code, as 3-digit strings."""
     return frozenset(_iso_tables()[1])

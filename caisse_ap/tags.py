@@ -166,3 +166,8 @@ def describe(tag_code: str, value: str, lang: str = "fr") -> str:
         # Only the two first chars are the reason; acquirer details may follow.
         value = value[:2]
     return label(table, value, lang)
+
+
+def field_label(tag_code: str, value: str) -> str:
+    """What a field says, in French: its code's label for coded tags, else the tag's."""
+    return describe(tag_code, value) or tag(tag_code).label_fr

@@ -536,10 +536,11 @@ def test_pay_and_result_to_json_from_a_thread():
     assert result.status == "declined" and result.exit_status == 1
     assert result.answer.outcome is Outcome.DECLINED
     as_json = client.result_to_json(result)
-    assert set(as_json) == {"status", "amount", "currency", "action", "reason", "fields",
-                            "labels", "receipt", "elapsed_s", "request", "answer", "problem"}
+    assert set(as_json) == {"status", "amount", "currency", "currency_symbol", "action",
+                            "reason", "fields", "labels", "receipt", "elapsed_s", "request",
+                            "answer", "problem"}
     assert as_json["reason"]["label"] == "Abandon"
-    assert as_json["amount"] == "9.99"
+    assert (as_json["amount"], as_json["currency_symbol"]) == ("9.99", "€")
     json.dumps(as_json)  # JSON-ready as it is
 
 

@@ -27,6 +27,8 @@ from ..messages import (
     CHEQUE_APPLICATION,
     ECHOED_TAGS,
     FORMAT_ERROR,
+    PROTOCOL_VERSION,
+    RECEIPT_WANTED,
     Action,
     PaymentRequest,
 )
@@ -69,7 +71,6 @@ CHEQUE_FAILURE = "04"
 RECEIPT_WIDTH = 32
 MAX_DURATION = 3600.0  # an hour: longer is surely a typo
 MAX_SELLER_CONTRACT = 10
-DEFAULT_VERSION = "0300"  # CZ of an answer to a request whose CZ could not be read
 
 
 @dataclass(frozen=True)
@@ -236,11 +237,6 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
     return tuple(codes)
 
 
-@lru_cache(maxsize=1)
-def _every_currency() -> frozenset[str]:
-    return money.numeric_codes()
-
-
 _VALIDATORS = {
     "mode": _mode,
     "failure_type": failure_name,
@@ -313,7 +309,7 @@ class TerminalSettings:
     def accepted_currencies(self) -> frozenset[str]:
         """The numeric codes PaymentRequest.parse accepts (every ISO 4217 code by default)."""
         if self.currencies is None:
-            return _every_currency()
+            return money.numeric_codes()
         return frozenset(self.currencies)
 
     @property
@@ -551,7 +547,7 @@ def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Car
     """The value of ZT: the request's CK and AK, the base64 of the receipt."""
     text = receipt_text(request, settings, card, amount, now)
     encoded = base64.b64encode(text.encode("ascii")).decode("ascii")
-    block = [("CK", request.value("CK") or "100"), ("AK", encoded)]
+    block = [("CK", request.value("CK") or RECEIPT_WANTED), ("AK", encoded)]
     return tlv.encode(block, bare=True).decode("ascii")
 
 
@@ -569,7 +565,8 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
     """
     echoes = dict(received)  # the fields that are not echoed are simply not read
     if settings.answer_version is not None or "CZ" not in echoes:
-        echoes["CZ"] = settings.answer_version or DEFAULT_VERSION
+        # A request whose CZ could not be read gets the usual version.
+        echoes["CZ"] = settings.answer_version or PROTOCOL_VERSION
     if "CB" in echoes:
         if amount is not None:
             echoes["CB"] = money.format_minor_units(amount)

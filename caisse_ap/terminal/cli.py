@@ -31,7 +31,7 @@ from .behaviour import SettingsError, TerminalSettings
 PROG = "caisse-ap-ip-server"
 EXTENSIONS = ("caisse_ap.terminal.web",)
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-              "warning": logging.WARNING, "error": logging.ERROR}
+              "error": logging.ERROR}
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -122,7 +122,7 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add("-sc", "--seller-contract", type=_checked("seller_contract"), default="424242",
         metavar="NUMBER",
         help="merchant contract number sent in CG, 10 characters at most (default: 424242)")
-    add("-l", "--log-level", choices=("debug", "info", "warn", "error"), default="info",
+    add("-l", "--log-level", choices=tuple(LOG_LEVELS), default="info",
         type=str.lower, help="log level (default: info); debug shows raw frames")
     add("--answer-version", type=_checked("answer_version"), default=None, metavar="CZ",
         help="protocol version the terminal answers with, e.g. 0301 (default: echo the "

@@ -30,12 +30,12 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .. import money, tags
-from ..messages import ACTION_BY_NAME, Action, PaymentRequest
+from ..messages import ACTION_BY_CODE, ACTION_BY_NAME, Action, PaymentRequest
 from .behaviour import Decision, OutcomeSpec, SettingsError
 
 if sys.version_info >= (3, 11):
@@ -285,8 +285,6 @@ def _amount(key: str, value: Any) -> Decimal:
         amount = money.parse_amount(value)
     except money.AmountError as error:
         raise _RuleProblem(key, f"{key}: {error}") from None
-    except InvalidOperation:  # pragma: no cover - parse_amount checks the text first
-        raise _RuleProblem(key, f"{key} {value!r} is not an amount") from None
     if amount < 0:
         raise _RuleProblem(key, f"{key} must not be negative")
     return amount
@@ -296,8 +294,8 @@ def _action(value: Any) -> Action:
     text = value.strip().lower() if isinstance(value, str) else value
     if text in ACTION_BY_NAME:
         return ACTION_BY_NAME[text]
-    if isinstance(text, str) and text in {a.value for a in Action}:
-        return Action(text)
+    if isinstance(text, str) and text in ACTION_BY_CODE:
+        return ACTION_BY_CODE[text]
     known = ", ".join(ACTION_BY_NAME)
     raise _RuleProblem("action", f"unknown action {value!r}; use one of {known}")
 

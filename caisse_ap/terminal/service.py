@@ -35,15 +35,14 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
-from ..messages import ACTION_BY_NAME, FORMAT_ERROR, Action, PaymentRequest, RequestError
+from ..messages import ACTION_NAMES, FORMAT_ERROR, Action, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
 
 log = logging.getLogger("caisse_ap.terminal")
 
-ACTION_NAMES = {action.value: name for name, action in ACTION_BY_NAME.items()}  # by CD
-FINAL_STATUSES = ("approved", "declined", "accepted", "no-answer", "hang-up", "dropped", "error")
+FINAL_STATUSES = tuple(status for status in behaviour.STATUSES if status != "pending")
 
 
 class Connection(Protocol):
@@ -129,10 +128,6 @@ class Transaction:
             "currency_symbol": info.symbol if info else None,
         }
 
-    def labels(self) -> dict[str, str]:
-        """A French label per tag of the request and the answer: the code's, else the tag's."""
-        return {**self._request_part()[2], **self._answer_part()[2]}
-
     def to_json(self) -> dict[str, Any]:
         """The JSON form of docs/api.md.
 
@@ -191,7 +186,7 @@ class Transaction:
 
 def _labels(fields: list[Field] | tuple[Field, ...]) -> dict[str, str]:
     """A French label per tag: the code's, else the tag's."""
-    return {tag: tags.describe(tag, value) or tags.tag(tag).label_fr for tag, value in fields}
+    return {tag: tags.field_label(tag, value) for tag, value in fields}
 
 
 @dataclass(slots=True)
@@ -230,7 +225,6 @@ class Terminal:
         self.connections: set[Any] = set()
         self.counts: Counter[str] = Counter()
         self.listening_port: Any = None  # set by server.start_terminal
-        self.stopping = False
         self._runs: dict[int, _Run] = {}
         self._rng = random.Random()
         self._last_card: behaviour.Card | None = None
@@ -338,7 +332,6 @@ class Terminal:
         One still waiting for a decision gets the settings' outcome, or AF=08
         (time-out) in manual mode.
         """
-        self.stopping = True
         runs, self._runs = list(self._runs.values()), {}
         for run in runs:
             self._cancel(run)

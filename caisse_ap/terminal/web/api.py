@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from ... import __version__, client, tags
+from ...messages import ACTION_NAMES
 from ..behaviour import (
     FAILURE_TYPES,
     MODES,
@@ -34,7 +35,7 @@ from ..behaviour import (
 )
 from ..journal import MAX_LIMIT, Journal
 from ..rules import AmountRules
-from ..service import ACTION_NAMES, Terminal
+from ..service import Terminal
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
 
 log = logging.getLogger("caisse_ap.terminal.web")

@@ -145,18 +145,6 @@
     return `${negative ? "−" : ""}${grouped}${decimals ? "," + decimals : ""}${unit ? "\u00a0" + unit : ""}`;
   }
 
-  // The browser knows currency symbols: no table of ours for them.
-  function currencySymbol(code) {
-    if (!/^[A-Z]{3}$/.test(code || "")) return null;
-    try {
-      const parts = new Intl.NumberFormat("fr-FR", { style: "currency", currency: code }).formatToParts(0);
-      const part = parts.find((item) => item.type === "currency");
-      return part ? part.value : null;
-    } catch (error) {
-      return null;
-    }
-  }
-
   function txAmount(tx) {
     return formatAmount(tx.amount, tx.currency_symbol, tx.currency);
   }
@@ -865,8 +853,7 @@
     if (result.reason && result.reason.code) {
       headline += ` : ${result.reason.label || ""} (${result.reason.code})`;
     }
-    const amount = formatAmount(result.amount, result.currency_symbol || currencySymbol(result.currency),
-      result.currency);
+    const amount = formatAmount(result.amount, result.currency_symbol, result.currency);
     const detail = [
       amount !== "—" ? amount : null,
       result.action ? word(ACTION_WORDS, result.action) : null,

@@ -37,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         from caisse_ap.terminal.cli import main as command_main
     else:
         from caisse_ap.client import main as command_main
-    # The commands read sys.argv themselves; show them their own name.
-    sys.argv = [f"caisse-ap-ip-{args.command}", *args.arguments]
-    return command_main()
+    return command_main(args.arguments)
 
 
 if __name__ == "__main__":

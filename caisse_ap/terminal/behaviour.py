@@ -392,11 +392,12 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
     """
     mode = settings.mode
     if mode == "manual":
-        return _MANUAL_TIMEOUT, settings.manual_timeout
+        return MANUAL_TIMEOUT, settings.manual_timeout
     return _settings_decision(mode, settings.failure_type), settings.duration
 
 
-_MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), "manual-timeout")
+# Nobody typed anything in time: what the terminal answers in manual mode.
+MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), "manual-timeout")
 
 
 @lru_cache(maxsize=64)

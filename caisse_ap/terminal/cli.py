@@ -35,6 +35,17 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARN
 
 log = logging.getLogger("caisse_ap.terminal")
 
+DEFAULTS = TerminalSettings()  # the options' defaults are the settings'
+# The options that choose another mode than success, by mode (one at most).
+MODE_FLAGS = {"failure": "-f", "no-answer": "--no-answer", "hang-up": "--hang-up"}
+
+
+def mode_from_args(args: argparse.Namespace) -> str:
+    for mode in MODE_FLAGS:
+        if getattr(args, mode.replace("-", "_")):
+            return mode
+    return "success"
+
 
 class UsageError(ValueError):
     """A bad option value found after parsing (one line on stderr, exit status 2)."""
@@ -47,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _checked(name: str):
+def setting_arg(name: str):
     """An argparse type that checks one setting with the same rules as the API."""
     def check(text: str) -> Any:
         try:
@@ -108,28 +119,32 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
                        help="read each request and never answer: the POS must time out")
     modes.add_argument("--hang-up", action="store_true",
                        help="close the connection without answering")
-    add("-ft", "--failure-type", type=_checked("failure_type"), default="abandon",
-        metavar="TYPE",
-        help="failure answered with -f: abandon (AF=11, default), timeout (08), refused (04), "
+    add("-ft", "--failure-type", type=setting_arg("failure_type"),
+        default=DEFAULTS.failure_type, metavar="TYPE",
+        help="failure answered with -f: abandon (AF=11), timeout (08), refused (04), "
              "forbidden (05), or any AF code by its two digits or name: "
-             + ", ".join(f"{name} ({code})" for name, code in behaviour.FAILURE_TYPES.items()))
-    add("-d", "--duration", type=_checked("duration"), default=3.0, metavar="SECONDS",
-        help="seconds before answering, decimals allowed (default: 3); ignored for BA=1")
-    add("-pt", "--payment-type", type=_checked("payment_type"), default="cbcontact",
-        metavar="TYPE",
+             + ", ".join(f"{name} ({code})" for name, code in behaviour.FAILURE_TYPES.items())
+             + f" (default: {DEFAULTS.failure_type})")
+    add("-d", "--duration", type=setting_arg("duration"), default=DEFAULTS.duration,
+        metavar="SECONDS",
+        help=f"seconds before answering, decimals allowed (default: {DEFAULTS.duration:g}); "
+             "ignored for BA=1")
+    add("-pt", "--payment-type", type=setting_arg("payment_type"),
+        default=DEFAULTS.payment_type, metavar="TYPE",
         help="card payment simulated: " + ", ".join(behaviour.PAYMENT_TYPES)
-             + " (default: cbcontact)")
-    add("-sc", "--seller-contract", type=_checked("seller_contract"), default="424242",
-        metavar="NUMBER",
-        help="merchant contract number sent in CG, 10 characters at most (default: 424242)")
+             + f" (default: {DEFAULTS.payment_type})")
+    add("-sc", "--seller-contract", type=setting_arg("seller_contract"),
+        default=DEFAULTS.seller_contract, metavar="NUMBER",
+        help="merchant contract number sent in CG, 10 characters at most "
+             f"(default: {DEFAULTS.seller_contract})")
     add("-l", "--log-level", choices=tuple(LOG_LEVELS), default="info",
         type=str.lower, help="log level (default: info); debug shows raw frames")
-    add("--answer-version", type=_checked("answer_version"), default=None, metavar="CZ",
+    add("--answer-version", type=setting_arg("answer_version"), default=None, metavar="CZ",
         help="protocol version the terminal answers with, e.g. 0301 (default: echo the "
              "request's)")
     add("--pad-amount", action="store_true",
         help="answer CB left-padded with zeros to 12 digits, as some Ingenico terminals do")
-    add("--currencies", type=_checked("currencies"), default=None, metavar="CODES",
+    add("--currencies", type=setting_arg("currencies"), default=None, metavar="CODES",
         help="comma-separated currencies accepted, numeric or alphabetic (978,EUR); others "
              "get AF=13 (default: every ISO 4217 code)")
     add("--seed", default=None,
@@ -172,17 +187,15 @@ def build_parser(modules: Sequence[ModuleType] | None = None) -> argparse.Argume
 def settings_from_args(args: argparse.Namespace,
                        modules: Sequence[ModuleType] = ()) -> TerminalSettings:
     """The TerminalSettings the options describe (SettingsError if they do not fit)."""
-    mode = ("failure" if args.failure else "no-answer" if args.no_answer
-            else "hang-up" if args.hang_up else "success")
     values: dict[str, Any] = {
-        "mode": mode,
+        "mode": mode_from_args(args),
         "failure_type": args.failure_type,
         "duration": args.duration,
         "payment_type": args.payment_type,
         "seller_contract": args.seller_contract,
         "answer_version": args.answer_version,
         "pad_amount": args.pad_amount,
-        "currencies": None if args.currencies is None else list(args.currencies),
+        "currencies": args.currencies,
     }
     for module in modules:
         changes = getattr(module, "settings_changes", None)

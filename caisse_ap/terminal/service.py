@@ -60,7 +60,8 @@ class Connection(Protocol):
         """The transaction is over: the connection may go on with its next request."""
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
+    """A reactor timestamp as the API writes times: ISO 8601, UTC, to the millisecond."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
@@ -142,11 +143,11 @@ class Transaction:
         _, request, request_labels = self._request_part()
         _, answer, answer_labels = self._answer_part()
         if self._received_iso is None:  # set once, when the request arrives
-            self._received_iso = _iso(self.received_at)
+            self._received_iso = iso_time(self.received_at)
         return {
             "id": self.id,
             "received_at": self._received_iso,
-            "answered_at": _iso(self.answered_at),
+            "answered_at": iso_time(self.answered_at),
             "duration_s": duration,
             "peer": self.peer,
             **request,

@@ -19,8 +19,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..behaviour import SettingsError, check_setting
-from ..cli import UsageError, ip_address_arg, port_arg
+from ..cli import (
+    DEFAULTS,
+    MODE_FLAGS,
+    UsageError,
+    ip_address_arg,
+    mode_from_args,
+    port_arg,
+    setting_arg,
+)
 from ..journal import Journal, JournalError
 from ..rules import AmountRules, RulesError, load_rules
 
@@ -38,13 +45,6 @@ def _token(text: str) -> str:
     if not text or not text.isascii() or not text.isprintable() or " " in text:
         raise argparse.ArgumentTypeError("the web token must be printable ASCII without spaces")
     return text
-
-
-def _manual_timeout(text: str) -> float:
-    try:
-        return check_setting("manual_timeout", text)
-    except SettingsError as error:
-        raise argparse.ArgumentTypeError(error.message) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--manual", action="store_true",
         help="manual mode: hold each payment until someone decides in the web console or "
              "through the API (POST /api/transactions/ID/decision)")
-    add("--manual-timeout", type=_manual_timeout, default=60.0, metavar="SECONDS",
-        help="in manual mode, seconds before an undecided payment gets AF=08 (default: 60)")
+    add("--manual-timeout", type=setting_arg("manual_timeout"), default=DEFAULTS.manual_timeout,
+        metavar="SECONDS",
+        help="in manual mode, seconds before an undecided payment gets AF=08 "
+             f"(default: {DEFAULTS.manual_timeout:g})")
 
 
 def _rules_from_args(args: argparse.Namespace) -> AmountRules:
@@ -100,10 +102,9 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
                                "manual_timeout": args.manual_timeout}
     if args.manual:
-        other = [flag for flag, name in (("-f", "failure"), ("--no-answer", "no_answer"),
-                                         ("--hang-up", "hang_up")) if getattr(args, name, False)]
-        if other:
-            raise UsageError(f"--manual and {other[0]} cannot be used together")
+        mode = mode_from_args(args)
+        if mode != "success":
+            raise UsageError(f"--manual and {MODE_FLAGS[mode]} cannot be used together")
         if args.no_web:
             raise UsageError("--manual needs the web console or API to decide: drop --no-web")
         changes["mode"] = "manual"

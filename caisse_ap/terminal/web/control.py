@@ -14,15 +14,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from twisted.internet import defer
 
 from ...messages import PaymentRequest
-from ..behaviour import Decision, OutcomeSpec
+from ..behaviour import MANUAL_TIMEOUT, Decision, OutcomeSpec
 from ..journal import Journal, to_text
-from ..service import Terminal, Transaction
+from ..service import Terminal, Transaction, iso_time
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -73,8 +72,6 @@ class ManualDecisions:
     anything": the terminal answers AF=08 (input time-out).
     """
 
-    TIMEOUT = OutcomeSpec("timeout")
-
     def __init__(self, terminal: Terminal):
         self.terminal = terminal
         self.reactor = terminal.reactor
@@ -102,7 +99,7 @@ class ManualDecisions:
     def _time_out(self, txn_id: int) -> None:
         waiting = self._waiting.pop(txn_id, None)
         if waiting is not None:
-            waiting.deferred.callback(Decision(self.TIMEOUT, "manual-timeout"))
+            waiting.deferred.callback(MANUAL_TIMEOUT)
 
     def is_waiting(self, txn_id: int) -> bool:
         return txn_id in self._waiting
@@ -122,10 +119,6 @@ class ManualDecisions:
         return True
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
-
-
 class EventHub:
     """The event stream's side of the Terminal: encodes events and wakes decision callers.
 
@@ -135,7 +128,7 @@ class EventHub:
     through a TransactionFeed.
     """
 
-    def __init__(self, manual: ManualDecisions | None = None):
+    def __init__(self, manual: ManualDecisions):
         self.manual = manual
         self.last_id = 0
         # (id, event, text): formatted only when sent, as most events are sent
@@ -157,10 +150,10 @@ class EventHub:
     def with_deadline(self, data: dict[str, Any]) -> dict[str, Any]:
         """A transaction's JSON plus, while it waits for a manual decision, its deadline."""
         deadline = None
-        if self.manual is not None and data.get("status") == "pending":
+        if data.get("status") == "pending":
             deadline = self.manual.deadline(data["id"])
         if deadline is not None:
-            data = {**data, "decision_deadline": _iso(deadline)}
+            data = {**data, "decision_deadline": iso_time(deadline)}
         return data
 
     def when_finished(self, txn_id: int) -> defer.Deferred:
@@ -192,10 +185,6 @@ class EventHub:
     def unsubscribe(self, write: Callable[[bytes], None]) -> None:
         if write in self._subscribers:
             self._subscribers.remove(write)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
 
 
 def _event_message(event_id: int, event: str, text: str) -> bytes:

@@ -48,10 +48,8 @@
   };
   const ACTION_WORDS = {
     debit: "Débit",
-    credit: "Remboursement",
     refund: "Remboursement",
     cancellation: "Annulation",
-    cancel: "Annulation",
     duplicate: "Duplicata",
   };
   const DECIDED_BY_WORDS = {
@@ -76,13 +74,11 @@
     unknown: "Issue inconnue : vérifiez le terminal avant de réessayer",
     error: "Erreur",
   };
-  // Used only when GET /api/status offers no list of actions.
-  const DEFAULT_ACTIONS = ["debit", "refund", "cancellation", "duplicate"];
 
   const state = {
     status: null, // last GET /api/status
     settings: null, // the terminal's settings as the server last told
-    choices: { modes: [], failure_types: [], payment_types: [], outcomes: [] },
+    choices: { modes: [], failure_types: [], payment_types: [], outcomes: [], actions: [], statuses: [] },
     transactions: new Map(), // id -> transaction, for the live feed
     waiting: new Map(), // id -> {tx, deadline}: requests held for a manual decision
     journal: [], // last GET /api/transactions for the journal table
@@ -340,14 +336,9 @@
     fillSelect($("set-mode"), state.choices.modes, MODE_WORDS);
     fillSelect($("set-failure_type"), state.choices.failure_types);
     fillSelect($("set-payment_type"), state.choices.payment_types);
-    const actions = state.choices.actions && state.choices.actions.length ? state.choices.actions : DEFAULT_ACTIONS;
-    fillSelect($("test-action"), actions, ACTION_WORDS);
-    const filter = $("journal-filter");
-    const statuses = state.choices.statuses && state.choices.statuses.length
-      ? state.choices.statuses
-      : Object.keys((state.status && state.status.counters) || {})
-        .filter((name) => name !== "open_connections" && name !== "total");
-    fillSelect(filter, [""].concat(statuses), Object.assign({ "": "Toutes" }, STATUS_WORDS));
+    fillSelect($("test-action"), state.choices.actions, ACTION_WORDS);
+    fillSelect($("journal-filter"), [""].concat(state.choices.statuses),
+      Object.assign({ "": "Toutes" }, STATUS_WORDS));
   }
 
   // Rebuilds a <select> only when its choices changed, keeping the selection.

@@ -188,14 +188,12 @@ class _Reception:
         self.error: FrameError | None = None
 
 
-def _has_status(fields: list[Field]) -> bool:
-    return any(tag == "AE" for tag, _ in fields)
-
-
 def _receive_answer(sock: socket.socket, timeout: float, started: float,
                     on_wait: Callable[[float], None] | None) -> _Reception:
     """Read until the answer is whole (fields including AE), the peer closes, or time runs out."""
-    decoder = tlv.FrameDecoder(is_complete=_has_status)
+    from .messages import has_action_status
+
+    decoder = tlv.FrameDecoder(is_complete=has_action_status)
     reception = _Reception(bytearray())
     deadline = time.monotonic() + timeout
     while True:
@@ -222,7 +220,7 @@ def _receive_answer(sock: socket.socket, timeout: float, started: float,
                     reception.problem = ("the terminal closed the connection without answering"
                                          if not reception.received else
                                          "the terminal closed the connection before a whole answer")
-                elif not _has_status(reception.message):
+                elif not has_action_status(reception.message):
                     reception.problem = "the terminal closed the connection before a whole answer"
                 return reception
             reception.received += chunk

@@ -70,6 +70,11 @@ def has_mandatory_fields(fields: list[Field]) -> bool:
     return _MANDATORY.issubset(dict(fields))
 
 
+def has_action_status(fields: list[Field]) -> bool:
+    """An answer is whole once its action status (AE) is in; later fields are optional."""
+    return any(tag == "AE" for tag, _ in fields)
+
+
 class RequestError(ValueError):
     """A request a terminal must refuse; `reason` is the AF code to answer with.
 

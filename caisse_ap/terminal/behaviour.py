@@ -595,8 +595,14 @@ def error_reply(fields_read: Iterable[Field], reason: str,
                          reason)
 
 
-def immediate_reply(request: PaymentRequest, settings: TerminalSettings) -> TerminalReply:
-    """BA=1: "request taken into account" (AE=11), at once."""
+def immediate_reply(request: PaymentRequest, settings: TerminalSettings,
+                    spec: OutcomeSpec | None = None) -> TerminalReply:
+    """BA=1: "request taken into account" (AE=11), at once.
+
+    Of the outcomes, only no-answer and hang-up apply (`spec`, the settings').
+    """
+    if spec is not None and spec.outcome in (NO_ANSWER, HANG_UP):
+        return TerminalReply(None, spec.outcome)
     received = request.received or request.fields()
     return TerminalReply(_answer(received, settings, [("AE", "11")]), "accepted")
 

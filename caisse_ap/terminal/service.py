@@ -356,10 +356,7 @@ class Terminal:
                           request: PaymentRequest, settings: TerminalSettings) -> None:
         """BA=1: AE=11 at once, without delay; only no-answer and hang-up modes apply."""
         decision, _ = behaviour.decide_from_settings(settings)
-        if decision.spec.outcome in (behaviour.NO_ANSWER, behaviour.HANG_UP):
-            reply = behaviour.reply(request, decision.spec, settings, self._rng, self._now())
-        else:
-            reply = behaviour.immediate_reply(request, settings)
+        reply = behaviour.immediate_reply(request, settings, decision.spec)
         txn.outcome = decision.spec
         self._finish(txn, connection, reply, "settings")
 

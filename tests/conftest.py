@@ -143,3 +143,4 @@ def pos() -> Iterator[Callable[..., Pos]]:
 def no_web_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's exported CAISSE_AP_WEB_TOKEN must not change what the tests start."""
     monkeypatch.delenv("CAISSE_AP_WEB_TOKEN", raising=False)
+

@@ -11,8 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from server_process import ROOT, SERVER_SCRIPT, ServerProcess
 
 from caisse_ap import __version__, client, tlv
 from caisse_ap.messages import PaymentRequest
@@ -738,13 +737,12 @@ def test_bad_settings_raise_from_the_helper(terminal):
 
 # --- Command line ---------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "caisse-ap-ip-server.py"
 
 
 def run_server(*args: str) -> subprocess.CompletedProcess:
     """The real server, for options it refuses before serving."""
-    return subprocess.run([sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", *args],
+    return subprocess.run([sys.executable, str(SERVER_SCRIPT), "--host", "127.0.0.1", "-p", "0",
+                           *args],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
@@ -777,41 +775,17 @@ def test_web_port_taken_is_one_line_and_status_2():
     assert "Traceback" not in result.stderr
 
 
-class Server:
-    """The real server on free ports, its start-up lines read as they come."""
-
-    WEB = re.compile(r"web console and control API on http://127\.0\.0\.1:(\d+)/")
-    TERMINAL = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", "-d", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-        self.lines: list[str] = []
-        self.web_port = None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if match := self.WEB.search(line):
-                self.web_port = int(match[1])
-            elif match := self.TERMINAL.search(line):
-                self.port = int(match[1])
-                break  # the terminal's line comes last
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        rest, _ = self.process.communicate(timeout=10)
-        return "".join(self.lines) + rest
-
-
 def test_startup_lines_and_manual_mode_from_the_command_line():
-    server = Server("--web-port", "0", "--manual", "--manual-timeout", "5", "--amount-rules")
+    server = ServerProcess("-d", "0", "--web-port", "0", "--manual", "--manual-timeout", "5",
+                           "--amount-rules")
     try:
         assert server.web_port is not None
         with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}/api/settings",
                                     timeout=10) as response:
             settings = json.loads(response.read())
     finally:
-        output = server.stop()
+        server.stop()
+    output = server.output()
     assert (settings["mode"], settings["manual_timeout"], settings["amount_rules"]) == (
         "manual", 5.0, True)
     assert "transaction journal in memory" in output
@@ -820,11 +794,12 @@ def test_startup_lines_and_manual_mode_from_the_command_line():
 
 
 def test_no_web():
-    server = Server("--no-web")
+    server = ServerProcess("-d", "0", "--no-web")
     try:
         result = client.pay(client.make_request("1.00"), "127.0.0.1", server.port, timeout=10)
     finally:
-        output = server.stop()
+        server.stop()
+    output = server.output()
     assert result.status == "approved"
     assert server.web_port is None and "web console" not in output
 

@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from server_process import ROOT, ServerProcess
 
 from caisse_ap import client, tlv
 from caisse_ap.messages import (
@@ -30,7 +30,6 @@ from caisse_ap.messages import (
     has_mandatory_fields,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "caisse-ap-ip-client.py"
 FRAMES = json.loads((Path(__file__).parent / "frames.json").read_text())
 
@@ -678,60 +677,14 @@ def test_launcher_usage_error():
 
 # --- end to end against the simulated terminal (caisse-ap-ip-server.py) ---------------
 
-SERVER = ROOT / "caisse-ap-ip-server.py"
-
-
-def _server_options() -> list[str]:
-    """Options every simulated terminal here starts with (no web console when it has one)."""
-    from caisse_ap.terminal import cli
-
-    known = cli.build_parser()._option_string_actions
-    return ["-p", "0", "--host", "127.0.0.1", "-d", "0"] + (
-        ["--no-web"] if "--no-web" in known else [])
-
-
-class SimulatedTerminal:
-    """caisse-ap-ip-server.py in a subprocess; its port is read from its startup log line."""
-
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), *_server_options(), *args], cwd=ROOT,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True)
-        self.log: list[str] = []
-        self.ready = threading.Event()
-        self.port = None
-        threading.Thread(target=self._read_log, daemon=True).start()
-        if not self.ready.wait(timeout=60) or self.port is None:
-            self.stop()
-            pytest.fail("the simulated terminal did not start:\n" + "".join(self.log))
-
-    def _read_log(self):
-        for line in self.process.stderr:
-            self.log.append(line)
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if found and self.port is None:
-                self.port = int(found.group(1))
-                self.ready.set()
-        self.ready.set()  # the process ended: stop waiting
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture(scope="module")
 def simulated():
     """Start each kind of simulated terminal once for the module: simulated("-f", ...)."""
-    started: dict[tuple[str, ...], SimulatedTerminal] = {}
+    started: dict[tuple[str, ...], ServerProcess] = {}
 
-    def get(*args: str) -> SimulatedTerminal:
+    def get(*args: str) -> ServerProcess:
         if args not in started:
-            started[args] = SimulatedTerminal(*args)
+            started[args] = ServerProcess("-d", "0", "--no-web", *args, timeout=60)
         return started[args]
 
     yield get
@@ -739,7 +692,7 @@ def simulated():
         terminal.stop()
 
 
-def run_against(capsys, terminal: SimulatedTerminal, *args) -> tuple[int, dict]:
+def run_against(capsys, terminal: ServerProcess, *args) -> tuple[int, dict]:
     status, out, _ = run(capsys, "-p", str(terminal.port), "--json", *args)
     return status, json.loads(out)
 

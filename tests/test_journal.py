@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
-import queue
-import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
+from server_process import ServerProcess
 
 from caisse_ap import client
 from caisse_ap.terminal.journal import Journal, JournalError
 from caisse_ap.testing import simulated_terminal
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "caisse-ap-ip-server.py"
 
 pytestmark = pytest.mark.usefixtures("reactor_thread")
 
@@ -157,68 +152,22 @@ def test_command_line_journal_survives_a_restart(tmp_path):
     path = tmp_path / "journal.sqlite"
     ids = []
     for amount in ("4.00", "5.00"):
-        server = ServerProcess("--journal", str(path))
+        server = ServerProcess("--web-port", "0", "-d", "0", "--journal", str(path))
         try:
             assert client.pay(client.make_request(amount), "127.0.0.1",
-                              server.terminal_port).status == "approved"
-            listed = server.api("/api/transactions")["transactions"]
+                              server.port).status == "approved"
+            listed = api(server, "/api/transactions")["transactions"]
             ids.append([(t["id"], t["amount"]) for t in listed])
         finally:
-            server.stop()
-        assert server.returncode == 0, server.output()
+            code = server.stop()
+        assert code == 0, server.output()
         assert "transaction journal in " + str(path) in server.output()
     assert ids == [[(1, "4.00")], [(2, "5.00"), (1, "4.00")]]
 
 
-class ServerProcess:
-    """caisse-ap-ip-server.py on free ports; the addresses come from its start-up lines."""
-
-    WEB = re.compile(r"web console and control API on http://127\.0\.0\.1:(\d+)/")
-    TERMINAL = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", "--web-port", "0",
-             "-d", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-        self.lines: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.web_port = self.terminal_port = None
-        while self.web_port is None or self.terminal_port is None:
-            line = self._lines.get(timeout=30)
-            if line is None:
-                raise AssertionError("the server stopped:\n" + self.output())
-            if match := self.WEB.search(line):
-                self.web_port = int(match[1])
-            elif match := self.TERMINAL.search(line):
-                self.terminal_port = int(match[1])
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def api(self, path: str) -> dict:
-        import json
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.returncode = self.process.returncode
+def api(server: ServerProcess, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}{path}", timeout=10) as r:
+        return json.loads(r.read())
 
 
 def test_no_transaction_is_missing_after_concurrent_payments(tmp_path):

@@ -3,92 +3,53 @@
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
+from server_process import ROOT, SERVER_SCRIPT, ServerProcess
 
 from caisse_ap import tlv
 from caisse_ap.messages import PaymentRequest, TerminalAnswer
 from caisse_ap.terminal import cli
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "caisse-ap-ip-server.py"
 DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 TIMEOUT = 10.0
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
-# These tests are about the terminal alone: no web console when it is installed.
-NO_WEB = ["--no-web"] if "--no-web" in cli.build_parser().format_help() else []
+# These tests are about the terminal alone: no web console.
+NO_WEB = ["--no-web"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=ROOT)
-
-
-class Server:
-    """The server in a subprocess; its stderr read line by line in a thread."""
-
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--host", "127.0.0.1", "-p", "0", *NO_WEB, *args],
-            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        match = LISTENING.search(self.wait_for("listening on"))
-        self.address = (match.group(1), int(match.group(2)))
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.put(line)
-        self.lines.put("")  # end of output
-
-    def wait_for(self, text: str) -> str:
-        """The first line (from now) holding text; fails if the server exits first."""
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            if not line:
-                raise AssertionError(f"server ended without printing {text!r}: {self.seen}")
-            self.seen.append(line)
-            if text in line:
-                return line
-
-    def pos(self) -> socket.socket:
-        return socket.create_connection(self.address, timeout=TIMEOUT)
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
-        start = time.monotonic()
-        self.process.send_signal(sig)
-        code = self.process.wait(TIMEOUT)
-        return code, time.monotonic() - start
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(TIMEOUT)
-        self.process.stdout.close()
+    return subprocess.run([sys.executable, str(SERVER_SCRIPT), *args], capture_output=True,
+                          text=True, timeout=TIMEOUT, cwd=ROOT)
 
 
 @pytest.fixture
 def server():
-    started: list[Server] = []
+    started: list[ServerProcess] = []
 
-    def start(*args: str) -> Server:
-        started.append(Server(*args))
+    def start(*args: str) -> ServerProcess:
+        started.append(ServerProcess(*NO_WEB, *args, timeout=TIMEOUT))
         return started[-1]
 
     yield start
     for each in started:
         each.kill()
+
+
+def pos(terminal: ServerProcess) -> socket.socket:
+    return socket.create_connection(terminal.address, timeout=TIMEOUT)
+
+
+def timed_stop(terminal: ServerProcess, sig: int = signal.SIGTERM) -> tuple[int, float]:
+    """The exit status after `sig`, and how long the server took to exit."""
+    start = time.monotonic()
+    code = terminal.stop(sig)
+    return code, time.monotonic() - start
 
 
 def test_help_lists_every_option():
@@ -142,23 +103,23 @@ def test_options_become_settings():
 
 def test_done_when_frame_and_log_line(server):
     terminal = server("-d", "0")
-    assert "mode success" in terminal.seen[-1]
-    with terminal.pos() as sock:
+    assert "mode success" in terminal.startup_line
+    with pos(terminal) as sock:
         sock.sendall(DEBIT.encode())
         answer = TerminalAnswer.parse(sock.recv(1024))
     assert answer.outcome.value == "approved"
     answer.check_echoes(PaymentRequest.parse(DEBIT))
     line = terminal.wait_for("debit")
     assert "112.45 EUR" in line and "approved" in line and "127.0.0.1:" in line
-    code, elapsed = terminal.stop()
+    code, elapsed = timed_stop(terminal)
     assert code == 0
 
 
 def test_original_options_on_the_wire(server):
     terminal = server("-f", "-ft", "refused", "-d", "0", "-sc", "777", "--answer-version",
                       "0301", "--pad-amount")
-    assert "AF=04" in terminal.seen[-1]
-    with terminal.pos() as sock:
+    assert "AF=04" in terminal.startup_line
+    with pos(terminal) as sock:
         sock.sendall(DEBIT.encode())
         values = dict(tlv.decode(sock.recv(1024)))
     assert (values["CZ"], values["AE"], values["AF"], values["CB"]) == (
@@ -169,7 +130,7 @@ def test_seed_makes_cards_reproducible(server):
     cards = []
     for _ in range(2):
         terminal = server("-d", "0", "--seed", "42", "-pt", "amexcontact")
-        with terminal.pos() as sock:
+        with pos(terminal) as sock:
             sock.sendall(DEBIT.encode())
             values = dict(tlv.decode(sock.recv(1024)))
         cards.append((values["AA"], values["AB"], values["AC"]))
@@ -179,7 +140,7 @@ def test_seed_makes_cards_reproducible(server):
 
 def test_debug_logs_raw_frames(server):
     terminal = server("-d", "0", "-l", "debug")
-    with terminal.pos() as sock:
+    with pos(terminal) as sock:
         sock.sendall(DEBIT.encode())
         sock.recv(1024)
     assert DEBIT in terminal.wait_for("sent b'")
@@ -189,21 +150,14 @@ def test_debug_logs_raw_frames(server):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_answers_pending_transactions_and_exits(server, sig):
     terminal = server("-d", "30", "-l", "debug")
-    with terminal.pos() as sock:
+    with pos(terminal) as sock:
         sock.sendall(DEBIT.encode())
         terminal.wait_for("sent b'")  # the terminal has the request
-        code, elapsed = terminal.stop(sig)
+        code, elapsed = timed_stop(terminal, sig)
         data = sock.recv(1024)
     assert code == 0 and elapsed < 2.0
     assert TerminalAnswer.parse(data).outcome.value == "approved"
-    assert any("approved" in line for line in terminal.seen + drain(terminal))
-
-
-def drain(terminal: Server) -> list[str]:
-    lines = []
-    while (line := terminal.lines.get(timeout=TIMEOUT)):
-        lines.append(line)
-    return lines
+    assert "approved" in terminal.output()
 
 
 def test_port_in_use_is_one_line(server):
@@ -215,6 +169,6 @@ def test_port_in_use_is_one_line(server):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX system")
 def test_launcher_runs_from_another_directory(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), "--version"], capture_output=True,
+    result = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--version"], capture_output=True,
                             text=True, timeout=TIMEOUT, cwd=tmp_path)
     assert result.returncode == 0 and "caisse-ap-ip-server" in result.stdout

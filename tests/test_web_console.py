@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import playwright.sync_api as playwright_api
 import pytest
+from server_process import ROOT, ServerProcess
 
 expect = playwright_api.expect
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "caisse-ap-ip-server.py"
 CLIENT = ROOT / "caisse-ap-ip-client.py"
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -47,54 +43,13 @@ pytestmark = pytest.mark.skipif(
     reason=f"{CHROMIUM} is missing (apt-get install chromium)",
 )
 
-# Start-up lines giving the bound addresses: "web console and control API on
-# http://127.0.0.1:40124/" and "...simulated terminal ...; listening on 127.0.0.1:40123".
-WEB_LINE = re.compile(r"web console .*? on http://127\.0\.0\.1:(?P<port>\d+)/")
-TERMINAL_LINE = re.compile(r"listening on 127\.0\.0\.1:(?P<port>\d+)\s*$")
-
-
-class RunningServer:
-    """A `caisse-ap-ip-server.py` subprocess and where it listens."""
+class RunningServer(ServerProcess):
+    """The server, its web console on 127.0.0.1 (the same `web_port` again to restart it)."""
 
     def __init__(self, *extra_args: str, web_port: int = 0):
-        self.lines: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0",
-             "--web-host", "127.0.0.1", "--web-port", str(web_port), "-d", "0", "--seed", "1",
-             *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        )
-        # Drain the output for the whole life of the server: a full pipe would block it.
-        threading.Thread(target=self._read_output, daemon=True).start()
-        self.web_port, self.terminal_port = self._wait_for_addresses()
+        super().__init__("--web-host", "127.0.0.1", "--web-port", str(web_port), "-d", "0",
+                         "--seed", "1", *extra_args, timeout=START_TIMEOUT_S)
         self.origin = f"http://127.0.0.1:{self.web_port}"
-
-    def _read_output(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _wait_for_addresses(self) -> tuple[int, int]:
-        web = terminal = None
-        while web is None or terminal is None:
-            try:
-                line = self._lines.get(timeout=START_TIMEOUT_S)
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.stop()
-                raise AssertionError("the server printed no addresses:\n" + "".join(self.lines))
-            web_match = WEB_LINE.search(line)
-            if web_match:
-                web = int(web_match["port"])
-                continue
-            terminal_match = TERMINAL_LINE.search(line)
-            if terminal_match:
-                terminal = int(terminal_match["port"])
-        return web, terminal
 
     def api(self, method: str, path: str, body: object = None, token: str | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
@@ -105,15 +60,6 @@ class RunningServer:
                                          headers=headers)
         with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:
             return json.loads(response.read())
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class ConsolePage:
@@ -178,7 +124,7 @@ def console(browser, server):
 
 def run_client(server: RunningServer, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(CLIENT), "-d", "127.0.0.1", "-p", str(server.terminal_port),
+        [sys.executable, str(CLIENT), "-d", "127.0.0.1", "-p", str(server.port),
          "--json", "--timeout", str(CLIENT_TIMEOUT_S), *args],
         capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S + 10, cwd=ROOT,
     )
@@ -186,7 +132,7 @@ def run_client(server: RunningServer, *args: str) -> subprocess.CompletedProcess
 
 def start_client(server: RunningServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(CLIENT), "-d", "127.0.0.1", "-p", str(server.terminal_port),
+        [sys.executable, str(CLIENT), "-d", "127.0.0.1", "-p", str(server.port),
          "--json", "--timeout", str(CLIENT_TIMEOUT_S), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
@@ -210,7 +156,7 @@ def test_page_loads_from_the_server_alone_without_errors(console, server):
     console.open()
     page = console.page
     status = page.get_by_test_id("terminal-status")
-    expect(status).to_contain_text(f"127.0.0.1:{server.terminal_port}")
+    expect(status).to_contain_text(f"127.0.0.1:{server.port}")
     expect(page.locator("#current-mode")).to_have_attribute("data-mode", "success")
     # The selectors are filled from GET /api/status, not from a table of the page.
     modes = page.get_by_test_id("mode").locator("option")
@@ -420,7 +366,7 @@ def test_the_page_shows_a_lost_stream_and_reconnects_by_itself(console, server):
         expect(page.get_by_test_id("transaction")).to_have_count(1)
         expect(page.get_by_test_id("transaction").first).to_contain_text("4,00\u00a0€")
         expect(page.get_by_test_id("terminal-status")).to_contain_text(
-            f"127.0.0.1:{again.terminal_port}")
+            f"127.0.0.1:{again.port}")
         assert page.evaluate("window.notReloaded") is True
     finally:
         again.stop()

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
+from server_process import ServerProcess
 
 from caisse_ap.terminal import cli
 from caisse_ap.terminal.web import TOKEN_VARIABLE
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "caisse-ap-ip-server.py"
 TIMEOUT = 10.0
-WEB_URL = re.compile(r"web console and control API on (http://\S+)")
 
 
 def parse(*argv: str):
@@ -67,29 +59,11 @@ def put_settings(url: str, headers: dict[str, str]) -> int:
 
 def test_the_server_started_with_the_variable_requires_it():
     environment = {**os.environ, TOKEN_VARIABLE: "s3cret-env"}
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--host", "127.0.0.1", "-p", "0", "--web-port", "0"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
-        env=environment)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        for line in process.stderr:
-            lines.put(line)
-        lines.put("")
-
-    threading.Thread(target=read, daemon=True).start()
+    server = ServerProcess("--web-port", "0", env=environment, timeout=TIMEOUT)
     try:
-        url = None
-        while url is None:
-            line = lines.get(timeout=TIMEOUT)
-            assert line, "the server ended before serving its API"
-            match = WEB_URL.search(line)
-            url = match.group(1) if match else None
+        url = f"http://127.0.0.1:{server.web_port}/"
         assert put_settings(url, {}) == 401
         assert put_settings(url, {"Authorization": "Bearer wrong"}) == 401
         assert put_settings(url, {"Authorization": "Bearer s3cret-env"}) == 200
     finally:
-        process.terminate()
-        process.wait(TIMEOUT)
-        process.stderr.close()
+        server.stop()

@@ -129,18 +129,11 @@ def serve_default(options: list[str]) -> None:
     from twisted.internet import reactor
 
     from caisse_ap.terminal import cli
-    from caisse_ap.terminal.server import start_terminal
 
     modules = cli.extensions()
     args = cli.build_parser(modules).parse_args(
         ["-l", "warn", "--host", "127.0.0.1", "-p", "0", "--web-port", "0", *options])
-    cli.configure_logging(args.log_level)
-    settings = cli.settings_from_args(args, modules)
-    terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
-                              idle_timeout=args.idle_timeout,
-                              max_connections=args.max_connections)
-    for module in modules:
-        module.start(terminal, args, reactor)
+    terminal = cli.start(args, reactor, modules)
     print(terminal.address[1], flush=True)
     reactor.run()
 

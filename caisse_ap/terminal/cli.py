@@ -22,11 +22,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from . import behaviour
 from .behaviour import SettingsError, TerminalSettings
+
+if TYPE_CHECKING:  # the service imports Twisted, which --help does without
+    from .service import Terminal
 
 PROG = "caisse-ap-ip-server"
 EXTENSIONS = ("caisse_ap.terminal.web",)
@@ -231,31 +234,44 @@ def describe_mode(settings: TerminalSettings) -> str:
     return f"{what}, after {settings.duration:g} s"
 
 
+def start(args: argparse.Namespace, reactor: Any,
+          modules: Sequence[ModuleType]) -> Terminal:
+    """Set up logging, start the terminal and the extensions as `args` say.
+
+    Raises twisted's CannotListenError, SettingsError and UsageError.
+    """
+    from .server import start_terminal
+
+    configure_logging(args.log_level)
+    settings = settings_from_args(args, modules)
+    terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
+                              idle_timeout=args.idle_timeout,
+                              max_connections=args.max_connections)
+    for module in modules:
+        start_module = getattr(module, "start", None)
+        if start_module is not None:
+            start_module(terminal, args, reactor)
+    return terminal
+
+
 def run(args: argparse.Namespace, reactor: Any = None,
         modules: Sequence[ModuleType] | None = None) -> int:
     """Start the terminal (and the extensions) as `args` say and serve until a signal."""
     from twisted.internet.error import CannotListenError
 
-    from .server import start_terminal, stop_terminal
+    from .server import stop_terminal
 
     if reactor is None:
         from twisted.internet import reactor
     modules = extensions() if modules is None else modules
-    configure_logging(args.log_level)
-    settings = settings_from_args(args, modules)
     try:
-        terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
-                                  idle_timeout=args.idle_timeout,
-                                  max_connections=args.max_connections)
+        terminal = start(args, reactor, modules)
     except CannotListenError as error:
         print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: "
               f"{error.socketError}", file=sys.stderr)
         return 1
-    for module in modules:
-        start = getattr(module, "start", None)
-        if start is not None:
-            start(terminal, args, reactor)
     host, port = terminal.address
+    settings = terminal.settings
     log.info("%s %s: simulated terminal in mode %s: %s; listening on %s:%d", PROG,
              __version__, settings.mode, describe_mode(settings), host, port)
 

@@ -501,11 +501,9 @@ def _masked_numbers(bin_: str, pan_length: int) -> tuple[str, ...]:
 def _amount_text(units: int, currency_code: str) -> str:
     """A receipt amount: "112,45 EUR" (ASCII, as terminal printers print it)."""
     try:
-        info = money.currency(currency_code)
+        return money.format_amount(units, currency_code, "en").replace(".", ",")
     except money.CurrencyError:
         return f"{units} ({currency_code})"
-    number = format(money.from_minor_units(units, info), "f").replace(".", ",")
-    return f"{number} {info.alpha}"
 
 
 _RECEIPT_OPERATION = {

@@ -153,7 +153,8 @@ def test_status(terminal):
     assert "manual" in choices["modes"] and "partial" in choices["outcomes"]
     assert {"name": "refused", "code": "04", "label": "Refusée"} in choices["failure_types"]
     contactless = next(c for c in choices["payment_types"] if c["name"] == "cbcontactless")
-    assert (contactless["code"], contactless["read_mode"]) == ("00B", "2")
+    assert (contactless["code"], contactless["scheme"], contactless["read_mode"]) == (
+        "00B", "CB", "2")
     assert choices["actions"] == ["debit", "refund", "cancellation", "duplicate"]
 
 

@@ -240,6 +240,27 @@ def test_an_invalid_setting_is_shown_next_to_its_field(console, server):
     assert [error for error in console.errors if "page error" in error] == []
 
 
+def test_card_keys_pick_the_read_mode_in_the_settings_scheme(console, server):
+    console.open()
+    page = console.page
+    for payment_type, key, expected in (("amexcontact", "decision-contactless", ("00D", "2")),
+                                        ("amexcontactless", "decision-approve", ("002", "1"))):
+        server.api("PUT", "/api/settings", {"mode": "manual", "payment_type": payment_type})
+        client = start_client(server, "-a", "3,00")
+        try:
+            expect(page.get_by_test_id("pending")).to_be_visible()
+            page.get_by_test_id(key).click()
+            stdout, stderr = client.communicate(timeout=CLIENT_TIMEOUT_S)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        fields = json.loads(stdout)["fields"]
+        assert (fields["CC"], fields["CI"]) == expected, stdout + stderr
+        expect(page.get_by_test_id("pending")).to_be_hidden()
+    console.assert_clean()
+
+
 def test_refuse_on_the_terminal_screen_declines_the_waiting_payment(console, server):
     console.open()
     page = console.page

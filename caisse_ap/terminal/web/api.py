@@ -469,7 +469,7 @@ def _choices() -> dict[str, Any]:
                            "label": tags.label(tags.FAILURE_REASONS, code)}
                           for name, code in FAILURE_TYPES.items()],
         "payment_types": [{"name": kind.name, "code": kind.application, "label": kind.label,
-                           "read_mode": kind.read_mode,
+                           "scheme": kind.scheme.name, "read_mode": kind.read_mode,
                            "read_mode_label": tags.label(tags.READ_MODES, kind.read_mode)}
                           for kind in PAYMENT_TYPES.values()],
         "outcomes": list(OUTCOMES),

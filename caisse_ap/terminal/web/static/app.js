@@ -634,20 +634,23 @@
     $("pending").classList.toggle("is-late", left <= 10);
   }
 
-  // What each key of the terminal sends; payment types come from the API.
+  // What each key of the terminal sends: the card key keeps the settings' payment
+  // type, unless it is contactless; the contactless key asks for the contactless
+  // type of the same scheme (CB's when that scheme has none). Types come from the API.
+  const CONTACTLESS = "2"; // CI, the read mode
+  const CONTACT = "1";
   function decisionBody(kind) {
     if (kind === "refused" || kind === "abandon") return { outcome: kind };
-    const names = (state.choices.payment_types || []).map(choiceName);
-    const current = (state.settings && state.settings.payment_type) || "";
-    const scheme = current.replace(/contactless$|contact$/, "");
+    const types = state.choices.payment_types || [];
+    const current = findChoice(types, state.settings && state.settings.payment_type);
     const contactless = kind === "contactless";
     let type = current;
-    if (contactless && !current.endsWith("contactless")) {
-      type = names.includes(`${scheme}contactless`) ? `${scheme}contactless` : "cbcontactless";
-    } else if (!contactless && current.endsWith("contactless")) {
-      type = names.includes(`${scheme}contact`) ? `${scheme}contact` : "cbcontact";
+    if (!current || contactless !== (current.read_mode === CONTACTLESS)) {
+      const wanted = contactless ? CONTACTLESS : CONTACT;
+      const ofScheme = (scheme) => types.find((t) => t.scheme === scheme && t.read_mode === wanted);
+      type = (current && ofScheme(current.scheme)) || ofScheme("CB") || current;
     }
-    return type ? { outcome: "approved", payment_type: type } : { outcome: "approved" };
+    return type ? { outcome: "approved", payment_type: type.name } : { outcome: "approved" };
   }
 
   async function decide(kind) {

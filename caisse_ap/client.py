@@ -90,7 +90,11 @@ class OptionError(ValueError):
 
 # --- building the request ---------------------------------------------------------------
 
-def _digits(value: str, size: int, what: str, field: str) -> str:
+def _digits(value: str, tag: str, what: str, field: str) -> str:
+    """`value` if it is as many digits as the tag's size (tags.py), else OptionError."""
+    from . import tags
+
+    size = tags.tag(tag).max_size
     if not (len(value) == size and value.isascii() and value.isdigit()):
         raise OptionError(
             f"{what} {value!r} must be {size} digits (use --tag to send anything else)", field
@@ -109,7 +113,7 @@ def make_request(amount: str, currency: str = "EUR", action: str | Action | None
     `action` is an Action or its name ("debit", "refund", "cancellation",
     "duplicate"); None means debit, or refund for a negative amount.
     """
-    from . import money
+    from . import money, tags
     from .messages import ACTION_BY_NAME, Action, PaymentRequest
 
     try:
@@ -130,15 +134,18 @@ def make_request(amount: str, currency: str = "EUR", action: str | Action | None
                 f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount"
             )
         action, units = Action.REFUND, -units
-    if reference is not None and not 1 <= len(reference) <= 32:
-        raise OptionError("the reference (CF) must be 1 to 32 characters", "reference")
+    reference_tag = tags.tag("CF")
+    if reference is not None and not (
+            reference_tag.min_size <= len(reference) <= reference_tag.max_size):
+        raise OptionError(f"the reference (CF) must be {reference_tag.min_size} to "
+                          f"{reference_tag.max_size} characters", "reference")
     request = PaymentRequest(
         amount=units,
         currency=info.numeric,
         action=action or Action.DEBIT,
-        register=_digits(register, 2, "register number", "register"),
-        pos_id=_digits(pos_id, 12, "POS identifier", "pos_id"),
-        version=_digits(protocol_version, 4, "protocol version", "protocol_version"),
+        register=_digits(register, "CA", "register number", "register"),
+        pos_id=_digits(pos_id, "CJ", "POS identifier", "pos_id"),
+        version=_digits(protocol_version, "CZ", "protocol version", "protocol_version"),
         immediate=immediate,
         partial=partial,
         cheque=cheque,

@@ -321,7 +321,7 @@ def pay(request: PaymentRequest, host: str = "127.0.0.1", port: int = 8888,
     with the seconds elapsed while the answer is awaited. Safe to call from
     several threads at once (each call has its own socket).
     """
-    from .messages import Outcome, TerminalAnswer
+    from .messages import TerminalAnswer
 
     frame = request.encode()
     started = time.monotonic()
@@ -350,11 +350,9 @@ def pay(request: PaymentRequest, host: str = "127.0.0.1", port: int = 8888,
     received = bytes(reception.received)
     _log("debug", "received %d bytes", len(received))
     if reception.error is not None:
-        answer = TerminalAnswer(tuple(reception.error.fields), Outcome.UNREADABLE,
-                                problem=str(reception.error))
-        return result(UNKNOWN, answer=answer, answer_frame=received,
-                      problem=f"unreadable answer: {reception.error}")
-    answer = TerminalAnswer.parse(reception.message) if reception.message else None
+        answer = TerminalAnswer.unreadable(reception.error)
+    else:
+        answer = TerminalAnswer.parse(reception.message) if reception.message else None
     if reception.problem is not None:
         return result(UNKNOWN, answer=answer, answer_frame=received, problem=reception.problem)
     status, problem = _judge(request, answer)

@@ -245,11 +245,16 @@ class TerminalAnswer:
     problem: str | None = None
 
     @classmethod
+    def unreadable(cls, error: FrameError) -> TerminalAnswer:
+        """An answer broken by `error`: the fields read before it, and why."""
+        return cls(tuple(error.fields), Outcome.UNREADABLE, problem=str(error))
+
+    @classmethod
     def parse(cls, frame_or_fields: bytes | str | Iterable[Field]) -> TerminalAnswer:
         try:
             fields = tuple(_fields_of(frame_or_fields))
         except FrameError as error:
-            return cls(tuple(error.fields), Outcome.UNREADABLE, problem=str(error))
+            return cls.unreadable(error)
         values = dict(fields)
         status = values.get("AE")
         if status is None:

@@ -204,11 +204,15 @@ def _valid_fields(text: str, pos: int, end: int, bare: bool) -> list[Field] | No
     tags = dict(fields)
     if pos > end or len(tags) != len(fields) or not _VALID_TAGS.issuperset(tags):
         return None  # a value cut short, a duplicate tag or an invalid one
-    if not CONSTRUCTED_TAGS.isdisjoint(tags):
-        for tag, value in fields:
-            if tag in CONSTRUCTED_TAGS and _valid_fields(value, 0, len(value), True) is None:
-                return None
+    if not CONSTRUCTED_TAGS.isdisjoint(tags) and not _nested_values_valid(fields):
+        return None
     return fields
+
+
+def _nested_values_valid(fields: Iterable[Field]) -> bool:
+    """Whether the value of each constructed tag (ZT) is a valid list of fields."""
+    return all(_valid_fields(value, 0, len(value), True) is not None
+               for tag, value in fields if tag in CONSTRUCTED_TAGS)
 
 
 def nested(value: str) -> list[Field]:
@@ -271,10 +275,8 @@ def _valid_encoding(fields: list | tuple, bare: bool) -> bytes | None:
     # Tags in the table are two letters, so the text is tags, lengths and values.
     if not (_VALID_TAGS.issuperset(tags) and text.isascii() and text.isprintable()):
         return None
-    if not CONSTRUCTED_TAGS.isdisjoint(tags):
-        for tag, value in fields:
-            if tag in CONSTRUCTED_TAGS and _valid_fields(value, 0, len(value), True) is None:
-                return None
+    if not CONSTRUCTED_TAGS.isdisjoint(tags) and not _nested_values_valid(fields):
+        return None
     return text.encode("ascii")
 
 

@@ -10,11 +10,13 @@ page (Playwright's `expect` polls the page until it holds).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -130,12 +132,21 @@ def run_client(server: RunningServer, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def start_client(server: RunningServer, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def client_paying(server: RunningServer, *args: str) -> Iterator[subprocess.Popen]:
+    """The command-line client paying in the background; killed if the test ends first."""
+    client = subprocess.Popen(
         [sys.executable, str(CLIENT), "-d", "127.0.0.1", "-p", str(server.port),
          "--json", "--timeout", str(CLIENT_TIMEOUT_S), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
+    try:
+        yield client
+    finally:
+        if client.poll() is None:
+            client.kill()
+        if not client.stdout.closed:
+            client.communicate()
 
 
 def apply_settings(page, **values: str) -> None:
@@ -246,15 +257,10 @@ def test_card_keys_pick_the_read_mode_in_the_settings_scheme(console, server):
     for payment_type, key, expected in (("amexcontact", "decision-contactless", ("00D", "2")),
                                         ("amexcontactless", "decision-approve", ("002", "1"))):
         server.api("PUT", "/api/settings", {"mode": "manual", "payment_type": payment_type})
-        client = start_client(server, "-a", "3,00")
-        try:
+        with client_paying(server, "-a", "3,00") as client:
             expect(page.get_by_test_id("pending")).to_be_visible()
             page.get_by_test_id(key).click()
             stdout, stderr = client.communicate(timeout=CLIENT_TIMEOUT_S)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.communicate()
         fields = json.loads(stdout)["fields"]
         assert (fields["CC"], fields["CI"]) == expected, stdout + stderr
         expect(page.get_by_test_id("pending")).to_be_hidden()
@@ -267,8 +273,7 @@ def test_refuse_on_the_terminal_screen_declines_the_waiting_payment(console, ser
     apply_settings(page, mode="manual")
     expect(page.locator("#current-mode")).to_have_attribute("data-mode", "manual")
 
-    client = start_client(server, "-a", "7,77")
-    try:
+    with client_paying(server, "-a", "7,77") as client:
         pending = page.get_by_test_id("pending")
         expect(pending).to_be_visible()
         expect(pending.get_by_test_id("pending-amount")).to_have_text("7,77\u00a0€")
@@ -277,10 +282,6 @@ def test_refuse_on_the_terminal_screen_declines_the_waiting_payment(console, ser
             "En attente")
         page.get_by_test_id("decision-refuse").click()
         stdout, stderr = client.communicate(timeout=CLIENT_TIMEOUT_S)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.communicate()
     assert client.returncode == 1, stdout + stderr
     assert json.loads(stdout)["status"] == "declined"
     expect(page.get_by_test_id("pending")).to_be_hidden()
@@ -344,8 +345,7 @@ def test_screenshot_with_a_few_transactions(console, server):
     console.open()
     page = console.page
     apply_settings(page, mode="manual")
-    client = start_client(server, "-a", "42,00")
-    try:
+    with client_paying(server, "-a", "42,00") as client:
         expect(page.get_by_test_id("pending")).to_be_visible()
         expect(page.locator(".counter-pending .counter-value")).to_have_text("1")
         page.get_by_test_id("transaction").filter(has_text="24,90").locator("summary").click()
@@ -355,10 +355,6 @@ def test_screenshot_with_a_few_transactions(console, server):
         page.screenshot(path=str(ARTIFACTS / "console-phone.png"))
         page.get_by_test_id("decision-approve").click()
         assert client.wait(timeout=CLIENT_TIMEOUT_S) == 0
-    finally:
-        if client.poll() is None:
-            client.kill()
-        client.communicate()
     assert (ARTIFACTS / "console.png").stat().st_size > 10_000
     expect(page.get_by_test_id("transaction")).to_have_count(6)
     console.assert_clean()

@@ -51,9 +51,10 @@ class ServerProcess:
         self.address = ("127.0.0.1", self.port)
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            self._unread.put(line)
+        with self.process.stdout:
+            for line in self.process.stdout:
+                self.lines.append(line)
+                self._unread.put(line)
         self._unread.put(None)
 
     def wait_for(self, text: str) -> str:

@@ -15,6 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = ROOT / "caisse-ap-ip-server.py"
 
 
+def run_server(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """The server run to its end: for options it refuses or answers without serving."""
+    return subprocess.run([sys.executable, str(SERVER_SCRIPT), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
 # Start-up lines giving the bound addresses, the terminal's last: "web console and
 # control API on http://127.0.0.1:40124/", "...; listening on 127.0.0.1:40123".
 WEB_LINE = re.compile(r"web console and control API on http://127\.0\.0\.1:(\d+)/")

@@ -12,14 +12,12 @@ import http.client
 import json
 import logging
 import socket
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
-from server_process import ROOT, SERVER_SCRIPT, ServerProcess
+from server_process import ServerProcess, run_server
 
 from caisse_ap import __version__, client, tlv
 from caisse_ap.messages import PaymentRequest
@@ -740,13 +738,6 @@ def test_bad_settings_raise_from_the_helper(terminal):
 
 
 
-def run_server(*args: str) -> subprocess.CompletedProcess:
-    """The real server, for options it refuses before serving."""
-    return subprocess.run([sys.executable, str(SERVER_SCRIPT), "--host", "127.0.0.1", "-p", "0",
-                           *args],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
-
-
 @pytest.mark.parametrize("args, words", [
     (("--web-port", "70000"), "web port must be 0 to 65535"),
     (("--web-host", "my-laptop"), "web host must be an IP address"),
@@ -757,7 +748,7 @@ def run_server(*args: str) -> subprocess.CompletedProcess:
     (("--journal", "/nonexistent/dir/journal.sqlite"), "cannot open the journal"),
 ])
 def test_bad_web_options_are_one_line_and_status_2(args, words):
-    result = run_server("--web-port", "0", *args)
+    result = run_server("--host", "127.0.0.1", "-p", "0", "--web-port", "0", *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and words in result.stderr
 
@@ -767,7 +758,8 @@ def test_web_port_taken_is_one_line_and_status_2():
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     try:
-        result = run_server("--web-port", str(taken.getsockname()[1]))
+        result = run_server("--host", "127.0.0.1", "-p", "0", "--web-port",
+                            str(taken.getsockname()[1]))
     finally:
         taken.close()
     assert result.returncode == 2

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 import select
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
+from server_process import run_server
 from twisted.internet.task import Clock
 
 from caisse_ap import client, tlv
@@ -24,9 +22,6 @@ from caisse_ap.terminal.rules import (
 )
 from caisse_ap.terminal.service import Terminal
 from caisse_ap.testing import simulated_terminal
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "caisse-ap-ip-server.py"
 
 # The session reactor of conftest.py runs the simulated terminals of this module.
 pytestmark = pytest.mark.usefixtures("reactor_thread")
@@ -228,11 +223,6 @@ def test_load_rules_errors_are_rules_errors(tmp_path):
 
 
 # --- Command line -----------------------------------------------------------------------
-
-
-def run_server(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SERVER), *args], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
 
 
 def test_list_amount_rules_prints_the_table():

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from server_process import ROOT, SERVER_SCRIPT, ServerProcess
+from server_process import SERVER_SCRIPT, ServerProcess, run_server
 
 from caisse_ap import tlv
 from caisse_ap.messages import PaymentRequest, TerminalAnswer
@@ -21,11 +21,6 @@ DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 TIMEOUT = 10.0
 # These tests are about the terminal alone: no web console.
 NO_WEB = ["--no-web"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SERVER_SCRIPT), *args], capture_output=True,
-                          text=True, timeout=TIMEOUT, cwd=ROOT)
 
 
 @pytest.fixture
@@ -53,7 +48,7 @@ def timed_stop(terminal: ServerProcess, sig: int = signal.SIGTERM) -> tuple[int,
 
 
 def test_help_lists_every_option():
-    result = run("--help")
+    result = run_server("--help")
     assert result.returncode == 0
     for option in ("-p", "--port", "-f", "--failure", "-ft", "--failure-type", "-d",
                    "--duration", "-pt", "--payment-type", "-sc", "--seller-contract", "-l",
@@ -71,7 +66,7 @@ def test_help_lists_every_option():
     ["--bogus"],
 ])
 def test_bad_values_give_one_line_and_status_2(args):
-    result = run(*args)
+    result = run_server(*args)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("caisse-ap-ip-server: error:"), lines
@@ -162,7 +157,7 @@ def test_signal_answers_pending_transactions_and_exits(server, sig):
 
 def test_port_in_use_is_one_line(server):
     terminal = server("-d", "0")
-    result = run("--host", "127.0.0.1", "-p", str(terminal.address[1]), *NO_WEB)
+    result = run_server("--host", "127.0.0.1", "-p", str(terminal.address[1]), *NO_WEB)
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1 and "cannot listen" in result.stderr
 

@@ -7,6 +7,7 @@ import pytest
 
 import caisse_ap
 from caisse_ap import tlv
+from caisse_ap.messages import has_action_status
 from caisse_ap.tlv import FrameDecoder, FrameError, decode, encode, nested
 
 VECTORS = json.loads((Path(__file__).parent / "frames.json").read_text(encoding="utf-8"))
@@ -18,10 +19,6 @@ REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 
 def never_complete(fields):
     return False
-
-
-def has_ae(fields):
-    return any(tag == "AE" for tag, _ in fields)
 
 
 def error_of(call, *args, **kwargs) -> FrameError:
@@ -284,7 +281,7 @@ ANSWER_FIELDS = decode(ANSWER)
 @pytest.mark.parametrize("cut", range(1, len(ANSWER)))
 def test_two_chunks_split_anywhere_give_the_message(cut):
     # Cuts fall inside tags, lengths, values and the ZT block.
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(ANSWER[:cut])
     assert decoder.next_message() is None
     decoder.feed(ANSWER[cut:])
@@ -295,7 +292,7 @@ def test_two_chunks_split_anywhere_give_the_message(cut):
 @pytest.mark.parametrize("cut", range(17, 23))
 def test_a_field_started_after_the_rule_is_met_is_waited_for(cut):
     answer = b"CZ0040300AE00210CB00205"
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(answer[:cut])
     assert decoder.next_message() is None
     decoder.feed(answer[cut:])
@@ -304,7 +301,7 @@ def test_a_field_started_after_the_rule_is_met_is_waited_for(cut):
 
 def test_byte_by_byte_feed_completes_only_on_the_last_byte():
     answer = b"CZ0040300CB00205ZT016CK003100AK003QUIAE00210"
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     for i in range(len(answer) - 1):
         decoder.feed(answer[i:i + 1])
         assert decoder.next_message() is None
@@ -314,7 +311,7 @@ def test_byte_by_byte_feed_completes_only_on_the_last_byte():
 
 
 def test_completeness_rule_decides_when_whole_fields_are_a_message():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300CB00205")
     assert decoder.next_message() is None  # whole fields, but no AE yet
     assert decoder.buffered == 16
@@ -356,7 +353,7 @@ def test_line_ends_are_skipped_between_and_after_messages():
 
 
 def test_line_ends_after_a_complete_message_are_dropped():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE00210\r\n")
     assert decoder.next_message() == [("CZ", "0300"), ("AE", "10")]
     assert decoder.next_message() is None
@@ -364,7 +361,7 @@ def test_line_ends_after_a_complete_message_are_dropped():
 
 
 def test_several_messages_in_one_feed_with_a_rule():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE00210CZ0040301AE00201CZ0040302")
     assert decoder.next_message() == [("CZ", "0300"), ("AE", "10")]
     assert decoder.next_message() == [("CZ", "0301"), ("AE", "01")]
@@ -396,7 +393,7 @@ def test_custom_buffer_bound_keeps_the_fields_read():
 
 
 def test_state_is_reset_after_an_error_so_the_next_message_decodes():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300xx0")
     error = error_of(decoder.next_message)
     assert str(error) == "tag 'xx' at offset 9 is not two upper-case letters"
@@ -416,7 +413,7 @@ def test_duplicate_tag_in_the_stream_names_its_offset_in_the_message():
 
 
 def test_garbage_fails_early_without_waiting_for_the_whole_field():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE005\x00")
     error = error_of(decoder.next_message)
     assert error.offset == 14
@@ -425,7 +422,7 @@ def test_garbage_fails_early_without_waiting_for_the_whole_field():
 
 
 def test_finish_on_a_truncated_message_raises_with_the_fields_read():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300CB0020")
     assert decoder.next_message() is None
     error = error_of(decoder.finish)
@@ -440,13 +437,13 @@ def test_finish_on_a_truncated_message_raises_with_the_fields_read():
     (b"CB0", "length of CB at offset 11 is truncated: '0'"),
 ])
 def test_finish_names_a_truncated_header(tail, message):
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300" + tail)
     assert str(error_of(decoder.finish)) == message
 
 
 def test_finish_returns_whole_fields_left_without_the_rule():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"\r\nCZ0040300CB00205\r\n")
     assert decoder.finish() == [("CZ", "0300"), ("CB", "05")]
     assert decoder.finish() is None
@@ -462,7 +459,7 @@ def test_reset_drops_everything():
 
 
 def test_continue_message_joins_fields_sent_after_the_rule_was_met():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE00210")
     message = decoder.next_message()
     assert message == [("CZ", "0300"), ("AE", "10")]
@@ -476,7 +473,7 @@ def test_continue_message_joins_fields_sent_after_the_rule_was_met():
 
 
 def test_close_message_reads_what_followed_as_a_message_of_its_own():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE00210")
     message = decoder.next_message()
     decoder.feed(b"CB0")
@@ -490,7 +487,7 @@ def test_close_message_reads_what_followed_as_a_message_of_its_own():
 
 @pytest.mark.parametrize("following", [b"\r\n", b"CZ0040301"])
 def test_continue_message_says_no_for_a_line_end_or_a_new_message(following):
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE00210" + following)
     message = decoder.next_message()
     assert decoder.continue_message(message) is False
@@ -498,14 +495,14 @@ def test_continue_message_says_no_for_a_line_end_or_a_new_message(following):
 
 
 def test_continue_message_says_no_in_the_middle_of_a_message():
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300CB00205")
     assert decoder.next_message() is None
     assert decoder.continue_message([("CZ", "0300")]) is False
 
 
 def continued_duplicate() -> FrameError:
-    decoder = FrameDecoder(has_ae)
+    decoder = FrameDecoder(has_action_status)
     decoder.feed(b"CZ0040300AE00210")
     message = decoder.next_message()
     decoder.feed(b"AE00201")

@@ -495,10 +495,12 @@ class _EventStream:
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._gone)
 
-    # IPushProducer: twisted.web pauses us when the client's buffer is full.
+    # IPushProducer: twisted.web pauses us when the client's buffer is full, and again
+    # at each write while it stays full.
     def pauseProducing(self) -> None:
-        self.paused = True
-        self.unsent = self.request.transport.bufferSize
+        if not self.paused:
+            self.paused = True
+            self.unsent = self.request.transport.bufferSize
 
     def resumeProducing(self) -> None:
         self.paused = False

@@ -283,16 +283,13 @@ class ControlApi(resource.Resource):
                                 "application/json'.")
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ApiError(400, f"The body is not valid JSON: {error}.") from None
-        except RecursionError:
-            raise ApiError(400, "The body is nested too deeply.") from None
-        try:
             # JSON may escape half a UTF-16 pair ("\\ud800"): no text of ours can hold it.
             json.dumps(body, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # before ValueError, of which it is one
             raise ApiError(400, "The body holds text that is not valid Unicode "
                                 "(a lone surrogate).") from None
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ApiError(400, f"The body is not valid JSON: {error}.") from None
         except RecursionError:
             raise ApiError(400, "The body is nested too deeply.") from None
         return body

@@ -347,6 +347,41 @@ class ConcertAnswer:
         return fields
 
 
+@dataclass
+class ConcertExchange:
+    """One E+ transaction as it went over the line, for the journal and the console.
+
+    A transaction of the simulated terminal holds one (Transaction.exchange):
+    its `request` and `answer` fields are the Caisse-AP equivalents, these the
+    frames themselves. `delivered` is None until the POS acknowledges the
+    answer (True) or never does (False).
+    """
+
+    request: ConcertRequest
+    request_frame: bytes
+    answer: ConcertAnswer | None = None
+    answer_frame: bytes | None = None
+    delivered: bool | None = None
+    protocol: str = PROTOCOL
+
+    def answered(self, fields: Iterable[Field]) -> bytes:
+        """Record the E+ answer for the terminal's Caisse-AP `fields`; its message."""
+        self.answer = ConcertAnswer.from_caisse_ap(self.request, fields)
+        message = self.answer.encode()
+        self.answer_frame = frame(message)
+        return message
+
+    def to_json(self) -> dict[str, object]:
+        answer = self.answer
+        return {
+            "request_frame": describe_frame(self.request_frame),
+            "request": self.request.described(),
+            "answer_frame": describe_frame(self.answer_frame) if self.answer_frame else None,
+            "answer": answer.described() if answer else None,
+            "delivered": self.delivered,
+        }
+
+
 def describe_frame(data: bytes) -> str:
     """Bytes as people read them on a serial link: control characters by name."""
     out = []
@@ -548,9 +583,8 @@ class ConcertLink:
             self._frame = bytearray(byte)
             self._enter(LinkState.RECEIVING, self.timings.frame)
         elif byte == EOT:
-            if state is LinkState.RECEIVING:
-                self._events.append(ReceiveFailed("the sender ended the exchange (EOT) "
-                                                  "without a message"))
+            # ENQ, ACK, EOT without a message is how a POS checks that the
+            # terminal is there (pyTeliumManager's is_ok): nothing failed.
             self._enter(LinkState.IDLE, None)
             self._start_sending()
         else:

@@ -275,10 +275,10 @@ def test_sender_vanishing_after_enq():
     assert link.state is LinkState.IDLE
 
 
-def test_sender_giving_up_with_eot():
+def test_enq_then_eot_is_a_presence_check():
     link = terminal_link(Clock())
-    found = feed(link, ENQ + EOT)
-    assert isinstance(found[0], ReceiveFailed) and link.state is LinkState.IDLE
+    assert feed(link, ENQ + EOT) == [NeedData(None)]
+    assert link.data_to_send() == ACK and link.state is LinkState.IDLE
 
 
 def test_repeated_frame_after_a_lost_ack_is_not_a_second_message():

@@ -353,15 +353,14 @@ class ConcertExchange:
 
     A transaction of the simulated terminal holds one (Transaction.exchange):
     its `request` and `answer` fields are the Caisse-AP equivalents, these the
-    frames themselves. `delivered` is None until the POS acknowledges the
-    answer (True) or never does (False).
+    frames themselves. (Whether the POS took the answer is in the log: the
+    journal records the transaction when it is answered.)
     """
 
     request: ConcertRequest
     request_frame: bytes
     answer: ConcertAnswer | None = None
     answer_frame: bytes | None = None
-    delivered: bool | None = None
     protocol: str = PROTOCOL
 
     def answered(self, fields: Iterable[Field]) -> bytes:
@@ -378,7 +377,6 @@ class ConcertExchange:
             "request": self.request.described(),
             "answer_frame": describe_frame(self.answer_frame) if self.answer_frame else None,
             "answer": answer.described() if answer else None,
-            "delivered": self.delivered,
         }
 
 
@@ -499,8 +497,9 @@ class ConcertLink:
     Feed what the device read with `receive_data()`; call `next_event()` until
     it returns NeedData, then write `data_to_send()`. `send(message)` queues a
     message: it goes out when the link is idle (after the exchange in
-    progress). While sending, an ENQ from the peer is ignored: the side that
-    began its exchange keeps the line.
+    progress). When both ends write ENQ at once, the POS has the line: a
+    terminal gives up its answer (the POS gave up waiting for it), a POS
+    ignores the terminal's ENQ.
     """
 
     def __init__(self, role: Role, clock: Callable[[], float] = time.monotonic,
@@ -636,8 +635,16 @@ class ConcertLink:
             self._write_frame()
         elif byte == NAK:
             self._retry_enq("the peer answered NAK to ENQ")
+        elif byte == ENQ and self.role is Role.TERMINAL:
+            # The POS begins a new exchange instead of taking our answer: it
+            # gave up on that transaction; it has the line.
+            message, self._sending = self._sending, None
+            self._events.append(SendFailed(message, "the POS sent ENQ instead of ACK: it began "
+                                                    "a new exchange", False))
+            self._enter(LinkState.IDLE, None)
+            self._on_byte(byte)
         else:
-            self._ignored += byte  # the peer's own ENQ included: we keep the line
+            self._ignored += byte  # a POS keeps the line when the terminal sends ENQ too
 
     def _on_frame_answer(self, byte: bytes) -> None:
         if byte == ACK:

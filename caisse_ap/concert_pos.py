@@ -108,7 +108,8 @@ def pay(concert_request: ConcertRequest, request: PaymentRequest, device: str, *
     finally:
         os.close(fd)
     if answer_message is None:
-        return result(*failure)
+        status, problem = failure
+        return result(status, problem=problem)
     answer = TerminalAnswer.parse(ConcertAnswer.parse(answer_message).caisse_ap_fields())
     status, problem = _judge(request, answer)
     return result(status, answer, problem)

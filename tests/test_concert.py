@@ -375,11 +375,20 @@ def test_a_message_to_send_waits_for_the_exchange_in_progress():
     assert link.data_to_send() == ENQ
 
 
-def test_the_sender_keeps_the_line_on_a_collision():
+def test_on_a_collision_the_pos_keeps_the_line():
+    pos = pos_link(Clock())
+    pos.send(REQUEST)
+    found = feed(pos, ENQ)
+    assert kinds(found) == [BytesIgnored, NeedData] and pos.state is LinkState.AWAITING_ENQ_ACK
+
+
+def test_on_a_collision_the_terminal_gives_up_its_answer():
     link = terminal_link(Clock())
     link.send(ANSWER)
-    found = feed(link, ENQ)
-    assert kinds(found) == [BytesIgnored, NeedData] and link.state is LinkState.AWAITING_ENQ_ACK
+    found = feed(link, ENQ + concert.frame(REQUEST))
+    assert isinstance(found[0], SendFailed) and not found[0].frame_sent
+    assert isinstance(found[1], MessageReceived)
+    assert link.data_to_send() == ENQ + ACK + ACK
 
 
 def test_a_whole_exchange_between_two_links():

@@ -281,12 +281,8 @@ class SerialTerminalLink:
         if isinstance(event, MessageReceived):
             self._request(event)
         elif isinstance(event, MessageSent):
-            if self._exchange is not None:
-                self._exchange.delivered = True
             log.info("%s answer delivered", self.peer)
         elif isinstance(event, SendFailed):
-            if self._exchange is not None:
-                self._exchange.delivered = False
             log.warning("%s answer not delivered: %s", self.peer, event.reason)
         elif isinstance(event, FrameRejected):
             log.warning("%s NAK to %s: %s", self.peer, concert.describe_frame(event.data),

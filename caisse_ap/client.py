@@ -630,9 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(_attach_negative_amount(argv))
         request = request_from_args(args)
-        if args.serial:
+        if args.serial:  # what E+ cannot carry is a usage error
             from . import concert_pos
-            serial_request = concert_pos.prepare(request, long_answer=not args.short_answer)
+            concert_pos.prepare(request)
+            concert_pos.speed(args.baud)
     except OptionError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -641,8 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     live = ElapsedLine(sys.stderr, where) if sys.stderr.isatty() else None
     try:
         if args.serial:
-            result = concert_pos.pay(serial_request, request, args.serial, baud=args.baud,
-                                     timeout=args.timeout, on_wait=live.update if live else None)
+            result = concert_pos.pay(request, args.serial, long_answer=not args.short_answer,
+                                     baud=args.baud, timeout=args.timeout,
+                                     on_wait=live.update if live else None)
         else:
             result = pay(request, args.destination, args.port, args.timeout,
                          args.connect_timeout, on_wait=live.update if live else None)

@@ -1,7 +1,7 @@
 """The POS side of Concert E+ (V2) over a serial device: one payment, blocking.
 
 `pay(request, device)` turns a Caisse-AP `PaymentRequest` into its E+
-request, runs the link layer (concert.ConcertLink) over the device, and
+request (`prepare`), runs the link layer (concert.ConcertLink) over the device, and
 returns the same `PaymentResult` as a payment over IP: the E+ answer is read
 as its Caisse-AP equivalent, so the command line prints it, judges it and
 chooses its exit status the same way. `request_frame` and `answer_frame`
@@ -54,35 +54,43 @@ def prepare(request: PaymentRequest, long_answer: bool = True) -> ConcertRequest
         raise OptionError(str(error), "serial") from None
 
 
+def speed(baud: int) -> int:
+    """The termios constant for `baud` bits per second, or OptionError."""
+    constant = getattr(termios, f"B{baud}", None)
+    if constant is None:
+        raise OptionError(f"{baud} bauds is not a serial speed this system knows", "baud")
+    return constant
+
+
 def configure(fd: int, baud: int = DEFAULT_BAUD) -> None:
     """Raw 8N1 at `baud`, no modem control, no flow control; stale input dropped.
 
-    Raises ValueError for a speed the system does not know, termios.error
-    for a descriptor that is not a terminal.
+    Raises OptionError (a ValueError) for an unknown speed, termios.error for
+    a descriptor that is not a terminal.
     """
-    speed = getattr(termios, f"B{baud}", None)
-    if speed is None:
-        raise ValueError(f"{baud} bauds is not a speed this system knows")
+    constant = speed(baud)
     tty.setraw(fd)
     attributes = termios.tcgetattr(fd)
     attributes[2] = (attributes[2] & ~(termios.PARENB | termios.CSTOPB | termios.CSIZE)
                      | termios.CS8 | termios.CLOCAL | termios.CREAD)
     attributes[0] &= ~(termios.IXON | termios.IXOFF | termios.IXANY)
-    attributes[4] = attributes[5] = speed
+    attributes[4] = attributes[5] = constant
     termios.tcsetattr(fd, termios.TCSANOW, attributes)
     termios.tcflush(fd, termios.TCIOFLUSH)
 
 
-def pay(concert_request: ConcertRequest, request: PaymentRequest, device: str, *,
+def pay(request: PaymentRequest, device: str, *, long_answer: bool = True,
         baud: int = DEFAULT_BAUD, timeout: float = 180.0, timings: LinkTimings | None = None,
         on_wait: Callable[[float], None] | None = None) -> PaymentResult:
-    """Send `concert_request` (from prepare(request)) on `device` and read the answer.
+    """Send `request` as Concert E+ on `device` (a path) and read the answer.
 
-    Never raises for device or protocol trouble: that is in the result's
-    status (ERROR: nothing reached the terminal; UNKNOWN: it may have) and
-    problem. `timeout` counts from the terminal's ACK of the request.
+    Raises OptionError, before anything is sent, for a request E+ cannot
+    carry (see prepare). Never raises for device or protocol trouble: that is
+    in the result's status (ERROR: nothing reached the terminal; UNKNOWN: it
+    may have) and problem. `timeout` counts from the terminal's ACK of the
+    request; `on_wait` hears the seconds elapsed about every second meanwhile.
     """
-    message = concert_request.encode()
+    message = prepare(request, long_answer).encode()
     started = time.monotonic()
     received = bytearray()
 

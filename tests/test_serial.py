@@ -310,3 +310,86 @@ def test_serial_link_refuses_to_replace_a_file(tmp_path: Path):
                       "--serial-link", str(taken))
     assert done.returncode == 2 and "exists and is not a symlink" in done.stderr
     assert taken.read_text() == "mine"
+
+
+# --- the serial link in this process, on the test reactor --------------------------------------
+
+class Finished:
+    """An observer of the Terminal: the transactions finished, in order."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: queue.Queue = queue.Queue()
+
+    def transaction_finished(self, transaction) -> None:
+        self.queue.put(transaction)
+
+    def next(self):
+        return self.queue.get(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def serial_terminal(start_terminal, reactor_thread):
+    """serial_terminal(settings) -> (terminal, its Finished observer, a RawPos on its pty)."""
+    from caisse_ap.terminal.serial import SerialDevice, SerialTerminalLink
+
+    started = []
+
+    def start(settings: dict):
+        terminal = start_terminal(settings)
+        finished = Finished()
+        terminal.observers.append(finished)
+        link = SerialTerminalLink(terminal, SerialDevice.open_pty())
+        reactor_thread.call(link.start)
+        pos = RawPos(link.device.path)
+        started.append((link, pos))
+        return terminal, finished, pos
+
+    yield start
+    for link, pos in started:
+        pos.close()
+        reactor_thread.call(link.stop)
+
+
+def send_request(pos: RawPos, request: ConcertRequest = REQUEST) -> None:
+    pos.write(ENQ + concert.frame(request.encode()) + EOT)
+    assert pos.read(2) == ACK + ACK
+
+
+def take_answer(pos: RawPos) -> bytes:
+    assert pos.read() == ENQ
+    pos.write(ACK)
+    answer = pos.read(83)
+    pos.write(ACK)
+    assert pos.read() == EOT
+    return answer
+
+
+def test_a_new_request_drops_the_one_being_decided(serial_terminal, reactor_thread):
+    terminal, finished, pos = serial_terminal({"duration": 60})
+    send_request(pos)
+    reactor_thread.call(terminal.update_settings, {"duration": 0})
+    send_request(pos)
+    dropped, approved = finished.next(), finished.next()
+    assert (dropped.status, dropped.protocol) == ("dropped", "concert-e+")
+    assert approved.status == "approved" and approved.id == dropped.id + 1
+    assert take_answer(pos)[3:4] == b"0"
+
+
+def test_hang_up_answers_nothing_and_the_line_stays_open(serial_terminal, reactor_thread):
+    terminal, finished, pos = serial_terminal({"mode": "hang-up", "duration": 0})
+    send_request(pos)
+    assert finished.next().status == "hang-up"
+    reactor_thread.call(terminal.update_settings, {"mode": "failure", "failure_type": "timeout"})
+    send_request(pos)  # its ACKs are the first bytes back: nothing was written for the hang-up
+    answer = take_answer(pos)
+    assert answer[3:4] == b"7" and finished.next().reason == "08"
+
+
+def test_unsupported_currency_and_unknown_type_are_refused(serial_terminal):
+    terminal, finished, pos = serial_terminal({"currencies": "978", "duration": 0})
+    send_request(pos, ConcertRequest(amount="00000100", currency="840"))
+    assert take_answer(pos)[3:4] == b"7" and finished.next().reason == "13"
+    send_request(pos, ConcertRequest(amount="00000100", transaction_type="4"))
+    assert take_answer(pos)[3:4] == b"7" and finished.next().reason == "12"

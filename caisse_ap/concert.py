@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import money, tags
+from .messages import PROTOCOL_VERSION, PaymentRequest
 from .tlv import Field
 
 STX, ETX, EOT, ENQ, ACK, NAK = b"\x02", b"\x03", b"\x04", b"\x05", b"\x06", b"\x15"
@@ -60,7 +61,7 @@ PRIVATE_SIZE = 10
 SHORT_ANSWER, LONG_ANSWER = "0", "1"  # answer flag: without / with the card data
 ANSWER_AT_END, ANSWER_AT_ONCE = "A010", "A011"  # delay field
 NO_FORCED_AUTHORISATION, FORCED_AUTHORISATION = "B010", "B011"
-CARD, CHEQUE = "1", "C"  # payment modes a POS sends most
+CARD = "1"  # the payment mode of a card payment
 
 # Payment mode (E+) <-> payment application CC (Caisse-AP), same networks.
 MODE_TO_APPLICATION = {
@@ -95,8 +96,8 @@ ACTION_STATUS_TO_STATUS = {ae: status for status, ae in STATUS_TO_ACTION_STATUS.
 STATUS_LABELS = {"0": "opération effectuée", "7": "opération non effectuée",
                  "9": "demande prise en compte (non vérifiée)"}
 
-# The Caisse-AP fields an E+ request stands for: what E+ does not carry.
-REQUEST_PROTOCOL_VERSION = "0300"
+# The Caisse-AP field an E+ request stands for, of what E+ does not carry (CZ: the
+# version this project writes).
 REQUEST_POS_ID = "000000000000"  # E+ has no POS identifier (CJ)
 
 
@@ -119,6 +120,11 @@ def frame(message: bytes) -> bytes:
 
 def _text(message: bytes | str) -> str:
     return message.decode(ENCODING) if isinstance(message, bytes) else message
+
+
+def _fits_amount(units: str) -> bool:
+    """Minor units that an E+ amount (8 digits) can hold."""
+    return units.isascii() and units.isdigit() and len(units.lstrip("0")) <= AMOUNT_DIGITS
 
 
 def _labelled(table: dict[str, str], code: str) -> str:
@@ -190,7 +196,7 @@ class ConcertRequest:
         mode without equivalent is passed on as is, for the core to refuse.
         """
         fields = [
-            ("CZ", REQUEST_PROTOCOL_VERSION),
+            ("CZ", PROTOCOL_VERSION),
             ("CJ", REQUEST_POS_ID),
             ("CA", self.pos_number),
             ("CE", self.currency),
@@ -208,7 +214,8 @@ class ConcertRequest:
         return fields
 
     @classmethod
-    def from_payment_request(cls, request, long_answer: bool = True) -> ConcertRequest:
+    def from_payment_request(cls, request: PaymentRequest,
+                             long_answer: bool = True) -> ConcertRequest:
         """The E+ request for a Caisse-AP `PaymentRequest` (the POS side), or ConcertError."""
         values = dict(request.fields())
         problems = [f"{tags.tag(tag).name} ({tag})" for tag in values
@@ -221,21 +228,21 @@ class ConcertRequest:
         if kind is None:
             raise ConcertError(f"Concert E+ has no transaction type for CD={values.get('CD')}")
         amount = values.get("CB", "")
-        if not (amount.isascii() and amount.isdigit()) or len(amount.lstrip("0")) > AMOUNT_DIGITS:
+        if not _fits_amount(amount):
             raise ConcertError(f"a Concert E+ amount is at most {AMOUNT_DIGITS} digits of "
                                "minor units")
-        register = values.get("CA", "")
+        register, currency = values.get("CA", ""), values.get("CE", "")
         private = values.get("CF", "")
-        if len(register) != 2 or len(private) > PRIVATE_SIZE:
-            raise ConcertError(f"Concert E+ takes a 2-character register number and at most "
-                               f"{PRIVATE_SIZE} characters of reference")
+        if len(register) != 2 or len(currency) != 3 or len(private) > PRIVATE_SIZE:
+            raise ConcertError(f"Concert E+ takes a 2-character register number, a 3-digit "
+                               f"currency and at most {PRIVATE_SIZE} characters of reference")
         return cls(
             pos_number=register,
             amount=amount.zfill(AMOUNT_DIGITS)[-AMOUNT_DIGITS:],
             answer_flag=LONG_ANSWER if long_answer else SHORT_ANSWER,
             payment_mode=APPLICATION_TO_MODE[values.get("CC", "001")],
             transaction_type=kind,
-            currency=values.get("CE", ""),
+            currency=currency,
             private=private.ljust(PRIVATE_SIZE),
             delay=ANSWER_AT_ONCE if values.get("BA") == "1" else ANSWER_AT_END,
             authorisation=(FORCED_AUTHORISATION if values.get("BB") == "1"
@@ -308,7 +315,7 @@ class ConcertAnswer:
         """
         values = dict(answer)
         amount = values.get("CB", "")
-        if not (amount.isascii() and amount.isdigit() and len(amount.lstrip("0")) <= 8):
+        if not _fits_amount(amount):
             amount = request.amount
         card_data = None
         if request.long_answer:

@@ -13,6 +13,7 @@ Twisted, and pyserial is not needed for a pty or a USB-serial port.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -106,13 +107,17 @@ def pay(request: PaymentRequest, device: str, *, long_answer: bool = True,
         return result(ERROR, problem=f"cannot open {device}: {error.strerror}; nothing was sent")
     try:
         configure(fd, baud)
-        answer_message, failure = _exchange(fd, message, received, timeout, timings, on_wait,
-                                            started)
     except termios.error as error:
+        os.close(fd)
         return result(ERROR, problem=f"{device} is not a serial device: {error.args[-1]}; "
                                      "nothing was sent")
-    except (OSError, ValueError) as error:
-        return result(ERROR, problem=f"{device}: {error}; nothing was sent")
+    try:
+        answer_message, failure = _exchange(fd, message, received, timeout, timings, on_wait,
+                                            started)
+    except OSError as error:
+        # Some bytes may have gone out, even the whole request: the outcome is not known.
+        return result(UNKNOWN, problem=f"{device}: {error.strerror or error} during the "
+                                       "exchange")
     finally:
         os.close(fd)
     if answer_message is None:
@@ -176,6 +181,8 @@ def _read(fd: int, link: ConcertLink, received: bytearray, wait: float) -> None:
         data = os.read(fd, READ_SIZE)
     except BlockingIOError:
         return
+    if not data:
+        raise OSError(errno.EIO, "the device was closed")
     received += data
     link.receive_data(data)
 

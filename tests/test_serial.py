@@ -393,3 +393,52 @@ def test_unsupported_currency_and_unknown_type_are_refused(serial_terminal):
     assert take_answer(pos)[3:4] == b"7" and finished.next().reason == "13"
     send_request(pos, ConcertRequest(amount="00000100", transaction_type="4"))
     assert take_answer(pos)[3:4] == b"7" and finished.next().reason == "12"
+
+
+# --- our POS side against a scripted terminal ---------------------------------------------------
+
+@pytest.fixture
+def fake_terminal_pty():
+    master, slave = os.openpty()
+    yield master, os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+FAST = concert.LinkTimings(ack=0.2, frame=0.2, eot=0.2, retries=1)
+
+
+def test_a_terminal_that_never_acknowledges_means_nothing_sent(fake_terminal_pty):
+    from caisse_ap import concert_pos
+
+    master, path = fake_terminal_pty
+    result = concert_pos.pay(client.make_request("1"), path, timings=FAST)
+    assert result.status == client.ERROR and "no answer to ENQ" in result.problem
+    written = b""
+    while not written.endswith(EOT) and select.select([master], [], [], TIMEOUT)[0]:
+        written += os.read(master, 100)  # a pty hands bytes over asynchronously
+    assert written == ENQ + ENQ + EOT  # one retry, then the end
+
+
+def test_a_frame_always_refused_means_unknown_outcome(fake_terminal_pty):
+    import threading
+
+    from caisse_ap import concert_pos
+
+    master, path = fake_terminal_pty
+
+    def terminal() -> None:  # ACK to ENQ, NAK to every frame, until the POS's EOT
+        while True:
+            data = os.read(master, 100)
+            if ENQ in data:
+                os.write(master, ACK)
+            if concert.ETX in data:
+                os.write(master, NAK)
+            if EOT in data:
+                return
+
+    thread = threading.Thread(target=terminal, daemon=True)
+    thread.start()
+    result = concert_pos.pay(client.make_request("1"), path, timings=FAST)
+    thread.join(TIMEOUT)
+    assert result.status == client.UNKNOWN and "NAK to the frame" in result.problem

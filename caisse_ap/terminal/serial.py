@@ -52,7 +52,7 @@ from ..concert import (
     Role,
     SendFailed,
 )
-from ..concert_pos import configure
+from ..concert_pos import DEFAULT_BAUD, configure
 from .cli import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -61,7 +61,6 @@ if TYPE_CHECKING:  # the service imports Twisted, which --help does without
 log = logging.getLogger("caisse_ap.terminal.serial")
 
 PTY = "pty"
-DEFAULT_BAUD = 9600
 READ_SIZE = 4096
 
 

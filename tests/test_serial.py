@@ -216,19 +216,29 @@ def raw_pos(server):
     pos.close()
 
 
-def pay_raw(pos: RawPos) -> bytes:
-    """A whole good exchange; the answer frame."""
-    pos.write(ENQ)
-    assert pos.read() == ACK
-    pos.write(concert.frame(REQUEST.encode()))
-    assert pos.read() == ACK
-    pos.write(EOT)
+def send_request(pos: RawPos, request: ConcertRequest = REQUEST) -> None:
+    pos.write(ENQ + concert.frame(request.encode()) + EOT)
+    assert pos.read(2) == ACK + ACK
+
+
+def take_answer(pos: RawPos) -> bytes:
+    """The terminal's answer frame, taken as a POS does (a long answer: 83 bytes)."""
     assert pos.read() == ENQ
     pos.write(ACK)
     answer = pos.read(83)
     pos.write(ACK)
     assert pos.read() == EOT
     return answer
+
+
+def pay_raw(pos: RawPos) -> bytes:
+    """A whole good exchange, each step waited for; the answer frame."""
+    pos.write(ENQ)
+    assert pos.read() == ACK
+    pos.write(concert.frame(REQUEST.encode()))
+    assert pos.read() == ACK
+    pos.write(EOT)
+    return take_answer(pos)
 
 
 def test_bytes_without_enq_get_no_answer(server, raw_pos):
@@ -249,11 +259,7 @@ def test_wrong_lrc_gets_nak_and_the_retry_is_served(server, raw_pos):
     raw_pos.write(good)
     assert raw_pos.read() == ACK
     raw_pos.write(EOT)
-    assert raw_pos.read() == ENQ
-    raw_pos.write(ACK)
-    assert raw_pos.read(83)[:4] == STX + b"010"
-    raw_pos.write(ACK)
-    assert raw_pos.read() == EOT
+    assert take_answer(raw_pos)[:4] == STX + b"010"
 
 
 def test_cut_frame_and_wrong_size_get_nak(server, raw_pos):
@@ -277,15 +283,8 @@ def test_a_pos_that_left_does_not_block_the_next(server, raw_pos):
 
 
 def test_non_numeric_amount_is_refused_with_status_7(server, raw_pos):
-    raw_pos.write(ENQ)
-    assert raw_pos.read() == ACK
-    raw_pos.write(concert.frame(ConcertRequest(amount="0000A250").encode()))
-    assert raw_pos.read() == ACK
-    raw_pos.write(EOT)
-    assert raw_pos.read() == ENQ
-    raw_pos.write(ACK)
-    answer = raw_pos.read(83)
-    raw_pos.write(ACK)
+    send_request(raw_pos, ConcertRequest(amount="0000A250"))
+    answer = take_answer(raw_pos)
     assert answer[3:4] == b"7" and answer[4:12] == b"0000A250"
     assert last_transaction(server)["reason"]["code"] == "09"
 
@@ -350,20 +349,6 @@ def serial_terminal(start_terminal, reactor_thread):
     for link, pos in started:
         pos.close()
         reactor_thread.call(link.stop)
-
-
-def send_request(pos: RawPos, request: ConcertRequest = REQUEST) -> None:
-    pos.write(ENQ + concert.frame(request.encode()) + EOT)
-    assert pos.read(2) == ACK + ACK
-
-
-def take_answer(pos: RawPos) -> bytes:
-    assert pos.read() == ENQ
-    pos.write(ACK)
-    answer = pos.read(83)
-    pos.write(ACK)
-    assert pos.read() == EOT
-    return answer
 
 
 def test_a_new_request_drops_the_one_being_decided(serial_terminal, reactor_thread):

@@ -224,8 +224,10 @@ class _Reader:
 
 
 def _line_of(text: str, section: str, key: str | None) -> int:
-    """The line of `key` in `[section]` (1-based), or of the section, or 1."""
-    current, section_line = "", 1
+    """The line of `key` in `[section]` (1-based), or of its own `[section.key]`
+    table, or of the section, or 1."""
+    current, section_line, table_line = "", 1, None
+    own_table = f"{section}.{key}" if section else key
     header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
     for number, line in enumerate(text.splitlines(), 1):
         match = header.match(line)
@@ -233,12 +235,14 @@ def _line_of(text: str, section: str, key: str | None) -> int:
             current = match.group(1).replace('"', "").replace("'", "").replace(" ", "")
             if current == section:
                 section_line = number
+            if current == own_table:
+                table_line = number
             continue
         if key is not None and current == section:
             name = line.split("=", 1)[0].strip().strip("\"'")
             if "=" in line and name == key:
                 return number
-    return section_line
+    return table_line or section_line
 
 
 def load(path: str | Path) -> Profile:

@@ -12,14 +12,13 @@ from datetime import datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from server_process import run_server
 
 from caisse_ap import client, tags, tlv
 from caisse_ap.messages import Outcome, PaymentRequest, RequestError, TerminalAnswer
 from caisse_ap.terminal import behaviour, cli, profiles
 from caisse_ap.terminal.behaviour import OutcomeSpec, TerminalSettings
 from caisse_ap.terminal.profiles import ProfileError
-
-from server_process import run_server
 
 NOW = datetime(2026, 12, 1, 21, 5, 0)
 BUILT_IN = ("standard", "fidecoin", "ingenico", "nepting", "payxpert")
@@ -430,3 +429,50 @@ def test_immediate_ae10_is_accepted_not_approved_in_the_core():
     assert answer_10.outcome is Outcome.APPROVED
     assert answer_10.outcome_for(request) is Outcome.ACCEPTED
     assert answer_10.outcome_for(PaymentRequest(100)) is Outcome.APPROVED
+
+
+# --- The control API switches profiles live -----------------------------------------
+
+
+def test_the_api_switches_profiles_live(reactor_thread):
+    import http.client
+    import json
+
+    from caisse_ap.testing import simulated_terminal
+
+    def call(running, method: str, path: str, body=None):
+        connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            connection.request(method, path, body=data,
+                               headers={"Content-Type": "application/json"} if data else {})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    def pay(running, **options):
+        return client.pay(client.make_request("1.00", **options), *running.address, timeout=10)
+
+    with simulated_terminal(seed=5) as running:
+        status, body = call(running, "GET", "/api/status")
+        listed = {p["name"]: p for p in body["choices"]["profiles"]}
+        assert list(listed) == list(BUILT_IN)
+        points = {d["point"]: d["profile"] for d in listed["payxpert"]["differences"]}
+        assert points["statut pour BA=1 (AE)"] == "10"
+        assert body["settings"]["profile"] == "standard"
+        assert pay(running, immediate=True).answer.value("AE") == "11"
+
+        status, body = call(running, "PUT", "/api/settings", {"profile": "payxpert"})
+        assert status == 200 and body["profile"] == "payxpert"
+        assert call(running, "GET", "/api/settings")[1]["profile"] == "payxpert"
+        result = pay(running, immediate=True)
+        assert (result.answer.value("AE"), result.status) == ("10", "accepted")
+        assert pay(running).answer.value("AL") == "1"
+
+        status, body = call(running, "PUT", "/api/settings", {"profile": "nepting"})
+        assert body["seller_contract"] == "1234567"
+        assert pay(running).answer.seller_contract == "1234567"
+        status, body = call(running, "PUT", "/api/settings", {"profile": "no-such"})
+        assert status == 400 and body["field"] == "profile"
+        assert call(running, "GET", "/api/settings")[1]["profile"] == "nepting"

@@ -144,6 +144,17 @@ def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):
     assert f"{path}:7: contract.default '12345678901' does not fit CG" in done.stderr
 
 
+def test_command_line_settings_override_the_profile():
+    args = cli.build_parser([]).parse_args(["--profile", "ingenico", "--answer-version", "0320"])
+    settings = cli.settings_from_args(args)
+    assert (settings.answer_version, settings.pad_amount) == ("0320", True)
+    args = cli.build_parser([]).parse_args(["--profile", "nepting", "--pad-amount"])
+    settings = cli.settings_from_args(args)
+    assert (settings.pad_amount, settings.seller_contract) == (True, "1234567")
+    assert cli.settings_from_args(cli.build_parser([]).parse_args([])).to_dict() == (
+        TerminalSettings().to_dict())  # no profile given: nothing changes
+
+
 def test_unknown_profile_name_is_a_usage_error():
     assert cli.main(["--profile", "verifone"]) == 2
 
@@ -263,6 +274,72 @@ def test_fidecoin_af_detail_matches_its_example_and_cd_table():
     _, pre_authorisation = answer(settings, with_fields(DEBIT, CD="4", CK="100"))
     assert pre_authorisation["AE"] == "10"
     assert "PRE-AUTORISATION" in receipt_of(pre_authorisation)
+
+
+# Each built-in profile's facts, from its source (or the standard's where it is silent):
+# answer version to a 0300 request, CB of 112.45, CG, card mask, AL, AF on approval,
+# status for BA=1, fields added to a refusal, AF of a cheque failure, the CD codes done.
+FACTS = {
+    "standard": ("0300", "11245", "424242", r"\d{6}#{6}\d{4}", None, None, "11", set(), "04",
+                 "0123"),
+    "ingenico": ("0301", "0000011245", "424242", r"\d{6}#{6}\d{4}", None, None, "11", set(),
+                 "04", "0123"),
+    "nepting": ("0300", "11245", "1234567", r"\d{6}#{6}\d{4}", None, None, "11", {"AC", "ZT"},
+                "04", "013"),
+    "payxpert": ("0300", "11245", "424242", r"\*{12}\d{4}", "1", "01", "10", {"AQ", "AP"},
+                 "04", "0123"),
+    "fidecoin": ("0300", "11245", "1234567", r"\d{6}#{6}\d{4}", None, None, "11", set(), "04",
+                 "01234"),
+}
+CASES = ("approval", "refusal", "cheque", "cheque-failure", "refund", "immediate", "receipt",
+         *(f"CD={code}" for code in "01234"))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_golden_answers_of_each_profile_field_by_field(name, case):
+    (version, amount, contract, mask, pan_type, approval_af, immediate, added, cheque_af,
+     codes) = FACTS[name]
+    settings = settings_of(name)
+    frame, outcome = {
+        "approval": (DEBIT, "approved"), "refusal": (with_fields(DEBIT, CK="100"), "refused"),
+        "cheque": (with_fields(DEBIT, CC="00C"), "approved"),
+        "cheque-failure": (with_fields(DEBIT, CC="00C"), "abandon"),
+        "refund": (with_fields(DEBIT, CD="1"), "approved"),
+        "immediate": (with_fields(DEBIT, BA="1"), "approved"),
+        "receipt": (with_fields(DEBIT, CK="100"), "approved"),
+    }.get(case, (with_fields(DEBIT, CD=case[-1]), "approved"))
+    first, _ = answer(settings, DEBIT)
+    reply, fields = answer(settings, frame, outcome, previous=first.card)
+    sent = dict(tlv.decode(frame))
+    assert reply.fields[0] == ("CZ", version)
+    assert (fields["CJ"], fields["CA"], fields["CE"], fields["CB"]) == (
+        sent["CJ"], sent["CA"], sent["CE"], amount)
+    read = TerminalAnswer.parse(reply.fields)
+    as_sent = PaymentRequest.parse(frame, None, frozenset(tags.ACTIONS))
+    assert read.echo_mismatches(as_sent) == []  # a POS finds its echoes, CB as a number
+    if case.startswith("CD=") and case[-1] not in codes:
+        assert (fields["AE"], fields["AF"]) == ("01", "12")
+        return
+    if case == "immediate":
+        assert fields["AE"] == immediate and "AA" not in fields
+        assert read.outcome_for(PaymentRequest(11245, immediate=True)) is Outcome.ACCEPTED
+    elif case in ("refusal", "cheque-failure"):
+        assert fields["AE"] == "01"
+        assert fields["AF"][:2] == (cheque_af if case == "cheque-failure" else "04")
+        assert read.reason.code == fields["AF"][:2]
+        assert {"AC", "ZT", "AP", "AQ"} & set(fields) == (added if case == "refusal" else
+                                                           added - {"AC", "ZT"})
+    elif case == "cheque":
+        assert (fields["AE"], fields["CC"]) == ("10", "00C") and "AA" not in fields
+    else:
+        assert fields["AE"] == "10" and fields.get("AF") == approval_af
+        assert re.fullmatch(mask, fields["AA"]) and fields.get("AL") == pan_type
+        assert fields["CG"] == contract
+        if case == "receipt":
+            assert "TICKET CLIENT A CONSERVER" in read.receipt
+        if case in ("refund", "CD=1"):
+            assert fields["CD"] == "1"
 
 
 # --- Any accepted profile keeps the tag table ---------------------------------------
@@ -405,7 +482,8 @@ def test_client_shows_af_details_failure_receipt_and_accepted_immediate(capsys,
     assert re.search(r"^  AL 1 +type de PAN", out, re.M)
 
 
-def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal):
+def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal, monkeypatch):
+    monkeypatch.setattr(profiles, "_loaded", {})  # the profiles read from files, for this test
     path = tmp_path / "shop.toml"
     path.write_text('name = "shop-terminal"\nlabel = "Our shop"\nsource = "our notes"\n'
                     '[answer]\nversion = "0310"\n[contract]\nlength = 8\ndefault = "87654321"\n'

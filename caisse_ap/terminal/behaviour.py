@@ -265,8 +265,7 @@ _VALIDATORS = {
 
 # Settings whose value a profile gives; a change of profile sets them, unless the
 # same change gives them too (the command line's -sc, --answer-version, --pad-amount).
-PROFILE_SETTINGS = {"answer_version": "answer_version", "pad_amount": "pad_amount",
-                    "seller_contract": "seller_contract"}
+PROFILE_SETTINGS = ("answer_version", "pad_amount", "seller_contract")  # Profile's names too
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -317,8 +316,8 @@ class TerminalSettings:
                 raise SettingsError(name, f"unknown setting {name!r}")
         checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
         if "profile" in checked:
-            for setting, attribute in PROFILE_SETTINGS.items():
-                checked.setdefault(setting, getattr(checked["profile"], attribute))
+            for setting in PROFILE_SETTINGS:
+                checked.setdefault(setting, getattr(checked["profile"], setting))
         return replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:

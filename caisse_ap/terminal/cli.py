@@ -96,6 +96,19 @@ def port_arg(what: str):
     return check
 
 
+def _positive(kind: type, what: str):
+    def check(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a number above 0, not {text!r}")
+        return value
+    check.__name__ = what
+    return check
+
+
 def profile_arg(text: str) -> profiles.Profile:
     """An argparse type: a profile by name or file, checked (file:line: reason if not)."""
     try:
@@ -111,19 +124,6 @@ class _ListProfiles(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
         print("\n".join(profiles.describe_all()))
         parser.exit(0)
-
-
-def _positive(kind: type, what: str):
-    def check(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{what} must be a number above 0, not {text!r}")
-        return value
-    check.__name__ = what
-    return check
 
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:

@@ -438,4 +438,3 @@ def test_a_token_pasted_in_the_page_is_sent_on_changes(browser):
     finally:
         context.close()
         server.stop()
-

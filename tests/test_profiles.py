@@ -123,6 +123,28 @@ BAD_PROFILES = [
     ('name = "x"\nlabel = "y"\nsource = "z"\n[answer\n', 4, "not valid TOML"),
     ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\npad_amount = "yes"\n', 5,
      "must be true or false"),
+    ('name = "X Y"\nlabel = "y"\nsource = "z"\n', 1, "lower-case letters"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\nsilent = [1]\n', 4, "list of texts"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\nversion = "03a1"\n', 5,
+     "must be 4 digits"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\norder = ["CZ", "c"]\n', 5,
+     "not a tag"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\norder = ["CZ", "AE", "AE"]\n', 5,
+     "names a tag twice"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[card]\nshown_first = 7\n', 5, "0 to 6"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[card]\nshown_last = 5\n', 5, "0 to 4"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[failure]\nfields = ["AA"]\n', 5,
+     "AC and ZT only"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[failure.details]\n"04" = "REFUSÉE"\n', 5,
+     "printable ASCII"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[actions]\n"0" = "refund-twice"\n', 5,
+     "choose from debit"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.xy]\nvalue = "1"\n', 4,
+     "two upper-case letters"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nfill = "random"\n', 5,
+     "not one of constant"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nvalue = "1"\non = []\n', 6,
+     "on must list"),
 ]
 
 
@@ -135,6 +157,17 @@ def test_a_profile_contradicting_the_tag_table_is_refused_with_file_line_and_rea
         profiles.load(path)
     assert caught.value.where == f"{path}:{line}"
     assert reason in caught.value.reason
+
+
+def test_a_missing_file_or_a_built_in_name_is_refused(tmp_path):
+    with pytest.raises(ProfileError) as caught:
+        profiles.find(str(tmp_path / "missing.toml"))
+    assert "cannot read the profile" in caught.value.reason
+    path = tmp_path / "copy.toml"
+    path.write_text('label = "y"\nsource = "z"\nname = "payxpert"\n')
+    with pytest.raises(ProfileError) as caught:
+        profiles.find(str(path))
+    assert caught.value.where == f"{path}:3" and "built-in" in caught.value.reason
 
 
 def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):

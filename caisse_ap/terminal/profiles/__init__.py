@@ -37,6 +37,9 @@ DEFAULT = "standard"
 # What a CD code may do (the [actions] table): the terminal's behaviour for it.
 ACTION_KINDS = ("debit", "refund", "cancellation", "duplicate", "consultation",
                 "pre-authorisation")
+KIND_WORDS = {"debit": "débit", "refund": "crédit", "cancellation": "annulation",
+              "duplicate": "duplicata", "consultation": "consultation",
+              "pre-authorisation": "pré-autorisation"}  # French, for the console
 # How an extra tag is filled.
 FILLS = ("constant", "time", "epoch-ms", "transaction-id")
 # Which answers an extra tag goes into.
@@ -142,7 +145,8 @@ class Profile:
                                          in self.failure_details.items()) or "aucun",
             "champs ajoutés aux échecs": " ".join(self.failure_fields) or "aucun",
             "échec d'un chèque (AF)": self.cheque_reason,
-            "codes CD": "; ".join(f"{code} {kind}" for code, kind in self.actions.items()),
+            "codes CD": "; ".join(f"{code} {KIND_WORDS[kind]}"
+                                  for code, kind in self.actions.items()),
             "tickets (CK, 2e chiffre)": tickets,
             "ticket HTML (CK, 3e chiffre)": "oui" if self.receipt_html else "non",
             "champs supplémentaires": extra or "aucun",

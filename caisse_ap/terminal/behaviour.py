@@ -559,12 +559,8 @@ _TICKET_LINE = {"customer": "TICKET CLIENT A CONSERVER",
 def action_kind(request: PaymentRequest, settings: TerminalSettings) -> str:
     """What the request's CD code does on this terminal (its profile's CD table)."""
     code = Action(request.action).value
-    return settings.profile.actions.get(code) or _KIND_OF_ACTION[code]
-
-
-# For a request built rather than parsed (tests, the library): CD's usual meaning.
-_KIND_OF_ACTION = {"0": "debit", "1": "refund", "2": "cancellation", "3": "duplicate",
-                   "4": "pre-authorisation"}
+    # A request built rather than parsed (tests, the library) may use another code.
+    return settings.profile.actions.get(code) or profiles.USUAL_KINDS[code]
 
 
 def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card | None,

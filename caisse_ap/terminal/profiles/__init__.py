@@ -37,6 +37,10 @@ DEFAULT = "standard"
 # What a CD code may do (the [actions] table): the terminal's behaviour for it.
 ACTION_KINDS = ("debit", "refund", "cancellation", "duplicate", "consultation",
                 "pre-authorisation")
+# What each CD code usually does; the standard profile carries out the first four.
+USUAL_KINDS = MappingProxyType({"0": "debit", "1": "refund", "2": "cancellation",
+                                "3": "duplicate", "4": "pre-authorisation"})
+STANDARD_ACTIONS = MappingProxyType({code: USUAL_KINDS[code] for code in "0123"})
 KIND_WORDS = {"debit": "débit", "refund": "crédit", "cancellation": "annulation",
               "duplicate": "duplicata", "consultation": "consultation",
               "pre-authorisation": "pré-autorisation"}  # French, for the console
@@ -101,8 +105,7 @@ class Profile:
     failure_fields: tuple[str, ...] = ()
     cheque_reason: str = "04"
     # [actions]: CD code -> kind
-    actions: MappingProxyType = field(default_factory=lambda: MappingProxyType(
-        {"0": "debit", "1": "refund", "2": "cancellation", "3": "duplicate"}))
+    actions: MappingProxyType = field(default_factory=lambda: STANDARD_ACTIONS)
     # [receipt]: whether CK digits 2 (tickets) and 3 (HTML) are honoured
     receipt_tickets: bool = False
     receipt_html: bool = False
@@ -385,7 +388,7 @@ def _failure(table: _Reader) -> dict[str, Any]:
 
 def _actions(table: _Reader) -> MappingProxyType:
     if not table.table:
-        return Profile.__dataclass_fields__["actions"].default_factory()
+        return STANDARD_ACTIONS
     actions: dict[str, str] = {}
     for code in table.table:
         kind = table.get(code, str)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ... import tags, tlv
+from ... import messages, tags, tlv
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,7 +40,8 @@ ACTION_KINDS = ("debit", "refund", "cancellation", "duplicate", "consultation",
 # What each CD code usually does; the standard profile carries out the first four.
 USUAL_KINDS = MappingProxyType({"0": "debit", "1": "refund", "2": "cancellation",
                                 "3": "duplicate", "4": "pre-authorisation"})
-STANDARD_ACTIONS = MappingProxyType({code: USUAL_KINDS[code] for code in "0123"})
+STANDARD_ACTIONS = MappingProxyType({code: USUAL_KINDS[code]
+                                     for code in sorted(messages.STANDARD_ACTIONS)})
 KIND_WORDS = {"debit": "débit", "refund": "crédit", "cancellation": "annulation",
               "duplicate": "duplicata", "consultation": "consultation",
               "pre-authorisation": "pré-autorisation"}  # French, for the console

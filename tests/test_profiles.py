@@ -9,6 +9,7 @@ import http.client
 import json
 import random
 import re
+import threading
 from datetime import datetime
 
 import pytest
@@ -602,3 +603,65 @@ def test_the_api_switches_profiles_live(reactor_thread):
         status, body = call(running, "PUT", "/api/settings", {"profile": "no-such"})
         assert status == 400 and body["field"] == "profile"
         assert call(running, "GET", "/api/settings")[1]["profile"] == "nepting"
+
+
+# --- BA=1 while another transaction is in progress ----------------------------------
+
+BUSY_STATUS = {"standard": "11", "ingenico": "11", "nepting": "11", "payxpert": "01",
+               "fidecoin": "11"}
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
+    settings = settings_of(name)
+    request = PaymentRequest.parse(with_fields(PAYXPERT_DEBIT, BA="1"))
+    free = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW)
+    busy = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW, busy=True)
+    fields = dict(busy.fields)
+    assert fields["AE"] == BUSY_STATUS[name] and "AF" not in fields
+    assert busy.status == ("declined" if BUSY_STATUS[name] == "01" else "accepted")
+    assert dict(free.fields)["AE"] == profiles.builtin(name).immediate_status
+    # the echoes are those of any answer
+    assert (fields["CJ"], fields["CA"], int(fields["CB"]), fields["CD"], fields["CE"]) == (
+        "323540032810", "1", 2500, "0", "978")
+    if name == "payxpert":  # PayXpert's example of an operation not done: AE00201
+        assert b"AE00201" in tlv.encode(busy.fields)
+        assert set(fields) - set(dict(tlv.decode(PAYXPERT_DEBIT))) == {"AE", "AP", "AQ"}
+
+
+class _Seen:
+    """An observer that lets a test wait for the terminal to receive or finish a request."""
+
+    def __init__(self) -> None:
+        self.received, self.dropped = threading.Event(), threading.Event()
+
+    def request_received(self, txn) -> None:
+        self.received.set()
+
+    def transaction_finished(self, txn) -> None:
+        if txn.status == "dropped":
+            self.dropped.set()
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_terminal, pos,
+                                                                   reactor_thread, name):
+    terminal = start_terminal({"profile": name, "duration": 600})
+    seen = _Seen()
+    reactor_thread.call(terminal.observers.append, seen)
+    first = pos(terminal)
+    first.send(DEBIT)  # a payment in progress: the customer is typing the PIN
+    assert seen.received.wait(10)
+    assert len(reactor_thread.call(lambda: terminal.pending)) == 1
+    status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
+    if BUSY_STATUS[name] == "01":
+        assert status == 1
+        assert out.splitlines()[0] == ("DECLINED — not taken by the terminal (busy: AE=01 to an "
+                                       "immediate request)  4.00 EUR")
+    else:
+        assert status == 0 and out.startswith("ACCEPTED by the terminal")
+    first.close()  # the customer walks away: the terminal is free again
+    assert seen.dropped.wait(10)
+    assert reactor_thread.call(lambda: terminal.pending) == []
+    status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
+    assert status == 0 and out.startswith("ACCEPTED by the terminal")

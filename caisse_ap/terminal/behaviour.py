@@ -702,21 +702,28 @@ def error_reply(fields_read: Iterable[Field], reason: str,
 
 def immediate_reply(request: PaymentRequest, settings: TerminalSettings,
                     spec: OutcomeSpec | None = None, rng: random.Random | None = None,
-                    now: datetime | None = None) -> TerminalReply:
+                    now: datetime | None = None, busy: bool = False) -> TerminalReply:
     """BA=1: "request taken into account", at once: AE=11, or the profile's status.
 
-    Of the outcomes, only no-answer and hang-up apply (`spec`, the settings').
+    `busy`: another transaction is in progress on the terminal; a profile may
+    then answer its own status (AE=01: the request is not taken). Of the
+    outcomes, only no-answer and hang-up apply (`spec`, the settings').
     `rng` and `now` fill the profile's extra tags, if it has some for this answer.
     """
     if spec is not None and spec.outcome in (NO_ANSWER, HANG_UP):
         return TerminalReply(None, spec.outcome)
+    profile = settings.profile
+    status_code = profile.immediate_status
+    if busy and profile.immediate_status_busy is not None:
+        status_code = profile.immediate_status_busy
+    # AE=01: not taken, so declined (no AF: the busy terminal gives no reason).
+    status = "declined" if status_code == "01" else "accepted"
     received = request.received or request.fields()
     extra = []
-    if settings.profile.extra_tags:
-        extra = _extra_fields(settings, "accepted", rng or random.Random(0),
+    if profile.extra_tags:
+        extra = _extra_fields(settings, status, rng or random.Random(0),
                               now or datetime.fromtimestamp(0))
-    status = [("AE", settings.profile.immediate_status)]
-    return TerminalReply(_answer(received, settings, status, extra), "accepted")
+    return TerminalReply(_answer(received, settings, [("AE", status_code)], extra), status)
 
 
 def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,

@@ -93,6 +93,8 @@ class Profile:
     field_order: tuple[str, ...] = ()  # () keeps the standard order
     approval_reason: str | None = None  # AF sent with AE=10
     immediate_status: str = "11"  # AE answering BA=1
+    # AE answering BA=1 while another transaction is in progress; None: as when free
+    immediate_status_busy: str | None = None
     # [card]
     mask: str = "#"
     shown_first: int = 6
@@ -141,6 +143,8 @@ class Profile:
             "ordre des champs": " ".join(self.field_order) or "standard",
             "AF sur une acceptation": self.approval_reason or "absent",
             "statut pour BA=1 (AE)": self.immediate_status,
+            "statut pour BA=1, terminal occupé (AE)": (self.immediate_status_busy
+                                                       or self.immediate_status),
             "carte masquée (AA)": _mask_example(self),
             "type de PAN (AL)": self.pan_type or "absent",
             "contrat (CG)": (f"{self.contract_length} caractères, {self.seller_contract}"
@@ -332,6 +336,10 @@ def _answer(table: _Reader) -> dict[str, Any]:
         raise table.fail("immediate_status", f"answer.immediate_status must be 10 or 11, "
                                              f"not {status!r}")
     values["immediate_status"] = status
+    busy = table.get("immediate_status_busy", str)
+    if busy is not None:
+        _check_code(table, "immediate_status_busy", busy, tags.ACTION_STATUS, "AE")
+    values["immediate_status_busy"] = busy
     table.check_known()
     return values
 

@@ -398,6 +398,10 @@ def profile_texts(draw) -> str:
     if draw(st.booleans()):
         lines.append(f'approval_reason = "{draw(st.sampled_from(["01", "00", "99"]))}"')
     lines.append(f'immediate_status = "{draw(st.sampled_from(["10", "11"]))}"')
+    if draw(st.booleans()):
+        lines.append(f'immediate_status_busy = "{draw(st.sampled_from(["01", "11", "02"]))}"')
+    if draw(st.booleans()):
+        lines.append(f"cf_max = {draw(st.integers(0, 100))}")
     lines += ["[card]", f'mask = "{draw(st.sampled_from(["*", "#", "X"]))}"',
               f"shown_first = {draw(st.integers(0, 6))}", f"shown_last = {draw(st.integers(0, 4))}"]
     if draw(st.booleans()):
@@ -665,3 +669,45 @@ def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_
     assert reactor_thread.call(lambda: terminal.pending) == []
     status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
     assert status == 0 and out.startswith("ACCEPTED by the terminal")
+
+
+# --- CF: longer in requests than in answers -----------------------------------------
+
+LONG_REFERENCE = "REF-" + "0123456789" * 3 + "XYZ"  # 37 characters
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_answers_cf_is_cut_to_the_profiles_maximum(name):
+    cf_max = {"nepting": 32}.get(name)  # HiPay: CF "1 to 32" in answers, 1 to 99 in requests
+    settings = settings_of(name)
+    for outcome in ("approved", "refused"):
+        _, fields = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE), outcome)
+        assert fields["CF"] == LONG_REFERENCE[:cf_max]
+    _, immediate = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE, BA="1"))
+    assert immediate["CF"] == LONG_REFERENCE[:cf_max]
+    _, unknown_action = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE, CD="7"))
+    assert unknown_action["AF"] == "12" and unknown_action["CF"] == LONG_REFERENCE[:cf_max]
+    _, short = answer(settings, with_fields(DEBIT, CF="R1"))
+    assert short["CF"] == "R1"  # a CF within the maximum is echoed whole
+
+
+def test_a_user_profile_sets_the_answers_cf_maximum_within_the_tag_table():
+    base = 'name = "x"\nlabel = "y"\nsource = "z"\n[answer]\n'
+    profile = profiles.parse(base + "cf_max = 5\n")
+    _, fields = answer(TerminalSettings().updated({"profile": profile}),
+                       with_fields(DEBIT, CF="ABCDEFGH"))
+    assert fields["CF"] == "ABCDE"
+    for bad in (0, 100):
+        with pytest.raises(ProfileError) as caught:
+            profiles.parse(base + f"cf_max = {bad}\n", "mine.toml")
+        assert caught.value.where == "mine.toml:5"
+        assert f"answer.cf_max {bad} does not fit CF" in caught.value.reason
+
+
+def test_the_client_shows_the_cut_cf_and_still_approves(capsys, start_terminal):
+    terminal = start_terminal({"profile": "nepting", "duration": 0})
+    status, out = run_client(capsys, terminal, "-a", "3", "--tag", f"CF={LONG_REFERENCE}",
+                             "--json")
+    result = json.loads(out)
+    assert (status, result["status"]) == (0, "approved")
+    assert result["fields"]["CF"] == LONG_REFERENCE[:32]

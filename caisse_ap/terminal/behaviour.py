@@ -637,14 +637,17 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
     """CZ, CJ, the status, the other echoes in their usual order, then `extra`.
 
     Echoes are the request's fields as received, except CZ (the settings'
-    answer_version when set) and CB (`amount` when given, zero-padded when
-    the settings ask for it). A profile with its own field order sorts them.
+    answer_version when set), CB (`amount` when given, zero-padded when
+    the settings ask for it) and CF (cut to the profile's cf_max). A profile with its own field order sorts them.
     """
     echoes = dict(received)  # the fields that are not echoed are simply not read
     if settings.answer_version is not None or "CZ" not in echoes:
         # A request whose CZ could not be read gets the usual version.
         echoes["CZ"] = settings.answer_version or PROTOCOL_VERSION
     profile = settings.profile
+    if profile.cf_max is not None and "CF" in echoes:
+        # A terminal that answers a shorter CF than it takes keeps its beginning.
+        echoes["CF"] = echoes["CF"][:profile.cf_max]
     if "CB" in echoes:
         if amount is not None:
             echoes["CB"] = money.format_minor_units(amount)

@@ -638,7 +638,8 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
 
     Echoes are the request's fields as received, except CZ (the settings'
     answer_version when set), CB (`amount` when given, zero-padded when
-    the settings ask for it) and CF (cut to the profile's cf_max). A profile with its own field order sorts them.
+    the settings ask for it) and CF (cut to the profile's cf_max). A profile
+    with its own field order sorts them.
     """
     echoes = dict(received)  # the fields that are not echoed are simply not read
     if settings.answer_version is not None or "CZ" not in echoes:

@@ -532,15 +532,15 @@ def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal, mon
                     '[extra_tags.ZZ]\nvalue = "hello"\n')
     profile = cli.profile_arg(str(path))
     assert profiles.available()["shop-terminal"] is profile
-    args = cli.build_parser([]).parse_args(["--profile", str(path), "-sc", "11"])
+    args = cli.build_parser([]).parse_args(["--profile", str(path), "-sc", "11223344"])
     settings = cli.settings_from_args(args)
     assert (settings.profile.name, settings.answer_version, settings.seller_contract) == (
-        "shop-terminal", "0310", "11")  # -sc still overrides the profile
+        "shop-terminal", "0310", "11223344")  # -sc still overrides the profile
     terminal = start_terminal(settings.updated({"duration": 0}))
     status, out = run_client(capsys, terminal, "-a", "2")
     assert status == 0
     assert re.search(r"^  ZZ hello +tag inconnu 'ZZ'$", out, re.M)  # kept and shown raw
-    assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11 ", out, re.M)
+    assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11223344 ", out, re.M)
 
 
 def test_the_real_server_answers_with_a_user_profile_file(tmp_path, capsys):
@@ -570,17 +570,21 @@ def test_immediate_ae10_is_accepted_not_approved_in_the_core():
 # --- The control API switches profiles live -----------------------------------------
 
 
+def api_call(running, method: str, path: str, body=None) -> tuple[int, dict]:
+    """One request to the running terminal's control API: status and JSON body."""
+    connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=data,
+                           headers={"Content-Type": "application/json"} if data else {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def test_the_api_switches_profiles_live(reactor_thread):
-    def call(running, method: str, path: str, body=None):
-        connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            connection.request(method, path, body=data,
-                               headers={"Content-Type": "application/json"} if data else {})
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
+    call = api_call
 
     def pay(running, **options):
         return client.pay(client.make_request("1.00", **options), *running.address, timeout=10)
@@ -711,3 +715,36 @@ def test_the_client_shows_the_cut_cf_and_still_approves(capsys, start_terminal):
     result = json.loads(out)
     assert (status, result["status"]) == (0, "approved")
     assert result["fields"]["CF"] == LONG_REFERENCE[:32]
+
+
+# --- CG: a profile's length holds every contract number -----------------------------
+
+
+def test_a_contract_number_of_another_length_than_the_profiles_cg_is_refused():
+    nepting = settings_of("nepting", seller_contract="7654321")  # 7, as CG0071234567
+    assert nepting.seller_contract == "7654321"
+    with pytest.raises(behaviour.SettingsError) as caught:
+        nepting.updated({"seller_contract": "424242"})
+    assert caught.value.field == "seller_contract"
+    assert str(caught.value) == ("seller_contract '424242' must be 7 characters long: CG has 7 "
+                                 "on profile nepting")
+    # back to the standard profile: its contract comes back, any length goes again
+    assert nepting.updated({"profile": "standard"}).updated(
+        {"seller_contract": "12"}).seller_contract == "12"
+    done = run_server("--profile", "fidecoin", "-sc", "12", "--no-web")
+    assert done.returncode == 2
+    assert done.stderr == ("caisse-ap-ip-server: error: seller_contract '12' must be 7 "
+                           "characters long: CG has 7 on profile fidecoin\n")
+
+
+def test_the_api_refuses_a_contract_number_of_another_length_than_the_profiles(
+        reactor_thread):
+    with simulated_terminal(seed=3) as running:
+        status, body = api_call(running, "PUT", "/api/settings", {"profile": "nepting"})
+        assert (status, body["seller_contract"]) == (200, "1234567")
+        status, body = api_call(running, "PUT", "/api/settings", {"seller_contract": "99"})
+        assert status == 400 and body["field"] == "seller_contract"
+        assert api_call(running, "GET", "/api/settings")[1]["seller_contract"] == "1234567"
+        status, body = api_call(running, "PUT", "/api/settings",
+                                {"profile": "standard", "seller_contract": "99"})
+        assert (status, body["seller_contract"]) == (200, "99")

@@ -318,7 +318,9 @@ class TerminalSettings:
         if "profile" in checked:
             for setting in PROFILE_SETTINGS:
                 checked.setdefault(setting, getattr(checked["profile"], setting))
-        return replace(self, **checked)
+        new = replace(self, **checked)
+        _check_contract_length(new)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -342,6 +344,15 @@ class TerminalSettings:
     @property
     def failure_code(self) -> str:
         return FAILURE_TYPES[self.failure_type]
+
+
+def _check_contract_length(settings: TerminalSettings) -> None:
+    """A profile that gives CG a length (7 on Nepting) holds any contract number to it."""
+    length = settings.profile.contract_length
+    if length is not None and len(settings.seller_contract) != length:
+        raise SettingsError("seller_contract", f"seller_contract {settings.seller_contract!r} "
+                                               f"must be {length} characters long: CG has "
+                                               f"{length} on profile {settings.profile.name}")
 
 
 # --- Outcomes ---------------------------------------------------------------

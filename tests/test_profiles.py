@@ -748,3 +748,36 @@ def test_the_api_refuses_a_contract_number_of_another_length_than_the_profiles(
         status, body = api_call(running, "PUT", "/api/settings",
                                 {"profile": "standard", "seller_contract": "99"})
         assert (status, body["seller_contract"]) == (200, "99")
+
+
+# --- The client CLI under every profile: each CD code, receipt options, cheque failure ----
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_client_reads_each_cd_code_and_receipt_option_of_each_profile(capsys,
+                                                                          start_terminal, name):
+    profile = profiles.builtin(name)
+    terminal = start_terminal({"profile": name, "duration": 0})
+    assert run_client(capsys, terminal, "-a", "7")[0] == 0  # a card to reprint or consult
+    status, out = run_client(capsys, terminal, "--duplicate", "-a", "7", "--receipt")
+    assert status == 0 and out.startswith("APPROVED  7.00 EUR (duplicate)")
+    header = {"duplicate": "*** DUPLICATA ***", "consultation": "CONSULTATION"}
+    assert header[profile.actions["3"]] in out  # the receipt says what CD=3 did here
+    status, out = run_client(capsys, terminal, "-a", "7", "--tag", "CD=4")
+    if "4" in profile.actions:  # Fidecoin: pre-authorisation
+        assert status == 0 and out.startswith("APPROVED  7.00 EUR")
+    else:
+        assert status == 1 and out.startswith("DECLINED — ") and "(AF=12)" in out
+    # CK second digit 2 (both tickets), third digit 1 (HTML): read back as text
+    status, out = run_client(capsys, terminal, "-a", "7", "--receipt", "--tag", "CK=121")
+    receipt = out.split("--- receipt ---\n", 1)[1]
+    assert status == 0 and "<" not in receipt
+    assert "TICKET CLIENT A CONSERVER" in receipt
+    assert ("TICKET COMMERCANT A CONSERVER" in receipt) == profile.receipt_tickets
+    terminal.update_settings({"mode": "failure", "failure_type": "abandon"})
+    status, out = run_client(capsys, terminal, "--check", "-a", "7")
+    assert status == 1
+    code = profile.cheque_reason
+    detail = profile.failure_details.get(code, "").strip()  # Fidecoin's AF detail
+    shown = f"AF={code}: {detail}" if detail else f"AF={code}"
+    assert out.startswith(f"DECLINED — Refusée ({shown})  7.00 EUR")

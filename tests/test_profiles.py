@@ -146,6 +146,11 @@ BAD_PROFILES = [
      "not one of constant"),
     ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nvalue = "1"\non = []\n', 6,
      "on must list"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nfill = "transaction-id"\n'
+     'length = 99999999999\n', 6, "length 99999999999 does not fit XY"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\nimmediate_status_busy = "02"\n', 5,
+     "not a AE code"),
+    ('name = "x"\nlabel = "y\\tz"\nsource = "z"\n', 2, "one line of printable text"),
 ]
 
 
@@ -781,3 +786,95 @@ def test_the_client_reads_each_cd_code_and_receipt_option_of_each_profile(capsys
     detail = profile.failure_details.get(code, "").strip()  # Fidecoin's AF detail
     shown = f"AF={code}: {detail}" if detail else f"AF={code}"
     assert out.startswith(f"DECLINED — Refusée ({shown})  7.00 EUR")
+
+
+# --- The command line on profile files: one line and status 2, whatever the file -----
+
+
+def bad_profile_files(tmp_path) -> dict[str, tuple[str, str]]:
+    """Bad profile files by case: their path and what the error line says."""
+    (tmp_path / "binary.toml").write_bytes(b"name = \"\xff\xfe\"\n")
+    (tmp_path / "dir.toml").mkdir()
+    (tmp_path / "broken.toml").write_text('name = "x"\nlabel = \n')
+    (tmp_path / "types.toml").write_text('name = "x"\nlabel = "y"\nsource = "z"\n'
+                                         '[answer]\norder = "CZ"\n')
+    (tmp_path / "two-lines.toml").write_text('name = "x"\nlabel = "y\\nz"\nsource = "z"\n')
+    return {
+        "missing": (str(tmp_path / "missing.toml"), "missing.toml:1: cannot read the profile"),
+        "binary": (str(tmp_path / "binary.toml"), "binary.toml:1: cannot read the profile"),
+        "directory": (str(tmp_path / "dir.toml"), "dir.toml:1: cannot read the profile"),
+        "not TOML": (str(tmp_path / "broken.toml"), "broken.toml:2: not valid TOML"),
+        "wrong type": (str(tmp_path / "types.toml"), "types.toml:5: answer.order must be a list"),
+        "two lines": (str(tmp_path / "two-lines.toml"),
+                      "two-lines.toml:2: label must be one line of printable text"),
+    }
+
+
+def test_a_bad_profile_file_is_one_line_and_status_2_even_with_list_profiles(tmp_path):
+    for case, (path, said) in bad_profile_files(tmp_path).items():
+        for args in (("--list-profiles", "--profile", path), ("--profile", path, "--no-web")):
+            done = run_server(*args)
+            assert done.returncode == 2, (case, args)
+            assert done.stdout == "" and done.stderr.count("\n") == 1, (case, done.stderr)
+            assert done.stderr.startswith("caisse-ap-ip-server: error: argument --profile: ")
+            assert said in done.stderr, (case, done.stderr)
+
+
+def test_list_profiles_lists_a_profile_file_given_too(tmp_path):
+    path = tmp_path / "till.toml"
+    path.write_text('name = "till"\nlabel = "Our till"\nsource = "our notes"\n')
+    done = run_server("--list-profiles", "--profile", str(path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [*(
+        f"{p.name}\t{p.label}\t{p.source}" for p in profiles.builtins().values()),
+        "till\tOur till\tour notes"]
+
+
+toml_scalars = (st.integers(-2**63, 2**63 - 1) | st.integers(-2, 1000) | st.booleans()
+                | st.text(max_size=60) | st.floats(allow_nan=False, allow_infinity=False)
+                | st.sampled_from([*profiles.FILLS, *profiles.ACTION_KINDS, "01", "10", "*",
+                                   "%Y%m%d"]))
+toml_values = toml_scalars | st.lists(toml_scalars | st.sampled_from(["CZ", "AE", "AC", "ZT"]),
+                                      max_size=4)
+PROFILE_KEYS = ["name", "label", "source", "silent", "version", "pad_amount", "amount_width",
+                "order", "approval_reason", "immediate_status", "immediate_status_busy",
+                "cf_max", "mask", "shown_first", "shown_last", "pan_type", "length", "default",
+                "fields", "cheque_reason", "04", "0", "4", "9", "tickets", "html", "fill",
+                "value", "on", "details", "AQ"]
+SECTIONS = ["", "answer", "card", "contract", "failure", "failure.details", "actions",
+            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other"]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(tables=st.dictionaries(
+    st.sampled_from(SECTIONS),
+    st.dictionaries(st.sampled_from(PROFILE_KEYS) | st.text(min_size=1, max_size=5),
+                    toml_values, max_size=6),
+    max_size=5))
+def test_any_profile_text_is_a_profile_or_a_profile_error(tables):
+    lines = []
+    if "" not in tables:  # a good head, so that the tables' checks are reached
+        lines = ['name = "fuzz"', 'label = "Fuzz"', 'source = "hypothesis"']
+    for section, values in sorted(tables.items()):  # the top-level table first
+        if section:
+            lines.append(f"[{section}]")
+        lines += [f"{json.dumps(key)} = {toml_value(value)}" for key, value in values.items()]
+    text = "\n".join(lines) + "\n"
+    try:
+        profile = profiles.parse(text, "fuzz.toml")
+    except ProfileError as error:
+        assert re.fullmatch(r"fuzz\.toml:\d+", error.where) and error.reason
+        assert int(error.where.split(":")[1]) <= max(1, len(lines))
+        return
+    assert profile.name and "\n" not in profile.label + profile.source
+    TerminalSettings().updated({"profile": profile})  # usable as it is

@@ -878,3 +878,48 @@ def test_any_profile_text_is_a_profile_or_a_profile_error(tables):
         return
     assert profile.name and "\n" not in profile.label + profile.source
     TerminalSettings().updated({"profile": profile})  # usable as it is
+
+
+# --- docs/profiles.md's side-by-side table says what the files do --------------------
+
+DOC_ROWS = {  # the table's rows, by their first cell: the Profile.summary() points they show
+    "version `CZ`": ["version de réponse (CZ)"],
+    "`CB`": ["montant (CB)"],
+    "ordre des champs": ["ordre des champs"],
+    "carte `AA`": ["carte masquée (AA)", "type de PAN (AL)"],
+    "`AF`": ["AF sur une acceptation", "détails de AF"],
+    "`CG`": ["contrat (CG)"],
+    "échecs": ["champs ajoutés aux échecs", "champs supplémentaires"],
+    "échec d'un chèque": ["échec d'un chèque (AF)"],
+    "`BA=1`": ["statut pour BA=1 (AE)", "statut pour BA=1, terminal occupé (AE)"],
+    "codes `CD`": ["codes CD"],
+    "`CF` dans la réponse": ["CF dans la réponse"],
+    "`CK` 2e et 3e chiffres": ["tickets (CK, 2e chiffre)", "ticket HTML (CK, 3e chiffre)"],
+    "champs en plus": ["champs supplémentaires"],
+}
+
+
+def test_the_docs_side_by_side_table_matches_the_profile_files():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "profiles.md").read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    columns = [cell.split("`")[1] for cell in header[1:]]
+    assert sorted(columns) == sorted(BUILT_IN)
+    rows = {}
+    for line in table[1:]:
+        first, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[first] = dict(zip(columns, cells, strict=True))
+    assert set(rows) == set(DOC_ROWS)  # every point the profiles may change has its row
+    shown = {point for points in DOC_ROWS.values() for point in points}
+    assert shown == set(profiles.builtin("standard").summary())
+    for first, points in DOC_ROWS.items():
+        for name in BUILT_IN[1:]:
+            differs = {d["point"] for d in profiles.builtin(name).differences()} & set(points)
+            cell = rows[first][name]
+            says_standard = cell in ("standard", "–") or cell.startswith("standard ")
+            # a cell saying "standard" is a profile keeping it; a difference is shown
+            assert not (says_standard and differs), (first, name, cell, differs)
+            if not says_standard and not differs:
+                assert "(documenté)" in cell, (first, name, cell)  # same, but from the source

@@ -316,10 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 2
-    if args.list_profiles:  # after parsing: a --profile FILE, wherever given, is checked too
-        print("\n".join(describe_all()))
-        return 0
     try:
+        if args.list_profiles:  # after parsing: a --profile FILE, wherever given, is checked
+            print("\n".join(describe_all()))
+            return 0
         return run(args, modules=modules)
     except (SettingsError, UsageError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -627,7 +627,7 @@ BUSY_STATUS = {"standard": "11", "ingenico": "11", "nepting": "11", "payxpert": 
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
     settings = settings_of(name)
-    request = PaymentRequest.parse(with_fields(PAYXPERT_DEBIT, BA="1"))
+    request = PaymentRequest.parse(with_fields(DEBIT, BA="1", CK="100"))
     free = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW)
     busy = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW, busy=True)
     fields = dict(busy.fields)
@@ -636,10 +636,10 @@ def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
     assert dict(free.fields)["AE"] == profiles.builtin(name).immediate_status
     # the echoes are those of any answer
     assert (fields["CJ"], fields["CA"], int(fields["CB"]), fields["CD"], fields["CE"]) == (
-        "323540032810", "1", 2500, "0", "978")
+        "012345678901", "01", 11245, "0", "978")
     if name == "payxpert":  # PayXpert's example of an operation not done: AE00201
         assert b"AE00201" in tlv.encode(busy.fields)
-        assert set(fields) - set(dict(tlv.decode(PAYXPERT_DEBIT))) == {"AE", "AP", "AQ"}
+        assert set(fields) - set(dict(tlv.decode(DEBIT))) == {"AE", "AP", "AQ"}
 
 
 class _Seen:

@@ -37,7 +37,6 @@ log = logging.getLogger("caisse_ap.terminal")
 LINGER = 2.0
 SHUTDOWN_GRACE = 1.0  # then connections still open are aborted
 BACKLOG = 1024  # many POS connecting at once wait here, not in SYN retries
-SHOWN_BYTES = 40  # of dropped bytes, in a log line
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
@@ -193,10 +192,9 @@ class TerminalProtocol(protocol.Protocol):
             if self.current is not None:
                 terminal.extend_request(self.current, event.fields)
         elif isinstance(event, BytesDropped):
-            shown = event.data[:SHOWN_BYTES]
-            more = "..." if event.size > len(shown) else ""
+            more = "..." if event.size > len(event.data) else ""
             log.info("%s: %d bytes dropped, not answered (%r%s): %s",
-                     self.peer, event.size, shown, more, event.reason)
+                     self.peer, event.size, event.data, more, event.reason)
         elif isinstance(event, CloseConnection):
             if event.peer_closed:
                 self._close()

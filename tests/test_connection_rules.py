@@ -107,6 +107,13 @@ def test_rule2_an_unfinished_request_is_refused_once(start_terminal, pos, reacto
     assert reactor_thread.call(terminal.counters)["error"] == 1
 
 
+def test_rule2_the_request_timeout_option_takes_decimals():
+    from caisse_ap.terminal import cli
+
+    assert cli.build_parser([]).parse_args(["--request-timeout", "0.25"]).request_timeout == 0.25
+    assert cli.build_parser([]).parse_args([]).request_timeout == 2.0
+
+
 def test_rule2_silence_counts_from_the_last_byte(start_terminal, pos):
     terminal = start_terminal({"duration": 0}, request_timeout=1.0)
     connection = pos(terminal)

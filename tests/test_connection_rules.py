@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 
+import pytest
 from conftest import TIMEOUT
 from server_process import ServerProcess
 from test_server import Finished
@@ -131,9 +132,10 @@ def test_rule2_silence_counts_from_the_last_byte(start_terminal, pos):
 # --- rule 3: half-close -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("duration", [0, 0.3])  # answered at once, or after the half-close
 def test_rule3_a_pos_that_half_closes_gets_its_answer_then_the_close(
-        start_terminal, pos, reactor_thread):
-    terminal = start_terminal({"duration": 0.3})
+        start_terminal, pos, reactor_thread, duration):
+    terminal = start_terminal({"duration": duration})
     finished = Finished(reactor_thread, terminal)
     connection = pos(terminal)
     connection.send(with_ref(DEBIT, "HALF"))

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
+from ..connection import REQUEST_TIMEOUT
 from . import behaviour
 from .behaviour import SettingsError, TerminalSettings
 
@@ -158,9 +159,10 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-connections", type=_positive(int, "max connections"), default=1000,
         metavar="N", help="connections open at once; more wait until one closes "
                           "(default: 1000)")
-    add("--request-timeout", type=_positive(float, "request timeout"), default=2.0,
-        metavar="SECONDS",
-        help="refuse (AF=09) a request left unfinished after this much silence (default: 2)")
+    add("--request-timeout", type=_positive(float, "request timeout"),
+        default=REQUEST_TIMEOUT, metavar="SECONDS",
+        help="refuse (AF=09) a request left unfinished after this much silence "
+             f"(default: {REQUEST_TIMEOUT:g})")
     add("--version", action="version", version=f"%(prog)s {__version__}")
 
 

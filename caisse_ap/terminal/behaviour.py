@@ -609,7 +609,9 @@ def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card
         lines.append("OPERATION NON EFFECTUEE")
         lines.append(f"MOTIF {failure}")
     lines.append(_TICKET_LINE[ticket])
-    return "\n".join(line.center(RECEIPT_WIDTH).rstrip() for line in lines) + "\n"
+    # Cut to the width, so that any receipt fits in ZT (at most 999 characters).
+    return "\n".join(line[:RECEIPT_WIDTH].center(RECEIPT_WIDTH).rstrip()
+                     for line in lines) + "\n"
 
 
 def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
@@ -711,6 +713,12 @@ def error_reply(fields_read: Iterable[Field], reason: str,
     Echoes what could be read, so that a POS can match the answer to its request.
     """
     status = "error" if reason == FORMAT_ERROR else "declined"
+    # Strict on output: a field the tag table does not allow is not echoed (a CZ that does
+    # not fit is then replaced by ours). Requests that reach the other replies were parsed,
+    # which refuses such fields.
+    fields_read = list(fields_read)
+    misfits = tags.misfits(fields_read)
+    fields_read = [field for field in fields_read if field not in misfits]
     af = settings.profile.failure_value(reason)
     return TerminalReply(_answer(fields_read, settings, [("AE", "01"), ("AF", af)]), status,
                          reason)

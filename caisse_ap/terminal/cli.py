@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
+from ..connection import REQUEST_TIMEOUT
 from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
 from .profiles import DEFAULT as DEFAULT_PROFILE
@@ -175,7 +176,12 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="close a connection that sends nothing for this long (default: 300)")
     add("--max-connections", type=_positive(int, "max connections"), default=1000,
-        metavar="N", help="connections open at once; more are refused (default: 1000)")
+        metavar="N", help="connections open at once; more wait until one closes "
+                          "(default: 1000)")
+    add("--request-timeout", type=_positive(float, "request timeout"),
+        default=REQUEST_TIMEOUT, metavar="SECONDS",
+        help="refuse (AF=09) a request left unfinished after this much silence "
+             f"(default: {REQUEST_TIMEOUT:g})")
     add("--check-health", type=health.address_arg, default=None, metavar="HOST:PORT",
         help="check that the terminal listening at HOST:PORT serves, and exit: status 0 if "
              "it does, 1 if not (a container's health check)")
@@ -271,6 +277,7 @@ def start(args: argparse.Namespace, reactor: Any,
     settings = settings_from_args(args, modules)
     terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
                               idle_timeout=args.idle_timeout,
+                              request_timeout=args.request_timeout,
                               max_connections=args.max_connections)
     for module in modules:
         start_module = getattr(module, "start", None)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .errors import CaisseApError
+
 FIRST_TAG = "CZ"
 CONSTRUCTED_TAGS = frozenset({"ZT"})
 MAX_VALUE_LENGTH = 999
@@ -31,7 +33,7 @@ _LENGTH_OF = {f"{size:03d}": size for size in range(MAX_VALUE_LENGTH + 1)}  # "0
 _LENGTH_TEXT = {size: f"{size:03d}" for size in range(1, MAX_VALUE_LENGTH + 1)}  # no 0
 
 
-class FrameError(ValueError):
+class FrameError(CaisseApError, ValueError):
     """A frame that breaks the Caisse-AP framing rules.
 
     `offset` is the byte offset of the problem in the message (None when

@@ -3,8 +3,8 @@
 One leaf resource under /api routes each (method, path) to a handler. A
 handler returns a `Reply` or a Deferred firing with one; errors are raised as
 `ApiError` and always reach the client as JSON, never as a stack trace or an
-HTML page. Everything runs on the reactor thread, except the test payment,
-which uses the blocking client in a thread of its own.
+HTML page. Everything runs on the reactor thread, the test payment too
+(caisse_ap.twisted's client).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +21,10 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from ... import __version__, client, tags
+from ... import __version__, client_cli, payment, tags
+from ...errors import InvalidRequest, TerminalUnreachable
 from ...messages import ACTION_NAMES
+from ...twisted import PaymentTerminal
 from ..behaviour import (
     FAILURE_TYPES,
     MODES,
@@ -353,9 +354,9 @@ class ControlApi(resource.Resource):
         unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
         if unknown:
             raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0])
-        payment = _test_request(body)
+        request_sent = _test_request(body)
         host, port = self._test_target(body)
-        timeout = _seconds(body.get("timeout"), client.DEFAULT_TIMEOUT, "timeout")
+        timeout = _seconds(body.get("timeout"), payment.DEFAULT_TIMEOUT, "timeout")
         if self._test_payments >= MAX_TEST_PAYMENTS:
             raise ApiError(429, f"{MAX_TEST_PAYMENTS} test payments are already in progress; "
                                 "try again when one is over.")
@@ -367,8 +368,16 @@ class ControlApi(resource.Resource):
             self._test_payments -= 1
             return result
 
-        paid = _in_thread(self.reactor, client.pay, payment, host, port, timeout)
-        return paid.addBoth(over).addCallback(lambda result: Reply(client.result_to_json(result)))
+        started = self.reactor.seconds()
+
+        def unreachable(failure: Failure) -> dict[str, object]:
+            failure.trap(TerminalUnreachable)
+            return client_cli.unreachable_to_json(request_sent, failure.value,
+                                                  self.reactor.seconds() - started)
+
+        paid = PaymentTerminal(self.reactor, host, port, timeout=timeout).send(request_sent)
+        paid.addCallback(client_cli.result_to_json).addErrback(unreachable)
+        return paid.addBoth(over).addCallback(Reply)
 
     def _test_target(self, body: dict[str, Any]) -> tuple[str, int]:
         host, port = body.get("host"), body.get("port")
@@ -535,28 +544,7 @@ def _test_request(body: dict[str, Any]) -> Any:
             raise ApiError(400, f"{name} must be true or false.", name)
         flags[name] = value
     try:
-        return client.make_request(amount, values["currency"], values["action"],
-                                   reference=values["reference"], **flags)
-    except client.OptionError as error:
+        return payment.make_request(amount, values["currency"], values["action"],
+                                    reference=values["reference"], **flags)
+    except InvalidRequest as error:
         raise ApiError(400, str(error), error.field) from None
-
-
-def _in_thread(reactor: Any, function: Callable[..., Any], *args: Any) -> defer.Deferred:
-    """Run a blocking call in a daemon thread; the Deferred fires on the reactor thread.
-
-    Not the reactor's thread pool: a test payment to an unresponsive host may
-    block for minutes, and the pool is joined at shutdown; a daemon thread
-    never holds the process up.
-    """
-    result: defer.Deferred = defer.Deferred()
-
-    def work() -> None:
-        try:
-            value = function(*args)
-        except BaseException:
-            reactor.callFromThread(result.errback, Failure())
-        else:
-            reactor.callFromThread(result.callback, value)
-
-    threading.Thread(target=work, name="test-payment", daemon=True).start()
-    return result

@@ -152,7 +152,7 @@ def _receive_answer(sock: socket.socket, timeout: float, started: float,
             return reception
         # NeedData: its deadline (the trailing grace) comes before the time-out.
         waiting = event.deadline is None
-        remaining = (deadline if waiting else event.deadline) - time.monotonic()
+        remaining = (deadline if event.deadline is None else event.deadline) - time.monotonic()
         if remaining <= 0:
             if not waiting:
                 continue  # the grace is over: the answer is whole

@@ -23,6 +23,7 @@ from .tlv import Field
 TYPE_CHECKING = False  # typing itself costs start-up time
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Sequence
     from typing import NoReturn, TextIO
 
     from .errors import TerminalUnreachable
@@ -344,8 +345,8 @@ def _start_logging(level: str) -> tuple[logging.Logger, logging.Handler]:
     return logger, handler
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(_attach_negative_amount(argv))
         request = request_from_args(args)

@@ -113,7 +113,7 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
                 f"unknown action {action!r}; use one of {', '.join(ACTION_BY_NAME)}", "action")
         action = ACTION_BY_NAME[action]
     if units < 0:
-        if action not in (None, Action.REFUND):
+        if action is not None and action is not Action.REFUND:
             raise InvalidRequest(
                 f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount")
         action, units = Action.REFUND, -units

@@ -16,6 +16,10 @@ from collections.abc import Callable, Iterable
 
 from .errors import CaisseApError
 
+TYPE_CHECKING = False  # typing itself costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
 FIRST_TAG = "CZ"
 CONSTRUCTED_TAGS = frozenset({"ZT"})
 MAX_VALUE_LENGTH = 999
@@ -257,7 +261,7 @@ def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
     return value
 
 
-def _valid_encoding(fields: list | tuple, bare: bool) -> bytes | None:
+def _valid_encoding(fields: list[Any] | tuple[Any, ...], bare: bool) -> bytes | None:
     """The message for `fields` if they are all valid text, else None.
 
     encode's fast path, for the common case (a terminal's answer, a POS's

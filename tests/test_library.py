@@ -186,7 +186,7 @@ def test_unreachable_raises_and_sends_nothing(connect: Callable[..., Client]) ->
 def test_answer_split_in_segments(connect: Callable[..., Client]) -> None:
     def script(request: list[tuple[str, str]]) -> list[Any]:
         frame = answer(request, AC="123456")
-        return [frame[:3], 0.05, frame[3:20], 0.05, frame[20:]]
+        return [frame[:3], 0.05, frame[3:12], 0.05, frame[12:]]  # cut in CZ, then in AE
 
     fake = FakeTerminal(script)
     result = connect(("127.0.0.1", fake.port)).pay("1.00")

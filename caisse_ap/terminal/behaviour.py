@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from functools import cache, cached_property, lru_cache
@@ -33,8 +33,9 @@ from ..messages import (
     PaymentRequest,
 )
 from ..tlv import Field
+from .words import DecidedBy, Mode, TransactionStatus
 
-MODES = ("success", "failure", "no-answer", "hang-up", "manual")
+MODES = tuple(Mode)
 
 # Failure types: every AF code, by name. "abandon" (11, operator abandon) is the
 # original script's default; "abandoned" (06) is the customer's.
@@ -63,8 +64,7 @@ HANG_UP = "hang-up"
 OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
 
 # Transaction statuses (docs/api.md).
-STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
-            "error")
+STATUSES = tuple(TransactionStatus)
 
 # What an Ingenico with a cheque printer answers to any cheque failure.
 CHEQUE_FAILURE = "04"
@@ -237,7 +237,7 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
     return tuple(codes)
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "mode": _mode,
     "failure_type": failure_name,
     "duration": lambda v: _number("duration", v, 0, MAX_DURATION),
@@ -381,7 +381,7 @@ class Decision:
     """An outcome and who chose it (docs/api.md, transaction.decided_by)."""
 
     spec: OutcomeSpec
-    decided_by: str = "settings"
+    decided_by: DecidedBy = DecidedBy.SETTINGS
 
 
 def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
@@ -397,7 +397,7 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
 
 
 # Nobody typed anything in time: what the terminal answers in manual mode.
-MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), "manual-timeout")
+MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), DecidedBy.MANUAL_TIMEOUT)
 
 
 @lru_cache(maxsize=64)
@@ -405,7 +405,7 @@ def _settings_decision(mode: str, failure_type: str) -> Decision:
     # Decisions are immutable: one per mode and failure type serves every
     # transaction, instead of two frozen dataclasses built for each.
     outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
-    return Decision(OutcomeSpec(outcome), "settings")
+    return Decision(OutcomeSpec(outcome), DecidedBy.SETTINGS)
 
 
 # --- Answers ----------------------------------------------------------------

@@ -137,7 +137,8 @@ class Journal:
         """The transactions newest first; `after` keeps ids greater than it."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
-        clauses, values = [], []
+        clauses: list[str] = []
+        values: list[int | str] = []
         if after is not None:
             clauses.append("id > ?")
             values.append(after)
@@ -159,14 +160,14 @@ class Journal:
 
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""
-        return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM transactions").fetchone()[0]
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM transactions").fetchone()[0])
 
     def count(self, status: str | None = None) -> int:
         if status is None:
-            return self._db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
-        return self._db.execute(
+            return int(self._db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+        return int(self._db.execute(
             "SELECT COUNT(*) FROM transactions WHERE status = ?", (status,)
-        ).fetchone()[0]
+        ).fetchone()[0])
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file. Blocking: call it from a thread.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import ITCPTransport
 
 from .. import tlv
 from ..messages import has_mandatory_fields
@@ -53,6 +54,8 @@ class _Message:
 class TerminalProtocol(protocol.Protocol):
     """One POS connection: requests answered in turn, one at a time."""
 
+    transport: ITCPTransport  # set by Twisted before connectionMade
+
     def __init__(self, terminal: Terminal, idle_watch: IdleWatch, peer: str = "?"):
         self.terminal = terminal
         self.peer = peer  # "host:port", for transactions and logs
@@ -65,7 +68,7 @@ class TerminalProtocol(protocol.Protocol):
         self.open_message: _Message | None = None
         self.closing = False
         self._processing = False
-        self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
+        self.notify_closed: defer.Deferred[None] | None = None  # fired by connectionLost
         self._settle: Any = None  # timer taking an incomplete request as it is
         self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer
@@ -341,7 +344,7 @@ def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
     return terminal
 
 
-def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred:
+def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[Any]:
     """Stop listening, answer transactions in flight at once, close every connection.
 
     Fires once every connection is closed; those still open after `grace`
@@ -358,7 +361,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     terminal.stop_transactions()
     closing = []
     for connection in list(terminal.connections):
-        closed: defer.Deferred = defer.Deferred()
+        closed: defer.Deferred[None] = defer.Deferred()
         connection.notify_closed = closed
         closing.append(closed)
         connection.transport.loseConnection()

@@ -39,6 +39,7 @@ from ..messages import ACTION_NAMES, FORMAT_ERROR, Action, PaymentRequest, Reque
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
+from .words import DecidedBy, TransactionStatus
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -83,8 +84,8 @@ class Transaction:
     received_at: float
     request_fields: list[Field]
     request: PaymentRequest | None = None
-    status: str = "pending"
-    decided_by: str | None = None
+    status: str = TransactionStatus.PENDING  # a TransactionStatus
+    decided_by: str | None = None  # a DecidedBy
     outcome: OutcomeSpec | None = None
     answer: tuple[Field, ...] | None = None
     reason: str | None = None
@@ -199,7 +200,7 @@ class _Run:
     settings: TerminalSettings
     decision: Decision | None = None
     timer: IDelayedCall | None = None
-    waiting: defer.Deferred | None = None
+    waiting: defer.Deferred[Any] | None = None
 
 
 class Terminal:
@@ -247,7 +248,7 @@ class Terminal:
 
     def counters(self) -> dict[str, int]:
         """Transactions by final status, pending ones, open connections, total (docs/api.md)."""
-        counters = {status: self.counts[status] for status in FINAL_STATUSES}
+        counters: dict[str, int] = {status: self.counts[status] for status in FINAL_STATUSES}
         counters["pending"] = len(self._runs)
         counters["open_connections"] = len(self.connections)
         counters["total"] = self.counts["total"]
@@ -280,7 +281,7 @@ class Terminal:
             txn.problem = str(error)
             self._notify("request_received", txn)
             reply = behaviour.error_reply(error.fields or fields, error.reason, settings)
-            self._finish(txn, connection, reply, "request-error")
+            self._finish(txn, connection, reply, DecidedBy.REQUEST_ERROR)
             return txn
         txn.request = request
         if self.observers:
@@ -299,7 +300,7 @@ class Terminal:
         txn.problem = str(error)
         self._notify("request_received", txn)
         reply = behaviour.error_reply(error.fields, FORMAT_ERROR, self.settings)
-        self._finish(txn, connection, reply, "request-error")
+        self._finish(txn, connection, reply, DecidedBy.REQUEST_ERROR)
         return txn
 
     def extend_request(self, txn: Transaction, fields: list[Field]) -> None:
@@ -338,7 +339,7 @@ class Terminal:
             self._cancel(run)
             if run.decision is None:
                 fallback, _ = behaviour.decide_from_settings(run.settings)
-                run.decision = Decision(fallback.spec, "shutdown")
+                run.decision = Decision(fallback.spec, DecidedBy.SHUTDOWN)
             self._reply(run)
 
     # --- Internals -----------------------------------------------------------
@@ -358,7 +359,7 @@ class Terminal:
         decision, _ = behaviour.decide_from_settings(settings)
         reply = behaviour.immediate_reply(request, settings, decision.spec)
         txn.outcome = decision.spec
-        self._finish(txn, connection, reply, "settings")
+        self._finish(txn, connection, reply, DecidedBy.SETTINGS)
 
     def _decide(self, run: _Run, request: PaymentRequest) -> None:
         for source in list(self.outcome_sources):

@@ -165,7 +165,7 @@ class ControlApi(resource.Resource):
 
     def _route(self, request: server.Request) -> tuple[Callable[..., Any], list[str]]:
         try:
-            parts = [part.decode("utf-8") for part in request.postpath]
+            parts = [part.decode("utf-8") for part in request.postpath or ()]
         except UnicodeDecodeError:
             raise ApiError(404, "No such API endpoint.") from None
         if parts and parts[-1] == "":
@@ -203,7 +203,7 @@ class ControlApi(resource.Resource):
                                 "with the server's --web-token.",
                            headers={"WWW-Authenticate": 'Bearer realm="caisse-ap-ip"'})
 
-    def _finish_later(self, request: server.Request, result: defer.Deferred) -> None:
+    def _finish_later(self, request: server.Request, result: defer.Deferred[Any]) -> None:
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -213,7 +213,7 @@ class ControlApi(resource.Resource):
                 request.finish()
 
         def failed(failure: Failure) -> None:
-            if failure.check(ApiError):
+            if isinstance(failure.value, ApiError):
                 error = failure.value
             else:
                 log.error("error in %s %s: %s", request.method.decode(),
@@ -309,6 +309,7 @@ class ControlApi(resource.Resource):
 
     def get_transactions(self, request: server.Request) -> Reply:
         limit = _int_argument(request, "limit", 100, 1, MAX_LIMIT)
+        assert limit is not None  # it has a default
         after = _int_argument(request, "after", None, 0, None)
         status = _text_argument(request, "status")
         if status is not None and status not in STATUSES:
@@ -328,7 +329,7 @@ class ControlApi(resource.Resource):
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))
 
-    def post_decision(self, request: server.Request, text: str) -> defer.Deferred:
+    def post_decision(self, request: server.Request, text: str) -> defer.Deferred[Any]:
         data = self._transaction(text)
         txn_id = data["id"]
         if not self.manual.is_waiting(txn_id):
@@ -349,7 +350,7 @@ class ControlApi(resource.Resource):
 
     # --- Test payment -------------------------------------------------------------
 
-    def post_test_payment(self, request: server.Request) -> defer.Deferred:
+    def post_test_payment(self, request: server.Request) -> defer.Deferred[Any]:
         body = self._object(self._body(request))
         unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
         if unknown:
@@ -370,8 +371,9 @@ class ControlApi(resource.Resource):
 
         started = self.reactor.seconds()
 
-        def unreachable(failure: Failure) -> dict[str, object]:
-            failure.trap(TerminalUnreachable)
+        def unreachable(failure: Failure) -> dict[str, object] | Failure:
+            if not isinstance(failure.value, TerminalUnreachable):
+                return failure
             return client_cli.unreachable_to_json(request_sent, failure.value,
                                                   self.reactor.seconds() - started)
 
@@ -493,7 +495,7 @@ def _header(request: server.Request, name: str) -> str | None:
 
 
 def _text_argument(request: server.Request, name: str) -> str | None:
-    values = request.args.get(name.encode())
+    values: list[bytes] | None = request.args.get(name.encode())
     if not values:
         return None
     try:
@@ -537,7 +539,7 @@ def _test_request(body: dict[str, Any]) -> Any:
         if value is not None and not isinstance(value, str):
             raise ApiError(400, f"{name} must be text.", name)
         values[name] = value
-    flags = {}
+    flags: dict[str, bool] = {}
     for name in ("cheque", "partial", "immediate", "receipt"):
         value = body.get(name, False)
         if not isinstance(value, bool):
@@ -545,6 +547,8 @@ def _test_request(body: dict[str, Any]) -> Any:
         flags[name] = value
     try:
         return payment.make_request(amount, values["currency"], values["action"],
-                                    reference=values["reference"], **flags)
+                                    reference=values["reference"], cheque=flags["cheque"],
+                                    partial=flags["partial"], immediate=flags["immediate"],
+                                    receipt=flags["receipt"])
     except InvalidRequest as error:
         raise ApiError(400, str(error), error.field) from None

@@ -78,7 +78,8 @@ class ManualDecisions:
         self.reactor = terminal.reactor
         self._waiting: dict[int, _Waiting] = {}
 
-    def __call__(self, transaction: Transaction, request: PaymentRequest) -> defer.Deferred[Any] | None:
+    def __call__(self, transaction: Transaction,
+                 request: PaymentRequest) -> defer.Deferred[Any] | None:
         settings = self.terminal.settings
         if settings.mode != "manual":
             return None

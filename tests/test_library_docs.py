@@ -8,6 +8,7 @@ run by pytest, with no conftest.py (the plugin comes with the package).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -62,3 +63,17 @@ def test_the_pytest_example_passes_without_conftest(tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout
+
+
+def test_the_readme_pos_project_passes(tmp_path: Path) -> None:
+    """README's "Dans les tests d'un projet de caisse": ma_caisse.py and its tests, as is."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in ("ma_caisse.py", "test_paiement.py"):
+        start = readme.index(f"```python\n# {name}")
+        code = readme[start + len("```python\n"):readme.index("```", start + 3)]
+        (tmp_path / name).write_text(code, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 passed" in done.stdout

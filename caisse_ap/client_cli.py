@@ -39,17 +39,12 @@ EXIT_UNKNOWN = 3  # outcome unknown or protocol error: check the terminal
 EXIT_NOT_SENT = 4  # connection failed before anything was sent
 EXIT_INTERRUPTED = 130  # Ctrl-C before the request was sent
 
-# The words of the output and of --json's "status": an Outcome's value, or
-# ERROR when nothing was sent (TerminalUnreachable).
-APPROVED, DECLINED, ACCEPTED, UNKNOWN = "approved", "declined", "accepted", "unknown"
+# --json's "status" is the Outcome's word, or this one when nothing was sent.
 ERROR = "error"
-EXIT_BY_STATUS = {
-    APPROVED: EXIT_DONE,
-    ACCEPTED: EXIT_DONE,
-    DECLINED: EXIT_DECLINED,
-    UNKNOWN: EXIT_UNKNOWN,
-    ERROR: EXIT_NOT_SENT,
-}
+# By Outcome (its word: the library is not imported for --help).
+EXIT_BY_OUTCOME = {"approved": EXIT_DONE, "accepted": EXIT_DONE, "declined": EXIT_DECLINED,
+                   "unknown": EXIT_UNKNOWN}
+COLOURS = {"approved": "32", "accepted": "32", "declined": "31", "unknown": "33"}
 
 DEFAULT_TIMEOUT = 180.0  # the library's (payment.DEFAULT_TIMEOUT), not imported for --help
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -138,7 +133,6 @@ def unreachable_to_json(request: PaymentRequest, error: TerminalUnreachable,
     }
 
 
-COLOURS = {APPROVED: "32", ACCEPTED: "32", DECLINED: "31", UNKNOWN: "33"}
 
 
 def headline(result: PaymentResult) -> str:
@@ -147,16 +141,17 @@ def headline(result: PaymentResult) -> str:
     action = _action_of(result.request)
     what = amount if action == "debit" else f"{amount} ({action})"
     answer = result.answer
-    status = str(result.outcome)
-    if status == APPROVED:
+    from .payment import Outcome
+
+    if result.outcome is Outcome.APPROVED:
         granted = answer.amount if answer else None
         if granted is not None and granted < result.request.amount:
             *_, part = _amount_text(str(granted), result.request.value("CE") or "")
             return f"APPROVED  {part} of {what} (partial payment)"
         return f"APPROVED  {what}"
-    if status == ACCEPTED:
+    if result.outcome is Outcome.ACCEPTED:
         return f"ACCEPTED (immediate answer)  {what}"
-    if status == DECLINED:
+    if result.outcome is Outcome.DECLINED:
         reason = answer.reason if answer else None
         if reason is None:
             return f"DECLINED — no reason given (no AF)  {what}"
@@ -175,7 +170,7 @@ def format_result(result: PaymentResult, colour: bool = False, raw: bool = False
 
     first = headline(result)
     if colour:
-        first = f"\x1b[1;{COLOURS[str(result.outcome)]}m{first}\x1b[0m"
+        first = f"\x1b[1;{COLOURS[result.outcome]}m{first}\x1b[0m"
     lines = [first]
     answer = result.answer
     if answer and answer.fields:
@@ -386,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if isinstance(outcome, TerminalUnreachable):
         return EXIT_NOT_SENT
-    return EXIT_BY_STATUS[str(outcome.outcome)]
+    return EXIT_BY_OUTCOME[outcome.outcome]
 
 
 def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:

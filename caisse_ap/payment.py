@@ -15,6 +15,7 @@ or 1250 euros?) or inexact.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -220,8 +221,9 @@ class Actions(Generic[Sent]):
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  register: str = "01", pos_id: str = "012345678901",
                  protocol_version: str = "0300") -> None:
-        if not timeout > 0 or not connect_timeout > 0:
-            raise InvalidRequest("time-outs must be above zero seconds", "timeout")
+        for name, seconds in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if not seconds > 0:
+                raise InvalidRequest(f"{name} must be above zero seconds, not {seconds!r}", name)
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -240,7 +242,7 @@ class Actions(Generic[Sent]):
                 reference: str | None = None, receipt: bool = False,
                 extra_fields: Iterable[Field] = ()) -> PaymentRequest:
         """The request an action sends, built but not sent; InvalidRequest if it cannot be."""
-        if isinstance(amount, str) and amount.strip().startswith("-") or (
+        if (isinstance(amount, str) and amount.strip().startswith("-")) or (
                 isinstance(amount, Decimal) and amount < 0):
             raise InvalidRequest(f"amount {amount} is negative: use refund() with a positive "
                                  "amount", "amount")
@@ -358,7 +360,9 @@ def unreachable(host: str, port: int, error: OSError,
     elif isinstance(error, TimeoutError):
         reason = f"cannot connect to {host}:{port}: no answer within {connect_timeout:g} s"
     else:
-        reason = f"cannot connect to {host}:{port}: {os_error_reason(error)}"
+        # By errno: asyncio words its errors its own way ("Connect call failed...").
+        said = os.strerror(error.errno) if error.errno else os_error_reason(error)
+        reason = f"cannot connect to {host}:{port}: {said}"
     return TerminalUnreachable(host, port, reason)
 
 

@@ -14,13 +14,15 @@ bytes and sets timers: `payment.Exchange` decides the rest.
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from typing import Any
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.python.failure import Failure
 
-from .errors import TerminalUnreachable
 from .messages import PaymentRequest
 from .payment import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -29,6 +31,7 @@ from .payment import (
     Actions,
     Exchange,
     PaymentResult,
+    unreachable,
 )
 
 __all__ = ["PaymentTerminal"]
@@ -56,7 +59,8 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
                 connector[0].disconnect()
 
         done: defer.Deferred[PaymentResult] = defer.Deferred(cancel)
-        factory = _ExchangeFactory(self.reactor, exchange, done, self.host, self.port)
+        factory = _ExchangeFactory(self.reactor, exchange, done, self.host, self.port,
+                                   self.connect_timeout)
         tcp: IReactorTCP = self.reactor
         connector.append(tcp.connectTCP(self.host, self.port, factory,
                                         timeout=self.connect_timeout))
@@ -116,27 +120,31 @@ class _ExchangeProtocol(protocol.Protocol):
 
 class _ExchangeFactory(protocol.ClientFactory):
     def __init__(self, reactor: IReactorTime, exchange: Exchange,
-                 done: defer.Deferred[PaymentResult], host: str, port: int) -> None:
+                 done: defer.Deferred[PaymentResult], host: str, port: int,
+                 connect_timeout: float) -> None:
         self.reactor = reactor
         self.exchange = exchange
         self.done = done
         self.host = host
         self.port = port
+        self.connect_timeout = connect_timeout
 
     def buildProtocol(self, addr: Any) -> _ExchangeProtocol:
         return _ExchangeProtocol(self.reactor, self.exchange, self.done)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         if not self.done.called and not reason.check(error.UserError):  # UserError: cancelled
-            self.done.errback(TerminalUnreachable(
-                self.host, self.port, _unreachable_reason(self.host, self.port, reason)))
+            self.done.errback(unreachable(self.host, self.port, _as_os_error(reason),
+                                          self.connect_timeout))
 
 
-def _unreachable_reason(host: str, port: int, reason: Failure) -> str:
+def _as_os_error(reason: Failure) -> OSError:
+    """Twisted's reason for a failed connection as the OSError a socket would raise, so
+    that every client words TerminalUnreachable alike."""
     if reason.check(error.DNSLookupError):
-        return f"cannot find the address of {host!r}"
+        return socket.gaierror(reason.getErrorMessage())
     if reason.check(error.TimeoutError):
-        return f"cannot connect to {host}:{port}: no answer in time"
+        return TimeoutError()
     if reason.check(error.ConnectionRefusedError):
-        return f"cannot connect to {host}:{port}: Connection refused"
-    return f"cannot connect to {host}:{port}: {reason.getErrorMessage()}"
+        return ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+    return OSError(reason.getErrorMessage())

@@ -150,10 +150,10 @@ def _digits(value: str, tag: str, what: str, field: str) -> str:
 
 
 def _check_reference(reference: str | None) -> None:
-    bounds = tags.tag("CF")
-    if reference is not None and not bounds.min_size <= len(reference) <= bounds.max_size:
-        raise InvalidRequest(f"the reference (CF) must be {bounds.min_size} to "
-                             f"{bounds.max_size} characters", "reference")
+    longest = tags.PORTABLE_REFERENCE_SIZE  # strict on output: what every terminal echoes
+    if reference is not None and not 1 <= len(reference) <= longest:
+        raise InvalidRequest(f"the reference (CF) must be 1 to {longest} characters",
+                             "reference")
 
 
 # --- what came of it ---------------------------------------------------------------------

@@ -148,6 +148,8 @@ def to_minor_units(
     info = _lookup(currency)
     value = parse_amount(amount)
     sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN or infinity: parse_amount lets none through
+        raise AmountError(f"amount {_show(amount)} is not a number")
     # Work on the integer digits so that no Decimal context can round anything.
     digit_text = "".join(map(str, digits)).lstrip("0")
     stripped = digit_text.rstrip("0")
@@ -167,7 +169,7 @@ def to_minor_units(
             f"amount {_show(amount)} is too large: {info.alpha} amounts stop at "
             f"{largest} ({MAX_DIGITS} digits of minor units)"
         )
-    units = int(stripped) * 10**shift
+    units = int(stripped + "0" * shift)
     return -units if sign else units
 
 

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .errors import CaisseApError
+
+TYPE_CHECKING = False  # typing itself costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
 FIRST_TAG = "CZ"
 CONSTRUCTED_TAGS = frozenset({"ZT"})
 MAX_VALUE_LENGTH = 999
@@ -31,7 +37,7 @@ _LENGTH_OF = {f"{size:03d}": size for size in range(MAX_VALUE_LENGTH + 1)}  # "0
 _LENGTH_TEXT = {size: f"{size:03d}" for size in range(1, MAX_VALUE_LENGTH + 1)}  # no 0
 
 
-class FrameError(ValueError):
+class FrameError(CaisseApError, ValueError):
     """A frame that breaks the Caisse-AP framing rules.
 
     `offset` is the byte offset of the problem in the message (None when
@@ -255,7 +261,7 @@ def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
     return value
 
 
-def _valid_encoding(fields: list | tuple, bare: bool) -> bytes | None:
+def _valid_encoding(fields: list[Any] | tuple[Any, ...], bare: bool) -> bytes | None:
     """The message for `fields` if they are all valid text, else None.
 
     encode's fast path, for the common case (a terminal's answer, a POS's

@@ -17,8 +17,8 @@ import base64
 import html
 import math
 import random
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache, cached_property, lru_cache
 from typing import Any, NamedTuple
@@ -36,8 +36,9 @@ from ..messages import (
 from ..tlv import Field
 from . import profiles
 from .profiles import Profile
+from .words import DecidedBy, Mode, TransactionStatus
 
-MODES = ("success", "failure", "no-answer", "hang-up", "manual")
+MODES = tuple(Mode)
 
 # Failure types: every AF code, by name. "abandon" (11, operator abandon) is the
 # original script's default; "abandoned" (06) is the customer's.
@@ -67,8 +68,7 @@ OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
 
 # Transaction statuses (docs/api.md).
 # interrupted: left pending by a server that stopped without answering (journal.py).
-STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
-            "error", "interrupted")
+STATUSES = tuple(TransactionStatus)
 
 RECEIPT_WIDTH = 32
 MAX_DURATION = 3600.0  # an hour: longer is surely a typo
@@ -250,7 +250,7 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
     return tuple(codes)
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "mode": _mode,
     "failure_type": failure_name,
     "duration": lambda v: _number("duration", v, 0, MAX_DURATION),
@@ -420,7 +420,7 @@ class Decision:
     """An outcome and who chose it (docs/api.md, transaction.decided_by)."""
 
     spec: OutcomeSpec
-    decided_by: str = "settings"
+    decided_by: DecidedBy = DecidedBy.SETTINGS
 
 
 def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
@@ -436,7 +436,7 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
 
 
 # Nobody typed anything in time: what the terminal answers in manual mode.
-MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), "manual-timeout")
+MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), DecidedBy.MANUAL_TIMEOUT)
 
 
 @lru_cache(maxsize=64)
@@ -444,7 +444,7 @@ def _settings_decision(mode: str, failure_type: str) -> Decision:
     # Decisions are immutable: one per mode and failure type serves every
     # transaction, instead of two frozen dataclasses built for each.
     outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
-    return Decision(OutcomeSpec(outcome), "settings")
+    return Decision(OutcomeSpec(outcome), DecidedBy.SETTINGS)
 
 
 # --- Answers ----------------------------------------------------------------

@@ -20,7 +20,7 @@ import importlib
 import ipaddress
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -65,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def setting_arg(name: str):
+def setting_arg(name: str) -> Callable[[str], Any]:
     """An argparse type that checks one setting with the same rules as the API."""
     def check(text: str) -> Any:
         try:
@@ -76,7 +76,7 @@ def setting_arg(name: str):
     return check
 
 
-def ip_address_arg(what: str):
+def ip_address_arg(what: str) -> Callable[[str], str]:
     """An argparse type for a listening address ("localhost" is 127.0.0.1)."""
     def check(text: str) -> str:
         if text == "localhost":
@@ -90,7 +90,7 @@ def ip_address_arg(what: str):
     return check
 
 
-def port_arg(what: str):
+def port_arg(what: str) -> Callable[[str], int]:
     """An argparse type for a TCP port, 0 meaning any free one."""
     def check(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) > 65535:
@@ -100,7 +100,7 @@ def port_arg(what: str):
     return check
 
 
-def _positive(kind: type, what: str):
+def _positive(kind: type, what: str) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         try:
             value = kind(text)
@@ -302,6 +302,7 @@ def run(args: argparse.Namespace, reactor: Any = None,
         print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: "
               f"{error.socketError}", file=sys.stderr)
         return 1
+    assert terminal.address is not None  # start() returns a listening terminal
     host, port = terminal.address
     settings = terminal.settings
     log.info("%s %s: simulated terminal in mode %s: %s; profile %s; listening on %s:%d", PROG,

@@ -288,7 +288,8 @@ class Journal:
         """The transactions newest first; `after` keeps ids greater than it."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
-        clauses, values = [], []
+        clauses: list[str] = []
+        values: list[int | str] = []
         if after is not None:
             clauses.append("id > ?")
             values.append(after)
@@ -318,7 +319,7 @@ class Journal:
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""
         rows = self._read("SELECT COALESCE(MAX(id), 0) FROM transactions", ())
-        last = rows[0][0] if rows else 0
+        last = int(rows[0][0]) if rows else 0
         return last if self._stand_in is None else max(last, self._stand_in.last_id())
 
     def count(self, status: str | None = None) -> int:
@@ -327,7 +328,7 @@ class Journal:
             rows = self._read("SELECT COUNT(*) FROM transactions", ())
         else:
             rows = self._read("SELECT COUNT(*) FROM transactions WHERE status = ?", (status,))
-        return rows[0][0] if rows else 0
+        return int(rows[0][0]) if rows else 0
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file. Blocking: call it from a thread.

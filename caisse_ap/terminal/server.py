@@ -47,6 +47,8 @@ class TerminalProtocol(protocol.Protocol):
     when answers pile up unsent, and the connection then stops reading.
     """
 
+    transport: tcp.Server  # set by Twisted before connectionMade
+
     def __init__(self, terminal: Terminal, idle_watch: IdleWatch, peer: str = "?"):
         self.terminal = terminal
         self.peer = peer  # "host:port", for transactions and logs
@@ -54,7 +56,7 @@ class TerminalProtocol(protocol.Protocol):
                                              request_timeout=terminal.request_timeout)
         self.current: Transaction | None = None
         self.closing = False
-        self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
+        self.notify_closed: defer.Deferred[Any] | None = None  # fired by connectionLost
         self.on_closed: Any = None  # the factory's, to accept again under the limit
         self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer
@@ -358,6 +360,8 @@ class _Port(tcp.Port):
     """A listening port that accepts, in one go, no more POS than the terminal has room for
     (Twisted accepts up to a hundred at once)."""
 
+    factory: TerminalFactory
+
     def doRead(self) -> None:
         free = self.factory.free_slots()
         if free <= 0:
@@ -382,7 +386,7 @@ def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
     return terminal
 
 
-def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred:
+def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[Any]:
     """Stop listening, answer transactions in flight at once, close every connection.
 
     Fires once every connection is closed; those still open after `grace`
@@ -399,7 +403,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     terminal.stop_transactions()
     closing = []
     for connection in list(terminal.connections):
-        closed: defer.Deferred = defer.Deferred()
+        closed: defer.Deferred[Any] = defer.Deferred()
         connection.notify_closed = closed
         closing.append(closed)
         connection.transport.loseConnection()

@@ -40,6 +40,7 @@ from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
+from .words import DecidedBy, TransactionStatus
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -85,8 +86,8 @@ class Transaction:
     received_at: float
     request_fields: list[Field]
     request: PaymentRequest | None = None
-    status: str = "pending"
-    decided_by: str | None = None
+    status: str = TransactionStatus.PENDING  # a TransactionStatus
+    decided_by: str | None = None  # a DecidedBy
     outcome: OutcomeSpec | None = None
     answer: tuple[Field, ...] | None = None
     reason: str | None = None
@@ -209,7 +210,7 @@ class _Run:
     settings: TerminalSettings
     decision: Decision | None = None
     timer: IDelayedCall | None = None
-    waiting: defer.Deferred | None = None
+    waiting: defer.Deferred[Any] | None = None
 
 
 class Terminal:
@@ -258,7 +259,7 @@ class Terminal:
 
     def counters(self) -> dict[str, int]:
         """Transactions by final status, pending ones, open connections, total (docs/api.md)."""
-        counters = {status: self.counts[status] for status in FINAL_STATUSES}
+        counters: dict[str, int] = {status: self.counts[status] for status in FINAL_STATUSES}
         counters["pending"] = len(self._runs)
         counters["open_connections"] = len(self.connections)
         counters["total"] = self.counts["total"]
@@ -296,7 +297,7 @@ class Terminal:
             txn.problem = str(error)
             self._notify("request_received", txn)
             reply = behaviour.error_reply(error.fields or fields, error.reason, settings)
-            self._finish(txn, connection, reply, "request-error")
+            self._finish(txn, connection, reply, DecidedBy.REQUEST_ERROR)
             return txn
         txn.request = request
         if self.observers:
@@ -315,7 +316,7 @@ class Terminal:
         txn.problem = str(error)
         self._notify("request_received", txn)
         reply = behaviour.error_reply(error.fields, FORMAT_ERROR, self.settings)
-        self._finish(txn, connection, reply, "request-error")
+        self._finish(txn, connection, reply, DecidedBy.REQUEST_ERROR)
         return txn
 
     def extend_request(self, txn: Transaction, fields: list[Field]) -> None:
@@ -355,7 +356,7 @@ class Terminal:
             self._cancel(run)
             if run.decision is None:
                 fallback, _ = behaviour.decide_from_settings(run.settings)
-                run.decision = Decision(fallback.spec, "shutdown")
+                run.decision = Decision(fallback.spec, DecidedBy.SHUTDOWN)
             self._reply(run)
 
     # --- Internals -----------------------------------------------------------
@@ -379,7 +380,7 @@ class Terminal:
         reply = behaviour.immediate_reply(request, settings, decision.spec, self._rng_for(txn),
                                           self._now(), busy=bool(self._runs))
         txn.outcome = decision.spec
-        self._finish(txn, connection, reply, "settings")
+        self._finish(txn, connection, reply, DecidedBy.SETTINGS)
 
     def _decide(self, run: _Run, request: PaymentRequest) -> None:
         for source in list(self.outcome_sources):

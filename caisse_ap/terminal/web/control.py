@@ -22,6 +22,7 @@ from ...messages import PaymentRequest
 from ..behaviour import MANUAL_TIMEOUT, Decision, OutcomeSpec
 from ..journal import Journal, to_text
 from ..service import Terminal, Transaction, iso_time
+from ..words import DecidedBy
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -42,7 +43,7 @@ class OutcomeQueue:
     def __call__(self, transaction: Transaction, request: PaymentRequest) -> Decision | None:
         if not self._items:
             return None
-        return Decision(self._items.popleft(), "queue")
+        return Decision(self._items.popleft(), DecidedBy.QUEUE)
 
     def extend(self, specs: list[OutcomeSpec]) -> None:
         if len(self._items) + len(specs) > MAX_QUEUE:
@@ -59,7 +60,7 @@ class OutcomeQueue:
 class _Waiting:
     """A request held in manual mode until a person decides or the time runs out."""
 
-    def __init__(self, deferred: defer.Deferred, timer: Any, deadline: float):
+    def __init__(self, deferred: defer.Deferred[Any], timer: Any, deadline: float):
         self.deferred = deferred
         self.timer = timer
         self.deadline = deadline
@@ -77,20 +78,21 @@ class ManualDecisions:
         self.reactor = terminal.reactor
         self._waiting: dict[int, _Waiting] = {}
 
-    def __call__(self, transaction: Transaction, request: PaymentRequest) -> defer.Deferred | None:
+    def __call__(self, transaction: Transaction,
+                 request: PaymentRequest) -> defer.Deferred[Any] | None:
         settings = self.terminal.settings
         if settings.mode != "manual":
             return None
         txn_id = transaction.id
 
-        def cancelled(_: defer.Deferred) -> None:
+        def cancelled(_: defer.Deferred[Any]) -> None:
             # The POS left, or the server stops: forget the request quietly.
             waiting = self._waiting.pop(txn_id, None)
             if waiting is not None and waiting.timer.active():
                 waiting.timer.cancel()
 
         # The Terminal cancels it when the POS leaves or the server stops.
-        deferred: defer.Deferred = defer.Deferred(cancelled)
+        deferred: defer.Deferred[Any] = defer.Deferred(cancelled)
         timeout = settings.manual_timeout
         timer = self.reactor.callLater(timeout, self._time_out, txn_id)
         self._waiting[txn_id] = _Waiting(deferred, timer, self.reactor.seconds() + timeout)
@@ -115,7 +117,7 @@ class ManualDecisions:
             return False
         if waiting.timer.active():
             waiting.timer.cancel()
-        waiting.deferred.callback(Decision(spec, "manual"))
+        waiting.deferred.callback(Decision(spec, DecidedBy.MANUAL))
         return True
 
 
@@ -135,7 +137,7 @@ class EventHub:
         # to nobody (no console open) and only kept for a replay.
         self._recent: deque[tuple[int, str, str]] = deque(maxlen=REPLAY_EVENTS)
         self._subscribers: list[Callable[[bytes], None]] = []
-        self._finish_waiters: dict[int, list[defer.Deferred]] = {}
+        self._finish_waiters: dict[int, list[defer.Deferred[Any]]] = {}
 
     def transaction_event(self, event: str, data: dict[str, Any], text: str) -> None:
         """A transaction arrived ("request") or is over ("answer"); `text` is `data` as JSON."""
@@ -156,9 +158,9 @@ class EventHub:
             data = {**data, "decision_deadline": iso_time(deadline)}
         return data
 
-    def when_finished(self, txn_id: int) -> defer.Deferred:
+    def when_finished(self, txn_id: int) -> defer.Deferred[Any]:
         """Fires with the transaction's final JSON once it is finished."""
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[Any] = defer.Deferred()
         self._finish_waiters.setdefault(txn_id, []).append(waiter)
         return waiter
 

@@ -19,9 +19,9 @@ import telium  # pyTeliumManager, a test dependency: a real POS implementation
 from server_process import ROOT, ServerProcess, run_server
 
 from caisse_ap import client, client_cli, concert
+from caisse_ap.concert import ACK, ENQ, EOT, NAK, STX, ConcertRequest
 from caisse_ap.errors import TerminalUnreachable
 from caisse_ap.payment import Outcome
-from caisse_ap.concert import ACK, ENQ, EOT, NAK, STX, ConcertRequest
 
 TIMEOUT = 10.0  # a wait this long means the test failed
 SERIAL_LINE = re.compile(r"Concert E\+ terminal on serial line (\S+) \(link (\S+)\)")

@@ -18,7 +18,7 @@ import html
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache, cached_property, lru_cache
 from typing import Any, NamedTuple

@@ -156,7 +156,8 @@ def headline(result: PaymentResult) -> str:
     if result.outcome is Outcome.DECLINED:
         reason = answer.reason if answer else None
         if reason is None:
-            return f"DECLINED — {answer.missing_reason(result.request)}  {what}"
+            why = answer.missing_reason(result.request) if answer else "no answer"
+            return f"DECLINED — {why}  {what}"
         details = f": {reason.details}" if reason.details else ""
         return f"DECLINED — {reason.label} (AF={reason.code}{details})  {what}"
     return f"UNKNOWN OUTCOME — {result.problem}; {UNKNOWN_ADVICE}  {what}"

@@ -62,7 +62,7 @@ def speed(baud: int) -> int:
     constant = getattr(termios, f"B{baud}", None)
     if constant is None:
         raise InvalidRequest(f"{baud} bauds is not a serial speed this system knows", "baud")
-    return constant
+    return int(constant)
 
 
 def configure(fd: int, baud: int = DEFAULT_BAUD) -> None:

@@ -281,6 +281,7 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
         if made_token:
             from .api import WILDCARDS
 
+            assert services.web_address is not None  # the console listens
             host, port = services.web_address
             host = WILDCARDS.get(host, host)
             url = f"http://{f'[{host}]' if ':' in host else host}:{port}/#token={token}"

@@ -514,7 +514,8 @@ class _EventStream:
     def pauseProducing(self) -> None:
         if not self.paused:
             self.paused = True
-            self._count_unsent(self.request.transport.bufferSize)
+            transport: Any = self.request.transport  # a TCP transport: it has a bufferSize
+            self._count_unsent(transport.bufferSize)
 
     def resumeProducing(self) -> None:
         self.paused = False
@@ -537,7 +538,8 @@ class _EventStream:
                             "%d KiB); cutting it off", _peer(self.request),
                             self.unsent // 1024, self.api.streams_unsent // 1024)
                 self._gone(None)
-                self.request.transport.abortConnection()
+                transport: Any = self.request.transport  # a TCP transport: it can abort
+                transport.abortConnection()
                 return
         self.request.write(data)
 

@@ -131,7 +131,8 @@ class LimitedRequest(server.Request):
     def process(self) -> None:
         for name, value in COMMON_HEADERS.items():
             self.setHeader(name, value)
-        if not self.channel.site.hosts.allows(self.getHeader(b"host")):
+        site: QuietSite = cast(Any, self.channel).site  # set by Site.buildProtocol
+        if not site.hosts.allows(self.getHeader(b"host")):
             self._refuse(ApiError(421, "This server does not answer to that host name; "
                                        "start it with --web-allowed-host NAME to allow it."))
         elif self.body_too_large:

@@ -105,7 +105,8 @@ class Profile:
     contract_length: int | None = None
     seller_contract: str = "424242"
     # [failure]
-    failure_details: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    failure_details: MappingProxyType[str, str] = field(
+        default_factory=lambda: MappingProxyType({}))
     failure_fields: tuple[str, ...] = ()
     cheque_reason: str = "04"
     # [actions]: CD code -> kind

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,14 +330,18 @@ class TerminalFactory(protocol.Factory):
 
 
 def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
-                   host: str = "127.0.0.1", port: int = 0, **options: Any) -> Terminal:
+                   host: str = "127.0.0.1", port: int = 0, *,
+                   factory: Callable[[Terminal], protocol.Factory] = TerminalFactory,
+                   **options: Any) -> Terminal:
     """Listen for POS on host:port (0: a free port) and return the Terminal.
 
     `options` go to Terminal (seed, idle_timeout, max_connections). The bound
-    address is `terminal.address`. Raises twisted's CannotListenError.
+    address is `terminal.address`. `factory` builds the connections' factory
+    (the proxy's, proxy.py; it has an `idle_watch` too). Raises twisted's
+    CannotListenError.
     """
     terminal = Terminal(settings, reactor=reactor, **options)
-    terminal.listening_port = reactor.listenTCP(port, TerminalFactory(terminal),
+    terminal.listening_port = reactor.listenTCP(port, factory(terminal),
                                                 backlog=BACKLOG, interface=host)
     return terminal
 

@@ -1,0 +1,444 @@
+"""Between a real POS and a real terminal, or a recording: the proxy's Twisted edge.
+
+`ProxyFactory` listens in the simulated terminal's place
+(server.start_terminal's `factory`). Each POS connection gets a link to the
+upstream: a TCP connection to the real terminal (`TerminalUpstream`,
+--proxy) or a recording that answers in its place (`RecordingUpstream`,
+--replay). Bytes pass unchanged, segment by segment, both ways. The POS's
+requests are read with the core's FrameDecoder, the answers with its
+PosConnection; each exchange becomes a Transaction of the Terminal, so the
+journal, the console and --record see it, with the deviations the core finds
+in it (deviations.py). Card numbers are masked before anything is written
+down; the POS gets the terminal's bytes as they came.
+
+The outcome queue (POST /api/next) answers in the terminal's place: while it
+holds an outcome, the POS's next request is held back until it is whole,
+then answered by the Terminal as a simulated one, and never reaches the
+terminal. A request a recording has no answer for is answered the same way,
+flagged `replay-unmatched`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import endpoints, protocol
+
+from .. import masking
+from ..connection import AnswerReceived, ConnectionClosed, NeedData, PosConnection
+from ..deviations import Deviation, Exchange, Expectations, ResendWatch, find_deviations
+from ..messages import Outcome, TerminalAnswer, has_mandatory_fields
+from ..tlv import Field, FrameDecoder, FrameError
+from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
+from .server import IdleWatch
+from .service import Terminal, Transaction
+from .taps import SegmentLog
+
+log = logging.getLogger("caisse_ap.terminal")
+
+CONNECT_TIMEOUT = 10.0  # seconds to reach the terminal before the POS connection is closed
+STATUS_BY_OUTCOME = {Outcome.APPROVED: "approved", Outcome.DECLINED: "declined",
+                     Outcome.ACCEPTED: "accepted", Outcome.UNREADABLE: "error"}
+
+
+@dataclass
+class _Forwarded:
+    """A request passed on, waiting for its answer."""
+
+    transaction: Transaction
+    reader: PosConnection
+    resent: bool = False
+    reads: int = 0  # how many reads carried the answer so far
+    timer: Any = None  # the answer reader's deadline (its trailing grace)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+class ProxyProtocol(protocol.Protocol):
+    """One POS connection and its link to the upstream."""
+
+    def __init__(self, factory: ProxyFactory, peer: str):
+        self.factory = factory
+        self.terminal = factory.terminal
+        self.reactor = factory.reactor
+        self.peer = peer
+        self.segments = SegmentLog(self.reactor)
+        self.requests = FrameDecoder(has_mandatory_fields)
+        self.link: Any = None
+        self.request_started: float | None = None  # first byte of the request being read
+        self.held: list[bytes] | None = None  # its bytes, while the queue may answer it
+        self.forwarded: _Forwarded | None = None
+        self.local: Transaction | None = None  # answered here by the Terminal
+        self.flags: tuple[dict[str, str], ...] = ()  # for the next transaction answered here
+        self.upstream_gone = False
+        self.closing = False
+        self.notify_closed: Any = None  # stop_terminal's Deferred, fired by connectionLost
+        self.last_active = 0.0
+
+    # --- The POS side --------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.terminal.connections.add(self)
+        self.factory.opened(self)
+        self.last_active = self.reactor.seconds()
+        self.factory.idle_watch.watch()
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)  # segments go on as they came
+        self.link = self.factory.upstream.connect(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        now = self.last_active = self.reactor.seconds()
+        self.segments.note(POS, data)
+        if self.request_started is None:
+            self.request_started = now
+            if self.factory.queue_armed():
+                self.held = []
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.link.send(data)
+        try:
+            self.requests.feed(data)
+            while (fields := self.requests.next_message()) is not None:
+                self._request(fields)
+        except FrameError as error:
+            self._unreadable_request(error)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closing = True
+        self.terminal.connections.discard(self)
+        if self.forwarded is not None:
+            # An answer already read to its action status is whole: the POS had it.
+            self.forwarded.reader.receive_data(b"")
+            self._read_answer(self.forwarded, ended="dropped")
+        if self.local is not None:
+            local, self.local = self.local, None
+            self.terminal.drop(local)
+        if self.link is not None:
+            self.link.close()
+        self.factory.closed(self)  # after the dropped transactions are recorded
+        if self.notify_closed is not None:
+            notify, self.notify_closed = self.notify_closed, None
+            notify.callback(None)
+
+    def _request(self, fields: list[Field]) -> None:
+        """A whole request: answered here if the queue holds an outcome, else passed on."""
+        now = self.reactor.seconds()
+        received_at, self.request_started = self.request_started or now, None
+        held, self.held = self.held, None
+        if held is not None and self.factory.queue_armed():
+            self._answer_here(fields, received_at)
+            return
+        for piece in held or ():
+            self.link.send(piece)
+        if self.forwarded is not None:  # a new request before the answer: that one is lost
+            self._finish(self.forwarded, "no-answer")
+        resent = self.factory.resends.is_resend(fields, received_at)
+        if not self.link.request(fields):
+            self.flags = (Deviation("replay-unmatched").to_json(),)
+            self._answer_here(fields, received_at)
+            return
+        upstream = self.factory.upstream
+        txn = self.terminal.receive_forwarded(self, fields, received_at, upstream.mode,
+                                              upstream.decided_by)
+        self.forwarded = _Forwarded(txn, PosConnection(clock=self.reactor.seconds), resent)
+
+    def _answer_here(self, fields: list[Field], received_at: float) -> None:
+        txn = self.terminal.receive(self, fields, received_at)
+        self.local = txn if txn.pending else None
+
+    def _unreadable_request(self, error: FrameError) -> None:
+        """Bytes that are no request: passed on all the same, the terminal answers them."""
+        for piece in self.held or ():
+            self.link.send(piece)
+        self.held, self.request_started = None, None
+        log.warning("%s sent an unreadable request: %s", self.peer, error)
+
+    # --- The Connection interface, for answers made here ---------------------------------
+
+    def send(self, data: bytes) -> None:
+        self.segments.note(TERMINAL, data)
+        self.transport.write(data)
+
+    def hang_up(self) -> None:
+        self.closing = True
+        self.transport.loseConnection()
+
+    def transaction_done(self, transaction: Transaction) -> None:
+        if self.local is transaction:
+            self.local = None
+        self.last_active = self.reactor.seconds()
+        if self.upstream_gone:
+            self.transport.loseConnection()
+
+    # --- The upstream side -----------------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        """Bytes from the terminal: on to the POS at once, then read."""
+        if self.closing:
+            return
+        self.last_active = self.reactor.seconds()
+        self.segments.note(TERMINAL, data)
+        self.transport.write(data)
+        forwarded = self.forwarded
+        if forwarded is None:
+            return  # nothing asked: passed on, with nothing to read it against
+        forwarded.reads += 1
+        forwarded.reader.receive_data(data)
+        self._read_answer(forwarded)
+
+    def upstream_closed(self) -> None:
+        """The terminal closed: the POS's connection closes too, as without the proxy."""
+        self.upstream_gone = True
+        if self.forwarded is not None:
+            self.forwarded.reader.receive_data(b"")
+            self._read_answer(self.forwarded)
+        if self.local is None and not self.closing:
+            self.transport.loseConnection()
+
+    def upstream_failed(self, why: str) -> None:
+        """The terminal cannot be reached: the POS sees its connection closed, the console why."""
+        if self.closing:
+            return
+        detail = f"{self.factory.upstream.name}: {why}"
+        log.warning("%s: the terminal at %s; closing the POS connection", self.peer, detail)
+        unreachable = Deviation("terminal-unreachable", detail)
+        if self.forwarded is not None:  # the request came before the failure
+            self.forwarded.problems[unreachable.code] = detail
+            self._finish(self.forwarded, "hang-up")
+        else:
+            txn = self.terminal.receive_forwarded(self, [], self.request_started)
+            txn.deviations = (unreachable.to_json(),)
+            self.terminal.finish_forwarded(txn, "hang-up")
+        self.closing = True
+        self.transport.loseConnection()
+
+    def _read_answer(self, forwarded: _Forwarded, ended: str = "hang-up") -> None:
+        """Read what came of the answer; `ended`: the status if the connection ended
+        without one (the terminal hung up, or the POS left)."""
+        if forwarded.timer is not None and forwarded.timer.active():
+            forwarded.timer.cancel()
+        forwarded.timer = None
+        if self.forwarded is not forwarded:
+            return
+        event = forwarded.reader.next_event()
+        if isinstance(event, NeedData):
+            if event.deadline is not None:
+                delay = max(event.deadline - self.reactor.seconds(), 0.0)
+                forwarded.timer = self.reactor.callLater(delay, self._read_answer, forwarded)
+        elif isinstance(event, AnswerReceived):
+            self._finish(forwarded, None, event.fields, event.frame, event.dropped)
+        elif isinstance(event, ConnectionClosed):
+            self._finish(forwarded, ended)
+        else:  # ProtocolError
+            forwarded.problems["unreadable-answer"] = str(event.error)
+            self._finish(forwarded, "dropped" if ended == "dropped" else "error", None,
+                         event.frame)
+
+    def _finish(self, forwarded: _Forwarded, status: str | None,
+                fields: list[Field] | None = None, frame: bytes = b"",
+                after: bytes = b"") -> None:
+        """The exchange is over: its transaction gets the answer (masked) and its deviations."""
+        if forwarded.timer is not None and forwarded.timer.active():
+            forwarded.timer.cancel()
+        self.forwarded = None
+        txn = forwarded.transaction
+        reason = None
+        if fields is not None:
+            answer = TerminalAnswer.parse(fields)
+            status = STATUS_BY_OUTCOME[answer.outcome]
+            reason = answer.reason.code if answer.reason else None
+        else:
+            self.factory.resends.unanswered(txn.request_fields, self.reactor.seconds())
+        exchange = Exchange(txn.request_fields, fields, forwarded.reads, after, forwarded.resent,
+                            problems=forwarded.problems)
+        deviations = find_deviations(exchange, self.factory.expectations)
+        txn.deviations = tuple(d.to_json() for d in deviations)
+        if deviations:
+            log.warning("%s transaction %d deviates: %s", self.peer, txn.id,
+                        "; ".join(d.message() for d in deviations))
+        numbers = masking.full_card_numbers(fields or ())
+        answer_fields = None if fields is None else masking.mask_fields(fields)
+        sent = masking.mask_bytes(frame, numbers) if fields is not None else None
+        assert status is not None
+        self.terminal.finish_forwarded(txn, status, answer_fields, sent, reason)
+
+    # --- Idle time-out (IdleWatch calls these) ----------------------------------------------
+
+    def idle_since(self, now: float) -> float:
+        if self.forwarded is not None or self.local is not None or self.closing:
+            return now
+        return self.last_active
+
+    def close_idle(self, timeout: float) -> None:
+        log.info("%s sent nothing for %g s: closing", self.peer, timeout)
+        self.closing = True
+        self.transport.loseConnection()
+
+
+class ProxyFactory(protocol.Factory):
+    """Builds one ProxyProtocol per POS; an observer of the Terminal, to flag what it answers.
+
+    `logs`: each open connection's SegmentLog by peer, for the Recorder.
+    """
+
+    noisy = False
+
+    def __init__(self, terminal: Terminal, upstream: Any,
+                 expectations: Expectations | None = None):
+        self.terminal = terminal
+        self.reactor = terminal.reactor
+        self.upstream = upstream
+        self.expectations = expectations or Expectations()
+        self.idle_watch = IdleWatch(terminal)
+        self.resends = ResendWatch()
+        self.logs: dict[str, SegmentLog] = {}
+        self._by_peer: dict[str, ProxyProtocol] = {}
+        terminal.observers.insert(0, self)
+
+    def buildProtocol(self, addr: Any) -> ProxyProtocol | None:
+        if len(self.terminal.connections) >= self.terminal.max_connections:
+            log.warning("refusing %s: %d connections already open (--max-connections)",
+                        getattr(addr, "host", addr), len(self.terminal.connections))
+            return None
+        return ProxyProtocol(self, f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?")
+
+    def opened(self, connection: ProxyProtocol) -> None:
+        self._by_peer[connection.peer] = connection
+        self.logs[connection.peer] = connection.segments
+
+    def closed(self, connection: ProxyProtocol) -> None:
+        self._by_peer.pop(connection.peer, None)
+        self.logs.pop(connection.peer, None)
+
+    def queue_armed(self) -> bool:
+        """Whether the outcome queue holds an outcome for the next request."""
+        from .web.control import OutcomeQueue
+
+        return any(isinstance(source, OutcomeQueue) and source.to_json()
+                   for source in self.terminal.outcome_sources)
+
+    def request_received(self, txn: Transaction) -> None:
+        """Observer: a transaction answered here gets the flags its connection set."""
+        connection = self._by_peer.get(txn.peer)
+        if connection is not None and connection.flags:
+            txn.deviations, connection.flags = connection.flags, ()
+
+
+# --- Upstreams ------------------------------------------------------------------------------
+
+
+class TerminalUpstream:
+    """The real terminal, one TCP connection per POS connection."""
+
+    mode, decided_by = "proxied", "terminal"
+
+    def __init__(self, host: str, port: int, timeout: float = CONNECT_TIMEOUT):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.name = f"{host}:{port}"
+
+    def connect(self, proxy: ProxyProtocol) -> _TerminalLink:
+        link = _TerminalLink(proxy)
+        endpoint = endpoints.HostnameEndpoint(proxy.reactor, self.host, self.port,
+                                              timeout=self.timeout)
+        endpoints.connectProtocol(endpoint, link).addErrback(
+            lambda failure: link.failed(failure.getErrorMessage()))
+        return link
+
+
+class _TerminalLink(protocol.Protocol):
+    """The proxy's connection to the terminal for one POS connection."""
+
+    def __init__(self, proxy: ProxyProtocol):
+        self.proxy = proxy
+        self.pending: list[bytes] | None = []  # POS bytes sent before it connected
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        if self.closed:  # the POS left meanwhile
+            self.transport.loseConnection()
+            return
+        self.transport.setTcpNoDelay(True)
+        pending, self.pending = self.pending or [], None
+        for piece in pending:
+            self.transport.write(piece)
+
+    def send(self, data: bytes) -> None:
+        if self.pending is not None:
+            self.pending.append(data)
+        else:
+            self.transport.write(data)
+
+    def request(self, fields: list[Field]) -> bool:
+        return True  # the terminal answers every request
+
+    def dataReceived(self, data: bytes) -> None:
+        self.proxy.upstream_data(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.proxy.upstream_closed()
+
+    def failed(self, why: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.proxy.upstream_failed(why)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class RecordingUpstream:
+    """A recording answering in the terminal's place (--replay)."""
+
+    mode, decided_by = "replayed", "recording"
+
+    def __init__(self, recording: Recording, in_order: bool = False):
+        self.book = ReplayBook(recording, in_order)
+        self.name = "recording"
+
+    def connect(self, proxy: ProxyProtocol) -> _RecordingLink:
+        return _RecordingLink(self.book, proxy)
+
+
+class _RecordingLink:
+    """Plays the recorded answer of each request, with its delays and segments."""
+
+    def __init__(self, book: ReplayBook, proxy: ProxyProtocol):
+        self.book = book
+        self.proxy = proxy
+        self.timer: Any = None
+
+    def send(self, data: bytes) -> None:
+        pass  # the recording needs the whole request only
+
+    def request(self, fields: list[Field]) -> bool:
+        answer = self.book.answer_for(fields)
+        if answer is None:
+            return False
+        self._next(answer, 0)
+        return True
+
+    def _next(self, answer: ReplayedAnswer, index: int) -> None:
+        self.timer = None
+        if index < len(answer.writes):
+            delay, data = answer.writes[index]
+            self.timer = self.proxy.reactor.callLater(delay, self._write, answer, index)
+        elif answer.hang_up:
+            delay = answer.delay if not answer.writes else 0.0
+            self.timer = self.proxy.reactor.callLater(delay, self.proxy.upstream_closed)
+
+    def _write(self, answer: ReplayedAnswer, index: int) -> None:
+        self.proxy.upstream_data(answer.writes[index][1])
+        self._next(answer, index + 1)
+
+    def close(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None

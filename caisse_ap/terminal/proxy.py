@@ -24,15 +24,26 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import endpoints, protocol
+from twisted.internet import endpoints, interfaces, protocol
+from zope.interface import implementer
 
 from .. import masking
-from ..connection import AnswerReceived, ConnectionClosed, NeedData, PosConnection
+from ..connection import (
+    AnswerReceived,
+    CloseConnection,
+    ConnectionClosed,
+    MalformedRequest,
+    NeedData,
+    PosConnection,
+    RequestExtended,
+    RequestReceived,
+    TerminalConnection,
+)
 from ..deviations import Deviation, Exchange, Expectations, ResendWatch, find_deviations
-from ..messages import Outcome, TerminalAnswer, has_mandatory_fields
-from ..tlv import Field, FrameDecoder, FrameError
+from ..messages import Outcome, TerminalAnswer
+from ..tlv import Field, FrameError
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
-from .server import IdleWatch
+from .server import TerminalFactory
 from .service import Terminal, Transaction
 from .taps import SegmentLog
 
@@ -55,8 +66,10 @@ class _Forwarded:
     problems: dict[str, str] = field(default_factory=dict)
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class ProxyProtocol(protocol.Protocol):
-    """One POS connection and its link to the upstream."""
+    """One POS connection and its link to the upstream (a POS may shut its sending side
+    and still read the answer: that passes through too)."""
 
     def __init__(self, factory: ProxyFactory, peer: str):
         self.factory = factory
@@ -64,7 +77,8 @@ class ProxyProtocol(protocol.Protocol):
         self.reactor = factory.reactor
         self.peer = peer
         self.segments = SegmentLog(self.reactor)
-        self.requests = FrameDecoder(has_mandatory_fields)
+        self.requests = TerminalConnection(self.reactor.seconds,
+                                           request_timeout=self.terminal.request_timeout)
         self.link: Any = None
         self.request_started: float | None = None  # first byte of the request being read
         self.held: list[bytes] | None = None  # its bytes, while the queue may answer it
@@ -74,7 +88,9 @@ class ProxyProtocol(protocol.Protocol):
         self.upstream_gone = False
         self.closing = False
         self.notify_closed: Any = None  # stop_terminal's Deferred, fired by connectionLost
+        self.on_closed: Any = None  # the factory's, to accept again under the limit
         self.last_active = 0.0
+        self._timer: Any = None  # the request reader's deadline
 
     # --- The POS side --------------------------------------------------------------------
 
@@ -100,15 +116,22 @@ class ProxyProtocol(protocol.Protocol):
             self.held.append(data)
         else:
             self.link.send(data)
-        try:
-            self.requests.feed(data)
-            while (fields := self.requests.next_message()) is not None:
-                self._request(fields)
-        except FrameError as error:
-            self._unreadable_request(error)
+        self.requests.receive_data(data)
+        self._pump()
+
+    def readConnectionLost(self) -> None:
+        """The POS shut its sending side: so does the proxy towards the terminal."""
+        self._pass_held()
+        self.link.shut_sending()
+        self.requests.receive_data(b"")
+        self._pump()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closing = True
+        self._stop_timer()
         self.terminal.connections.discard(self)
         if self.forwarded is not None:
             # An answer already read to its action status is whole: the POS had it.
@@ -120,42 +143,90 @@ class ProxyProtocol(protocol.Protocol):
         if self.link is not None:
             self.link.close()
         self.factory.closed(self)  # after the dropped transactions are recorded
+        if self.on_closed is not None:
+            self.on_closed()
         if self.notify_closed is not None:
             notify, self.notify_closed = self.notify_closed, None
             notify.callback(None)
 
-    def _request(self, fields: list[Field]) -> None:
+    def _pump(self) -> None:
+        """Act on what the request reader makes of the POS's bytes."""
+        self._stop_timer()
+        while not self.closing:
+            event = self.requests.next_event()
+            if isinstance(event, NeedData):
+                if event.deadline is not None:
+                    delay = max(event.deadline - self.reactor.seconds(), 0.0)
+                    self._timer = self.reactor.callLater(delay, self._pump)
+                return
+            if isinstance(event, RequestReceived):
+                self._request(event.fields, event.received_at)
+            elif isinstance(event, RequestExtended):
+                self._extend(event.fields)
+            elif isinstance(event, MalformedRequest):
+                self._malformed(event.error, event.received_at)
+            elif isinstance(event, CloseConnection):
+                return  # nothing more to read: the terminal decides when to close
+            # BytesDropped: no request; passed on all the same, the terminal judges them
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _request(self, fields: list[Field], received_at: float) -> None:
         """A whole request: answered here if the queue holds an outcome, else passed on."""
-        now = self.reactor.seconds()
-        received_at, self.request_started = self.request_started or now, None
+        self.request_started = None
         held, self.held = self.held, None
         if held is not None and self.factory.queue_armed():
             self._answer_here(fields, received_at)
             return
         for piece in held or ():
             self.link.send(piece)
-        if self.forwarded is not None:  # a new request before the answer: that one is lost
-            self._finish(self.forwarded, "no-answer")
         resent = self.factory.resends.is_resend(fields, received_at)
         if not self.link.request(fields):
             self.flags = (Deviation("replay-unmatched").to_json(),)
             self._answer_here(fields, received_at)
             return
+        self._forward(fields, received_at, resent)
+
+    def _forward(self, fields: list[Field], received_at: float, resent: bool = False,
+                 problems: dict[str, str] | None = None) -> None:
         upstream = self.factory.upstream
         txn = self.terminal.receive_forwarded(self, fields, received_at, upstream.mode,
                                               upstream.decided_by)
-        self.forwarded = _Forwarded(txn, PosConnection(clock=self.reactor.seconds), resent)
+        self.forwarded = _Forwarded(txn, PosConnection(clock=self.reactor.seconds), resent,
+                                    problems=problems or {})
 
     def _answer_here(self, fields: list[Field], received_at: float) -> None:
         txn = self.terminal.receive(self, fields, received_at)
-        self.local = txn if txn.pending else None
+        if txn.pending:
+            self.local = txn
 
-    def _unreadable_request(self, error: FrameError) -> None:
-        """Bytes that are no request: passed on all the same, the terminal answers them."""
-        for piece in self.held or ():
+    def _extend(self, fields: list[Field]) -> None:
+        """Late optional fields of the request in progress."""
+        if self.local is not None:
+            self.terminal.extend_request(self.local, fields)
+        elif self.forwarded is not None:
+            self.forwarded.transaction.request_fields = list(fields)
+
+    def _malformed(self, error: FrameError, received_at: float) -> None:
+        """A message that is no request: passed on all the same, the terminal answers it."""
+        self.request_started = None
+        self._pass_held()
+        log.warning("%s sent a malformed request: %s", self.peer, error)
+        self._forward(error.fields, received_at, problems={"unreadable-request": str(error)})
+
+    def _pass_held(self) -> None:
+        held, self.held = self.held, None
+        for piece in held or ():
             self.link.send(piece)
-        self.held, self.request_started = None, None
-        log.warning("%s sent an unreadable request: %s", self.peer, error)
+
+    def _exchange_over(self) -> None:
+        """The request in progress is over: the reader may hand out the next one."""
+        self.requests.request_finished()
+        if not self.closing:
+            self._pump()
 
     # --- The Connection interface, for answers made here ---------------------------------
 
@@ -173,6 +244,7 @@ class ProxyProtocol(protocol.Protocol):
         self.last_active = self.reactor.seconds()
         if self.upstream_gone:
             self.transport.loseConnection()
+        self._exchange_over()
 
     # --- The upstream side -----------------------------------------------------------------
 
@@ -265,6 +337,7 @@ class ProxyProtocol(protocol.Protocol):
         sent = masking.mask_bytes(frame, numbers) if fields is not None else None
         assert status is not None
         self.terminal.finish_forwarded(txn, status, answer_fields, sent, reason)
+        self._exchange_over()
 
     # --- Idle time-out (IdleWatch calls these) ----------------------------------------------
 
@@ -279,32 +352,31 @@ class ProxyProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
 
-class ProxyFactory(protocol.Factory):
-    """Builds one ProxyProtocol per POS; an observer of the Terminal, to flag what it answers.
+class ProxyFactory(TerminalFactory):
+    """Builds one ProxyProtocol per POS (within max_connections, as the TerminalFactory);
+    an observer of the Terminal, to flag the transactions it answers here.
 
     `logs`: each open connection's SegmentLog by peer, for the Recorder.
     """
 
-    noisy = False
-
     def __init__(self, terminal: Terminal, upstream: Any,
                  expectations: Expectations | None = None):
-        self.terminal = terminal
+        super().__init__(terminal)
         self.reactor = terminal.reactor
         self.upstream = upstream
         self.expectations = expectations or Expectations()
-        self.idle_watch = IdleWatch(terminal)
         self.resends = ResendWatch()
         self.logs: dict[str, SegmentLog] = {}
         self._by_peer: dict[str, ProxyProtocol] = {}
         terminal.observers.insert(0, self)
 
-    def buildProtocol(self, addr: Any) -> ProxyProtocol | None:
-        if len(self.terminal.connections) >= self.terminal.max_connections:
-            log.warning("refusing %s: %d connections already open (--max-connections)",
-                        getattr(addr, "host", addr), len(self.terminal.connections))
-            return None
-        return ProxyProtocol(self, f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?")
+    def buildProtocol(self, addr: Any) -> ProxyProtocol:
+        connection = ProxyProtocol(self, f"{addr.host}:{addr.port}" if hasattr(addr, "port")
+                                   else "?")
+        connection.on_closed = self._connection_closed
+        if self.free_slots() <= 1:
+            self._stop_accepting()
+        return connection
 
     def opened(self, connection: ProxyProtocol) -> None:
         self._by_peer[connection.peer] = connection
@@ -364,7 +436,10 @@ class _TerminalLink(protocol.Protocol):
         self.transport.setTcpNoDelay(True)
         pending, self.pending = self.pending or [], None
         for piece in pending:
-            self.transport.write(piece)
+            if piece:
+                self.transport.write(piece)
+            else:
+                self.transport.loseWriteConnection()
 
     def send(self, data: bytes) -> None:
         if self.pending is not None:
@@ -374,6 +449,12 @@ class _TerminalLink(protocol.Protocol):
 
     def request(self, fields: list[Field]) -> bool:
         return True  # the terminal answers every request
+
+    def shut_sending(self) -> None:
+        if self.pending is not None:
+            self.pending.append(b"")  # shut once the POS's bytes are passed on
+        elif self.transport is not None:
+            self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.proxy.upstream_data(data)
@@ -417,6 +498,9 @@ class _RecordingLink:
 
     def send(self, data: bytes) -> None:
         pass  # the recording needs the whole request only
+
+    def shut_sending(self) -> None:
+        pass
 
     def request(self, fields: list[Field]) -> bool:
         answer = self.book.answer_for(fields)

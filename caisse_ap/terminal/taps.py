@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from twisted.internet import interfaces
 from twisted.protocols import policies
+from zope.interface import implementer
 
 from .recording import POS, TERMINAL, RecordFile, Segment, transaction_entry
 from .service import Terminal, Transaction, iso_time
@@ -37,8 +39,12 @@ class SegmentLog:
         return [Segment(max(at - since, 0.0), direction, data) for at, direction, data in noted]
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class _Tap(policies.ProtocolWrapper):
-    """One connection of the simulated terminal, its bytes noted on the way."""
+    """One connection of the simulated terminal, its bytes noted on the way.
+
+    Half-closing passes through, as the terminal's protocol handles it.
+    """
 
     def __init__(self, factory: TapFactory, wrapped: Any):
         super().__init__(factory, wrapped)
@@ -57,6 +63,12 @@ class _Tap(policies.ProtocolWrapper):
         self.segments.note(TERMINAL, data)
         super().write(data)
 
+    def readConnectionLost(self) -> None:
+        self.wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        self.wrappedProtocol.writeConnectionLost()
+
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)  # the POS's transaction is dropped first
         self.factory.logs.pop(self.peer, None)
@@ -72,6 +84,7 @@ class TapFactory(policies.WrappingFactory):
         super().__init__(wrapped)
         self.reactor = reactor
         self.idle_watch = wrapped.idle_watch  # stop_terminal stops it
+        self.free_slots = wrapped.free_slots  # the listening port asks
         self.logs: dict[str, SegmentLog] = {}
 
     def buildProtocol(self, addr: Any) -> Any:

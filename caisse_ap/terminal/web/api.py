@@ -24,6 +24,7 @@ from twisted.web import resource, server
 
 from ... import __version__, client, tags
 from ...messages import ACTION_NAMES
+from .. import profiles
 from ..behaviour import (
     FAILURE_TYPES,
     MODES,
@@ -475,6 +476,7 @@ def _choices() -> dict[str, Any]:
         "outcomes": list(OUTCOMES),
         "actions": list(ACTION_NAMES.values()),
         "statuses": list(STATUSES),
+        "profiles": [profile.to_json() for profile in profiles.available().values()],
     }
 
 

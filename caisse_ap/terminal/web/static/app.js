@@ -14,7 +14,7 @@
   const RECONNECT_MAX_MS = 10000;
   const SETTINGS_FIELDS = [
     "mode", "failure_type", "manual_timeout", "duration",
-    "payment_type", "seller_contract", "amount_rules",
+    "payment_type", "seller_contract", "profile", "amount_rules",
   ];
 
   // Words of the page for the API's names. Unknown names are shown as they are.
@@ -51,6 +51,7 @@
     refund: "Remboursement",
     cancellation: "Annulation",
     duplicate: "Duplicata",
+    pre_authorisation: "Pré-autorisation",
   };
   const DECIDED_BY_WORDS = {
     settings: "réglages",
@@ -336,6 +337,7 @@
     fillSelect($("set-mode"), state.choices.modes, MODE_WORDS);
     fillSelect($("set-failure_type"), state.choices.failure_types);
     fillSelect($("set-payment_type"), state.choices.payment_types);
+    fillSelect($("set-profile"), state.choices.profiles);
     fillSelect($("test-action"), state.choices.actions, ACTION_WORDS);
     fillSelect($("journal-filter"), [""].concat(state.choices.statuses),
       Object.assign({ "": "Toutes" }, STATUS_WORDS));
@@ -709,7 +711,22 @@
     showSettingsRows();
   }
 
+  // What the profile chosen in the form changes from the standard one, and its source.
+  function showProfileDifferences() {
+    const box = $("profile-differences");
+    const profile = findChoice(state.choices.profiles, settingsInput("profile").value);
+    if (!profile) { box.replaceChildren(); return; }
+    const rows = (profile.differences || []).map((d) =>
+      el("tr", {}, el("th", { scope: "row" }, d.point), el("td", {}, d.standard), el("td", {}, d.profile)));
+    const table = rows.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Point"), el("th", {}, "Standard"),
+        el("th", {}, profile.name))), el("tbody", {}, ...rows))
+      : el("p", {}, "Aucune différence avec le profil standard.");
+    box.replaceChildren(el("p", { className: "profile-source" }, `Source : ${profile.source}`), table);
+  }
+
   function showSettingsRows() {
+    showProfileDifferences();
     const mode = settingsInput("mode").value;
     $("row-failure_type").hidden = mode !== "failure";
     $("row-manual_timeout").hidden = mode !== "manual";
@@ -783,6 +800,7 @@
       input.addEventListener("change", markDirty);
     }
     settingsInput("mode").addEventListener("change", showSettingsRows);
+    settingsInput("profile").addEventListener("change", showProfileDifferences);
     $("reset-settings").addEventListener("click", () => {
       clearFieldErrors(form);
       $("settings-message").textContent = "";

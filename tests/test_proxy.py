@@ -20,7 +20,7 @@ from twisted.internet import defer, protocol, reactor
 
 from caisse_ap import client, tlv
 from caisse_ap.messages import PaymentRequest, has_mandatory_fields
-from caisse_ap.terminal import proxy
+from caisse_ap.terminal import profiles, proxy
 from caisse_ap.terminal.web.control import OutcomeQueue
 
 DEBIT = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
@@ -90,10 +90,13 @@ def upstream(reactor_thread):
 
 @pytest.fixture
 def start_proxy(start_terminal):
-    """start_proxy((host, port), queue=False) -> the proxy's Terminal (its journal: `seen`)."""
+    """start_proxy((host, port), queue=False, settings=None) -> the proxy's Terminal, expecting
+    a terminal of those settings (its finished transactions: `seen`)."""
 
-    def start(address: tuple[str, int], queue: bool = False) -> Any:
+    def start(address: tuple[str, int], queue: bool = False,
+              settings: dict[str, Any] | None = None) -> Any:
         terminal = start_terminal(
+            settings,
             factory=lambda t: proxy.ProxyFactory(t, proxy.TerminalUpstream(*address)))
         terminal.seen = Seen()
         terminal.observers.append(terminal.seen)
@@ -153,30 +156,32 @@ def codes(transaction: dict[str, Any]) -> list[str]:
 # --- Passing through --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("upstream_settings", [
-    {"duration": 0},
-    {"duration": 0, "pad_amount": True, "answer_version": "0301"},
-    {"duration": 0, "mode": "failure", "failure_type": "refused"},
-    {"duration": 0, "payment_type": "amexcontactless", "seller_contract": "7654321"},
+BUILT_IN = list(profiles.builtins())
+
+
+@pytest.mark.parametrize("upstream_settings, expected_settings, expected", [
+    *[({"profile": name}, {"profile": name}, set()) for name in BUILT_IN],
+    ({"profile": "ingenico"}, {}, {"amount-padded", "version-changed"}),
+    ({"mode": "failure", "failure_type": "refused"}, {}, set()),
+    ({"payment_type": "amexcontactless", "seller_contract": "7654321"}, {}, set()),
+    ({"profile": "payxpert"}, {}, {"field-order"}),
 ])
 def test_our_client_gets_the_upstreams_bytes(reactor_thread, start_terminal, start_proxy,
-                                            upstream_settings):
-    real = start_terminal(upstream_settings, seed="proxy")
+                                            upstream_settings, expected_settings, expected):
+    """Under each built-in profile; deviations against the profile the proxy expects."""
+    real = start_terminal({"duration": 0, **upstream_settings}, seed="proxy")
     sent: list[bytes] = []
     real.observers.append(type("Sent", (), {"transaction_finished":
                                             lambda self, txn: sent.append(txn.sent)})())
-    middle = start_proxy(real.address)
+    middle = start_proxy(real.address, settings=expected_settings)
     request = PaymentRequest(1250, reference="REF-1", receipt=True, partial=True)
     result = client.pay(request, *middle.address, timeout=TIMEOUT)
     assert result.answer_frame == sent[0]
     assert result.status in (client.APPROVED, client.DECLINED)
     (seen,) = wait_finished(reactor_thread, middle)
-    assert seen["mode"] == "proxied" and seen["decided_by"] == "terminal", seen
-    assert (seen["answer_frame"] or "").encode() == sent[0], str(seen)
+    assert seen["mode"] == "proxied" and seen["decided_by"] == "terminal"
+    assert seen["answer_frame"].encode() == sent[0]
     assert seen["request_frame"].encode() == request.encode()
-    # Against the standard profile, only what the upstream was told to do stands out.
-    padded = upstream_settings.get("pad_amount")
-    expected = {"amount-padded", "version-changed"} if padded else set()
     assert set(codes(seen)) == expected
 
 

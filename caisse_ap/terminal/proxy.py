@@ -39,9 +39,17 @@ from ..connection import (
     RequestReceived,
     TerminalConnection,
 )
-from ..deviations import Deviation, Exchange, Expectations, ResendWatch, find_deviations
+from ..deviations import (
+    STANDARD_ORDER,
+    Deviation,
+    Exchange,
+    Expectations,
+    ResendWatch,
+    find_deviations,
+)
 from ..messages import Outcome, TerminalAnswer
 from ..tlv import Field, FrameError
+from .behaviour import TerminalSettings
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
 from .server import TerminalFactory
 from .service import Terminal, Transaction
@@ -359,12 +367,11 @@ class ProxyFactory(TerminalFactory):
     `logs`: each open connection's SegmentLog by peer, for the Recorder.
     """
 
-    def __init__(self, terminal: Terminal, upstream: Any,
-                 expectations: Expectations | None = None):
+    def __init__(self, terminal: Terminal, upstream: Any):
         super().__init__(terminal)
         self.reactor = terminal.reactor
         self.upstream = upstream
-        self.expectations = expectations or Expectations()
+        self._expected: tuple[Any, Expectations] | None = None
         self.resends = ResendWatch()
         self.logs: dict[str, SegmentLog] = {}
         self._by_peer: dict[str, ProxyProtocol] = {}
@@ -386,6 +393,14 @@ class ProxyFactory(TerminalFactory):
         self._by_peer.pop(connection.peer, None)
         self.logs.pop(connection.peer, None)
 
+    @property
+    def expectations(self) -> Expectations:
+        """What the terminal is expected to do: the settings' profile (it may change live)."""
+        settings = self.terminal.settings
+        if self._expected is None or self._expected[0] is not settings:
+            self._expected = (settings, expectations_of(settings))
+        return self._expected[1]
+
     def queue_armed(self) -> bool:
         """Whether the outcome queue holds an outcome for the next request."""
         from .web.control import OutcomeQueue
@@ -398,6 +413,18 @@ class ProxyFactory(TerminalFactory):
         connection = self._by_peer.get(txn.peer)
         if connection is not None and connection.flags:
             txn.deviations, connection.flags = connection.flags, ()
+
+
+def expectations_of(settings: TerminalSettings) -> Expectations:
+    """The deviations' expectations from the settings and their profile (its data)."""
+    profile = settings.profile
+    order = STANDARD_ORDER
+    if profile.field_order:  # the profile's tags first, the others in the standard order
+        order = profile.field_order + tuple(t for t in STANDARD_ORDER
+                                            if t not in profile.field_order)
+    return Expectations(pad_amount=settings.pad_amount, answer_version=settings.answer_version,
+                        field_order=order,
+                        extra_tags=frozenset(extra.tag for extra in profile.extra_tags))
 
 
 # --- Upstreams ------------------------------------------------------------------------------

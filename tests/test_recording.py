@@ -11,8 +11,9 @@ from server_process import ServerProcess, run_server
 
 from caisse_ap import client, masking, tlv
 from caisse_ap.messages import PaymentRequest
-from caisse_ap.terminal import proxy, taps
+from caisse_ap.terminal import profiles, proxy, taps
 from caisse_ap.terminal.behaviour import OutcomeSpec
+from caisse_ap.terminal.derive import check, derive_profile, profile_name
 from caisse_ap.terminal.recording import (
     Recording,
     RecordingError,
@@ -201,3 +202,68 @@ def test_bad_debugging_options_give_one_line_and_status_2(args, message):
     result = run_server("--no-web", *args)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+# --- A profile from a recording ----------------------------------------------------------
+
+
+DERIVE_PAYMENTS = [  # every point a profile may change that an answer shows
+    (PaymentRequest(1250, receipt=True, reference="R1"), "approved"),
+    (PaymentRequest(3000, receipt=True), "refused"),
+    (PaymentRequest(700, immediate=True), "approved"),
+    (PaymentRequest(800, action="2"), "approved"),
+    (PaymentRequest(900, action="1", partial=True), "approved"),
+    (PaymentRequest(4000, cheque=True), "refused"),
+    (PaymentRequest(1500), "abandon"),
+    (PaymentRequest(2100), "approved"),
+]
+
+
+def answers_of(terminal, payments) -> list[Any]:
+    """Each payment's answer fields, with what depends on the hour left out (the receipt's
+    date, a time-filled extra tag: their presence and size are kept)."""
+    queue = OutcomeQueue()
+    terminal.outcome_sources.insert(0, queue)
+    queue.extend([OutcomeSpec.parse(outcome) for _, outcome in payments])
+    answers = []
+    for request, _ in payments:
+        result = client.pay(request, *terminal.address, timeout=TIMEOUT)
+        fields = list(result.answer.fields) if result.answer else None
+        answers.append([(tag, len(value)) if tag in ("ZT", "AP") else (tag, value)
+                        for tag, value in fields or ()])
+    return answers
+
+
+@pytest.mark.parametrize("name", list(profiles.builtins()))
+def test_a_derived_profile_answers_as_the_recorded_one(start_terminal, tmp_path, name):
+    path = tmp_path / f"{name}.jsonl"
+    recorded = start_terminal({"duration": 0, "profile": name}, seed="derive",
+                              factory=lambda t: taps.TapFactory(TerminalFactory(t), t.reactor))
+    recorder = taps.start_recording(recorded, path, recorded.listening_port.factory.logs,
+                                    {"mode": "simulated"})
+    before = answers_of(recorded, DERIVE_PAYMENTS)
+    recorder.record.close()
+    text = derive_profile(Recording.read(path), profile_name(str(path)))
+    derived = check(text)
+    again = start_terminal({"duration": 0, "profile": derived}, seed="derive")
+    assert answers_of(again, DERIVE_PAYMENTS) == before, text
+
+
+def test_what_a_recording_cannot_show_is_left_standard_and_said(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text('{"type": "recording", "version": 1}\n')
+    text = derive_profile(Recording.read(path), "empty")
+    derived = check(text)
+    assert derived.summary() == profiles.builtin("standard").summary()
+    assert "no answer recorded: standard value kept" in text
+    assert any("BA=1" in note for note in derived.silent)
+
+
+def test_derive_profile_from_the_command_line(tmp_path):
+    path = tmp_path / "Shop Till 3.jsonl"
+    path.write_text('{"type": "recording", "version": 1}\n')
+    result = run_server("--derive-profile", str(path))
+    assert result.returncode == 0, result.stderr
+    assert check(result.stdout).name == "shop-till-3"
+    bad = run_server("--derive-profile", str(tmp_path / "none.jsonl"))
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1

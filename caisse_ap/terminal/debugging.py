@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from .cli import UsageError
@@ -43,10 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "currency, with its delay and segments; other requests get the usual answer")
     add("--replay-order", action="store_true",
         help="with --replay: the recorded answers in order, whatever the requests")
+    add("--derive-profile", default=None, metavar="FILE",
+        help="print a terminal profile (see --profile) that answers as the terminal recorded "
+             "in FILE did, and exit")
 
 
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """No setting changes; checks the options and reads the recording to replay."""
+    """No setting changes; checks the options and reads the recording to replay.
+
+    --derive-profile prints its profile and exits here.
+    """
+    if args.derive_profile:
+        _print_derived_profile(args.derive_profile)
     if args.proxy and args.replay:
         raise UsageError("--proxy and --replay cannot be used together")
     if args.replay_order and not args.replay:
@@ -58,6 +67,18 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
         except RecordingError as error:
             raise UsageError(str(error)) from None
     return {}
+
+
+def _print_derived_profile(path: str) -> None:
+    from .derive import check, derive_profile, profile_name
+
+    try:
+        text = derive_profile(Recording.read(path), profile_name(path))
+    except RecordingError as error:
+        raise UsageError(str(error)) from None
+    check(text)  # what is printed can be used as it is
+    sys.stdout.write(text)
+    raise SystemExit(0)
 
 
 def terminal_factory(args: argparse.Namespace) -> Any:

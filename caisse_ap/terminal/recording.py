@@ -161,6 +161,7 @@ def request_key(fields: Iterable[Field]) -> tuple[str | None, int | None, str | 
 class Recording:
     header: dict[str, Any]
     transactions: list[RecordedTransaction] = field(default_factory=list)
+    source: str = ""  # the file it was read from
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Recording:
@@ -182,7 +183,7 @@ class Recording:
                 if recording is None:
                     if not (isinstance(entry, dict) and entry.get("type") == "recording"):
                         raise ValueError("the first line is not a recording header")
-                    recording = cls(entry)
+                    recording = cls(entry, source=name)
                 elif isinstance(entry, dict) and entry.get("type") == "transaction":
                     recording.transactions.append(_transaction(entry, number))
             except (ValueError, KeyError, TypeError, tlv.FrameError) as error:

@@ -329,3 +329,20 @@ def test_a_full_card_number_is_masked_everywhere_but_on_the_wire(reactor_thread,
     assert FULL_PAN not in str(seen)
     assert dict(seen["answer"])["AA"] == "497010######0123"
     assert FULL_PAN not in caplog.text
+
+
+def test_the_terminals_answer_delayed_or_cut_by_the_queue(reactor_thread, upstream,
+                                                          start_proxy):
+    answer = answer_to(tlv.decode(DEBIT))
+    fake = FakeTerminal(lambda fields: [answer])
+    middle = start_proxy(upstream(fake), queue=True)
+    middle.queue.extend([proxy_outcome("terminal", delay=0.3),
+                         proxy_outcome("terminal-split", delay=0.2)])
+    late = client.pay(PaymentRequest(11245), *middle.address, timeout=TIMEOUT)
+    assert late.answer_frame == answer and late.elapsed_s >= 0.3
+    reads = raw_exchange(middle.address, [DEBIT], len(answer))
+    assert b"".join(reads) == answer and len(reads) == 3  # 0.2 s apart: three reads
+    assert len(fake.requests) == 2  # both reached the terminal
+    finished = wait_finished(reactor_thread, middle, 2)
+    assert [t["mode"] for t in finished] == ["proxied", "proxied"]
+    assert [codes(t) for t in finished] == [[], []]  # the terminal itself answered cleanly

@@ -5,7 +5,7 @@
 upstream: a TCP connection to the real terminal (`TerminalUpstream`,
 --proxy) or a recording that answers in its place (`RecordingUpstream`,
 --replay). Bytes pass unchanged, segment by segment, both ways. The POS's
-requests are read with the core's FrameDecoder, the answers with its
+requests are read with the core's TerminalConnection, the answers with its
 PosConnection; each exchange becomes a Transaction of the Terminal, so the
 journal, the console and --record see it, with the deviations the core finds
 in it (deviations.py). Card numbers are masked before anything is written
@@ -14,8 +14,10 @@ down; the POS gets the terminal's bytes as they came.
 The outcome queue (POST /api/next) answers in the terminal's place: while it
 holds an outcome, the POS's next request is held back until it is whole,
 then answered by the Terminal as a simulated one, and never reaches the
-terminal. A request a recording has no answer for is answered the same way,
-flagged `replay-unmatched`.
+terminal; except the outcomes "terminal" (the terminal's answer, `delay`
+seconds late) and "terminal-split" (its answer cut into segments). A
+request a recording has no answer for is answered here too, flagged
+`replay-unmatched`.
 """
 
 from __future__ import annotations
@@ -49,15 +51,19 @@ from ..deviations import (
 )
 from ..messages import Outcome, TerminalAnswer
 from ..tlv import Field, FrameError
-from .behaviour import TerminalSettings
+from . import behaviour
+from .behaviour import OutcomeSpec, TerminalSettings
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
 from .server import TerminalFactory
 from .service import Terminal, Transaction
 from .taps import SegmentLog
+from .web.control import OutcomeQueue
 
 log = logging.getLogger("caisse_ap.terminal")
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the terminal before the POS connection is closed
+SPLIT_PIECES = 3  # segments of an answer cut by the queue's "terminal-split"
+SPLIT_GAP = 0.05  # seconds between them, unless the outcome gives a delay
 STATUS_BY_OUTCOME = {Outcome.APPROVED: "approved", Outcome.DECLINED: "declined",
                      Outcome.ACCEPTED: "accepted", Outcome.UNREADABLE: "error"}
 
@@ -72,6 +78,8 @@ class _Forwarded:
     reads: int = 0  # how many reads carried the answer so far
     timer: Any = None  # the answer reader's deadline (its trailing grace)
     problems: dict[str, str] = field(default_factory=dict)
+    fault: OutcomeSpec | None = None  # the queue's "terminal" or "terminal-split"
+    withheld: bytes = b""  # the answer kept back to be cut ("terminal-split")
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -99,6 +107,8 @@ class ProxyProtocol(protocol.Protocol):
         self.on_closed: Any = None  # the factory's, to accept again under the limit
         self.last_active = 0.0
         self._timer: Any = None  # the request reader's deadline
+        self._delayed_writes = 0  # bytes for the POS waiting on a fault's delay
+        self._close_when_written = False
 
     # --- The POS side --------------------------------------------------------------------
 
@@ -186,9 +196,12 @@ class ProxyProtocol(protocol.Protocol):
         """A whole request: answered here if the queue holds an outcome, else passed on."""
         self.request_started = None
         held, self.held = self.held, None
+        fault = None
         if held is not None and self.factory.queue_armed():
-            self._answer_here(fields, received_at)
-            return
+            fault = self.factory.take_forwarding()
+            if fault is None:
+                self._answer_here(fields, received_at)
+                return
         for piece in held or ():
             self.link.send(piece)
         resent = self.factory.resends.is_resend(fields, received_at)
@@ -196,15 +209,17 @@ class ProxyProtocol(protocol.Protocol):
             self.flags = (Deviation("replay-unmatched").to_json(),)
             self._answer_here(fields, received_at)
             return
-        self._forward(fields, received_at, resent)
+        self._forward(fields, received_at, resent, fault=fault)
 
     def _forward(self, fields: list[Field], received_at: float, resent: bool = False,
-                 problems: dict[str, str] | None = None) -> None:
+                 problems: dict[str, str] | None = None,
+                 fault: OutcomeSpec | None = None) -> None:
         upstream = self.factory.upstream
         txn = self.terminal.receive_forwarded(self, fields, received_at, upstream.mode,
                                               upstream.decided_by)
+        txn.outcome = fault
         self.forwarded = _Forwarded(txn, PosConnection(clock=self.reactor.seconds), resent,
-                                    problems=problems or {})
+                                    problems=problems or {}, fault=fault)
 
     def _answer_here(self, fields: list[Field], received_at: float) -> None:
         txn = self.terminal.receive(self, fields, received_at)
@@ -262,22 +277,60 @@ class ProxyProtocol(protocol.Protocol):
             return
         self.last_active = self.reactor.seconds()
         self.segments.note(TERMINAL, data)
-        self.transport.write(data)
         forwarded = self.forwarded
         if forwarded is None:
+            self.transport.write(data)
             return  # nothing asked: passed on, with nothing to read it against
+        self._to_pos(forwarded, data)
         forwarded.reads += 1
         forwarded.reader.receive_data(data)
         self._read_answer(forwarded)
 
     def upstream_closed(self) -> None:
-        """The terminal closed: the POS's connection closes too, as without the proxy."""
+        """The terminal closed: the POS's connection closes too, as without the proxy
+        (once the bytes a fault delays are written)."""
         self.upstream_gone = True
         if self.forwarded is not None:
             self.forwarded.reader.receive_data(b"")
             self._read_answer(self.forwarded)
         if self.local is None and not self.closing:
+            if self._delayed_writes:
+                self._close_when_written = True
+            else:
+                self.transport.loseConnection()
+
+    def _to_pos(self, forwarded: _Forwarded, data: bytes) -> None:
+        """The terminal's bytes on to the POS: at once, unless the queue delays or cuts them."""
+        fault = forwarded.fault.outcome if forwarded.fault is not None else None
+        if fault == behaviour.TERMINAL_SPLIT:
+            forwarded.withheld += data  # cut once the answer is whole
+        elif fault == behaviour.TERMINAL and forwarded.fault.delay:
+            self._write_later(forwarded.fault.delay, data)
+        else:
+            self.transport.write(data)
+
+    def _write_later(self, delay: float, data: bytes) -> None:
+        self._delayed_writes += 1
+        self.reactor.callLater(delay, self._delayed_write, data)
+
+    def _delayed_write(self, data: bytes) -> None:
+        self._delayed_writes -= 1
+        if self.closing:
+            return
+        self.transport.write(data)
+        if not self._delayed_writes and self._close_when_written:
             self.transport.loseConnection()
+
+    def _release_withheld(self, forwarded: _Forwarded) -> None:
+        """The answer kept back for "terminal-split": written in SPLIT_PIECES segments."""
+        data, forwarded.withheld = forwarded.withheld, b""
+        if not data:
+            return
+        assert forwarded.fault is not None
+        gap = forwarded.fault.delay or SPLIT_GAP
+        size = -(-len(data) // SPLIT_PIECES)
+        for index, start in enumerate(range(0, len(data), size)):
+            self._write_later(gap * index, data[start:start + size])
 
     def upstream_failed(self, why: str) -> None:
         """The terminal cannot be reached: the POS sees its connection closed, the console why."""
@@ -325,6 +378,7 @@ class ProxyProtocol(protocol.Protocol):
         if forwarded.timer is not None and forwarded.timer.active():
             forwarded.timer.cancel()
         self.forwarded = None
+        self._release_withheld(forwarded)
         txn = forwarded.transaction
         reason = None
         if fields is not None:
@@ -403,10 +457,19 @@ class ProxyFactory(TerminalFactory):
 
     def queue_armed(self) -> bool:
         """Whether the outcome queue holds an outcome for the next request."""
-        from .web.control import OutcomeQueue
-
         return any(isinstance(source, OutcomeQueue) and source.to_json()
                    for source in self.terminal.outcome_sources)
+
+    def take_forwarding(self) -> OutcomeSpec | None:
+        """The queue's next outcome if it lets the terminal answer ("terminal",
+        "terminal-split"), taken off the queue; None if it answers in its place."""
+        for source in self.terminal.outcome_sources:
+            if isinstance(source, OutcomeQueue) and source.to_json():
+                if source.to_json()[0]["outcome"] not in behaviour.FORWARDED:
+                    return None
+                # The queue hands out its next outcome whatever the transaction.
+                return source(None, None).spec  # type: ignore[arg-type, union-attr]
+        return None
 
     def request_received(self, txn: Transaction) -> None:
         """Observer: a transaction answered here gets the flags its connection set."""

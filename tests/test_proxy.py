@@ -20,7 +20,8 @@ from twisted.internet import defer, protocol, reactor
 
 from caisse_ap import client, tlv
 from caisse_ap.messages import PaymentRequest, has_mandatory_fields
-from caisse_ap.terminal import profiles, proxy
+from caisse_ap.terminal import profiles, proxy, taps
+from caisse_ap.terminal.journal import Journal
 from caisse_ap.terminal.web.control import OutcomeQueue
 
 DEBIT = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
@@ -319,16 +320,28 @@ def test_an_unreachable_terminal_closes_the_pos_connection(reactor_thread, start
 
 
 def test_a_full_card_number_is_masked_everywhere_but_on_the_wire(reactor_thread, upstream,
-                                                                 start_proxy, caplog):
+                                                                 start_proxy, caplog,
+                                                                 tmp_path):
     caplog.set_level(logging.DEBUG)
     fake = FakeTerminal(lambda fields: [answer_to(fields, AA=FULL_PAN)])
     middle = start_proxy(upstream(fake))
+    journal = Journal(tmp_path / "journal.sqlite")
+    middle.observers.insert(0, journal)
+    recording = tmp_path / "session.jsonl"
+    recorder = taps.start_recording(middle, recording, middle.listening_port.factory.logs,
+                                    {"mode": "proxied"})
     result = client.pay(PaymentRequest(11245), *middle.address, timeout=TIMEOUT)
     assert FULL_PAN.encode() in result.answer_frame  # the POS gets what the terminal sent
-    (seen,) = wait_finished(reactor_thread, middle)
-    assert FULL_PAN not in str(seen)
+    (seen,) = wait_finished(reactor_thread, middle)  # what the console and the API show
+    recorder.record.close()
+    journal.close()
     assert dict(seen["answer"])["AA"] == "497010######0123"
-    assert FULL_PAN not in caplog.text
+    assert "497010######0123" in seen["answer_frame"]
+    written = {"console": str(seen), "log": caplog.text, "record": recording.read_text(),
+               "journal": (tmp_path / "journal.sqlite").read_bytes().decode("latin-1")}
+    for where, text in written.items():
+        assert FULL_PAN not in text, where
+    assert "497010######0123" in written["record"]
 
 
 def test_the_terminals_answer_delayed_or_cut_by_the_queue(reactor_thread, upstream,

@@ -395,6 +395,7 @@ class ProxyProtocol(protocol.Protocol):
             log.warning("%s transaction %d deviates: %s", self.peer, txn.id,
                         "; ".join(d.message() for d in deviations))
         numbers = masking.full_card_numbers(fields or ())
+        self.segments.mask(numbers)
         answer_fields = None if fields is None else masking.mask_fields(fields)
         sent = masking.mask_bytes(frame, numbers) if fields is not None else None
         assert status is not None

@@ -17,26 +17,30 @@ from twisted.internet import interfaces
 from twisted.protocols import policies
 from zope.interface import implementer
 
-from .recording import POS, TERMINAL, RecordFile, Segment, transaction_entry
+from .recording import POS, TERMINAL, RecordFile, Segment, masked_segments, transaction_entry
 from .service import Terminal, Transaction, iso_time
 
 log = logging.getLogger("caisse_ap.terminal")
 
 
 class SegmentLog:
-    """The segments of one connection not yet given to a transaction: (time, direction, bytes)."""
+    """The segments of one connection not yet given to a transaction, timed by the reactor."""
 
     def __init__(self, reactor: Any):
         self.reactor = reactor
-        self._noted: list[tuple[float, str, bytes]] = []
+        self._noted: list[Segment] = []
 
     def note(self, direction: str, data: bytes) -> None:
-        self._noted.append((self.reactor.seconds(), direction, data))
+        self._noted.append(Segment(self.reactor.seconds(), direction, data))
+
+    def mask(self, numbers: list[str]) -> None:
+        """Mask these full card numbers in what is noted, before anyone writes it down."""
+        self._noted = masked_segments(self._noted, numbers)
 
     def take(self, since: float) -> list[Segment]:
         """The segments noted so far, timed from `since`; the log starts again empty."""
         noted, self._noted = self._noted, []
-        return [Segment(max(at - since, 0.0), direction, data) for at, direction, data in noted]
+        return [Segment(max(s.at - since, 0.0), s.direction, s.data) for s in noted]
 
 
 @implementer(interfaces.IHalfCloseableProtocol)

@@ -18,6 +18,7 @@ terminal/server.py) only move bytes and set timers.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -278,9 +279,11 @@ class _Message:
 class _Request:
     """A request (or a malformed message) waiting for its turn, or in progress."""
 
-    __slots__ = ("fields", "received_at", "error")
+    __slots__ = ("fields", "received_at", "error", "seq")
 
-    def __init__(self, fields: list[Field], received_at: float, error: FrameError | None = None):
+    def __init__(self, seq: int, fields: list[Field], received_at: float,
+                 error: FrameError | None = None):
+        self.seq = seq  # its place among the events
         self.fields = fields
         self.received_at = received_at
         self.error = error
@@ -311,8 +314,8 @@ class TerminalConnection:
     - a request is whole once the bytes received end with whole fields that
       hold the mandatory ones; a line end or a new CZ also ends it;
     - optional fields that arrive after it is whole join it until its answer
-      is written (`request_finished()`); what breaks the framing there is
-      dropped, never answered;
+      is written (`request_finished()`); what breaks the framing after the
+      mandatory fields is dropped, never answered;
     - after a message, only a request start (CZ and three digits, at a field
       boundary) is read; other bytes are dropped (BytesDropped);
     - a message that breaks the framing gets one MalformedRequest, then bytes
@@ -341,7 +344,8 @@ class TerminalConnection:
         self._message: _Message | None = None  # READING or OPEN
         self._queue: deque[_Request] = deque()  # whole, waiting for their turn
         self._current: _Request | None = None  # handed out, not finished
-        self._notes: deque[RequestExtended | BytesDropped] = deque()
+        self._notes: deque[tuple[int, RequestExtended | BytesDropped]] = deque()
+        self._seq = itertools.count()  # orders requests and notes as they happened
         self._junk = 0  # bytes dropped since the last request start
         self._last_data_at = clock()
         self._quiet_since = self._last_data_at  # silence counts from here
@@ -371,12 +375,14 @@ class TerminalConnection:
         if self._holding() and (self._peer_closed or (
                 self.wants_data and self.clock() >= self._deadline())):
             self._give_up_waiting()
-        if self._notes:
-            return self._notes.popleft()
-        if self._current is None and self._queue:
+        # In the order things happened, except that a request waits for the one in progress.
+        startable = self._current is None and self._queue
+        if startable and (not self._notes or self._queue[0].seq < self._notes[0][0]):
             self._current = self._queue.popleft()
             self._update_reading()
             return self._current.event()
+        if self._notes:
+            return self._notes.popleft()[1]
         if self._current is None and not self._queue and self._finished_reading():
             if not self._close_handed_out:
                 self._close_handed_out = True
@@ -442,8 +448,7 @@ class TerminalConnection:
         if not has_mandatory_fields(fields):
             return False
         self._junk = 0
-        request = _Request(fields, self._last_data_at)
-        self._queue.append(request)
+        request = self._enqueue(fields, self._last_data_at)
         if data.endswith((b"\r", b"\n")):
             self.state, self._message = TerminalState.BETWEEN, None
         else:
@@ -548,12 +553,17 @@ class TerminalConnection:
         self.state = TerminalState.BETWEEN
         return True
 
+    def _enqueue(self, fields: list[Field], received_at: float,
+                 error: FrameError | None = None) -> _Request:
+        request = _Request(next(self._seq), fields, received_at, error)
+        self._queue.append(request)
+        self._update_reading()
+        return request
+
     def _queue_message(self) -> None:
         message = self._message
         assert message is not None
-        message.request = _Request(list(message.fields), message.received_at)
-        self._queue.append(message.request)
-        self._update_reading()
+        message.request = self._enqueue(list(message.fields), message.received_at)
 
     def _extended(self, added: bool) -> None:
         """Late fields joined the open request."""
@@ -562,17 +572,20 @@ class TerminalConnection:
             return
         message.request.fields = list(message.fields)
         if message.request is self._current:
-            self._notes.append(RequestExtended(message.request.fields))
+            self._notes.append((next(self._seq), RequestExtended(message.request.fields)))
 
     def _broken(self, error: FrameError, added: bool) -> bool:
-        """A framing error: one AF=09 for a request being read; for late fields of a whole
-        request, they are dropped (it gets its own answer). Then skip to a request start."""
+        """A framing error: one AF=09 for a request being read; after the mandatory fields
+        (whatever the segmentation), the request stands and what follows is dropped.
+        Then skip to a request start."""
         message = self._message
         assert message is not None
+        if self.state is TerminalState.READING and has_mandatory_fields(message.fields):
+            self._queue_message()
+            self.state = TerminalState.OPEN
         if self.state is TerminalState.READING:
             error.fields = error.fields or list(message.fields)
-            self._queue.append(_Request(error.fields, message.received_at, error))
-            self._update_reading()
+            self._enqueue(error.fields, message.received_at, error)
             self._pos += 1  # the request start that failed is not looked at again
         else:
             self._extended(added)
@@ -587,7 +600,7 @@ class TerminalConnection:
         error = FrameError(f"message exceeds {self.max_message} bytes", self.max_message,
                            message.fields)
         if self.state is TerminalState.READING:
-            self._queue.append(_Request(error.fields, message.received_at, error))
+            self._enqueue(error.fields, message.received_at, error)
         else:
             self._drop(self._pos, len(self._buf), f"late fields of a request: {error}")
         return self._close()
@@ -615,12 +628,12 @@ class TerminalConnection:
         if end <= start:
             return
         data = self._buf[start:end].encode("latin-1")
-        self._notes.append(BytesDropped(data[:SHOWN_BYTES], len(data), reason))
+        self._notes.append((next(self._seq), BytesDropped(data[:SHOWN_BYTES], len(data), reason)))
         self._pos = end
         self._junk += len(data)
         if self._junk >= self.max_junk:
-            self._notes.append(BytesDropped(b"", 0, f"{self.max_junk} bytes without a request "
-                                                    "start: closing the connection"))
+            self._notes.append((next(self._seq), BytesDropped(
+                b"", 0, f"{self.max_junk} bytes without a request start: closing the connection")))
             self._close()
 
     def _close(self) -> bool:
@@ -655,10 +668,9 @@ class TerminalConnection:
             if self._pos < end:
                 error = tlv._truncation(buf, self._pos, end)
                 error.fields = list(message.fields)
-                self._queue.append(_Request(error.fields, message.received_at, error))
+                self._enqueue(error.fields, message.received_at, error)
             else:
-                self._queue.append(_Request(list(message.fields), message.received_at))
-            self._update_reading()
+                self._enqueue(list(message.fields), message.received_at)
             self._buf, self._pos = "", 0
         elif self.state is TerminalState.SKIPPING:
             self._drop(self._pos, end, "they follow a framing error")

@@ -56,7 +56,8 @@ _TAG_LIST = [
     Tag("AB", "expiry_date", "date de fin de validité", 4, 4, "terminal"),
     Tag("AC", "authorisation_number", "numéro d'autorisation", 1, 10, "terminal"),
     Tag("AI", "aid", "identifiant d'application carte", 1, 999, "terminal"),
-    # CG: 6 characters on Ingenico, 7 on Nepting and Fidecoin; 10 bounds what we send.
+    # CG: no public size; 7 characters on Nepting and Fidecoin. 10 is this project's
+    # bound (the settings' seller_contract and the profiles are checked against it).
     Tag("CG", "seller_contract", "numéro de contrat commerçant", 1, 10, "terminal"),
     Tag("AD", "cmc7_line", "ligne CMC7 du chèque", 1, 999, "terminal"),
     Tag("AG", "fnci_answer", "réponse FNCI", 1, 999, "terminal"),

@@ -5,6 +5,8 @@ and the client reading each dialect from a real terminal."""
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import random
 import re
 from datetime import datetime
@@ -12,13 +14,14 @@ from datetime import datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_process import run_server
+from server_process import ServerProcess, run_server
 
 from caisse_ap import client, tags, tlv
 from caisse_ap.messages import Outcome, PaymentRequest, RequestError, TerminalAnswer
 from caisse_ap.terminal import behaviour, cli, profiles
 from caisse_ap.terminal.behaviour import OutcomeSpec, TerminalSettings
 from caisse_ap.terminal.profiles import ProfileError
+from caisse_ap.testing import simulated_terminal
 
 NOW = datetime(2026, 12, 1, 21, 5, 0)
 BUILT_IN = ("standard", "fidecoin", "ingenico", "nepting", "payxpert")
@@ -120,6 +123,28 @@ BAD_PROFILES = [
     ('name = "x"\nlabel = "y"\nsource = "z"\n[answer\n', 4, "not valid TOML"),
     ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\npad_amount = "yes"\n', 5,
      "must be true or false"),
+    ('name = "X Y"\nlabel = "y"\nsource = "z"\n', 1, "lower-case letters"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\nsilent = [1]\n', 4, "list of texts"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\nversion = "03a1"\n', 5,
+     "must be 4 digits"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\norder = ["CZ", "c"]\n', 5,
+     "not a tag"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\norder = ["CZ", "AE", "AE"]\n', 5,
+     "names a tag twice"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[card]\nshown_first = 7\n', 5, "0 to 6"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[card]\nshown_last = 5\n', 5, "0 to 4"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[failure]\nfields = ["AA"]\n', 5,
+     "AC and ZT only"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[failure.details]\n"04" = "REFUSÉE"\n', 5,
+     "printable ASCII"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[actions]\n"0" = "refund-twice"\n', 5,
+     "choose from debit"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.xy]\nvalue = "1"\n', 4,
+     "two upper-case letters"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nfill = "random"\n', 5,
+     "not one of constant"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nvalue = "1"\non = []\n', 6,
+     "on must list"),
 ]
 
 
@@ -134,6 +159,17 @@ def test_a_profile_contradicting_the_tag_table_is_refused_with_file_line_and_rea
     assert reason in caught.value.reason
 
 
+def test_a_missing_file_or_a_built_in_name_is_refused(tmp_path):
+    with pytest.raises(ProfileError) as caught:
+        profiles.find(str(tmp_path / "missing.toml"))
+    assert "cannot read the profile" in caught.value.reason
+    path = tmp_path / "copy.toml"
+    path.write_text('label = "y"\nsource = "z"\nname = "payxpert"\n')
+    with pytest.raises(ProfileError) as caught:
+        profiles.find(str(path))
+    assert caught.value.where == f"{path}:3" and "built-in" in caught.value.reason
+
+
 def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):
     path = tmp_path / "long-cg.toml"
     path.write_text('name = "long-cg"\nlabel = "y"\nsource = "z"\n\n[contract]\n'
@@ -142,6 +178,17 @@ def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert f"{path}:7: contract.default '12345678901' does not fit CG" in done.stderr
+
+
+def test_command_line_settings_override_the_profile():
+    args = cli.build_parser([]).parse_args(["--profile", "ingenico", "--answer-version", "0320"])
+    settings = cli.settings_from_args(args)
+    assert (settings.answer_version, settings.pad_amount) == ("0320", True)
+    args = cli.build_parser([]).parse_args(["--profile", "nepting", "--pad-amount"])
+    settings = cli.settings_from_args(args)
+    assert (settings.pad_amount, settings.seller_contract) == (True, "1234567")
+    assert cli.settings_from_args(cli.build_parser([]).parse_args([])).to_dict() == (
+        TerminalSettings().to_dict())  # no profile given: nothing changes
 
 
 def test_unknown_profile_name_is_a_usage_error():
@@ -239,7 +286,8 @@ def test_payxpert_immediate_answer_is_10_and_receipt_options_follow_ck():
     assert "TICKET CLIENT" in receipt_of(both) and "TICKET COMMERCANT" in receipt_of(both)
     _, html = answer(settings, with_fields(PAYXPERT_DEBIT, CK="101"))
     assert receipt_of(html).startswith("<html>")
-    assert TerminalAnswer.parse(list(html.items())).receipt.startswith("*** DUPLICATA ***") is False
+    text = TerminalAnswer.parse(list(html.items())).receipt  # read back as text
+    assert "TICKET CLIENT A CONSERVER" in text and "<" not in text
     _, refused = answer(settings, PAYXPERT_DEBIT, "refused")
     assert (refused["AE"], refused["AF"]) == ("01", "04") and "AQ" in refused
     for code in "0123":
@@ -263,6 +311,72 @@ def test_fidecoin_af_detail_matches_its_example_and_cd_table():
     _, pre_authorisation = answer(settings, with_fields(DEBIT, CD="4", CK="100"))
     assert pre_authorisation["AE"] == "10"
     assert "PRE-AUTORISATION" in receipt_of(pre_authorisation)
+
+
+# Each built-in profile's facts, from its source (or the standard's where it is silent):
+# answer version to a 0300 request, CB of 112.45, CG, card mask, AL, AF on approval,
+# status for BA=1, fields added to a refusal, AF of a cheque failure, the CD codes done.
+FACTS = {
+    "standard": ("0300", "11245", "424242", r"\d{6}#{6}\d{4}", None, None, "11", set(), "04",
+                 "0123"),
+    "ingenico": ("0301", "0000011245", "424242", r"\d{6}#{6}\d{4}", None, None, "11", set(),
+                 "04", "0123"),
+    "nepting": ("0300", "11245", "1234567", r"\d{6}#{6}\d{4}", None, None, "11", {"AC", "ZT"},
+                "04", "013"),
+    "payxpert": ("0300", "11245", "424242", r"\*{12}\d{4}", "1", "01", "10", {"AQ", "AP"},
+                 "04", "0123"),
+    "fidecoin": ("0300", "11245", "1234567", r"\d{6}#{6}\d{4}", None, None, "11", set(), "04",
+                 "01234"),
+}
+CASES = ("approval", "refusal", "cheque", "cheque-failure", "refund", "immediate", "receipt",
+         *(f"CD={code}" for code in "01234"))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_golden_answers_of_each_profile_field_by_field(name, case):
+    (version, amount, contract, mask, pan_type, approval_af, immediate, added, cheque_af,
+     codes) = FACTS[name]
+    settings = settings_of(name)
+    frame, outcome = {
+        "approval": (DEBIT, "approved"), "refusal": (with_fields(DEBIT, CK="100"), "refused"),
+        "cheque": (with_fields(DEBIT, CC="00C"), "approved"),
+        "cheque-failure": (with_fields(DEBIT, CC="00C"), "abandon"),
+        "refund": (with_fields(DEBIT, CD="1"), "approved"),
+        "immediate": (with_fields(DEBIT, BA="1"), "approved"),
+        "receipt": (with_fields(DEBIT, CK="100"), "approved"),
+    }.get(case, (with_fields(DEBIT, CD=case[-1]), "approved"))
+    first, _ = answer(settings, DEBIT)
+    reply, fields = answer(settings, frame, outcome, previous=first.card)
+    sent = dict(tlv.decode(frame))
+    assert reply.fields[0] == ("CZ", version)
+    assert (fields["CJ"], fields["CA"], fields["CE"], fields["CB"]) == (
+        sent["CJ"], sent["CA"], sent["CE"], amount)
+    read = TerminalAnswer.parse(reply.fields)
+    as_sent = PaymentRequest.parse(frame, None, frozenset(tags.ACTIONS))
+    assert read.echo_mismatches(as_sent) == []  # a POS finds its echoes, CB as a number
+    if case.startswith("CD=") and case[-1] not in codes:
+        assert (fields["AE"], fields["AF"]) == ("01", "12")
+        return
+    if case == "immediate":
+        assert fields["AE"] == immediate and "AA" not in fields
+        assert read.outcome_for(PaymentRequest(11245, immediate=True)) is Outcome.ACCEPTED
+    elif case in ("refusal", "cheque-failure"):
+        assert fields["AE"] == "01"
+        assert fields["AF"][:2] == (cheque_af if case == "cheque-failure" else "04")
+        assert read.reason.code == fields["AF"][:2]
+        assert {"AC", "ZT", "AP", "AQ"} & set(fields) == (added if case == "refusal" else
+                                                           added - {"AC", "ZT"})
+    elif case == "cheque":
+        assert (fields["AE"], fields["CC"]) == ("10", "00C") and "AA" not in fields
+    else:
+        assert fields["AE"] == "10" and fields.get("AF") == approval_af
+        assert re.fullmatch(mask, fields["AA"]) and fields.get("AL") == pan_type
+        assert fields["CG"] == contract
+        if case == "receipt":
+            assert "TICKET CLIENT A CONSERVER" in read.receipt
+        if case in ("refund", "CD=1"):
+            assert fields["CD"] == "1"
 
 
 # --- Any accepted profile keeps the tag table ---------------------------------------
@@ -405,7 +519,8 @@ def test_client_shows_af_details_failure_receipt_and_accepted_immediate(capsys,
     assert re.search(r"^  AL 1 +type de PAN", out, re.M)
 
 
-def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal):
+def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal, monkeypatch):
+    monkeypatch.setattr(profiles, "_loaded", {})  # the profiles read from files, for this test
     path = tmp_path / "shop.toml"
     path.write_text('name = "shop-terminal"\nlabel = "Our shop"\nsource = "our notes"\n'
                     '[answer]\nversion = "0310"\n[contract]\nlength = 8\ndefault = "87654321"\n'
@@ -423,6 +538,22 @@ def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal):
     assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11 ", out, re.M)
 
 
+def test_the_real_server_answers_with_a_user_profile_file(tmp_path, capsys):
+    path = tmp_path / "till.toml"
+    path.write_text('name = "till"\nlabel = "Till"\nsource = "our notes"\n'
+                    '[answer]\nversion = "0310"\nimmediate_status = "10"\n')
+    server = ServerProcess("--profile", str(path), "--no-web", "-d", "0")
+    try:
+        assert "profile till" in server.startup_line
+        status = client.main(["-p", str(server.port), "-a", "2", "--json"])
+        result = json.loads(capsys.readouterr().out)
+        assert (status, result["fields"]["CZ"]) == (0, "0310")
+        status = client.main(["-p", str(server.port), "-a", "2", "--immediate"])
+        assert status == 0 and capsys.readouterr().out.startswith("ACCEPTED by the terminal")
+    finally:
+        assert server.stop() == 0
+
+
 def test_immediate_ae10_is_accepted_not_approved_in_the_core():
     request = PaymentRequest(100, immediate=True)
     answer_10 = TerminalAnswer.parse("CZ0040300AE00210CA00201CB003100CD0010CE003978")
@@ -435,11 +566,6 @@ def test_immediate_ae10_is_accepted_not_approved_in_the_core():
 
 
 def test_the_api_switches_profiles_live(reactor_thread):
-    import http.client
-    import json
-
-    from caisse_ap.testing import simulated_terminal
-
     def call(running, method: str, path: str, body=None):
         connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
         try:

@@ -270,8 +270,7 @@ _VALIDATORS = {
 
 # Settings whose value a profile gives; a change of profile sets them, unless the
 # same change gives them too (the command line's -sc, --answer-version, --pad-amount).
-PROFILE_SETTINGS = {"answer_version": "answer_version", "pad_amount": "pad_amount",
-                    "seller_contract": "seller_contract"}
+PROFILE_SETTINGS = ("answer_version", "pad_amount", "seller_contract")  # Profile's names too
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -322,8 +321,8 @@ class TerminalSettings:
                 raise SettingsError(name, f"unknown setting {name!r}")
         checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
         if "profile" in checked:
-            for setting, attribute in PROFILE_SETTINGS.items():
-                checked.setdefault(setting, getattr(checked["profile"], attribute))
+            for setting in PROFILE_SETTINGS:
+                checked.setdefault(setting, getattr(checked["profile"], setting))
         return replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:
@@ -565,12 +564,8 @@ _TICKET_LINE = {"customer": "TICKET CLIENT A CONSERVER",
 def action_kind(request: PaymentRequest, settings: TerminalSettings) -> str:
     """What the request's CD code does on this terminal (its profile's CD table)."""
     code = Action(request.action).value
-    return settings.profile.actions.get(code) or _KIND_OF_ACTION[code]
-
-
-# For a request built rather than parsed (tests, the library): CD's usual meaning.
-_KIND_OF_ACTION = {"0": "debit", "1": "refund", "2": "cancellation", "3": "duplicate",
-                   "4": "pre-authorisation"}
+    # A request built rather than parsed (tests, the library) may use another code.
+    return settings.profile.actions.get(code) or profiles.USUAL_KINDS[code]
 
 
 def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card | None,

@@ -27,8 +27,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
-from . import behaviour, profiles
+from . import behaviour
 from .behaviour import SettingsError, TerminalSettings
+from .profiles import DEFAULT as DEFAULT_PROFILE
+from .profiles import Profile, ProfileError, describe_all
+from .profiles import find as find_profile
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
     from .service import Terminal
@@ -98,23 +101,6 @@ def port_arg(what: str):
     return check
 
 
-def profile_arg(text: str) -> profiles.Profile:
-    """An argparse type: a profile by name or file, checked (file:line: reason if not)."""
-    try:
-        return profiles.find(text)
-    except profiles.ProfileError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-class _ListProfiles(argparse.Action):
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        print("\n".join(profiles.describe_all()))
-        parser.exit(0)
-
-
 def _positive(kind: type, what: str):
     def check(text: str) -> Any:
         try:
@@ -126,6 +112,23 @@ def _positive(kind: type, what: str):
         return value
     check.__name__ = what
     return check
+
+
+def profile_arg(text: str) -> Profile:
+    """An argparse type: a profile by name or file, checked (file:line: reason if not)."""
+    try:
+        return find_profile(text)
+    except ProfileError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+class _ListProfiles(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print("\n".join(describe_all()))
+        parser.exit(0)
 
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +173,7 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add("--profile", type=profile_arg, default=None, metavar="NAME|FILE",
         help="terminal dialect to answer in: a built-in profile (see --list-profiles) or a "
              "profile file (docs/profiles.md); -sc, --answer-version and --pad-amount still "
-             f"override it (default: {profiles.DEFAULT})")
+             f"override it (default: {DEFAULT_PROFILE})")
     add("--list-profiles", action=_ListProfiles,
         help="list the profiles (name, label, source), one a line, and exit")
     add("--currencies", type=setting_arg("currencies"), default=None, metavar="CODES",

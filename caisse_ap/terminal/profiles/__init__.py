@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ... import tags, tlv
+from ... import messages, tags, tlv
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +37,14 @@ DEFAULT = "standard"
 # What a CD code may do (the [actions] table): the terminal's behaviour for it.
 ACTION_KINDS = ("debit", "refund", "cancellation", "duplicate", "consultation",
                 "pre-authorisation")
+# What each CD code usually does; the standard profile carries out the first four.
+USUAL_KINDS = MappingProxyType({"0": "debit", "1": "refund", "2": "cancellation",
+                                "3": "duplicate", "4": "pre-authorisation"})
+STANDARD_ACTIONS = MappingProxyType({code: USUAL_KINDS[code]
+                                     for code in sorted(messages.STANDARD_ACTIONS)})
+KIND_WORDS = {"debit": "débit", "refund": "crédit", "cancellation": "annulation",
+              "duplicate": "duplicata", "consultation": "consultation",
+              "pre-authorisation": "pré-autorisation"}  # French, for the console
 # How an extra tag is filled.
 FILLS = ("constant", "time", "epoch-ms", "transaction-id")
 # Which answers an extra tag goes into.
@@ -98,8 +106,7 @@ class Profile:
     failure_fields: tuple[str, ...] = ()
     cheque_reason: str = "04"
     # [actions]: CD code -> kind
-    actions: MappingProxyType = field(default_factory=lambda: MappingProxyType(
-        {"0": "debit", "1": "refund", "2": "cancellation", "3": "duplicate"}))
+    actions: MappingProxyType = field(default_factory=lambda: STANDARD_ACTIONS)
     # [receipt]: whether CK digits 2 (tickets) and 3 (HTML) are honoured
     receipt_tickets: bool = False
     receipt_html: bool = False
@@ -142,7 +149,8 @@ class Profile:
                                          in self.failure_details.items()) or "aucun",
             "champs ajoutés aux échecs": " ".join(self.failure_fields) or "aucun",
             "échec d'un chèque (AF)": self.cheque_reason,
-            "codes CD": "; ".join(f"{code} {kind}" for code, kind in self.actions.items()),
+            "codes CD": "; ".join(f"{code} {KIND_WORDS[kind]}"
+                                  for code, kind in self.actions.items()),
             "tickets (CK, 2e chiffre)": tickets,
             "ticket HTML (CK, 3e chiffre)": "oui" if self.receipt_html else "non",
             "champs supplémentaires": extra or "aucun",
@@ -381,7 +389,7 @@ def _failure(table: _Reader) -> dict[str, Any]:
 
 def _actions(table: _Reader) -> MappingProxyType:
     if not table.table:
-        return Profile.__dataclass_fields__["actions"].default_factory()
+        return STANDARD_ACTIONS
     actions: dict[str, str] = {}
     for code in table.table:
         kind = table.get(code, str)

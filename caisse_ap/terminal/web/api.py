@@ -24,7 +24,6 @@ from twisted.web import resource, server
 
 from ... import __version__, client, tags
 from ...messages import ACTION_NAMES
-from .. import profiles
 from ..behaviour import (
     FAILURE_TYPES,
     MODES,
@@ -35,6 +34,7 @@ from ..behaviour import (
     SettingsError,
 )
 from ..journal import MAX_LIMIT, Journal
+from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
 from ..service import Terminal
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
@@ -476,7 +476,7 @@ def _choices() -> dict[str, Any]:
         "outcomes": list(OUTCOMES),
         "actions": list(ACTION_NAMES.values()),
         "statuses": list(STATUSES),
-        "profiles": [profile.to_json() for profile in profiles.available().values()],
+        "profiles": [profile.to_json() for profile in profiles_in_use().values()],
     }
 
 

@@ -267,3 +267,21 @@ def test_derive_profile_from_the_command_line(tmp_path):
     assert check(result.stdout).name == "shop-till-3"
     bad = run_server("--derive-profile", str(tmp_path / "none.jsonl"))
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+
+
+def test_behind_a_proxy_only_the_real_terminals_answers_make_the_profile(tmp_path):
+    def line(mode: str, answer: list[list[str]]) -> str:
+        return json.dumps({"type": "transaction", "mode": mode, "status": "approved",
+                           "request": [["CZ", "0300"], ["CD", "0"], ["CB", "100"]],
+                           "answer": answer, "segments": []})
+
+    path = tmp_path / "shop.jsonl"
+    path.write_text("\n".join([
+        '{"type": "recording", "version": 1, "mode": "proxied"}',
+        line("proxied", [["CZ", "0301"], ["AE", "10"], ["CB", "0000000100"]]),
+        line("simulated", [["CZ", "0300"], ["AE", "01"], ["AF", "04REFUSED BY QUEUE"]]),
+    ]) + "\n")
+    derived = check(derive_profile(Recording.read(path), "shop"))
+    assert (derived.answer_version, derived.pad_amount, derived.amount_width) == (
+        "0301", True, 10)
+    assert dict(derived.failure_details) == {}

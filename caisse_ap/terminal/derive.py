@@ -65,9 +65,12 @@ class _Profile:
 
 
 def _answers(recording: Recording) -> list[tuple[dict[str, str], list[tuple[str, str]]]]:
-    """(request values, answer fields) of every answered transaction."""
-    return [(dict(t.request), list(t.answer)) for t in recording.transactions
-            if t.answer and t.request]
+    """(request values, answer fields) of every answered transaction; behind a proxy, of
+    those the real terminal answered (not the outcome queue)."""
+    transactions = recording.transactions
+    if any(t.mode == "proxied" for t in transactions):
+        transactions = [t for t in transactions if t.mode == "proxied"]
+    return [(dict(t.request), list(t.answer)) for t in transactions if t.answer and t.request]
 
 
 def _most_common(values: Iterable[str]) -> str | None:
@@ -88,7 +91,7 @@ def derive_profile(recording: Recording, name: str) -> str:
     profile.silent.append("receipt options (CK second and third digits) cannot be told "
                           "from a recording: standard behaviour kept")
     header = [f"# Derived by caisse-ap-ip-server --derive-profile from {recording.source}",
-              f"# ({len(recording.transactions)} transactions, {len(answers)} answered).",
+              f"# ({len(recording.transactions)} transactions, {len(answers)} answers read).",
               f"name = {_toml(name)}",
               f"label = {_toml('Terminal enregistré (' + name + ')')}",
               f"source = {_toml('recording ' + recording.source)}"]

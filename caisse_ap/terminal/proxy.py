@@ -507,7 +507,9 @@ class TerminalUpstream:
         link = _TerminalLink(proxy)
         endpoint = endpoints.HostnameEndpoint(proxy.reactor, self.host, self.port,
                                               timeout=self.timeout)
-        endpoints.connectProtocol(endpoint, link).addErrback(
+        factory = protocol.Factory.forProtocol(lambda: link)
+        factory.noisy = False  # no log line per POS connection
+        endpoint.connect(factory).addErrback(
             lambda failure: link.failed(failure.getErrorMessage()))
         return link
 

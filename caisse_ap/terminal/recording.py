@@ -133,6 +133,7 @@ class RecordedTransaction:
     segments: list[Segment]
     latency: float | None = None
     line: int = 0
+    mode: str = "simulated"  # or "proxied", "replayed": who answered
 
     @property
     def key(self) -> tuple[str | None, int | None, str | None]:
@@ -212,7 +213,8 @@ def _transaction(entry: dict[str, Any], line: int) -> RecordedTransaction:
     return RecordedTransaction(_fields(entry["request"]),
                                None if answer is None else _fields(answer),
                                str(entry["status"]), segments,
-                               None if latency is None else float(latency), line)
+                               None if latency is None else float(latency), line,
+                               str(entry.get("mode", "simulated")))
 
 
 # --- Replaying --------------------------------------------------------------------------

@@ -199,22 +199,24 @@ def _resend_key(request: Sequence[Field]) -> tuple[str | None, ...]:
 
 
 class ResendWatch:
-    """Requests left without an answer, to recognise the same request sent again.
-
-    PROTOCOL.md section 5: a POS must not resend a payment on its own after a
-    time-out (the first may have gone through).
-    """
+    """Requests without an answer yet, or left without one, to recognise the same request
+    sent again (PROTOCOL.md section 5: a POS must not resend a payment on its own after
+    a time-out: the first may have gone through)."""
 
     def __init__(self, window: float = RESEND_WINDOW):
         self.window = window
         self._unanswered: dict[tuple[str | None, ...], float] = {}
 
-    def unanswered(self, request: Sequence[Field], at: float) -> None:
-        self._unanswered[_resend_key(request)] = at
-
-    def is_resend(self, request: Sequence[Field], at: float) -> bool:
-        """Whether `request` repeats one left unanswered within the window (forgotten then)."""
+    def sent(self, request: Sequence[Field], at: float) -> bool:
+        """Note a request on its way; whether it repeats one that got no answer within the
+        window (forgotten then)."""
         for key, when in list(self._unanswered.items()):
             if at - when > self.window:
                 del self._unanswered[key]
-        return self._unanswered.pop(_resend_key(request), None) is not None
+        key = _resend_key(request)
+        again = key in self._unanswered
+        self._unanswered[key] = at
+        return again
+
+    def answered(self, request: Sequence[Field]) -> None:
+        self._unanswered.pop(_resend_key(request), None)

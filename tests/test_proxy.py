@@ -44,6 +44,7 @@ class FakeTerminal(protocol.Factory):
         self.requests: list[list[tlv.Field]] = []
         self.held: list[bytes] = []
         self.connection: Any = None
+        self.first_request: defer.Deferred = defer.Deferred()  # fires when one came
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         fake = self
@@ -59,6 +60,8 @@ class FakeTerminal(protocol.Factory):
                 self.decoder.feed(data)
                 while (fields := self.decoder.next_message()) is not None:
                     fake.requests.append(fields)
+                    if not fake.first_request.called:
+                        fake.first_request.callback(fields)
                     pieces = fake.pieces(fields)
                     now = pieces if not fake.hold_after else pieces[:fake.hold_after]
                     fake.held = [] if not fake.hold_after else pieces[fake.hold_after:]
@@ -359,3 +362,18 @@ def test_the_terminals_answer_delayed_or_cut_by_the_queue(reactor_thread, upstre
     finished = wait_finished(reactor_thread, middle, 2)
     assert [t["mode"] for t in finished] == ["proxied", "proxied"]
     assert [codes(t) for t in finished] == [[], []]  # the terminal itself answered cleanly
+
+
+def test_a_pos_sending_again_what_got_no_answer_is_flagged(reactor_thread, upstream,
+                                                           start_proxy):
+    fake = FakeTerminal(lambda fields: [] if len(fake.requests) == 1 else [answer_to(fields)])
+    middle = start_proxy(upstream(fake))
+    with socket.create_connection(middle.address, timeout=TIMEOUT) as sock:
+        sock.sendall(DEBIT)
+        reactor_thread.call(lambda: fake.first_request)  # the terminal has it, and is silent
+    # The POS gave up and closed; it sends the same payment again.
+    expected = answer_to(tlv.decode(DEBIT))
+    assert b"".join(raw_exchange(middle.address, [DEBIT], len(expected))) == expected
+    gave_up, again = wait_finished(reactor_thread, middle, 2)
+    assert gave_up["status"] == "dropped" and codes(gave_up) == []
+    assert codes(again) == ["pos-resend"]

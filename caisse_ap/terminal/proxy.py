@@ -102,6 +102,7 @@ class ProxyProtocol(protocol.Protocol):
         self.local: Transaction | None = None  # answered here by the Terminal
         self.flags: tuple[dict[str, str], ...] = ()  # for the next transaction answered here
         self.upstream_gone = False
+        self.pos_shut = False  # the POS shut its sending side (or closed: a FIN either way)
         self.closing = False
         self.notify_closed: Any = None  # stop_terminal's Deferred, fired by connectionLost
         self.on_closed: Any = None  # the factory's, to accept again under the limit
@@ -139,6 +140,7 @@ class ProxyProtocol(protocol.Protocol):
 
     def readConnectionLost(self) -> None:
         """The POS shut its sending side: so does the proxy towards the terminal."""
+        self.pos_shut = True
         self._pass_held()
         self.link.shut_sending()
         self.requests.receive_data(b"")
@@ -204,7 +206,7 @@ class ProxyProtocol(protocol.Protocol):
                 return
         for piece in held or ():
             self.link.send(piece)
-        resent = self.factory.resends.is_resend(fields, received_at)
+        resent = self.factory.resends.sent(fields, received_at)
         if not self.link.request(fields):
             self.flags = (Deviation("replay-unmatched").to_json(),)
             self._answer_here(fields, received_at)
@@ -365,7 +367,8 @@ class ProxyProtocol(protocol.Protocol):
         elif isinstance(event, AnswerReceived):
             self._finish(forwarded, None, event.fields, event.frame, event.dropped)
         elif isinstance(event, ConnectionClosed):
-            self._finish(forwarded, ended)
+            # The POS that shut its side first left before the answer, whatever came next.
+            self._finish(forwarded, "dropped" if self.pos_shut else ended)
         else:  # ProtocolError
             forwarded.problems["unreadable-answer"] = str(event.error)
             self._finish(forwarded, "dropped" if ended == "dropped" else "error", None,
@@ -385,8 +388,7 @@ class ProxyProtocol(protocol.Protocol):
             answer = TerminalAnswer.parse(fields)
             status = STATUS_BY_OUTCOME[answer.outcome]
             reason = answer.reason.code if answer.reason else None
-        else:
-            self.factory.resends.unanswered(txn.request_fields, self.reactor.seconds())
+            self.factory.resends.answered(txn.request_fields)
         exchange = Exchange(txn.request_fields, fields, forwarded.reads, after, forwarded.resent,
                             problems=forwarded.problems)
         deviations = find_deviations(exchange, self.factory.expectations)

@@ -377,3 +377,35 @@ def test_a_pos_sending_again_what_got_no_answer_is_flagged(reactor_thread, upstr
     gave_up, again = wait_finished(reactor_thread, middle, 2)
     assert gave_up["status"] == "dropped" and codes(gave_up) == []
     assert codes(again) == ["pos-resend"]
+
+
+def test_a_malformed_request_goes_through_and_the_terminal_answers_it(reactor_thread,
+                                                                      start_terminal,
+                                                                      start_proxy):
+    real = start_terminal({"duration": 0})
+    middle = start_proxy(real.address)
+    broken = b"CZ0040300CJ01x012345678901CA00201"
+    with socket.create_connection(real.address, timeout=TIMEOUT) as direct:
+        direct.sendall(broken)
+        expected = direct.recv(65536)
+    assert b"AF00209" in expected
+    reads = raw_exchange(middle.address, [broken], len(expected))
+    assert b"".join(reads) == expected
+    (seen,) = wait_finished(reactor_thread, middle)
+    assert seen["status"] == "declined" and seen["reason"]["code"] == "09"
+    assert codes(seen) == ["unreadable-request"]
+
+
+def test_a_pos_that_shuts_its_side_still_gets_the_answer(reactor_thread, start_terminal,
+                                                         start_proxy):
+    real = start_terminal({"duration": 0})
+    middle = start_proxy(real.address)
+    with socket.create_connection(middle.address, timeout=TIMEOUT) as sock:
+        sock.sendall(DEBIT)
+        sock.shutdown(socket.SHUT_WR)  # as some POS do once their request is sent
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert tlv.decode(received)[2] == ("AE", "10")
+    (seen,) = wait_finished(reactor_thread, middle)
+    assert seen["status"] == "approved" and seen["answer_frame"].encode() == received

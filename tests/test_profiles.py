@@ -9,6 +9,7 @@ import http.client
 import json
 import random
 import re
+import threading
 from datetime import datetime
 
 import pytest
@@ -397,6 +398,10 @@ def profile_texts(draw) -> str:
     if draw(st.booleans()):
         lines.append(f'approval_reason = "{draw(st.sampled_from(["01", "00", "99"]))}"')
     lines.append(f'immediate_status = "{draw(st.sampled_from(["10", "11"]))}"')
+    if draw(st.booleans()):
+        lines.append(f'immediate_status_busy = "{draw(st.sampled_from(["01", "11", "02"]))}"')
+    if draw(st.booleans()):
+        lines.append(f"cf_max = {draw(st.integers(0, 100))}")
     lines += ["[card]", f'mask = "{draw(st.sampled_from(["*", "#", "X"]))}"',
               f"shown_first = {draw(st.integers(0, 6))}", f"shown_last = {draw(st.integers(0, 4))}"]
     if draw(st.booleans()):
@@ -527,15 +532,15 @@ def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal, mon
                     '[extra_tags.ZZ]\nvalue = "hello"\n')
     profile = cli.profile_arg(str(path))
     assert profiles.available()["shop-terminal"] is profile
-    args = cli.build_parser([]).parse_args(["--profile", str(path), "-sc", "11"])
+    args = cli.build_parser([]).parse_args(["--profile", str(path), "-sc", "11223344"])
     settings = cli.settings_from_args(args)
     assert (settings.profile.name, settings.answer_version, settings.seller_contract) == (
-        "shop-terminal", "0310", "11")  # -sc still overrides the profile
+        "shop-terminal", "0310", "11223344")  # -sc still overrides the profile
     terminal = start_terminal(settings.updated({"duration": 0}))
     status, out = run_client(capsys, terminal, "-a", "2")
     assert status == 0
     assert re.search(r"^  ZZ hello +tag inconnu 'ZZ'$", out, re.M)  # kept and shown raw
-    assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11 ", out, re.M)
+    assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11223344 ", out, re.M)
 
 
 def test_the_real_server_answers_with_a_user_profile_file(tmp_path, capsys):
@@ -565,17 +570,21 @@ def test_immediate_ae10_is_accepted_not_approved_in_the_core():
 # --- The control API switches profiles live -----------------------------------------
 
 
+def api_call(running, method: str, path: str, body=None) -> tuple[int, dict]:
+    """One request to the running terminal's control API: status and JSON body."""
+    connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=data,
+                           headers={"Content-Type": "application/json"} if data else {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def test_the_api_switches_profiles_live(reactor_thread):
-    def call(running, method: str, path: str, body=None):
-        connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            connection.request(method, path, body=data,
-                               headers={"Content-Type": "application/json"} if data else {})
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
+    call = api_call
 
     def pay(running, **options):
         return client.pay(client.make_request("1.00", **options), *running.address, timeout=10)
@@ -602,3 +611,140 @@ def test_the_api_switches_profiles_live(reactor_thread):
         status, body = call(running, "PUT", "/api/settings", {"profile": "no-such"})
         assert status == 400 and body["field"] == "profile"
         assert call(running, "GET", "/api/settings")[1]["profile"] == "nepting"
+
+
+# --- BA=1 while another transaction is in progress ----------------------------------
+
+BUSY_STATUS = {"standard": "11", "ingenico": "11", "nepting": "11", "payxpert": "01",
+               "fidecoin": "11"}
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
+    settings = settings_of(name)
+    request = PaymentRequest.parse(with_fields(PAYXPERT_DEBIT, BA="1"))
+    free = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW)
+    busy = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW, busy=True)
+    fields = dict(busy.fields)
+    assert fields["AE"] == BUSY_STATUS[name] and "AF" not in fields
+    assert busy.status == ("declined" if BUSY_STATUS[name] == "01" else "accepted")
+    assert dict(free.fields)["AE"] == profiles.builtin(name).immediate_status
+    # the echoes are those of any answer
+    assert (fields["CJ"], fields["CA"], int(fields["CB"]), fields["CD"], fields["CE"]) == (
+        "323540032810", "1", 2500, "0", "978")
+    if name == "payxpert":  # PayXpert's example of an operation not done: AE00201
+        assert b"AE00201" in tlv.encode(busy.fields)
+        assert set(fields) - set(dict(tlv.decode(PAYXPERT_DEBIT))) == {"AE", "AP", "AQ"}
+
+
+class _Seen:
+    """An observer that lets a test wait for the terminal to receive or finish a request."""
+
+    def __init__(self) -> None:
+        self.received, self.dropped = threading.Event(), threading.Event()
+
+    def request_received(self, txn) -> None:
+        self.received.set()
+
+    def transaction_finished(self, txn) -> None:
+        if txn.status == "dropped":
+            self.dropped.set()
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_terminal, pos,
+                                                                   reactor_thread, name):
+    terminal = start_terminal({"profile": name, "duration": 600})
+    seen = _Seen()
+    reactor_thread.call(terminal.observers.append, seen)
+    first = pos(terminal)
+    first.send(DEBIT)  # a payment in progress: the customer is typing the PIN
+    assert seen.received.wait(10)
+    assert len(reactor_thread.call(lambda: terminal.pending)) == 1
+    status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
+    if BUSY_STATUS[name] == "01":
+        assert status == 1
+        assert out.splitlines()[0] == ("DECLINED — not taken by the terminal (busy: AE=01 to an "
+                                       "immediate request)  4.00 EUR")
+    else:
+        assert status == 0 and out.startswith("ACCEPTED by the terminal")
+    first.close()  # the customer walks away: the terminal is free again
+    assert seen.dropped.wait(10)
+    assert reactor_thread.call(lambda: terminal.pending) == []
+    status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
+    assert status == 0 and out.startswith("ACCEPTED by the terminal")
+
+
+# --- CF: longer in requests than in answers -----------------------------------------
+
+LONG_REFERENCE = "REF-" + "0123456789" * 3 + "XYZ"  # 37 characters
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_answers_cf_is_cut_to_the_profiles_maximum(name):
+    cf_max = {"nepting": 32}.get(name)  # HiPay: CF "1 to 32" in answers, 1 to 99 in requests
+    settings = settings_of(name)
+    for outcome in ("approved", "refused"):
+        _, fields = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE), outcome)
+        assert fields["CF"] == LONG_REFERENCE[:cf_max]
+    _, immediate = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE, BA="1"))
+    assert immediate["CF"] == LONG_REFERENCE[:cf_max]
+    _, unknown_action = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE, CD="7"))
+    assert unknown_action["AF"] == "12" and unknown_action["CF"] == LONG_REFERENCE[:cf_max]
+    _, short = answer(settings, with_fields(DEBIT, CF="R1"))
+    assert short["CF"] == "R1"  # a CF within the maximum is echoed whole
+
+
+def test_a_user_profile_sets_the_answers_cf_maximum_within_the_tag_table():
+    base = 'name = "x"\nlabel = "y"\nsource = "z"\n[answer]\n'
+    profile = profiles.parse(base + "cf_max = 5\n")
+    _, fields = answer(TerminalSettings().updated({"profile": profile}),
+                       with_fields(DEBIT, CF="ABCDEFGH"))
+    assert fields["CF"] == "ABCDE"
+    for bad in (0, 100):
+        with pytest.raises(ProfileError) as caught:
+            profiles.parse(base + f"cf_max = {bad}\n", "mine.toml")
+        assert caught.value.where == "mine.toml:5"
+        assert f"answer.cf_max {bad} does not fit CF" in caught.value.reason
+
+
+def test_the_client_shows_the_cut_cf_and_still_approves(capsys, start_terminal):
+    terminal = start_terminal({"profile": "nepting", "duration": 0})
+    status, out = run_client(capsys, terminal, "-a", "3", "--tag", f"CF={LONG_REFERENCE}",
+                             "--json")
+    result = json.loads(out)
+    assert (status, result["status"]) == (0, "approved")
+    assert result["fields"]["CF"] == LONG_REFERENCE[:32]
+
+
+# --- CG: a profile's length holds every contract number -----------------------------
+
+
+def test_a_contract_number_of_another_length_than_the_profiles_cg_is_refused():
+    nepting = settings_of("nepting", seller_contract="7654321")  # 7, as CG0071234567
+    assert nepting.seller_contract == "7654321"
+    with pytest.raises(behaviour.SettingsError) as caught:
+        nepting.updated({"seller_contract": "424242"})
+    assert caught.value.field == "seller_contract"
+    assert str(caught.value) == ("seller_contract '424242' must be 7 characters long: CG has 7 "
+                                 "on profile nepting")
+    # back to the standard profile: its contract comes back, any length goes again
+    assert nepting.updated({"profile": "standard"}).updated(
+        {"seller_contract": "12"}).seller_contract == "12"
+    done = run_server("--profile", "fidecoin", "-sc", "12", "--no-web")
+    assert done.returncode == 2
+    assert done.stderr == ("caisse-ap-ip-server: error: seller_contract '12' must be 7 "
+                           "characters long: CG has 7 on profile fidecoin\n")
+
+
+def test_the_api_refuses_a_contract_number_of_another_length_than_the_profiles(
+        reactor_thread):
+    with simulated_terminal(seed=3) as running:
+        status, body = api_call(running, "PUT", "/api/settings", {"profile": "nepting"})
+        assert (status, body["seller_contract"]) == (200, "1234567")
+        status, body = api_call(running, "PUT", "/api/settings", {"seller_contract": "99"})
+        assert status == 400 and body["field"] == "seller_contract"
+        assert api_call(running, "GET", "/api/settings")[1]["seller_contract"] == "1234567"
+        status, body = api_call(running, "PUT", "/api/settings",
+                                {"profile": "standard", "seller_contract": "99"})
+        assert (status, body["seller_contract"]) == (200, "99")

@@ -93,6 +93,9 @@ class Profile:
     field_order: tuple[str, ...] = ()  # () keeps the standard order
     approval_reason: str | None = None  # AF sent with AE=10
     immediate_status: str = "11"  # AE answering BA=1
+    # AE answering BA=1 while another transaction is in progress; None: as when free
+    immediate_status_busy: str | None = None
+    cf_max: int | None = None  # the answer's CF is cut to this many characters; None: whole
     # [card]
     mask: str = "#"
     shown_first: int = 6
@@ -139,8 +142,12 @@ class Profile:
             "montant (CB)": (f"complété de zéros sur {self.amount_width} chiffres"
                              if self.pad_amount else "tel que demandé"),
             "ordre des champs": " ".join(self.field_order) or "standard",
+            "CF dans la réponse": (f"coupé à {self.cf_max} caractères" if self.cf_max
+                                   else "tel que demandé"),
             "AF sur une acceptation": self.approval_reason or "absent",
             "statut pour BA=1 (AE)": self.immediate_status,
+            "statut pour BA=1, terminal occupé (AE)": (self.immediate_status_busy
+                                                       or self.immediate_status),
             "carte masquée (AA)": _mask_example(self),
             "type de PAN (AL)": self.pan_type or "absent",
             "contrat (CG)": (f"{self.contract_length} caractères, {self.seller_contract}"
@@ -332,6 +339,16 @@ def _answer(table: _Reader) -> dict[str, Any]:
         raise table.fail("immediate_status", f"answer.immediate_status must be 10 or 11, "
                                              f"not {status!r}")
     values["immediate_status"] = status
+    busy = table.get("immediate_status_busy", str)
+    if busy is not None:
+        _check_code(table, "immediate_status_busy", busy, tags.ACTION_STATUS, "AE")
+    values["immediate_status_busy"] = busy
+    cf_max = table.get("cf_max", int)
+    cf = tags.tag("CF")
+    if cf_max is not None and not cf.min_size <= cf_max <= cf.max_size:
+        raise table.fail("cf_max", f"answer.cf_max {cf_max} does not fit CF: the tag table "
+                                   f"allows {cf.min_size} to {cf.max_size} characters")
+    values["cf_max"] = cf_max
     table.check_known()
     return values
 

@@ -146,6 +146,11 @@ BAD_PROFILES = [
      "not one of constant"),
     ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nvalue = "1"\non = []\n', 6,
      "on must list"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nfill = "transaction-id"\n'
+     'length = 99999999999\n', 6, "length 99999999999 does not fit XY"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\nimmediate_status_busy = "02"\n', 5,
+     "not a AE code"),
+    ('name = "x"\nlabel = "y\\tz"\nsource = "z"\n', 2, "one line of printable text"),
 ]
 
 
@@ -622,7 +627,7 @@ BUSY_STATUS = {"standard": "11", "ingenico": "11", "nepting": "11", "payxpert": 
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
     settings = settings_of(name)
-    request = PaymentRequest.parse(with_fields(PAYXPERT_DEBIT, BA="1"))
+    request = PaymentRequest.parse(with_fields(DEBIT, BA="1", CK="100"))
     free = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW)
     busy = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW, busy=True)
     fields = dict(busy.fields)
@@ -631,10 +636,10 @@ def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
     assert dict(free.fields)["AE"] == profiles.builtin(name).immediate_status
     # the echoes are those of any answer
     assert (fields["CJ"], fields["CA"], int(fields["CB"]), fields["CD"], fields["CE"]) == (
-        "323540032810", "1", 2500, "0", "978")
+        "012345678901", "01", 11245, "0", "978")
     if name == "payxpert":  # PayXpert's example of an operation not done: AE00201
         assert b"AE00201" in tlv.encode(busy.fields)
-        assert set(fields) - set(dict(tlv.decode(PAYXPERT_DEBIT))) == {"AE", "AP", "AQ"}
+        assert set(fields) - set(dict(tlv.decode(DEBIT))) == {"AE", "AP", "AQ"}
 
 
 class _Seen:
@@ -748,3 +753,173 @@ def test_the_api_refuses_a_contract_number_of_another_length_than_the_profiles(
         status, body = api_call(running, "PUT", "/api/settings",
                                 {"profile": "standard", "seller_contract": "99"})
         assert (status, body["seller_contract"]) == (200, "99")
+
+
+# --- The client CLI under every profile: each CD code, receipt options, cheque failure ----
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_client_reads_each_cd_code_and_receipt_option_of_each_profile(capsys,
+                                                                          start_terminal, name):
+    profile = profiles.builtin(name)
+    terminal = start_terminal({"profile": name, "duration": 0})
+    assert run_client(capsys, terminal, "-a", "7")[0] == 0  # a card to reprint or consult
+    status, out = run_client(capsys, terminal, "--duplicate", "-a", "7", "--receipt")
+    assert status == 0 and out.startswith("APPROVED  7.00 EUR (duplicate)")
+    header = {"duplicate": "*** DUPLICATA ***", "consultation": "CONSULTATION"}
+    assert header[profile.actions["3"]] in out  # the receipt says what CD=3 did here
+    status, out = run_client(capsys, terminal, "-a", "7", "--tag", "CD=4")
+    if "4" in profile.actions:  # Fidecoin: pre-authorisation
+        assert status == 0 and out.startswith("APPROVED  7.00 EUR")
+    else:
+        assert status == 1 and out.startswith("DECLINED — ") and "(AF=12)" in out
+    # CK second digit 2 (both tickets), third digit 1 (HTML): read back as text
+    status, out = run_client(capsys, terminal, "-a", "7", "--receipt", "--tag", "CK=121")
+    receipt = out.split("--- receipt ---\n", 1)[1]
+    assert status == 0 and "<" not in receipt
+    assert "TICKET CLIENT A CONSERVER" in receipt
+    assert ("TICKET COMMERCANT A CONSERVER" in receipt) == profile.receipt_tickets
+    terminal.update_settings({"mode": "failure", "failure_type": "abandon"})
+    status, out = run_client(capsys, terminal, "--check", "-a", "7")
+    assert status == 1
+    code = profile.cheque_reason
+    detail = profile.failure_details.get(code, "").strip()  # Fidecoin's AF detail
+    shown = f"AF={code}: {detail}" if detail else f"AF={code}"
+    assert out.startswith(f"DECLINED — Refusée ({shown})  7.00 EUR")
+
+
+# --- The command line on profile files: one line and status 2, whatever the file -----
+
+
+def bad_profile_files(tmp_path) -> dict[str, tuple[str, str]]:
+    """Bad profile files by case: their path and what the error line says."""
+    (tmp_path / "binary.toml").write_bytes(b"name = \"\xff\xfe\"\n")
+    (tmp_path / "dir.toml").mkdir()
+    (tmp_path / "broken.toml").write_text('name = "x"\nlabel = \n')
+    (tmp_path / "types.toml").write_text('name = "x"\nlabel = "y"\nsource = "z"\n'
+                                         '[answer]\norder = "CZ"\n')
+    (tmp_path / "two-lines.toml").write_text('name = "x"\nlabel = "y\\nz"\nsource = "z"\n')
+    return {
+        "missing": (str(tmp_path / "missing.toml"), "missing.toml:1: cannot read the profile"),
+        "binary": (str(tmp_path / "binary.toml"), "binary.toml:1: cannot read the profile"),
+        "directory": (str(tmp_path / "dir.toml"), "dir.toml:1: cannot read the profile"),
+        "not TOML": (str(tmp_path / "broken.toml"), "broken.toml:2: not valid TOML"),
+        "wrong type": (str(tmp_path / "types.toml"), "types.toml:5: answer.order must be a list"),
+        "two lines": (str(tmp_path / "two-lines.toml"),
+                      "two-lines.toml:2: label must be one line of printable text"),
+    }
+
+
+def test_a_bad_profile_file_is_one_line_and_status_2_even_with_list_profiles(tmp_path):
+    for case, (path, said) in bad_profile_files(tmp_path).items():
+        for args in (("--list-profiles", "--profile", path), ("--profile", path, "--no-web")):
+            done = run_server(*args)
+            assert done.returncode == 2, (case, args)
+            assert done.stdout == "" and done.stderr.count("\n") == 1, (case, done.stderr)
+            assert done.stderr.startswith("caisse-ap-ip-server: error: argument --profile: ")
+            assert said in done.stderr, (case, done.stderr)
+
+
+def test_list_profiles_lists_a_profile_file_given_too(tmp_path):
+    path = tmp_path / "till.toml"
+    path.write_text('name = "till"\nlabel = "Our till"\nsource = "our notes"\n')
+    done = run_server("--list-profiles", "--profile", str(path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [*(
+        f"{p.name}\t{p.label}\t{p.source}" for p in profiles.builtins().values()),
+        "till\tOur till\tour notes"]
+
+
+toml_scalars = (st.integers(-2**63, 2**63 - 1) | st.integers(-2, 1000) | st.booleans()
+                | st.text(max_size=60) | st.floats(allow_nan=False, allow_infinity=False)
+                | st.sampled_from([*profiles.FILLS, *profiles.ACTION_KINDS, "01", "10", "*",
+                                   "%Y%m%d"]))
+toml_values = toml_scalars | st.lists(toml_scalars | st.sampled_from(["CZ", "AE", "AC", "ZT"]),
+                                      max_size=4)
+PROFILE_KEYS = ["name", "label", "source", "silent", "version", "pad_amount", "amount_width",
+                "order", "approval_reason", "immediate_status", "immediate_status_busy",
+                "cf_max", "mask", "shown_first", "shown_last", "pan_type", "length", "default",
+                "fields", "cheque_reason", "04", "0", "4", "9", "tickets", "html", "fill",
+                "value", "on", "details", "AQ"]
+SECTIONS = ["", "answer", "card", "contract", "failure", "failure.details", "actions",
+            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other"]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(tables=st.dictionaries(
+    st.sampled_from(SECTIONS),
+    st.dictionaries(st.sampled_from(PROFILE_KEYS) | st.text(min_size=1, max_size=5),
+                    toml_values, max_size=6),
+    max_size=5))
+def test_any_profile_text_is_a_profile_or_a_profile_error(tables):
+    lines = []
+    if "" not in tables:  # a good head, so that the tables' checks are reached
+        lines = ['name = "fuzz"', 'label = "Fuzz"', 'source = "hypothesis"']
+    for section, values in sorted(tables.items()):  # the top-level table first
+        if section:
+            lines.append(f"[{section}]")
+        lines += [f"{json.dumps(key)} = {toml_value(value)}" for key, value in values.items()]
+    text = "\n".join(lines) + "\n"
+    try:
+        profile = profiles.parse(text, "fuzz.toml")
+    except ProfileError as error:
+        assert re.fullmatch(r"fuzz\.toml:\d+", error.where) and error.reason
+        assert int(error.where.split(":")[1]) <= max(1, len(lines))
+        return
+    assert profile.name and "\n" not in profile.label + profile.source
+    TerminalSettings().updated({"profile": profile})  # usable as it is
+
+
+# --- docs/profiles.md's side-by-side table says what the files do --------------------
+
+DOC_ROWS = {  # the table's rows, by their first cell: the Profile.summary() points they show
+    "version `CZ`": ["version de réponse (CZ)"],
+    "`CB`": ["montant (CB)"],
+    "ordre des champs": ["ordre des champs"],
+    "carte `AA`": ["carte masquée (AA)", "type de PAN (AL)"],
+    "`AF`": ["AF sur une acceptation", "détails de AF"],
+    "`CG`": ["contrat (CG)"],
+    "échecs": ["champs ajoutés aux échecs", "champs supplémentaires"],
+    "échec d'un chèque": ["échec d'un chèque (AF)"],
+    "`BA=1`": ["statut pour BA=1 (AE)", "statut pour BA=1, terminal occupé (AE)"],
+    "codes `CD`": ["codes CD"],
+    "`CF` dans la réponse": ["CF dans la réponse"],
+    "`CK` 2e et 3e chiffres": ["tickets (CK, 2e chiffre)", "ticket HTML (CK, 3e chiffre)"],
+    "champs en plus": ["champs supplémentaires"],
+}
+
+
+def test_the_docs_side_by_side_table_matches_the_profile_files():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "profiles.md").read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    columns = [cell.split("`")[1] for cell in header[1:]]
+    assert sorted(columns) == sorted(BUILT_IN)
+    rows = {}
+    for line in table[1:]:
+        first, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[first] = dict(zip(columns, cells, strict=True))
+    assert set(rows) == set(DOC_ROWS)  # every point the profiles may change has its row
+    shown = {point for points in DOC_ROWS.values() for point in points}
+    assert shown == set(profiles.builtin("standard").summary())
+    for first, points in DOC_ROWS.items():
+        for name in BUILT_IN[1:]:
+            differs = {d["point"] for d in profiles.builtin(name).differences()} & set(points)
+            cell = rows[first][name]
+            says_standard = cell in ("standard", "–") or cell.startswith("standard ")
+            # a cell saying "standard" is a profile keeping it; a difference is shown
+            assert not (says_standard and differs), (first, name, cell, differs)
+            if not says_standard and not differs:
+                assert "(documenté)" in cell, (first, name, cell)  # same, but from the source

@@ -285,6 +285,8 @@ def parse(text: str, where: str = "<profile>") -> Profile:
         value = top.get(key, str)
         if not value or not value.strip():
             raise top.fail(key if key in data else None, f"the profile needs a {key}")
+        if not value.strip().isprintable():  # --list-profiles gives each profile one line
+            raise top.fail(key, f"{key} must be one line of printable text, not {value!r}")
         values[key] = value.strip()
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", values["name"]):
         raise top.fail("name", f"name {values['name']!r} must be 1 to 32 lower-case letters, "
@@ -437,12 +439,30 @@ def _extra_tags(table: _Reader) -> tuple[ExtraTag, ...]:
         if not on or any(kind not in ANSWER_KINDS for kind in on):
             raise spec.fail("on", f"on must list some of {', '.join(ANSWER_KINDS)}")
         spec.check_known()
-        example = {"constant": value, "time": SAMPLE_TIME.strftime(value) if value else "",
-                   "epoch-ms": "0" * EPOCH_MS_DIGITS, "transaction-id": "0" * length}[fill]
-        spec.check_fits({"constant": "value", "time": "value", "epoch-ms": "fill",
-                         "transaction-id": "length"}[fill], tag, example)
+        key, example = _example(spec, tag, fill, value, length)
+        spec.check_fits(key, tag, example)
         extra.append(ExtraTag(tag, fill, value, length, tuple(on)))
     return tuple(extra)
+
+
+def _example(spec: _Reader, tag: str, fill: str, value: str, length: int) -> tuple[str, str]:
+    """What an extra tag would hold, to check against the tag table, and the key it
+    comes from."""
+    if fill == "constant":
+        return "value", value
+    if fill == "time":
+        try:
+            return "value", SAMPLE_TIME.strftime(value) if value else ""
+        except ValueError as error:  # a NUL character, on some systems a bad directive
+            raise spec.fail("value", f"value {value!r} is not a time format: {error}") from None
+    if fill == "epoch-ms":
+        return "fill", "0" * EPOCH_MS_DIGITS
+    # transaction-id: its length checked before any example is built (10**11 digits...)
+    info = tags.tag(tag)
+    if not info.min_size <= length <= info.max_size:
+        raise spec.fail("length", f"{spec.section}.length {length} does not fit {info.code}: "
+                                  f"the tag table allows {info.min_size} to {info.max_size}")
+    return "length", "0" * length
 
 
 def _check_code(table: _Reader, key: str, code: str, codes: dict[str, Any], tag: str) -> None:

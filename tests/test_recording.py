@@ -197,9 +197,10 @@ def test_record_then_replay_from_the_command_line(tmp_path):
     (["--replay", "/nonexistent/x.jsonl"], "cannot read the recording"),
     (["--proxy", "nowhere"], "HOST:PORT"),
     (["--proxy", "127.0.0.1:1", "--replay", "x"], "cannot be used together"),
+    (["--record", "/nonexistent/dir/x.jsonl"], "cannot write the recording"),
 ])
 def test_bad_debugging_options_give_one_line_and_status_2(args, message):
-    result = run_server("--no-web", *args)
+    result = run_server("--no-web", "--host", "127.0.0.1", "-p", "0", *args)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
 

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .cli import UsageError
-from .recording import Recording, RecordingError
+from .recording import RecordFile, Recording, RecordingError
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -61,6 +61,13 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     if args.replay_order and not args.replay:
         raise UsageError("--replay-order needs --replay FILE")
     args.replay_recording = None
+    # Opened now, so that a file that cannot be written stops us before anything listens.
+    args.record_file = None
+    if args.record:
+        try:
+            args.record_file = RecordFile(args.record)
+        except RecordingError as error:
+            raise UsageError(str(error)) from None
     if args.replay:
         try:
             args.replay_recording = Recording.read(args.replay)
@@ -118,11 +125,8 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> None:
         mode = "proxied" if args.proxy else "replayed" if args.replay else "simulated"
         header = {"mode": mode, "settings": terminal.settings.to_dict(),
                   "upstream": "{}:{}".format(*args.proxy) if args.proxy else None}
-        try:
-            # The tap's or the proxy's: the segments of each connection.
-            logs = terminal.listening_port.factory.logs
-            recorder = taps.start_recording(terminal, args.record, logs, header)
-        except RecordingError as error:
-            raise UsageError(str(error)) from None
+        # The tap's or the proxy's: the segments of each connection.
+        logs = terminal.listening_port.factory.logs
+        recorder = taps.start_recording(terminal, args.record_file, logs, header)
         reactor.addSystemEventTrigger("after", "shutdown", recorder.record.close)
         log.info("recording every exchange in %s", args.record)

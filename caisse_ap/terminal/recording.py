@@ -97,19 +97,22 @@ def transaction_entry(*, txn_id: int, mode: str, peer: str, received_at: str | N
 
 
 class RecordFile:
-    """A recording being written: the header at once, then a line per transaction.
+    """A recording being written: `start(header)`, then a line per transaction.
 
-    Each line is flushed as it is written: a recording is read while the
-    session goes on, and must survive the process being killed.
+    Opened first, so that a file that cannot be written stops the server
+    before it listens. Each line is flushed as it is written: a recording is
+    read while the session goes on, and must survive the process being killed.
     """
 
-    def __init__(self, path: str | os.PathLike[str], header: Mapping[str, Any]):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         try:
             self._file: TextIO = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed at shutdown)
         except OSError as error:
             raise RecordingError(f"cannot write the recording {self.path}: "
                                  f"{error.strerror}") from None
+
+    def start(self, header: Mapping[str, Any]) -> None:
         self.write({"type": "recording", "version": FORMAT_VERSION, **header})
 
     def write(self, entry: Mapping[str, Any]) -> None:
@@ -288,7 +291,7 @@ def replayed_answer(recorded: RecordedTransaction, request: Sequence[Field]) -> 
     original = b"".join(s.data for s in segments)
     frame = _reframe(original, recorded.answer, fields)
     writes, previous = [], start
-    cuts = _cut_points([len(s.data) for s in segments], len(original), len(frame))
+    cuts = _cut_points([len(s.data) for s in segments], len(frame))
     for segment, (begin, end) in zip(segments, cuts, strict=True):
         writes.append((max(segment.at - previous, 0.0), frame[begin:end]))
         previous = segment.at
@@ -307,7 +310,7 @@ def _reframe(original: bytes, recorded: Sequence[Field], fields: Sequence[Field]
     return original[:at] + new + original[at + len(old):]
 
 
-def _cut_points(sizes: Sequence[int], old_total: int, new_total: int) -> list[tuple[int, int]]:
+def _cut_points(sizes: Sequence[int], new_total: int) -> list[tuple[int, int]]:
     """Where to cut the new answer: at the recorded offsets, the last segment taking what
     the echoes added or removed."""
     cuts, start = [], 0

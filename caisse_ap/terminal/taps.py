@@ -119,9 +119,15 @@ class Recorder:
             deviations=txn.deviations))
 
 
-def start_recording(terminal: Terminal, path: str, logs: dict[str, SegmentLog],
+def start_recording(terminal: Terminal, record: RecordFile | str, logs: dict[str, SegmentLog],
                     header: dict[str, Any]) -> Recorder:
-    """Write the recording's header and record the terminal's transactions from now on."""
-    recorder = Recorder(RecordFile(path, header), logs)
+    """Write the recording's header and record the terminal's transactions from now on.
+
+    `record`: a RecordFile already open, or the path of one to open.
+    """
+    if not isinstance(record, RecordFile):
+        record = RecordFile(record)
+    record.start(header)
+    recorder = Recorder(record, logs)
     terminal.observers.append(recorder)
     return recorder

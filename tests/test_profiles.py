@@ -9,6 +9,8 @@ import http.client
 import json
 import random
 import re
+import socket
+import struct
 import threading
 from datetime import datetime
 
@@ -673,7 +675,10 @@ def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_
                                        "immediate request)  4.00 EUR")
     else:
         assert status == 0 and out.startswith("ACCEPTED by the terminal")
-    first.close()  # the customer walks away: the terminal is free again
+    # The customer walks away: the POS drops the connection (a reset, since a plain close
+    # reads as a POS that shut its side and still waits: issue 11's rule 3).
+    first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    first.close()  # the terminal is free again
     assert seen.dropped.wait(10)
     assert reactor_thread.call(lambda: terminal.pending) == []
     status, out = run_client(capsys, terminal, "--immediate", "-a", "4")

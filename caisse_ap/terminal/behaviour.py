@@ -64,7 +64,12 @@ APPROVED = "approved"
 PARTIAL = "partial"
 NO_ANSWER = "no-answer"
 HANG_UP = "hang-up"
-OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
+# Proxy mode (proxy.py): the real terminal answers, `delay` seconds later than it did, or
+# its answer cut into segments. With no terminal behind: the settings' outcome, in one piece.
+TERMINAL = "terminal"
+TERMINAL_SPLIT = "terminal-split"
+FORWARDED = (TERMINAL, TERMINAL_SPLIT)
+OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED, *FAILURE_TYPES)
 
 # Transaction statuses (docs/api.md).
 # interrupted: left pending by a server that stopped without answering (journal.py).
@@ -379,7 +384,7 @@ class OutcomeSpec:
         if not isinstance(outcome, str):
             raise SettingsError("outcome", f"outcome must be text, not {outcome!r}")
         text = outcome.strip().lower()
-        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP):
+        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED):
             text = failure_name(text, "outcome")
         checked_delay = None if delay is None else _number("delay", delay, 0, MAX_DURATION)
         checked_type = (None if payment_type_name is None
@@ -757,6 +762,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     `now` dates the receipt and bounds the expiry; `previous_card` is the card
     of the last approved transaction, which a duplicate (CD=3) reprints.
     """
+    if spec.outcome in FORWARDED:  # no terminal behind: the settings say
+        spec = replace(decide_from_settings(settings)[0].spec, delay=spec.delay)
     if spec.outcome == NO_ANSWER:
         return TerminalReply(None, NO_ANSWER)
     if spec.outcome == HANG_UP:

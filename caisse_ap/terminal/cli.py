@@ -8,7 +8,9 @@ console and control API) may define
 - `add_arguments(parser)`: add its options;
 - `settings_changes(args) -> dict`: settings it sets (e.g. amount_rules);
 - `start(terminal, args, reactor)`: start its services once the terminal
-  listens, before the reactor runs; it may register its own shutdown triggers.
+  listens, before the reactor runs; it may register its own shutdown triggers;
+- `terminal_factory(args)`: None, or what builds the connections' factory
+  from the Terminal (server.start_terminal's `factory`: the proxy's).
 Any of them may raise `UsageError` or `SettingsError` for a bad option value:
 the user gets one line on stderr and exit status 2.
 """
@@ -36,7 +38,8 @@ if TYPE_CHECKING:  # the service imports Twisted, which --help does without
     from .service import Terminal
 
 PROG = "caisse-ap-ip-server"
-EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial")
+EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial",
+              "caisse_ap.terminal.debugging")
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "error": logging.ERROR}
 
@@ -275,10 +278,17 @@ def start(args: argparse.Namespace, reactor: Any,
 
     configure_logging(args.log_level)
     settings = settings_from_args(args, modules)
+    # An extension may put its own connections in the terminal's place (the proxy).
+    factory = {}
+    for module in modules:
+        build = getattr(module, "terminal_factory", None)
+        made = build(args) if build is not None else None
+        if made is not None:
+            factory["factory"] = made
     terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
                               idle_timeout=args.idle_timeout,
                               request_timeout=args.request_timeout,
-                              max_connections=args.max_connections)
+                              max_connections=args.max_connections, **factory)
     for module in modules:
         start_module = getattr(module, "start", None)
         if start_module is not None:

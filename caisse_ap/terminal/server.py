@@ -12,6 +12,7 @@ recv(1024).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, interfaces, protocol, tcp
@@ -372,15 +373,18 @@ class _Port(tcp.Port):
 
 
 def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
-                   host: str = "127.0.0.1", port: int = 0, **options: Any) -> Terminal:
+                   host: str = "127.0.0.1", port: int = 0, *,
+                   factory: Callable[[Terminal], protocol.Factory] = TerminalFactory,
+                   **options: Any) -> Terminal:
     """Listen for POS on host:port (0: a free port) and return the Terminal.
 
     `options` go to Terminal (seed, idle_timeout, request_timeout,
-    max_connections). The bound address is `terminal.address`. Raises
-    twisted's CannotListenError.
+    max_connections). The bound address is `terminal.address`. `factory`
+    builds the connections' factory from the Terminal (a TerminalFactory or
+    one like it: the proxy's, proxy.py). Raises twisted's CannotListenError.
     """
     terminal = Terminal(settings, reactor=reactor, **options)
-    listening = _Port(port, TerminalFactory(terminal), BACKLOG, host, reactor)
+    listening = _Port(port, factory(terminal), BACKLOG, host, reactor)
     listening.startListening()
     terminal.listening_port = listening
     return terminal

@@ -101,6 +101,11 @@ class Transaction:
     # `to_json()`, set when the request arrives; request_fields and answer are
     # then their Caisse-AP equivalents.
     exchange: Any = None
+    # "simulated", or "proxied" when a real terminal answered through the proxy
+    # (proxy.py); deviations: what the exchange did against the protocol or
+    # the profile (deviations.py), as JSON objects.
+    mode: str = "simulated"
+    deviations: tuple[dict[str, str], ...] = ()
     # to_json()'s request and answer parts, each with the fields it was built
     # from: they are set once or twice per transaction, while to_json() runs at
     # least twice (journal, event stream), and encoding frames and labelling
@@ -167,6 +172,8 @@ class Transaction:
             "decided_by": self.decided_by,
             "labels": {**request_labels, **answer_labels},
             "exchange": self.exchange.to_json() if self.exchange is not None else None,
+            "mode": self.mode,
+            "deviations": list(self.deviations),
         }
 
     def _request_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
@@ -331,6 +338,32 @@ class Terminal:
             return  # keep answering what was read first
         txn.request_fields = list(fields)
         txn.request = request
+
+    def receive_forwarded(self, connection: Connection, fields: list[Field],
+                          received_at: float | None = None, mode: str = "proxied",
+                          decided_by: str = "terminal") -> Transaction:
+        """A request passed on to a real terminal or a recording (proxy.py): journaled and
+        shown here, answered there. `finish_forwarded` ends it."""
+        txn = self._new_transaction(connection, fields, received_at)
+        txn.mode, txn.decided_by = mode, decided_by
+        try:
+            txn.request = PaymentRequest.parse(fields)
+        except RequestError as error:
+            txn.problem = str(error)
+        self._notify("request_received", txn)
+        return txn
+
+    def finish_forwarded(self, txn: Transaction, status: str, answer: list[Field] | None = None,
+                         sent: bytes | None = None, reason: str | None = None) -> None:
+        """What became of a forwarded request: `answer` (card numbers masked) and the bytes
+        `sent` to the POS, or none (no answer, hang-up, dropped)."""
+        now = self.reactor.seconds()
+        txn.status, txn.reason, txn.finished_at = status, reason, now
+        if answer is not None:
+            txn.answer, txn.sent, txn.answered_at = tuple(answer), sent, now
+        self.counts[status] += 1
+        self._log(txn)
+        self._notify("transaction_finished", txn)
 
     def drop(self, txn: Transaction) -> None:
         """The POS left before the answer: cancel it cleanly."""

@@ -63,12 +63,18 @@
     "manual-timeout": "délai de décision dépassé",
     shutdown: "arrêt du serveur",
     "request-error": "demande invalide",
+    terminal: "terminal réel (proxy)",
+    recording: "enregistrement rejoué",
   };
+  // Where the answer came from, when not from this simulator (--proxy, --replay).
+  const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu" };
   const OUTCOME_WORDS = {
     approved: "acceptée",
     partial: "acceptée en partie",
     "no-answer": "sans réponse",
     "hang-up": "raccroché",
+    terminal: "réponse du terminal réel, retardée",
+    "terminal-split": "réponse du terminal réel, découpée",
   };
   const RESULT_WORDS = {
     approved: "Paiement accepté",
@@ -528,7 +534,7 @@
       el("span", { className: "tx-peer", title: "Adresse de la caisse" }, tx.peer || "—"),
       el("span", { className: "tx-action" }, word(ACTION_WORDS, tx.action)),
       el("span", { className: "tx-amount" }, txAmount(tx)),
-      el("span", { className: "tx-outcome" }, badge(tx)),
+      el("span", { className: "tx-outcome" }, badge(tx), ...originMarks(tx)),
     );
     item.querySelector(".tx-detail").replaceChildren(...transactionDetail(tx));
   }
@@ -542,6 +548,7 @@
       fact("Décidée par", word(DECIDED_BY_WORDS, tx.decided_by)),
       tx.reason ? fact("Motif", `${tx.reason.code} · ${tx.reason.label || ""}`) : null,
       fact("Protocole", tx.protocol === "concert-e+" ? "Concert E+ (liaison série)" : "Caisse-AP sur IP"),
+      (tx.deviations || []).length ? fact("Écarts", deviationList(tx)) : null,
     );
     const ex = tx.exchange;
     return [
@@ -563,6 +570,26 @@
     const labels = Object.fromEntries((rows || []).map(([name, , label]) => [name, label]));
     return frameBlock(title, (rows || []).map(([name, value]) => [name, value]), frame, labels,
       "Aucune réponse envoyée.");
+  }
+
+  // A proxied or replayed transaction is marked, with its deviations counted at a glance.
+  function originMarks(tx) {
+    const marks = [];
+    if (ORIGIN_WORDS[tx.mode]) {
+      marks.push(el("span", { className: "badge badge-mode", "data-testid": "origin" }, ORIGIN_WORDS[tx.mode]));
+    }
+    const count = (tx.deviations || []).length;
+    if (count) {
+      const text = `⚠ ${count} écart${count > 1 ? "s" : ""}`;
+      const title = tx.deviations.map((d) => d.label).join(", ");
+      marks.push(el("span", { className: "badge badge-deviations", title, "data-testid": "deviations" }, text));
+    }
+    return marks;
+  }
+
+  function deviationList(tx) {
+    return el("ul", { className: "deviations" }, ...tx.deviations.map((d) => el("li", {},
+      `${d.side === "pos" ? "caisse" : "terminal"} · ${d.label}${d.detail ? ` : ${d.detail}` : ""}`)));
   }
 
   function fact(name, value) {

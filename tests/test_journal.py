@@ -25,12 +25,13 @@ def txn(txn_id: int, status: str = "approved", **more) -> dict:
 
 
 class Recorded:
-    """What the Terminal hands its observers: something with to_json()."""
+    """What the Terminal hands its observers: something with an id and record()."""
 
     def __init__(self, data: dict):
+        self.id = data["id"]
         self.data = data
 
-    def to_json(self) -> dict:
+    def record(self) -> dict:
         return self.data
 
 

@@ -211,6 +211,10 @@ def configure_logging(level_name: str) -> None:
     """Logs on stderr; Twisted's own messages go through the same handler."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
+    # The format shows neither the caller's line nor the thread nor the process:
+    # not gathering them for each record is logging's own advice for speed.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=LOG_LEVELS[level_name], stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],

@@ -87,6 +87,17 @@ def _rules_from_args(args: argparse.Namespace) -> AmountRules:
     return AmountRules()
 
 
+def _journal_from_args(args: argparse.Namespace) -> Journal | None:
+    """The journal the options ask for: none with --no-web and no --journal, as nothing
+    could read it."""
+    if args.no_web and not args.journal:
+        return None
+    try:
+        return Journal(args.journal)
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+
+
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     """Settings the options set; also loads the rules file (and lists it if asked)."""
     rules = _rules_from_args(args)
@@ -95,10 +106,7 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(0)
     args.loaded_amount_rules = rules
     # Opened now, so that a journal that cannot be used stops us before anything listens.
-    try:
-        args.opened_journal = Journal(args.journal) if args.journal else Journal()
-    except JournalError as error:
-        raise UsageError(str(error)) from None
+    args.opened_journal = _journal_from_args(args)
     changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
                                "manual_timeout": args.manual_timeout}
     if args.manual:
@@ -117,7 +125,7 @@ class Services:
     `close_journal()` once the transactions in flight are answered."""
 
     terminal: Any
-    journal: Journal
+    journal: Journal | None
     rules: AmountRules
     api: Any = None
     web_port: Any = None
@@ -152,7 +160,8 @@ class Services:
     def close_journal(self) -> None:
         if self._checkpoints is not None and self._checkpoints.running:
             self._checkpoints.stop()
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def start_services(reactor: Any, terminal: Any, *, web: bool = True,
@@ -161,12 +170,15 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                    rules: AmountRules | None = None, keep_alive: float | None = None) -> Services:
     """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
 
-    Call on the reactor thread, right after the terminal starts listening.
+    Without `journal`, the API gets one in memory; without `web` either, there
+    is none, as nothing could read it. Call on the reactor thread, right after
+    the terminal starts listening.
     Raises CannotListenError when the web port is taken.
     """
     from twisted.internet import task, threads
 
-    journal = journal if journal is not None else Journal()
+    if journal is None and web:
+        journal = Journal()
     rules = rules if rules is not None else AmountRules()
     services = Services(terminal, journal, rules)
     if web:  # listening first: if the port is taken, nothing is attached yet
@@ -178,10 +190,13 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                                   web_address=lambda: services.web_address, **options)
         services.web_port = reactor.listenTCP(web_port, build_site(services.api),
                                               interface=web_host)
-    # A journal in a file numbers after the transactions of earlier runs.
-    terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
     rules.terminal = terminal
     terminal.outcome_sources.append(rules)
+    if journal is None:
+        return services
+    # A journal in a file numbers after the transactions of earlier runs.
+    terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
+    journal.write_in_groups(reactor)
     if services.api is not None:
         services.api.attach()  # the queue, manual mode, the journal and the event stream
     else:
@@ -205,19 +220,23 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     """The command line's hook: start the services as the options say."""
     from twisted.internet.error import CannotListenError
 
-    journal = getattr(args, "opened_journal", None) or Journal(args.journal)
+    journal = args.opened_journal if hasattr(args, "opened_journal") else _journal_from_args(args)
     rules = getattr(args, "loaded_amount_rules", None) or _rules_from_args(args)
     try:
         services = start_services(reactor, terminal, web=not args.no_web,
                                   web_host=args.web_host, web_port=args.web_port,
                                   token=args.web_token, journal=journal, rules=rules)
     except CannotListenError as error:
-        journal.close()
+        if journal is not None:
+            journal.close()
         raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
                           f"console: {error.socketError}") from None
-    where = f"in {journal.path}" if not journal.in_memory else "in memory"
-    log.info("transaction journal %s (transactions already recorded: %d)", where,
-             journal.count())
+    if journal is None:
+        log.info("no transaction journal (--no-web without --journal)")
+    else:
+        where = f"in {journal.path}" if not journal.in_memory else "in memory"
+        log.info("transaction journal %s (transactions already recorded: %d)", where,
+                 journal.count())
     if terminal.settings.amount_rules:
         log.info("amount rules on (%s): the cents of the amount choose the outcome",
                  rules.source)

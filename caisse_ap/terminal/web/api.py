@@ -35,7 +35,7 @@ from ..behaviour import (
 )
 from ..journal import MAX_LIMIT, Journal
 from ..rules import AmountRules
-from ..service import Terminal
+from ..service import Terminal, complete
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
 
 log = logging.getLogger("caisse_ap.terminal.web")
@@ -314,15 +314,16 @@ class ControlApi(resource.Resource):
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
                            "status")
         found = self.journal.transactions(limit, after, status)
-        return Reply({"transactions": [self.hub.with_deadline(data) for data in found]})
+        return Reply({"transactions": [self.hub.with_deadline(complete(record))
+                                       for record in found]})
 
     def _transaction(self, text: str) -> dict[str, Any]:
         if not (text.isascii() and text.isdigit()):
             raise ApiError(404, f"No transaction {text!r}.")
-        data = self.journal.get(int(text))
-        if data is None:
+        record = self.journal.get(int(text))
+        if record is None:
             raise ApiError(404, f"No transaction {text}.")
-        return data
+        return complete(record)
 
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))

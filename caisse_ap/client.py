@@ -1,7 +1,7 @@
 """The command-line point of sale: send one payment request to a terminal, read its answer.
 
 A blocking-socket edge around the protocol core: `messages.PaymentRequest`
-builds the request, `tlv.FrameDecoder` finds the end of the answer and
+builds the request, `connection.PosConnection` finds the end of the answer and
 `messages.TerminalAnswer` reads it. Other code (the web console's "test
 payment" button) calls `pay()` and `result_to_json()` from a thread.
 
@@ -58,10 +58,9 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 WAIT_TICK = 1.0  # how often a waiting caller hears the elapsed time
 # Once the answer holds AE at a field boundary it is complete, but a terminal
 # that writes it in two segments split right after AE would lose its last
-# fields. So the client reads what else arrives within this short grace and
-# keeps the whole extra fields; it stops early at CR/LF or a close, so only a
-# terminal that keeps the connection open silently costs these 50 ms. Fields
-# arriving later still are lost: a trade-off against waiting on every answer.
+# fields: connection.PosConnection keeps whole fields that come until the
+# terminal is silent this long (it stops early at CR/LF or a close, so only a
+# terminal that keeps the connection open silently costs these 50 ms).
 TRAILING_GRACE = 0.05
 RECV_SIZE = 4096
 
@@ -197,91 +196,53 @@ class _Reception:
 
 def _receive_answer(sock: socket.socket, timeout: float, started: float,
                     on_wait: Callable[[float], None] | None) -> _Reception:
-    """Read until the answer is whole (fields including AE), the peer closes, or time runs out."""
-    from .messages import has_action_status
+    """Read until the answer is whole, the peer closes, or time runs out.
 
-    decoder = tlv.FrameDecoder(is_complete=has_action_status)
+    connection.PosConnection decides when the answer is whole, trailing
+    optional fields included; this only moves bytes and waits.
+    """
+    from .connection import AnswerReceived, ConnectionClosed, PosConnection, ProtocolError
+
+    connection = PosConnection(trailing_grace=TRAILING_GRACE)
     reception = _Reception(bytearray())
     deadline = time.monotonic() + timeout
     while True:
-        remaining = deadline - time.monotonic()
+        event = connection.next_event()
+        if isinstance(event, AnswerReceived):
+            reception.message = event.fields
+            if event.dropped:
+                _log("warning", "ignored %d bytes after the answer: %s",
+                     len(event.dropped), event.dropped_reason)
+            return reception
+        if isinstance(event, ProtocolError):
+            # Garbage, a cut field or no AE: nothing after it can be trusted.
+            reception.error = event.error
+            return reception
+        if isinstance(event, ConnectionClosed):
+            reception.problem = "the terminal closed the connection without answering"
+            return reception
+        # NeedData: its deadline (the trailing grace) comes before the time-out.
+        waiting = event.deadline is None
+        remaining = (deadline if waiting else event.deadline) - time.monotonic()
         if remaining <= 0:
+            if not waiting:
+                continue  # the grace is over: the answer is whole
             size = len(reception.received)
             got = f" ({size} bytes, not a whole answer)" if size else ""
             reception.problem = f"no answer within {timeout:g} s{got}"
             return reception
-        sock.settimeout(min(remaining, WAIT_TICK) if on_wait else remaining)
+        sock.settimeout(min(remaining, WAIT_TICK) if on_wait and waiting else remaining)
         try:
             chunk = sock.recv(RECV_SIZE)
         except TimeoutError:
-            if on_wait:
+            if on_wait and waiting:
                 on_wait(time.monotonic() - started)
             continue
         except OSError as error:
             reception.problem = f"connection lost while waiting for the answer: {_reason(error)}"
             return reception
-        try:
-            if not chunk:
-                reception.message = decoder.finish()
-                if reception.message is None:
-                    reception.problem = ("the terminal closed the connection without answering"
-                                         if not reception.received else
-                                         "the terminal closed the connection before a whole answer")
-                elif not has_action_status(reception.message):
-                    reception.problem = "the terminal closed the connection before a whole answer"
-                return reception
-            reception.received += chunk
-            decoder.feed(chunk)
-            reception.message = decoder.next_message()
-        except FrameError as error:
-            # Garbage or a cut field: nothing after it can be trusted, stop at once.
-            reception.error = error
-            return reception
-        if reception.message is not None:
-            return reception
-
-
-def _read_trailing_fields(sock: socket.socket, reception: _Reception) -> list[Field]:
-    """The answer plus whole fields that arrive within TRAILING_GRACE right after it."""
-    message = reception.message or []
-    received = reception.received
-    # The decoder skips leading CR/LF; the answer's own bytes are its fields re-encoded.
-    consumed = len(received) - len(received.lstrip(b"\r\n")) + len(tlv.encode(message))
-    extra = bytes(received[consumed:])
-    deadline = time.monotonic() + TRAILING_GRACE
-    while b"\r" not in extra and b"\n" not in extra:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(RECV_SIZE)
-        except OSError:  # time-out included: nothing more is coming soon
-            break
-        if not chunk:
-            break
-        received += chunk
-        extra += chunk
-    return message + _whole_extra_fields(extra, message)
-
-
-def _whole_extra_fields(extra: bytes, message: list[Field]) -> list[Field]:
-    text = extra.replace(b"\n", b"\r").split(b"\r")[0]  # a line end ends the answer
-    if not text:
-        return []
-    try:
-        more = tlv.decode(text, bare=True)
-    except FrameError as error:
-        _log("warning", "ignored %d bytes after the answer: %s", len(text), error)
-        return []
-    if more[0][0] == tlv.FIRST_TAG:
-        _log("warning", "ignored a second message after the answer (%d bytes)", len(text))
-        return []
-    present = {tag for tag, _ in message}
-    repeated = [tag for tag, _ in more if tag in present]
-    if repeated:
-        _log("warning", "ignored fields after the answer that repeat %s", ", ".join(repeated))
-    return [(tag, value) for tag, value in more if tag not in present]
+        reception.received += chunk
+        connection.receive_data(chunk)
 
 
 def _reason(error: OSError) -> str:
@@ -343,8 +304,6 @@ def pay(request: PaymentRequest, host: str = "127.0.0.1", port: int = 8888,
         _log("debug", "sent %d bytes", len(frame))
         try:
             reception = _receive_answer(sock, timeout, started, on_wait)
-            if reception.message is not None and reception.problem is None:
-                reception.message = _read_trailing_fields(sock, reception)
         except KeyboardInterrupt:
             return result(UNKNOWN, problem="interrupted while waiting for the answer")
     received = bytes(reception.received)

@@ -156,7 +156,11 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="close a connection that sends nothing for this long (default: 300)")
     add("--max-connections", type=_positive(int, "max connections"), default=1000,
-        metavar="N", help="connections open at once; more are refused (default: 1000)")
+        metavar="N", help="connections open at once; more wait until one closes "
+                          "(default: 1000)")
+    add("--request-timeout", type=_positive(float, "request timeout"), default=2.0,
+        metavar="SECONDS",
+        help="refuse (AF=09) a request left unfinished after this much silence (default: 2)")
     add("--version", action="version", version=f"%(prog)s {__version__}")
 
 
@@ -250,6 +254,7 @@ def start(args: argparse.Namespace, reactor: Any,
     settings = settings_from_args(args, modules)
     terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
                               idle_timeout=args.idle_timeout,
+                              request_timeout=args.request_timeout,
                               max_connections=args.max_connections)
     for module in modules:
         start_module = getattr(module, "start", None)

@@ -206,13 +206,14 @@ class Terminal:
 
     def __init__(self, settings: TerminalSettings | None = None, *, reactor: Any = None,
                  seed: str | int | None = None, idle_timeout: float = 300.0,
-                 max_connections: int = 1000):
+                 max_connections: int = 1000, request_timeout: float = 2.0):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.settings = settings or TerminalSettings()
         self.seed = seed
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout  # silence that ends an unfinished request
         self.max_connections = max_connections
         self.observers: list[Any] = []
         self.outcome_sources: list[Any] = []

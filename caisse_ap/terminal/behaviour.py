@@ -63,8 +63,9 @@ HANG_UP = "hang-up"
 OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
 
 # Transaction statuses (docs/api.md).
+# interrupted: left pending by a server that stopped without answering (journal.py).
 STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
-            "error")
+            "error", "interrupted")
 
 # What an Ingenico with a cheque printer answers to any cheque failure.
 CHEQUE_FAILURE = "04"
@@ -148,7 +149,7 @@ def _number(name: str, value: Any, minimum: float, maximum: float, *,
         raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer too big for a float
         raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}") from None
     if not math.isfinite(number) or number < minimum or number > maximum:
         raise SettingsError(name, f"{name} must be between {minimum:g} and {maximum:g} seconds, "

@@ -98,7 +98,7 @@ class Figure:
     def line(self) -> str:
         verdict = "" if self.ok is None else ("  OK" if self.ok else "  MISSED")
         target = f"  (target {self.target})" if self.target else ""
-        return f"{self.name:<52} {self.value:>12.3f} {self.unit:<8}{target}{verdict}"
+        return f"{self.name:<60} {self.value:>10.3f} {self.unit:<8}{target}{verdict}"
 
 
 def raise_fd_limit() -> None:
@@ -387,12 +387,12 @@ def measure_throughput(args: argparse.Namespace) -> list[Figure]:
         return statistics.median(ours / bare for ours, bare in pairs)
 
     labels = {
-        "default": "default start -d 0 (web, journal in memory)",
+        "default": "default start -d 0",
         "no-web": "default start -d 0 --no-web",
         "journal": "default start -d 0 --journal FILE",
-        "codec": "bare server + tlv decode/encode (floor)",
+        "codec": "floor: bare server + tlv decode/encode",
         "bare": "bare Twisted fixed-frame server",
-        "private": "diagnostic: terminal, no journal/events/log",
+        "private": "diagnostic: no journal/events/log, own start",
     }
     figures = [Figure(f"throughput, {labels[name]}", statistics.median(rates[name]), "tx/s")
                for name in servers]
@@ -401,7 +401,7 @@ def measure_throughput(args: argparse.Namespace) -> list[Figure]:
     for name in ("default", "no-web", "journal", "codec", "private"):
         value = ratio(name)
         target = THROUGHPUT_TARGETS.get(name)
-        figures.append(Figure(f"throughput ratio / bare, {labels[name]}", value, "x",
+        figures.append(Figure(f"ratio to bare, {labels[name]}", value, "x",
                               f">= {target}" if target else "",
                               None if target is None else value >= target))
     return figures

@@ -20,6 +20,7 @@ import importlib
 import ipaddress
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -214,6 +215,23 @@ def settings_from_args(args: argparse.Namespace,
     return TerminalSettings.from_dict(values)
 
 
+class _LogFormat(logging.Formatter):
+    """"TIME LEVEL MESSAGE", the local time worked out once a second rather than for
+    each line: at the default level the server logs a line per transaction."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+        return self.default_msec_format % (self._second_text, record.msecs)
+
+
 def configure_logging(level_name: str) -> None:
     """Logs on stderr; Twisted's own messages go through the same handler."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
@@ -222,8 +240,9 @@ def configure_logging(level_name: str) -> None:
     # not gathering them for each record is logging's own advice for speed.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.basicConfig(level=LOG_LEVELS[level_name], stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=LOG_LEVELS[level_name], handlers=[handler], force=True)
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],
                                      redirectStandardIO=False)
 

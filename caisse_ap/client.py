@@ -133,11 +133,9 @@ def make_request(amount: str, currency: str = "EUR", action: str | Action | None
                 f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount"
             )
         action, units = Action.REFUND, -units
-    reference_tag = tags.tag("CF")
-    if reference is not None and not (
-            reference_tag.min_size <= len(reference) <= reference_tag.max_size):
-        raise OptionError(f"the reference (CF) must be {reference_tag.min_size} to "
-                          f"{reference_tag.max_size} characters", "reference")
+    longest = tags.PORTABLE_REFERENCE_SIZE  # strict on output: what every terminal echoes
+    if reference is not None and not 1 <= len(reference) <= longest:
+        raise OptionError(f"the reference (CF) must be 1 to {longest} characters", "reference")
     request = PaymentRequest(
         amount=units,
         currency=info.numeric,

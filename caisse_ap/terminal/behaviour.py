@@ -539,7 +539,9 @@ def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card
     lines.append(_amount_text(amount, request.currency))
     lines.append(_RECEIPT_OPERATION[request.action])
     lines.append("TICKET CLIENT A CONSERVER")
-    return "\n".join(line.center(RECEIPT_WIDTH).rstrip() for line in lines) + "\n"
+    # Cut to the width, so that any receipt fits in ZT (at most 999 characters).
+    return "\n".join(line[:RECEIPT_WIDTH].center(RECEIPT_WIDTH).rstrip()
+                     for line in lines) + "\n"
 
 
 def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
@@ -563,7 +565,9 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
     answer_version when set) and CB (`amount` when given, zero-padded when
     the settings ask for it).
     """
-    echoes = dict(received)  # the fields that are not echoed are simply not read
+    # Strict on output: a field the tag table does not allow is not echoed (the request is
+    # then refused AF=09, and a CZ that does not fit is replaced by ours below).
+    echoes = {tag: value for tag, value in received if tags.fits(tag, value)}
     if settings.answer_version is not None or "CZ" not in echoes:
         # A request whose CZ could not be read gets the usual version.
         echoes["CZ"] = settings.answer_version or PROTOCOL_VERSION

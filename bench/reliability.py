@@ -676,7 +676,7 @@ def scenario_lazy_listeners(run: Run) -> None:
                           f"(+{peak - rss_before:.1f})")
         run.check("listeners that never read cost at most 32 MiB per 200",
                   peak - rss_before <= allowed, f"+{peak - rss_before:.1f} MiB for {listeners}")
-        run.check("every listener past 256 KiB unsent is cut off", cut == listeners,
+        run.check("every listener that never reads is cut off", cut == listeners,
                   f"{cut}/{listeners}")
         run.check("server alive and paying", server.alive() and server.pays())
     finally:
@@ -779,6 +779,11 @@ def scenario_http_bodies(run: Run) -> None:
             statuses[status] += 1
             if status >= 500 or status == 0:
                 worst.append(f"{method} {path} {body[:60]!r}: {status}")
+        # The random bodies changed the settings and queue: back to approving at once.
+        http_request(server.web_port, "DELETE", "/api/next", b"", token)
+        reset = json.dumps({"mode": "success", "duration": 0, "amount_rules": False,
+                            "currencies": None, "answer_version": None}).encode()
+        reset_status = http_request(server.web_port, "PUT", "/api/settings", reset, token)
         # Requests of an attacker's page: another Host, no token.
         rebinding = http_request(server.web_port, "PUT", "/api/settings", b'{"mode":"hang-up"}',
                                  None, {"Host": f"evil.example:{server.web_port}",
@@ -791,7 +796,8 @@ def scenario_http_bodies(run: Run) -> None:
                   "; ".join(worst[:5]))
         run.check("a rebinding request gets 421", rebinding == 421)
         run.check("no traceback in the log", server.tracebacks() == 0)
-        run.check("server alive and paying", server.alive() and server.pays())
+        run.check("server alive and paying once its settings are reset",
+                  server.alive() and reset_status == 200 and server.pays())
     finally:
         server.stop()
 

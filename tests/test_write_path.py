@@ -20,7 +20,7 @@ from caisse_ap import tlv
 from caisse_ap.terminal.journal import WRITE_DELAY, Journal
 from caisse_ap.terminal.service import Transaction, complete
 from caisse_ap.terminal.web import start_services
-from caisse_ap.terminal.web.control import EventHub, ManualDecisions
+from caisse_ap.terminal.web.control import EventHub, ManualDecisions, TransactionFeed
 
 REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 ANSWER = (("CZ", "0300"), ("CJ", "012345678901"), ("AE", "10"), ("CA", "01"), ("CB", "11245"),
@@ -147,11 +147,16 @@ class _Terminal:
     reactor = Clock()
 
 
-def test_events_are_built_when_sent_and_show_the_transaction_as_it_was():
+def test_events_follow_the_write_and_show_the_transaction_as_it_was():
+    journal, clock = grouped()
     hub = EventHub(ManualDecisions(_Terminal()))
+    feed = TransactionFeed(journal, hub)
     txn = received(5)
-    hub.transaction_event("request", txn)
-    hub.transaction_event("answer", answer(txn))
+    feed.request_received(txn)
+    feed.transaction_finished(answer(txn))
+    assert hub.last_id == 0  # nothing sent before the journal has it
+    clock.advance(WRITE_DELAY)
+    assert hub.last_id == 2 and journal.writes == 1
     sent: list[bytes] = []
     hub.subscribe(sent.append, last_event_id=0)  # a console that reconnects
     request, final = (json.loads(event.decode().split("data: ")[1]) for event in sent)

@@ -142,6 +142,8 @@ class Journal:
         self._unwritten: dict[int, Recordable] = {}
         self._reactor: Any = None
         self._flush_call: Any = None
+        # Called after each group is written (the event stream sends its events then).
+        self.after_write: list[Callable[[], None]] = []
         try:
             self.interrupted = 0 if self.in_memory else self._mark_interrupted()
         except sqlite3.Error as error:
@@ -246,6 +248,8 @@ class Journal:
             return
         unwritten, self._unwritten = self._unwritten, {}
         self._store([_row(transaction.record()) for transaction in unwritten.values()])
+        for listener in self.after_write:
+            listener()
 
     def record(self, data: Mapping[str, Any], text: str | None = None) -> None:
         """Store a transaction's latest state (a record, or its docs/api.md JSON form) at once.

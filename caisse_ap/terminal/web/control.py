@@ -156,14 +156,10 @@ class EventHub:
         self._finish_waiters: dict[int, list[defer.Deferred]] = {}
 
     def transaction_event(self, event: str, txn: Transaction) -> None:
-        """A transaction arrived ("request") or is over ("answer").
-
-        A request's event shows the transaction as it arrived, however late it is built.
-        """
-        if event == "request":
-            self.publish(event, _as_received(txn).to_json)
+        """A transaction arrived ("request", `txn` as it arrived) or is over ("answer")."""
+        self.publish(event, txn.to_json)  # neither changes any more
+        if event != "answer":
             return
-        self.publish(event, txn.to_json)  # a finished transaction changes no more
         waiters = self._finish_waiters.pop(txn.id, None)
         if waiters:
             data = txn.to_json()
@@ -223,23 +219,31 @@ def _as_received(txn: Transaction) -> Transaction:
 class TransactionFeed:
     """Observer of the Terminal: each transaction event goes to the journal, then the stream.
 
-    Neither builds the transaction's JSON form now: the journal when it
-    writes its group (journal.py), the stream when someone reads the event.
-    The journal comes first, so that whoever hears of a transaction can read
-    it back.
+    An event is sent once the journal has written its group (journal.py): so
+    whoever hears of a transaction can read it back, and a transaction the
+    console saw arrive is in the file even if the server is killed then.
+    Neither builds the transaction's JSON form now: the journal builds its
+    record when it writes, the stream the JSON when someone reads the event.
     """
 
     def __init__(self, journal: Journal, hub: EventHub):
         self.journal = journal
         self.hub = hub
+        self._unsent: list[tuple[str, Transaction]] = []
+        journal.after_write.append(self._send)
 
     def request_received(self, txn: Transaction) -> None:
+        self._unsent.append(("request", _as_received(txn)))
         self.journal.keep(txn)
-        self.hub.transaction_event("request", txn)
 
     def transaction_finished(self, txn: Transaction) -> None:
+        self._unsent.append(("answer", txn))
         self.journal.keep(txn)
-        self.hub.transaction_event("answer", txn)
+
+    def _send(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for event, txn in unsent:
+            self.hub.transaction_event(event, txn)
 
     def settings_changed(self, settings: Any) -> None:
         self.hub.settings_changed(settings)

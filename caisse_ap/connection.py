@@ -252,6 +252,9 @@ class CloseConnection:
     peer_closed: bool
 
 
+_NOTHING_YET = NeedData(None)
+
+
 class TerminalState(Enum):
     """What the terminal expects of the next bytes from the POS."""
 
@@ -263,6 +266,10 @@ class TerminalState(Enum):
     CLOSING = "closing"  # nothing more is read
 
 
+# A deadline (an unfinished request) or a close may be due in these even with nothing buffered.
+_STATES_WITH_SOMETHING_DUE = frozenset({TerminalState.READING, TerminalState.CLOSING})
+
+
 class _Message:
     """A request being read, or whole and still open to late fields."""
 
@@ -270,7 +277,7 @@ class _Message:
 
     def __init__(self, received_at: float):
         self.fields: list[Field] = []
-        self.seen: set[str] = set()
+        self.seen: set[str] | None = set()
         self.received_at = received_at
         self.size = 0
         self.request: _Request | None = None  # once whole: its place in the queue
@@ -349,7 +356,6 @@ class TerminalConnection:
         self._junk = 0  # bytes dropped since the last request start
         self._last_data_at = clock()
         self._quiet_since = self._last_data_at  # silence counts from here
-        self._reading = True  # wants_data as last seen, to notice when reading resumes
         self._peer_closed = False
         self._close_handed_out = False
 
@@ -371,6 +377,9 @@ class TerminalConnection:
 
     def next_event(self) -> (RequestReceived | RequestExtended | MalformedRequest
                              | BytesDropped | CloseConnection | NeedData):
+        if not (self._buf or self._notes or self._queue or self._peer_closed) \
+                and self.state not in _STATES_WITH_SOMETHING_DUE:
+            return _NOTHING_YET  # the common case, between two requests
         self._read()
         if self._holding() and (self._peer_closed or (
                 self.wants_data and self.clock() >= self._deadline())):
@@ -379,7 +388,6 @@ class TerminalConnection:
         startable = self._current is None and self._queue
         if startable and (not self._notes or self._queue[0].seq < self._notes[0][0]):
             self._current = self._queue.popleft()
-            self._update_reading()
             return self._current.event()
         if self._notes:
             return self._notes.popleft()[1]
@@ -392,24 +400,33 @@ class TerminalConnection:
 
     def request_finished(self) -> None:
         """The request handed out last is over (answered or not): later fields do not join it."""
+        if self._waiting() >= self.max_waiting:
+            self._reading_again()
         finished, self._current = self._current, None
         message = self._message
         if finished is not None and message is not None and message.request is finished:
             self._message = None
             if self.state is TerminalState.OPEN:
                 self.state = TerminalState.BETWEEN
-        self._update_reading()
 
     def block_answers(self, blocked: bool) -> None:
         """Whether answers pile up unsent (the POS does not read them): stop reading then."""
+        if self.answers_blocked and not blocked:
+            self._reading_again()
         self.answers_blocked = blocked
-        self._update_reading()
 
     @property
     def wants_data(self) -> bool:
         """Whether the I/O edge should read from the POS now (else pause reading)."""
         return (self.state is not TerminalState.CLOSING and not self._peer_closed
                 and not self.answers_blocked and self._waiting() < self.max_waiting)
+
+    @property
+    def has_unfinished_business(self) -> bool:
+        """Whether a request is in progress or waiting, or bytes of one are held: a POS
+        that closes its side now is still owed an answer."""
+        return bool(self._current or self._queue or self._buf
+                    or self.state is TerminalState.READING)
 
     @property
     def in_progress(self) -> bool:
@@ -426,11 +443,10 @@ class TerminalConnection:
     def _waiting(self) -> int:
         return len(self._queue) + (self._current is not None)
 
-    def _update_reading(self) -> None:
-        reading = self.wants_data
-        if reading and not self._reading:
-            self._quiet_since = self.clock()  # what the POS sent meanwhile was not read
-        self._reading = reading
+    def _reading_again(self) -> None:
+        """Reading may resume: what the POS sent meanwhile was not read, so silence counts
+        from now (no deadline runs while reading is paused)."""
+        self._quiet_since = self.clock()
 
     def _whole_request(self, data: bytes) -> bool:
         """The common case, taken fast: one whole request in one segment, between messages.
@@ -453,11 +469,11 @@ class TerminalConnection:
             self.state, self._message = TerminalState.BETWEEN, None
         else:
             message = self._message = _Message(self._last_data_at)
-            message.fields, message.seen = list(fields), {tag for tag, _ in fields}
+            # The request's own fields: _read_fields copies them if late fields come.
+            message.fields, message.seen = fields, None
             message.size, message.request = len(data), request
             self.state = TerminalState.OPEN
         self._buf, self._pos = "", 0
-        self._update_reading()
         return True
 
     def _read(self) -> None:
@@ -515,6 +531,9 @@ class TerminalConnection:
         """Read whole fields into the message (READING or OPEN). False: more bytes needed."""
         message = self._message
         assert message is not None
+        if message.seen is None:  # opened by _whole_request: its fields are the request's
+            message.fields = list(message.fields)
+            message.seen = {tag for tag, _ in message.fields}
         buf, end = self._buf, len(self._buf)
         added = False
         try:
@@ -557,7 +576,6 @@ class TerminalConnection:
                  error: FrameError | None = None) -> _Request:
         request = _Request(next(self._seq), fields, received_at, error)
         self._queue.append(request)
-        self._update_reading()
         return request
 
     def _queue_message(self) -> None:
@@ -628,19 +646,19 @@ class TerminalConnection:
         if end <= start:
             return
         data = self._buf[start:end].encode("latin-1")
-        self._notes.append((next(self._seq), BytesDropped(data[:SHOWN_BYTES], len(data), reason)))
         self._pos = end
         self._junk += len(data)
-        if self._junk >= self.max_junk:
-            self._notes.append((next(self._seq), BytesDropped(
-                b"", 0, f"{self.max_junk} bytes without a request start: closing the connection")))
+        flood = self._junk >= self.max_junk
+        if flood:
+            reason += f"; {self.max_junk} bytes without a request start: closing the connection"
+        self._notes.append((next(self._seq), BytesDropped(data[:SHOWN_BYTES], len(data), reason)))
+        if flood:
             self._close()
 
     def _close(self) -> bool:
         self._message = None
         self.state = TerminalState.CLOSING
         self._buf, self._pos = "", 0
-        self._update_reading()
         return True
 
     # --- waiting -------------------------------------------------------------------------
@@ -655,7 +673,7 @@ class TerminalConnection:
         return self._pos < len(self._buf) and self._waiting() < self.max_waiting
 
     def _deadline(self) -> float:
-        return max(self._last_data_at, self._quiet_since) + self.request_timeout
+        return self._quiet_since + self.request_timeout
 
     def _give_up_waiting(self) -> None:
         """The POS went quiet (or closed) in the middle of a message: take it as it is."""

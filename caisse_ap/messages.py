@@ -202,9 +202,9 @@ class PaymentRequest:
 def _check_request_format(values: dict[str, str], fields: list[Field]) -> None:
     """Refuse (AF=09) a request missing a mandatory field or with a field of a size the tag
     table does not allow; the error keeps only the fields that fit, for the echoes."""
-    misfits = [(tag, value) for tag, value in fields if not tags.fits(tag, value)]
+    misfits = tags.misfits(fields)
     if misfits:
-        fields = [(tag, value) for tag, value in fields if tags.fits(tag, value)]
+        fields = [field for field in fields if field not in misfits]
         sizes = ", ".join(f"{tag} of {len(value)} characters" for tag, value in misfits)
         raise RequestError(f"field size outside the tag table: {sizes}", FORMAT_ERROR, fields)
     if not values.keys() >= _MANDATORY:

@@ -8,6 +8,7 @@ Source: PROTOCOL.md sections 3 and 4.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -69,13 +70,20 @@ _TAG_LIST = [
 TAGS: dict[str, Tag] = {t.code: t for t in _TAG_LIST}
 # The longest CF that every terminal echoes whole: what a careful POS sends.
 PORTABLE_REFERENCE_SIZE = 32
-_SIZES = {t.code: (t.min_size, t.max_size) for t in _TAG_LIST}
+_LENGTHS = {t.code: range(t.min_size, t.max_size + 1) for t in _TAG_LIST}
+_ANY_LENGTH = range(1, 1000)
 
 
 def fits(code: str, value: str) -> bool:
     """Whether `value` has a size the tag table allows for `code` (any size for unknown tags)."""
-    low, high = _SIZES.get(code, (1, 999))
-    return low <= len(value) <= high
+    return len(value) in _LENGTHS.get(code, _ANY_LENGTH)
+
+
+def misfits(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The fields whose size the tag table does not allow: what fits() says, for a whole
+    message at once (a terminal checks every request)."""
+    lengths, anything = _LENGTHS, _ANY_LENGTH
+    return [field for field in fields if len(field[1]) not in lengths.get(field[0], anything)]
 
 
 def tag(code: str) -> Tag:

@@ -490,3 +490,17 @@ def test_any_requests_cut_anywhere_paused_below_the_timeout_one_answer_each_in_o
             connection.request_finished()
     assert [fields["CJ"] for fields in requests(events)] == ids
     assert "MalformedRequest" not in kinds(events)
+
+
+def test_a_late_field_left_cut_is_dropped_after_the_silence_the_request_stands():
+    clock = Clock()
+    connection = terminal(clock)
+    connection.receive_data(REQUEST)
+    assert isinstance(connection.next_event(), RequestReceived)
+    connection.receive_data(b"CF003X")
+    assert connection.next_event() == NeedData(102.0)
+    clock.advance(2)
+    dropped = connection.next_event()
+    assert isinstance(dropped, BytesDropped) and dropped.data == b"CF003X"
+    assert "nothing more came within 2 s" in dropped.reason
+    assert connection.next_event() == NeedData(None) and connection.in_progress

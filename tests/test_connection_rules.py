@@ -14,6 +14,7 @@ import time
 
 from conftest import TIMEOUT
 from server_process import ServerProcess
+from test_server import Finished
 from twisted.internet import defer
 
 from caisse_ap import tags, tlv
@@ -41,21 +42,6 @@ def assert_fits_the_tag_table(answer: dict[str, str]) -> None:
     if "ZT" in answer:
         for tag, value in tlv.nested(answer["ZT"]):
             assert tags.fits(tag, value), (tag, len(value))
-
-
-class Finished:
-    """Observer: the status of each transaction as it finishes, to wait on from a test."""
-
-    def __init__(self, reactor_thread, terminal):
-        self.reactor_thread = reactor_thread
-        self.queue = defer.DeferredQueue()
-        reactor_thread.call(terminal.observers.append, self)
-
-    def transaction_finished(self, txn):
-        self.queue.put(txn.status)
-
-    def next(self) -> str:
-        return self.reactor_thread.call(self.queue.get)
 
 
 def only_connection(reactor_thread, terminal):

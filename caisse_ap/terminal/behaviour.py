@@ -565,9 +565,7 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
     answer_version when set) and CB (`amount` when given, zero-padded when
     the settings ask for it).
     """
-    # Strict on output: a field the tag table does not allow is not echoed (the request is
-    # then refused AF=09, and a CZ that does not fit is replaced by ours below).
-    echoes = {tag: value for tag, value in received if tags.fits(tag, value)}
+    echoes = dict(received)  # the fields that are not echoed are simply not read
     if settings.answer_version is not None or "CZ" not in echoes:
         # A request whose CZ could not be read gets the usual version.
         echoes["CZ"] = settings.answer_version or PROTOCOL_VERSION
@@ -594,6 +592,12 @@ def error_reply(fields_read: Iterable[Field], reason: str,
     Echoes what could be read, so that a POS can match the answer to its request.
     """
     status = "error" if reason == FORMAT_ERROR else "declined"
+    # Strict on output: a field the tag table does not allow is not echoed (a CZ that does
+    # not fit is then replaced by ours). Requests that reach the other replies were parsed,
+    # which refuses such fields.
+    fields_read = list(fields_read)
+    misfits = tags.misfits(fields_read)
+    fields_read = [field for field in fields_read if field not in misfits]
     return TerminalReply(_answer(fields_read, settings, [("AE", "01"), ("AF", reason)]), status,
                          reason)
 

@@ -66,12 +66,11 @@ from caisse_ap import client, tlv  # noqa: E402
 
 MIB = 1024 * 1024
 # Checks that measure issue 11's TCP rules: printed, not yet required (see the module).
+# The other checks of TCP rules (fuzz cases closed after a half-close, dribbles, a
+# never-reading POS, --max-connections) already hold, and are required.
 WAITING_ON_ISSUE_11 = {
-    "every fuzz case answered or closed after the half-close",
-    "every request of the back-to-back flood answered",
-    "every dribbled request answered once",
-    "a slow sender is cut off",
-    "a never-reading POS costs under 64 MiB",
+    "every request of the back-to-back flood answered",  # then a half-close
+    "a slow sender is cut off",  # --request-timeout
     "a request then a half-close gets its answer",
 }
 REQUEST_TIMEOUT_ARGS: list[str] = []  # issue 11: ["--request-timeout", "2"]

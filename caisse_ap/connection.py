@@ -422,13 +422,6 @@ class TerminalConnection:
                 and not self.answers_blocked and self._waiting() < self.max_waiting)
 
     @property
-    def has_unfinished_business(self) -> bool:
-        """Whether a request is in progress or waiting, or bytes of one are held: a POS
-        that closes its side now is still owed an answer."""
-        return bool(self._current or self._queue or self._buf
-                    or self.state is TerminalState.READING)
-
-    @property
     def in_progress(self) -> bool:
         """Whether a request was handed out and is not finished."""
         return self._current is not None

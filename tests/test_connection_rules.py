@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 
+import pytest
 from conftest import TIMEOUT
 from server_process import ServerProcess
 from test_server import Finished
@@ -107,6 +108,13 @@ def test_rule2_an_unfinished_request_is_refused_once(start_terminal, pos, reacto
     assert reactor_thread.call(terminal.counters)["error"] == 1
 
 
+def test_rule2_the_request_timeout_option_takes_decimals():
+    from caisse_ap.terminal import cli
+
+    assert cli.build_parser([]).parse_args(["--request-timeout", "0.25"]).request_timeout == 0.25
+    assert cli.build_parser([]).parse_args([]).request_timeout == 2.0
+
+
 def test_rule2_silence_counts_from_the_last_byte(start_terminal, pos):
     terminal = start_terminal({"duration": 0}, request_timeout=1.0)
     connection = pos(terminal)
@@ -124,9 +132,10 @@ def test_rule2_silence_counts_from_the_last_byte(start_terminal, pos):
 # --- rule 3: half-close -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("duration", [0, 0.3])  # answered at once, or after the half-close
 def test_rule3_a_pos_that_half_closes_gets_its_answer_then_the_close(
-        start_terminal, pos, reactor_thread):
-    terminal = start_terminal({"duration": 0.3})
+        start_terminal, pos, reactor_thread, duration):
+    terminal = start_terminal({"duration": duration})
     finished = Finished(reactor_thread, terminal)
     connection = pos(terminal)
     connection.send(with_ref(DEBIT, "HALF"))

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
+from ..connection import REQUEST_TIMEOUT
 from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
 
@@ -159,9 +160,10 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-connections", type=_positive(int, "max connections"), default=1000,
         metavar="N", help="connections open at once; more wait until one closes "
                           "(default: 1000)")
-    add("--request-timeout", type=_positive(float, "request timeout"), default=2.0,
-        metavar="SECONDS",
-        help="refuse (AF=09) a request left unfinished after this much silence (default: 2)")
+    add("--request-timeout", type=_positive(float, "request timeout"),
+        default=REQUEST_TIMEOUT, metavar="SECONDS",
+        help="refuse (AF=09) a request left unfinished after this much silence "
+             f"(default: {REQUEST_TIMEOUT:g})")
     add("--check-health", type=health.address_arg, default=None, metavar="HOST:PORT",
         help="check that the terminal listening at HOST:PORT serves, and exit: status 0 if "
              "it does, 1 if not (a container's health check)")

@@ -41,26 +41,13 @@ SHUTDOWN_GRACE = 1.0  # then connections still open are aborted
 BACKLOG = 4096
 
 
-@implementer(interfaces.IPushProducer)
+@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
 class TerminalProtocol(protocol.Protocol):
     """One POS connection: requests answered in turn, one at a time.
 
     It is also the producer of its answers (IPushProducer): Twisted pauses it
     when answers pile up unsent, and the connection then stops reading.
     """
-
-    def __conform__(self, interface: Any) -> Any:
-        """Half-closeable (IHalfCloseableProtocol) while something is left to answer.
-
-        A POS that shuts its sending side after a request still gets the
-        answer. When nothing is left, its close is taken at once: closing
-        after a half-close costs every connection one more turn of the
-        reactor and two more system calls.
-        """
-        if interface is interfaces.IHalfCloseableProtocol and (
-                self.current is not None or self.connection.has_unfinished_business):
-            return self
-        return None
 
     def __init__(self, terminal: Terminal, idle_watch: IdleWatch, peer: str = "?"):
         self.terminal = terminal
@@ -417,7 +404,6 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
         closed: defer.Deferred = defer.Deferred()
         connection.notify_closed = closed
         closing.append(closed)
-        connection.transport.unregisterProducer()  # a paused one would keep it open
         connection.transport.loseConnection()
     if not closing:
         return stopped

@@ -35,6 +35,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
+from ..connection import REQUEST_TIMEOUT
 from ..messages import ACTION_NAMES, FORMAT_ERROR, Action, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
@@ -206,7 +207,7 @@ class Terminal:
 
     def __init__(self, settings: TerminalSettings | None = None, *, reactor: Any = None,
                  seed: str | int | None = None, idle_timeout: float = 300.0,
-                 max_connections: int = 1000, request_timeout: float = 2.0):
+                 max_connections: int = 1000, request_timeout: float = REQUEST_TIMEOUT):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor

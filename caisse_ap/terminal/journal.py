@@ -15,7 +15,8 @@ answered at once is written once, in its final state, off the path of its
 answer; one still waiting after WRITE_DELAY (a delay, manual mode) is
 written `pending` first, so that the rows of a server that crashed show
 what was in flight. Reads flush first: they always see every transaction
-the terminal has heard of.
+the terminal has heard of. Listeners in `after_write` are called after each
+group (the event stream sends its events then).
 
 The durability promise: a transaction is in the journal WRITE_DELAY (10 ms)
 after its answer; on a clean stop (SIGTERM, SIGINT) every transaction
@@ -26,8 +27,8 @@ loss a few more (`synchronous=NORMAL`, below).
 Why writes run on the reactor thread: in WAL mode with `synchronous=NORMAL`
 a commit only appends to the write-ahead log, with no fsync, which costs
 tens of microseconds for a whole group (bench/server.py measures the
-terminal with it). The one slow step is the
-checkpoint, which copies the log into the database and fsyncs: SQLite would
+terminal with it). The one slow step is the checkpoint, which copies the log
+into the database and fsyncs: SQLite would
 run it inside whichever commit crosses the threshold, so a file journal turns
 automatic checkpoints off and runs them from a thread of its own instead
 (`checkpoint()`, called every few seconds by the server), then

@@ -78,6 +78,9 @@ def _iso_tables() -> tuple[dict[str, CurrencyInfo], dict[str, CurrencyInfo]]:
     return by_alpha, by_numeric
 
 
+# Cached: the terminal looks up each transaction's currency several times. A
+# code that is not found raises, and errors are not cached.
+@lru_cache(maxsize=1024, typed=True)  # typed: True is not 1
 def currency(code: str | int | CurrencyInfo) -> CurrencyInfo:
     """Look up a currency by alphabetic ("EUR", "eur") or numeric code ("978", 978)."""
     if isinstance(code, CurrencyInfo):
@@ -192,7 +195,7 @@ def from_minor_units(units: int | str, currency: str | int | CurrencyInfo = "EUR
     """
     info = _lookup(currency)
     if isinstance(units, str):
-        if not re.fullmatch(r"[0-9]+", units):
+        if not (units.isascii() and units.isdigit()):
             raise AmountError(f"{_show(repr(units))} is not an amount in minor units")
         digit_text = units.lstrip("0") or "0"
         sign = 0

@@ -37,7 +37,9 @@ log = logging.getLogger("caisse_ap.terminal")
 # and could destroy our answer before the POS reads it.
 LINGER = 2.0
 SHUTDOWN_GRACE = 1.0  # then connections still open are aborted
-BACKLOG = 1024  # many POS connecting at once wait here, not in SYN retries
+# Many POS connecting at once wait here, not in SYN retries (a second each); the
+# kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
+BACKLOG = 4096
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)

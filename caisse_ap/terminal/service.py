@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -70,7 +70,7 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _frame(fields: list[Field] | tuple[Field, ...] | None) -> str | None:
+def _frame(fields: list[Any] | tuple[Any, ...] | None) -> str | None:
     if not fields or fields[0][0] != tlv.FIRST_TAG:
         return None  # what was read of a broken request need not start with CZ
     # Decoded fields, valid: encode() would only check them again.
@@ -106,15 +106,6 @@ class Transaction:
     # the profile (deviations.py), as JSON objects.
     mode: str = "simulated"
     deviations: tuple[dict[str, str], ...] = ()
-    # to_json()'s request and answer parts, each with the fields it was built
-    # from: they are set once or twice per transaction, while to_json() runs at
-    # least twice (journal, event stream), and encoding frames and labelling
-    # fields is most of its cost.
-    _request_json: tuple[Any, dict[str, Any], dict[str, str]] | None = field(
-        default=None, init=False, repr=False, compare=False)
-    _answer_json: tuple[Any, dict[str, Any], dict[str, str]] | None = field(
-        default=None, init=False, repr=False, compare=False)
-    _received_iso: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def pending(self) -> bool:
@@ -123,30 +114,11 @@ class Transaction:
     def value(self, tag: str) -> str | None:
         return dict(self.request_fields).get(tag)
 
-    def _amount(self) -> dict[str, Any]:
-        units_text, code = self.value("CB"), self.value("CE")
-        units = int(units_text) if units_text and units_text.isdigit() else None
-        info = None
-        if code is not None:
-            try:
-                info = money.currency(code)
-            except money.CurrencyError:
-                info = None
-        amount = None
-        if units is not None and info is not None and len(units_text or "") <= money.MAX_DIGITS:
-            amount = format(money.from_minor_units(units, info), "f")
-        return {
-            "amount": amount,
-            "amount_minor": units,
-            "currency": info.alpha if info else None,
-            "currency_numeric": info.numeric if info else None,
-            "currency_symbol": info.symbol if info else None,
-        }
+    def record(self) -> dict[str, Any]:
+        """What a journal keeps: the facts of to_json(), not what complete() derives.
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form of docs/api.md.
-
-        Its parts are shared between calls: treat it as read-only.
+        Cheap to build and to serialise (its field lists are tuples, JSON
+        arrays): it is written for every transaction, read for few.
         """
         duration = None
         if self.finished_at is not None:
@@ -154,56 +126,83 @@ class Transaction:
         reason = None
         if self.reason is not None:
             reason = {"code": self.reason, "label": tags.label(tags.FAILURE_REASONS, self.reason)}
-        _, request, request_labels = self._request_part()
-        _, answer, answer_labels = self._answer_part()
-        if self._received_iso is None:  # set once, when the request arrives
-            self._received_iso = iso_time(self.received_at)
         return {
             "id": self.id,
-            "received_at": self._received_iso,
+            "received_at": iso_time(self.received_at),
             "answered_at": iso_time(self.answered_at),
             "duration_s": duration,
             "peer": self.peer,
             "protocol": self.protocol,
-            **request,
-            **answer,
+            "request": self.request_fields,
+            "answer": self.answer,
             "status": self.status,
             "reason": reason,
             "decided_by": self.decided_by,
-            "labels": {**request_labels, **answer_labels},
             "exchange": self.exchange.to_json() if self.exchange is not None else None,
             "mode": self.mode,
             "deviations": list(self.deviations),
         }
 
-    def _request_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
-        """to_json()'s fields about the request and their labels, rebuilt if it changed."""
-        fields = self.request_fields
-        if self._request_json is None or self._request_json[0] is not fields:
-            part = {
-                "action": ACTION_NAMES.get(self.value("CD") or ""),
-                **self._amount(),
-                "request": [list(f) for f in fields],
-                "request_frame": _frame(fields),
-            }
-            self._request_json = (fields, part, _labels(fields))
-        return self._request_json
-
-    def _answer_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
-        """to_json()'s fields about the answer and their labels, rebuilt if it changed."""
-        answer = self.answer
-        if self._answer_json is None or self._answer_json[0] is not answer:
-            if answer is None:
-                part: dict[str, Any] = {"answer": None, "answer_frame": None}
-            else:
-                # The bytes sent, when they are at hand, rather than encoding again.
-                frame = self.sent.decode("ascii") if self.sent is not None else _frame(answer)
-                part = {"answer": [list(f) for f in answer], "answer_frame": frame}
-            self._answer_json = (answer, part, _labels(answer or ()))
-        return self._answer_json
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of docs/api.md."""
+        return complete(self.record())
 
 
-def _labels(fields: list[Field] | tuple[Field, ...]) -> dict[str, str]:
+def complete(record: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's JSON form (docs/api.md) from its record: the record plus what
+    derives from its request and answer fields (action, amount, frames, labels).
+
+    Takes a record as Transaction.record() gives it or as a journal reads it
+    back, whatever the version that wrote it (what is derived is derived again).
+    """
+    request = [list(f) for f in record.get("request") or ()]
+    answer = record.get("answer")
+    answer = None if answer is None else [list(f) for f in answer]
+    values = dict(request)
+    return {
+        "id": record["id"],
+        "received_at": record.get("received_at"),
+        "answered_at": record.get("answered_at"),
+        "duration_s": record.get("duration_s"),
+        "peer": record.get("peer"),
+        "action": ACTION_NAMES.get(values.get("CD") or ""),
+        **_amount(values.get("CB"), values.get("CE")),
+        "request": request,
+        "request_frame": _frame(request),
+        "answer": answer,
+        "answer_frame": _frame(answer),
+        "status": record["status"],
+        "reason": record.get("reason"),
+        "decided_by": record.get("decided_by"),
+        "labels": {**_labels(request), **_labels(answer or ())},
+        "protocol": record.get("protocol", CAISSE_AP),
+        "exchange": record.get("exchange"),
+        "mode": record.get("mode", "simulated"),
+        "deviations": record.get("deviations", []),
+    }
+
+
+def _amount(units_text: str | None, code: str | None) -> dict[str, Any]:
+    units = int(units_text) if units_text and units_text.isdigit() else None
+    info = None
+    if code is not None:
+        try:
+            info = money.currency(code)
+        except money.CurrencyError:
+            info = None
+    amount = None
+    if units is not None and info is not None and len(units_text or "") <= money.MAX_DIGITS:
+        amount = format(money.from_minor_units(units, info), "f")
+    return {
+        "amount": amount,
+        "amount_minor": units,
+        "currency": info.alpha if info else None,
+        "currency_numeric": info.numeric if info else None,
+        "currency_symbol": info.symbol if info else None,
+    }
+
+
+def _labels(fields: list[Any] | tuple[Any, ...]) -> dict[str, str]:
     """A French label per tag: the code's, else the tag's."""
     return {tag: tags.field_label(tag, value) for tag, value in fields}
 
@@ -507,7 +506,7 @@ class Terminal:
             # Valid by construction (behaviour.py builds answers from decoded
             # fields and checked settings), so not checked again.
             frame = tlv.encode_unchecked(reply.fields)
-            txn.answer, txn.sent, txn.answered_at = reply.fields, frame, now
+            txn.answer, txn.answered_at = reply.fields, now
             connection.send(frame)
         self.counts[reply.status] += 1
         self._log(txn)

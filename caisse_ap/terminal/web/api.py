@@ -44,7 +44,7 @@ from ..behaviour import (
 from ..journal import MAX_LIMIT, Journal
 from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
-from ..service import Terminal
+from ..service import Terminal, complete
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
 
 log = logging.getLogger("caisse_ap.terminal.web")
@@ -378,7 +378,8 @@ class ControlApi(resource.Resource):
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
                            "status")
         found = self.journal.transactions(limit, after, status)
-        return Reply({"transactions": [self.hub.with_deadline(data) for data in found]})
+        return Reply({"transactions": [self.hub.with_deadline(complete(record))
+                                       for record in found]})
 
     @staticmethod
     def _transaction_id(text: str) -> int:
@@ -388,10 +389,10 @@ class ControlApi(resource.Resource):
 
     def _transaction(self, text: str) -> dict[str, Any]:
         txn_id = self._transaction_id(text)
-        data = self.journal.get(txn_id)
-        if data is None:
+        record = self.journal.get(txn_id)
+        if record is None:
             raise ApiError(404, f"No transaction {txn_id}.")
-        return data
+        return complete(record)
 
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))

@@ -6,7 +6,9 @@ Paying, in three lines (docs/library.md has the asyncio and Twisted forms):
     result = PaymentTerminal("192.168.1.50").pay("12.50", currency="EUR")
     if result.outcome is Outcome.APPROVED: ...
 
-Also public: `encode`, `decode`, `FrameDecoder` and `FrameError` (framing),
+`SerialPaymentTerminal(device)` offers the same actions and results over a
+serial link speaking Concert E+ (a USB terminal, or the simulated one on a
+pty). Also public: `encode`, `decode`, `FrameDecoder` and `FrameError` (framing),
 the modules `messages` (requests and answers), `tags` (labels) and `money`
 (amounts and currencies), and `caisse_ap.testing` (a simulated terminal for
 a POS project's tests).
@@ -24,6 +26,7 @@ from .tlv import FrameDecoder, FrameError, decode, encode
 TYPE_CHECKING = False  # typing itself costs start-up time
 if TYPE_CHECKING:
     from .client import PaymentTerminal
+    from .concert_pos import SerialPaymentTerminal
     from .messages import Action
     from .payment import Outcome, PaymentResult
 
@@ -38,6 +41,7 @@ __all__ = [
     "Outcome",
     "PaymentResult",
     "PaymentTerminal",
+    "SerialPaymentTerminal",
     "TerminalUnreachable",
     "__version__",
     "decode",
@@ -46,6 +50,7 @@ __all__ = [
 
 _LAZY = {
     "PaymentTerminal": "client",
+    "SerialPaymentTerminal": "concert_pos",
     "Outcome": "payment",
     "PaymentResult": "payment",
     "Action": "messages",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from server_process import ROOT, ServerProcess, run_server
 
 from caisse_ap import client, client_cli, concert
 from caisse_ap.concert import ACK, ENQ, EOT, NAK, STX, ConcertRequest
-from caisse_ap.errors import TerminalUnreachable
+from caisse_ap.errors import InvalidRequest, TerminalUnreachable
 from caisse_ap.payment import Outcome
 
 TIMEOUT = 10.0  # a wait this long means the test failed
@@ -429,3 +430,19 @@ def test_a_frame_always_refused_means_unknown_outcome(fake_terminal_pty):
     result = concert_pos.pay(client.make_request("1"), path, timings=FAST)
     thread.join(TIMEOUT)
     assert result.outcome is Outcome.UNKNOWN and "NAK to the frame" in result.problem
+
+
+def test_the_library_pays_over_the_serial_link(server):
+    """SerialPaymentTerminal: the library's actions and results, over Concert E+."""
+    from caisse_ap import Outcome, SerialPaymentTerminal
+
+    terminal = SerialPaymentTerminal(server.link, timeout=TIMEOUT)
+    result = terminal.pay("7.50")
+    assert result.outcome is Outcome.APPROVED and result.amount == Decimal("7.50")
+    assert result.card_number and result.request_frame.startswith(STX)
+    queue(server, "refused")
+    refused = terminal.refund("2")
+    assert refused.outcome is Outcome.DECLINED
+    assert last_transaction(server)["protocol"] == "concert-e+"
+    with pytest.raises(InvalidRequest):  # E+ has no receipt
+        terminal.pay("1", receipt=True)

@@ -96,6 +96,7 @@ def terminal_factory(args: argparse.Namespace) -> Any:
         from . import proxy
 
         def build(terminal: Any) -> Any:
+            upstream: proxy.TerminalUpstream | proxy.RecordingUpstream
             if args.proxy:
                 upstream = proxy.TerminalUpstream(*args.proxy)
             else:

@@ -188,9 +188,20 @@ def test_record_then_replay_from_the_command_line(tmp_path):
         again = client.pay(PaymentRequest(2500), *replaying.address, timeout=TIMEOUT)
     finally:
         replaying.stop()
-    assert "replaying" in replaying.output()
+    assert f"replay of {path} (1 transactions" in replaying.startup_line
+    assert "simulated terminal" not in replaying.startup_line
     assert first.outcome is again.outcome is Outcome.APPROVED
     assert again.answer_frame == first.answer_frame
+
+
+def test_the_start_up_line_says_the_proxy_runs():
+    proxying = ServerProcess("--no-web", "--proxy", "127.0.0.1:1")  # connected to per POS
+    try:
+        line = proxying.startup_line
+    finally:
+        assert proxying.stop() == 0
+    assert "proxy to the terminal at 127.0.0.1:1:" in line
+    assert "simulated terminal" not in line and "profile standard" in line
 
 
 @pytest.mark.parametrize("args, message", [

@@ -55,7 +55,7 @@ from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import OutcomeSpec, TerminalSettings
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
-from .server import TerminalFactory
+from .server import TerminalFactory, peer_of
 from .service import Terminal, Transaction
 from .taps import SegmentLog
 from .web.control import OutcomeQueue
@@ -111,6 +111,7 @@ class ProxyProtocol(protocol.Protocol):
         self.on_closed: Callable[[], None] | None = None  # the factory's: accept again
         self.last_active = 0.0
         self._timer: Any = None  # the request reader's deadline
+        self._pumping = False
         self._delayed_writes = 0  # bytes for the POS waiting on a fault's delay
         self._close_when_written = False
 
@@ -173,23 +174,29 @@ class ProxyProtocol(protocol.Protocol):
 
     def _pump(self) -> None:
         """Act on what the request reader makes of the POS's bytes."""
-        self._stop_timer()
-        while not self.closing:
-            event = self.requests.next_event()
-            if isinstance(event, NeedData):
-                if event.deadline is not None:
-                    delay = max(event.deadline - self.reactor.seconds(), 0.0)
-                    self._timer = self.reactor.callLater(delay, self._pump)
-                return
-            if isinstance(event, RequestReceived):
-                self._request(event.fields, event.received_at)
-            elif isinstance(event, RequestExtended):
-                self._extend(event.fields)
-            elif isinstance(event, MalformedRequest):
-                self._malformed(event.error, event.received_at)
-            elif isinstance(event, CloseConnection):
-                return  # nothing more to read: the terminal decides when to close
-            # BytesDropped: no request; passed on all the same, the terminal judges them
+        if self._pumping:
+            return  # a transaction answered here finished within receive(): the loop goes on
+        self._pumping = True
+        try:
+            self._stop_timer()
+            while not self.closing:
+                event = self.requests.next_event()
+                if isinstance(event, NeedData):
+                    if event.deadline is not None:
+                        delay = max(event.deadline - self.reactor.seconds(), 0.0)
+                        self._timer = self.reactor.callLater(delay, self._pump)
+                    return
+                if isinstance(event, RequestReceived):
+                    self._request(event.fields, event.received_at)
+                elif isinstance(event, RequestExtended):
+                    self._extend(event.fields)
+                elif isinstance(event, MalformedRequest):
+                    self._malformed(event.error, event.received_at)
+                elif isinstance(event, CloseConnection):
+                    return  # nothing more to read: the terminal decides when to close
+                # BytesDropped: no request; passed on all the same, the terminal judges them
+        finally:
+            self._pumping = False
 
     def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -442,8 +449,7 @@ class ProxyFactory(protocol.Factory):
         terminal.observers.insert(0, self)
 
     def buildProtocol(self, addr: Any) -> ProxyProtocol:
-        connection = ProxyProtocol(self, f"{addr.host}:{addr.port}" if hasattr(addr, "port")
-                                   else "?")
+        connection = ProxyProtocol(self, peer_of(addr))
         self.admission.admit(connection)
         return connection
 

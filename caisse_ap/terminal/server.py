@@ -306,6 +306,11 @@ class IdleWatch:
             earliest - now, self._check)
 
 
+def peer_of(addr: Any) -> str:
+    """"host:port" of a POS, from the address Twisted has already built for buildProtocol."""
+    return f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
+
+
 class _Admitted(Protocol):
     """What TerminalFactory.admit needs of a connection: the hook its connectionLost calls."""
 
@@ -334,9 +339,7 @@ class TerminalFactory(protocol.Factory):
         return self.terminal.max_connections - len(self.terminal.connections)
 
     def buildProtocol(self, addr: Any) -> TerminalProtocol:
-        # The peer's address, which Twisted has already built for this call.
-        peer = f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
-        connection = TerminalProtocol(self.terminal, self.idle_watch, peer)
+        connection = TerminalProtocol(self.terminal, self.idle_watch, peer_of(addr))
         self.admit(connection)
         return connection
 

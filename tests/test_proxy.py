@@ -20,6 +20,7 @@ from twisted.internet import defer, protocol, reactor
 
 from caisse_ap import client, tlv
 from caisse_ap.messages import PaymentRequest, has_mandatory_fields
+from caisse_ap.payment import Outcome
 from caisse_ap.terminal import profiles, proxy, taps
 from caisse_ap.terminal.journal import Journal
 from caisse_ap.terminal.web.control import OutcomeQueue
@@ -181,7 +182,7 @@ def test_our_client_gets_the_upstreams_bytes(reactor_thread, start_terminal, sta
     request = PaymentRequest(1250, reference="REF-1", receipt=True, partial=True)
     result = client.pay(request, *middle.address, timeout=TIMEOUT)
     assert result.answer_frame == sent[0]
-    assert result.status in (client.APPROVED, client.DECLINED)
+    assert result.outcome in (Outcome.APPROVED, Outcome.DECLINED)
     (seen,) = wait_finished(reactor_thread, middle)
     assert seen["mode"] == "proxied" and seen["decided_by"] == "terminal"
     assert seen["answer_frame"].encode() == sent[0]
@@ -278,12 +279,12 @@ def test_an_injected_refusal_never_reaches_the_terminal(reactor_thread, start_te
     middle = start_proxy(real.address, queue=True)
     middle.queue.extend([proxy_outcome("refused")])
     refused = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
-    assert refused.status == client.DECLINED and refused.answer.reason.code == "04"
+    assert refused.outcome is Outcome.DECLINED and refused.answer.reason.code == "04"
     assert real.counts["total"] == 0  # the upstream's journal is unchanged
     assert middle.seen.finished[0]["mode"] == "simulated"
     assert middle.seen.finished[0]["decided_by"] == "queue"
     approved = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
-    assert approved.status == client.APPROVED
+    assert approved.outcome is Outcome.APPROVED
     assert real.counts["total"] == 1
     assert wait_finished(reactor_thread, middle, 2)[1]["mode"] == "proxied"
 
@@ -295,7 +296,7 @@ def test_injected_delay_and_hang_up(start_terminal, start_proxy):
     late = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
     assert late.answer.reason.code == "11" and late.elapsed_s >= 0.3
     hung = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
-    assert hung.status == client.UNKNOWN and "closed" in hung.problem
+    assert hung.outcome is Outcome.UNKNOWN and "closed" in hung.problem
     assert real.counts["total"] == 0
     assert [t["status"] for t in middle.seen.finished] == ["declined", "hang-up"]
 
@@ -315,7 +316,7 @@ def test_an_unreachable_terminal_closes_the_pos_connection(reactor_thread, start
         address = probe.getsockname()
     middle = start_proxy(address)
     result = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
-    assert result.status == client.UNKNOWN and result.answer is None
+    assert result.outcome is Outcome.UNKNOWN and result.answer is None
     (seen,) = wait_finished(reactor_thread, middle)
     assert seen["status"] == "hang-up"
     assert codes(seen) == ["terminal-unreachable"]

@@ -11,6 +11,7 @@ from server_process import ServerProcess, run_server
 
 from caisse_ap import client, masking, tlv
 from caisse_ap.messages import PaymentRequest
+from caisse_ap.payment import Outcome
 from caisse_ap.terminal import profiles, proxy, taps
 from caisse_ap.terminal.behaviour import OutcomeSpec
 from caisse_ap.terminal.derive import check, derive_profile, profile_name
@@ -139,7 +140,7 @@ def test_replaying_a_recording_gives_the_same_outcomes_and_fields(recorded, star
         t, proxy.RecordingUpstream(Recording.read(path))))
     for (request, _), before in zip(PAYMENTS, results, strict=True):
         again = client.pay(request, *replayer.address, timeout=TIMEOUT)
-        assert again.status == before.status
+        assert again.outcome is before.outcome
         assert again.answer_frame == before.answer_frame  # random card data included
         assert (again.answer.fields if again.answer else None) == (
             before.answer.fields if before.answer else None)
@@ -157,7 +158,7 @@ def test_echoes_are_adjusted_and_unmatched_requests_flagged(recorded, start_term
     assert declined.answer.reason.code == "04" and declined.answer.value("CA") == "07"
     assert declined.answer.value("CB") == "000000003000"  # padded as recorded
     unmatched = client.pay(PaymentRequest(777), *replayer.address, timeout=TIMEOUT)
-    assert unmatched.status == client.APPROVED
+    assert unmatched.outcome is Outcome.APPROVED
     assert unmatched.answer.value("CB") == "777"  # the settings' own answer
     assert [d["code"] for d in seen[-1].deviations] == ["replay-unmatched"]
 
@@ -187,9 +188,18 @@ def test_record_then_replay_from_the_command_line(tmp_path):
         again = client.pay(PaymentRequest(2500), *replaying.address, timeout=TIMEOUT)
     finally:
         replaying.stop()
-    assert "replaying" in replaying.output()
-    assert first.status == again.status == client.APPROVED
+    assert f"replay of {path} (1 transactions" in replaying.startup_line
+    assert "simulated terminal" not in replaying.startup_line
+    assert first.outcome is again.outcome is Outcome.APPROVED
     assert again.answer_frame == first.answer_frame
+
+
+def test_the_start_up_line_says_the_proxy_runs():
+    proxying = ServerProcess("--no-web", "--proxy", "127.0.0.1:1")  # connected to per POS
+    line = proxying.startup_line
+    proxying.stop()  # perhaps before the reactor runs: its status is not this test's point
+    assert "proxy to the terminal at 127.0.0.1:1:" in line
+    assert "simulated terminal" not in line and "profile standard" in line
 
 
 @pytest.mark.parametrize("args, message", [

@@ -10,7 +10,9 @@ console and control API) may define
 - `start(terminal, args, reactor)`: start its services once the terminal
   listens, before the reactor runs; it may register its own shutdown triggers;
 - `terminal_factory(args)`: None, or what builds the connections' factory
-  from the Terminal (server.start_terminal's `factory`: the proxy's).
+  from the Terminal (server.start_terminal's `factory`: the proxy's);
+- `describe_terminal(args, settings) -> str | None`: what answers the POS,
+  for the start-up line, when it is not the simulated terminal (the proxy).
 Any of them may raise `UsageError` or `SettingsError` for a bad option value:
 the user gets one line on stderr and exit status 2.
 """
@@ -280,6 +282,18 @@ def configure_logging(level_name: str) -> None:
                                      redirectStandardIO=False)
 
 
+def describe_terminal(args: argparse.Namespace, settings: TerminalSettings,
+                      modules: Sequence[ModuleType] = ()) -> str:
+    """The start-up line's first part: what answers the POS."""
+    for module in modules:
+        describe = getattr(module, "describe_terminal", None)
+        described = describe(args, settings) if describe is not None else None
+        if described:
+            return str(described)
+    return (f"simulated terminal in mode {settings.mode}: {describe_mode(settings)}; "
+            f"profile {settings.profile.name}")
+
+
 def describe_mode(settings: TerminalSettings) -> str:
     """The startup line's mode part: what a POS will get."""
     mode = settings.mode
@@ -343,10 +357,8 @@ def run(args: argparse.Namespace, reactor: Any = None,
         return 1
     assert terminal.address is not None  # start() returns a listening terminal
     host, port = terminal.address
-    settings = terminal.settings
-    log.info("%s %s: simulated terminal in mode %s: %s; profile %s; listening on %s:%d", PROG,
-             __version__, settings.mode, describe_mode(settings), settings.profile.name, host,
-             port)
+    log.info("%s %s: %s; listening on %s:%d", PROG, __version__,
+             describe_terminal(args, terminal.settings, modules), host, port)
 
     def shutdown() -> Any:
         log.info("stopping: answering %d transactions in flight", len(terminal.pending))

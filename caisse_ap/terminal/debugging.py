@@ -3,7 +3,8 @@
 An extension of cli.py (see its docstring): `add_arguments`,
 `settings_changes` (checks the options, reads a recording to replay or
 derive from), `terminal_factory` (the proxy's or the recording tap's
-connection factory) and `start` (the recording's observer).
+connection factory), `describe_terminal` (the start-up line) and `start`
+(the recording's observer).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 import sys
 from typing import Any
 
-from .cli import UsageError
+from .behaviour import TerminalSettings
+from .cli import UsageError, describe_mode
 from .recording import RecordFile, Recording, RecordingError
 
 log = logging.getLogger("caisse_ap.terminal")
@@ -96,6 +98,7 @@ def terminal_factory(args: argparse.Namespace) -> Any:
         from . import proxy
 
         def build(terminal: Any) -> Any:
+            upstream: proxy.TerminalUpstream | proxy.RecordingUpstream
             if args.proxy:
                 upstream = proxy.TerminalUpstream(*args.proxy)
             else:
@@ -110,17 +113,28 @@ def terminal_factory(args: argparse.Namespace) -> Any:
     return None
 
 
+def describe_terminal(args: argparse.Namespace, settings: TerminalSettings) -> str | None:
+    """What answers the POS, for the start-up line: the real terminal behind the proxy, or
+    a recording (None: the simulated terminal)."""
+    if args.proxy:
+        host, port = args.proxy
+        if ":" in host:  # an IPv6 address, bracketed as --proxy takes it
+            host = f"[{host}]"
+        return (f"proxy to the terminal at {host}:{port}: every request goes there, unless "
+                f"the outcome queue answers it; answers checked against profile "
+                f"{settings.profile.name}")
+    if args.replay_recording is not None:
+        order = "in order" if args.replay_order else "by action, amount and currency"
+        return (f"replay of {args.replay} ({len(args.replay_recording.transactions)} "
+                f"transactions, {order}); other requests: mode {settings.mode}: "
+                f"{describe_mode(settings)}; profile {settings.profile.name}")
+    return None
+
+
 def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> None:
-    """Record, and say where the answers come from."""
+    """Record."""
     from . import taps
 
-    if args.proxy:
-        log.info("proxy to the terminal at %s:%d: every request goes there, unless the outcome "
-                 "queue answers it", *args.proxy)
-    elif args.replay:
-        order = "in order" if args.replay_order else "by action, amount and currency"
-        log.info("replaying %s (%d transactions, %s)", args.replay,
-                 len(args.replay_recording.transactions), order)
     if args.record:
         mode = "proxied" if args.proxy else "replayed" if args.replay else "simulated"
         header = {"mode": mode, "settings": terminal.settings.to_dict(),

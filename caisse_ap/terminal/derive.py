@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..deviations import STANDARD_ORDER
 from ..messages import CHEQUE_APPLICATION
+from ..tlv import Field
 from .profiles import BUILT_TAGS, Profile, builtin
 from .recording import Recording
 
@@ -25,6 +26,9 @@ STANDARD = builtin("standard")
 ANSWER_KINDS = {"10": "approved", "01": "declined", "11": "accepted"}
 EPOCH_MS_DIGITS = 13
 UNKNOWN_ACTION = "12"
+
+# Each answered transaction: the request's values by tag, and the answer's fields.
+Answers = list[tuple[dict[str, str], list[Field]]]
 
 
 def _toml(value: object) -> str:
@@ -64,7 +68,7 @@ class _Profile:
         return "\n".join(lines) + "\n"
 
 
-def _answers(recording: Recording) -> list[tuple[dict[str, str], list[tuple[str, str]]]]:
+def _answers(recording: Recording) -> Answers:
     """(request values, answer fields) of every answered transaction; behind a proxy, of
     those the real terminal answered (not the outcome queue)."""
     transactions = recording.transactions
@@ -98,7 +102,7 @@ def derive_profile(recording: Recording, name: str) -> str:
     return profile.text(header)
 
 
-def _answer_points(profile: _Profile, answers: list) -> None:
+def _answer_points(profile: _Profile, answers: Answers) -> None:
     table = "answer"
     versions = {values.get("CZ"): dict(answer).get("CZ") for values, answer in answers}
     changed = {answered for asked, answered in versions.items() if answered != asked}
@@ -123,7 +127,8 @@ def _answer_points(profile: _Profile, answers: list) -> None:
     reasons = {a["AF"] for a in approvals if "AF" in a}
     if reasons:
         profile.set(table, "approval_reason", sorted(reasons)[0], "AF sent with AE=10")
-    immediate = [dict(a).get("AE") for values, a in answers if values.get("BA") == "1"]
+    immediate = [status for values, a in answers if values.get("BA") == "1"
+                 for tag, status in a if tag == "AE"]
     if not immediate:
         profile.unseen(table, "status answering BA=1: no BA=1 request recorded")
     elif _most_common(immediate) != STANDARD.immediate_status:
@@ -158,7 +163,7 @@ def _field_order(orders: list[list[str]]) -> list[str] | None:
     return result
 
 
-def _card_points(profile: _Profile, answers: list) -> None:
+def _card_points(profile: _Profile, answers: Answers) -> None:
     table = "card"
     numbers = [dict(a)["AA"] for _, a in answers if "AA" in dict(a)]
     if not numbers:
@@ -178,7 +183,7 @@ def _card_points(profile: _Profile, answers: list) -> None:
         profile.set(table, "pan_type", pan_types[0], "AL sent with the card number")
 
 
-def _contract_points(profile: _Profile, answers: list) -> None:
+def _contract_points(profile: _Profile, answers: Answers) -> None:
     contracts = [dict(a)["CG"] for _, a in answers if "CG" in dict(a)]
     if not contracts:
         profile.unseen("contract", "CG: no merchant contract recorded")
@@ -190,7 +195,7 @@ def _contract_points(profile: _Profile, answers: list) -> None:
         profile.set("contract", "default", contract, "the merchant contract recorded")
 
 
-def _failure_points(profile: _Profile, answers: list) -> None:
+def _failure_points(profile: _Profile, answers: Answers) -> None:
     failures = [(values, dict(a)) for values, a in answers if dict(a).get("AE") == "01"]
     if not failures:
         profile.unseen("failure", "what failures carry: no failure recorded")
@@ -208,13 +213,13 @@ def _failure_points(profile: _Profile, answers: list) -> None:
             profile.set("failure.details", _toml(code), value[2:], f"AF={value}")
 
 
-def _action_points(profile: _Profile, answers: list) -> None:
-    codes = {}
+def _action_points(profile: _Profile, answers: Answers) -> None:
+    codes: dict[str, bool] = {}  # each CD asked: never refused as an unknown action
     for values, answer in answers:
         code = values.get("CD")
         if code is not None:
-            refused = dict(answer).get("AF", "")[:2] == UNKNOWN_ACTION
-            codes[code] = codes.get(code, True) and not refused
+            unknown = dict(answer).get("AF", "")[:2] == UNKNOWN_ACTION
+            codes[code] = codes.get(code, True) and not unknown
     kinds = dict(STANDARD.actions)
     refused = sorted(code for code, done in codes.items() if not done)
     if not refused:
@@ -227,7 +232,7 @@ def _action_points(profile: _Profile, answers: list) -> None:
             lines.append(f"{_toml(code)} = {_toml(kind)}")
 
 
-def _extra_tags(profile: _Profile, answers: list) -> None:
+def _extra_tags(profile: _Profile, answers: Answers) -> None:
     values_of: dict[str, list[str]] = {}
     kinds_of: dict[str, set[str]] = {}
     for _, answer in answers:

@@ -23,10 +23,11 @@ request a recording has no answer for is answered here too, flagged
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import endpoints, interfaces, protocol
+from twisted.internet import endpoints, interfaces, protocol, tcp
 from zope.interface import implementer
 
 from .. import masking
@@ -54,7 +55,7 @@ from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import OutcomeSpec, TerminalSettings
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
-from .server import TerminalFactory
+from .server import TerminalFactory, peer_of
 from .service import Terminal, Transaction
 from .taps import SegmentLog
 from .web.control import OutcomeQueue
@@ -87,6 +88,9 @@ class ProxyProtocol(protocol.Protocol):
     """One POS connection and its link to the upstream (a POS may shut its sending side
     and still read the answer: that passes through too)."""
 
+    transport: tcp.Server  # set by Twisted before connectionMade
+    link: _TerminalLink | _RecordingLink  # to the upstream, made by connectionMade
+
     def __init__(self, factory: ProxyFactory, peer: str):
         self.factory = factory
         self.terminal = factory.terminal
@@ -95,7 +99,6 @@ class ProxyProtocol(protocol.Protocol):
         self.segments = SegmentLog(self.reactor)
         self.requests = TerminalConnection(self.reactor.seconds,
                                            request_timeout=self.terminal.request_timeout)
-        self.link: Any = None
         self.request_started: float | None = None  # first byte of the request being read
         self.held: list[bytes] | None = None  # its bytes, while the queue may answer it
         self.forwarded: _Forwarded | None = None
@@ -105,9 +108,10 @@ class ProxyProtocol(protocol.Protocol):
         self.pos_shut = False  # the POS shut its sending side (or closed: a FIN either way)
         self.closing = False
         self.notify_closed: Any = None  # stop_terminal's Deferred, fired by connectionLost
-        self.on_closed: Any = None  # the factory's, to accept again under the limit
+        self.on_closed: Callable[[], None] | None = None  # the factory's: accept again
         self.last_active = 0.0
         self._timer: Any = None  # the request reader's deadline
+        self._pumping = False
         self._delayed_writes = 0  # bytes for the POS waiting on a fault's delay
         self._close_when_written = False
 
@@ -160,8 +164,7 @@ class ProxyProtocol(protocol.Protocol):
         if self.local is not None:
             local, self.local = self.local, None
             self.terminal.drop(local)
-        if self.link is not None:
-            self.link.close()
+        self.link.close()
         self.factory.closed(self)  # after the dropped transactions are recorded
         if self.on_closed is not None:
             self.on_closed()
@@ -171,23 +174,29 @@ class ProxyProtocol(protocol.Protocol):
 
     def _pump(self) -> None:
         """Act on what the request reader makes of the POS's bytes."""
-        self._stop_timer()
-        while not self.closing:
-            event = self.requests.next_event()
-            if isinstance(event, NeedData):
-                if event.deadline is not None:
-                    delay = max(event.deadline - self.reactor.seconds(), 0.0)
-                    self._timer = self.reactor.callLater(delay, self._pump)
-                return
-            if isinstance(event, RequestReceived):
-                self._request(event.fields, event.received_at)
-            elif isinstance(event, RequestExtended):
-                self._extend(event.fields)
-            elif isinstance(event, MalformedRequest):
-                self._malformed(event.error, event.received_at)
-            elif isinstance(event, CloseConnection):
-                return  # nothing more to read: the terminal decides when to close
-            # BytesDropped: no request; passed on all the same, the terminal judges them
+        if self._pumping:
+            return  # a transaction answered here finished within receive(): the loop goes on
+        self._pumping = True
+        try:
+            self._stop_timer()
+            while not self.closing:
+                event = self.requests.next_event()
+                if isinstance(event, NeedData):
+                    if event.deadline is not None:
+                        delay = max(event.deadline - self.reactor.seconds(), 0.0)
+                        self._timer = self.reactor.callLater(delay, self._pump)
+                    return
+                if isinstance(event, RequestReceived):
+                    self._request(event.fields, event.received_at)
+                elif isinstance(event, RequestExtended):
+                    self._extend(event.fields)
+                elif isinstance(event, MalformedRequest):
+                    self._malformed(event.error, event.received_at)
+                elif isinstance(event, CloseConnection):
+                    return  # nothing more to read: the terminal decides when to close
+                # BytesDropped: no request; passed on all the same, the terminal judges them
+        finally:
+            self._pumping = False
 
     def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -303,11 +312,11 @@ class ProxyProtocol(protocol.Protocol):
 
     def _to_pos(self, forwarded: _Forwarded, data: bytes) -> None:
         """The terminal's bytes on to the POS: at once, unless the queue delays or cuts them."""
-        fault = forwarded.fault.outcome if forwarded.fault is not None else None
-        if fault == behaviour.TERMINAL_SPLIT:
+        fault = forwarded.fault
+        if fault is not None and fault.outcome == behaviour.TERMINAL_SPLIT:
             forwarded.withheld += data  # cut once the answer is whole
-        elif fault == behaviour.TERMINAL and forwarded.fault.delay:
-            self._write_later(forwarded.fault.delay, data)
+        elif fault is not None and fault.outcome == behaviour.TERMINAL and fault.delay:
+            self._write_later(fault.delay, data)
         else:
             self.transport.write(data)
 
@@ -417,15 +426,20 @@ class ProxyProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
 
-class ProxyFactory(TerminalFactory):
-    """Builds one ProxyProtocol per POS (within max_connections, as the TerminalFactory);
-    an observer of the Terminal, to flag the transactions it answers here.
+class ProxyFactory(protocol.Factory):
+    """Builds one ProxyProtocol per POS, within max_connections (a TerminalFactory admits
+    them); an observer of the Terminal, to flag the transactions it answers here.
 
     `logs`: each open connection's SegmentLog by peer, for the Recorder.
     """
 
-    def __init__(self, terminal: Terminal, upstream: Any):
-        super().__init__(terminal)
+    noisy = False
+
+    def __init__(self, terminal: Terminal, upstream: TerminalUpstream | RecordingUpstream):
+        self.terminal = terminal
+        self.admission = TerminalFactory(terminal)
+        self.idle_watch = self.admission.idle_watch  # stop_terminal stops it
+        self.free_slots = self.admission.free_slots  # the listening port asks
         self.reactor = terminal.reactor
         self.upstream = upstream
         self._expected: tuple[Any, Expectations] | None = None
@@ -435,11 +449,8 @@ class ProxyFactory(TerminalFactory):
         terminal.observers.insert(0, self)
 
     def buildProtocol(self, addr: Any) -> ProxyProtocol:
-        connection = ProxyProtocol(self, f"{addr.host}:{addr.port}" if hasattr(addr, "port")
-                                   else "?")
-        connection.on_closed = self._connection_closed
-        if self.free_slots() <= 1:
-            self._stop_accepting()
+        connection = ProxyProtocol(self, peer_of(addr))
+        self.admission.admit(connection)
         return connection
 
     def opened(self, connection: ProxyProtocol) -> None:
@@ -484,7 +495,7 @@ class ProxyFactory(TerminalFactory):
 def expectations_of(settings: TerminalSettings) -> Expectations:
     """The deviations' expectations from the settings and their profile (its data)."""
     profile = settings.profile
-    order = STANDARD_ORDER
+    order: tuple[str, ...] = STANDARD_ORDER
     if profile.field_order:  # the profile's tags first, the others in the standard order
         order = profile.field_order + tuple(t for t in STANDARD_ORDER
                                             if t not in profile.field_order)
@@ -518,6 +529,8 @@ class TerminalUpstream:
 
 class _TerminalLink(protocol.Protocol):
     """The proxy's connection to the terminal for one POS connection."""
+
+    transport: tcp.Client  # set by Twisted once connected
 
     def __init__(self, proxy: ProxyProtocol):
         self.proxy = proxy

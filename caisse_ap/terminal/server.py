@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer, interfaces, protocol, tcp
 from zope.interface import implementer
@@ -60,7 +60,7 @@ class TerminalProtocol(protocol.Protocol):
         self.current: Transaction | None = None
         self.closing = False
         self.notify_closed: defer.Deferred[Any] | None = None  # fired by connectionLost
-        self.on_closed: Any = None  # the factory's, to accept again under the limit
+        self.on_closed: Callable[[], None] | None = None  # the factory's: accept again
         self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer
         self._blocked_since: float | None = None  # when answers began to pile up unsent
@@ -308,6 +308,17 @@ class IdleWatch:
             earliest - now, self._check)
 
 
+def peer_of(addr: Any) -> str:
+    """"host:port" of a POS, from the address Twisted has already built for buildProtocol."""
+    return f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
+
+
+class _Admitted(Protocol):
+    """What TerminalFactory.admit needs of a connection: the hook its connectionLost calls."""
+
+    on_closed: Callable[[], None] | None
+
+
 class TerminalFactory(protocol.Factory):
     """Builds one TerminalProtocol per POS; stops accepting at max_connections.
 
@@ -330,15 +341,18 @@ class TerminalFactory(protocol.Factory):
         return self.terminal.max_connections - len(self.terminal.connections)
 
     def buildProtocol(self, addr: Any) -> TerminalProtocol:
-        # The peer's address, which Twisted has already built for this call.
-        peer = f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
-        connection = TerminalProtocol(self.terminal, self.idle_watch, peer)
-        connection.on_closed = self._connection_closed
-        if self.free_slots() <= 1:
-            self._stop_accepting()
+        connection = TerminalProtocol(self.terminal, self.idle_watch, peer_of(addr))
+        self.admit(connection)
         return connection
 
-    def _stop_accepting(self) -> None:
+    def admit(self, connection: _Admitted) -> None:
+        """A POS connection was built (here, or by a factory like this one: the proxy's):
+        accept again once it closes; stop accepting if it took the last free slot."""
+        connection.on_closed = self.connection_closed
+        if self.free_slots() <= 1:
+            self.stop_accepting()
+
+    def stop_accepting(self) -> None:
         port = self.terminal.listening_port
         if self.full or port is None:
             return
@@ -349,7 +363,7 @@ class TerminalFactory(protocol.Factory):
             log.warning("%d connections open (--max-connections): new POS wait until one "
                         "closes", self.terminal.max_connections)
 
-    def _connection_closed(self) -> None:
+    def connection_closed(self) -> None:
         port = self.terminal.listening_port
         if len(self.terminal.connections) * 2 < self.terminal.max_connections:
             self._warned = False

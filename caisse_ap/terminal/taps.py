@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from twisted.internet import interfaces
+from twisted.internet import interfaces, protocol
+from twisted.internet.interfaces import IAddress
 from twisted.protocols import policies
+from twisted.python import failure
 from zope.interface import implementer
 
 from .recording import POS, TERMINAL, RecordFile, Segment, masked_segments, transaction_entry
+from .server import TerminalFactory, TerminalProtocol
 from .service import Terminal, Transaction, iso_time
 
 log = logging.getLogger("caisse_ap.terminal")
@@ -48,52 +51,54 @@ class _Tap(policies.ProtocolWrapper):
     """One connection of the simulated terminal, its bytes noted on the way.
 
     Half-closing passes through, as the terminal's protocol handles it.
+    (ProtocolWrapper's methods are called by name, not through super(): mypy
+    then sees them as Twisted's, whose annotations are missing.)
     """
 
-    def __init__(self, factory: TapFactory, wrapped: Any):
-        super().__init__(factory, wrapped)
+    factory: TapFactory
+
+    def __init__(self, factory: TapFactory, wrapped: TerminalProtocol):
+        policies.ProtocolWrapper.__init__(self, factory, wrapped)
         self.segments = SegmentLog(factory.reactor)
         self.peer = wrapped.peer
 
     def connectionMade(self) -> None:
         self.factory.logs[self.peer] = self.segments
-        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         self.segments.note(POS, data)
-        super().dataReceived(data)
+        policies.ProtocolWrapper.dataReceived(self, data)
 
     def write(self, data: bytes) -> None:
         self.segments.note(TERMINAL, data)
-        super().write(data)
+        policies.ProtocolWrapper.write(self, data)
 
     def readConnectionLost(self) -> None:
-        self.wrappedProtocol.readConnectionLost()
+        interfaces.IHalfCloseableProtocol(self.wrappedProtocol).readConnectionLost()
 
     def writeConnectionLost(self) -> None:
-        self.wrappedProtocol.writeConnectionLost()
+        interfaces.IHalfCloseableProtocol(self.wrappedProtocol).writeConnectionLost()
 
-    def connectionLost(self, reason: Any) -> None:
-        super().connectionLost(reason)  # the POS's transaction is dropped first
+    def connectionLost(self, reason: failure.Failure = protocol.connectionDone) -> None:
+        policies.ProtocolWrapper.connectionLost(self, reason)  # the POS's transaction first
         self.factory.logs.pop(self.peer, None)
 
 
-class TapFactory(policies.WrappingFactory):
+class TapFactory(policies.WrappingFactory[_Tap]):
     """Wraps the terminal's factory; `logs` holds each open connection's SegmentLog by peer."""
 
-    protocol = _Tap
     noisy = False
 
-    def __init__(self, wrapped: Any, reactor: Any):
-        super().__init__(wrapped)
+    def __init__(self, wrapped: TerminalFactory, reactor: Any):
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]  # Twisted: no annotations
+        self.terminal_factory = wrapped
         self.reactor = reactor
         self.idle_watch = wrapped.idle_watch  # stop_terminal stops it
         self.free_slots = wrapped.free_slots  # the listening port asks
         self.logs: dict[str, SegmentLog] = {}
 
-    def buildProtocol(self, addr: Any) -> Any:
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        return None if wrapped is None else self.protocol(self, wrapped)
+    def buildProtocol(self, addr: IAddress | None) -> _Tap:
+        return _Tap(self, self.terminal_factory.buildProtocol(addr))
 
 
 class Recorder:

@@ -8,8 +8,8 @@ A blocking-socket edge around `payment.Exchange`, as the asyncio and Twisted
 clients are: the Exchange (over `connection.PosConnection` and
 `messages.TerminalAnswer`) decides when the answer is whole, when time is up
 and what came of it; this module only connects, moves bytes with socket
-time-outs and tells `on_wait` the time elapsed. Safe to use from several threads at once (each request has
-its own connection).
+time-outs and tells `on_wait` the time elapsed. Safe to use from several
+threads at once (each request has its own connection).
 
 The client never resends a payment by itself: a time-out, an early close or
 an answer it cannot trust is an UNKNOWN outcome, to be checked on the

@@ -141,7 +141,8 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
 
 
 def _digits(value: str, tag: str, what: str, field: str) -> str:
-    """`value` if it is as many digits as the tag's size (tags.py), else InvalidRequest."""
+    """`value` if it is as many digits as the tag's largest size (tags.py), else
+    InvalidRequest: strict on output, whatever a terminal tolerates in requests."""
     size = tags.tag(tag).max_size
     if not (len(value) == size and value.isascii() and value.isdigit()):
         raise InvalidRequest(f"{what} {value!r} must be {size} digits "

@@ -141,7 +141,8 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
 
 
 def _digits(value: str, tag: str, what: str, field: str) -> str:
-    """`value` if it is as many digits as the tag's size (tags.py), else InvalidRequest."""
+    """`value` if it is as many digits as the tag's largest size (tags.py), else
+    InvalidRequest: strict on output, whatever a terminal tolerates in requests."""
     size = tags.tag(tag).max_size
     if not (len(value) == size and value.isascii() and value.isdigit()):
         raise InvalidRequest(f"{what} {value!r} must be {size} digits "
@@ -284,17 +285,19 @@ class Actions(Generic[Sent]):
 
 
 class Exchange:
-    """One request and its answer, fed bytes and a clock: the asyncio and Twisted clients
-    move bytes and set timers, `connection.PosConnection` says when the answer is whole,
-    and this turns its events into a PaymentResult.
+    """One request and its answer, fed bytes and a clock: the three clients move bytes
+    and wait (blocking sockets, asyncio, Twisted timers), `connection.PosConnection` says
+    when the answer is whole, and this turns its events into a PaymentResult.
 
+    Made before connecting: `timeout` and the result's `elapsed_s` count from then.
     After `frame` is written, call `step()`: it gives either the PaymentResult or
     the seconds to wait at most for more bytes (`receive()` them, b"" for a close),
     after which `step()` is called again, whether bytes came or not.
     """
 
     def __init__(self, request: PaymentRequest, timeout: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 trailing_grace: float | None = None) -> None:
         from .connection import PosConnection
 
         self.request = request
@@ -304,7 +307,16 @@ class Exchange:
         self.started = clock()
         self.deadline = self.started + timeout
         self.received = bytearray()
-        self.connection = PosConnection(clock)
+        self.connection = (PosConnection(clock) if trailing_grace is None
+                           else PosConnection(clock, trailing_grace))
+
+    @property
+    def awaiting_answer(self) -> bool:
+        """True until the action status (AE) is read; after it, a wait is only the short
+        grace for late optional fields."""
+        from .connection import PosState
+
+        return self.connection.state is PosState.AWAITING_ANSWER
 
     def receive(self, data: bytes) -> None:
         self.received += data

@@ -35,7 +35,9 @@ class Code:
 _TAG_LIST = [
     Tag("CZ", "protocol_version", "version du protocole", 4, 4, "both"),
     Tag("CJ", "protocol_id", "identifiant protocole Concert", 12, 12, "both"),
-    Tag("CA", "register", "numéro de caisse", 2, 2, "both"),
+    # Two characters; one is accepted (PayXpert's documented request has CA0011) and
+    # echoed as received. The project's POS sends two (payment.make_request).
+    Tag("CA", "register", "numéro de caisse", 1, 2, "both"),
     # One digit is valid (CB0015 = 0.05 EUR, as Odoo and Nepting send it); zero-padding too.
     Tag("CB", "amount", "montant", 1, 12, "both"),
     Tag("CD", "action", "type d'action", 1, 1, "both"),

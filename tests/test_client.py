@@ -564,6 +564,22 @@ def test_pay_calls_on_wait_while_waiting(monkeypatch):
     assert len(ticks) >= 2 and ticks == sorted(ticks)
 
 
+def test_on_wait_is_not_called_during_the_trailing_grace(monkeypatch):
+    """Once AE is read, the wait is the grace for late fields, not the customer's: no tick.
+
+    A tick can only come before the answer arrived, so at least the grace before the end."""
+    monkeypatch.setattr(client, "WAIT_TICK", 0.02)
+    monkeypatch.setattr(client, "TRAILING_GRACE", 0.4)
+    terminal = FakeTerminal(lambda req: [answer(req), KEEP_OPEN])
+    ticks: list[float] = []
+    result = client.PaymentTerminal("127.0.0.1", terminal.port, timeout=20,
+                                    on_wait=ticks.append).pay("1.00")
+    terminal.join()
+    assert result.outcome is Outcome.APPROVED
+    assert result.elapsed_s >= 0.4
+    assert all(tick < result.elapsed_s - 0.4 for tick in ticks), (ticks, result.elapsed_s)
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"amount": "abc"}, "amount"),
     ({"amount": "1", "currency": "ZZZ"}, "currency"),

@@ -284,6 +284,32 @@ def test_rule7_a_field_outside_the_table_is_refused_echoing_only_valid_fields(
     assert_fits_the_tag_table(answer)
 
 
+# PayXpert's documented request: a one-character register number (CA0011).
+PAYXPERT_DEBIT = "CZ0040320CJ012323540032810CA0011CB0042500CD0010CE003978CK003100"
+
+
+@pytest.mark.parametrize("profile", ["standard", "payxpert"])
+def test_rule7_a_one_character_register_is_accepted_and_echoed_as_received(
+        start_terminal, profile):
+    terminal = start_terminal({"profile": profile, "duration": 0})
+    with socket.create_connection(terminal.address, timeout=TIMEOUT) as sock:
+        sock.sendall(PAYXPERT_DEBIT.encode("ascii"))
+        data = sock.recv(4096)
+    answer = TerminalAnswer.parse(data)
+    assert (answer.value("AE"), answer.value("CA")) == ("10", "1")
+    assert answer.echo_mismatches(PaymentRequest.parse(PAYXPERT_DEBIT)) == []
+    assert "CAISSE 1" in (answer.receipt or "")
+    assert_fits_the_tag_table(dict(tlv.decode(data)))
+
+
+def test_rule7_a_register_of_three_characters_is_still_refused(start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    answer = dict(pos(terminal).exchange(DEBIT.replace("CA00201", "CA003001")))
+    assert (answer["AE"], answer["AF"]) == ("01", "09")
+    assert "CA" not in answer  # only valid fields are echoed
+    assert_fits_the_tag_table(answer)
+
+
 # --- rule 8: receipts never raise ------------------------------------------------------------
 
 

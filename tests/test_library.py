@@ -31,6 +31,7 @@ from caisse_ap import (
     tlv,
 )
 from caisse_ap import twisted as twisted_client
+from caisse_ap.payment import Exchange, make_request
 from caisse_ap.testing import SimulatedTerminal, simulated_terminal
 
 STYLES = ["blocking", "asyncio", "twisted"]
@@ -223,6 +224,33 @@ def test_echo_mismatch_is_unknown(connect: Callable[..., Client]) -> None:
     fake.join()
     assert result.outcome is Outcome.UNKNOWN
     assert result.problem is not None and "does not match the request" in result.problem
+
+
+def test_exchange_waits_for_the_answer_then_only_the_grace() -> None:
+    """The one reading path of the three clients, on an injected clock: until AE the wait
+    is what is left of the time-out; after it, only the trailing grace."""
+    now = [100.0]
+    exchange = Exchange(make_request("1.00"), timeout=30, clock=lambda: now[0],
+                        trailing_grace=0.5)
+    now[0] += 10
+    assert exchange.step() == 20 and exchange.awaiting_answer
+    frame = answer(tlv.decode(exchange.frame))
+    exchange.receive(frame)
+    assert exchange.step() == 0.5 and not exchange.awaiting_answer
+    now[0] += 0.5
+    result = exchange.step()
+    assert isinstance(result, PaymentResult) and result.outcome is Outcome.APPROVED
+    assert result.answer_frame == frame and result.elapsed_s == 10.5
+
+
+def test_exchange_time_out_counts_from_its_start() -> None:
+    now = [0.0]
+    exchange = Exchange(make_request("1.00"), timeout=2, clock=lambda: now[0])
+    exchange.receive(b"CZ0040300")
+    now[0] = 2.0
+    result = exchange.step()
+    assert isinstance(result, PaymentResult) and result.outcome is Outcome.UNKNOWN
+    assert result.problem == "no answer within 2 s (9 bytes, not a whole answer)"
 
 
 # --- arguments ----------------------------------------------------------------------------

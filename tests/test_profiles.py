@@ -675,10 +675,10 @@ def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_
                                        "immediate request)  4.00 EUR")
     else:
         assert status == 0 and out.startswith("ACCEPTED by the terminal")
-    # The customer walks away: the POS drops the connection (a reset, since a plain close
-    # reads as a POS that shut its side and still waits: issue 11's rule 3).
+    # The POS crashes (a reset: a plain close would still get its answer, as a half-close
+    # does): the payment is dropped and the terminal is free again.
     first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    first.close()  # the terminal is free again
+    first.close()
     assert seen.dropped.wait(10)
     assert reactor_thread.call(lambda: terminal.pending) == []
     status, out = run_client(capsys, terminal, "--immediate", "-a", "4")

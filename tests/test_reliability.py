@@ -1,14 +1,12 @@
 """The reliability suite's short form (bench/reliability.py): every scenario, every check.
 
-Each scenario runs the real server on 127.0.0.1 and free ports. A check that
-measures a TCP rule of issue 11 (bench/reliability.py, WAITING_ON_ISSUE_11)
-is not required yet; RELIABILITY_STRICT=1 requires it too.
+Each scenario runs the real server on 127.0.0.1 and free ports; every check is
+required.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 
 import pytest
@@ -19,8 +17,6 @@ reliability = importlib.util.module_from_spec(spec)
 sys.modules["reliability"] = reliability
 spec.loader.exec_module(reliability)
 
-STRICT = os.environ.get("RELIABILITY_STRICT") == "1"
-
 
 @pytest.mark.parametrize("name", list(reliability.SCENARIOS))
 def test_scenario(name):
@@ -28,6 +24,6 @@ def test_scenario(name):
     checks = reliability.run_scenario(name, out=printed.append)
     report = "\n".join(printed)
     assert checks, report
-    failed = [check.name for check in checks if not check.ok and (STRICT or not check.waiting)]
+    failed = [check.name for check in checks if not check.ok]
     assert failed == [], report
 

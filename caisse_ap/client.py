@@ -549,8 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("-l", "--log-level", default="info", type=str.lower,
-        choices=["debug", "info", "warning", "error", "critical"], metavar="LEVEL",
-        help="debug, info, warning, error or critical (default: info)")
+        choices=["debug", "info", "warn", "warning", "error", "critical"], metavar="LEVEL",
+        help="debug, info, warn (or warning), error or critical (default: info)")
     add("-d", "--destination", default="127.0.0.1", metavar="HOST",
         help="terminal address, an IP or a DNS name (default: 127.0.0.1)")
     add("-p", "--port", default=8888, type=_port, help="terminal TCP port (default: 8888)")
@@ -655,7 +655,14 @@ def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:
     if args.json:
         import json
 
-        print(json.dumps(result_to_json(result)))
+        # JSON is UTF-8 (RFC 8259), whatever the locale: "€" and accents as they are.
+        text = json.dumps(result_to_json(result), ensure_ascii=False) + "\n"
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            sys.stdout.write(text)
+        else:
+            sys.stdout.flush()
+            buffer.write(text.encode("utf-8"))
         if result.problem:
             print(f"{PROG}: {result.problem}", file=sys.stderr)
     elif result.status == ERROR:

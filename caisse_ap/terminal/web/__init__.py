@@ -104,7 +104,8 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     if args.manual:
         mode = mode_from_args(args)
         if mode != "success":
-            raise UsageError(f"--manual and {MODE_FLAGS[mode]} cannot be used together")
+            flag = "-ft" if mode == "failure" and not args.failure else MODE_FLAGS[mode]
+            raise UsageError(f"--manual and {flag} cannot be used together")
         if args.no_web:
             raise UsageError("--manual needs the web console or API to decide: drop --no-web")
         changes["mode"] = "manual"

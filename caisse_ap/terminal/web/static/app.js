@@ -24,7 +24,7 @@
     declined: "Refusée",
     accepted: "Prise en compte",
     "no-answer": "Sans réponse",
-    "hang-up": "Raccroché",
+    "hang-up": "Raccrochée",
     dropped: "Caisse déconnectée",
     error: "Demande invalide",
   };
@@ -34,7 +34,7 @@
     accepted: "Prises en compte",
     "no-answer": "Sans réponse",
     "hang-up": "Raccrochées",
-    dropped: "Caisse déconnectée",
+    dropped: "Caisses déconnectées",
     error: "Demandes invalides",
     pending: "En attente",
     total: "Total",
@@ -65,7 +65,7 @@
     approved: "acceptée",
     partial: "acceptée en partie",
     "no-answer": "sans réponse",
-    "hang-up": "raccroché",
+    "hang-up": "raccroche sans répondre",
   };
   const RESULT_WORDS = {
     approved: "Paiement accepté",
@@ -117,6 +117,13 @@
     if (typeof choice !== "object" || choice === null) return word(words || {}, choice);
     const label = choice.label || (words && words[choice.name]) || choice.name;
     return choice.code ? `${choice.code} · ${label}` : label;
+  }
+
+  // Payment types share CC codes (cbcontact, cbmagstripe, cbmanual are all 001):
+  // the read mode and the name tell them apart.
+  function paymentTypeText(choice) {
+    const mode = choice.read_mode_label ? ` · ${choice.read_mode_label}` : "";
+    return `${choice.label || choice.name}${mode} (${choice.name})`;
   }
 
   function findChoice(list, name) {
@@ -335,20 +342,20 @@
   function renderChoices() {
     fillSelect($("set-mode"), state.choices.modes, MODE_WORDS);
     fillSelect($("set-failure_type"), state.choices.failure_types);
-    fillSelect($("set-payment_type"), state.choices.payment_types);
+    fillSelect($("set-payment_type"), state.choices.payment_types, null, paymentTypeText);
     fillSelect($("test-action"), state.choices.actions, ACTION_WORDS);
     fillSelect($("journal-filter"), [""].concat(state.choices.statuses),
       Object.assign({ "": "Toutes" }, STATUS_WORDS));
   }
 
   // Rebuilds a <select> only when its choices changed, keeping the selection.
-  function fillSelect(select, choices, words) {
+  function fillSelect(select, choices, words, textOf = choiceText) {
     const names = (choices || []).map(choiceName);
     const key = JSON.stringify(names);
     if (select.dataset.choices === key) return;
     const selected = select.value;
     select.replaceChildren(...(choices || []).map((choice) =>
-      el("option", { value: choiceName(choice) }, choice === "" ? words[""] : choiceText(choice, words))));
+      el("option", { value: choiceName(choice) }, choice === "" ? words[""] : textOf(choice, words))));
     select.dataset.choices = key;
     if (names.includes(selected)) select.value = selected;
   }
@@ -923,7 +930,7 @@
     $("journal-body").replaceChildren(...rows);
     const count = state.journal.length;
     $("journal-message").textContent = count === 0
-      ? "Aucune transaction dans le journal pour ce filtre."
+      ? ($("journal-filter").value ? "Aucune transaction de cette issue dans le journal." : "Aucune transaction dans le journal.")
       : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? " (les plus récentes)" : ""}.`;
   }
 

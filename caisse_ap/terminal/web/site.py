@@ -82,7 +82,7 @@ class LimitedRequest(server.Request):
             self.setHeader(name, value)
         if self.body_too_large:
             body = json.dumps({"error": f"The request body is over {MAX_BODY // 1024} KiB.",
-                               "field": None}).encode()
+                               "code": "body_too_large", "field": None}).encode()
             self.setResponseCode(413)
             self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
             self.setHeader(b"Connection", b"close")

@@ -177,7 +177,7 @@ class SimulatedTerminal:
 
     def events(self, last_event_id: int | None = None) -> EventStream:
         """The event stream (use as a context manager); open it before the payment."""
-        return EventStream(self.web_url, last_event_id)
+        return EventStream(self.web_url, last_event_id, self._token)
 
     # Life -------------------------------------------------------------------------
 
@@ -264,7 +264,8 @@ class EventStream:
     counted in `comments`.
     """
 
-    def __init__(self, web_url: str, last_event_id: int | None = None):
+    def __init__(self, web_url: str, last_event_id: int | None = None,
+                 token: str | None = None):
         address = web_url.split("//", 1)[1].rstrip("/")
         host, _, port = address.rpartition(":")
         self._connection = http.client.HTTPConnection(host.strip("[]"), int(port),
@@ -272,6 +273,8 @@ class EventStream:
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._connection.request("GET", "/api/events", headers=headers)
         self.response = self._connection.getresponse()
         if self.response.status != 200:

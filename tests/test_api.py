@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -612,9 +613,7 @@ def test_mutating_calls_need_the_token(guarded, method, path, body, authorizatio
     assert guarded.api("GET", "/api/next") == {"queue": []}
 
 
-def test_the_right_token_and_reads_without_it(guarded):
-    assert call(guarded, "GET", "/api/settings").status == 200
-    assert call(guarded, "GET", "/api/transactions").status == 200
+def test_the_right_token(guarded):
     answer = call(guarded, "PUT", "/api/settings", {"duration": 0},
                   headers={"Authorization": "Bearer s3cret"})
     assert answer.status == 200
@@ -692,7 +691,7 @@ def test_console_files_are_served_with_their_types(terminal):
 def test_no_directory_listing_and_plain_errors(reactor_thread, tmp_path):
     from caisse_ap.terminal.server import start_terminal, stop_terminal
     from caisse_ap.terminal.web.api import ControlApi
-    from caisse_ap.terminal.web.site import build_site
+    from caisse_ap.terminal.web.site import HostAllowlist, build_site
 
     (tmp_path / "index.html").write_text("<p>hello</p>")
     (tmp_path / "images").mkdir()
@@ -703,7 +702,8 @@ def test_no_directory_listing_and_plain_errors(reactor_thread, tmp_path):
     def start():
         terminal = start_terminal(reactor, None, "127.0.0.1", 0)
         api = ControlApi(terminal, Journal(), AmountRules())
-        port = reactor.listenTCP(0, build_site(api, tmp_path), interface="127.0.0.1")
+        port = reactor.listenTCP(0, build_site(api, HostAllowlist("127.0.0.1"), tmp_path),
+                                 interface="127.0.0.1")
         return terminal, port
 
     terminal, port = reactor_thread.call(start)
@@ -722,7 +722,7 @@ def test_no_directory_listing_and_plain_errors(reactor_thread, tmp_path):
         escape = call(None, "GET", "/../../etc/passwd", port=web_port)
         assert escape.status == 404 and b"root:" not in escape.raw
         api_only = build_site(ControlApi(terminal, Journal(), AmountRules()),
-                              Path(tmp_path / "absent"))
+                              HostAllowlist("127.0.0.1"), Path(tmp_path / "absent"))
         assert api_only.resource.getChildWithDefault(b"anything", None).code == 404
     finally:
         reactor_thread.call(port.stopListening)
@@ -798,7 +798,8 @@ def test_no_web():
     assert server.web_port is None and "web console" not in output
 
 
-def test_warning_when_the_web_host_is_not_loopback_and_no_token(reactor_thread, caplog):
+def test_a_token_is_made_when_the_web_host_is_not_loopback_and_none_given(reactor_thread,
+                                                                          caplog):
     """start() as the command line calls it; the listening address is kept on 127.0.0.1."""
     from caisse_ap.terminal import cli
     from caisse_ap.terminal import web as extension
@@ -834,25 +835,44 @@ def test_warning_when_the_web_host_is_not_loopback_and_no_token(reactor_thread, 
             started.append((terminal, services))
             warnings[token] = [r.getMessage() for r in caplog.records
                                if r.levelno == logging.WARNING]
-    assert len(warnings[None]) == 1 and "192.0.2.10 without --web-token" in warnings[None][0]
-    assert warnings["s3cret"] == []
+    assert len(warnings[None]) == 1 and "no --web-token for a console listening on " \
+        "192.0.2.10" in warnings[None][0]
+    made = warnings[None][0].rpartition("#token=")[2]
+    assert len(made) >= 32 and started[0][1].api.token == made
+    assert warnings["s3cret"] == [] and started[1][1].api.token == "s3cret"
+    url = started[0][1].web_url
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {made}"}, 200)):
+        request = urllib.request.Request(url + "api/settings", headers=headers)
+        try:
+            assert urllib.request.urlopen(request, timeout=10).status == status
+        except urllib.error.HTTPError as error:
+            assert error.code == status
     for terminal, services in started:
         reactor_thread.call(stop_terminal, terminal)
         reactor_thread.call(services.stop_web)
         reactor_thread.call(services.close_journal)
 
 
-def test_an_event_client_that_stops_reading_is_dropped():
-    """The stream is a push producer: paused by twisted.web, it stops queueing past 1 MiB."""
+def test_an_event_client_that_stops_reading_is_cut_off():
+    """The stream is a push producer: paused by twisted.web, it is aborted once the unsent
+    bytes (the transport's buffer, then what was written since the pause) pass 256 KiB."""
     from twisted.internet import defer
 
-    from caisse_ap.terminal.web.api import MAX_STREAM_BACKLOG, _EventStream
+    from caisse_ap.terminal.web.api import MAX_STREAM_UNSENT, _EventStream
+
+    class FakeTransport:
+        bufferSize = 65536
+        aborted = False
+
+        def abortConnection(self):  # noqa: N802 - Twisted's names
+            self.aborted = True
 
     class FakeRequest:
         def __init__(self):
-            self.written, self.lost, self.finished = 0, False, defer.Deferred()
+            self.written, self.finished = 0, defer.Deferred()
+            self.transport = FakeTransport()
 
-        def registerProducer(self, producer, streaming):  # noqa: N802 - Twisted's names
+        def registerProducer(self, producer, streaming):  # noqa: N802
             self.producer = producer
 
         def notifyFinish(self):  # noqa: N802
@@ -861,11 +881,9 @@ def test_an_event_client_that_stops_reading_is_dropped():
         def write(self, data):
             self.written += len(data)
 
-        def loseConnection(self):  # noqa: N802
-            self.lost = True
-
         def getClientAddress(self):  # noqa: N802
-            return "127.0.0.1:1"
+            from twisted.internet.address import IPv4Address
+            return IPv4Address("TCP", "127.0.0.1", 1)
 
     class Api:
         closed = []
@@ -876,17 +894,18 @@ def test_an_event_client_that_stops_reading_is_dropped():
     request, api = FakeRequest(), Api()
     stream = _EventStream(request, api)
     event = b"x" * 1024
+    room = (MAX_STREAM_UNSENT - FakeTransport.bufferSize) // len(event)
     stream.write(event)
     stream.pauseProducing()
-    for _ in range(MAX_STREAM_BACKLOG // len(event)):
+    for _ in range(room):
         stream.write(event)
     stream.resumeProducing()  # the client caught up: the count starts again
     stream.pauseProducing()
-    for _ in range(MAX_STREAM_BACKLOG // len(event)):
+    for _ in range(room):
         stream.write(event)
-    assert not request.lost and api.closed == []
+    assert not request.transport.aborted and api.closed == []
     stream.write(event)  # one too many while paused
-    assert request.lost and api.closed == [stream]
+    assert request.transport.aborted and api.closed == [stream]
     written = request.written
     stream.write(event)
-    assert request.written == written  # nothing more once dropped
+    assert request.written == written  # nothing more once cut off

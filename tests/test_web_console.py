@@ -389,28 +389,58 @@ def test_the_page_shows_a_lost_stream_and_reconnects_by_itself(console, server):
         again.stop()
 
 
-def test_a_token_pasted_in_the_page_is_sent_on_changes(browser):
+def test_a_token_pasted_in_the_page_opens_the_console(browser):
+    """With a token, nothing but the status is open: the page asks for the token first,
+    then trades it for the event stream's cookie (HttpOnly, SameSite=Strict)."""
     server = RunningServer("--web-token", "s3cret-token")
     context = browser.new_context(locale="fr-FR")
     try:
         console = ConsolePage(context, server.origin)
-        console.open()
         page = console.page
-        page.get_by_test_id("mode").select_option("failure")
-        page.get_by_test_id("apply-settings").click()
-        # Refused without the token: the page asks for it and nothing changed.
+        page.goto(server.origin + "/")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
         expect(page.locator("#token-panel")).to_be_visible()
         expect(page.locator("#token-input")).to_be_focused()
-        assert server.api("GET", "/api/settings")["mode"] == "success"
+        expect(page.locator("#connection")).not_to_have_attribute("data-state", "open")
 
         page.locator("#token-input").fill("s3cret-token")
         page.locator("#token-form button[type=submit]").click()
         expect(page.locator("#token-panel")).to_be_hidden()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        # The event stream is authenticated: a payment shows up live.
+        assert run_client(server, "-a", "3,00").returncode == 0
+        expect(page.get_by_test_id("transaction")).to_have_count(1)
+        page.get_by_test_id("mode").select_option("failure")
         page.get_by_test_id("apply-settings").click()
         expect(page.locator("#settings-message")).to_have_text("Réglages appliqués.")
-        assert server.api("GET", "/api/settings")["mode"] == "failure"
+        assert server.api("GET", "/api/settings", token="s3cret-token")["mode"] == "failure"
         assert page.evaluate("sessionStorage.length") == 1
+        cookie, = context.cookies()
+        assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict",
+                                                                            "/api/")
+        assert page.evaluate("document.cookie") == ""  # out of reach of any script
         assert console.foreign_requests == []
     finally:
         context.close()
         server.stop()
+
+
+def test_the_url_printed_with_the_token_opens_the_console(browser):
+    server = RunningServer("--web-token", "from-the-url")
+    context = browser.new_context(locale="fr-FR")
+    try:
+        console = ConsolePage(context, server.origin)
+        console.page.goto(server.origin + "/#token=from-the-url")
+        expect(console.page.locator("#connection")).to_have_attribute("data-state", "open")
+        expect(console.page.locator("#token-panel")).to_be_hidden()
+        assert "token" not in console.page.url  # taken out of the address bar and history
+        console.assert_clean()
+    finally:
+        context.close()
+        server.stop()
+
+
+def test_no_token_panel_when_the_server_needs_none(console):
+    console.open()
+    expect(console.page.locator("#token-toggle")).to_be_hidden()
+    console.assert_clean()

@@ -63,8 +63,9 @@ HANG_UP = "hang-up"
 OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
 
 # Transaction statuses (docs/api.md).
+# interrupted: left pending by a server that stopped without answering (journal.py).
 STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
-            "error")
+            "error", "interrupted")
 
 # What an Ingenico with a cheque printer answers to any cheque failure.
 CHEQUE_FAILURE = "04"
@@ -154,7 +155,7 @@ def _number(name: str, value: Any, minimum: float, maximum: float, *,
                             "not_a_number")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer too big for a float
         raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}",
                             "not_a_number") from None
     # "above" instead of "min" when the minimum itself is refused.

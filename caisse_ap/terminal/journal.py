@@ -12,24 +12,52 @@ microseconds (bench/server.py measures it). The one slow step is the
 checkpoint, which copies the log into the database and fsyncs: SQLite would
 run it inside whichever commit crosses the threshold, so a file journal turns
 automatic checkpoints off and runs them from a thread of its own instead
-(`checkpoint()`, called every few seconds by the server). Reads answer the
-API on the reactor thread too, and always see the last write.
+(`checkpoint()`, called every few seconds by the server), then
+`restart_log()` on the reactor thread copies the last few pages, so that the
+next write starts the log again from its beginning: under a steady load a
+checkpoint from another thread never catches up with the writer, and the log
+would grow for ever. `journal_size_limit` then cuts the file back. Reads
+answer the API on the reactor thread too, and always see the last write.
+
+The write path is `record()` -> `_write()`, one row per call: a later change
+to write once per finished transaction, or to group commits, changes only
+those two.
+
+A journal that cannot write (disk full, file gone read-only) never stops the
+terminal: `record()` logs one line, keeps the transactions in a memory
+journal from then on (reads merge both), tries the file again at most once a
+minute (logging at most one line each time) and writes what it kept once the
+file takes writes again. `health()` says which, for /api/status.
+
+At open, rows a crash left `pending` become `interrupted`: no server will
+ever answer them. A memory journal keeps the last `max_rows` transactions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+log = logging.getLogger("caisse_ap.terminal.journal")
 
 SCHEMA_VERSION = 1
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+DEFAULT_MAX_ROWS = 100_000  # kept by a memory journal: the oldest go first
 MEMORY = ":memory:"
+RETRY_EVERY = 60.0  # seconds between two tries of a failing file (and two log lines)
+# The write-ahead log file is cut back to this once a checkpoint has emptied it.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+INTERRUPTED = "interrupted"
+
+Row = tuple[int, Any, str, str]  # id, received_at, status, JSON text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
@@ -52,6 +80,15 @@ def to_text(data: Mapping[str, Any]) -> str:
     return _ENCODER.encode(data)
 
 
+_INSERT = ("INSERT OR REPLACE INTO transactions (id, received_at, status, data) "
+           "VALUES (?, ?, ?, ?)")
+
+
+def _row(data: Mapping[str, Any], text: str | None = None) -> Row:
+    return (int(data["id"]), data.get("received_at"), data["status"],
+            to_text(data) if text is None else text)
+
+
 class JournalError(Exception):
     """A journal file that cannot be opened or is not ours; the message is for a user."""
 
@@ -66,15 +103,34 @@ class Journal:
     """The transactions, newest first; an observer of the Terminal.
 
     `path` None (or ":memory:") keeps the journal in memory for the life of
-    the process.
+    the process, its last `max_rows` transactions. `clock` times the retries
+    of a failing file.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 max_rows: int = DEFAULT_MAX_ROWS,
+                 clock: Callable[[], float] = time.monotonic):
         self.path = MEMORY if path is None else os.fspath(path)
         self.in_memory = self.path == MEMORY
+        if not self.in_memory and (self.path.endswith(("/", os.sep))
+                                   or os.path.isdir(self.path)):
+            raise JournalError(f"the journal {self.path} is a directory: give a file path, "
+                               "such as /data/journal.sqlite")
+        self.max_rows = max_rows
+        self._clock = clock
         self._db = self._open()
         self._checkpointing = threading.Lock()
         self.writes = 0
+        try:
+            self.interrupted = 0 if self.in_memory else self._mark_interrupted()
+        except sqlite3.Error as error:
+            self._db.close()
+            raise JournalError(f"cannot write to the journal {self.path}: {error}") from None
+        # While the file fails: why, since when, and the memory journal that stands in.
+        self._failure: str | None = None
+        self._failed_at: float | None = None
+        self._stand_in: Journal | None = None
+        self._next_try = 0.0
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -105,8 +161,31 @@ class Journal:
             db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints run off the reactor, in checkpoint().
             db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _mark_interrupted(self) -> int:
+        """Rows left pending by a server that stopped without answering become interrupted."""
+        rows = self._db.execute("SELECT data FROM transactions WHERE status = 'pending'")
+        marked = [_row({**json.loads(data), "status": INTERRUPTED}) for (data,) in rows]
+        with self._transaction():
+            self._db.executemany(_INSERT, marked)
+        if marked:
+            log.warning("journal %s: %d transactions left pending by the last run are marked "
+                        "interrupted", self.path, len(marked))
+        return len(marked)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Any:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # Observer of the Terminal -------------------------------------------------
 
@@ -122,15 +201,87 @@ class Journal:
         """Store a transaction's latest state (its docs/api.md JSON form).
 
         `text` is `data` already serialised by `to_text()`, when the caller
-        has it (the event stream sends the same text).
+        has it (the event stream sends the same text). Never raises for the
+        file: a failing one is reported, and stood in for (see the module).
         """
-        self._db.execute(
-            "INSERT OR REPLACE INTO transactions (id, received_at, status, data) "
-            "VALUES (?, ?, ?, ?)",
-            (int(data["id"]), data.get("received_at"), data["status"],
-             to_text(data) if text is None else text),
-        )
+        row = _row(data, text)
         self.writes += 1
+        if self._stand_in is not None:
+            self._stand_in._write(row)
+            self._try_again()
+            return
+        try:
+            self._write(row)
+        except sqlite3.Error as error:
+            self._fail(error)
+            assert self._stand_in is not None
+            self._stand_in._write(row)
+
+    def _write(self, row: Row) -> None:
+        self._db.execute(_INSERT, row)
+        if self.in_memory and row[0] > self.max_rows:
+            # Only the newest max_rows: ids grow by one per transaction.
+            self._db.execute("DELETE FROM transactions WHERE id <= ?", (row[0] - self.max_rows,))
+
+    # A failing file ------------------------------------------------------------
+
+    def _fail(self, error: sqlite3.Error) -> None:
+        """The file refused a read or a write: stand in for it in memory, say so once."""
+        if self._stand_in is not None:
+            return
+        self._failure = f"{error}"
+        self._failed_at = time.time()
+        self._stand_in = Journal(max_rows=self.max_rows)
+        self._next_try = self._clock() + RETRY_EVERY
+        log.error("journal %s cannot be written (%s): the transactions are kept in memory "
+                  "only (the last %d) until it can; the terminal goes on", self.path,
+                  self._failure, self.max_rows)
+
+    def _try_again(self) -> None:
+        """At most once a minute: write what the stand-in holds into the file."""
+        if self._clock() < self._next_try:
+            return
+        assert self._stand_in is not None
+        self._next_try = self._clock() + RETRY_EVERY
+        rows = self._stand_in._rows()
+        try:
+            with self._transaction():
+                self._db.executemany(_INSERT, rows)
+        except sqlite3.Error as error:
+            self._failure = f"{error}"
+            log.error("journal %s still cannot be written (%s): %d transactions in memory "
+                      "only", self.path, self._failure, len(rows))
+            return
+        log.warning("journal %s can be written again: the %d transactions kept in memory "
+                    "are in it", self.path, len(rows))
+        self._stand_in, self._failure, self._failed_at = None, None, None
+
+    def _rows(self) -> list[Row]:
+        return list(self._db.execute(
+            "SELECT id, received_at, status, data FROM transactions ORDER BY id"))
+
+    def health(self) -> dict[str, Any]:
+        """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
+        return {
+            "state": "ok" if self._failure is None else "failing",
+            "reason": self._failure,
+            "failing_since": None if self._failed_at is None else time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._failed_at)),
+            "path": None if self.in_memory else self.path,
+            "in_memory_only": (0 if self._stand_in is None
+                               else self._stand_in.count()),
+            "interrupted_at_start": self.interrupted,
+        }
+
+    def _read(self, sql: str, values: tuple[Any, ...]) -> list[Any]:
+        """Rows from the file; none, once reported, when it cannot be read."""
+        try:
+            return self._db.execute(sql, values).fetchall()
+        except sqlite3.Error as error:
+            if self.in_memory:
+                raise
+            self._fail(error)
+            return []
 
     def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
                      status: str | None = None) -> list[dict[str, Any]]:
@@ -145,28 +296,38 @@ class Journal:
             clauses.append("status = ?")
             values.append(status)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(
-            f"SELECT data FROM transactions {where} ORDER BY id DESC LIMIT ?",
-            (*values, limit),
-        )
-        return [json.loads(data) for (data,) in rows]
+        rows = self._read(f"SELECT data FROM transactions {where} ORDER BY id DESC LIMIT ?",
+                          (*values, limit))
+        found = [json.loads(data) for (data,) in rows]
+        stand_in = self._stand_in
+        if stand_in is None:
+            return found
+        # The stand-in holds the latest state of what it holds.
+        merged = {data["id"]: data for data in found if stand_in.get(data["id"]) is None}
+        merged.update((data["id"], data) for data in stand_in.transactions(limit, after, status))
+        return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
     def get(self, transaction_id: int) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT data FROM transactions WHERE id = ?", (transaction_id,)
-        ).fetchone()
-        return None if row is None else json.loads(row[0])
+        if self._stand_in is not None:
+            found = self._stand_in.get(transaction_id)
+            if found is not None:
+                return found
+        rows = self._read("SELECT data FROM transactions WHERE id = ?", (transaction_id,))
+        return json.loads(rows[0][0]) if rows else None
 
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""
-        return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM transactions").fetchone()[0]
+        rows = self._read("SELECT COALESCE(MAX(id), 0) FROM transactions", ())
+        last = rows[0][0] if rows else 0
+        return last if self._stand_in is None else max(last, self._stand_in.last_id())
 
     def count(self, status: str | None = None) -> int:
+        """Rows in the file (or memory); while the file fails, it is only its own."""
         if status is None:
-            return self._db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
-        return self._db.execute(
-            "SELECT COUNT(*) FROM transactions WHERE status = ?", (status,)
-        ).fetchone()[0]
+            rows = self._read("SELECT COUNT(*) FROM transactions", ())
+        else:
+            rows = self._read("SELECT COUNT(*) FROM transactions WHERE status = ?", (status,))
+        return rows[0][0] if rows else 0
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file. Blocking: call it from a thread.
@@ -187,6 +348,18 @@ class Journal:
             pass  # the next checkpoint will try again; the log only grows meanwhile
         finally:
             self._checkpointing.release()
+
+    def restart_log(self) -> None:
+        """After checkpoint(), on the writer's thread: copy the pages written meanwhile.
+
+        Nothing writes during it, so it finishes; the next write then starts
+        the log from its beginning and the file is cut to WAL_SIZE_LIMIT. It
+        copies a few seconds' pages at most, checkpoint() having done the rest.
+        """
+        if self.in_memory or self._stand_in is not None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Checkpoint what is left and close; the file then holds every transaction."""

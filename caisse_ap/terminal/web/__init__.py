@@ -15,6 +15,8 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
+import secrets
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ from ..cli import (
     port_arg,
     setting_arg,
 )
-from ..journal import Journal, JournalError
+from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError
 from ..rules import AmountRules, RulesError, load_rules
 
 log = logging.getLogger("caisse_ap.terminal.web")
@@ -39,12 +41,31 @@ CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor t
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
 def _token(text: str) -> str:
     if not text or not text.isascii() or not text.isprintable() or " " in text:
         raise argparse.ArgumentTypeError("the web token must be printable ASCII without spaces")
     return text
+
+
+def _host_name(text: str) -> str:
+    name = text.strip().lower().rstrip(".")
+    address = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    if _is_ip(address):
+        return address
+    if not HOST_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"--web-allowed-host takes a host name or an IP "
+                                         f"address, not {text!r}")
+    return name
+
+
+def _max_rows(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--journal-max-rows must be a whole number above 0, "
+                                         f"not {text!r}")
+    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,11 +80,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # A string default goes through _token too: a bad variable is a usage error.
     add("--web-token", type=_token, default=os.environ.get(TOKEN_VARIABLE) or None,
         metavar="TOKEN",
-        help="require 'Authorization: Bearer TOKEN' on every API call that changes something "
-             f"(default: the environment variable {TOKEN_VARIABLE} when set and not empty)")
+        help="require 'Authorization: Bearer TOKEN' on every API call but /api/status "
+             f"(default: the environment variable {TOKEN_VARIABLE} when set and not empty; "
+             "listening beyond the loopback without one, the server makes one and prints "
+             "the console's URL with it)")
+    add("--web-allowed-host", type=_host_name, action="append", default=[], metavar="NAME",
+        help="a host name the console may be reached by, besides localhost and the "
+             "addresses it listens on (repeatable); other names get 421")
     add("--journal", default=None, metavar="PATH",
         help="keep the transaction journal in this SQLite file, across restarts "
              "(default: in memory)")
+    add("--journal-max-rows", type=_max_rows, default=DEFAULT_MAX_ROWS, metavar="N",
+        help=f"transactions an in-memory journal keeps, the newest (default: {DEFAULT_MAX_ROWS})")
     add("--amount-rules", nargs="?", const=True, default=None, metavar="FILE",
         help="let the amount's cents choose the outcome (see --list-amount-rules); "
              "FILE: a TOML file of your own rules")
@@ -96,7 +124,7 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     args.loaded_amount_rules = rules
     # Opened now, so that a journal that cannot be used stops us before anything listens.
     try:
-        args.opened_journal = Journal(args.journal) if args.journal else Journal()
+        args.opened_journal = Journal(args.journal, max_rows=args.journal_max_rows)
     except JournalError as error:
         raise UsageError(str(error)) from None
     changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
@@ -150,6 +178,13 @@ class Services:
         port, self.web_port = self.web_port, None
         return defer.maybeDeferred(port.stopListening)
 
+    def _checkpoint(self) -> Any:
+        """The bulk of the checkpoint in a thread, its end on the reactor (journal.py)."""
+        from twisted.internet import threads
+
+        return threads.deferToThread(self.journal.checkpoint).addCallback(
+            lambda _: self.journal.restart_log())
+
     def close_journal(self) -> None:
         if self._checkpoints is not None and self._checkpoints.running:
             self._checkpoints.stop()
@@ -159,28 +194,33 @@ class Services:
 def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                    web_host: str = DEFAULT_WEB_HOST, web_port: int = DEFAULT_WEB_PORT,
                    token: str | None = None, journal: Journal | None = None,
-                   rules: AmountRules | None = None, keep_alive: float | None = None) -> Services:
+                   rules: AmountRules | None = None, keep_alive: float | None = None,
+                   allowed_hosts: tuple[str, ...] = ()) -> Services:
     """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
+
+    The API answers requests whose Host is a loopback name, `web_host` or one
+    of `allowed_hosts` (site.HostAllowlist).
 
     Call on the reactor thread, right after the terminal starts listening.
     Raises CannotListenError when the web port is taken.
     """
-    from twisted.internet import task, threads
+    from twisted.internet import task
 
     journal = journal if journal is not None else Journal()
     rules = rules if rules is not None else AmountRules()
     services = Services(terminal, journal, rules)
     if web:  # listening first: if the port is taken, nothing is attached yet
         from .api import ControlApi
-        from .site import build_site
+        from .site import HostAllowlist, build_site
 
         options = {} if keep_alive is None else {"keep_alive": keep_alive}
         services.api = ControlApi(terminal, journal, rules, token=token,
                                   web_address=lambda: services.web_address, **options)
-        services.web_port = reactor.listenTCP(web_port, build_site(services.api),
-                                              interface=web_host)
+        site = build_site(services.api, HostAllowlist(web_host, allowed_hosts))
+        services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
     # A journal in a file numbers after the transactions of earlier runs.
     terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
+    terminal.counts["interrupted"] += journal.interrupted
     rules.terminal = terminal
     terminal.outcome_sources.append(rules)
     if services.api is not None:
@@ -189,7 +229,7 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
         # First, so that whoever hears of a transaction next can read it back.
         terminal.observers.insert(0, journal)
     if not journal.in_memory:
-        services._checkpoints = task.LoopingCall(threads.deferToThread, journal.checkpoint)
+        services._checkpoints = task.LoopingCall(services._checkpoint)
         services._checkpoints.clock = reactor
         services._checkpoints.start(CHECKPOINT_EVERY, now=False)
     return services
@@ -202,16 +242,31 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     """The command line's hook: start the services as the options say."""
     from twisted.internet.error import CannotListenError
 
-    journal = getattr(args, "opened_journal", None) or Journal(args.journal)
+    journal = getattr(args, "opened_journal", None) or Journal(args.journal,
+                                                                max_rows=args.journal_max_rows)
     rules = getattr(args, "loaded_amount_rules", None) or _rules_from_args(args)
+    token = args.web_token
+    made_token = token is None and not args.no_web and not _is_loopback(args.web_host)
+    if made_token:
+        # Reachable by others and no token given: never open, as Jupyter does.
+        token = secrets.token_urlsafe(24)
     try:
         services = start_services(reactor, terminal, web=not args.no_web,
                                   web_host=args.web_host, web_port=args.web_port,
-                                  token=args.web_token, journal=journal, rules=rules)
+                                  token=token, journal=journal, rules=rules,
+                                  allowed_hosts=tuple(args.web_allowed_host))
     except CannotListenError as error:
         journal.close()
         raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
@@ -224,9 +279,11 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
                  rules.source)
     if services.web_url is not None:
         log.info("web console and control API on %s", services.web_url)
-        if not _is_loopback(args.web_host) and args.web_token is None:
-            log.warning("the web console listens on %s without --web-token: anyone who can "
-                        "reach it can change how the terminal answers", args.web_host)
+        if made_token:
+            port = services.web_address[1]
+            log.warning("no --web-token for a console listening on %s: this run's token is "
+                        "required; open the console with it: http://127.0.0.1:%d/#token=%s",
+                        args.web_host, port, token)
     # Event streams end before the web port closes; the journal closes last, once
     # the terminal has answered (and recorded) the transactions in flight.
     reactor.addSystemEventTrigger("during", "shutdown", services.stop_web)

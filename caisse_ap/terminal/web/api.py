@@ -5,10 +5,17 @@ handler returns a `Reply` or a Deferred firing with one; errors are raised as
 `ApiError` and always reach the client as JSON, never as a stack trace or an
 HTML page. Everything runs on the reactor thread, except the test payment,
 which uses the blocking client in a thread of its own.
+
+Access (docs/api.md, security model): with a token, every route but
+/api/status needs it, as 'Authorization: Bearer TOKEN'. An EventSource cannot
+send that header, so POST /api/session trades the header for a cookie
+(HttpOnly, SameSite=Strict) that authenticates reads only: a write always
+needs the header, which no other site can make a browser send.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -43,8 +50,12 @@ log = logging.getLogger("caisse_ap.terminal.web")
 MAX_BODY = 64 * 1024
 KEEP_ALIVE = 15.0  # seconds between event-stream comments, so proxies keep it open
 MAX_TEST_PAYMENTS = 8  # test payments in flight at once
-MAX_STREAM_BACKLOG = 1024 * 1024  # bytes queued for a stream client that stopped reading
+MAX_STREAM_UNSENT = 256 * 1024  # bytes a stream client may leave unread before it is cut
 MUTATING = (b"PUT", b"POST", b"DELETE")
+READING = (b"GET", b"HEAD")
+OPEN_ROUTES = {("status",)}  # answered without the token: health checks
+SESSION_COOKIE = b"caisse-ap-ip-session"
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger id is no transaction
 TEST_PAYMENT_KEYS = {"amount", "currency", "action", "cheque", "host", "port", "timeout",
                      "partial", "immediate", "receipt", "reference"}
 # Where a test payment goes when the terminal listens on every address.
@@ -60,6 +71,7 @@ ERROR_CODES = {
     "unknown_transaction": "no transaction with this id",
     "method_not_allowed": "the endpoint does not take this method",
     "cross_origin": "a request from a page of another site",
+    "host_not_allowed": "the Host header names a host the server does not answer to",
     "token_required": "the call needs the server's --web-token",
     "body_required": "the call needs a JSON body",
     "body_too_large": "the body is over the size limit",
@@ -91,7 +103,8 @@ ERROR_CODES = {
 # The code of an error raised without one, by HTTP status.
 STATUS_CODES = {400: "invalid_value", 401: "token_required", 403: "cross_origin",
                 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
-                415: "json_required", 429: "too_many_test_payments", 500: "internal_error"}
+                415: "json_required", 421: "host_not_allowed", 429: "too_many_test_payments",
+                500: "internal_error"}
 # The code of a test payment's option error (client.OptionError), by its field.
 OPTION_CODES = {"amount": "invalid_amount", "currency": "unknown_currency",
                 "action": "unknown_choice", "reference": "too_long"}
@@ -139,7 +152,9 @@ def _send_json(request: server.Request, status: int, data: Any) -> bytes:
     return body
 
 
-def _error_body(request: server.Request, error: ApiError) -> bytes:
+def error_response(request: server.Request, error: ApiError) -> bytes:
+    """The one place an error becomes a response (API and site): its status, its headers
+    and the body {"error": message, "code": code, "field": field}."""
     for name, value in error.headers.items():
         request.setHeader(name.encode(), value.encode())
     return _send_json(request, error.status, error.to_json())
@@ -180,7 +195,12 @@ class ControlApi(resource.Resource):
             ("amount-rules",): {b"GET": self.get_amount_rules},
             ("test-payment",): {b"POST": self.post_test_payment},
             ("events",): {b"GET": self.get_events},
+            ("session",): {b"POST": self.post_session, b"DELETE": self.delete_session},
         }
+        # The cookie's value: derived from the token, so that it is not the token itself
+        # and stops working when the server restarts with another token.
+        self._session = None if token is None else hmac.new(
+            token.encode(), b"caisse-ap-ip event stream", hashlib.sha256).hexdigest().encode()
 
     # --- Wiring into the terminal ---------------------------------------------
 
@@ -209,14 +229,14 @@ class ControlApi(resource.Resource):
 
     def render(self, request: server.Request) -> bytes | int:
         try:
-            handler, arguments = self._route(request)
-            self._check_access(request)
+            key, handler, arguments = self._route(request)
+            self._check_access(request, key)
             result = handler(request, *arguments)
         except ApiError as error:
-            return _error_body(request, error)
+            return error_response(request, error)
         except Exception:
             log.exception("error in %s %s", request.method.decode(), request.path.decode())
-            return _error_body(request, ApiError(500, "Internal error; see the server log."))
+            return error_response(request, ApiError(500, "Internal error; see the server log."))
         if result is server.NOT_DONE_YET or isinstance(result, bytes):
             return result
         if isinstance(result, defer.Deferred):
@@ -224,7 +244,8 @@ class ControlApi(resource.Resource):
             return server.NOT_DONE_YET
         return _send_json(request, result.status, result.data)
 
-    def _route(self, request: server.Request) -> tuple[Callable[..., Any], list[str]]:
+    def _route(self, request: server.Request
+               ) -> tuple[tuple[str, ...], Callable[..., Any], list[str]]:
         try:
             parts = [part.decode("utf-8") for part in request.postpath]
         except UnicodeDecodeError:
@@ -244,25 +265,35 @@ class ControlApi(resource.Resource):
             allowed = ", ".join(m.decode() for m in methods)
             raise ApiError(405, f"Method {request.method.decode(errors='replace')} is not "
                                 f"allowed here; use {allowed}.", headers={"Allow": allowed})
-        return methods[method], arguments
+        return key, methods[method], arguments
 
-    def _check_access(self, request: server.Request) -> None:
-        if request.method not in MUTATING:
+    def _check_access(self, request: server.Request, key: tuple[str, ...]) -> None:
+        if request.method in MUTATING:
+            # A page of another site may POST here from the user's browser; a
+            # browser always says where such a request comes from ("null" if
+            # hidden). The Host itself was checked against the allowlist (site.py).
+            origin = _header(request, "origin")
+            if origin is not None and urlsplit(origin).netloc != _header(request, "host"):
+                raise ApiError(403, "Cross-origin requests are refused.")
+        if key in OPEN_ROUTES or self.authenticated(request):
             return
-        # A page of another site may POST here from the user's browser; a
-        # browser always says where such a request comes from ("null" if hidden).
-        origin = _header(request, "origin")
-        if origin is not None and urlsplit(origin).netloc != _header(request, "host"):
-            raise ApiError(403, "Cross-origin requests are refused.")
+        raise ApiError(401, "This call needs the header 'Authorization: Bearer <token>' "
+                            "with the server's --web-token.",
+                       headers={"WWW-Authenticate": 'Bearer realm="caisse-ap-ip"'})
+
+    def authenticated(self, request: server.Request) -> bool:
+        """No token, the token in the Authorization header, or (reads only) the session
+        cookie of POST /api/session."""
         if self.token is None:
-            return
+            return True
         given = _header(request, "authorization") or ""
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
+        if scheme.lower() == "bearer" and hmac.compare_digest(
                 value.strip().encode(), self.token.encode()):
-            raise ApiError(401, "This call needs the header 'Authorization: Bearer <token>' "
-                                "with the server's --web-token.",
-                           headers={"WWW-Authenticate": 'Bearer realm="caisse-ap-ip"'})
+            return True
+        cookie = request.getCookie(SESSION_COOKIE)
+        return (request.method in READING and cookie is not None
+                and hmac.compare_digest(cookie, self._session))
 
     def _finish_later(self, request: server.Request, result: defer.Deferred) -> None:
         gone: list[bool] = []
@@ -281,10 +312,24 @@ class ControlApi(resource.Resource):
                           request.path.decode(), failure.getTraceback())
                 error = ApiError(500, "Internal error; see the server log.")
             if not gone:
-                request.write(_error_body(request, error))
+                request.write(error_response(request, error))
                 request.finish()
 
         result.addCallbacks(done, failed)
+
+    # --- Session (the event stream's credentials) ------------------------------
+
+    def post_session(self, request: server.Request) -> Reply:
+        """Trade the token (already checked) for the cookie an EventSource sends."""
+        if self._session is not None:
+            request.addCookie(SESSION_COOKIE, self._session, path=b"/api/",
+                              httpOnly=True, sameSite="strict")
+        return Reply({"token_required": self.token is not None})
+
+    def delete_session(self, request: server.Request) -> Reply:
+        request.addCookie(SESSION_COOKIE, b"", path=b"/api/", max_age=b"0",
+                          httpOnly=True, sameSite="strict")
+        return Reply({"token_required": self.token is not None})
 
     # --- Body -----------------------------------------------------------------
 
@@ -301,10 +346,21 @@ class ControlApi(resource.Resource):
             raise ApiError(415, "The body must be JSON, sent with 'Content-Type: "
                                 "application/json'.")
         try:
-            return json.loads(raw.decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             raise ApiError(400, f"The body is not valid JSON: {error}.",
                            code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "The body is nested too deeply.", code="invalid_json") from None
+        try:
+            # JSON may escape half a UTF-16 pair ("\\ud800"): no text of ours can hold it.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "The body holds text that is not valid Unicode "
+                                "(a lone surrogate).", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "The body is nested too deeply.", code="invalid_json") from None
+        return body
 
     @staticmethod
     def _object(body: Any) -> dict[str, Any]:
@@ -315,10 +371,16 @@ class ControlApi(resource.Resource):
     # --- Status and settings --------------------------------------------------
 
     def get_status(self, request: server.Request) -> Reply:
+        journal = self.journal.health()
+        if not self.authenticated(request):
+            # Open for health checks: whether the server works, nothing more.
+            return Reply({"token_required": True, "journal": {"state": journal["state"]}})
         address = self.terminal.address
         web = self.web_address()
         return Reply({
             "version": __version__,
+            "token_required": self.token is not None,
+            "journal": journal,
             "terminal": {"host": address[0], "port": address[1]} if address else None,
             "web": {"host": web[0], "port": web[1]} if web else None,
             "settings": self.terminal.settings.to_dict(),
@@ -372,7 +434,7 @@ class ControlApi(resource.Resource):
 
     def get_transactions(self, request: server.Request) -> Reply:
         limit = _int_argument(request, "limit", 100, 1, MAX_LIMIT)
-        after = _int_argument(request, "after", None, 0, None)
+        after = _int_argument(request, "after", None, 0, MAX_ID)
         status = _text_argument(request, "status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
@@ -380,21 +442,27 @@ class ControlApi(resource.Resource):
         found = self.journal.transactions(limit, after, status)
         return Reply({"transactions": [self.hub.with_deadline(data) for data in found]})
 
+    @staticmethod
+    def _transaction_id(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+            raise ApiError(404, f"No transaction {text[:40]!r}.", code="unknown_transaction")
+        return int(text)
+
     def _transaction(self, text: str) -> dict[str, Any]:
-        if not (text.isascii() and text.isdigit()):
-            raise ApiError(404, f"No transaction {text!r}.", code="unknown_transaction")
-        data = self.journal.get(int(text))
+        txn_id = self._transaction_id(text)
+        data = self.journal.get(txn_id)
         if data is None:
-            raise ApiError(404, f"No transaction {text}.", code="unknown_transaction")
+            raise ApiError(404, f"No transaction {txn_id}.", code="unknown_transaction")
         return data
 
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))
 
     def post_decision(self, request: server.Request, text: str) -> defer.Deferred:
-        data = self._transaction(text)
-        txn_id = data["id"]
+        # Decided from memory: a waiting transaction needs no journal (which may be failing).
+        txn_id = self._transaction_id(text)
         if not self.manual.is_waiting(txn_id):
+            data = self._transaction(text)
             raise ApiError(409, f"Transaction {txn_id} is not waiting for a decision "
                                 f"(status {data['status']}).", code="not_waiting")
         try:
@@ -478,24 +546,31 @@ class ControlApi(resource.Resource):
 
 
 class _EventStream:
-    """One event-stream client; dropped when it stops reading (no unbounded buffering)."""
+    """One event-stream client, cut off once it leaves MAX_STREAM_UNSENT bytes unread.
+
+    The transport pauses us when its buffer passes its bufferSize; what is
+    written while paused adds to that. Past the limit the connection is
+    aborted, not closed: a close would wait, buffer held, for the client to
+    read what it never will.
+    """
 
     def __init__(self, request: server.Request, api: ControlApi):
         self.request = request
         self.api = api
         self.open = True
         self.paused = False
-        self.backlog = 0
+        self.unsent = 0  # at least, while paused
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._gone)
 
     # IPushProducer: twisted.web pauses us when the client's buffer is full.
     def pauseProducing(self) -> None:
         self.paused = True
+        self.unsent = self.request.transport.bufferSize
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self.backlog = 0
+        self.unsent = 0
 
     def stopProducing(self) -> None:
         self._gone(None)
@@ -504,13 +579,12 @@ class _EventStream:
         if not self.open:
             return
         if self.paused:
-            self.backlog += len(data)
-            if self.backlog > MAX_STREAM_BACKLOG:
-                log.warning("event stream client %s stopped reading; closing it",
-                            self.request.getClientAddress())
-                self.open = False
-                self.api._stream_closed(self)
-                self.request.loseConnection()
+            self.unsent += len(data)
+            if self.unsent > MAX_STREAM_UNSENT:
+                log.warning("event stream client %s left over %d KiB unread; cutting it off",
+                            _peer(self.request), MAX_STREAM_UNSENT // 1024)
+                self._gone(None)
+                self.request.transport.abortConnection()
                 return
         self.request.write(data)
 
@@ -542,6 +616,11 @@ def _choices() -> dict[str, Any]:
         "actions": list(ACTION_NAMES.values()),
         "statuses": list(STATUSES),
     }
+
+
+def _peer(request: server.Request) -> str:
+    address = request.getClientAddress()  # TCP: an IPv4Address or IPv6Address
+    return f"{address.host}:{address.port}"
 
 
 def _header(request: server.Request, name: str) -> str | None:

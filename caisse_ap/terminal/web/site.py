@@ -3,22 +3,29 @@
 The console's pages are static files shipped in `static/` (no build step, no
 CDN). What every response gets: `Cache-Control: no-cache` (the console must
 never run a stale script against a newer API), `X-Content-Type-Options:
-nosniff` and a Content-Security-Policy that only allows this server. There is
-no directory listing, no debug page and no stack trace: Twisted's own error
-pages are replaced by short ones, JSON under /api/.
+nosniff` and a Content-Security-Policy that only allows this server; no
+response names the server or its version. There is no directory listing, no
+debug page and no stack trace: Twisted's own error pages are replaced by short
+ones, JSON under /api/.
+
+A request whose `Host` is not one of the server's own names is refused (421)
+before any resource sees it: a DNS-rebinding page, whose name the attacker
+points at 127.0.0.1, controls `Origin` and `Host` alike, but cannot make the
+browser send a name the server accepts (see `HostAllowlist`).
 """
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from twisted.web import resource, server
 
-from .api import MAX_BODY, ControlApi
+from .api import MAX_BODY, ApiError, ControlApi, error_response
 
 with warnings.catch_warnings():
     # twisted.web.static builds its default HTML error pages with a deprecated
@@ -57,8 +64,51 @@ COMMON_HEADERS = {
 }
 
 
+# Names of this machine whatever the address listened on.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")
+
+
+class HostAllowlist:
+    """The names a request's `Host` may give: the loopback names, the address listened
+    on and the `--web-allowed-host` names.
+
+    Listening on every address (0.0.0.0, ::), any IP address is accepted too: the
+    console is then reached by the addresses of the machine, or of a Docker host
+    publishing the port, which the server cannot list. A rebinding page always
+    comes through a name, never an IP address, so that opens nothing to it.
+    """
+
+    def __init__(self, listen_address: str, names: Iterable[str] = ()):
+        self.any_address = listen_address in WILDCARD_ADDRESSES
+        self.names = {name.lower() for name in (*LOOPBACK_NAMES, listen_address, *names)}
+
+    def allows(self, host_header: bytes | None) -> bool:
+        if host_header is None:
+            return False
+        host = _host_name(host_header.decode("latin-1").strip().lower())
+        if host in self.names:
+            return True
+        if not self.any_address:
+            return False
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header: "[::1]:5000" -> "::1", "example:5000" -> "example"."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, _, _ = host.partition(":")
+    return name
+
+
 class LimitedRequest(server.Request):
-    """A request whose body is refused past MAX_BODY (413), before any resource sees it."""
+    """A request whose Host is checked (421) and whose body is refused past MAX_BODY (413),
+    before any resource sees it."""
 
     body_too_large = False
     _body_size = 0
@@ -80,27 +130,31 @@ class LimitedRequest(server.Request):
     def process(self) -> None:
         for name, value in COMMON_HEADERS.items():
             self.setHeader(name, value)
-        if self.body_too_large:
-            body = json.dumps({"error": f"The request body is over {MAX_BODY // 1024} KiB.",
-                               "code": "body_too_large", "field": None}).encode()
-            self.setResponseCode(413)
-            self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        if not self.channel.site.hosts.allows(self.getHeader(b"host")):
+            self._refuse(ApiError(421, "This server does not answer to that host name; "
+                                       "start it with --web-allowed-host NAME to allow it."))
+        elif self.body_too_large:
             self.setHeader(b"Connection", b"close")
-            self.write(body)
-            self.finish()
-            return
-        super().process()
+            self._refuse(ApiError(413, f"The request body is over {MAX_BODY // 1024} KiB."))
+        else:
+            super().process()
+
+    def _refuse(self, error: ApiError) -> None:
+        self.write(error_response(self, error))
+        self.finish()
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            # twisted.web names itself and its version: tell an attacker nothing.
+            self.responseHeaders.removeHeader(b"Server")
+        super().write(data)
 
     def processingFailed(self, reason: Any) -> None:
         # Never Twisted's page (which can show a traceback): log it, answer briefly.
+        # A bug if it happens: every bad input has a 4xx answer of its own.
         log.error("error serving %s: %s", self.path.decode(errors="replace"),
                   reason.getTraceback())
-        body = b"Internal error; see the server log.\n"
-        self.setResponseCode(500)
-        self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        self.setHeader(b"Content-Length", str(len(body)).encode())
-        self.write(body)
-        self.finish()
+        self._refuse(ApiError(500, "Internal error; see the server log."))
 
 
 class PlainError(resource.Resource):
@@ -151,17 +205,23 @@ class QuietSite(server.Site):
     displayTracebacks = False
     noisy = False
 
+    def __init__(self, root: resource.Resource, hosts: HostAllowlist):
+        super().__init__(root)
+        self.hosts = hosts
+
     def log(self, request: server.Request) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("web %s %s %d", request.method.decode(errors="replace"),
                       request.uri.decode(errors="replace"), request.code)
 
 
-def build_site(api: ControlApi, static_dir: Path | None = STATIC) -> server.Site:
-    """The Site: `api` at /api/, the console's static files at / (if present)."""
+def build_site(api: ControlApi, hosts: HostAllowlist,
+               static_dir: Path | None = STATIC) -> server.Site:
+    """The Site: `api` at /api/, the console's static files at / (if present), for the
+    Host names `hosts` allows."""
     if static_dir is not None and static_dir.is_dir():
         root: resource.Resource = StaticFiles(str(static_dir))
     else:
         root = _ApiOnly()
     root.putChild(b"api", api)
-    return QuietSite(root)
+    return QuietSite(root, hosts)

@@ -27,6 +27,7 @@
     "hang-up": "Raccrochée",
     dropped: "Caisse déconnectée",
     error: "Demande invalide",
+    interrupted: "Interrompue (arrêt du serveur)",
   };
   const COUNTER_WORDS = {
     approved: "Acceptées",
@@ -36,6 +37,7 @@
     "hang-up": "Raccrochées",
     dropped: "Caisses déconnectées",
     error: "Demandes invalides",
+    interrupted: "Interrompues au dernier arrêt",
     pending: "En attente",
     total: "Total",
   };
@@ -212,7 +214,7 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    if (method !== "GET" && token()) headers.Authorization = `Bearer ${token()}`;
+    if (token()) headers.Authorization = `Bearer ${token()}`;
     let response;
     try {
       response = await fetch(path, init);
@@ -238,7 +240,40 @@
 
   // ----------------------------------------------------------- access token
 
+  // A URL printed by the server (…/#token=…) carries the token: keep it, hide it.
+  function tokenFromAddress() {
+    const found = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (!found) return;
+    storeToken(decodeURIComponent(found[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  function storeToken(value) {
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (error) {
+      /* storage refused (private mode): the token is not kept */
+    }
+  }
+
+  // The event stream cannot send the token: trade it for the server's cookie.
+  async function openSession() {
+    if (!state.status || !state.status.token_required) return true;
+    if (!token()) {
+      askForToken(null);
+      return false;
+    }
+    try {
+      await api("POST", "api/session");
+      return true;
+    } catch (error) {
+      return false;
+    }
+  }
+
   function askForToken(message) {
+    $("token-toggle").hidden = false;
     const panel = $("token-panel");
     panel.hidden = false;
     $("token-toggle").setAttribute("aria-expanded", "true");
@@ -254,22 +289,19 @@
       $("token-toggle").setAttribute("aria-expanded", String(!panel.hidden));
       if (!panel.hidden) $("token-input").focus();
     });
-    $("token-form").addEventListener("submit", (event) => {
+    $("token-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      try {
-        sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
-      } catch (error) {
-        /* storage refused (private mode): the token is not kept */
-      }
+      storeToken($("token-input").value.trim());
       $("token-panel").hidden = true;
       $("token-toggle").setAttribute("aria-expanded", "false");
+      if (await openSession()) {
+        connectEvents();
+        resync();
+      }
     });
     $("token-forget").addEventListener("click", () => {
-      try {
-        sessionStorage.removeItem(TOKEN_KEY);
-      } catch (error) {
-        /* nothing kept anyway */
-      }
+      api("DELETE", "api/session").catch(() => {});
+      storeToken("");
       $("token-input").value = "";
     });
   }
@@ -301,6 +333,12 @@
     const status = state.status || {};
     const settings = state.settings || {};
     $("version").textContent = status.version ? `version ${status.version}` : "";
+    if (status.token_required) $("token-toggle").hidden = false;
+    const journal = status.journal || {};
+    $("journal-failing").hidden = journal.state !== "failing";
+    $("journal-failing").textContent = journal.state === "failing"
+      ? `Le journal ne peut plus être écrit (${journal.reason}) : les transactions sont gardées en mémoire seulement ; le terminal continue.`
+      : "";
     $("terminal-address").textContent = hostPort(status.terminal);
     $("web-address").textContent = hostPort(status.web);
 
@@ -1005,9 +1043,16 @@
     setupTestPayment();
     setupJournal();
     setStreamState("connecting");
-    // Listen first, then read: an event between the two is merged by id.
-    connectEvents();
+    tokenFromAddress();
     try {
+      // Open to all: says whether a token is needed before anything else is asked.
+      await loadStatus();
+      if (!(await openSession())) {
+        document.body.dataset.ready = "true";
+        return;
+      }
+      // Listen first, then read: an event between the two is merged by id.
+      connectEvents();
       await loadStatus();
       await loadFeed();
       await loadJournal();

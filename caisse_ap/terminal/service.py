@@ -35,7 +35,14 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
-from ..messages import ACTION_NAMES, FORMAT_ERROR, Action, PaymentRequest, RequestError
+from ..messages import (
+    ACTION_NAMES,
+    FORMAT_ERROR,
+    Action,
+    PaymentRequest,
+    RequestError,
+    TerminalAnswer,
+)
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
@@ -176,13 +183,21 @@ class Transaction:
         answer = self.answer
         if self._answer_json is None or self._answer_json[0] is not answer:
             if answer is None:
-                part: dict[str, Any] = {"answer": None, "answer_frame": None}
+                part: dict[str, Any] = {"answer": None, "answer_frame": None, "receipt": None}
             else:
                 # The bytes sent, when they are at hand, rather than encoding again.
                 frame = self.sent.decode("ascii") if self.sent is not None else _frame(answer)
-                part = {"answer": [list(f) for f in answer], "answer_frame": frame}
+                part = {"answer": [list(f) for f in answer], "answer_frame": frame,
+                        "receipt": _receipt(answer)}
             self._answer_json = (answer, part, _labels(answer or ()))
         return self._answer_json
+
+
+def _receipt(answer: list[Field]) -> str | None:
+    """The customer receipt of an answer, decoded (ZT is base64): None without one."""
+    if not any(tag == "ZT" for tag, _ in answer):
+        return None
+    return TerminalAnswer.parse(answer).receipt
 
 
 def _labels(fields: list[Field] | tuple[Field, ...]) -> dict[str, str]:

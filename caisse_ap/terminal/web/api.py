@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +45,7 @@ from ..journal import MAX_LIMIT, Journal
 from ..rules import AmountRules
 from ..service import Terminal
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
+from .rawlog import RecentLog
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -83,6 +85,7 @@ ERROR_CODES = {
     "queue_full": "the outcome queue is full",
     "not_waiting": "the transaction is not waiting for a decision",
     "not_listening": "the terminal is not listening",
+    "no_raw_log": "the server keeps no raw log (started from code, not the command line)",
     "too_many_test_payments": "too many test payments in progress",
     "internal_error": "a bug; the server log says more",
     # One value (`field` names it; `limits` gives the bounds when there are some).
@@ -167,7 +170,8 @@ class ControlApi(resource.Resource):
 
     def __init__(self, terminal: Terminal, journal: Journal, rules: AmountRules, *,
                  token: str | None = None, web_address: Callable[[], tuple[str, int] | None]
-                 = lambda: None, keep_alive: float = KEEP_ALIVE):
+                 = lambda: None, keep_alive: float = KEEP_ALIVE,
+                 recent_log: RecentLog | None = None):
         super().__init__()
         self.terminal = terminal
         self.reactor = terminal.reactor
@@ -175,6 +179,7 @@ class ControlApi(resource.Resource):
         self.rules = rules
         self.token = token
         self.web_address = web_address
+        self.recent_log = recent_log
         self.queue = OutcomeQueue()
         self.manual = ManualDecisions(terminal)
         self.hub = EventHub(self.manual)
@@ -195,6 +200,7 @@ class ControlApi(resource.Resource):
             ("amount-rules",): {b"GET": self.get_amount_rules},
             ("test-payment",): {b"POST": self.post_test_payment},
             ("events",): {b"GET": self.get_events},
+            ("log",): {b"GET": self.get_log},
             ("session",): {b"POST": self.post_session, b"DELETE": self.delete_session},
         }
         # The cookie's value: derived from the token, so that it is not the token itself
@@ -521,6 +527,22 @@ class ControlApi(resource.Resource):
                            code="out_of_range", limits={"min": 1, "max": 65535})
         return host.strip(), port
 
+    # --- Raw log ----------------------------------------------------------------------
+
+    def get_log(self, request: server.Request) -> bytes:
+        """The raw log of a time range (?since=&until=, ISO 8601), as text to download."""
+        if self.recent_log is None:
+            raise ApiError(404, "This server keeps no raw log (it was not started from the "
+                                "command line).", code="no_raw_log")
+        since = _time_argument(request, "since")
+        until = _time_argument(request, "until")
+        body = self.recent_log.text(since, until).encode("utf-8")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Disposition",
+                          b'attachment; filename="caisse-ap-ip-server.log"')
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        return b"" if request.method == b"HEAD" else body
+
     # --- Event stream -----------------------------------------------------------------
 
     def get_events(self, request: server.Request) -> int | bytes:
@@ -649,6 +671,23 @@ def _int_argument(request: server.Request, name: str, default: int | None, minim
         raise ApiError(400, f"{name} must be a whole number from {minimum}{upper}, not {text!r}.",
                        name, code="out_of_range", limits={"min": minimum, "max": maximum})
     return int(text)
+
+
+def _time_argument(request: server.Request, name: str) -> float | None:
+    """An ISO 8601 date and time argument as epoch seconds (UTC when it has no offset)."""
+    text = _text_argument(request, name)
+    if not text:
+        return None
+    try:
+        # Python 3.10's fromisoformat does not read a final "Z".
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 date and time such as "
+                            f"2026-12-01T20:30:00Z, not {text[:40]!r}.", name,
+                       code="invalid_format") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _seconds(value: Any, default: float, name: str) -> float:

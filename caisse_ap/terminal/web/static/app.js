@@ -64,10 +64,10 @@
     "request-error": "demande invalide",
   };
   const OUTCOME_WORDS = {
-    approved: "acceptée",
-    partial: "acceptée en partie",
-    "no-answer": "sans réponse",
-    "hang-up": "raccroche sans répondre",
+    approved: "Acceptée",
+    partial: "Acceptée en partie",
+    "no-answer": "Sans réponse",
+    "hang-up": "Raccroche sans répondre",
   };
   const OUTCOME_CHOICE_WORDS = {
     approved: "Acceptée",
@@ -219,6 +219,7 @@
     queue_full: () => "La file d’issues est pleine : videz-la d’abord.",
     not_waiting: () => "Cette transaction n’attend plus de décision.",
     not_listening: () => "Le terminal n’écoute pas : aucun paiement ne peut lui être envoyé.",
+    no_raw_log: () => "Ce serveur ne garde pas de journal brut (lancé depuis du code, pas en ligne de commande).",
     too_many_test_payments: () => "Trop de paiements de test en cours : attendez la fin de l’un d’eux.",
     internal_error: () => "Erreur interne du serveur : son journal (sortie d’erreur) en dit plus.",
     required: () => "Ce champ est obligatoire.",
@@ -704,12 +705,21 @@
     return block;
   }
 
+  // A long value (a receipt's base64...) shortened: the whole is in the raw frame.
+  const LONG_VALUE = 64;
+  function longValue(value) {
+    const text = String(value);
+    if (text.length <= LONG_VALUE) return text;
+    return el("span", { className: "long-value", title: text },
+      `${text.slice(0, 24)}… (${NUMBER.format(text.length)} caractères, voir la trame brute)`);
+  }
+
   // fields: [[tag, value], ...] or {tag: value}; labels: {tag: French meaning}.
   function fieldsTable(fields, labels) {
     const pairs = Array.isArray(fields) ? fields : Object.entries(fields || {});
     const body = el("tbody", {}, ...pairs.map(([tag, value]) => el("tr", {},
       el("th", { scope: "row" }, tag),
-      el("td", { className: "value" }, value),
+      el("td", { className: "value" }, longValue(value)),
       el("td", {}, (labels && labels[tag]) || ""))));
     return el("table", { className: "fields" },
       el("thead", {}, el("tr", {},
@@ -1170,7 +1180,10 @@
     $("rules-body").replaceChildren(...(rules.rules || []).map((rule) => el("tr", { "data-testid": "rule" },
       el("td", { "data-label": "Montant" }, matchText(rule.match || {})),
       el("td", { "data-label": "Issue" }, specText(rule.outcome || {})))));
-    $("rules-source").textContent = rules.source ? `Source : ${rules.source}` : "";
+    // The server names its built-in table "default table"; else the source is a file.
+    $("rules-source").textContent = !rules.source ? ""
+      : rules.source === "default table" ? "Table par défaut (option --amount-rules sans fichier)."
+        : `Fichier : ${rules.source}`;
   }
 
   function setupRules() {
@@ -1468,7 +1481,37 @@
     }
   }
 
+  // The raw log of a time range (GET /api/log), downloaded as a text file.
+  async function downloadRawLog(event) {
+    event.preventDefault();
+    const message = $("raw-log-message");
+    message.textContent = "";
+    const query = new URLSearchParams();
+    for (const name of ["since", "until"]) {
+      const value = $(`raw-log-${name}`).value; // local time, as the person reads the clock
+      if (value) query.set(name, new Date(value).toISOString());
+    }
+    const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+    let text;
+    try {
+      const response = await fetch(`api/log?${query}`, { headers, cache: "no-store" });
+      if (!response.ok) {
+        const data = await response.json().catch(() => null);
+        throw new ApiError(response.status, data && data.code ? data.code : `http_${response.status}`, data && data.field, data && data.limits);
+      }
+      text = await response.text();
+    } catch (error) {
+      message.textContent = `Journal brut indisponible : ${error instanceof ApiError ? error.message : errorWords("network")}`;
+      return;
+    }
+    const lines = text ? text.split("\n").length - 1 : 0;
+    const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    download(`caisse-ap-ip-server-${stamp}.log`, "text/plain;charset=utf-8", text);
+    message.textContent = `${NUMBER.format(lines)} ligne${lines > 1 ? "s" : ""} téléchargée${lines > 1 ? "s" : ""}.`;
+  }
+
   function setupJournal() {
+    $("raw-log-form").addEventListener("submit", downloadRawLog);
     $("journal-form").addEventListener("submit", (event) => {
       event.preventDefault();
       loadJournal();

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, run_server
 
 from caisse_ap import client
 from caisse_ap.terminal.journal import Journal, JournalError
@@ -189,3 +189,165 @@ def test_no_transaction_is_missing_after_concurrent_payments(tmp_path):
     rows = db.execute("SELECT status, COUNT(*) FROM transactions GROUP BY status").fetchall()
     db.close()
     assert rows == [("approved", count)]
+
+
+# --- Hardening (issue 12) -----------------------------------------------------------------
+
+
+def test_a_directory_or_a_path_ending_in_a_slash_is_refused(tmp_path):
+    with pytest.raises(JournalError, match="is a directory"):
+        Journal(tmp_path)
+    with pytest.raises(JournalError, match="is a directory"):
+        Journal(f"{tmp_path}/journal/")
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+@pytest.mark.parametrize("suffix", ["", "/new/"])
+def test_the_server_refuses_a_directory_journal_in_one_line(tmp_path, suffix):
+    done = run_server("--journal", f"{tmp_path}{suffix}", "-p", "0", "--web-port", "0",
+                      timeout=30)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "is a directory" in done.stderr
+
+
+def test_a_memory_journal_keeps_the_last_rows():
+    journal = Journal(max_rows=5)
+    for txn_id in range(1, 13):
+        journal.record(txn(txn_id, "pending"))
+        journal.record(txn(txn_id))
+    assert journal.count() == 5 and journal.get(7) is None
+    assert [t["id"] for t in journal.transactions()] == [12, 11, 10, 9, 8]
+
+
+def test_the_max_rows_option():
+    from caisse_ap.terminal import cli
+
+    assert cli.build_parser().parse_args([]).journal_max_rows == 100_000
+    assert cli.build_parser().parse_args(["--journal-max-rows", "7"]).journal_max_rows == 7
+    done = run_server("--journal-max-rows", "0")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+
+
+def crashed_journal(path: Path) -> None:
+    """A journal as a killed server leaves it: rows 2 and 3 pending, no checkpoint."""
+    journal = Journal(path)
+    journal.record(txn(1))
+    journal.record(txn(2, "pending"))
+    journal.record(txn(3, "pending"))
+    journal._db.close()
+
+
+def test_rows_left_pending_by_a_crash_are_marked_interrupted(tmp_path, caplog):
+    crashed_journal(tmp_path / "journal.sqlite")
+    again = Journal(tmp_path / "journal.sqlite")
+    assert again.interrupted == 2 and again.count("pending") == 0
+    assert again.get(2)["status"] == "interrupted" and again.get(1)["status"] == "approved"
+    assert [t["id"] for t in again.transactions(status="interrupted")] == [3, 2]
+    assert "2 transactions left pending by the last run are marked interrupted" in caplog.text
+    again.close()
+    assert Journal(tmp_path / "journal.sqlite").interrupted == 0  # marked once
+
+
+def test_the_terminal_counts_and_lists_the_interrupted(tmp_path):
+    crashed_journal(tmp_path / "journal.sqlite")
+    with simulated_terminal(journal=tmp_path / "journal.sqlite") as terminal:
+        status = terminal.status()
+        assert status["counters"]["interrupted"] == 2
+        assert status["journal"]["interrupted_at_start"] == 2
+        assert [t["id"] for t in terminal.transactions(status="interrupted")] == [3, 2]
+        assert client.pay(client.make_request("1.00"), *terminal.address).status == "approved"
+        assert terminal.transactions()[0]["id"] == 4
+
+
+def test_the_write_ahead_log_stays_small_under_steady_writes(tmp_path):
+    """Checkpoints in a thread never catch up with a steady writer: restart_log() does."""
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    text = "x" * 1500  # a transaction's JSON is about this long
+    checkpointing, biggest = None, 0
+    for txn_id in range(1, 3001):
+        journal.record(txn(txn_id, "pending"), text)
+        journal.record(txn(txn_id), text)
+        if txn_id % 300 == 0:  # as the server does every few seconds
+            if checkpointing is not None:
+                checkpointing.join()
+            journal.restart_log()
+            checkpointing = threading.Thread(target=journal.checkpoint)
+            checkpointing.start()
+        biggest = max(biggest, os.path.getsize(f"{path}-wal"))
+    checkpointing.join()
+    # Without restart_log() the log passes 50 MiB here: every write appends to it.
+    assert biggest < 16 * 1024 * 1024, biggest
+    journal.close()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fill_the_disk(journal: Journal) -> None:
+    """SQLite's own limit on the file's pages: a write needing one more page fails as on
+    a full disk ("database or disk is full")."""
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count={pages}")
+
+
+def test_a_failing_journal_says_so_once_a_minute_and_keeps_the_transactions(tmp_path,
+                                                                            caplog):
+    clock = Clock()
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path, clock=clock)
+    journal.record(txn(1))
+    fill_the_disk(journal)
+    big = "y" * 20000
+    for txn_id in range(2, 12):
+        journal.record(txn(txn_id, "pending", note=big))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "database or disk is full" in errors[0], errors
+    health = journal.health()
+    assert health["state"] == "failing" and "disk is full" in health["reason"]
+    # Reads merge the file and the memory that stands in for it.
+    assert [t["id"] for t in journal.transactions()] == list(range(11, 0, -1))
+    assert journal.get(11)["status"] == "pending" and journal.last_id() == 11
+    clock.now += 61
+    journal.record(txn(11, note=big))  # one more line, a minute later
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and "still cannot be written" in errors[1]
+    journal._db.execute("PRAGMA max_page_count=1000000")  # room again
+    clock.now += 61
+    journal.record(txn(12))
+    assert journal.health()["state"] == "ok" and "can be written again" in caplog.text
+    journal.close()
+    reopened = Journal(path)
+    assert reopened.count() == 12 and reopened.get(11)["status"] == "approved"
+    assert reopened.interrupted == 9  # 2..10 were left pending
+    reopened.close()
+
+
+def test_the_terminal_goes_on_when_its_journal_fails(tmp_path):
+    """POS answered, event stream, manual decisions and /api/status, from memory."""
+    path = tmp_path / "journal.sqlite"
+    with simulated_terminal(journal=path) as terminal, terminal.events() as events:
+        assert client.pay(client.make_request("1.00"), *terminal.address).status == "approved"
+        fill_the_disk(terminal._services.journal)
+        for _ in range(5):  # a page holds two or three transactions
+            result = client.pay(client.make_request("2.00"), *terminal.address)
+            assert result.status == "approved"
+        status = terminal.status()
+        assert status["journal"]["state"] == "failing"
+        assert "disk is full" in status["journal"]["reason"]
+        terminal.settings(mode="manual")
+        outcome: dict = {}
+        payer = threading.Thread(target=lambda: outcome.setdefault("result", client.pay(
+            client.make_request("3.00"), *terminal.address, timeout=10)))
+        payer.start()
+        waiting = next(e["data"] for e in iter(lambda: events.get("request"), None)
+                       if e["data"]["amount"] == "3.00")
+        assert terminal.decide(waiting["id"], "approved")["status"] == "approved"
+        payer.join(10)
+        assert outcome["result"].status == "approved"
+        assert [t["amount"] for t in terminal.transactions()][:2] == ["3.00", "2.00"]

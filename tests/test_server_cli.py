@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from server_process import SERVER_SCRIPT, ServerProcess, run_server
+from server_process import ROOT, SERVER_SCRIPT, ServerProcess, run_server
 
 from caisse_ap import tlv
 from caisse_ap.messages import PaymentRequest, TerminalAnswer
@@ -167,3 +167,59 @@ def test_launcher_runs_from_another_directory(tmp_path):
     result = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--version"], capture_output=True,
                             text=True, timeout=TIMEOUT, cwd=tmp_path)
     assert result.returncode == 0 and "caisse-ap-ip-server" in result.stdout
+
+
+# --- --check-health (issue 12) ----------------------------------------------------------------
+
+
+def test_check_health_of_a_serving_terminal_without_web():
+    server = ServerProcess("--no-web")
+    try:
+        done = run_server("--check-health", f"127.0.0.1:{server.port}")
+        assert (done.returncode, done.stdout) == (0, "healthy\n"), done.stderr
+        done = run_server("--check-health", f"localhost:{server.port}")
+        assert done.returncode == 0
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_check_health_when_nothing_listens_or_nothing_serves():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    done = run_server("--check-health", f"127.0.0.1:{port}")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "cannot reach the terminal" in done.stderr
+    # Listening, but no loop reads: a wedged process. The check gives up in time.
+    with socket.socket() as wedged:
+        wedged.bind(("127.0.0.1", 0))
+        wedged.listen()
+        from caisse_ap.terminal import health
+
+        problem = health.check(wedged.getsockname(), timeout=0.5)
+    assert "did not close it within 0.5 s" in problem
+
+
+@pytest.mark.parametrize("value", ["8888", "host:", ":8888", "host:99999", "h:x"])
+def test_check_health_bad_address_is_one_line_and_status_2(value):
+    done = run_server("--check-health", value)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_the_docker_health_check_command_works_with_no_web():
+    """The Dockerfile's HEALTHCHECK, run as written against a terminal with --no-web."""
+    import json
+
+    line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines()
+                if line.strip().startswith("CMD [\"caisse-ap-ip-server\", \"--check-health\""))
+    command = json.loads(line.strip()[len("CMD"):])
+    assert command[:3] == ["caisse-ap-ip-server", "--check-health", "127.0.0.1:8888"]
+    server = ServerProcess("--no-web")
+    try:
+        done = run_server(*command[1:-1], f"127.0.0.1:{server.port}")
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.stop()
+    done = run_server(*command[1:-1], f"127.0.0.1:{server.port}")
+    assert done.returncode == 1  # stopped: unhealthy

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -445,3 +446,29 @@ def test_no_token_panel_when_the_server_needs_none(console):
     console.open()
     expect(console.page.locator("#token-toggle")).to_be_hidden()
     console.assert_clean()
+
+
+def test_interrupted_transactions_and_a_failing_journal_are_shown(browser, tmp_path):
+    """Rows a killed server left pending come back interrupted: counted and in the journal."""
+    from caisse_ap.testing import EventStream
+
+    path = tmp_path / "journal.sqlite"
+    killed = RunningServer("--journal", str(path), "-d", "60")
+    with EventStream(killed.origin) as events, client_paying(killed, "-a", "7,00"):
+        assert events.get("request")["data"]["status"] == "pending"
+        killed.stop(signal.SIGKILL)
+    server = RunningServer("--journal", str(path))
+    context = browser.new_context(locale="fr-FR")
+    try:
+        console = ConsolePage(context, server.origin)
+        console.open()
+        page = console.page
+        expect(page.locator(".counter-interrupted .counter-value")).to_have_text("1")
+        page.locator("#journal-filter").select_option("interrupted")
+        expect(page.locator("#journal-body tr")).to_have_count(1)
+        expect(page.locator("#journal-body tr").first).to_contain_text("Interrompue")
+        expect(page.locator("#journal-failing")).to_be_hidden()
+        console.assert_clean()
+    finally:
+        context.close()
+        server.stop()

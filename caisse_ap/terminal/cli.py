@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
-from . import behaviour
+from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -165,6 +165,9 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         help="close a connection that sends nothing for this long (default: 300)")
     add("--max-connections", type=_positive(int, "max connections"), default=1000,
         metavar="N", help="connections open at once; more are refused (default: 1000)")
+    add("--check-health", type=health.address_arg, default=None, metavar="HOST:PORT",
+        help="check that the terminal listening at HOST:PORT serves, and exit: status 0 if "
+             "it does, 1 if not (a container's health check)")
     add("--version", action="version", version=f"%(prog)s {__version__}")
 
 
@@ -309,6 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 2
+    if args.check_health is not None:
+        problem = health.check(args.check_health)
+        print(f"{PROG}: unhealthy: {problem}" if problem else "healthy",
+              file=sys.stderr if problem else sys.stdout)
+        return 1 if problem else 0
     try:
         return run(args, modules=modules)
     except (SettingsError, UsageError) as error:

@@ -362,7 +362,11 @@ class Journal:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
-        """Checkpoint what is left and close; the file then holds every transaction."""
+        """Checkpoint what is left and close; the file then holds every transaction
+        (but those kept in memory while it failed, if it still fails)."""
+        if self._stand_in is not None:
+            self._next_try = 0.0  # one last try, whatever the time
+            self._try_again()
         if not self.in_memory:
             # On failure the log stays beside the file and SQLite replays it on the next open.
             with contextlib.suppress(sqlite3.Error):

@@ -286,10 +286,13 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     if services.web_url is not None:
         log.info("web console and control API on %s", services.web_url)
         if made_token:
-            port = services.web_address[1]
+            from .api import WILDCARDS
+
+            host, port = services.web_address
+            host = WILDCARDS.get(host, host)
+            url = f"http://{f'[{host}]' if ':' in host else host}:{port}/#token={token}"
             log.warning("no --web-token for a console listening on %s: this run's token is "
-                        "required; open the console with it: http://127.0.0.1:%d/#token=%s",
-                        args.web_host, port, token)
+                        "required; open the console with it: %s", args.web_host, url)
     # Event streams end before the web port closes; the journal closes last, once
     # the terminal has answered (and recorded) the transactions in flight.
     reactor.addSystemEventTrigger("during", "shutdown", services.stop_web)

@@ -353,17 +353,14 @@ class ControlApi(resource.Resource):
                                 "application/json'.")
         try:
             body = json.loads(raw.decode("utf-8"))
+            # JSON may escape half a UTF-16 pair ("\\ud800"): no text of ours can hold it.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # before ValueError, of which it is one
+            raise ApiError(400, "The body holds text that is not valid Unicode "
+                                "(a lone surrogate).", code="invalid_json") from None
         except (UnicodeDecodeError, ValueError) as error:
             raise ApiError(400, f"The body is not valid JSON: {error}.",
                            code="invalid_json") from None
-        except RecursionError:
-            raise ApiError(400, "The body is nested too deeply.", code="invalid_json") from None
-        try:
-            # JSON may escape half a UTF-16 pair ("\\ud800"): no text of ours can hold it.
-            json.dumps(body, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(400, "The body holds text that is not valid Unicode "
-                                "(a lone surrogate).", code="invalid_json") from None
         except RecursionError:
             raise ApiError(400, "The body is nested too deeply.", code="invalid_json") from None
         return body
@@ -585,10 +582,12 @@ class _EventStream:
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._gone)
 
-    # IPushProducer: twisted.web pauses us when the client's buffer is full.
+    # IPushProducer: twisted.web pauses us when the client's buffer is full, and again
+    # at each write while it stays full.
     def pauseProducing(self) -> None:
-        self.paused = True
-        self.unsent = self.request.transport.bufferSize
+        if not self.paused:
+            self.paused = True
+            self.unsent = self.request.transport.bufferSize
 
     def resumeProducing(self) -> None:
         self.paused = False

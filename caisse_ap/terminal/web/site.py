@@ -86,7 +86,7 @@ class HostAllowlist:
     def allows(self, host_header: bytes | None) -> bool:
         if host_header is None:
             return False
-        host = _host_name(host_header.decode("latin-1").strip().lower())
+        host = _host_part(host_header.decode("latin-1").strip().lower())
         if host in self.names:
             return True
         if not self.any_address:
@@ -98,7 +98,7 @@ class HostAllowlist:
         return True
 
 
-def _host_name(host: str) -> str:
+def _host_part(host: str) -> str:
     """The name part of a Host header: "[::1]:5000" -> "::1", "example:5000" -> "example"."""
     if host.startswith("["):
         return host[1:].partition("]")[0]

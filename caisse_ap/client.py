@@ -296,7 +296,7 @@ def _judge(request: PaymentRequest, answer: TerminalAnswer) -> tuple[str, str | 
     mismatches = answer.echo_mismatches(request)
     if mismatches:
         return UNKNOWN, f"the answer does not match the request ({'; '.join(mismatches)})"
-    return answer.outcome.value, None
+    return answer.outcome_for(request).value, None
 
 
 def _connect(host: str, port: int, connect_timeout: float) -> socket.socket | str:
@@ -435,7 +435,7 @@ def headline(result: PaymentResult) -> str:
             return f"APPROVED  {part} of {what} (partial payment)"
         return f"APPROVED  {what}"
     if result.status == ACCEPTED:
-        return f"ACCEPTED (immediate answer)  {what}"
+        return f"ACCEPTED by the terminal (immediate answer; not paid yet)  {what}"
     if result.status == DECLINED:
         reason = answer.reason if answer else None
         if reason is None:

@@ -12,6 +12,7 @@ import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from html.parser import HTMLParser
 
 from . import money, tags, tlv
 from .tlv import Field, FrameError
@@ -39,6 +40,7 @@ class Action(str, Enum):
     REFUND = "1"
     CANCELLATION = "2"
     DUPLICATE = "3"
+    PRE_AUTHORISATION = "4"  # some terminals only: which codes exist is a profile's CD table
 
 
 # Actions by the names people use for them ("debit", "refund"...): command
@@ -46,6 +48,8 @@ class Action(str, Enum):
 ACTION_BY_NAME = {action.name.lower(): action for action in Action}
 ACTION_BY_CODE = {action.value: action for action in Action}  # by CD
 ACTION_NAMES = {action.value: name for name, action in ACTION_BY_NAME.items()}  # by CD
+# The CD codes every terminal carries out; others depend on the terminal (its profile).
+STANDARD_ACTIONS = frozenset({"0", "1", "2", "3"})
 
 
 class Outcome(str, Enum):
@@ -85,6 +89,28 @@ class RequestError(ValueError):
         super().__init__(message)
         self.reason = reason
         self.fields = list(fields)
+
+
+class _TextOfHtml(HTMLParser):
+    """The text of an HTML receipt: its character data, a line break per <br>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def _html_text(html: str) -> str:
+    parser = _TextOfHtml()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.parts).strip("\n") + "\n"
 
 
 class ProtocolError(ValueError):
@@ -155,10 +181,12 @@ class PaymentRequest:
 
     @classmethod
     def parse(cls, frame_or_fields: bytes | str | Iterable[Field],
-              currencies: frozenset[str] | None = None) -> PaymentRequest:
+              currencies: frozenset[str] | None = None,
+              actions: frozenset[str] = STANDARD_ACTIONS) -> PaymentRequest:
         """Read a received request, or raise RequestError with the AF code to answer.
 
-        `currencies` are the accepted numeric codes (default: all of ISO 4217).
+        `currencies` are the accepted numeric codes (default: all of ISO 4217);
+        `actions` the CD codes the terminal carries out (a profile's CD table).
         """
         if type(frame_or_fields) is list:  # fields, as a terminal passes them
             fields = frame_or_fields
@@ -169,7 +197,7 @@ class PaymentRequest:
                 raise RequestError(str(error), FORMAT_ERROR, error.fields) from None
         values = dict(fields)
         _check_request_format(values, fields)
-        action = ACTION_BY_CODE.get(values["CD"])
+        action = ACTION_BY_CODE.get(values["CD"]) if values["CD"] in actions else None
         if action is None:
             raise RequestError(f"unknown action type CD={values['CD']!r}", UNKNOWN_ACTION, fields)
         accepted = money.numeric_codes() if currencies is None else currencies
@@ -307,8 +335,36 @@ class TerminalAnswer:
         return self.value("CF")
 
     @property
+    def pan_type(self) -> str | None:
+        """AL: "1" when AA holds a partial PAN (some terminals send it with every AA)."""
+        return self.value("AL")
+
+    @property
     def unknown_fields(self) -> list[Field]:
+        """Tags this project does not know, kept as they came (a POS shows them raw)."""
         return [(tag, value) for tag, value in self.fields if tag not in tags.TAGS]
+
+    def outcome_for(self, request: PaymentRequest | None) -> Outcome:
+        """What the answer means for `request`.
+
+        To an immediate request (BA=1), AE=10 only says that the request
+        reached the terminal (PayXpert's dialect; others answer AE=11): the
+        payment itself is not done yet, so it is ACCEPTED, never APPROVED.
+        """
+        if (self.outcome is Outcome.APPROVED and request is not None
+                and request.value("BA") == "1"):
+            return Outcome.ACCEPTED
+        return self.outcome
+
+    @property
+    def receipt_is_html(self) -> bool:
+        """The receipt's CK asks for HTML (third digit 1); else it is text (Latin-1)."""
+        block = self.value("ZT")
+        try:
+            mode = dict(tlv.nested(block)).get("CK", "") if block else ""
+        except FrameError:
+            return False
+        return mode[2:3] == "1"
 
     @property
     def receipt(self) -> str | None:
@@ -324,9 +380,10 @@ class TerminalAnswer:
         except (FrameError, binascii.Error):
             return None
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return raw.decode("cp1252", errors="replace")
+            text = raw.decode("cp1252", errors="replace")
+        return _html_text(text) if self.receipt_is_html else text
 
     def labels(self, lang: str = "fr") -> dict[str, str]:
         """The label of each coded field's value ("" for the other tags)."""

@@ -56,12 +56,20 @@ _TAG_LIST = [
     Tag("AB", "expiry_date", "date de fin de validité", 4, 4, "terminal"),
     Tag("AC", "authorisation_number", "numéro d'autorisation", 1, 10, "terminal"),
     Tag("AI", "aid", "identifiant d'application carte", 1, 999, "terminal"),
-    Tag("CG", "seller_contract", "numéro de contrat commerçant", 1, 999, "terminal"),
+    # CG: no public size; 7 characters on Nepting and Fidecoin. 10 is this project's
+    # bound (the settings' seller_contract and the profiles are checked against it).
+    Tag("CG", "seller_contract", "numéro de contrat commerçant", 1, 10, "terminal"),
     Tag("AD", "cmc7_line", "ligne CMC7 du chèque", 1, 999, "terminal"),
     Tag("AG", "fnci_answer", "réponse FNCI", 1, 999, "terminal"),
     Tag("AH", "guarantee_answer", "réponse garantie", 1, 999, "terminal"),
     Tag("ZT", "receipt_block", "bloc ticket", 1, 999, "terminal", constructed=True),
     Tag("AK", "customer_receipt", "ticket client (base64)", 1, 999, "terminal"),
+    # Sent by some terminals only (PayXpert "Concert V3", docs/profiles.md).
+    Tag("AL", "pan_type", "type de PAN (1 = partiel)", 1, 1, "terminal"),
+    Tag("AP", "operation_date", "date de l'opération", 13, 13, "terminal"),
+    Tag("AQ", "terminal_serial", "numéro de série du terminal", 2, 20, "terminal"),
+    Tag("ID", "transaction_id", "identifiant de la transaction", 1, 999, "terminal"),
+    Tag("IM", "debit_transaction_id", "identifiant du débit remboursé", 1, 999, "terminal"),
 ]
 TAGS: dict[str, Tag] = {t.code: t for t in _TAG_LIST}
 
@@ -138,6 +146,8 @@ ACTIONS = _table(  # CD
     ("1", "crédit (remboursement)", "credit (refund)"),
     ("2", "annulation", "cancellation"),
     ("3", "duplicata", "duplicate"),
+    # Some terminals only (Fidecoin "CAISSE_AP V3.20"); a standard one answers AF=12.
+    ("4", "pré-autorisation", "pre-authorisation"),
 )
 
 TABLES: dict[str, dict[str, Code]] = {

@@ -155,7 +155,8 @@ def test_status(terminal):
     contactless = next(c for c in choices["payment_types"] if c["name"] == "cbcontactless")
     assert (contactless["code"], contactless["scheme"], contactless["read_mode"]) == (
         "00B", "CB", "2")
-    assert choices["actions"] == ["debit", "refund", "cancellation", "duplicate"]
+    assert choices["actions"] == ["debit", "refund", "cancellation", "duplicate",
+                                  "pre_authorisation"]
 
 
 def test_head_is_get_without_a_body(terminal):

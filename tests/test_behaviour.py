@@ -53,6 +53,7 @@ def test_default_settings_are_the_api_settings_object():
         "mode": "success", "failure_type": "abandon", "duration": 3.0,
         "payment_type": "cbcontact", "seller_contract": "424242", "answer_version": None,
         "pad_amount": False, "currencies": None, "amount_rules": False, "manual_timeout": 60.0,
+        "profile": "standard",
     }
 
 

@@ -281,7 +281,8 @@ def test_immediate_answer_is_accepted(capsys):
     status, out, _ = run(capsys, "-p", str(terminal.port), "--immediate")
     terminal.join()
     assert status == 0
-    assert out.splitlines()[0] == "ACCEPTED (immediate answer)  112.45 EUR"
+    assert out.splitlines()[0] == ("ACCEPTED by the terminal (immediate answer; not paid yet)"
+                                   "  112.45 EUR")
     assert dict(terminal.requests[0])["BA"] == "1"
 
 

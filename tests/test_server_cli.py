@@ -88,7 +88,7 @@ def test_options_become_settings():
         "mode": "failure", "failure_type": "refused", "duration": 1.5,
         "payment_type": "amexcontactless", "seller_contract": "99", "answer_version": "0301",
         "pad_amount": True, "currencies": ["978", "840"], "amount_rules": False,
-        "manual_timeout": 60.0}
+        "manual_timeout": 60.0, "profile": "standard"}
     for flag, mode in (("--no-answer", "no-answer"), ("--hang-up", "hang-up"), (None, "success")):
         parsed = cli.build_parser([]).parse_args([flag] if flag else [])
         assert cli.settings_from_args(parsed).mode == mode

@@ -100,7 +100,7 @@ def test_read_modes_and_actions():
     assert set(READ_MODES) == {"0", "1", "2", "3", "4"}
     assert label(READ_MODES, "2") == "sans contact"
     assert label(READ_MODES, "3") == "piste magnétique"
-    assert set(ACTIONS) == {"0", "1", "2", "3"}
+    assert set(ACTIONS) == {"0", "1", "2", "3", "4"}
     assert label(ACTIONS, "1") == "crédit (remboursement)"
     assert label(ACTIONS, "3", "en") == "duplicate"
 

@@ -253,6 +253,30 @@ def test_an_invalid_setting_is_shown_next_to_its_field(console, server):
     assert [error for error in console.errors if "page error" in error] == []
 
 
+def test_the_profile_selector_shows_differences_and_switches_live(console, server):
+    console.open()
+    page = console.page
+    selector = page.get_by_test_id("profile")
+    expect(selector.locator("option")).to_have_count(
+        len(server.api("GET", "/api/status")["choices"]["profiles"]))
+    differences = page.get_by_test_id("profile-differences")
+    expect(differences).to_contain_text("Aucune différence")
+    selector.select_option("payxpert")
+    expect(differences).to_contain_text("payxpert-docs.atlassian.net")
+    expect(differences.locator("tr", has_text="statut pour BA=1")).to_contain_text("10")
+    page.get_by_test_id("apply-settings").click()
+    expect(page.locator("#settings-message")).to_have_text("Réglages appliqués.")
+    assert server.api("GET", "/api/settings")["profile"] == "payxpert"
+
+    done = run_client(server, "--immediate", "-a", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert (result["status"], result["fields"]["AE"]) == ("accepted", "10")
+    done = run_client(server, "-a", "3")
+    assert json.loads(done.stdout)["fields"]["AL"] == "1"
+    console.assert_clean()
+
+
 def test_card_keys_pick_the_read_mode_in_the_settings_scheme(console, server):
     console.open()
     page = console.page

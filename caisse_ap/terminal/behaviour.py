@@ -14,10 +14,11 @@ and the web console.
 from __future__ import annotations
 
 import base64
+import html
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache, cached_property, lru_cache
 from typing import Any, NamedTuple
@@ -33,6 +34,8 @@ from ..messages import (
     PaymentRequest,
 )
 from ..tlv import Field
+from . import profiles
+from .profiles import Profile
 
 MODES = ("success", "failure", "no-answer", "hang-up", "manual")
 
@@ -67,11 +70,9 @@ OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
 STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
             "error", "interrupted")
 
-# What an Ingenico with a cheque printer answers to any cheque failure.
-CHEQUE_FAILURE = "04"
 RECEIPT_WIDTH = 32
 MAX_DURATION = 3600.0  # an hour: longer is surely a typo
-MAX_SELLER_CONTRACT = 10
+MAX_SELLER_CONTRACT = tags.tag("CG").max_size
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,18 @@ def _answer_version(value: Any) -> str | None:
                         "invalid_format")
 
 
+def _profile(value: Any) -> Profile:
+    """A profile given as itself or by the name of one in use (never a path: the API
+    must not read files)."""
+    if isinstance(value, Profile):
+        return value
+    known = profiles.available()
+    if isinstance(value, str) and value in known:
+        return known[value]
+    raise SettingsError("profile", f"unknown profile {value!r}; choose from {', '.join(known)}",
+                        "unknown_choice")
+
+
 def _currencies(value: Any) -> tuple[str, ...] | None:
     """Accepted currencies as numeric codes; alphabetic codes ("EUR") are converted."""
     if value is None:
@@ -263,7 +276,12 @@ _VALIDATORS = {
     "currencies": _currencies,
     "amount_rules": lambda v: _boolean("amount_rules", v),
     "manual_timeout": lambda v: _number("manual_timeout", v, 0, 24 * 3600, allow_zero=False),
+    "profile": _profile,
 }
+
+# Settings whose value a profile gives; a change of profile sets them, unless the
+# same change gives them too (the command line's -sc, --answer-version, --pad-amount).
+PROFILE_SETTINGS = ("answer_version", "pad_amount", "seller_contract")  # Profile's names too
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -297,6 +315,7 @@ class TerminalSettings:
     currencies: tuple[str, ...] | None = None
     amount_rules: bool = False
     manual_timeout: float = 60.0
+    profile: Profile = field(default_factory=lambda: profiles.builtin(profiles.DEFAULT))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TerminalSettings:
@@ -312,13 +331,22 @@ class TerminalSettings:
             if name not in known:
                 raise SettingsError(name, f"unknown setting {name!r}", "unknown_field")
         checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
+        if "profile" in checked:
+            for setting in PROFILE_SETTINGS:
+                checked.setdefault(setting, getattr(checked["profile"], setting))
         return replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["profile"] = self.profile.name
         if self.currencies is not None:
             values["currencies"] = list(self.currencies)
         return values
+
+    @cached_property
+    def accepted_actions(self) -> frozenset[str]:
+        """The CD codes PaymentRequest.parse accepts: the profile's CD table."""
+        return self.profile.action_codes
 
     @cached_property  # asked for every request; the settings never change
     def accepted_currencies(self) -> frozenset[str]:
@@ -480,8 +508,10 @@ AUTHORISATIONS = 10**6  # six digits
 SHOWN_DIGITS = 1000  # the three drawn digits an answer shows before the check digit
 
 
-def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
-    """A plausible card: Luhn-valid number of the scheme (masked), expiry in the future."""
+def make_card(kind: PaymentType, rng: random.Random, now: datetime,
+              profile: Profile | None = None) -> Card:
+    """A plausible card: Luhn-valid number of the scheme (masked as the profile masks
+    card numbers), expiry in the future."""
     scheme = kind.scheme
     # One draw, split into each random part: a single call to the generator
     # instead of one per part, which cost most of an answer. 64 random bits
@@ -494,23 +524,31 @@ def make_card(kind: PaymentType, rng: random.Random, now: datetime) -> Card:
     bin_index, shown = divmod(draw, SHOWN_DIGITS)
     years_ahead, month = divmod(months, 12)
     year = (now.year + 1 + years_ahead) % 100
-    masked = _masked_numbers(scheme.bins[bin_index], scheme.pan_length)[shown]
+    mask = _STANDARD_MASK if profile is None else (profile.mask, profile.shown_first,
+                                                   profile.shown_last)
+    masked = _masked_numbers(scheme.bins[bin_index], scheme.pan_length, *mask)[shown]
     return Card(kind, masked, f"{year:02d}{month + 1:02d}", f"{authorisation:06d}")
 
 
+_STANDARD_MASK = ("#", 6, 4)  # BIN, hidden digits as #, last four
+
+
 @cache
-def _masked_numbers(bin_: str, pan_length: int) -> tuple[str, ...]:
+def _masked_numbers(bin_: str, pan_length: int, mask: str = "#", shown_first: int = 6,
+                    shown_last: int = 4) -> tuple[str, ...]:
     """The masked card numbers of a BIN, one per value of the three digits drawn.
 
-    An answer shows the BIN and the last four digits only, so the digits in
+    An answer shows at most the BIN and the last four digits, so the digits in
     between are never drawn: they are zeros, and the check digit makes the
-    whole number Luhn-valid. Computed once per BIN instead of per card.
+    whole number Luhn-valid. Computed once per BIN and masking instead of per card.
     """
     hidden = pan_length - len(bin_) - 4
     numbers = []
     for shown in range(SHOWN_DIGITS):
         body = f"{bin_}{'0' * hidden}{shown:03d}"
-        numbers.append(f"{bin_}{'#' * hidden}{shown:03d}{luhn_check_digit(body)}")
+        number = body + luhn_check_digit(body)
+        masked = pan_length - shown_first - shown_last
+        numbers.append(number[:shown_first] + mask * masked + number[pan_length - shown_last:])
     return tuple(numbers)
 
 
@@ -522,48 +560,89 @@ def _amount_text(units: int, currency_code: str) -> str:
         return f"{units} ({currency_code})"
 
 
+# What a receipt calls each action, by the profile's kind of the CD code.
 _RECEIPT_OPERATION = {
-    Action.DEBIT: "DEBIT",
-    Action.REFUND: "CREDIT",
-    Action.CANCELLATION: "ANNULATION",
-    Action.DUPLICATE: "DEBIT",
+    "debit": "DEBIT",
+    "refund": "CREDIT",
+    "cancellation": "ANNULATION",
+    "duplicate": "DEBIT",
+    "consultation": "CONSULTATION",
+    "pre-authorisation": "PRE-AUTORISATION",
 }
+_TICKET_LINE = {"customer": "TICKET CLIENT A CONSERVER",
+                "merchant": "TICKET COMMERCANT A CONSERVER"}
+
+
+def action_kind(request: PaymentRequest, settings: TerminalSettings) -> str:
+    """What the request's CD code does on this terminal (its profile's CD table)."""
+    code = Action(request.action).value
+    # A request built rather than parsed (tests, the library) may use another code.
+    return settings.profile.actions.get(code) or profiles.USUAL_KINDS[code]
 
 
 def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
-                 amount: int, now: datetime) -> str:
-    """The customer receipt, as a French terminal prints it (ASCII, 32 columns)."""
+                 amount: int, now: datetime, ticket: str = "customer",
+                 failure: str | None = None) -> str:
+    """A receipt, as a French terminal prints it (ASCII, 32 columns).
+
+    `ticket` is "customer" or "merchant"; `failure` the AF code of a failed
+    operation, whose receipt some terminals print too.
+    """
+    kind = action_kind(request, settings)
     lines: list[str] = []
-    if request.action is Action.DUPLICATE:
+    if kind == "duplicate":
         lines.append("*** DUPLICATA ***")
     if card is None:
         lines.append("CHEQUE" if request.cheque else "CARTE BANCAIRE")
     else:
-        kind = card.payment_type
-        lines.append("CARTE BANCAIRE" if kind.scheme is CB else kind.scheme.name)
-        lines.append("SANS CONTACT" if kind.contactless else "CONTACT")
-        lines.append(kind.scheme.aid)
+        payment = card.payment_type
+        lines.append("CARTE BANCAIRE" if payment.scheme is CB else payment.scheme.name)
+        lines.append("SANS CONTACT" if payment.contactless else "CONTACT")
+        lines.append(payment.scheme.aid)
     lines.append(f"LE {now:%d/%m/%y} A {now:%H:%M:%S}")
     lines.append("TERMINAL SIMULE CAISSE-AP")
     lines.append(f"CONTRAT {settings.seller_contract}")
     lines.append(f"CAISSE {request.register}")
     if card is not None:
         lines.append(card.masked_pan)
-        lines.append(f"NO AUTO {card.authorisation_number}")
+        if failure is None:
+            lines.append(f"NO AUTO {card.authorisation_number}")
     lines.append("MONTANT")
     lines.append(_amount_text(amount, request.currency))
-    lines.append(_RECEIPT_OPERATION[request.action])
-    lines.append("TICKET CLIENT A CONSERVER")
+    lines.append(_RECEIPT_OPERATION[kind])
+    if failure is not None:
+        lines.append("OPERATION NON EFFECTUEE")
+        lines.append(f"MOTIF {failure}")
+    lines.append(_TICKET_LINE[ticket])
     return "\n".join(line.center(RECEIPT_WIDTH).rstrip() for line in lines) + "\n"
 
 
 def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
-                  amount: int, now: datetime) -> str:
-    """The value of ZT: the request's CK and AK, the base64 of the receipt."""
-    text = receipt_text(request, settings, card, amount, now)
-    encoded = base64.b64encode(text.encode("ascii")).decode("ascii")
-    block = [("CK", request.value("CK") or RECEIPT_WANTED), ("AK", encoded)]
-    return tlv.encode(block, bare=True).decode("ascii")
+                  amount: int, now: datetime, failure: str | None = None) -> str:
+    """The value of ZT: the request's CK and AK, the base64 of the receipt.
+
+    The profile decides whether CK's second digit chooses the tickets
+    (customer, merchant, both) and its third one HTML; the text is Latin-1.
+    """
+    mode = request.value("CK") or RECEIPT_WANTED
+    profile = settings.profile
+    texts = [receipt_text(request, settings, card, amount, now, ticket, failure)
+             for ticket in profile.tickets(mode)]
+    html = profile.html(mode)
+    # Both tickets when they fit in ZT, else the first one alone.
+    for count in range(len(texts), 0, -1):
+        text = "\n".join(texts[:count])
+        if html:
+            text = _html_receipt(text)
+        encoded = base64.b64encode(text.encode("latin-1")).decode("ascii")
+        block = tlv.encode([("CK", mode), ("AK", encoded)], bare=True).decode("ascii")
+        if len(block) <= tlv.MAX_VALUE_LENGTH or count == 1:
+            return block
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _html_receipt(text: str) -> str:
+    return f"<html><body><pre>{html.escape(text)}</pre></body></html>"
 
 
 # Where echoes go in an answer: CZ and CJ before the status, the others after.
@@ -576,17 +655,18 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
 
     Echoes are the request's fields as received, except CZ (the settings'
     answer_version when set) and CB (`amount` when given, zero-padded when
-    the settings ask for it).
+    the settings ask for it). A profile with its own field order sorts them.
     """
     echoes = dict(received)  # the fields that are not echoed are simply not read
     if settings.answer_version is not None or "CZ" not in echoes:
         # A request whose CZ could not be read gets the usual version.
         echoes["CZ"] = settings.answer_version or PROTOCOL_VERSION
+    profile = settings.profile
     if "CB" in echoes:
         if amount is not None:
             echoes["CB"] = money.format_minor_units(amount)
         if settings.pad_amount and echoes["CB"].isdigit():
-            echoes["CB"] = echoes["CB"].zfill(money.MAX_DIGITS)
+            echoes["CB"] = echoes["CB"].zfill(profile.amount_width)
     answer = [("CZ", echoes["CZ"])]
     if "CJ" in echoes:
         answer.append(("CJ", echoes["CJ"]))
@@ -595,7 +675,34 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
         if tag in echoes:
             answer.append((tag, echoes[tag]))
     answer += extra
+    if profile.field_order:
+        place = _field_places(profile.field_order)
+        answer.sort(key=lambda f: place.get(f[0], len(place)))  # stable: others keep theirs
     return tuple(answer)
+
+
+@lru_cache(maxsize=16)
+def _field_places(order: tuple[str, ...]) -> dict[str, int]:
+    return {tag: index for index, tag in enumerate(order)}
+
+
+def _extra_fields(settings: TerminalSettings, answer_kind: str, rng: random.Random,
+                  now: datetime) -> list[Field]:
+    """The profile's extra tags for this kind of answer, filled."""
+    extra = []
+    for spec in settings.profile.extra_tags:
+        if answer_kind not in spec.on:
+            continue
+        if spec.fill == "constant":
+            value = spec.value
+        elif spec.fill == "time":
+            value = now.strftime(spec.value)
+        elif spec.fill == "epoch-ms":
+            value = f"{int(now.timestamp() * 1000):013d}"
+        else:  # transaction-id
+            value = f"{rng.randrange(10 ** spec.length):0{spec.length}d}"
+        extra.append((spec.tag, value))
+    return extra
 
 
 def error_reply(fields_read: Iterable[Field], reason: str,
@@ -605,20 +712,28 @@ def error_reply(fields_read: Iterable[Field], reason: str,
     Echoes what could be read, so that a POS can match the answer to its request.
     """
     status = "error" if reason == FORMAT_ERROR else "declined"
-    return TerminalReply(_answer(fields_read, settings, [("AE", "01"), ("AF", reason)]), status,
+    af = settings.profile.failure_value(reason)
+    return TerminalReply(_answer(fields_read, settings, [("AE", "01"), ("AF", af)]), status,
                          reason)
 
 
 def immediate_reply(request: PaymentRequest, settings: TerminalSettings,
-                    spec: OutcomeSpec | None = None) -> TerminalReply:
-    """BA=1: "request taken into account" (AE=11), at once.
+                    spec: OutcomeSpec | None = None, rng: random.Random | None = None,
+                    now: datetime | None = None) -> TerminalReply:
+    """BA=1: "request taken into account", at once: AE=11, or the profile's status.
 
     Of the outcomes, only no-answer and hang-up apply (`spec`, the settings').
+    `rng` and `now` fill the profile's extra tags, if it has some for this answer.
     """
     if spec is not None and spec.outcome in (NO_ANSWER, HANG_UP):
         return TerminalReply(None, spec.outcome)
     received = request.received or request.fields()
-    return TerminalReply(_answer(received, settings, [("AE", "11")]), "accepted")
+    extra = []
+    if settings.profile.extra_tags:
+        extra = _extra_fields(settings, "accepted", rng or random.Random(0),
+                              now or datetime.fromtimestamp(0))
+    status = [("AE", settings.profile.immediate_status)]
+    return TerminalReply(_answer(received, settings, status, extra), "accepted")
 
 
 def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,
@@ -633,12 +748,10 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     if spec.outcome == HANG_UP:
         return TerminalReply(None, HANG_UP)
     received = request.received or request.fields()
+    profile = settings.profile
     code = FAILURE_TYPES.get(spec.outcome)
     if code is not None:
-        if request.cheque:
-            code = CHEQUE_FAILURE
-        return TerminalReply(_answer(received, settings, [("AE", "01"), ("AF", code)]), "declined",
-                             code)
+        return _failure_reply(request, spec, settings, code, rng, now)
     amount = request.amount
     if spec.outcome == PARTIAL and request.partial and amount > 1:
         amount //= 2
@@ -646,28 +759,62 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     if request.cheque:
         extra: list[Field] = [("CC", CHEQUE_APPLICATION)]
     else:
-        if request.action is Action.DUPLICATE:
+        if action_kind(request, settings) in ("duplicate", "consultation"):
             card = previous_card
         else:
             kind = PAYMENT_TYPES[spec.payment_type or settings.payment_type]
-            card = make_card(kind, rng, now)
+            card = make_card(kind, rng, now, profile)
         extra = _card_fields(card, settings)
     if request.receipt:
         extra.append(("ZT", receipt_block(request, settings, card, amount, now)))
-    return TerminalReply(_answer(received, settings, [("AE", "10")], extra, amount), APPROVED,
+    if profile.extra_tags:
+        extra += _extra_fields(settings, "approved", rng, now)
+    status = [("AE", "10")]
+    if profile.approval_reason is not None:
+        status.append(("AF", profile.failure_value(profile.approval_reason)))
+    return TerminalReply(_answer(received, settings, status, extra, amount), APPROVED,
                          None, card)
+
+
+def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,
+                   code: str, rng: random.Random, now: datetime) -> TerminalReply:
+    """AE=01 with AF; some profiles add the authorisation number and the receipt."""
+    profile = settings.profile
+    if request.cheque:
+        code = profile.cheque_reason
+    extra: list[Field] = []
+    added = profile.failure_fields
+    card = None
+    if added and not request.cheque:
+        card = make_card(PAYMENT_TYPES[spec.payment_type or settings.payment_type], rng, now,
+                         profile)
+        if "AC" in added:
+            extra.append(("AC", card.authorisation_number))
+    if "ZT" in added and request.receipt:
+        extra.append(("ZT", receipt_block(request, settings, card, request.amount, now, code)))
+    if profile.extra_tags:
+        extra += _extra_fields(settings, "declined", rng, now)
+    status = [("AE", "01"), ("AF", profile.failure_value(code))]
+    return TerminalReply(_answer(request.received or request.fields(), settings, status, extra),
+                         "declined", code)
 
 
 def _card_fields(card: Card | None, settings: TerminalSettings) -> list[Field]:
     if card is None:
         return [("CG", settings.seller_contract)]
     kind = card.payment_type
-    return [
+    fields = [
         ("CC", kind.application),
         ("CI", kind.read_mode),
         ("AC", card.authorisation_number),
         ("AA", card.masked_pan),
+    ]
+    pan_type = settings.profile.pan_type
+    if pan_type is not None:
+        fields.append(("AL", pan_type))
+    fields += [
         ("AB", card.expiry),
         ("AI", kind.scheme.aid),
         ("CG", settings.seller_contract),
     ]
+    return fields

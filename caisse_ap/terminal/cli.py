@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .. import __version__
 from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
+from .profiles import DEFAULT as DEFAULT_PROFILE
+from .profiles import Profile, ProfileError, describe_all
+from .profiles import find as find_profile
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
     from .service import Terminal
@@ -116,6 +119,23 @@ def _positive(kind: type, what: str):
     return check
 
 
+def profile_arg(text: str) -> Profile:
+    """An argparse type: a profile by name or file, checked (file:line: reason if not)."""
+    try:
+        return find_profile(text)
+    except ProfileError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+class _ListProfiles(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print("\n".join(describe_all()))
+        parser.exit(0)
+
+
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", type=ip_address_arg("host"), default="0.0.0.0",
@@ -145,16 +165,23 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         help="card payment simulated: " + ", ".join(behaviour.PAYMENT_TYPES)
              + f" (default: {DEFAULTS.payment_type})")
     add("-sc", "--seller-contract", type=setting_arg("seller_contract"),
-        default=DEFAULTS.seller_contract, metavar="NUMBER",
+        default=None, metavar="NUMBER",
         help="merchant contract number sent in CG, 10 characters at most "
-             f"(default: {DEFAULTS.seller_contract})")
+             f"(default: the profile's, {DEFAULTS.seller_contract} for the standard one)")
     add("-l", "--log-level", choices=tuple(LOG_LEVELS), default="info",
         type=str.lower, help="log level (default: info); debug shows raw frames")
     add("--answer-version", type=setting_arg("answer_version"), default=None, metavar="CZ",
-        help="protocol version the terminal answers with, e.g. 0301 (default: echo the "
-             "request's)")
-    add("--pad-amount", action="store_true",
-        help="answer CB left-padded with zeros to 12 digits, as some Ingenico terminals do")
+        help="protocol version the terminal answers with, e.g. 0301 (default: the profile's; "
+             "the standard one echoes the request's)")
+    add("--pad-amount", action="store_true", default=None,
+        help="answer CB left-padded with zeros (to 12 digits, or the profile's width), as "
+             "Ingenico terminals do")
+    add("--profile", type=profile_arg, default=None, metavar="NAME|FILE",
+        help="terminal dialect to answer in: a built-in profile (see --list-profiles) or a "
+             "profile file (docs/profiles.md); -sc, --answer-version and --pad-amount still "
+             f"override it (default: {DEFAULT_PROFILE})")
+    add("--list-profiles", action=_ListProfiles,
+        help="list the profiles (name, label, source), one a line, and exit")
     add("--currencies", type=setting_arg("currencies"), default=None, metavar="CODES",
         help="comma-separated currencies accepted, numeric or alphabetic (978,EUR); others "
              "get AF=13 (default: every ISO 4217 code)")
@@ -206,11 +233,14 @@ def settings_from_args(args: argparse.Namespace,
         "failure_type": args.failure_type or DEFAULTS.failure_type,
         "duration": args.duration,
         "payment_type": args.payment_type,
-        "seller_contract": args.seller_contract,
-        "answer_version": args.answer_version,
-        "pad_amount": args.pad_amount,
         "currencies": args.currencies,
     }
+    if args.profile is not None:
+        values["profile"] = args.profile
+    # Given on the command line, these override the profile's values.
+    for name in behaviour.PROFILE_SETTINGS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
     for module in modules:
         changes = getattr(module, "settings_changes", None)
         if changes is not None:
@@ -291,8 +321,9 @@ def run(args: argparse.Namespace, reactor: Any = None,
     settings = terminal.settings
     if args.failure_type is not None and not args.failure:
         log.info("-ft %s without -f: failure mode", args.failure_type)
-    log.info("%s %s: simulated terminal in mode %s: %s; listening on %s:%d", PROG,
-             __version__, settings.mode, describe_mode(settings), host, port)
+    log.info("%s %s: simulated terminal in mode %s: %s; profile %s; listening on %s:%d", PROG,
+             __version__, settings.mode, describe_mode(settings), settings.profile.name, host,
+             port)
 
     def shutdown() -> Any:
         log.info("stopping: answering %d transactions in flight", len(terminal.pending))

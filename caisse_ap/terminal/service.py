@@ -35,14 +35,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
-from ..messages import (
-    ACTION_NAMES,
-    FORMAT_ERROR,
-    Action,
-    PaymentRequest,
-    RequestError,
-    TerminalAnswer,
-)
+from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError, TerminalAnswer
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
@@ -290,7 +283,8 @@ class Terminal:
         settings = self.settings
         txn = self._new_transaction(connection, fields, received_at)
         try:
-            request = PaymentRequest.parse(fields, settings.accepted_currencies)
+            request = PaymentRequest.parse(fields, settings.accepted_currencies,
+                                           settings.accepted_actions)
         except RequestError as error:
             txn.problem = str(error)
             self._notify("request_received", txn)
@@ -323,7 +317,8 @@ class Terminal:
         if run is None:
             return
         try:
-            request = PaymentRequest.parse(fields, run.settings.accepted_currencies)
+            request = PaymentRequest.parse(fields, run.settings.accepted_currencies,
+                                           run.settings.accepted_actions)
         except RequestError:
             return  # keep answering what was read first
         txn.request_fields = list(fields)
@@ -371,7 +366,8 @@ class Terminal:
                           request: PaymentRequest, settings: TerminalSettings) -> None:
         """BA=1: AE=11 at once, without delay; only no-answer and hang-up modes apply."""
         decision, _ = behaviour.decide_from_settings(settings)
-        reply = behaviour.immediate_reply(request, settings, decision.spec)
+        reply = behaviour.immediate_reply(request, settings, decision.spec, self._rng_for(txn),
+                                          self._now())
         txn.outcome = decision.spec
         self._finish(txn, connection, reply, "settings")
 
@@ -449,10 +445,9 @@ class Terminal:
     def _reply(self, run: _Run) -> None:
         txn = run.transaction
         assert run.decision is not None and txn.request is not None
-        rng = self._rng if self.seed is None else random.Random(f"{self.seed}:{txn.id}")
-        reply = behaviour.reply(txn.request, run.decision.spec, run.settings, rng, self._now(),
-                                self._last_card)
-        if reply.card is not None and txn.request.action is not Action.DUPLICATE:
+        reply = behaviour.reply(txn.request, run.decision.spec, run.settings, self._rng_for(txn),
+                                self._now(), self._last_card)
+        if reply.card is not None:  # a duplicate's card is the last one already
             self._last_card = reply.card
         txn.outcome = run.decision.spec
         self._finish(txn, run.connection, reply, run.decision.decided_by)
@@ -477,6 +472,9 @@ class Terminal:
         if reply.hang_up:
             connection.hang_up()
         connection.transaction_done(txn)
+
+    def _rng_for(self, txn: Transaction) -> random.Random:
+        return self._rng if self.seed is None else random.Random(f"{self.seed}:{txn.id}")
 
     def _now(self) -> datetime:
         """The local time to the second (what receipts print), one datetime per second."""

@@ -42,6 +42,7 @@ from ..behaviour import (
     SettingsError,
 )
 from ..journal import MAX_LIMIT, Journal
+from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
 from ..service import Terminal
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
@@ -636,6 +637,7 @@ def _choices() -> dict[str, Any]:
         "outcomes": list(OUTCOMES),
         "actions": list(ACTION_NAMES.values()),
         "statuses": list(STATUSES),
+        "profiles": [profile.to_json() for profile in profiles_in_use().values()],
     }
 
 

@@ -14,7 +14,7 @@
   const RECONNECT_MAX_MS = 10000;
   const SETTINGS_FIELDS = [
     "mode", "failure_type", "manual_timeout", "duration", "payment_type", "seller_contract",
-    "amount_rules", "currencies", "answer_version", "pad_amount",
+    "profile", "amount_rules", "currencies", "answer_version", "pad_amount",
   ];
 
   // Words of the page for the API's names. Unknown names are shown as they are.
@@ -53,6 +53,7 @@
     refund: "Remboursement",
     cancellation: "Annulation",
     duplicate: "Duplicata",
+    pre_authorisation: "Pré-autorisation",
   };
   const DECIDED_BY_WORDS = {
     settings: "réglages",
@@ -452,6 +453,7 @@
     fillSelect($("set-mode"), state.choices.modes, MODE_WORDS);
     fillSelect($("set-failure_type"), state.choices.failure_types);
     fillSelect($("set-payment_type"), state.choices.payment_types, null, paymentTypeText);
+    fillSelect($("set-profile"), state.choices.profiles);
     fillSelect($("test-action"), state.choices.actions, ACTION_WORDS);
     fillSelect($("queue-outcome"), outcomeChoices());
     fillSelect($("other-outcome"), outcomeChoices());
@@ -946,7 +948,22 @@
     showSettingsRows();
   }
 
+  // What the profile chosen in the form changes from the standard one, and its source.
+  function showProfileDifferences() {
+    const box = $("profile-differences");
+    const profile = findChoice(state.choices.profiles, settingsInput("profile").value);
+    if (!profile) { box.replaceChildren(); return; }
+    const rows = (profile.differences || []).map((d) =>
+      el("tr", {}, el("th", { scope: "row" }, d.point), el("td", {}, d.standard), el("td", {}, d.profile)));
+    const table = rows.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Point"), el("th", {}, "Standard"),
+        el("th", {}, profile.name))), el("tbody", {}, ...rows))
+      : el("p", {}, "Aucune différence avec le profil standard.");
+    box.replaceChildren(el("p", { className: "profile-source" }, `Source : ${profile.source}`), table);
+  }
+
   function showSettingsRows() {
+    showProfileDifferences();
     const mode = settingsInput("mode").value;
     $("row-failure_type").hidden = mode !== "failure";
     $("row-manual_timeout").hidden = mode !== "manual";
@@ -1031,6 +1048,7 @@
       input.addEventListener("change", markDirty);
     }
     settingsInput("mode").addEventListener("change", showSettingsRows);
+    settingsInput("profile").addEventListener("change", showProfileDifferences);
     $("reset-settings").addEventListener("click", () => {
       clearFieldErrors(form);
       $("settings-message").textContent = "";

@@ -1,0 +1,485 @@
+"""Terminal profiles: one Caisse-AP dialect, as a small TOML file the behaviour reads.
+
+A profile says how one kind of real terminal answers where terminals differ
+(answer version, CB padding, field order, card masking, CG, AF details,
+fields added to failures, the status of BA=1, the CD table, receipt options,
+extra tags) and names the public document it follows. Every key is optional
+but `name`, `label` and `source`: what a profile leaves out keeps the
+standard behaviour, so a source's silence never invents anything.
+
+`load()` checks a file against the tag table (tags.py) and raises
+ProfileError with the file, the line and the reason, so that the terminal
+refuses to start on a profile that would make it send invalid answers.
+Pure: no I/O but reading the file given.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ... import messages, tags, tlv
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PROFILE_DIR = Path(__file__).parent
+DEFAULT = "standard"
+
+# What a CD code may do (the [actions] table): the terminal's behaviour for it.
+ACTION_KINDS = ("debit", "refund", "cancellation", "duplicate", "consultation",
+                "pre-authorisation")
+# What each CD code usually does; the standard profile carries out the first four.
+USUAL_KINDS = MappingProxyType({"0": "debit", "1": "refund", "2": "cancellation",
+                                "3": "duplicate", "4": "pre-authorisation"})
+STANDARD_ACTIONS = MappingProxyType({code: USUAL_KINDS[code]
+                                     for code in sorted(messages.STANDARD_ACTIONS)})
+KIND_WORDS = {"debit": "débit", "refund": "crédit", "cancellation": "annulation",
+              "duplicate": "duplicata", "consultation": "consultation",
+              "pre-authorisation": "pré-autorisation"}  # French, for the console
+# How an extra tag is filled.
+FILLS = ("constant", "time", "epoch-ms", "transaction-id")
+# Which answers an extra tag goes into.
+ANSWER_KINDS = ("approved", "declined", "accepted")
+FAILURE_FIELDS = ("AC", "ZT")
+# Tags the behaviour builds itself: an extra tag may not take their place.
+BUILT_TAGS = frozenset({"CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF", "AE", "AF", "CC", "CI",
+                        "AC", "AA", "AB", "AI", "AL", "CG", "ZT", "AK", "CK"})
+SAMPLE_TIME = datetime(2026, 12, 31, 23, 59, 59)  # checks the width of a time format
+EPOCH_MS_DIGITS = 13  # milliseconds since 1970 have 13 digits until the year 2286
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used: `where` is "file:line", `reason` one sentence."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ExtraTag:
+    """A tag a dialect adds to its answers, and how the terminal fills it."""
+
+    tag: str
+    fill: str  # one of FILLS
+    value: str = ""  # constant: the value; time: a strftime format
+    length: int = 0  # transaction-id: how many digits
+    on: tuple[str, ...] = ("approved",)
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """One terminal dialect (docs/profiles.md). The defaults are the standard profile's."""
+
+    name: str
+    label: str
+    source: str
+    silent: tuple[str, ...] = ()  # what the source does not say (standard behaviour kept)
+    path: str = ""  # the file it was read from
+    # [answer]
+    answer_version: str | None = None  # None: echo the request's CZ
+    pad_amount: bool = False
+    amount_width: int = 12
+    field_order: tuple[str, ...] = ()  # () keeps the standard order
+    approval_reason: str | None = None  # AF sent with AE=10
+    immediate_status: str = "11"  # AE answering BA=1
+    # [card]
+    mask: str = "#"
+    shown_first: int = 6
+    shown_last: int = 4
+    pan_type: str | None = None  # AL
+    # [contract]
+    contract_length: int | None = None
+    seller_contract: str = "424242"
+    # [failure]
+    failure_details: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    failure_fields: tuple[str, ...] = ()
+    cheque_reason: str = "04"
+    # [actions]: CD code -> kind
+    actions: MappingProxyType = field(default_factory=lambda: STANDARD_ACTIONS)
+    # [receipt]: whether CK digits 2 (tickets) and 3 (HTML) are honoured
+    receipt_tickets: bool = False
+    receipt_html: bool = False
+    extra_tags: tuple[ExtraTag, ...] = ()
+
+    @property
+    def action_codes(self) -> frozenset[str]:
+        return frozenset(self.actions)
+
+    def failure_value(self, code: str) -> str:
+        """AF: the code, then this dialect's detail text for it if any."""
+        return code + self.failure_details.get(code, "")
+
+    def tickets(self, receipt_mode: str) -> tuple[str, ...]:
+        """Which tickets CK asks for: ("customer",), ("merchant",) or both."""
+        if not self.receipt_tickets:
+            return ("customer",)
+        return {"1": ("merchant",), "2": ("customer", "merchant")}.get(receipt_mode[1:2],
+                                                                     ("customer",))
+
+    def html(self, receipt_mode: str) -> bool:
+        return self.receipt_html and receipt_mode[2:3] == "1"
+
+    def summary(self) -> dict[str, str]:
+        """Each point a dialect may change, in words (French, for the console and docs)."""
+        tickets = "client / commerçant / les deux" if self.receipt_tickets else "client seul"
+        extra = ", ".join(f"{t.tag} ({t.fill})" for t in self.extra_tags)
+        return {
+            "version de réponse (CZ)": self.answer_version or "celle de la demande",
+            "montant (CB)": (f"complété de zéros sur {self.amount_width} chiffres"
+                             if self.pad_amount else "tel que demandé"),
+            "ordre des champs": " ".join(self.field_order) or "standard",
+            "AF sur une acceptation": self.approval_reason or "absent",
+            "statut pour BA=1 (AE)": self.immediate_status,
+            "carte masquée (AA)": _mask_example(self),
+            "type de PAN (AL)": self.pan_type or "absent",
+            "contrat (CG)": (f"{self.contract_length} caractères, {self.seller_contract}"
+                             if self.contract_length else self.seller_contract),
+            "détails de AF": "; ".join(f"{code}: {text.strip()}" for code, text
+                                         in self.failure_details.items()) or "aucun",
+            "champs ajoutés aux échecs": " ".join(self.failure_fields) or "aucun",
+            "échec d'un chèque (AF)": self.cheque_reason,
+            "codes CD": "; ".join(f"{code} {KIND_WORDS[kind]}"
+                                  for code, kind in self.actions.items()),
+            "tickets (CK, 2e chiffre)": tickets,
+            "ticket HTML (CK, 3e chiffre)": "oui" if self.receipt_html else "non",
+            "champs supplémentaires": extra or "aucun",
+        }
+
+    def differences(self, base: Profile | None = None) -> list[dict[str, str]]:
+        """The points where this profile differs from `base` (the standard one)."""
+        standard = (base or builtin(DEFAULT)).summary()
+        return [{"point": point, "standard": standard[point], "profile": value}
+                for point, value in self.summary().items() if standard[point] != value]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "source": self.source,
+                "silent": list(self.silent), "differences": self.differences()}
+
+
+def _mask_example(profile: Profile) -> str:
+    digits = "4970101234560123"
+    hidden = len(digits) - profile.shown_first - profile.shown_last
+    return (digits[:profile.shown_first] + profile.mask * hidden
+            + digits[len(digits) - profile.shown_last:])
+
+
+# --- Reading a file ---------------------------------------------------------------
+
+
+class _Reader:
+    """Reads one table of a profile file, knowing where each key is for error messages."""
+
+    def __init__(self, path: str, text: str, table: dict[str, Any], section: str = ""):
+        self.path, self.text, self.table, self.section = path, text, table, section
+        self.used: set[str] = set()
+
+    def fail(self, key: str | None, reason: str) -> ProfileError:
+        return ProfileError(f"{self.path}:{_line_of(self.text, self.section, key)}", reason)
+
+    def sub(self, name: str) -> _Reader:
+        value = self.get(name, dict, {})
+        section = f"{self.section}.{name}" if self.section else name
+        return _Reader(self.path, self.text, value, section)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(
+                k.__name__ for k in kind)
+            what = {"str": "text", "dict": "a table", "list": "a list", "int": "a whole number",
+                    "bool": "true or false"}.get(names, names)
+            raise self.fail(key, f"{self._name(key)} must be {what}, not {value!r}")
+        return value
+
+    def text_in(self, key: str, tag: str, default: Any = None) -> Any:
+        """A text value that must fit the tag's size in the tag table."""
+        value = self.get(key, str, default)
+        if value is not None and value is not default:
+            self.check_fits(key, tag, value)
+        return value
+
+    def check_fits(self, key: str, tag: str, value: str) -> None:
+        info = tags.tag(tag)
+        if not (value.isascii() and value.isprintable()):
+            raise self.fail(key, f"{self._name(key)} must be printable ASCII, not {value!r}")
+        if not info.min_size <= len(value) <= info.max_size:
+            size = (f"{info.max_size}" if info.min_size == info.max_size
+                    else f"{info.min_size} to {info.max_size}")
+            raise self.fail(key, f"{self._name(key)} {value!r} does not fit {tag}: the tag "
+                                 f"table allows {size} characters, it has {len(value)}")
+
+    def check_known(self) -> None:
+        for key in self.table:
+            if key not in self.used:
+                raise self.fail(key, f"unknown key {self._name(key)}")
+
+    def _name(self, key: str) -> str:
+        return f"{self.section}.{key}" if self.section else key
+
+
+def _line_of(text: str, section: str, key: str | None) -> int:
+    """The line of `key` in `[section]` (1-based), or of its own `[section.key]`
+    table, or of the section, or 1."""
+    current, section_line, table_line = "", 1, None
+    own_table = f"{section}.{key}" if section else key
+    header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+    for number, line in enumerate(text.splitlines(), 1):
+        match = header.match(line)
+        if match:
+            current = match.group(1).replace('"', "").replace("'", "").replace(" ", "")
+            if current == section:
+                section_line = number
+            if current == own_table:
+                table_line = number
+            continue
+        if key is not None and current == section:
+            name = line.split("=", 1)[0].strip().strip("\"'")
+            if "=" in line and name == key:
+                return number
+    return table_line or section_line
+
+
+def load(path: str | Path) -> Profile:
+    """Read and check a profile file; ProfileError (file, line, reason) if it is wrong."""
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProfileError(f"{where}:1", f"cannot read the profile: {error}") from None
+    return parse(text, where)
+
+
+def parse(text: str, where: str = "<profile>") -> Profile:
+    """A profile from TOML text; `where` names it in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"line (\d+)", str(error))
+        raise ProfileError(f"{where}:{match.group(1) if match else 1}",
+                           f"not valid TOML: {error}") from None
+    top = _Reader(where, text, data)
+    values: dict[str, Any] = {"path": where}
+    for key in ("name", "label", "source"):
+        value = top.get(key, str)
+        if not value or not value.strip():
+            raise top.fail(key if key in data else None, f"the profile needs a {key}")
+        values[key] = value.strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", values["name"]):
+        raise top.fail("name", f"name {values['name']!r} must be 1 to 32 lower-case letters, "
+                               "digits or dashes")
+    silent = top.get("silent", list, [])
+    if not all(isinstance(note, str) for note in silent):
+        raise top.fail("silent", "silent must be a list of texts")
+    values["silent"] = tuple(silent)
+    values.update(_answer(top.sub("answer")))
+    values.update(_card(top.sub("card")))
+    values.update(_contract(top.sub("contract")))
+    values.update(_failure(top.sub("failure")))
+    values["actions"] = _actions(top.sub("actions"))
+    receipt = top.sub("receipt")
+    values["receipt_tickets"] = receipt.get("tickets", bool, False)
+    values["receipt_html"] = receipt.get("html", bool, False)
+    receipt.check_known()
+    values["extra_tags"] = _extra_tags(top.sub("extra_tags"))
+    top.check_known()
+    return Profile(**values)
+
+
+def _answer(table: _Reader) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    version = table.text_in("version", "CZ")
+    if version is not None and not version.isdigit():
+        raise table.fail("version", f"answer.version must be 4 digits, not {version!r}")
+    values["answer_version"] = version
+    values["pad_amount"] = table.get("pad_amount", bool, False)
+    width = table.get("amount_width", int, 12)
+    cb = tags.tag("CB")
+    if not cb.min_size <= width <= cb.max_size:
+        raise table.fail("amount_width", f"answer.amount_width {width} does not fit CB: the "
+                                         f"tag table allows {cb.min_size} to {cb.max_size}")
+    values["amount_width"] = width
+    order = table.get("order", list, [])
+    for tag in order:
+        if not (isinstance(tag, str) and tlv.is_tag(tag)):
+            raise table.fail("order", f"answer.order holds {tag!r}, not a tag")
+    if len(set(order)) != len(order):
+        raise table.fail("order", "answer.order names a tag twice")
+    if order and order[0] != tlv.FIRST_TAG:
+        raise table.fail("order", f"answer.order must start with {tlv.FIRST_TAG}: every "
+                                  "message starts with it")
+    values["field_order"] = tuple(order)
+    reason = table.get("approval_reason", str)
+    if reason is not None:
+        _check_code(table, "approval_reason", reason, tags.FAILURE_REASONS, "AF")
+    values["approval_reason"] = reason
+    status = table.get("immediate_status", str, "11")
+    if status not in ("10", "11"):
+        raise table.fail("immediate_status", f"answer.immediate_status must be 10 or 11, "
+                                             f"not {status!r}")
+    values["immediate_status"] = status
+    table.check_known()
+    return values
+
+
+def _card(table: _Reader) -> dict[str, Any]:
+    mask = table.get("mask", str, "#")
+    if len(mask) != 1 or mask.isdigit() or not (mask.isascii() and mask.isprintable()):
+        raise table.fail("mask", f"card.mask must be one printable character that is not a "
+                                 f"digit, not {mask!r}")
+    first = table.get("shown_first", int, 6)
+    last = table.get("shown_last", int, 4)
+    # The terminal draws a BIN of 6 digits and the last 4: it can show no more.
+    if not 0 <= first <= 6:
+        raise table.fail("shown_first", f"card.shown_first must be 0 to 6, not {first}")
+    if not 0 <= last <= 4:
+        raise table.fail("shown_last", f"card.shown_last must be 0 to 4, not {last}")
+    pan_type = table.text_in("pan_type", "AL")
+    table.check_known()
+    return {"mask": mask, "shown_first": first, "shown_last": last, "pan_type": pan_type}
+
+
+def _contract(table: _Reader) -> dict[str, Any]:
+    length = table.get("length", int)
+    cg = tags.tag("CG")
+    if length is not None and not cg.min_size <= length <= cg.max_size:
+        raise table.fail("length", f"contract.length {length} does not fit CG: the tag table "
+                                   f"allows {cg.min_size} to {cg.max_size} characters")
+    default = table.text_in("default", "CG", "424242")
+    if length is not None and len(default) != length:
+        raise table.fail("default" if "default" in table.table else "length",
+                         f"contract.default {default!r} is not {length} characters long")
+    table.check_known()
+    return {"contract_length": length, "seller_contract": default}
+
+
+def _failure(table: _Reader) -> dict[str, Any]:
+    details_table = table.sub("details")
+    details: dict[str, str] = {}
+    for code in details_table.table:
+        text = details_table.get(code, str)
+        _check_code(details_table, code, code, tags.FAILURE_REASONS, "AF")
+        details_table.check_fits(code, "AF", code + text)
+        details[code] = text
+    fields_added = table.get("fields", list, [])
+    for tag in fields_added:
+        if tag not in FAILURE_FIELDS:
+            raise table.fail("fields", f"failure.fields holds {tag!r}; a failure may carry "
+                                       f"{' and '.join(FAILURE_FIELDS)} only")
+    cheque = table.get("cheque_reason", str, "04")
+    _check_code(table, "cheque_reason", cheque, tags.FAILURE_REASONS, "AF")
+    table.check_known()
+    return {"failure_details": MappingProxyType(details),
+            "failure_fields": tuple(dict.fromkeys(fields_added)), "cheque_reason": cheque}
+
+
+def _actions(table: _Reader) -> MappingProxyType:
+    if not table.table:
+        return STANDARD_ACTIONS
+    actions: dict[str, str] = {}
+    for code in table.table:
+        kind = table.get(code, str)
+        if code not in tags.ACTIONS:
+            raise table.fail(code, f"CD code {code!r} is not in the tag table's CD codes "
+                                   f"({', '.join(tags.ACTIONS)})")
+        if kind not in ACTION_KINDS:
+            raise table.fail(code, f"CD {code} does {kind!r}; choose from "
+                                   f"{', '.join(ACTION_KINDS)}")
+        actions[code] = kind
+    return MappingProxyType(actions)
+
+
+def _extra_tags(table: _Reader) -> tuple[ExtraTag, ...]:
+    extra = []
+    for tag in table.table:
+        spec = table.sub(tag)
+        if not tlv.is_tag(tag):
+            raise table.fail(tag, f"extra tag {tag!r} is not two upper-case letters")
+        if tag in BUILT_TAGS:
+            raise table.fail(tag, f"extra tag {tag} is one the terminal builds itself")
+        fill = spec.get("fill", str, "constant")
+        if fill not in FILLS:
+            raise spec.fail("fill", f"fill {fill!r} is not one of {', '.join(FILLS)}")
+        value = spec.get("value", str, "")
+        length = spec.get("length", int, 0)
+        on = spec.get("on", list, ["approved"])
+        if not on or any(kind not in ANSWER_KINDS for kind in on):
+            raise spec.fail("on", f"on must list some of {', '.join(ANSWER_KINDS)}")
+        spec.check_known()
+        example = {"constant": value, "time": SAMPLE_TIME.strftime(value) if value else "",
+                   "epoch-ms": "0" * EPOCH_MS_DIGITS, "transaction-id": "0" * length}[fill]
+        spec.check_fits({"constant": "value", "time": "value", "epoch-ms": "fill",
+                         "transaction-id": "length"}[fill], tag, example)
+        extra.append(ExtraTag(tag, fill, value, length, tuple(on)))
+    return tuple(extra)
+
+
+def _check_code(table: _Reader, key: str, code: str, codes: dict[str, Any], tag: str) -> None:
+    if code not in codes:
+        raise table.fail(key, f"{code!r} is not a {tag} code of the tag table "
+                              f"({', '.join(codes)})")
+
+
+# --- Built-in profiles and the profiles in use ---------------------------------------
+
+
+@cache
+def builtins() -> dict[str, Profile]:
+    """The profiles shipped in this directory, by name."""
+    found = {}
+    # The standard profile first: lists show it before the dialects.
+    for path in sorted(PROFILE_DIR.glob("*.toml"), key=lambda p: (p.stem != DEFAULT, p.stem)):
+        profile = load(path)
+        found[profile.name] = replace(profile, path=f"built-in:{path.name}")
+    return found
+
+
+def builtin(name: str) -> Profile:
+    return builtins()[name]
+
+
+_loaded: dict[str, Profile] = {}  # profiles read from user files, by name
+
+
+def available() -> dict[str, Profile]:
+    """Every profile a setting may name: the built-in ones and those read from files."""
+    return {**builtins(), **_loaded}
+
+
+def find(name_or_path: str) -> Profile:
+    """A profile by name, or read from a file path (then available by its name)."""
+    known = available().get(name_or_path)
+    if known is not None:
+        return known
+    if not (name_or_path.endswith(".toml") or "/" in name_or_path or Path(name_or_path).exists()):
+        raise ProfileError(name_or_path, f"unknown profile {name_or_path!r}; choose from "
+                                         f"{', '.join(available())} or give a .toml file")
+    profile = load(name_or_path)
+    if profile.name in builtins():
+        raise ProfileError(f"{name_or_path}:{_line_of(Path(name_or_path).read_text(), '', 'name')}",
+                           f"name {profile.name!r} is a built-in profile's; choose another")
+    _loaded[profile.name] = profile
+    return profile
+
+
+def describe_all() -> list[str]:
+    """One line per profile: name, label, source (--list-profiles)."""
+    return [f"{p.name}\t{p.label}\t{p.source}" for p in available().values()]
+
+
+__all__ = ["ACTION_KINDS", "DEFAULT", "ExtraTag", "Profile", "ProfileError", "available",
+           "builtin", "builtins", "describe_all", "find", "load", "parse"]

@@ -976,9 +976,10 @@
 
   function showFieldError(input, errorNode, message) {
     if (!input || !errorNode) return false;
-    const row = input.closest(".field, details");
+    const row = input.closest(".field");
     if (row && row.hidden) row.hidden = false;
-    if (row && row.tagName === "DETAILS") row.open = true;
+    const folded = input.closest("details"); // "Autres options..." and the like
+    if (folded) folded.open = true;
     errorNode.textContent = message;
     input.setAttribute("aria-invalid", "true");
     input.focus();

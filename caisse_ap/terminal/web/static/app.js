@@ -1420,7 +1420,7 @@
       ];
       rows.push(el("tr", { dataset: { status: tx.status, id: tx.id }, className: open ? "is-open" : null },
         ...cells.map((cell, index) => el("td", {
-          className: [0, 4, 7].includes(index) ? "num" : null, "data-label": JOURNAL_COLUMNS[index],
+          className: [4, 7].includes(index) ? "num" : null, "data-label": JOURNAL_COLUMNS[index],
         }, cell))));
       if (open) {
         rows.push(el("tr", { className: "journal-detail", "data-testid": "journal-detail" },

@@ -2,39 +2,52 @@
 
 A POS developer who sees a strange payment wants the frames as they came,
 after the fact, without restarting the server with `-l debug`. The server
-keeps the last CAPACITY records of the `caisse_ap` loggers in memory, unformatted
-(formatting costs more than keeping), and GET /api/log formats those of a time
-range as the log lines `-l debug` prints.
+keeps the last CAPACITY records of the `caisse_ap` loggers in memory, as
+(time, level, message) only: a LogRecord weighs about 1 KiB, a busy server
+would keep megabytes of them. GET /api/log writes those of a time range as
+the log lines `-l debug` prints.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
-CAPACITY = 20_000  # records: hours of a busy test session, a few MB at most
+CAPACITY = 5_000  # records, about 1,000 payments; some 300 bytes each
 LOGGER = "caisse_ap"
-FORMAT = "%(asctime)s %(levelname)s %(message)s"  # cli.configure_logging's
 
 
 class RecentLog(logging.Handler):
-    """Keeps the last `capacity` records; `text()` formats those of a time range."""
+    """Keeps the last `capacity` records; `text()` writes those of a time range."""
 
     def __init__(self, capacity: int = CAPACITY):
         super().__init__(logging.DEBUG)
-        self.records: deque[logging.LogRecord] = deque(maxlen=capacity)
-        self.setFormatter(logging.Formatter(FORMAT))
+        self.records: deque[tuple[float, str, str]] = deque(maxlen=capacity)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging's own way of saying so
+            self.handleError(record)
+            return
+        self.records.append((record.created, record.levelname, message))
 
     def text(self, since: float | None = None, until: float | None = None) -> str:
-        """The records from `since` to `until` (epoch seconds, both included), one a line."""
+        """The records from `since` to `until` (epoch seconds, both included), one a line
+        as cli.configure_logging writes them: "2026-12-01 20:30:00,123 DEBUG message"."""
         with self.lock:  # the test payment's thread logs too
             records = list(self.records)
-        return "".join(self.format(record) + "\n" for record in records
-                       if (since is None or record.created >= since)
-                       and (until is None or record.created <= until))
+        return "".join(f"{_clock(created)} {level} {message}\n"
+                       for created, level, message in records
+                       if (since is None or created >= since)
+                       and (until is None or created <= until))
+
+
+def _clock(created: float) -> str:
+    """logging's default asctime: local time, milliseconds after a comma."""
+    return (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            + f",{int(created * 1000) % 1000:03d}")
 
 
 def install() -> RecentLog:

@@ -66,12 +66,11 @@ from caisse_ap import client, tlv  # noqa: E402
 
 MIB = 1024 * 1024
 # Checks that measure issue 11's TCP rules: printed, not yet required (see the module).
+# The other checks of TCP rules (fuzz cases closed after a half-close, dribbles, a
+# never-reading POS, --max-connections) already hold, and are required.
 WAITING_ON_ISSUE_11 = {
-    "every fuzz case answered or closed after the half-close",
-    "every request of the back-to-back flood answered",
-    "every dribbled request answered once",
-    "a slow sender is cut off",
-    "a never-reading POS costs under 64 MiB",
+    "every request of the back-to-back flood answered",  # then a half-close
+    "a slow sender is cut off",  # --request-timeout
     "a request then a half-close gets its answer",
 }
 REQUEST_TIMEOUT_ARGS: list[str] = []  # issue 11: ["--request-timeout", "2"]
@@ -672,7 +671,7 @@ def scenario_lazy_listeners(run: Run) -> None:
                           f"(+{peak - rss_before:.1f})")
         run.check("listeners that never read cost at most 32 MiB per 200",
                   peak - rss_before <= allowed, f"+{peak - rss_before:.1f} MiB for {listeners}")
-        run.check("every listener past 256 KiB unsent is cut off", cut == listeners,
+        run.check("every listener that never reads is cut off", cut == listeners,
                   f"{cut}/{listeners}")
         run.check("server alive and paying", server.alive() and server.pays())
     finally:
@@ -775,6 +774,11 @@ def scenario_http_bodies(run: Run) -> None:
             statuses[status] += 1
             if status >= 500 or status == 0:
                 worst.append(f"{method} {path} {body[:60]!r}: {status}")
+        # The random bodies changed the settings and queue: back to approving at once.
+        http_request(server.web_port, "DELETE", "/api/next", b"", token)
+        reset = json.dumps({"mode": "success", "duration": 0, "amount_rules": False,
+                            "currencies": None, "answer_version": None}).encode()
+        reset_status = http_request(server.web_port, "PUT", "/api/settings", reset, token)
         # Requests of an attacker's page: another Host, no token.
         rebinding = http_request(server.web_port, "PUT", "/api/settings", b'{"mode":"hang-up"}',
                                  None, {"Host": f"evil.example:{server.web_port}",
@@ -787,7 +791,8 @@ def scenario_http_bodies(run: Run) -> None:
                   "; ".join(worst[:5]))
         run.check("a rebinding request gets 421", rebinding == 421)
         run.check("no traceback in the log", server.tracebacks() == 0)
-        run.check("server alive and paying", server.alive() and server.pays())
+        run.check("server alive and paying once its settings are reset",
+                  server.alive() and reset_status == 200 and server.pays())
     finally:
         server.stop()
 

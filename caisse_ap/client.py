@@ -439,7 +439,7 @@ def headline(result: PaymentResult) -> str:
     if result.status == DECLINED:
         reason = answer.reason if answer else None
         if reason is None:
-            return f"DECLINED — no reason given (no AF)  {what}"
+            return f"DECLINED — {answer.missing_reason(result.request)}  {what}"
         details = f": {reason.details}" if reason.details else ""
         return f"DECLINED — {reason.label} (AF={reason.code}{details})  {what}"
     if result.status == UNKNOWN:

@@ -356,6 +356,16 @@ class TerminalAnswer:
             return Outcome.ACCEPTED
         return self.outcome
 
+    def missing_reason(self, request: PaymentRequest | None) -> str:
+        """Why an AE=01 answer without AF was not done, as far as the dialects tell.
+
+        To an immediate request (BA=1), AE=01 means the terminal did not take
+        it, busy with another transaction (PayXpert's dialect).
+        """
+        if request is not None and request.value("BA") == "1":
+            return "not taken by the terminal (busy: AE=01 to an immediate request)"
+        return "no reason given (no AF)"
+
     @property
     def receipt_is_html(self) -> bool:
         """The receipt's CK asks for HTML (third digit 1); else it is text (Latin-1)."""

@@ -888,6 +888,7 @@ def test_an_event_client_that_stops_reading_is_cut_off():
 
     class Api:
         closed = []
+        streams_unsent = 0
 
         def _stream_closed(self, stream):
             self.closed.append(stream)
@@ -911,3 +912,55 @@ def test_an_event_client_that_stops_reading_is_cut_off():
     written = request.written
     stream.write(event)
     assert request.written == written  # nothing more once cut off
+    assert api.streams_unsent == 0
+
+
+def test_event_clients_that_stop_reading_are_cut_off_past_a_total_too():
+    """256 KiB each would let 200 clients hold 50 MiB: past 24 MiB together, the client
+    being written to is cut off, however little it holds itself."""
+    from caisse_ap.terminal.web.api import MAX_STREAMS_UNSENT, _EventStream
+
+    class Transport:
+        bufferSize = 65536
+
+        def __init__(self):
+            self.aborted = False
+
+        def abortConnection(self):  # noqa: N802
+            self.aborted = True
+
+    class Request:
+        def __init__(self):
+            from twisted.internet import defer
+            self.transport, self.finished = Transport(), defer.Deferred()
+
+        def registerProducer(self, producer, streaming):  # noqa: N802
+            pass
+
+        def notifyFinish(self):  # noqa: N802
+            return self.finished
+
+        def write(self, data):
+            pass
+
+        def getClientAddress(self):  # noqa: N802
+            from twisted.internet.address import IPv4Address
+            return IPv4Address("TCP", "127.0.0.1", 1)
+
+    class Api:
+        streams_unsent = 0
+
+        def _stream_closed(self, stream):
+            pass
+
+    api = Api()
+    streams = [_EventStream(Request(), api) for _ in range(MAX_STREAMS_UNSENT // 65536)]
+    for stream in streams:
+        stream.pauseProducing()  # each holds its transport's 64 KiB
+    assert api.streams_unsent == MAX_STREAMS_UNSENT
+    assert not any(stream.request.transport.aborted for stream in streams)
+    streams[0].write(b"x")  # one byte more in all
+    assert streams[0].request.transport.aborted and streams[0].unsent == 0
+    assert api.streams_unsent == MAX_STREAMS_UNSENT - 65536
+    streams[1].resumeProducing()  # caught up: its share is freed
+    assert api.streams_unsent == MAX_STREAMS_UNSENT - 2 * 65536

@@ -9,6 +9,7 @@ import http.client
 import json
 import random
 import re
+import threading
 from datetime import datetime
 
 import pytest
@@ -145,6 +146,11 @@ BAD_PROFILES = [
      "not one of constant"),
     ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nvalue = "1"\non = []\n', 6,
      "on must list"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[extra_tags.XY]\nfill = "transaction-id"\n'
+     'length = 99999999999\n', 6, "length 99999999999 does not fit XY"),
+    ('name = "x"\nlabel = "y"\nsource = "z"\n[answer]\nimmediate_status_busy = "02"\n', 5,
+     "not a AE code"),
+    ('name = "x"\nlabel = "y\\tz"\nsource = "z"\n', 2, "one line of printable text"),
 ]
 
 
@@ -397,6 +403,10 @@ def profile_texts(draw) -> str:
     if draw(st.booleans()):
         lines.append(f'approval_reason = "{draw(st.sampled_from(["01", "00", "99"]))}"')
     lines.append(f'immediate_status = "{draw(st.sampled_from(["10", "11"]))}"')
+    if draw(st.booleans()):
+        lines.append(f'immediate_status_busy = "{draw(st.sampled_from(["01", "11", "02"]))}"')
+    if draw(st.booleans()):
+        lines.append(f"cf_max = {draw(st.integers(0, 100))}")
     lines += ["[card]", f'mask = "{draw(st.sampled_from(["*", "#", "X"]))}"',
               f"shown_first = {draw(st.integers(0, 6))}", f"shown_last = {draw(st.integers(0, 4))}"]
     if draw(st.booleans()):
@@ -527,15 +537,15 @@ def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal, mon
                     '[extra_tags.ZZ]\nvalue = "hello"\n')
     profile = cli.profile_arg(str(path))
     assert profiles.available()["shop-terminal"] is profile
-    args = cli.build_parser([]).parse_args(["--profile", str(path), "-sc", "11"])
+    args = cli.build_parser([]).parse_args(["--profile", str(path), "-sc", "11223344"])
     settings = cli.settings_from_args(args)
     assert (settings.profile.name, settings.answer_version, settings.seller_contract) == (
-        "shop-terminal", "0310", "11")  # -sc still overrides the profile
+        "shop-terminal", "0310", "11223344")  # -sc still overrides the profile
     terminal = start_terminal(settings.updated({"duration": 0}))
     status, out = run_client(capsys, terminal, "-a", "2")
     assert status == 0
     assert re.search(r"^  ZZ hello +tag inconnu 'ZZ'$", out, re.M)  # kept and shown raw
-    assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11 ", out, re.M)
+    assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11223344 ", out, re.M)
 
 
 def test_the_real_server_answers_with_a_user_profile_file(tmp_path, capsys):
@@ -565,17 +575,21 @@ def test_immediate_ae10_is_accepted_not_approved_in_the_core():
 # --- The control API switches profiles live -----------------------------------------
 
 
+def api_call(running, method: str, path: str, body=None) -> tuple[int, dict]:
+    """One request to the running terminal's control API: status and JSON body."""
+    connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=data,
+                           headers={"Content-Type": "application/json"} if data else {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def test_the_api_switches_profiles_live(reactor_thread):
-    def call(running, method: str, path: str, body=None):
-        connection = http.client.HTTPConnection("127.0.0.1", running.web_port, timeout=10)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            connection.request(method, path, body=data,
-                               headers={"Content-Type": "application/json"} if data else {})
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
+    call = api_call
 
     def pay(running, **options):
         return client.pay(client.make_request("1.00", **options), *running.address, timeout=10)
@@ -602,3 +616,310 @@ def test_the_api_switches_profiles_live(reactor_thread):
         status, body = call(running, "PUT", "/api/settings", {"profile": "no-such"})
         assert status == 400 and body["field"] == "profile"
         assert call(running, "GET", "/api/settings")[1]["profile"] == "nepting"
+
+
+# --- BA=1 while another transaction is in progress ----------------------------------
+
+BUSY_STATUS = {"standard": "11", "ingenico": "11", "nepting": "11", "payxpert": "01",
+               "fidecoin": "11"}
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_immediate_answer_while_busy_is_the_profiles_busy_status(name):
+    settings = settings_of(name)
+    request = PaymentRequest.parse(with_fields(DEBIT, BA="1", CK="100"))
+    free = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW)
+    busy = behaviour.immediate_reply(request, settings, None, random.Random(1), NOW, busy=True)
+    fields = dict(busy.fields)
+    assert fields["AE"] == BUSY_STATUS[name] and "AF" not in fields
+    assert busy.status == ("declined" if BUSY_STATUS[name] == "01" else "accepted")
+    assert dict(free.fields)["AE"] == profiles.builtin(name).immediate_status
+    # the echoes are those of any answer
+    assert (fields["CJ"], fields["CA"], int(fields["CB"]), fields["CD"], fields["CE"]) == (
+        "012345678901", "01", 11245, "0", "978")
+    if name == "payxpert":  # PayXpert's example of an operation not done: AE00201
+        assert b"AE00201" in tlv.encode(busy.fields)
+        assert set(fields) - set(dict(tlv.decode(DEBIT))) == {"AE", "AP", "AQ"}
+
+
+class _Seen:
+    """An observer that lets a test wait for the terminal to receive or finish a request."""
+
+    def __init__(self) -> None:
+        self.received, self.dropped = threading.Event(), threading.Event()
+
+    def request_received(self, txn) -> None:
+        self.received.set()
+
+    def transaction_finished(self, txn) -> None:
+        if txn.status == "dropped":
+            self.dropped.set()
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_terminal, pos,
+                                                                   reactor_thread, name):
+    terminal = start_terminal({"profile": name, "duration": 600})
+    seen = _Seen()
+    reactor_thread.call(terminal.observers.append, seen)
+    first = pos(terminal)
+    first.send(DEBIT)  # a payment in progress: the customer is typing the PIN
+    assert seen.received.wait(10)
+    assert len(reactor_thread.call(lambda: terminal.pending)) == 1
+    status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
+    if BUSY_STATUS[name] == "01":
+        assert status == 1
+        assert out.splitlines()[0] == ("DECLINED — not taken by the terminal (busy: AE=01 to an "
+                                       "immediate request)  4.00 EUR")
+    else:
+        assert status == 0 and out.startswith("ACCEPTED by the terminal")
+    first.close()  # the customer walks away: the terminal is free again
+    assert seen.dropped.wait(10)
+    assert reactor_thread.call(lambda: terminal.pending) == []
+    status, out = run_client(capsys, terminal, "--immediate", "-a", "4")
+    assert status == 0 and out.startswith("ACCEPTED by the terminal")
+
+
+# --- CF: longer in requests than in answers -----------------------------------------
+
+LONG_REFERENCE = "REF-" + "0123456789" * 3 + "XYZ"  # 37 characters
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_answers_cf_is_cut_to_the_profiles_maximum(name):
+    cf_max = {"nepting": 32}.get(name)  # HiPay: CF "1 to 32" in answers, 1 to 99 in requests
+    settings = settings_of(name)
+    for outcome in ("approved", "refused"):
+        _, fields = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE), outcome)
+        assert fields["CF"] == LONG_REFERENCE[:cf_max]
+    _, immediate = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE, BA="1"))
+    assert immediate["CF"] == LONG_REFERENCE[:cf_max]
+    _, unknown_action = answer(settings, with_fields(DEBIT, CF=LONG_REFERENCE, CD="7"))
+    assert unknown_action["AF"] == "12" and unknown_action["CF"] == LONG_REFERENCE[:cf_max]
+    _, short = answer(settings, with_fields(DEBIT, CF="R1"))
+    assert short["CF"] == "R1"  # a CF within the maximum is echoed whole
+
+
+def test_a_user_profile_sets_the_answers_cf_maximum_within_the_tag_table():
+    base = 'name = "x"\nlabel = "y"\nsource = "z"\n[answer]\n'
+    profile = profiles.parse(base + "cf_max = 5\n")
+    _, fields = answer(TerminalSettings().updated({"profile": profile}),
+                       with_fields(DEBIT, CF="ABCDEFGH"))
+    assert fields["CF"] == "ABCDE"
+    for bad in (0, 100):
+        with pytest.raises(ProfileError) as caught:
+            profiles.parse(base + f"cf_max = {bad}\n", "mine.toml")
+        assert caught.value.where == "mine.toml:5"
+        assert f"answer.cf_max {bad} does not fit CF" in caught.value.reason
+
+
+def test_the_client_shows_the_cut_cf_and_still_approves(capsys, start_terminal):
+    terminal = start_terminal({"profile": "nepting", "duration": 0})
+    status, out = run_client(capsys, terminal, "-a", "3", "--tag", f"CF={LONG_REFERENCE}",
+                             "--json")
+    result = json.loads(out)
+    assert (status, result["status"]) == (0, "approved")
+    assert result["fields"]["CF"] == LONG_REFERENCE[:32]
+
+
+# --- CG: a profile's length holds every contract number -----------------------------
+
+
+def test_a_contract_number_of_another_length_than_the_profiles_cg_is_refused():
+    nepting = settings_of("nepting", seller_contract="7654321")  # 7, as CG0071234567
+    assert nepting.seller_contract == "7654321"
+    with pytest.raises(behaviour.SettingsError) as caught:
+        nepting.updated({"seller_contract": "424242"})
+    assert caught.value.field == "seller_contract"
+    assert str(caught.value) == ("seller_contract '424242' must be 7 characters long: CG has 7 "
+                                 "on profile nepting")
+    # back to the standard profile: its contract comes back, any length goes again
+    assert nepting.updated({"profile": "standard"}).updated(
+        {"seller_contract": "12"}).seller_contract == "12"
+    done = run_server("--profile", "fidecoin", "-sc", "12", "--no-web")
+    assert done.returncode == 2
+    assert done.stderr == ("caisse-ap-ip-server: error: seller_contract '12' must be 7 "
+                           "characters long: CG has 7 on profile fidecoin\n")
+
+
+def test_the_api_refuses_a_contract_number_of_another_length_than_the_profiles(
+        reactor_thread):
+    with simulated_terminal(seed=3) as running:
+        status, body = api_call(running, "PUT", "/api/settings", {"profile": "nepting"})
+        assert (status, body["seller_contract"]) == (200, "1234567")
+        status, body = api_call(running, "PUT", "/api/settings", {"seller_contract": "99"})
+        assert status == 400 and body["field"] == "seller_contract"
+        assert api_call(running, "GET", "/api/settings")[1]["seller_contract"] == "1234567"
+        status, body = api_call(running, "PUT", "/api/settings",
+                                {"profile": "standard", "seller_contract": "99"})
+        assert (status, body["seller_contract"]) == (200, "99")
+
+
+# --- The client CLI under every profile: each CD code, receipt options, cheque failure ----
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_the_client_reads_each_cd_code_and_receipt_option_of_each_profile(capsys,
+                                                                          start_terminal, name):
+    profile = profiles.builtin(name)
+    terminal = start_terminal({"profile": name, "duration": 0})
+    assert run_client(capsys, terminal, "-a", "7")[0] == 0  # a card to reprint or consult
+    status, out = run_client(capsys, terminal, "--duplicate", "-a", "7", "--receipt")
+    assert status == 0 and out.startswith("APPROVED  7.00 EUR (duplicate)")
+    header = {"duplicate": "*** DUPLICATA ***", "consultation": "CONSULTATION"}
+    assert header[profile.actions["3"]] in out  # the receipt says what CD=3 did here
+    status, out = run_client(capsys, terminal, "-a", "7", "--tag", "CD=4")
+    if "4" in profile.actions:  # Fidecoin: pre-authorisation
+        assert status == 0 and out.startswith("APPROVED  7.00 EUR")
+    else:
+        assert status == 1 and out.startswith("DECLINED — ") and "(AF=12)" in out
+    # CK second digit 2 (both tickets), third digit 1 (HTML): read back as text
+    status, out = run_client(capsys, terminal, "-a", "7", "--receipt", "--tag", "CK=121")
+    receipt = out.split("--- receipt ---\n", 1)[1]
+    assert status == 0 and "<" not in receipt
+    assert "TICKET CLIENT A CONSERVER" in receipt
+    assert ("TICKET COMMERCANT A CONSERVER" in receipt) == profile.receipt_tickets
+    terminal.update_settings({"mode": "failure", "failure_type": "abandon"})
+    status, out = run_client(capsys, terminal, "--check", "-a", "7")
+    assert status == 1
+    code = profile.cheque_reason
+    detail = profile.failure_details.get(code, "").strip()  # Fidecoin's AF detail
+    shown = f"AF={code}: {detail}" if detail else f"AF={code}"
+    assert out.startswith(f"DECLINED — Refusée ({shown})  7.00 EUR")
+
+
+# --- The command line on profile files: one line and status 2, whatever the file -----
+
+
+def bad_profile_files(tmp_path) -> dict[str, tuple[str, str]]:
+    """Bad profile files by case: their path and what the error line says."""
+    (tmp_path / "binary.toml").write_bytes(b"name = \"\xff\xfe\"\n")
+    (tmp_path / "dir.toml").mkdir()
+    (tmp_path / "broken.toml").write_text('name = "x"\nlabel = \n')
+    (tmp_path / "types.toml").write_text('name = "x"\nlabel = "y"\nsource = "z"\n'
+                                         '[answer]\norder = "CZ"\n')
+    (tmp_path / "two-lines.toml").write_text('name = "x"\nlabel = "y\\nz"\nsource = "z"\n')
+    return {
+        "missing": (str(tmp_path / "missing.toml"), "missing.toml:1: cannot read the profile"),
+        "binary": (str(tmp_path / "binary.toml"), "binary.toml:1: cannot read the profile"),
+        "directory": (str(tmp_path / "dir.toml"), "dir.toml:1: cannot read the profile"),
+        "not TOML": (str(tmp_path / "broken.toml"), "broken.toml:2: not valid TOML"),
+        "wrong type": (str(tmp_path / "types.toml"), "types.toml:5: answer.order must be a list"),
+        "two lines": (str(tmp_path / "two-lines.toml"),
+                      "two-lines.toml:2: label must be one line of printable text"),
+    }
+
+
+def test_a_bad_profile_file_is_one_line_and_status_2_even_with_list_profiles(tmp_path):
+    for case, (path, said) in bad_profile_files(tmp_path).items():
+        for args in (("--list-profiles", "--profile", path), ("--profile", path, "--no-web")):
+            done = run_server(*args)
+            assert done.returncode == 2, (case, args)
+            assert done.stdout == "" and done.stderr.count("\n") == 1, (case, done.stderr)
+            assert done.stderr.startswith("caisse-ap-ip-server: error: argument --profile: ")
+            assert said in done.stderr, (case, done.stderr)
+
+
+def test_list_profiles_lists_a_profile_file_given_too(tmp_path):
+    path = tmp_path / "till.toml"
+    path.write_text('name = "till"\nlabel = "Our till"\nsource = "our notes"\n')
+    done = run_server("--list-profiles", "--profile", str(path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [*(
+        f"{p.name}\t{p.label}\t{p.source}" for p in profiles.builtins().values()),
+        "till\tOur till\tour notes"]
+
+
+toml_scalars = (st.integers(-2**63, 2**63 - 1) | st.integers(-2, 1000) | st.booleans()
+                | st.text(max_size=60) | st.floats(allow_nan=False, allow_infinity=False)
+                | st.sampled_from([*profiles.FILLS, *profiles.ACTION_KINDS, "01", "10", "*",
+                                   "%Y%m%d"]))
+toml_values = toml_scalars | st.lists(toml_scalars | st.sampled_from(["CZ", "AE", "AC", "ZT"]),
+                                      max_size=4)
+PROFILE_KEYS = ["name", "label", "source", "silent", "version", "pad_amount", "amount_width",
+                "order", "approval_reason", "immediate_status", "immediate_status_busy",
+                "cf_max", "mask", "shown_first", "shown_last", "pan_type", "length", "default",
+                "fields", "cheque_reason", "04", "0", "4", "9", "tickets", "html", "fill",
+                "value", "on", "details", "AQ"]
+SECTIONS = ["", "answer", "card", "contract", "failure", "failure.details", "actions",
+            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other"]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(tables=st.dictionaries(
+    st.sampled_from(SECTIONS),
+    st.dictionaries(st.sampled_from(PROFILE_KEYS) | st.text(min_size=1, max_size=5),
+                    toml_values, max_size=6),
+    max_size=5))
+def test_any_profile_text_is_a_profile_or_a_profile_error(tables):
+    lines = []
+    if "" not in tables:  # a good head, so that the tables' checks are reached
+        lines = ['name = "fuzz"', 'label = "Fuzz"', 'source = "hypothesis"']
+    for section, values in sorted(tables.items()):  # the top-level table first
+        if section:
+            lines.append(f"[{section}]")
+        lines += [f"{json.dumps(key)} = {toml_value(value)}" for key, value in values.items()]
+    text = "\n".join(lines) + "\n"
+    try:
+        profile = profiles.parse(text, "fuzz.toml")
+    except ProfileError as error:
+        assert re.fullmatch(r"fuzz\.toml:\d+", error.where) and error.reason
+        assert int(error.where.split(":")[1]) <= max(1, len(lines))
+        return
+    assert profile.name and "\n" not in profile.label + profile.source
+    TerminalSettings().updated({"profile": profile})  # usable as it is
+
+
+# --- docs/profiles.md's side-by-side table says what the files do --------------------
+
+DOC_ROWS = {  # the table's rows, by their first cell: the Profile.summary() points they show
+    "version `CZ`": ["version de réponse (CZ)"],
+    "`CB`": ["montant (CB)"],
+    "ordre des champs": ["ordre des champs"],
+    "carte `AA`": ["carte masquée (AA)", "type de PAN (AL)"],
+    "`AF`": ["AF sur une acceptation", "détails de AF"],
+    "`CG`": ["contrat (CG)"],
+    "échecs": ["champs ajoutés aux échecs", "champs supplémentaires"],
+    "échec d'un chèque": ["échec d'un chèque (AF)"],
+    "`BA=1`": ["statut pour BA=1 (AE)", "statut pour BA=1, terminal occupé (AE)"],
+    "codes `CD`": ["codes CD"],
+    "`CF` dans la réponse": ["CF dans la réponse"],
+    "`CK` 2e et 3e chiffres": ["tickets (CK, 2e chiffre)", "ticket HTML (CK, 3e chiffre)"],
+    "champs en plus": ["champs supplémentaires"],
+}
+
+
+def test_the_docs_side_by_side_table_matches_the_profile_files():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "profiles.md").read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    columns = [cell.split("`")[1] for cell in header[1:]]
+    assert sorted(columns) == sorted(BUILT_IN)
+    rows = {}
+    for line in table[1:]:
+        first, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[first] = dict(zip(columns, cells, strict=True))
+    assert set(rows) == set(DOC_ROWS)  # every point the profiles may change has its row
+    shown = {point for points in DOC_ROWS.values() for point in points}
+    assert shown == set(profiles.builtin("standard").summary())
+    for first, points in DOC_ROWS.items():
+        for name in BUILT_IN[1:]:
+            differs = {d["point"] for d in profiles.builtin(name).differences()} & set(points)
+            cell = rows[first][name]
+            says_standard = cell in ("standard", "–") or cell.startswith("standard ")
+            # a cell saying "standard" is a profile keeping it; a difference is shown
+            assert not (says_standard and differs), (first, name, cell, differs)
+            if not says_standard and not differs:
+                assert "(documenté)" in cell, (first, name, cell)  # same, but from the source

@@ -263,7 +263,8 @@ def test_the_profile_selector_shows_differences_and_switches_live(console, serve
     expect(differences).to_contain_text("Aucune différence")
     selector.select_option("payxpert")
     expect(differences).to_contain_text("payxpert-docs.atlassian.net")
-    expect(differences.locator("tr", has_text="statut pour BA=1")).to_contain_text("10")
+    expect(differences.locator("tr", has_text="statut pour BA=1 (AE)")).to_contain_text("10")
+    expect(differences.locator("tr", has_text="terminal occupé")).to_contain_text("01")
     page.get_by_test_id("apply-settings").click()
     expect(page.locator("#settings-message")).to_have_text("Réglages appliqués.")
     assert server.api("GET", "/api/settings")["profile"] == "payxpert"

@@ -334,7 +334,9 @@ class TerminalSettings:
         if "profile" in checked:
             for setting in PROFILE_SETTINGS:
                 checked.setdefault(setting, getattr(checked["profile"], setting))
-        return replace(self, **checked)
+        new = replace(self, **checked)
+        _check_contract_length(new)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -358,6 +360,15 @@ class TerminalSettings:
     @property
     def failure_code(self) -> str:
         return FAILURE_TYPES[self.failure_type]
+
+
+def _check_contract_length(settings: TerminalSettings) -> None:
+    """A profile that gives CG a length (7 on Nepting) holds any contract number to it."""
+    length = settings.profile.contract_length
+    if length is not None and len(settings.seller_contract) != length:
+        raise SettingsError("seller_contract", f"seller_contract {settings.seller_contract!r} "
+                                               f"must be {length} characters long: CG has "
+                                               f"{length} on profile {settings.profile.name}")
 
 
 # --- Outcomes ---------------------------------------------------------------
@@ -654,14 +665,18 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
     """CZ, CJ, the status, the other echoes in their usual order, then `extra`.
 
     Echoes are the request's fields as received, except CZ (the settings'
-    answer_version when set) and CB (`amount` when given, zero-padded when
-    the settings ask for it). A profile with its own field order sorts them.
+    answer_version when set), CB (`amount` when given, zero-padded when
+    the settings ask for it) and CF (cut to the profile's cf_max). A profile
+    with its own field order sorts them.
     """
     echoes = dict(received)  # the fields that are not echoed are simply not read
     if settings.answer_version is not None or "CZ" not in echoes:
         # A request whose CZ could not be read gets the usual version.
         echoes["CZ"] = settings.answer_version or PROTOCOL_VERSION
     profile = settings.profile
+    if profile.cf_max is not None and "CF" in echoes:
+        # A terminal that answers a shorter CF than it takes keeps its beginning.
+        echoes["CF"] = echoes["CF"][:profile.cf_max]
     if "CB" in echoes:
         if amount is not None:
             echoes["CB"] = money.format_minor_units(amount)
@@ -719,21 +734,28 @@ def error_reply(fields_read: Iterable[Field], reason: str,
 
 def immediate_reply(request: PaymentRequest, settings: TerminalSettings,
                     spec: OutcomeSpec | None = None, rng: random.Random | None = None,
-                    now: datetime | None = None) -> TerminalReply:
+                    now: datetime | None = None, busy: bool = False) -> TerminalReply:
     """BA=1: "request taken into account", at once: AE=11, or the profile's status.
 
-    Of the outcomes, only no-answer and hang-up apply (`spec`, the settings').
+    `busy`: another transaction is in progress on the terminal; a profile may
+    then answer its own status (AE=01: the request is not taken). Of the
+    outcomes, only no-answer and hang-up apply (`spec`, the settings').
     `rng` and `now` fill the profile's extra tags, if it has some for this answer.
     """
     if spec is not None and spec.outcome in (NO_ANSWER, HANG_UP):
         return TerminalReply(None, spec.outcome)
+    profile = settings.profile
+    status_code = profile.immediate_status
+    if busy and profile.immediate_status_busy is not None:
+        status_code = profile.immediate_status_busy
+    # AE=01: not taken, so declined (no AF: the busy terminal gives no reason).
+    status = "declined" if status_code == "01" else "accepted"
     received = request.received or request.fields()
     extra = []
-    if settings.profile.extra_tags:
-        extra = _extra_fields(settings, "accepted", rng or random.Random(0),
+    if profile.extra_tags:
+        extra = _extra_fields(settings, status, rng or random.Random(0),
                               now or datetime.fromtimestamp(0))
-    status = [("AE", settings.profile.immediate_status)]
-    return TerminalReply(_answer(received, settings, status, extra), "accepted")
+    return TerminalReply(_answer(received, settings, [("AE", status_code)], extra), status)
 
 
 def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,

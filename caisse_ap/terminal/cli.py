@@ -127,15 +127,6 @@ def profile_arg(text: str) -> Profile:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-class _ListProfiles(argparse.Action):
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        print("\n".join(describe_all()))
-        parser.exit(0)
-
-
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", type=ip_address_arg("host"), default="0.0.0.0",
@@ -180,8 +171,9 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         help="terminal dialect to answer in: a built-in profile (see --list-profiles) or a "
              "profile file (docs/profiles.md); -sc, --answer-version and --pad-amount still "
              f"override it (default: {DEFAULT_PROFILE})")
-    add("--list-profiles", action=_ListProfiles,
-        help="list the profiles (name, label, source), one a line, and exit")
+    add("--list-profiles", action="store_true",
+        help="list the profiles (name, label, source, and a --profile FILE's), one a line, "
+             "and exit")
     add("--currencies", type=setting_arg("currencies"), default=None, metavar="CODES",
         help="comma-separated currencies accepted, numeric or alphabetic (978,EUR); others "
              "get AF=13 (default: every ISO 4217 code)")
@@ -349,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr if problem else sys.stdout)
         return 1 if problem else 0
     try:
+        if args.list_profiles:  # after parsing: a --profile FILE, wherever given, is checked
+            print("\n".join(describe_all()))
+            return 0
         return run(args, modules=modules)
     except (SettingsError, UsageError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -364,10 +364,13 @@ class Terminal:
 
     def _answer_immediate(self, txn: Transaction, connection: Connection,
                           request: PaymentRequest, settings: TerminalSettings) -> None:
-        """BA=1: AE=11 at once, without delay; only no-answer and hang-up modes apply."""
+        """BA=1: AE=11 at once, without delay; only no-answer and hang-up modes apply.
+
+        Busy (the profile's answer) while another transaction is in progress.
+        """
         decision, _ = behaviour.decide_from_settings(settings)
         reply = behaviour.immediate_reply(request, settings, decision.spec, self._rng_for(txn),
-                                          self._now())
+                                          self._now(), busy=bool(self._runs))
         txn.outcome = decision.spec
         self._finish(txn, connection, reply, "settings")
 

@@ -93,6 +93,9 @@ class Profile:
     field_order: tuple[str, ...] = ()  # () keeps the standard order
     approval_reason: str | None = None  # AF sent with AE=10
     immediate_status: str = "11"  # AE answering BA=1
+    # AE answering BA=1 while another transaction is in progress; None: as when free
+    immediate_status_busy: str | None = None
+    cf_max: int | None = None  # the answer's CF is cut to this many characters; None: whole
     # [card]
     mask: str = "#"
     shown_first: int = 6
@@ -139,8 +142,12 @@ class Profile:
             "montant (CB)": (f"complété de zéros sur {self.amount_width} chiffres"
                              if self.pad_amount else "tel que demandé"),
             "ordre des champs": " ".join(self.field_order) or "standard",
+            "CF dans la réponse": (f"coupé à {self.cf_max} caractères" if self.cf_max
+                                   else "tel que demandé"),
             "AF sur une acceptation": self.approval_reason or "absent",
             "statut pour BA=1 (AE)": self.immediate_status,
+            "statut pour BA=1, terminal occupé (AE)": (self.immediate_status_busy
+                                                       or self.immediate_status),
             "carte masquée (AA)": _mask_example(self),
             "type de PAN (AL)": self.pan_type or "absent",
             "contrat (CG)": (f"{self.contract_length} caractères, {self.seller_contract}"
@@ -278,6 +285,8 @@ def parse(text: str, where: str = "<profile>") -> Profile:
         value = top.get(key, str)
         if not value or not value.strip():
             raise top.fail(key if key in data else None, f"the profile needs a {key}")
+        if not value.strip().isprintable():  # --list-profiles gives each profile one line
+            raise top.fail(key, f"{key} must be one line of printable text, not {value!r}")
         values[key] = value.strip()
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", values["name"]):
         raise top.fail("name", f"name {values['name']!r} must be 1 to 32 lower-case letters, "
@@ -332,6 +341,16 @@ def _answer(table: _Reader) -> dict[str, Any]:
         raise table.fail("immediate_status", f"answer.immediate_status must be 10 or 11, "
                                              f"not {status!r}")
     values["immediate_status"] = status
+    busy = table.get("immediate_status_busy", str)
+    if busy is not None:
+        _check_code(table, "immediate_status_busy", busy, tags.ACTION_STATUS, "AE")
+    values["immediate_status_busy"] = busy
+    cf_max = table.get("cf_max", int)
+    cf = tags.tag("CF")
+    if cf_max is not None and not cf.min_size <= cf_max <= cf.max_size:
+        raise table.fail("cf_max", f"answer.cf_max {cf_max} does not fit CF: the tag table "
+                                   f"allows {cf.min_size} to {cf.max_size} characters")
+    values["cf_max"] = cf_max
     table.check_known()
     return values
 
@@ -420,12 +439,30 @@ def _extra_tags(table: _Reader) -> tuple[ExtraTag, ...]:
         if not on or any(kind not in ANSWER_KINDS for kind in on):
             raise spec.fail("on", f"on must list some of {', '.join(ANSWER_KINDS)}")
         spec.check_known()
-        example = {"constant": value, "time": SAMPLE_TIME.strftime(value) if value else "",
-                   "epoch-ms": "0" * EPOCH_MS_DIGITS, "transaction-id": "0" * length}[fill]
-        spec.check_fits({"constant": "value", "time": "value", "epoch-ms": "fill",
-                         "transaction-id": "length"}[fill], tag, example)
+        key, example = _example(spec, tag, fill, value, length)
+        spec.check_fits(key, tag, example)
         extra.append(ExtraTag(tag, fill, value, length, tuple(on)))
     return tuple(extra)
+
+
+def _example(spec: _Reader, tag: str, fill: str, value: str, length: int) -> tuple[str, str]:
+    """What an extra tag would hold, to check against the tag table, and the key it
+    comes from."""
+    if fill == "constant":
+        return "value", value
+    if fill == "time":
+        try:
+            return "value", SAMPLE_TIME.strftime(value) if value else ""
+        except ValueError as error:  # a NUL character, on some systems a bad directive
+            raise spec.fail("value", f"value {value!r} is not a time format: {error}") from None
+    if fill == "epoch-ms":
+        return "fill", "0" * EPOCH_MS_DIGITS
+    # transaction-id: its length checked before any example is built (10**11 digits...)
+    info = tags.tag(tag)
+    if not info.min_size <= length <= info.max_size:
+        raise spec.fail("length", f"{spec.section}.length {length} does not fit {info.code}: "
+                                  f"the tag table allows {info.min_size} to {info.max_size}")
+    return "length", "0" * length
 
 
 def _check_code(table: _Reader, key: str, code: str, codes: dict[str, Any], tag: str) -> None:

@@ -54,6 +54,9 @@ MAX_BODY = 64 * 1024
 KEEP_ALIVE = 15.0  # seconds between event-stream comments, so proxies keep it open
 MAX_TEST_PAYMENTS = 8  # test payments in flight at once
 MAX_STREAM_UNSENT = 256 * 1024  # bytes a stream client may leave unread before it is cut
+# ...and all of them together: 200 clients that never read cost at most 32 MiB, where
+# 256 KiB each would be 50 (Twisted copies what a transport holds into its own buffer).
+MAX_STREAMS_UNSENT = 24 * 1024 * 1024
 MUTATING = (b"PUT", b"POST", b"DELETE")
 READING = (b"GET", b"HEAD")
 OPEN_ROUTES = {("status",)}  # answered without the token: health checks
@@ -186,6 +189,7 @@ class ControlApi(resource.Resource):
         self.hub = EventHub(self.manual)
         self.feed = TransactionFeed(journal, self.hub)
         self._streams: set[_EventStream] = set()
+        self.streams_unsent = 0  # the sum of the streams' `unsent`
         self._test_payments = 0
         self._keep_alive = task.LoopingCall(self._send_keep_alive)
         self._keep_alive.clock = self.reactor
@@ -566,7 +570,8 @@ class ControlApi(resource.Resource):
 
 
 class _EventStream:
-    """One event-stream client, cut off once it leaves MAX_STREAM_UNSENT bytes unread.
+    """One event-stream client, cut off once it leaves MAX_STREAM_UNSENT bytes unread,
+    or when all lagging clients together leave MAX_STREAMS_UNSENT.
 
     The transport pauses us when its buffer passes its bufferSize; what is
     written while paused adds to that. Past the limit the connection is
@@ -588,11 +593,15 @@ class _EventStream:
     def pauseProducing(self) -> None:
         if not self.paused:
             self.paused = True
-            self.unsent = self.request.transport.bufferSize
+            self._count_unsent(self.request.transport.bufferSize)
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self.unsent = 0
+        self._count_unsent(0)
+
+    def _count_unsent(self, unsent: int) -> None:
+        self.api.streams_unsent += unsent - self.unsent
+        self.unsent = unsent
 
     def stopProducing(self) -> None:
         self._gone(None)
@@ -601,10 +610,11 @@ class _EventStream:
         if not self.open:
             return
         if self.paused:
-            self.unsent += len(data)
-            if self.unsent > MAX_STREAM_UNSENT:
-                log.warning("event stream client %s left over %d KiB unread; cutting it off",
-                            _peer(self.request), MAX_STREAM_UNSENT // 1024)
+            self._count_unsent(self.unsent + len(data))
+            if self.unsent > MAX_STREAM_UNSENT or self.api.streams_unsent > MAX_STREAMS_UNSENT:
+                log.warning("event stream client %s left %d KiB unread (lagging clients: "
+                            "%d KiB); cutting it off", _peer(self.request),
+                            self.unsent // 1024, self.api.streams_unsent // 1024)
                 self._gone(None)
                 self.request.transport.abortConnection()
                 return
@@ -618,6 +628,7 @@ class _EventStream:
 
     def _gone(self, _: Any) -> None:
         self.open = False
+        self._count_unsent(0)
         self.api._stream_closed(self)
 
 

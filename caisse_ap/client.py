@@ -586,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the connection (default: 5)")
     add("--json", action="store_true", help="print one JSON object on stdout, nothing else")
     add("--raw", action="store_true", help="also print the frames sent and received")
+    add("--serial", metavar="DEVICE",
+        help="speak Concert E+ on this serial device (a pty, /dev/ttyUSB0...) instead of IP")
+    add("--baud", type=int, default=9600, help="serial speed with --serial (default: 9600)")
+    add("--short-answer", action="store_true",
+        help="with --serial, ask for the short answer, without card data")
     return parser
 
 
@@ -625,15 +630,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(_attach_negative_amount(argv))
         request = request_from_args(args)
+        if args.serial:  # what E+ cannot carry is a usage error
+            from . import concert_pos
+            concert_pos.prepare(request)
+            concert_pos.speed(args.baud)
     except OptionError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_USAGE
     logger, handler = _start_logging(args.log_level)
-    where = f"{args.destination}:{args.port}"
+    where = args.serial or f"{args.destination}:{args.port}"
     live = ElapsedLine(sys.stderr, where) if sys.stderr.isatty() else None
     try:
-        result = pay(request, args.destination, args.port, args.timeout, args.connect_timeout,
-                     on_wait=live.update if live else None)
+        if args.serial:
+            result = concert_pos.pay(request, args.serial, long_answer=not args.short_answer,
+                                     baud=args.baud, timeout=args.timeout,
+                                     on_wait=live.update if live else None)
+        else:
+            result = pay(request, args.destination, args.port, args.timeout,
+                         args.connect_timeout, on_wait=live.update if live else None)
     except KeyboardInterrupt:
         # Only possible before the request went out: after, pay() reports it.
         print(f"{PROG}: interrupted; nothing was sent", file=sys.stderr)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the service imports Twisted, which --help does without
     from .service import Terminal
 
 PROG = "caisse-ap-ip-server"
-EXTENSIONS = ("caisse_ap.terminal.web",)
+EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial")
 # Both commands take "warn" and "warning" (the client's spelling is logging's).
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "warning": logging.WARNING, "error": logging.ERROR}

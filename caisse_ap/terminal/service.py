@@ -43,6 +43,7 @@ from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
 log = logging.getLogger("caisse_ap.terminal")
 
 FINAL_STATUSES = tuple(status for status in behaviour.STATUSES if status != "pending")
+CAISSE_AP = "caisse-ap-ip"  # a transaction's protocol when it came over IP
 
 
 class Connection(Protocol):
@@ -92,6 +93,12 @@ class Transaction:
     finished_at: float | None = None
     problem: str | None = None  # why the request was refused, for the log
     sent: bytes | None = None  # the answer as written to the POS (the Terminal sets it)
+    protocol: str = CAISSE_AP
+    # The request and answer in the POS's own protocol when it is not Caisse-AP
+    # (a serial link's Concert E+ frames): anything with `protocol` and
+    # `to_json()`, set when the request arrives; request_fields and answer are
+    # then their Caisse-AP equivalents.
+    exchange: Any = None
     # to_json()'s request and answer parts, each with the fields it was built
     # from: they are set once or twice per transaction, while to_json() runs at
     # least twice (journal, event stream), and encoding frames and labelling
@@ -150,12 +157,14 @@ class Transaction:
             "answered_at": iso_time(self.answered_at),
             "duration_s": duration,
             "peer": self.peer,
+            "protocol": self.protocol,
             **request,
             **answer,
             "status": self.status,
             "reason": reason,
             "decided_by": self.decided_by,
             "labels": {**request_labels, **answer_labels},
+            "exchange": self.exchange.to_json() if self.exchange is not None else None,
         }
 
     def _request_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
@@ -275,13 +284,17 @@ class Terminal:
     # --- Requests ------------------------------------------------------------
 
     def receive(self, connection: Connection, fields: list[Field],
-                received_at: float | None = None) -> Transaction:
+                received_at: float | None = None, exchange: Any = None) -> Transaction:
         """A whole message from a POS: answer it now, later, or never, as decided.
 
-        `received_at`: when its first byte came (default: now).
+        `received_at`: when its first byte came (default: now). `exchange`:
+        the request in another protocol, when `fields` are its Caisse-AP
+        equivalent (Transaction.exchange).
         """
         settings = self.settings
         txn = self._new_transaction(connection, fields, received_at)
+        if exchange is not None:
+            txn.protocol, txn.exchange = exchange.protocol, exchange
         try:
             request = PaymentRequest.parse(fields, settings.accepted_currencies,
                                            settings.accepted_actions)

@@ -626,7 +626,9 @@
       fact("Durée", formatSeconds(tx.duration_s)),
       fact("Décidée par", word(DECIDED_BY_WORDS, tx.decided_by)),
       tx.reason ? fact("Motif", `${tx.reason.code} · ${tx.reason.label || ""}`) : null,
+      fact("Protocole", tx.protocol === "concert-e+" ? "Concert E+ (liaison série)" : "Caisse-AP sur IP"),
     );
+    const ex = tx.exchange;
     const replay = tx.amount !== null && tx.amount !== undefined && tx.currency
       ? el("button", { type: "button", className: "ghost", "data-replay": tx.id, "data-testid": "replay" }, "Rejouer")
       : null;
@@ -634,12 +636,24 @@
       facts,
       replay ? el("div", { className: "tx-tools" }, replay,
         el("span", { className: "muted" }, "Renvoie la même demande depuis la caisse de test ; le résultat s’affiche dans la caisse de test.")) : null,
+      ex ? el("div", { className: "frames" },
+        nativeBlock("Demande Concert E+ de la caisse", ex.request, ex.request_frame),
+        nativeBlock("Réponse Concert E+ du terminal", ex.answer, ex.answer_frame)) : null,
       el("div", { className: "frames" },
-        frameBlock("Demande de la caisse", tx.request, tx.request_frame, tx.labels),
-        frameBlock("Réponse du terminal", tx.answer, tx.answer_frame, tx.labels,
+        frameBlock(ex ? "Équivalent Caisse-AP de la demande" : "Demande de la caisse",
+          tx.request, tx.request_frame, tx.labels),
+        frameBlock(ex ? "Équivalent Caisse-AP de la réponse" : "Réponse du terminal",
+          tx.answer, tx.answer_frame, tx.labels,
           tx.status === "pending" ? "En attente de la réponse…" : "Aucune réponse envoyée.")),
       tx.receipt ? ticket(tx.receipt) : null,
     ].filter(Boolean);
+  }
+
+  // An exchange in the POS's own protocol: rows of [name, value, label].
+  function nativeBlock(title, rows, frame) {
+    const labels = Object.fromEntries((rows || []).map(([name, , label]) => [name, label]));
+    return frameBlock(title, (rows || []).map(([name, value]) => [name, value]), frame, labels,
+      "Aucune réponse envoyée.");
   }
 
   // The test payment that sends a transaction's request again: the same amount,

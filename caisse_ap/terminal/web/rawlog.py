@@ -2,10 +2,11 @@
 
 A POS developer who sees a strange payment wants the frames as they came,
 after the fact, without restarting the server with `-l debug`. The server
-keeps the last CAPACITY records of the `caisse_ap` loggers in memory, as
-(time, level, message) only: a LogRecord weighs about 1 KiB, a busy server
-would keep megabytes of them. GET /api/log writes those of a time range as
-the log lines `-l debug` prints.
+keeps the last BUDGET bytes of messages of the `caisse_ap` loggers in
+memory, each record as one line of bytes ("created level message"): a
+LogRecord weighs about 1 KiB, a tuple of three objects some 150 bytes more
+than its message. GET /api/log writes those of a
+time range as the log lines `-l debug` prints.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ import logging
 import time
 from collections import deque
 
-CAPACITY = 5_000  # records, about 1,000 payments; some 300 bytes each
+# Bytes kept, the oldest lines dropped first: some 200 payments (about 600 bytes of
+# lines each), in as little memory as possible: bench/reliability.py counts it.
+BUDGET = 128 * 1024
 LOGGER = "caisse_ap"
 
 
 class RecentLog(logging.Handler):
-    """Keeps the last `capacity` records; `text()` writes those of a time range."""
+    """Keeps the last `budget` bytes of messages; `text()` writes those of a time range."""
 
-    def __init__(self, capacity: int = CAPACITY):
+    def __init__(self, budget: int = BUDGET):
         super().__init__(logging.DEBUG)
-        self.records: deque[tuple[float, str, str]] = deque(maxlen=capacity)
+        self.budget = budget
+        self.size = 0  # of the messages kept
+        self.records: deque[bytes] = deque()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -31,17 +36,24 @@ class RecentLog(logging.Handler):
         except Exception:  # a bad format string: logging's own way of saying so
             self.handleError(record)
             return
-        self.records.append((record.created, record.levelname, message))
+        line = f"{record.created:.3f} {record.levelname} {message}".encode("utf-8", "replace")
+        self.records.append(line)
+        self.size += len(line)
+        while self.size > self.budget and len(self.records) > 1:
+            self.size -= len(self.records.popleft())
 
     def text(self, since: float | None = None, until: float | None = None) -> str:
         """The records from `since` to `until` (epoch seconds, both included), one a line
         as cli.configure_logging writes them: "2026-12-01 20:30:00,123 DEBUG message"."""
         with self.lock:  # the test payment's thread logs too
             records = list(self.records)
-        return "".join(f"{_clock(created)} {level} {message}\n"
-                       for created, level, message in records
-                       if (since is None or created >= since)
-                       and (until is None or created <= until))
+        lines = []
+        for line in records:
+            created_text, level, message = line.decode("utf-8").split(" ", 2)
+            created = float(created_text)
+            if (since is None or created >= since) and (until is None or created <= until):
+                lines.append(f"{_clock(created)} {level} {message}\n")
+        return "".join(lines)
 
 
 def _clock(created: float) -> str:

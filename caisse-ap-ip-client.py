@@ -8,7 +8,7 @@ import sys
 # without installing it. The client path imports no Twisted, to start fast.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from caisse_ap.client import main  # noqa: E402
+from caisse_ap.client_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,8 +4,11 @@ Builds the wheel, installs it in a new virtualenv in a temporary folder,
 starts `caisse-ap-ip-server` there on free ports, checks that the web console's
 page is served (its static files are in the wheel), pays with
 `caisse-ap-ip-client` (exit status 0 expected), then stops the server with
-SIGTERM. Run by .ci/run; prints one line per check and exits non-zero on the
-first failure.
+SIGTERM. Then, as a POS project would: pytest installed beside the wheel,
+docs/library.md's `test_pos.py` written in an empty folder (no conftest.py),
+pytest run there: the simulated_terminal fixture comes with the package.
+Run by .ci/run; prints one line per check and exits non-zero on the first
+failure.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
+TEST_FILE = "# test_pos.py\n"
+PYTEST = "pytest>=8,<10"  # the range of the test extra
 
 
 def run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -86,7 +91,28 @@ def main() -> int:
             server.send_signal(signal.SIGTERM)
             code = server.wait(TIMEOUT)
         check(code == 0, f"server stopped on SIGTERM with exit status {code}")
+        check_pos_project(bin_dir, away)
     return 0
+
+
+def check_pos_project(bin_dir: Path, away: Path) -> None:
+    """A POS project's tests use the fixture by installation alone, and see the types."""
+    typed = run(bin_dir / "python", "-c",
+                "import caisse_ap, pathlib; "
+                "print((pathlib.Path(caisse_ap.__file__).parent / 'py.typed').is_file())",
+                cwd=away)
+    check(typed.stdout.strip() == "True", "py.typed shipped in the wheel", typed.stderr)
+    installed = run(bin_dir / "python", "-m", "pip", "install", "-q", PYTEST, cwd=away)
+    check(installed.returncode == 0, "pytest installed beside the wheel", installed.stderr)
+    doc = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    start = doc.index("```python\n" + TEST_FILE) + len("```python\n")
+    project = away / "pos-project"
+    project.mkdir()
+    (project / "test_pos.py").write_text(doc[start:doc.index("```", start)], encoding="utf-8")
+    tested = run(bin_dir / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=project)
+    check(tested.returncode == 0 and " passed" in tested.stdout,
+          "docs/library.md's test_pos.py passes with no conftest.py: "
+          + (tested.stdout.strip().splitlines() or ["?"])[-1], tested.stdout + tested.stderr)
 
 
 if __name__ == "__main__":

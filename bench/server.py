@@ -1,45 +1,59 @@
-"""The simulated terminal under load, against baselines measured in the same run.
+"""The simulated terminal as users start it, against baselines measured in the same run.
 
-Figures (issue 3):
+The headline is what users run: `caisse-ap-ip-server.py` started in a
+subprocess with its default options and `-d 0` (web console and API, journal
+in memory, log at info level written to a file), then with `--no-web`, then
+with `--journal FILE`. Listening ports are the only options changed (`-p 0
+--web-port 0`, on 127.0.0.1), plus `--max-connections` where a figure needs
+more than 1000 connections.
+
+Figures, each with its target (OK/MISSED, exit status 1 when one is missed):
+- throughput with `-d 0`: transactions per second from one client loop
+  (connect, send, read the answer, close), in interleaved rounds, against a
+  bare Twisted server that answers a fixed frame and against the floor of any
+  terminal (a bare server that decodes the request with caisse_ap.tlv and
+  encodes an approval echoing it); a ratio is the median of the rounds'
+  ratios, so a slow moment of the machine hits both sides. Targets: default
+  start >= 0.60x bare, --no-web >= 0.65x, --journal FILE >= 0.50x. Also the
+  server CPU time per transaction of each (from /proc; the client loop waits
+  on the server, so this is what the ratios measure; their ratio to the bare
+  server's is printed too, as a busy machine blurs it less) and, as a
+  diagnostic only, the terminal without journal, events nor log, started by
+  this script's own code;
+- latency: p50 and p99 of the time a POS waits for its answer (from its
+  request sent to its answer read) with `-d 0` while 200 others pay at once
+  (bursts of 201 POS; target p99 <= 20 ms);
 - concurrency: C POS pay at once against `-d 1`; wall time / 1 s
   (C = 10, 100, 500; target <= 1.3 at 500);
-- throughput with `-d 0`: transactions per second from one client loop
-  (connect, send, read the answer, close) against our terminal and against a
-  bare Twisted server that answers a fixed frame, written here; same client,
-  interleaved rounds, a ratio being the median of the rounds' ratios (target
-  ratio >= 0.7). Also, without a target: the terminal as a user starts it by
-  default (web API, journal in memory), a bare server that only decodes the
-  request with caisse_ap.tlv and encodes an approval echoing it (the least
-  any terminal does), and the CPU time each server spends per transaction
-  (the client loop waits on the server, so this is what the ratio measures).
-  No server closes the connection (the client does, as a POS does), so every
-  one does the same socket work;
-- memory: resident size of the terminal process with 1000 idle connections
-  open (target <= 64 MiB).
+- scale: 5,000 POS pay at once against `-d 1` (the file limit raised here and
+  inherited by the server): wall time (target <= 1.5 s) and the server's
+  peak resident size (target <= 128 MiB);
+- memory: resident size with 1000 idle connections open (target <= 64 MiB);
+- journal: with `--journal FILE`, the rows in the file after a load and
+  SIGTERM are the transactions answered, all approved.
 
-Each server runs in a child process (`python3 bench/server.py --serve KIND`)
-that prints its port; the measuring client is this process. Loopback only,
-bounded in connections and time.
+The measuring clients are this process: one blocking loop for throughput,
+non-blocking sockets on one selector for the bursts (cheaper than asyncio,
+so the client's own cost weighs less in the figures). Loopback only, bounded
+in connections and time.
 
-Adding a figure: write `def measure_x(args) -> list[Figure]` and add it to
-SECTIONS; start servers with `Child(kind, *options)` (KIND is one of
-SERVERS, which `serve()` knows how to start). The journal-in-a-file figure
-plugs in that way.
-
-Usage: python3 bench/server.py [--seconds S] [--only SECTION ...]
+Usage: python3 bench/server.py [--quick] [--seconds S] [--only SECTION ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
+import re
 import resource
+import selectors
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,20 +64,28 @@ sys.path.insert(0, str(ROOT))  # run from a plain clone
 
 from caisse_ap import tlv  # noqa: E402
 
+SERVER_SCRIPT = ROOT / "caisse-ap-ip-server.py"
 REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
+APPROVED = b"AE00210"
 # What the baseline answers to anything: an approval of REQUEST, same size as ours.
 FIXED_ANSWER = tlv.encode([
     ("CZ", "0300"), ("CJ", "012345678901"), ("AE", "10"), ("CA", "01"), ("CB", "11245"),
     ("CD", "0"), ("CE", "978"), ("CC", "001"), ("CI", "1"), ("AC", "123456"),
     ("AA", "497010######0123"), ("AB", "2812"), ("AI", "A0000000421010"), ("CG", "424242"),
 ])
+THROUGHPUT_TARGETS = {"default": 0.60, "no-web": 0.65, "journal": 0.50}
+LATENCY_OTHERS = 200
+LATENCY_P99_TARGET_MS = 20.0
 CONCURRENCY = (10, 100, 500)
 CONCURRENCY_TARGET = 1.3
-THROUGHPUT_TARGET = 0.7
+SCALE = 5000
+SCALE_WALL_TARGET = 1.5
+SCALE_RSS_TARGET_MIB = 128
 IDLE_CONNECTIONS = 1000
 MEMORY_TARGET_MIB = 64
+JOURNAL_LOAD = 500
 TIMEOUT = 30.0
-FD_LIMIT = 4096
+FD_LIMIT = 2 * SCALE + 1000  # the scale figure's sockets, on each side
 
 
 @dataclass
@@ -77,10 +99,11 @@ class Figure:
     def line(self) -> str:
         verdict = "" if self.ok is None else ("  OK" if self.ok else "  MISSED")
         target = f"  (target {self.target})" if self.target else ""
-        return f"{self.name:<48} {self.value:>12.3f} {self.unit:<8}{target}{verdict}"
+        return f"{self.name:<60} {self.value:>10.3f} {self.unit:<8}{target}{verdict}"
 
 
 def raise_fd_limit() -> None:
+    """Children inherit the limit: the server subprocesses get it too."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = FD_LIMIT if hard == resource.RLIM_INFINITY else min(FD_LIMIT, hard)
     if soft < wanted:
@@ -90,23 +113,103 @@ def raise_fd_limit() -> None:
 # --- Servers, each in a child process -----------------------------------------
 
 
-def serve_terminal(options: list[str]) -> None:
-    """Our terminal (no web console, warnings only), as the command line builds it."""
-    import logging
+class Server:
+    """A server in a child process: its address, CPU time and resident size."""
 
-    from twisted.internet import reactor
+    process: subprocess.Popen
+    address: tuple[str, int]
 
-    from caisse_ap.terminal import cli
-    from caisse_ap.terminal.server import start_terminal
+    def _proc(self, name: str) -> str:
+        return Path(f"/proc/{self.process.pid}/{name}").read_text()
 
-    args = cli.build_parser([]).parse_args(["-l", "warn", *options])
-    logging.basicConfig(level=logging.WARNING)
-    settings = cli.settings_from_args(args)
-    terminal = start_terminal(reactor, settings, "127.0.0.1", 0,
-                              max_connections=args.max_connections,
-                              idle_timeout=args.idle_timeout)
-    print(terminal.address[1], flush=True)
-    reactor.run()
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the server has used so far."""
+        fields = self._proc("stat").rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _status_mib(self, key: str) -> float:
+        for line in self._proc("status").splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {key} in /proc")
+
+    def rss_mib(self) -> float:
+        return self._status_mib("VmRSS")
+
+    def peak_rss_mib(self) -> float:
+        return self._status_mib("VmHWM")
+
+    def stop(self) -> int:
+        """SIGTERM, as a user's Ctrl-C or a service manager stops it; the exit status."""
+        self.process.terminate()
+        try:
+            return self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EntryPoint(Server):
+    """`caisse-ap-ip-server.py OPTIONS` as a user starts it, on 127.0.0.1 and free ports.
+
+    Its log (info level by default) goes to a file, as a service's log does;
+    the terminal's port comes from its start-up line.
+    """
+
+    STARTED = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+
+    def __init__(self, *options: str):
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER_SCRIPT), "--host", "127.0.0.1", "-p", "0",
+             "--web-port", "0", *options],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + TIMEOUT
+        while not (match := self._started()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                text = self._log_text()
+                self.stop()
+                raise RuntimeError(f"the server did not start:\n{text}")
+            time.sleep(0.02)  # a benchmark, not a test: polling the log file is fine
+        self.address = ("127.0.0.1", int(match[1]))
+
+    def _log_text(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def _started(self) -> re.Match[bytes] | None:
+        self.log.seek(0)
+        return self.STARTED.search(self.log.read(64 * 1024))
+
+    def stop(self) -> int:
+        code = super().stop()
+        self.log.close()
+        return code
+
+
+class Child(Server):
+    """One of this script's own servers (SERVERS) in a child process that prints its port."""
+
+    def __init__(self, kind: str, *options: str):
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--", *options],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        self.address = ("127.0.0.1", int(line))
+
+    def stop(self) -> int:
+        code = super().stop()
+        self.process.stdout.close()
+        return code
 
 
 def serve_baseline(options: list[str]) -> None:
@@ -117,25 +220,7 @@ def serve_baseline(options: list[str]) -> None:
         def dataReceived(self, data: bytes) -> None:
             self.transport.write(FIXED_ANSWER)
 
-    factory = protocol.Factory.forProtocol(Fixed)
-    port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
-    print(port.getHost().port, flush=True)
-    reactor.run()
-
-
-def serve_default(options: list[str]) -> None:
-    """Our terminal as `caisse-ap-ip-server.py` starts it: web API and console (on a free
-    loopback port), journal in memory, amount rules loaded; warnings only."""
-    from twisted.internet import reactor
-
-    from caisse_ap.terminal import cli
-
-    modules = cli.extensions()
-    args = cli.build_parser(modules).parse_args(
-        ["-l", "warn", "--host", "127.0.0.1", "-p", "0", "--web-port", "0", *options])
-    terminal = cli.start(args, reactor, modules)
-    print(terminal.address[1], flush=True)
-    reactor.run()
+    _listen(reactor, protocol.Factory.forProtocol(Fixed))
 
 
 # What the codec floor adds to the echoes: the card fields of an approval.
@@ -155,59 +240,38 @@ def serve_codec(options: list[str]) -> None:
                       *((tag, values[tag]) for tag in ("CA", "CB", "CD", "CE")), *CARD_FIELDS]
             self.transport.write(tlv.encode(answer))
 
-    factory = protocol.Factory.forProtocol(Codec)
+    _listen(reactor, protocol.Factory.forProtocol(Codec))
+
+
+def _listen(reactor: object, factory: object) -> None:
     port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
     print(port.getHost().port, flush=True)
     reactor.run()
 
 
+def serve_terminal(options: list[str]) -> None:
+    """Diagnostic only: the terminal without journal, events nor web, warnings only,
+    started by this script's code (no user starts it this way)."""
+    import logging
+
+    from twisted.internet import reactor
+
+    from caisse_ap.terminal import cli
+    from caisse_ap.terminal.server import start_terminal
+
+    args = cli.build_parser([]).parse_args(["-l", "warn", *options])
+    logging.basicConfig(level=logging.WARNING)
+    terminal = start_terminal(reactor, cli.settings_from_args(args), "127.0.0.1", 0,
+                              max_connections=args.max_connections)
+    print(terminal.address[1], flush=True)
+    reactor.run()
+
+
 SERVERS: dict[str, Callable[[list[str]], None]] = {
-    "terminal": serve_terminal,
-    "default": serve_default,
-    "codec": serve_codec,
     "baseline": serve_baseline,
+    "codec": serve_codec,
+    "terminal": serve_terminal,
 }
-
-
-class Child:
-    """A server in a child process; `port` once it listens."""
-
-    def __init__(self, kind: str, *options: str):
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", kind, "--", *options],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        line = self.process.stdout.readline()
-        if not line.strip().isdigit():
-            self.stop()
-            raise RuntimeError(f"{kind} server did not start: {line!r}")
-        self.port = int(line)
-        self.address = ("127.0.0.1", self.port)
-
-    def cpu_seconds(self) -> float:
-        """User and system CPU time the server has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
-
-    def __enter__(self) -> Child:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- Clients ------------------------------------------------------------------
@@ -223,72 +287,93 @@ def loop(address: tuple[str, int], seconds: float) -> tuple[int, float]:
     """Transactions from one client loop, one connection each, and the seconds it took."""
     count, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
-        if b"AE00210" not in one_transaction(address):
+        if APPROVED not in one_transaction(address):
             raise RuntimeError("not an approval")
         count += 1
     return count, elapsed
 
 
-def loop_rate(address: tuple[str, int], seconds: float) -> float:
-    """Transactions per second from one client loop."""
-    count, elapsed = loop(address, seconds)
-    return count / elapsed
+@dataclass
+class Burst:
+    """What `burst()` saw: when it began and, per POS, when it sent and got its answer."""
+
+    started: float
+    sent: list[float]
+    answered: list[float]
+
+    @property
+    def wall(self) -> float:
+        return max(self.answered) - self.started
+
+    def waits(self) -> list[float]:
+        return [answered - sent for sent, answered in zip(self.sent, self.answered, strict=True)]
 
 
-async def _pay(address: tuple[str, int]) -> bytes:
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(REQUEST)
-    await writer.drain()
-    answer = await reader.read(1024)
-    writer.close()
-    return answer
+def burst(address: tuple[str, int], count: int) -> Burst:
+    """`count` POS pay at once: each connects, sends its request as soon as it is connected,
+    reads its answer (one write, one read, as the server promises) and closes."""
+    selector = selectors.DefaultSelector()
+    sent: dict[socket.socket, float] = {}
+    result = Burst(time.perf_counter(), [], [])
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(address)  # EINPROGRESS: writable once connected
+            selector.register(sock, selectors.EVENT_WRITE)
+        deadline = result.started + TIMEOUT
+        while len(result.answered) < count:
+            events = selector.select(deadline - time.perf_counter())
+            if not events and time.perf_counter() > deadline:
+                raise RuntimeError(f"{len(result.answered)} answers out of {count} in time")
+            now = time.perf_counter()
+            for key, _ in events:
+                sock = key.fileobj
+                if sock not in sent:
+                    if error := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        raise RuntimeError(f"connection failed: {os.strerror(error)}")
+                    sock.send(REQUEST)
+                    sent[sock] = now
+                    selector.modify(sock, selectors.EVENT_READ)
+                    continue
+                if APPROVED not in sock.recv(1024):
+                    raise RuntimeError("not an approval")
+                selector.unregister(sock)
+                sock.close()
+                result.sent.append(sent.pop(sock))
+                result.answered.append(now)
+    finally:
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()
+        selector.close()
+    return result
 
 
-async def _pay_all(address: tuple[str, int], count: int) -> float:
-    start = time.perf_counter()
-    answers = await asyncio.wait_for(
-        asyncio.gather(*(_pay(address) for _ in range(count))), TIMEOUT)
-    elapsed = time.perf_counter() - start
-    approved = sum(b"AE00210" in answer for answer in answers)
-    if approved != count:
-        raise RuntimeError(f"{approved} approvals out of {count}")
-    return elapsed
+def default_start(*options: str) -> EntryPoint:
+    return EntryPoint("-d", "0", *options)
 
 
 # --- Sections -------------------------------------------------------------------
 
 
-def measure_concurrency(args: argparse.Namespace) -> list[Figure]:
-    figures = []
-    with Child("terminal", "-d", "1") as server:
-        for count in CONCURRENCY:
-            wall = asyncio.run(_pay_all(server.address, count))
-            ratio = wall / 1.0
-            ok = ratio <= CONCURRENCY_TARGET if count == max(CONCURRENCY) else None
-            figures.append(Figure(f"concurrency C={count}, -d 1: wall / 1 s", ratio, "x",
-                                  f"<= {CONCURRENCY_TARGET}" if ok is not None else "", ok))
-    return figures
-
-
-THROUGHPUT_SERVERS = {  # name: the Child's arguments
-    "ours": ("terminal", "-d", "0"),
-    "default": ("default", "-d", "0"),
-    "codec": ("codec",),
-    "bare": ("baseline",),
-}
-
-
 def measure_throughput(args: argparse.Namespace) -> list[Figure]:
-    rounds = 12
-    per_round = args.seconds / (2 * rounds)  # per server and round
-    rates: dict[str, list[float]] = {name: [] for name in THROUGHPUT_SERVERS}
-    cpu: dict[str, float] = {name: 0.0 for name in THROUGHPUT_SERVERS}
-    count: dict[str, int] = {name: 0 for name in THROUGHPUT_SERVERS}
-    with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(Child(*child))
-                   for name, child in THROUGHPUT_SERVERS.items()}
+    rounds = 4 if args.quick else 12
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {
+            "default": stack.enter_context(default_start()),
+            "no-web": stack.enter_context(default_start("--no-web")),
+            "journal": stack.enter_context(
+                default_start("--journal", str(Path(directory) / "journal.sqlite"))),
+            "codec": stack.enter_context(Child("codec")),
+            "bare": stack.enter_context(Child("baseline")),
+            "private": stack.enter_context(Child("terminal", "-d", "0")),
+        }
+        per_round = args.seconds / (len(servers) * rounds)  # per server and round
+        rates: dict[str, list[float]] = {name: [] for name in servers}
+        cpu = dict.fromkeys(servers, 0.0)
+        count = dict.fromkeys(servers, 0)
         for server in servers.values():
-            loop_rate(server.address, 0.2)  # warm up
+            loop(server.address, 0.2)  # warm up
         for _ in range(rounds):  # interleaved: noise hits every server alike
             for name, server in servers.items():
                 before = server.cpu_seconds()
@@ -302,187 +387,139 @@ def measure_throughput(args: argparse.Namespace) -> list[Figure]:
         pairs = zip(rates[name], rates["bare"], strict=True)
         return statistics.median(ours / bare for ours, bare in pairs)
 
-    def cpu_per_transaction(name: str) -> float:
-        return cpu[name] / count[name] * 1e6
+    labels = {
+        "default": "default start -d 0",
+        "no-web": "default start -d 0 --no-web",
+        "journal": "default start -d 0 --journal FILE",
+        "codec": "floor: bare server + tlv decode/encode",
+        "bare": "bare Twisted fixed-frame server",
+        "private": "diagnostic: no journal/events/log, own start",
+    }
+    figures = [Figure(f"throughput, {labels[name]}", statistics.median(rates[name]), "tx/s")
+               for name in servers]
+    figures += [Figure(f"server CPU per transaction, {labels[name]}",
+                       cpu[name] / count[name] * 1e6, "us") for name in servers]
+    for name in ("default", "no-web", "journal", "codec", "private"):
+        value = ratio(name)
+        target = THROUGHPUT_TARGETS.get(name)
+        figures.append(Figure(f"ratio to bare, {labels[name]}", value, "x",
+                              f">= {target}" if target else "",
+                              None if target is None else value >= target))
+    # Without target: the same comparison by CPU time, which a busy machine blurs less.
+    bare_cpu = cpu["bare"] / count["bare"]
+    figures += [Figure(f"bare's CPU / ours per transaction, {labels[name]}",
+                       bare_cpu / (cpu[name] / count[name]), "x")
+                for name in ("default", "no-web", "journal", "private")]
+    return figures
 
-    ours = ratio("ours")
+
+def measure_latency(args: argparse.Namespace) -> list[Figure]:
+    rounds = 3 if args.quick else 10
+    waits: list[float] = []
+    with default_start() as server:
+        burst(server.address, LATENCY_OTHERS + 1)  # warm up
+        for _ in range(rounds):
+            waits += burst(server.address, LATENCY_OTHERS + 1).waits()
+    waits.sort()
+    p50 = waits[len(waits) // 2] * 1e3
+    p99 = waits[int(len(waits) * 0.99)] * 1e3
+    name = f"wait of a POS, -d 0, {LATENCY_OTHERS} others at once"
     return [
-        Figure("throughput -d 0, our terminal", statistics.median(rates["ours"]), "tx/s"),
-        Figure("throughput -d 0, default start (web, journal)",
-               statistics.median(rates["default"]), "tx/s"),
-        Figure("throughput, bare server + tlv decode/encode",
-               statistics.median(rates["codec"]), "tx/s"),
-        Figure("throughput, bare Twisted fixed-frame server",
-               statistics.median(rates["bare"]), "tx/s"),
-        Figure("server CPU per transaction, our terminal", cpu_per_transaction("ours"), "us"),
-        Figure("server CPU per transaction, bare server", cpu_per_transaction("bare"), "us"),
-        Figure("throughput ratio ours / bare", ours, "x", f">= {THROUGHPUT_TARGET}",
-               ours >= THROUGHPUT_TARGET),
-        Figure("throughput ratio default start / bare", ratio("default"), "x"),
-        Figure("throughput ratio tlv decode/encode / bare", ratio("codec"), "x"),
+        Figure(f"{name}: p50", p50, "ms"),
+        Figure(f"{name}: p99", p99, "ms", f"<= {LATENCY_P99_TARGET_MS:g}",
+               p99 <= LATENCY_P99_TARGET_MS),
+    ]
+
+
+def measure_concurrency(args: argparse.Namespace) -> list[Figure]:
+    figures = []
+    with EntryPoint("-d", "1") as server:
+        for count in CONCURRENCY:
+            ratio = burst(server.address, count).wall / 1.0
+            ok = ratio <= CONCURRENCY_TARGET if count == max(CONCURRENCY) else None
+            figures.append(Figure(f"concurrency C={count}, -d 1: wall / 1 s", ratio, "x",
+                                  f"<= {CONCURRENCY_TARGET}" if ok is not None else "", ok))
+    return figures
+
+
+def measure_scale(args: argparse.Namespace) -> list[Figure]:
+    with EntryPoint("-d", "1", "--max-connections", str(SCALE + 10)) as server:
+        burst(server.address, 10)  # the first payment pays for imports, as in real life
+        wall = burst(server.address, SCALE).wall
+        peak = server.peak_rss_mib()
+    return [
+        Figure(f"scale: {SCALE} POS at once, -d 1: wall", wall, "s",
+               f"<= {SCALE_WALL_TARGET}", wall <= SCALE_WALL_TARGET),
+        Figure(f"scale: {SCALE} POS at once, -d 1: peak RSS", peak, "MiB",
+               f"<= {SCALE_RSS_TARGET_MIB}", peak <= SCALE_RSS_TARGET_MIB),
     ]
 
 
 def measure_memory(args: argparse.Namespace) -> list[Figure]:
-    with Child("terminal", "-d", "0", "--max-connections", str(IDLE_CONNECTIONS + 1)) as server:
+    with EntryPoint("-d", "0", "--max-connections", str(IDLE_CONNECTIONS + 1)) as server:
+        one_transaction(server.address)
         before = server.rss_mib()
         idle = [socket.create_connection(server.address, timeout=TIMEOUT)
                 for _ in range(IDLE_CONNECTIONS)]
         try:
             # Accepts are in order: once this one is answered, all idle ones are in.
-            if b"AE00210" not in one_transaction(server.address):
+            if APPROVED not in one_transaction(server.address):
                 raise RuntimeError("not an approval")
             rss = server.rss_mib()
         finally:
             for sock in idle:
                 sock.close()
     return [
-        Figure("terminal RSS, no connection", before, "MiB"),
-        Figure(f"terminal RSS, {IDLE_CONNECTIONS} idle connections", rss, "MiB",
+        Figure("default start RSS, no connection", before, "MiB"),
+        Figure(f"default start RSS, {IDLE_CONNECTIONS} idle connections", rss, "MiB",
                f"<= {MEMORY_TARGET_MIB}", rss <= MEMORY_TARGET_MIB),
     ]
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
-    "concurrency": measure_concurrency,
-    "throughput": measure_throughput,
-    "memory": measure_memory,
-}
-
-
-# --- Journal (issue 5): throughput with the journal in a file vs in memory -----
-#
-# The terminal with its journal attached as the command line does (no web
-# console, which the figures must not include): in memory, and in a SQLite file
-# in WAL mode. Also: the cost of one journal write as the reactor pays it, and,
-# under the concurrency load, that the file holds every transaction.
-
-JOURNAL_CONCURRENCY = 500
-JOURNAL_WRITES = 5000
-
-
-def serve_journal(options: list[str]) -> None:
-    """Our terminal with a journal; options: PATH (":memory:" for memory), then the terminal's."""
-    import logging
-
-    from twisted.internet import reactor
-
-    from caisse_ap.terminal import cli
-    from caisse_ap.terminal.journal import Journal
-    from caisse_ap.terminal.server import start_terminal
-    from caisse_ap.terminal.web import start_services
-
-    path, *options = options
-    args = cli.build_parser([]).parse_args(["-l", "warn", *options])
-    logging.basicConfig(level=logging.WARNING)
-    terminal = start_terminal(reactor, cli.settings_from_args(args), "127.0.0.1", 0,
-                              max_connections=args.max_connections)
-    services = start_services(reactor, terminal, web=False,
-                              journal=Journal(None if path == ":memory:" else path))
-    # SIGTERM: the journal is closed (checkpointed) once the reactor has stopped.
-    reactor.addSystemEventTrigger("after", "shutdown", services.close_journal)
-    print(terminal.address[1], flush=True)
-    reactor.run()
-
-
-SERVERS["journal"] = serve_journal
-
-
-def _write_costs(path: str | None) -> list[float]:
-    """Seconds per Journal.record() of a realistic transaction, as the reactor pays them."""
-    from caisse_ap.terminal.journal import Journal
-
-    journal = Journal(path)
-    answer = [list(field) for field in tlv.decode(FIXED_ANSWER)]
-    costs = []
-    for number in range(1, JOURNAL_WRITES + 1):
-        data = {"id": number, "received_at": "2026-11-27T03:10:00.123+00:00", "status": "pending",
-                "request": [list(field) for field in tlv.decode(REQUEST)],
-                "request_frame": REQUEST.decode(), "answer": None, "labels": {}}
-        for status in ("pending", "approved"):  # two writes per transaction, as served
-            data = {**data, "status": status, "answer": answer if status != "pending" else None}
-            start = time.perf_counter()
-            journal.record(data)
-            costs.append(time.perf_counter() - start)
-        if number % 1000 == 0:
-            journal.checkpoint()  # the server runs it in a thread; here between writes
-    journal.close()
-    return sorted(costs)
-
-
-def _journal_rows(path: Path) -> dict[str, int]:
-    import sqlite3
-
-    db = sqlite3.connect(path)
-    try:
-        return dict(db.execute("SELECT status, COUNT(*) FROM transactions GROUP BY status"))
-    finally:
-        db.close()
-
-
 def measure_journal(args: argparse.Namespace) -> list[Figure]:
-    import tempfile
-
-    figures = []
+    """--journal FILE under load, stopped by SIGTERM: one row per transaction answered."""
     with tempfile.TemporaryDirectory() as directory:
-        for name, path in (("memory", None), ("file", str(Path(directory) / "costs.sqlite"))):
-            costs = _write_costs(path)
-            mean = statistics.fmean(costs)
-            figures += [
-                Figure(f"journal write ({name}): mean", mean * 1e6, "us"),
-                Figure(f"journal write ({name}): p99", costs[int(len(costs) * 0.99)] * 1e6, "us"),
-                Figure(f"journal write ({name}): max", costs[-1] * 1e6, "us"),
-            ]
-
-        rounds = 6
-        per_round = args.seconds / (2 * rounds)
-        in_memory, in_file = [], []
-        file_path = Path(directory) / "throughput.sqlite"
-        with Child("journal", ":memory:", "-d", "0") as memory, \
-                Child("journal", str(file_path), "-d", "0") as on_file:
-            loop_rate(memory.address, 0.2)
-            loop_rate(on_file.address, 0.2)
-            for _ in range(rounds):  # interleaved, as the throughput section does
-                in_memory.append(loop_rate(memory.address, per_round))
-                in_file.append(loop_rate(on_file.address, per_round))
-        memory_rate, file_rate = statistics.median(in_memory), statistics.median(in_file)
-        figures += [
-            Figure("throughput -d 0, journal in memory", memory_rate, "tx/s"),
-            Figure("throughput -d 0, journal in a file (WAL)", file_rate, "tx/s"),
-            Figure("throughput ratio file / memory journal", file_rate / memory_rate, "x"),
-        ]
-
-        load_path = Path(directory) / "load.sqlite"
+        path = Path(directory) / "load.sqlite"
         sent = 0
-        with Child("journal", str(load_path), "-d", "1",
-                   "--max-connections", str(JOURNAL_CONCURRENCY + 10)) as server:
-            for count in CONCURRENCY:
-                wall = asyncio.run(_pay_all(server.address, count))
-                sent += count
-                if count == JOURNAL_CONCURRENCY:
-                    # Informative: compare with the concurrency section's figure.
-                    figures.append(Figure(f"concurrency C={count}, -d 1, file journal: "
-                                          "wall / 1 s", wall, "x"))
-        rows = _journal_rows(load_path)  # after SIGTERM: the journal is closed
-        recorded = sum(rows.values())
-        figures.append(Figure(f"journal rows / transactions sent ({sent}) under load",
-                              recorded / sent, "x", "= 1, all approved",
-                              recorded == sent and rows.get("approved") == sent))
-    return figures
+        with EntryPoint("-d", "0", "--journal", str(path)) as server:
+            for _ in range(4):
+                burst(server.address, JOURNAL_LOAD)
+                sent += JOURNAL_LOAD
+        db = sqlite3.connect(path)  # the server has stopped (SIGTERM)
+        try:
+            rows = dict(db.execute("SELECT status, COUNT(*) FROM transactions GROUP BY status"))
+        finally:
+            db.close()
+    recorded = sum(rows.values())
+    return [Figure(f"journal rows / transactions answered ({sent}), SIGTERM",
+                   recorded / sent, "x", "= 1, all approved",
+                   recorded == sent and rows.get("approved") == sent)]
 
 
-SECTIONS["journal"] = measure_journal
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
+    "throughput": measure_throughput,
+    "latency": measure_latency,
+    "concurrency": measure_concurrency,
+    "scale": measure_scale,
+    "memory": measure_memory,
+    "journal": measure_journal,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0,
-                        help="throughput section: each server gets the client loop for "
-                             "half of it (default: 6)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer and shorter rounds (about a third of the time): a check, "
+                             "not the figures to quote")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="throughput section: seconds of client loop, shared by the "
+                             "servers (default: 18, or 4 with --quick)")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("options", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.seconds is None:
+        args.seconds = 4.0 if args.quick else 18.0
     raise_fd_limit()
     if args.serve:
         SERVERS[args.serve](args.options)

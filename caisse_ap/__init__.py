@@ -1,12 +1,61 @@
 """caisse-ap-ip: Caisse-AP over IP for point-of-sale developers.
 
-The public API other tools use: `encode`, `decode` and `FrameError` (framing),
-and the modules `messages` (requests and answers), `tags` (labels) and
-`money` (amounts and currencies).
+Paying, in three lines (docs/library.md has the asyncio and Twisted forms):
+
+    from caisse_ap import PaymentTerminal, Outcome
+    result = PaymentTerminal("192.168.1.50").pay("12.50", currency="EUR")
+    if result.outcome is Outcome.APPROVED: ...
+
+Also public: `encode`, `decode`, `FrameDecoder` and `FrameError` (framing),
+the modules `messages` (requests and answers), `tags` (labels) and `money`
+(amounts and currencies), and `caisse_ap.testing` (a simulated terminal for
+a POS project's tests).
+
+The payment names are loaded on first use (PEP 562), so that `import
+caisse_ap` stays as light as the framing core: the command-line client's
+start-up time depends on it.
 """
 
+from __future__ import annotations
+
+from .errors import CaisseApError, InvalidRequest, TerminalUnreachable
 from .tlv import FrameDecoder, FrameError, decode, encode
+
+TYPE_CHECKING = False  # typing itself costs start-up time
+if TYPE_CHECKING:
+    from .client import PaymentTerminal
+    from .messages import Action
+    from .payment import Outcome, PaymentResult
 
 __version__ = "1.0.0"
 
-__all__ = ["FrameDecoder", "FrameError", "__version__", "decode", "encode"]
+__all__ = [
+    "Action",
+    "CaisseApError",
+    "FrameDecoder",
+    "FrameError",
+    "InvalidRequest",
+    "Outcome",
+    "PaymentResult",
+    "PaymentTerminal",
+    "TerminalUnreachable",
+    "__version__",
+    "decode",
+    "encode",
+]
+
+_LAZY = {
+    "PaymentTerminal": "client",
+    "Outcome": "payment",
+    "PaymentResult": "payment",
+    "Action": "messages",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'caisse_ap' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)

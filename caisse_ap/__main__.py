@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "server":
         from caisse_ap.terminal.cli import main as command_main
     else:
-        from caisse_ap.client import main as command_main
+        from caisse_ap.client_cli import main as command_main
     return command_main(args.arguments)
 
 

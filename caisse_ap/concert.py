@@ -556,7 +556,7 @@ class ConcertLink:
                 self._time_out()
             position = 0
             while position < len(self._received) and not self._events:
-                self._on_byte(self._received[position:position + 1])
+                self._on_byte(bytes(self._received[position:position + 1]))
                 position += 1
             del self._received[:position]
             self._flush_ignored()
@@ -646,6 +646,7 @@ class ConcertLink:
             # The POS begins a new exchange instead of taking our answer: it
             # gave up on that transaction; it has the line.
             message, self._sending = self._sending, None
+            assert message is not None  # an exchange of ours was under way
             self._events.append(SendFailed(message, "the POS sent ENQ instead of ACK: it began "
                                                     "a new exchange", False))
             self._enter(LinkState.IDLE, None)
@@ -656,6 +657,7 @@ class ConcertLink:
     def _on_frame_answer(self, byte: bytes) -> None:
         if byte == ACK:
             message, self._sending = self._sending, None
+            assert message is not None  # the frame just acknowledged
             self._write(EOT)
             self._events.append(MessageSent(message))
             self._enter(LinkState.IDLE, None)

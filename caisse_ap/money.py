@@ -78,6 +78,9 @@ def _iso_tables() -> tuple[dict[str, CurrencyInfo], dict[str, CurrencyInfo]]:
     return by_alpha, by_numeric
 
 
+# Cached: the terminal looks up each transaction's currency several times. A
+# code that is not found raises, and errors are not cached.
+@lru_cache(maxsize=1024, typed=True)  # typed: True is not 1
 def currency(code: str | int | CurrencyInfo) -> CurrencyInfo:
     """Look up a currency by alphabetic ("EUR", "eur") or numeric code ("978", 978)."""
     if isinstance(code, CurrencyInfo):
@@ -148,6 +151,8 @@ def to_minor_units(
     info = _lookup(currency)
     value = parse_amount(amount)
     sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN or infinity: parse_amount lets none through
+        raise AmountError(f"amount {_show(amount)} is not a number")
     # Work on the integer digits so that no Decimal context can round anything.
     digit_text = "".join(map(str, digits)).lstrip("0")
     stripped = digit_text.rstrip("0")
@@ -167,7 +172,7 @@ def to_minor_units(
             f"amount {_show(amount)} is too large: {info.alpha} amounts stop at "
             f"{largest} ({MAX_DIGITS} digits of minor units)"
         )
-    units = int(stripped) * 10**shift
+    units = int(stripped + "0" * shift)
     return -units if sign else units
 
 
@@ -190,7 +195,7 @@ def from_minor_units(units: int | str, currency: str | int | CurrencyInfo = "EUR
     """
     info = _lookup(currency)
     if isinstance(units, str):
-        if not re.fullmatch(r"[0-9]+", units):
+        if not (units.isascii() and units.isdigit()):
             raise AmountError(f"{_show(repr(units))} is not an amount in minor units")
         digit_text = units.lstrip("0") or "0"
         sign = 0

@@ -8,6 +8,7 @@ Source: PROTOCOL.md sections 3 and 4.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -35,14 +36,17 @@ _TAG_LIST = [
     Tag("CZ", "protocol_version", "version du protocole", 4, 4, "both"),
     Tag("CJ", "protocol_id", "identifiant protocole Concert", 12, 12, "both"),
     Tag("CA", "register", "numéro de caisse", 2, 2, "both"),
-    Tag("CB", "amount", "montant", 2, 12, "both"),
+    # One digit is valid (CB0015 = 0.05 EUR, as Odoo and Nepting send it); zero-padding too.
+    Tag("CB", "amount", "montant", 1, 12, "both"),
     Tag("CD", "action", "type d'action", 1, 1, "both"),
     Tag("CE", "currency", "devise", 3, 3, "both"),
     Tag("BA", "answer_mode", "mode de réponse", 1, 1, "pos"),
     Tag("BB", "force_online", "forçage autorisation en ligne", 1, 1, "pos"),
     Tag("BF", "partial_payment", "paiement partiel", 1, 1, "both"),
     Tag("CC", "application", "application de paiement", 3, 3, "both"),
-    Tag("CF", "private_data", "données privées", 1, 32, "both"),
+    # Nepting and PayXpert take 1-99 in requests; some document 32 for answers (see
+    # PORTABLE_REFERENCE_SIZE).
+    Tag("CF", "private_data", "données privées", 1, 99, "both"),
     Tag("CH", "previous_reference", "référence transaction précédente", 1, 999, "pos"),
     # CK is sent by the POS in a request and by the terminal inside ZT.
     Tag("CK", "receipt_mode", "gestion du ticket", 3, 3, "both"),
@@ -72,6 +76,22 @@ _TAG_LIST = [
     Tag("IM", "debit_transaction_id", "identifiant du débit remboursé", 1, 999, "terminal"),
 ]
 TAGS: dict[str, Tag] = {t.code: t for t in _TAG_LIST}
+# The longest CF that every terminal echoes whole: what a careful POS sends.
+PORTABLE_REFERENCE_SIZE = 32
+_LENGTHS = {t.code: range(t.min_size, t.max_size + 1) for t in _TAG_LIST}
+_ANY_LENGTH = range(1, 1000)
+
+
+def fits(code: str, value: str) -> bool:
+    """Whether `value` has a size the tag table allows for `code` (any size for unknown tags)."""
+    return len(value) in _LENGTHS.get(code, _ANY_LENGTH)
+
+
+def misfits(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The fields whose size the tag table does not allow: what fits() says, for a whole
+    message at once (a terminal checks every request)."""
+    lengths, anything = _LENGTHS, _ANY_LENGTH
+    return [field for field in fields if len(field[1]) not in lengths.get(field[0], anything)]
 
 
 def tag(code: str) -> Tag:

@@ -7,10 +7,10 @@
             terminal.next("refused")
             result = my_pos.pay("12.50", host=terminal.host, port=terminal.port)
             assert result.declined
-            assert terminal.transactions()[0]["reason"]["code"] == "04"
+            assert terminal.transactions()[0].reason_code == "04"
 
-or, with pytest, the `simulated_terminal` fixture (add
-`pytest_plugins = ["caisse_ap.testing"]` to the project's conftest.py):
+or, with pytest, the `simulated_terminal` fixture, which installing the
+package provides (a `pytest11` entry point: caisse_ap.pytest_plugin):
 
     def test_refused_payment(simulated_terminal):
         simulated_terminal.next("refused")
@@ -19,9 +19,13 @@ or, with pytest, the `simulated_terminal` fixture (add
 The terminal and its control API listen on 127.0.0.1, on ports the OS
 chooses, in this process: the Twisted reactor runs in a background thread
 (started on first use, shared by every simulated terminal of the process, and
-reused if something else already runs it in another thread). The test talks
-to it through the JSON API of docs/api.md, as any client would. Unless told
-otherwise the terminal answers at once (duration 0).
+reused if something else already runs it in another thread). A project's
+own tests that need the reactor share that thread through `shared_reactor()`
+and `call_in_reactor()`. The test talks to the terminal through the JSON API
+of docs/api.md, as any client would, and gets typed objects back
+(`Transaction`, `Event`), which also read as the API's JSON objects
+(`transaction["status"]`). Unless told otherwise the terminal answers at
+once (duration 0). Importing this module imports neither pytest nor Twisted.
 """
 
 from __future__ import annotations
@@ -35,15 +39,22 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from .terminal.words import DecidedBy, TransactionStatus
+from .tlv import Field
 
 HOST = "127.0.0.1"
 HTTP_TIMEOUT = 30.0  # seconds; a control call answers in milliseconds
 
-__all__ = ["EventStream", "SimulatedTerminal", "SimulatedTerminalError", "simulated_terminal"]
+__all__ = ["Event", "EventStream", "SimulatedTerminal", "SimulatedTerminalError", "Transaction",
+           "call_in_reactor", "shared_reactor", "simulated_terminal", "start_simulated_terminal"]
 
 
 class SimulatedTerminalError(RuntimeError):
@@ -56,14 +67,105 @@ class SimulatedTerminalError(RuntimeError):
         self.field = field
 
 
+# --- What the API gives back, typed -----------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Transaction(Mapping[str, Any]):
+    """A transaction of the terminal's journal (docs/api.md, transaction object).
+
+    Typed attributes, and the whole JSON object in `data`; the transaction is
+    also that object, read-only (`transaction["status"]`, `==` a dict).
+    Amounts are Decimal in major units; `request` and `answer` the fields.
+    """
+
+    id: int
+    status: TransactionStatus
+    decided_by: DecidedBy | None
+    action: str | None
+    amount: Decimal | None
+    currency: str | None
+    reason_code: str | None
+    reason_label: str | None
+    request: list[Field]
+    answer: list[Field] | None
+    peer: str
+    duration_s: float | None
+    data: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Transaction:
+        reason = data.get("reason") or {}
+        decided_by = data.get("decided_by")
+        amount = data.get("amount")
+        answer = data.get("answer")
+        return cls(
+            id=int(data["id"]),
+            status=TransactionStatus(data["status"]),
+            decided_by=DecidedBy(decided_by) if decided_by is not None else None,
+            action=data.get("action"),
+            amount=Decimal(amount) if amount is not None else None,
+            currency=data.get("currency"),
+            reason_code=reason.get("code"),
+            reason_label=reason.get("label"),
+            request=[(tag, value) for tag, value in data.get("request") or []],
+            answer=[(tag, value) for tag, value in answer] if answer is not None else None,
+            peer=str(data.get("peer", "")),
+            duration_s=data.get("duration_s"),
+            data=data,
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, eq=False)
+class Event(Mapping[str, Any]):
+    """One event of the stream: `event` is its kind ("request", "answer", "settings"),
+    `data` its JSON object; `transaction` reads it for the transaction events. Also
+    the mapping {"id", "event", "data"}, as the stream's earlier versions gave."""
+
+    id: int | None
+    event: str
+    data: Any
+
+    @property
+    def transaction(self) -> Transaction:
+        return Transaction.from_json(self.data)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _EVENT_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_EVENT_KEYS)
+
+    def __len__(self) -> int:
+        return len(_EVENT_KEYS)
+
+
+_EVENT_KEYS = ("id", "event", "data")
+
+
 # --- The reactor thread ------------------------------------------------------------
 
 _reactor_lock = threading.Lock()
 _reactor_thread: threading.Thread | None = None
 
 
-def _reactor() -> Any:
-    """The global reactor, running in a background thread (started if need be)."""
+def shared_reactor() -> Any:
+    """The global reactor, running in a background thread (started if need be).
+
+    One per process: a project's tests that need the reactor use this one
+    (with `call_in_reactor`) rather than start a thread of their own.
+    """
     global _reactor_thread
     from twisted.internet import reactor
     from twisted.python import threadable
@@ -86,7 +188,13 @@ def _reactor() -> Any:
     return reactor
 
 
-def _call(reactor: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
+def call_in_reactor(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `function` on the shared reactor's thread and return its result, once its
+    Deferred (if it returns one) has fired; its exception is raised here."""
+    return _call(shared_reactor(), function, *args, **kwargs)
+
+
+def _call(reactor: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     from twisted.internet.threads import blockingCallFromThread
 
     return blockingCallFromThread(reactor, function, *args, **kwargs)
@@ -142,7 +250,9 @@ class SimulatedTerminal:
         `options`: `payment_type` ("cbcontactless"...), `delay` (seconds).
         Calls queue up in order. Returns the queue.
         """
-        return self.api("POST", "/api/next", {"outcome": outcome, **options})["queue"]
+        queued: list[dict[str, Any]] = self.api("POST", "/api/next",
+                                                {"outcome": outcome, **options})["queue"]
+        return queued
 
     def clear_next(self) -> None:
         self.api("DELETE", "/api/next")
@@ -150,30 +260,34 @@ class SimulatedTerminal:
     def settings(self, **changes: Any) -> dict[str, Any]:
         """Change settings for the next transactions (mode="failure", duration=1...);
         without arguments, read them. Returns the whole settings."""
-        if not changes:
-            return self.api("GET", "/api/settings")
-        return self.api("PUT", "/api/settings", changes)
+        settings: dict[str, Any] = (self.api("PUT", "/api/settings", changes) if changes
+                                    else self.api("GET", "/api/settings"))
+        return settings
 
     def transactions(self, limit: int = 100, after: int | None = None,
-                     status: str | None = None) -> list[dict[str, Any]]:
+                     status: TransactionStatus | str | None = None) -> list[Transaction]:
         """The journal, newest first (docs/api.md, transaction objects)."""
-        query = {"limit": limit}
+        query: dict[str, str | int] = {"limit": limit}
         if after is not None:
             query["after"] = after
         if status is not None:
-            query["status"] = status
-        return self.api("GET", f"/api/transactions?{urlencode(query)}")["transactions"]
+            query["status"] = str(status)
+        found = self.api("GET", f"/api/transactions?{urlencode(query)}")["transactions"]
+        return [Transaction.from_json(data) for data in found]
 
-    def transaction(self, transaction_id: int) -> dict[str, Any]:
-        return self.api("GET", f"/api/transactions/{transaction_id}")
+    def transaction(self, transaction_id: int) -> Transaction:
+        return Transaction.from_json(self.api("GET", f"/api/transactions/{transaction_id}"))
 
-    def decide(self, transaction_id: int, outcome: str, **options: Any) -> dict[str, Any]:
+    def decide(self, transaction_id: int, outcome: str, **options: Any) -> Transaction:
         """Manual mode: answer a waiting transaction; returns it once answered."""
-        return self.api("POST", f"/api/transactions/{transaction_id}/decision",
-                        {"outcome": outcome, **options})
+        return Transaction.from_json(self.api(
+            "POST", f"/api/transactions/{transaction_id}/decision",
+            {"outcome": outcome, **options}))
 
     def status(self) -> dict[str, Any]:
-        return self.api("GET", "/api/status")
+        """The status object of docs/api.md (version, settings, counters...)."""
+        status: dict[str, Any] = self.api("GET", "/api/status")
+        return status
 
     def events(self, last_event_id: int | None = None) -> EventStream:
         """The event stream (use as a context manager); open it before the payment."""
@@ -225,9 +339,10 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
     settings.setdefault("duration", 0)
     if amount_rules is not False:
         settings["amount_rules"] = True
-    rules = (load_rules(amount_rules) if not isinstance(amount_rules, bool) else AmountRules())
+    rules = (load_rules(Path(amount_rules)) if not isinstance(amount_rules, bool)
+             else AmountRules())
     checked = TerminalSettings.from_dict(settings)  # SettingsError before anything starts
-    reactor = _reactor()
+    reactor = shared_reactor()
 
     def start() -> tuple[Any, Any]:
         terminal = start_terminal(reactor, checked, HOST, 0, seed=seed)
@@ -280,7 +395,7 @@ class EventStream:
         if self.response.status != 200:
             raise SimulatedTerminalError(self.response.status, "the event stream was refused")
         self.comments: queue.Queue[str] = queue.Queue()
-        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._events: queue.Queue[Event | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="event-stream", daemon=True)
         self._reader.start()
         # The server writes ": connected" first: once read, no event can be missed.
@@ -293,7 +408,8 @@ class EventStream:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line:
                     if "data" in event:
-                        self._events.put(event)
+                        self._events.put(Event(event.get("id"), event.get("event", "message"),
+                                               event["data"]))
                     event = {}
                 elif line.startswith(":"):
                     self.comments.put(line[1:].strip())
@@ -311,7 +427,7 @@ class EventStream:
         finally:
             self._events.put(None)
 
-    def get(self, event: str | None = None, timeout: float = HTTP_TIMEOUT) -> dict[str, Any]:
+    def get(self, event: str | None = None, timeout: float = HTTP_TIMEOUT) -> Event:
         """The next event (of kind `event` if given); TimeoutError if none comes in time."""
         while True:
             try:
@@ -321,7 +437,7 @@ class EventStream:
             if item is None:
                 self._events.put(None)
                 raise ConnectionError("the event stream was closed")
-            if event is None or item.get("event") == event:
+            if event is None or item.event == event:
                 return item
 
     def close(self) -> None:
@@ -339,19 +455,3 @@ class EventStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- pytest fixture --------------------------------------------------------------------
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - pytest is only needed for the fixture
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture(name="simulated_terminal")
-    def simulated_terminal_fixture() -> Iterator[SimulatedTerminal]:
-        """A simulated terminal answering at once, stopped after the test."""
-        with simulated_terminal() as terminal:
-            yield terminal

@@ -3,7 +3,7 @@
 A message is a run of TLV fields: a two-letter tag, a three-digit length and
 a printable ASCII value of that length. Over IP there is no wrapper and no
 overall length, so the end of a message is only known by parsing; the
-streaming `FrameDecoder` below does that for the socket edges.
+streaming `FrameDecoder` below and the connections of connection.py do that.
 
 Bytes are read as Latin-1 so that each byte is one character: offsets in
 error messages are byte offsets, and any non-ASCII byte is caught by the
@@ -13,6 +13,12 @@ printable-ASCII check instead of by a Unicode error.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+
+from .errors import CaisseApError
+
+TYPE_CHECKING = False  # typing itself costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
 
 FIRST_TAG = "CZ"
 CONSTRUCTED_TAGS = frozenset({"ZT"})
@@ -31,7 +37,7 @@ _LENGTH_OF = {f"{size:03d}": size for size in range(MAX_VALUE_LENGTH + 1)}  # "0
 _LENGTH_TEXT = {size: f"{size:03d}" for size in range(1, MAX_VALUE_LENGTH + 1)}  # no 0
 
 
-class FrameError(ValueError):
+class FrameError(CaisseApError, ValueError):
     """A frame that breaks the Caisse-AP framing rules.
 
     `offset` is the byte offset of the problem in the message (None when
@@ -255,7 +261,7 @@ def _encode_value(tag: str, value: str | Iterable[Field], index: int) -> str:
     return value
 
 
-def _valid_encoding(fields: list | tuple, bare: bool) -> bytes | None:
+def _valid_encoding(fields: list[Any] | tuple[Any, ...], bare: bool) -> bytes | None:
     """The message for `fields` if they are all valid text, else None.
 
     encode's fast path, for the common case (a terminal's answer, a POS's
@@ -337,6 +343,10 @@ class FrameDecoder:
     After a FrameError the buffered bytes are dropped, so the decoder is
     ready for the next message; the error's `fields` are those read before
     the problem, and its offset counts from the start of the message.
+
+    It knows nothing of time: the socket edges use connection.py, whose
+    state machines add late fields, grace periods, time-outs, resynchronisation
+    and limits on top of the same field reader.
     """
 
     def __init__(self, is_complete: Callable[[list[Field]], bool] | None = None,
@@ -347,7 +357,6 @@ class FrameDecoder:
         self._pos = 0  # start of the first field not yet read
         self._fields: list[Field] = []
         self._seen: set[str] = set()
-        self._restored = 0  # length of the fields continue_message() put back in front
 
     @property
     def buffered(self) -> int:
@@ -361,18 +370,12 @@ class FrameDecoder:
             self.reset()
             raise FrameError(f"message exceeds {self.max_buffer} bytes", self.max_buffer, fields)
 
-    @property
-    def continuing(self) -> bool:
-        """Whether the message being read continues one already returned (continue_message)."""
-        return self._restored > 0
-
     def reset(self) -> None:
         """Drop everything buffered."""
         self._buf = ""
         self._pos = 0
         self._fields = []
         self._seen = set()
-        self._restored = 0
 
     def next_message(self) -> list[Field] | None:
         """The next whole message, or None until more bytes arrive."""
@@ -420,49 +423,6 @@ class FrameDecoder:
         self.reset()
         return message
 
-    def continue_message(self, fields: list[Field]) -> bool | None:
-        """Whether the bytes buffered after `fields` (a message just returned) continue it.
-
-        A message is returned as soon as `is_complete` holds, but a peer may
-        still be sending optional fields after the mandatory ones, in a later
-        TCP segment. True: the buffered bytes start with another tag, so they
-        are taken as more fields of that message, and the next message
-        returned is `fields` followed by them. False: they start a new message
-        (CZ) or a line end closed it. None: too few bytes to tell yet.
-        """
-        if self._fields or self._pos:
-            return False
-        if not self._buf:
-            return None
-        if self._buf[0] in LINE_ENDS:
-            return False
-        if len(self._buf) < 2:
-            return None
-        if self._buf.startswith(FIRST_TAG):
-            return False
-        # Put the fields already read back in front, so that offsets in errors
-        # count from the start of the message and its size stays bounded.
-        already_read = encode(fields).decode("ascii")
-        self._buf = already_read + self._buf
-        self._pos = len(already_read)
-        self._fields = list(fields)
-        self._seen = {tag for tag, _ in fields}
-        self._restored = len(already_read)
-        return True
-
-    def close_message(self) -> None:
-        """The message being continued is over (a terminal answered it).
-
-        The fields continue_message() put back are dropped again: the bytes
-        that came after them are read from scratch, as a message of their own.
-        """
-        if self._restored:
-            self._buf = self._buf[self._restored:]
-            self._pos = 0
-            self._fields = []
-            self._seen = set()
-            self._restored = 0
-
     def _skip_line_ends(self) -> None:
         stripped = self._buf.lstrip(LINE_ENDS)
         if len(stripped) != len(self._buf):
@@ -475,5 +435,4 @@ class FrameDecoder:
         self._pos = 0
         self._fields = []
         self._seen = set()
-        self._restored = 0
         return message

@@ -10,7 +10,6 @@ Delay logic is tested without it, with `twisted.internet.task.Clock`.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,19 +21,14 @@ TIMEOUT = 10.0  # a test that waits this long has failed: never a pacing delay
 
 
 class ReactorThread:
-    """The global reactor, running in a daemon thread for the whole session."""
-
-    def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor = reactor
-        self.thread = threading.Thread(target=reactor.run,
-                                       kwargs={"installSignalHandlers": False},
-                                       name="reactor", daemon=True)
+    """The global reactor, running in a daemon thread for the whole session: the one
+    caisse_ap.testing starts and shares, as a POS project's tests would use it."""
 
     def start(self) -> None:
-        self.thread.start()
-        self.call(lambda: None)  # returns once the reactor runs
+        from caisse_ap import testing
+
+        self.reactor = testing.shared_reactor()
+        self.thread = testing._reactor_thread
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run function on the reactor thread and return its result (waits for a Deferred)."""
@@ -44,7 +38,8 @@ class ReactorThread:
 
     def stop(self) -> None:
         self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(TIMEOUT)
+        if self.thread is not None:
+            self.thread.join(TIMEOUT)
 
 
 @pytest.fixture(scope="session")

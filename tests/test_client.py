@@ -1,4 +1,5 @@
-"""The command-line point of sale against small fake terminals written here.
+"""The command-line point of sale (client_cli) and the blocking library client against
+small fake terminals written here.
 
 Each fake terminal is a real socket on 127.0.0.1 port 0, served by a thread,
 that reads one request and plays a script: bytes to write, short pauses to
@@ -21,14 +22,15 @@ from pathlib import Path
 import pytest
 from server_process import ROOT, ServerProcess
 
-from caisse_ap import client, tlv
+from caisse_ap import TerminalUnreachable, client, client_cli, tlv
+from caisse_ap.errors import InvalidRequest
 from caisse_ap.messages import (
     Action,
-    Outcome,
     PaymentRequest,
     TerminalAnswer,
     has_mandatory_fields,
 )
+from caisse_ap.payment import Outcome, payment_result
 
 LAUNCHER = ROOT / "caisse-ap-ip-client.py"
 FRAMES = json.loads((Path(__file__).parent / "frames.json").read_text())
@@ -109,7 +111,7 @@ class FakeTerminal:
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
-    status = client.main(list(args))
+    status = client_cli.main(list(args))
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -187,7 +189,11 @@ def test_declined_json_has_the_reason_with_acquirer_details(capsys):
     assert result["reason"] == {"code": "04", "label": "Refusée", "details": "05 DO NOT HONOUR"}
 
 
-def test_answer_in_several_segments_with_pauses(capsys):
+def test_answer_in_several_segments_with_pauses(capsys, monkeypatch):
+    """Cut before AE and after it: the pause after AE is within the grace (made long here so
+    that a busy machine cannot outlast it; the close ends it)."""
+    monkeypatch.setattr(client, "TRAILING_GRACE", 30.0)
+
     def script(req):
         frame = answer(req, CC="00B", CI="2")
         # Cut inside a tag, inside a length and inside a value.
@@ -240,8 +246,8 @@ def test_fields_after_ae_in_a_second_segment_are_kept(capsys, monkeypatch, end):
 
 
 @pytest.mark.parametrize("tail, warning", [
-    (b"CG00", "ignored 4 bytes after the answer"),
-    (b"CA00202", "ignored fields after the answer that repeat CA"),
+    (b"\x00\xff", "ignored 2 bytes after the answer: tag"),
+    (b"CA00202", "ignored 7 bytes after the answer: duplicate tag CA"),
 ])
 def test_bad_trailing_bytes_are_ignored_with_a_warning(capsys, monkeypatch, tail, warning):
     """Bytes in a later segment cannot spoil an answer already whole (in one segment they do)."""
@@ -361,7 +367,8 @@ def test_close_after_whole_fields_without_ae(capsys):
     terminal = FakeTerminal(lambda req: [tlv.encode([("CZ", "0300"), ("CA", "01")])])
     status, result, _ = run_json(capsys, terminal)
     assert status == 3
-    assert result["problem"] == "the terminal closed the connection before a whole answer"
+    assert result["problem"] == ("unreadable answer: the terminal closed the connection "
+                                 "before the action status (AE)")
     assert result["fields"] == {"CZ": "0300", "CA": "01"}
 
 
@@ -407,10 +414,12 @@ def test_nothing_listening_json(capsys):
     assert "nothing was sent" in result["problem"]
 
 
-def test_pay_reports_a_refused_connection_without_raising():
-    request = PaymentRequest(amount=1250)
-    result = client.pay(request, "127.0.0.1", _closed_port(), timeout=1, connect_timeout=1)
-    assert (result.status, result.exit_status, result.answer) == ("error", 4, None)
+def test_a_refused_connection_raises_terminal_unreachable():
+    port = _closed_port()
+    with pytest.raises(TerminalUnreachable) as caught:
+        client.PaymentTerminal("127.0.0.1", port, connect_timeout=1).pay("12.50")
+    assert (caught.value.host, caught.value.port) == ("127.0.0.1", port)
+    assert str(caught.value).endswith("; nothing was sent")
 
 
 # --- the request the options build ------------------------------------------------------
@@ -498,7 +507,7 @@ def test_non_eur_currency(capsys):
 
 def test_help_documents_the_exit_statuses(capsys):
     with pytest.raises(SystemExit) as stop:
-        client.main(["--help"])
+        client_cli.main(["--help"])
     out = capsys.readouterr().out
     assert stop.value.code == 0
     for line in ("0  approved", "1  declined", "2  usage error", "3  outcome unknown",
@@ -533,9 +542,9 @@ def test_pay_and_result_to_json_from_a_thread():
     worker.join(timeout=10)
     terminal.join()
     result = results[0]
-    assert result.status == "declined" and result.exit_status == 1
-    assert result.answer.outcome is Outcome.DECLINED
-    as_json = client.result_to_json(result)
+    assert result.outcome is Outcome.DECLINED and not result.approved
+    assert (result.refusal_code, result.refusal_label) == ("06", "Abandon")
+    as_json = client_cli.result_to_json(result)
     assert set(as_json) == {"status", "amount", "currency", "currency_symbol", "action",
                             "reason", "fields", "labels", "receipt", "elapsed_s", "request",
                             "answer", "problem"}
@@ -547,11 +556,11 @@ def test_pay_and_result_to_json_from_a_thread():
 def test_pay_calls_on_wait_while_waiting(monkeypatch):
     monkeypatch.setattr(client, "WAIT_TICK", 0.05)
     terminal = FakeTerminal(lambda req: [KEEP_OPEN])
-    ticks = []
-    result = client.pay(PaymentRequest(amount=100), "127.0.0.1", terminal.port, timeout=0.3,
-                        on_wait=ticks.append)
+    ticks: list[float] = []
+    result = client.PaymentTerminal("127.0.0.1", terminal.port, timeout=0.3,
+                                    on_wait=ticks.append).pay("1.00")
     terminal.join()
-    assert result.status == "unknown"
+    assert result.outcome is Outcome.UNKNOWN
     assert len(ticks) >= 2 and ticks == sorted(ticks)
 
 
@@ -561,17 +570,18 @@ def test_pay_calls_on_wait_while_waiting(monkeypatch):
     ({"amount": "1", "action": "steal"}, "action"),
 ])
 def test_make_request_names_the_bad_field(kwargs, field):
-    with pytest.raises(client.OptionError) as error:
+    with pytest.raises(InvalidRequest) as error:
         client.make_request(**kwargs)
     assert error.value.field == field
 
 
 def test_unreadable_answer_is_never_a_refusal():
     request = PaymentRequest(amount=100)
-    result = client.PaymentResult("unknown", request, request.encode(),
-                                  answer=TerminalAnswer.parse(b"CZ0040300"), problem="x")
-    assert client.headline(result).startswith("UNKNOWN OUTCOME")
-    assert result.exit_status == 3
+    result = payment_result(request, request.encode(), TerminalAnswer.parse(b"CZ0040300"),
+                            b"CZ0040300", None, 0.1)
+    assert result.outcome is Outcome.UNKNOWN
+    assert result.problem == "unreadable answer: the answer has no action status AE"
+    assert client_cli.headline(result).startswith("UNKNOWN OUTCOME")
 
 
 # --- terminal niceties: colours and the live line --------------------------------------
@@ -584,17 +594,17 @@ class FakeTty(io.StringIO):
 
 def test_colours_only_on_a_terminal_without_no_color(monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
-    assert client.wants_colour(FakeTty())
-    assert not client.wants_colour(io.StringIO())
+    assert client_cli.wants_colour(FakeTty())
+    assert not client_cli.wants_colour(io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not client.wants_colour(FakeTty())
+    assert not client_cli.wants_colour(FakeTty())
 
 
 def test_coloured_headline(capsys, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setattr(sys, "stdout", FakeTty())
     terminal = FakeTerminal(lambda req: [answer(req, "01", AF="04")])
-    status = client.main(["-p", str(terminal.port)])
+    status = client_cli.main(["-p", str(terminal.port)])
     terminal.join()
     assert status == 1
     assert sys.stdout.getvalue().startswith("\x1b[1;31mDECLINED")
@@ -602,7 +612,7 @@ def test_coloured_headline(capsys, monkeypatch):
 
 def test_elapsed_line_is_drawn_then_erased():
     stream = FakeTty()
-    line = client.ElapsedLine(stream, "127.0.0.1:8888")
+    line = client_cli.ElapsedLine(stream, "127.0.0.1:8888")
     line.clear()
     assert stream.getvalue() == ""  # nothing drawn, nothing to erase
     line.update(3.7)
@@ -622,7 +632,7 @@ def _python(*args, **kwargs) -> subprocess.CompletedProcess:
 
 IMPORTS_PROBE = """
 import sys
-from caisse_ap.client import main
+from caisse_ap.client_cli import main
 status = main(sys.argv[1:])
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'iso4217'))
 print('LOADED', ' '.join(loaded), file=sys.stderr)

@@ -25,12 +25,13 @@ def txn(txn_id: int, status: str = "approved", **more) -> dict:
 
 
 class Recorded:
-    """What the Terminal hands its observers: something with to_json()."""
+    """What the Terminal hands its observers: something with an id and record()."""
 
     def __init__(self, data: dict):
+        self.id = data["id"]
         self.data = data
 
-    def to_json(self) -> dict:
+    def record(self) -> dict:
         return self.data
 
 
@@ -334,7 +335,7 @@ def test_the_terminal_goes_on_when_its_journal_fails(tmp_path):
     with simulated_terminal(journal=path) as terminal, terminal.events() as events:
         assert client.pay(client.make_request("1.00"), *terminal.address).status == "approved"
         fill_the_disk(terminal._services.journal)
-        for _ in range(5):  # a page holds two or three transactions
+        for _ in range(20):  # a page holds a few transactions
             result = client.pay(client.make_request("2.00"), *terminal.address)
             assert result.status == "approved"
         status = terminal.status()

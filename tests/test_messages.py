@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from caisse_ap import tlv
+from caisse_ap import tags, tlv
 from caisse_ap.messages import (
     Action,
     FailureReason,
@@ -155,18 +155,16 @@ def test_truncated_request_is_09_with_the_fields_read():
 @pytest.mark.parametrize(("frame", "message", "reason"), [
     (b"CZ0040300CJ012012345678901CA00201CE003978", "missing mandatory field CB, CD", "09"),
     (b"CZ0040300CA00201CB00205CD0010CE003978", "missing mandatory field CJ", "09"),
-    (b"CZ0040300CJ012012345678901CA00201CE003978CD0010CB0015",
-     "amount CB='5' is not 2 to 12 digits", "09"),
     (b"CZ0040300CJ012012345678901CA00201CE003978CD0010CB0131234567890123",
-     "amount CB='1234567890123' is not 2 to 12 digits", "09"),
+     "field size outside the tag table: CB of 13 characters", "09"),
     (b"CZ0040300CJ012012345678901CA00201CE003978CD0010CB0041,00",
-     "amount CB='1,00' is not 2 to 12 digits", "09"),
+     "amount CB='1,00' is not digits", "09"),
     (b"CZ0040300CJ012012345678901CA00201CE00397XCD0010CB00205",
      "currency CE='97X' is not three digits", "09"),
     (b"CZ0040300CJ012012345678901CA00201CE003978CD0015CB00205",
      "unknown action type CD='5'", "12"),
     (b"CZ0040300CJ012012345678901CA00201CE003978CD00200CB00205",
-     "unknown action type CD='00'", "12"),
+     "field size outside the tag table: CD of 2 characters", "09"),
     (b"CZ0040300CJ012012345678901CA00201CE003840CD0010CB00205",
      "currency 840 is not supported", "13"),
 ])
@@ -175,7 +173,9 @@ def test_each_refusal_has_its_reason_code(frame, message, reason):
         PaymentRequest.parse(frame, currencies=EUR_ONLY)
     assert str(caught.value) == message
     assert caught.value.reason == reason
-    assert caught.value.fields == tlv.decode(frame)
+    # Only the fields that fit the tag table are kept, for the echoes.
+    assert caught.value.fields == [(tag, value) for tag, value in tlv.decode(frame)
+                                   if tags.fits(tag, value)]
 
 
 def test_default_currencies_are_all_of_iso_4217():

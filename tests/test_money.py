@@ -89,6 +89,7 @@ def test_missing_iso4217_is_a_clear_error(monkeypatch):
     from caisse_ap.money import _iso_tables
 
     _iso_tables.cache_clear()
+    currency.cache_clear()  # lookups are cached too
     monkeypatch.setitem(sys.modules, "iso4217", None)  # makes the import fail
     try:
         assert to_minor_units("1", "EUR") == 100
@@ -99,6 +100,7 @@ def test_missing_iso4217_is_a_clear_error(monkeypatch):
         )
     finally:
         _iso_tables.cache_clear()
+        currency.cache_clear()
 
 
 def test_numeric_codes():

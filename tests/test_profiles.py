@@ -9,6 +9,8 @@ import http.client
 import json
 import random
 import re
+import socket
+import struct
 import threading
 from datetime import datetime
 
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_process import ServerProcess, run_server
 
-from caisse_ap import client, tags, tlv
+from caisse_ap import client, client_cli, tags, tlv
 from caisse_ap.messages import Outcome, PaymentRequest, RequestError, TerminalAnswer
 from caisse_ap.terminal import behaviour, cli, profiles
 from caisse_ap.terminal.behaviour import OutcomeSpec, TerminalSettings
@@ -485,7 +487,7 @@ def test_any_accepted_profile_answers_within_the_tag_table(text, request, outcom
 
 
 def run_client(capsys, terminal, *args: str) -> tuple[int, str]:
-    status = client.main(["-p", str(terminal.address[1]), *args])
+    status = client_cli.main(["-p", str(terminal.address[1]), *args])
     out, _ = capsys.readouterr()
     return status, out
 
@@ -555,10 +557,10 @@ def test_the_real_server_answers_with_a_user_profile_file(tmp_path, capsys):
     server = ServerProcess("--profile", str(path), "--no-web", "-d", "0")
     try:
         assert "profile till" in server.startup_line
-        status = client.main(["-p", str(server.port), "-a", "2", "--json"])
+        status = client_cli.main(["-p", str(server.port), "-a", "2", "--json"])
         result = json.loads(capsys.readouterr().out)
         assert (status, result["fields"]["CZ"]) == (0, "0310")
-        status = client.main(["-p", str(server.port), "-a", "2", "--immediate"])
+        status = client_cli.main(["-p", str(server.port), "-a", "2", "--immediate"])
         assert status == 0 and capsys.readouterr().out.startswith("ACCEPTED by the terminal")
     finally:
         assert server.stop() == 0
@@ -673,7 +675,10 @@ def test_the_client_reads_the_busy_answer_to_an_immediate_request(capsys, start_
                                        "immediate request)  4.00 EUR")
     else:
         assert status == 0 and out.startswith("ACCEPTED by the terminal")
-    first.close()  # the customer walks away: the terminal is free again
+    # The customer walks away: the POS drops the connection (a reset, since a plain close
+    # reads as a POS that shut its side and still waits: issue 11's rule 3).
+    first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    first.close()  # the terminal is free again
     assert seen.dropped.wait(10)
     assert reactor_thread.call(lambda: terminal.pending) == []
     status, out = run_client(capsys, terminal, "--immediate", "-a", "4")

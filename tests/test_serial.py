@@ -18,8 +18,10 @@ import pytest
 import telium  # pyTeliumManager, a test dependency: a real POS implementation
 from server_process import ROOT, ServerProcess, run_server
 
-from caisse_ap import client, concert
+from caisse_ap import client, client_cli, concert
 from caisse_ap.concert import ACK, ENQ, EOT, NAK, STX, ConcertRequest
+from caisse_ap.errors import TerminalUnreachable
+from caisse_ap.payment import Outcome
 
 TIMEOUT = 10.0  # a wait this long means the test failed
 SERIAL_LINE = re.compile(r"Concert E\+ terminal on serial line (\S+) \(link (\S+)\)")
@@ -61,7 +63,7 @@ def last_transaction(server) -> dict:
 
 def pay(server, *args: str, capsys) -> tuple[int, dict]:
     """Our client, in this process: (exit status, its --json object)."""
-    code = client.main(["--serial", server.link, "--json", "--timeout", str(TIMEOUT), *args])
+    code = client_cli.main(["--serial", server.link, "--json", "--timeout", str(TIMEOUT), *args])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -87,7 +89,7 @@ def test_approval_with_the_long_answer(server, capsys):
 def test_refusal(server, capsys):
     queue(server, "refused")
     code, result = pay(server, "-a", "3", capsys=capsys)
-    assert code == client.EXIT_DECLINED and result["status"] == "declined"
+    assert code == client_cli.EXIT_DECLINED and result["status"] == "declined"
     assert result["fields"]["AE"] == "01" and result["reason"] is None  # E+ has no reason code
     transaction = last_transaction(server)
     assert transaction["reason"]["code"] == "04" and transaction["decided_by"] == "queue"
@@ -119,9 +121,9 @@ def test_immediate_answer(server, capsys):
 
 def test_no_answer_is_an_unknown_outcome(server, capsys):
     queue(server, "no-answer")
-    code = client.main(["--serial", server.link, "--json", "--timeout", "0.5", "-a", "2"])
+    code = client_cli.main(["--serial", server.link, "--json", "--timeout", "0.5", "-a", "2"])
     result = json.loads(capsys.readouterr().out)
-    assert code == client.EXIT_UNKNOWN and "no answer within 0.5 s" in result["problem"]
+    assert code == client_cli.EXIT_UNKNOWN and "no answer within 0.5 s" in result["problem"]
 
 
 def test_the_script_prints_as_over_ip(server):
@@ -147,15 +149,15 @@ def test_serial_and_ip_transactions_side_by_side(server, capsys):
     (["-a", "1000000"], "at most 8 digits"),
 ])
 def test_what_e_plus_cannot_carry_is_a_usage_error(server, capsys, args, words):
-    assert client.main(["--serial", server.link, *args]) == client.EXIT_USAGE
+    assert client_cli.main(["--serial", server.link, *args]) == client_cli.EXIT_USAGE
     captured = capsys.readouterr()
     assert words in captured.err and captured.err.count("\n") == 1 and not captured.out
 
 
 def test_missing_device_nothing_sent(tmp_path, capsys):
-    code = client.main(["--serial", str(tmp_path / "none"), "--json", "-a", "1"])
+    code = client_cli.main(["--serial", str(tmp_path / "none"), "--json", "-a", "1"])
     result = json.loads(capsys.readouterr().out)
-    assert code == client.EXIT_NOT_SENT and "No such file" in result["problem"]
+    assert code == client_cli.EXIT_NOT_SENT and "No such file" in result["problem"]
 
 
 # --- a real peer: pyTeliumManager -------------------------------------------------------------
@@ -397,8 +399,8 @@ def test_a_terminal_that_never_acknowledges_means_nothing_sent(fake_terminal_pty
     from caisse_ap import concert_pos
 
     master, path = fake_terminal_pty
-    result = concert_pos.pay(client.make_request("1"), path, timings=FAST)
-    assert result.status == client.ERROR and "no answer to ENQ" in result.problem
+    with pytest.raises(TerminalUnreachable, match="no answer to ENQ"):
+        concert_pos.pay(client.make_request("1"), path, timings=FAST)
     written = b""
     while not written.endswith(EOT) and select.select([master], [], [], TIMEOUT)[0]:
         written += os.read(master, 100)  # a pty hands bytes over asynchronously
@@ -426,4 +428,4 @@ def test_a_frame_always_refused_means_unknown_outcome(fake_terminal_pty):
     thread.start()
     result = concert_pos.pay(client.make_request("1"), path, timings=FAST)
     thread.join(TIMEOUT)
-    assert result.status == client.UNKNOWN and "NAK to the frame" in result.problem
+    assert result.outcome is Outcome.UNKNOWN and "NAK to the frame" in result.problem

@@ -54,7 +54,8 @@ def test_help_lists_every_option():
                    "--duration", "-pt", "--payment-type", "-sc", "--seller-contract", "-l",
                    "--log-level", "--host", "--no-answer", "--hang-up", "--answer-version",
                    "--pad-amount", "--currencies", "--seed", "--idle-timeout",
-                   "--max-connections", "cbcontactless", "amexcontactless"):
+                   "--max-connections", "--request-timeout", "cbcontactless",
+                   "amexcontactless"):
         assert re.search(rf"(^|[\s,\[]){re.escape(option)}\b", result.stdout), option
 
 
@@ -63,6 +64,7 @@ def test_help_lists_every_option():
     ["-d", "soon"], ["-pt", "visa"], ["-sc", "12345678901"], ["-l", "loud"],
     ["--answer-version", "3"], ["--currencies", "EUR,ZZZ"], ["--idle-timeout", "0"],
     ["--max-connections", "0"], ["--host", "not an address"], ["-f", "--no-answer"],
+    ["--request-timeout", "0"], ["--request-timeout", "soon"],
     ["--bogus"],
 ])
 def test_bad_values_give_one_line_and_status_2(args):

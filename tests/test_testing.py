@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,17 @@ import pytest
 from caisse_ap import client, tlv
 from caisse_ap.messages import PaymentRequest
 from caisse_ap.terminal.behaviour import SettingsError
+from caisse_ap.terminal.words import DecidedBy, TransactionStatus
 from caisse_ap.testing import (
+    Event,
     SimulatedTerminalError,
+    Transaction,
     simulated_terminal,
-    simulated_terminal_fixture,  # noqa: F401 - the fixture, imported the way a project may
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The reactor of conftest.py is started first, and the helper shares it.
+# The reactor thread of conftest.py is the one caisse_ap.testing shares.
 pytestmark = pytest.mark.usefixtures("reactor_thread")
 
 
@@ -49,7 +52,13 @@ def test_context_manager_like_a_pos_project():
         assert raw_pos_payment(terminal.host, terminal.port, 1250)["CC"] == "00B"
         assert raw_pos_payment(terminal.host, terminal.port, 1250)["CC"] == "001"
         journal = terminal.transactions()
-        assert [t["status"] for t in journal] == ["approved", "approved", "declined"]
+        assert [t.status for t in journal] == [TransactionStatus.APPROVED,
+                                               TransactionStatus.APPROVED,
+                                               TransactionStatus.DECLINED]
+        assert all(isinstance(t, Transaction) for t in journal)
+        assert journal[2].reason_code == "04" and journal[2].decided_by is DecidedBy.QUEUE
+        assert journal[2]["reason"]["code"] == "04"  # the API's JSON object, read as such
+        assert journal[0].amount == Decimal("12.50") and journal[0].currency == "EUR"
         port = terminal.port
     # Stopped: nothing listens any more.
     with pytest.raises(OSError):
@@ -90,14 +99,34 @@ def test_two_terminals_at_once_and_stop_is_idempotent():
         assert second.status()["counters"]["declined"] == 1
 
 
-def test_the_fixture_imported_from_the_module(simulated_terminal):
+def test_the_fixture_comes_from_the_installed_plugin(simulated_terminal, request):
+    plugin = request.config.pluginmanager.get_plugin("caisse_ap")  # the pytest11 entry point
+    assert plugin is not None and plugin.__name__ == "caisse_ap.pytest_plugin"
     simulated_terminal.next("no-answer")
     result = client.pay(client.make_request("9.99"), *simulated_terminal.address, timeout=0.3)
     assert result.status == "unknown"
-    assert simulated_terminal.transactions()[0]["status"] == "no-answer"
+    assert simulated_terminal.transactions()[0].status is TransactionStatus.NO_ANSWER
 
 
-POS_PROJECT_CONFTEST = 'pytest_plugins = ["caisse_ap.testing"]\n'
+def test_events_are_typed(simulated_terminal):
+    with simulated_terminal.events() as events:
+        client.pay(client.make_request("4.00"), *simulated_terminal.address, timeout=10)
+        received = events.get("request")
+        answered = events.get("answer")
+    assert isinstance(received, Event) and received.event == "request"
+    assert received.transaction.status is TransactionStatus.PENDING
+    assert answered.transaction.status is TransactionStatus.APPROVED
+    assert answered["data"]["id"] == answered.transaction.id
+
+
+def test_importing_the_module_imports_neither_pytest_nor_twisted():
+    probe = ("import sys, caisse_ap.testing; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pytest', 'twisted'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 POS_PROJECT_CODE = '''\
 import socket
 
@@ -126,7 +155,7 @@ def test_paid(simulated_terminal):
 def test_refused(simulated_terminal):
     simulated_terminal.next("refused")
     assert pay(simulated_terminal.host, simulated_terminal.port, 1250) == "refused 04"
-    assert simulated_terminal.transactions()[0]["decided_by"] == "queue"
+    assert simulated_terminal.transactions()[0].decided_by == "queue"
 
 
 def test_amount_rules_with_the_context_manager():
@@ -136,8 +165,7 @@ def test_amount_rules_with_the_context_manager():
 
 
 def test_a_pos_project_uses_the_plugin(tmp_path):
-    """A separate project, its own pytest run, the plugin named in its conftest.py."""
-    (tmp_path / "conftest.py").write_text(POS_PROJECT_CONFTEST)
+    """A separate project, its own pytest run, no conftest.py: installing is enough."""
     (tmp_path / "pos.py").write_text(POS_PROJECT_CODE)
     (tmp_path / "test_pos.py").write_text(textwrap.dedent(POS_PROJECT_TESTS))
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -458,68 +458,6 @@ def test_reset_drops_everything():
     assert decoder.finish() is None
 
 
-def test_continue_message_joins_fields_sent_after_the_rule_was_met():
-    decoder = FrameDecoder(has_action_status)
-    decoder.feed(b"CZ0040300AE00210")
-    message = decoder.next_message()
-    assert message == [("CZ", "0300"), ("AE", "10")]
-    assert decoder.continue_message(message) is None  # nothing buffered yet
-    decoder.feed(b"C")
-    assert decoder.continue_message(message) is None  # one byte: CZ or another tag?
-    decoder.feed(b"B0")
-    assert decoder.continue_message(message) is True
-    decoder.feed(b"0205")
-    assert decoder.next_message() == [("CZ", "0300"), ("AE", "10"), ("CB", "05")]
-
-
-def test_close_message_reads_what_followed_as_a_message_of_its_own():
-    decoder = FrameDecoder(has_action_status)
-    decoder.feed(b"CZ0040300AE00210")
-    message = decoder.next_message()
-    decoder.feed(b"CB0")
-    assert decoder.continue_message(message) is True and decoder.continuing
-    decoder.close_message()
-    assert not decoder.continuing and decoder.buffered == len("CB0")
-    decoder.feed(b"0205")
-    error = error_of(decoder.next_message)
-    assert "expected CZ" in str(error) and error.offset == 0
-
-
-@pytest.mark.parametrize("following", [b"\r\n", b"CZ0040301"])
-def test_continue_message_says_no_for_a_line_end_or_a_new_message(following):
-    decoder = FrameDecoder(has_action_status)
-    decoder.feed(b"CZ0040300AE00210" + following)
-    message = decoder.next_message()
-    assert decoder.continue_message(message) is False
-    assert decoder.next_message() is None
-
-
-def test_continue_message_says_no_in_the_middle_of_a_message():
-    decoder = FrameDecoder(has_action_status)
-    decoder.feed(b"CZ0040300CB00205")
-    assert decoder.next_message() is None
-    assert decoder.continue_message([("CZ", "0300")]) is False
-
-
-def continued_duplicate() -> FrameError:
-    decoder = FrameDecoder(has_action_status)
-    decoder.feed(b"CZ0040300AE00210")
-    message = decoder.next_message()
-    decoder.feed(b"AE00201")
-    assert decoder.continue_message(message) is True
-    return error_of(decoder.next_message)
-
-
-def test_continued_message_still_refuses_a_duplicate():
-    error = continued_duplicate()
-    assert str(error).startswith("duplicate tag AE at offset ")
-    assert error.fields == [("CZ", "0300"), ("AE", "10")]
-
-
-def test_continued_message_offsets_count_from_the_message_start():
-    assert str(continued_duplicate()) == "duplicate tag AE at offset 16"
-
-
 @pytest.mark.parametrize("frame", [
     "CZ0040300AE0021",  # value runs past the end
     "CZ0040300AE0",  # header runs past the end

@@ -497,3 +497,31 @@ def test_interrupted_transactions_and_a_failing_journal_are_shown(browser, tmp_p
     finally:
         context.close()
         server.stop()
+
+
+def test_proxied_payments_are_marked_with_their_deviations(browser):
+    """--proxy in front of a terminal that pads CB and answers 0301: the console marks the
+    payment as proxied and counts two deviations against the standard profile."""
+    real = ServerProcess("--no-web", "-d", "0", "--profile", "ingenico",
+                         timeout=START_TIMEOUT_S)
+    middle = RunningServer("--proxy", f"127.0.0.1:{real.port}")
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    try:
+        console = ConsolePage(context, middle.origin)
+        console.open()
+        page = console.page
+        assert run_client(middle, "-a", "12,50").returncode == 0
+        row = page.get_by_test_id("transactions").get_by_test_id("transaction").first
+        expect(row.get_by_test_id("origin")).to_have_text("proxy")
+        expect(row.get_by_test_id("deviations")).to_have_text("⚠ 2 écarts")
+        row.locator("summary").click()
+        expect(row.locator(".deviations li")).to_have_count(2)
+        expect(row.locator(".tx-detail")).to_contain_text("CB complété par des zéros")
+        expect(row.locator(".tx-detail")).to_contain_text("terminal réel (proxy)")
+        console.assert_clean()
+    finally:
+        context.close()
+        middle.stop()
+        real.stop()
+    assert "proxy to the terminal at 127.0.0.1:" in middle.output()
+    assert "deviates: CB padded with zeros" in middle.output()

@@ -17,7 +17,7 @@ import base64
 import html
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache, cached_property, lru_cache
@@ -36,8 +36,9 @@ from ..messages import (
 from ..tlv import Field
 from . import profiles
 from .profiles import Profile
+from .words import DecidedBy, Mode, TransactionStatus
 
-MODES = ("success", "failure", "no-answer", "hang-up", "manual")
+MODES = tuple(Mode)
 
 # Failure types: every AF code, by name. "abandon" (11, operator abandon) is the
 # original script's default; "abandoned" (06) is the customer's.
@@ -63,12 +64,16 @@ APPROVED = "approved"
 PARTIAL = "partial"
 NO_ANSWER = "no-answer"
 HANG_UP = "hang-up"
-OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FAILURE_TYPES)
+# Proxy mode (proxy.py): the real terminal answers, `delay` seconds later than it did, or
+# its answer cut into segments. With no terminal behind: the settings' outcome, in one piece.
+TERMINAL = "terminal"
+TERMINAL_SPLIT = "terminal-split"
+FORWARDED = (TERMINAL, TERMINAL_SPLIT)
+OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED, *FAILURE_TYPES)
 
 # Transaction statuses (docs/api.md).
 # interrupted: left pending by a server that stopped without answering (journal.py).
-STATUSES = ("pending", "approved", "declined", "accepted", "no-answer", "hang-up", "dropped",
-            "error", "interrupted")
+STATUSES = tuple(TransactionStatus)
 
 RECEIPT_WIDTH = 32
 MAX_DURATION = 3600.0  # an hour: longer is surely a typo
@@ -265,7 +270,7 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
     return tuple(codes)
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "mode": _mode,
     "failure_type": failure_name,
     "duration": lambda v: _number("duration", v, 0, MAX_DURATION),
@@ -394,7 +399,7 @@ class OutcomeSpec:
         if not isinstance(outcome, str):
             raise SettingsError("outcome", f"outcome must be text, not {outcome!r}", "not_text")
         text = outcome.strip().lower()
-        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP):
+        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED):
             text = failure_name(text, "outcome")
         checked_delay = None if delay is None else _number("delay", delay, 0, MAX_DURATION)
         checked_type = (None if payment_type_name is None
@@ -436,7 +441,7 @@ class Decision:
     """An outcome and who chose it (docs/api.md, transaction.decided_by)."""
 
     spec: OutcomeSpec
-    decided_by: str = "settings"
+    decided_by: DecidedBy = DecidedBy.SETTINGS
 
 
 def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
@@ -452,7 +457,7 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
 
 
 # Nobody typed anything in time: what the terminal answers in manual mode.
-MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), "manual-timeout")
+MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), DecidedBy.MANUAL_TIMEOUT)
 
 
 @lru_cache(maxsize=64)
@@ -460,7 +465,7 @@ def _settings_decision(mode: str, failure_type: str) -> Decision:
     # Decisions are immutable: one per mode and failure type serves every
     # transaction, instead of two frozen dataclasses built for each.
     outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
-    return Decision(OutcomeSpec(outcome), "settings")
+    return Decision(OutcomeSpec(outcome), DecidedBy.SETTINGS)
 
 
 # --- Answers ----------------------------------------------------------------
@@ -625,7 +630,9 @@ def receipt_text(request: PaymentRequest, settings: TerminalSettings, card: Card
         lines.append("OPERATION NON EFFECTUEE")
         lines.append(f"MOTIF {failure}")
     lines.append(_TICKET_LINE[ticket])
-    return "\n".join(line.center(RECEIPT_WIDTH).rstrip() for line in lines) + "\n"
+    # Cut to the width, so that any receipt fits in ZT (at most 999 characters).
+    return "\n".join(line[:RECEIPT_WIDTH].center(RECEIPT_WIDTH).rstrip()
+                     for line in lines) + "\n"
 
 
 def receipt_block(request: PaymentRequest, settings: TerminalSettings, card: Card | None,
@@ -727,6 +734,12 @@ def error_reply(fields_read: Iterable[Field], reason: str,
     Echoes what could be read, so that a POS can match the answer to its request.
     """
     status = "error" if reason == FORMAT_ERROR else "declined"
+    # Strict on output: a field the tag table does not allow is not echoed (a CZ that does
+    # not fit is then replaced by ours). Requests that reach the other replies were parsed,
+    # which refuses such fields.
+    fields_read = list(fields_read)
+    misfits = tags.misfits(fields_read)
+    fields_read = [field for field in fields_read if field not in misfits]
     af = settings.profile.failure_value(reason)
     return TerminalReply(_answer(fields_read, settings, [("AE", "01"), ("AF", af)]), status,
                          reason)
@@ -765,6 +778,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     `now` dates the receipt and bounds the expiry; `previous_card` is the card
     of the last approved transaction, which a duplicate (CD=3) reprints.
     """
+    if spec.outcome in FORWARDED:  # no terminal behind: the settings say
+        spec = replace(decide_from_settings(settings)[0].spec, delay=spec.delay)
     if spec.outcome == NO_ANSWER:
         return TerminalReply(None, NO_ANSWER)
     if spec.outcome == HANG_UP:

@@ -8,7 +8,9 @@ console and control API) may define
 - `add_arguments(parser)`: add its options;
 - `settings_changes(args) -> dict`: settings it sets (e.g. amount_rules);
 - `start(terminal, args, reactor)`: start its services once the terminal
-  listens, before the reactor runs; it may register its own shutdown triggers.
+  listens, before the reactor runs; it may register its own shutdown triggers;
+- `terminal_factory(args)`: None, or what builds the connections' factory
+  from the Terminal (server.start_terminal's `factory`: the proxy's).
 Any of them may raise `UsageError` or `SettingsError` for a bad option value:
 the user gets one line on stderr and exit status 2.
 """
@@ -20,11 +22,13 @@ import importlib
 import ipaddress
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
+from ..connection import REQUEST_TIMEOUT
 from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
 from .profiles import DEFAULT as DEFAULT_PROFILE
@@ -35,7 +39,8 @@ if TYPE_CHECKING:  # the service imports Twisted, which --help does without
     from .service import Terminal
 
 PROG = "caisse-ap-ip-server"
-EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial")
+EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial",
+              "caisse_ap.terminal.debugging")
 # Both commands take "warn" and "warning" (the client's spelling is logging's).
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "warning": logging.WARNING, "error": logging.ERROR}
@@ -71,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def setting_arg(name: str):
+def setting_arg(name: str) -> Callable[[str], Any]:
     """An argparse type that checks one setting with the same rules as the API."""
     def check(text: str) -> Any:
         try:
@@ -82,7 +87,7 @@ def setting_arg(name: str):
     return check
 
 
-def ip_address_arg(what: str):
+def ip_address_arg(what: str) -> Callable[[str], str]:
     """An argparse type for a listening address ("localhost" is 127.0.0.1)."""
     def check(text: str) -> str:
         if text == "localhost":
@@ -96,7 +101,7 @@ def ip_address_arg(what: str):
     return check
 
 
-def port_arg(what: str):
+def port_arg(what: str) -> Callable[[str], int]:
     """An argparse type for a TCP port, 0 meaning any free one."""
     def check(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) > 65535:
@@ -106,7 +111,7 @@ def port_arg(what: str):
     return check
 
 
-def _positive(kind: type, what: str):
+def _positive(kind: type, what: str) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         try:
             value = kind(text)
@@ -183,7 +188,12 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="close a connection that sends nothing for this long (default: 300)")
     add("--max-connections", type=_positive(int, "max connections"), default=1000,
-        metavar="N", help="connections open at once; more are refused (default: 1000)")
+        metavar="N", help="connections open at once; more wait until one closes "
+                          "(default: 1000)")
+    add("--request-timeout", type=_positive(float, "request timeout"),
+        default=REQUEST_TIMEOUT, metavar="SECONDS",
+        help="refuse (AF=09) a request left unfinished after this much silence "
+             f"(default: {REQUEST_TIMEOUT:g})")
     add("--check-health", type=health.address_arg, default=None, metavar="HOST:PORT",
         help="check that the terminal listening at HOST:PORT serves, and exit: status 0 if "
              "it does, 1 if not (a container's health check)")
@@ -240,13 +250,41 @@ def settings_from_args(args: argparse.Namespace,
     return TerminalSettings.from_dict(values)
 
 
+class _LogFormat(logging.Formatter):
+    """"TIME LEVEL MESSAGE", built with one f-string and the local time worked out once
+    a second: at the default level the server logs a line per transaction, and
+    logging's general formatting cost as much as the rest of the line's work."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+        return f"{self._second_text},{int(record.msecs):03d}"  # logging's default_msec_format
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)  # with the traceback, as logging writes it
+        return f"{self.formatTime(record)} {record.levelname} {record.getMessage()}"
+
+
 def configure_logging(level_name: str) -> None:
     """Logs on stderr; Twisted's own messages go through the same handler."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     level = LOG_LEVELS[level_name]
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", force=True)
+    # The format shows neither the caller's line nor the thread nor the process:
+    # not gathering them for each record is logging's own advice for speed.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # Twisted's own start/stop lines ("QuietSite starting on 5000", "(TCP Port 8888
     # Closed)") say nothing a user needs: shown with -l debug only; its errors stay.
     logging.getLogger("twisted").setLevel(level if level == logging.DEBUG
@@ -282,9 +320,17 @@ def start(args: argparse.Namespace, reactor: Any,
 
     configure_logging(args.log_level)
     settings = settings_from_args(args, modules)
+    # An extension may put its own connections in the terminal's place (the proxy).
+    factory = {}
+    for module in modules:
+        build = getattr(module, "terminal_factory", None)
+        made = build(args) if build is not None else None
+        if made is not None:
+            factory["factory"] = made
     terminal = start_terminal(reactor, settings, args.host, args.port, seed=args.seed,
                               idle_timeout=args.idle_timeout,
-                              max_connections=args.max_connections)
+                              request_timeout=args.request_timeout,
+                              max_connections=args.max_connections, **factory)
     for module in modules:
         start_module = getattr(module, "start", None)
         if start_module is not None:
@@ -309,6 +355,7 @@ def run(args: argparse.Namespace, reactor: Any = None,
         print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: "
               f"{error.socketError}", file=sys.stderr)
         return 2
+    assert terminal.address is not None  # start() returns a listening terminal
     host, port = terminal.address
     settings = terminal.settings
     if args.failure_type is not None and not args.failure:

@@ -1,15 +1,34 @@
 """The transaction journal: every transaction of the terminal, in SQLite.
 
 In memory by default; in a file with `--journal PATH`, so that it survives a
-restart. The journal is an observer of the Terminal: it records a transaction
-when its request arrives (status `pending`) and again when it is finished, so
-the table always holds each transaction's latest state.
+restart. The journal is an observer of the Terminal: it hears of a
+transaction when its request arrives and when it is finished, and the table
+holds each transaction's latest state as JSON: its record (the facts:
+`Transaction.record()`), which the API completes on reading with what derives
+from them (`service.complete()`: labels, amounts, frames). Rows written by
+earlier versions hold the complete form, which completes the same.
 
-Why writes are synchronous, on the reactor thread: a write is one small
-INSERT in autocommit mode. In WAL mode with `synchronous=NORMAL` a commit only
-appends to the write-ahead log, with no fsync, which costs tens of
-microseconds (bench/server.py measures it). The one slow step is the
-checkpoint, which copies the log into the database and fsyncs: SQLite would
+Writes are grouped (group commit): a transaction that changes is only noted
+(`keep()`), and WRITE_DELAY later one SQLite transaction writes the latest
+state of every transaction noted meanwhile (`flush()`). So a transaction
+answered at once is written once, in its final state, off the path of its
+answer; one still waiting after WRITE_DELAY (a delay, manual mode) is
+written `pending` first, so that the rows of a server that crashed show
+what was in flight. Reads flush first: they always see every transaction
+the terminal has heard of. Listeners in `after_write` are called after each
+group (the event stream sends its events then).
+
+The durability promise: a transaction is in the journal WRITE_DELAY (10 ms)
+after its answer; on a clean stop (SIGTERM, SIGINT) every transaction
+answered is written before the process exits; a crash of the process may
+lose the transactions of its last WRITE_DELAY, and an OS crash or a power
+loss a few more (`synchronous=NORMAL`, below).
+
+Why writes run on the reactor thread: in WAL mode with `synchronous=NORMAL`
+a commit only appends to the write-ahead log, with no fsync, which costs
+tens of microseconds for a whole group (bench/server.py measures the
+terminal with it). The one slow step is the checkpoint, which copies the log
+into the database and fsyncs: SQLite would
 run it inside whichever commit crosses the threshold, so a file journal turns
 automatic checkpoints off and runs them from a thread of its own instead
 (`checkpoint()`, called every few seconds by the server), then
@@ -17,14 +36,10 @@ automatic checkpoints off and runs them from a thread of its own instead
 next write starts the log again from its beginning: under a steady load a
 checkpoint from another thread never catches up with the writer, and the log
 would grow for ever. `journal_size_limit` then cuts the file back. Reads
-answer the API on the reactor thread too, and always see the last write.
-
-The write path is `record()` -> `_write()`, one row per call: a later change
-to write once per finished transaction, or to group commits, changes only
-those two.
+answer the API on the reactor thread too.
 
 A journal that cannot write (disk full, file gone read-only) never stops the
-terminal: `record()` logs one line, keeps the transactions in a memory
+terminal: `_store()` logs one line, keeps the transactions in a memory
 journal from then on (reads merge both), tries the file again at most once a
 minute (logging at most one line each time) and writes what it kept once the
 file takes writes again. `health()` says which, for /api/status.
@@ -56,6 +71,7 @@ RETRY_EVERY = 60.0  # seconds between two tries of a failing file (and two log l
 # The write-ahead log file is cut back to this once a checkpoint has emptied it.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 INTERRUPTED = "interrupted"
+WRITE_DELAY = 0.01  # seconds a change waits for others to be written with it
 
 Row = tuple[int, Any, str, str]  # id, received_at, status, JSON text
 
@@ -71,7 +87,7 @@ CREATE INDEX IF NOT EXISTS transactions_by_status ON transactions (status, id);
 
 
 # One encoder for every write: json.dumps() with options builds one per call.
-# The data is plain JSON from to_json(), without cycles to look for.
+# The data is plain JSON, without cycles to look for.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
@@ -94,9 +110,11 @@ class JournalError(Exception):
 
 
 class Recordable(Protocol):
-    """What the journal needs of a transaction: its JSON form (docs/api.md)."""
+    """What the journal needs of a transaction: its id and record (service.Transaction)."""
 
-    def to_json(self) -> Mapping[str, Any]: ...
+    id: int
+
+    def record(self) -> Mapping[str, Any]: ...
 
 
 class Journal:
@@ -120,7 +138,13 @@ class Journal:
         self._clock = clock
         self._db = self._open()
         self._checkpointing = threading.Lock()
-        self.writes = 0
+        self.writes = 0  # rows written
+        # Transactions changed since the last flush, by id, and the timer of the next.
+        self._unwritten: dict[int, Recordable] = {}
+        self._reactor: Any = None
+        self._flush_call: Any = None
+        # Called after each group is written (the event stream sends its events then).
+        self.after_write: list[Callable[[], None]] = []
         try:
             self.interrupted = 0 if self.in_memory else self._mark_interrupted()
         except sqlite3.Error as error:
@@ -131,6 +155,13 @@ class Journal:
         self._failed_at: float | None = None
         self._stand_in: Journal | None = None
         self._next_try = 0.0
+
+    def write_in_groups(self, reactor: Any) -> None:
+        """From now on, write changes WRITE_DELAY later, together (group commit).
+
+        `reactor` provides callLater. Until this is called, every change is written at once.
+        """
+        self._reactor = reactor
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -190,38 +221,67 @@ class Journal:
     # Observer of the Terminal -------------------------------------------------
 
     def request_received(self, transaction: Recordable) -> None:
-        self.record(transaction.to_json())
+        self.keep(transaction)
 
     def transaction_finished(self, transaction: Recordable) -> None:
-        self.record(transaction.to_json())
+        self.keep(transaction)
 
     # Writing and reading ------------------------------------------------------
 
-    def record(self, data: Mapping[str, Any], text: str | None = None) -> None:
-        """Store a transaction's latest state (its docs/api.md JSON form).
+    def keep(self, transaction: Recordable) -> None:
+        """Note that a transaction changed: its latest state goes with the next group."""
+        self._unwritten[transaction.id] = transaction
+        if self._reactor is None:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._reactor.callLater(WRITE_DELAY, self._flush_later)
 
-        `text` is `data` already serialised by `to_text()`, when the caller
-        has it (the event stream sends the same text). Never raises for the
-        file: a failing one is reported, and stood in for (see the module).
+    def _flush_later(self) -> None:
+        self._flush_call = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the latest state of every transaction noted since the last flush."""
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+        if not self._unwritten:
+            return
+        unwritten, self._unwritten = self._unwritten, {}
+        self._store([_row(transaction.record()) for transaction in unwritten.values()])
+        for listener in self.after_write:
+            listener()
+
+    def record(self, data: Mapping[str, Any], text: str | None = None) -> None:
+        """Store a transaction's latest state (a record, or its docs/api.md JSON form) at once.
+
+        `text` is `data` already serialised by `to_text()`, when the caller has it.
         """
-        row = _row(data, text)
-        self.writes += 1
+        self._store([_row(data, text)])
+
+    def _store(self, rows: list[Row]) -> None:
+        """Write rows in one SQLite transaction. Never raises for the file: a failing
+        one is reported, and stood in for (see the module)."""
+        self.writes += len(rows)
         if self._stand_in is not None:
-            self._stand_in._write(row)
+            self._stand_in._write(rows)
             self._try_again()
             return
         try:
-            self._write(row)
+            self._write(rows)
         except sqlite3.Error as error:
             self._fail(error)
             assert self._stand_in is not None
-            self._stand_in._write(row)
+            self._stand_in._write(rows)
 
-    def _write(self, row: Row) -> None:
-        self._db.execute(_INSERT, row)
-        if self.in_memory and row[0] > self.max_rows:
-            # Only the newest max_rows: ids grow by one per transaction.
-            self._db.execute("DELETE FROM transactions WHERE id <= ?", (row[0] - self.max_rows,))
+    def _write(self, rows: list[Row]) -> None:
+        with self._transaction():
+            self._db.executemany(_INSERT, rows)
+            newest = max(row[0] for row in rows)
+            if self.in_memory and newest > self.max_rows:
+                # Only the newest max_rows: ids grow by one per transaction.
+                self._db.execute("DELETE FROM transactions WHERE id <= ?",
+                                 (newest - self.max_rows,))
 
     # A failing file ------------------------------------------------------------
 
@@ -262,6 +322,7 @@ class Journal:
 
     def health(self) -> dict[str, Any]:
         """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
+        self.flush()  # a write that fails says so now
         return {
             "state": "ok" if self._failure is None else "failing",
             "reason": self._failure,
@@ -288,7 +349,9 @@ class Journal:
         """The transactions newest first; `after` keeps ids greater than it."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
-        clauses, values = [], []
+        self.flush()
+        clauses: list[str] = []
+        values: list[int | str] = []
         if after is not None:
             clauses.append("id > ?")
             values.append(after)
@@ -308,6 +371,7 @@ class Journal:
         return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
     def get(self, transaction_id: int) -> dict[str, Any] | None:
+        self.flush()
         if self._stand_in is not None:
             found = self._stand_in.get(transaction_id)
             if found is not None:
@@ -317,17 +381,19 @@ class Journal:
 
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""
+        self.flush()
         rows = self._read("SELECT COALESCE(MAX(id), 0) FROM transactions", ())
-        last = rows[0][0] if rows else 0
+        last = int(rows[0][0]) if rows else 0
         return last if self._stand_in is None else max(last, self._stand_in.last_id())
 
     def count(self, status: str | None = None) -> int:
         """Rows in the file (or memory); while the file fails, it is only its own."""
+        self.flush()
         if status is None:
             rows = self._read("SELECT COUNT(*) FROM transactions", ())
         else:
             rows = self._read("SELECT COUNT(*) FROM transactions WHERE status = ?", (status,))
-        return rows[0][0] if rows else 0
+        return int(rows[0][0]) if rows else 0
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file. Blocking: call it from a thread.
@@ -362,8 +428,9 @@ class Journal:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
-        """Checkpoint what is left and close; the file then holds every transaction
+        """Write and checkpoint what is left, and close: the file holds every transaction
         (but those kept in memory while it failed, if it still fails)."""
+        self.flush()
         if self._stand_in is not None:
             self._next_try = 0.0  # one last try, whatever the time
             self._try_again()

@@ -37,13 +37,14 @@ from typing import Any
 from .. import money, tags
 from ..messages import ACTION_BY_CODE, ACTION_BY_NAME, Action, PaymentRequest
 from .behaviour import Decision, OutcomeSpec, SettingsError
+from .words import DecidedBy
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-DECIDED_BY = "amount-rule"
+DECIDED_BY = DecidedBy.AMOUNT_RULE
 
 # "application" matches the request's CC: cheque (00C), card (no CC, or any
 # other code), or one CC code exactly.
@@ -263,7 +264,7 @@ def _cents(value: Any) -> frozenset[int]:
             item = int(item.strip().lstrip("."))
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 99:
             raise _RuleProblem("cents", f"cents must be whole numbers from 0 to 99, not {item!r}")
-        return item
+        return int(item)
 
     if isinstance(value, str) and "-" in value:
         low_text, _, high_text = value.partition("-")

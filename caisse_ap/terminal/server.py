@@ -1,75 +1,72 @@
-"""The Twisted edge of the simulated terminal: bytes in, answers out, limits.
+"""The Twisted edge of the simulated terminal: bytes in, answers out, timers, flow control.
 
-One `TerminalProtocol` per POS connection feeds a `FrameDecoder` and hands
-whole requests, in order, to the `Terminal` (service.py), which decides what
-to answer and when. Nothing here blocks: delays are the Terminal's
-`callLater`s, and each answer goes out in one write, because some POS read it
-with a single recv(1024).
+One `TerminalProtocol` per POS connection moves bytes and timers for a
+`connection.TerminalConnection`, which decides where requests end, when late
+fields join them, what is dropped and when to stop reading; whole requests
+go, in order, to the `Terminal` (service.py), which decides what to answer
+and when. Nothing here blocks: delays are the Terminal's `callLater`s, and
+each answer goes out in one write, because some POS read it with a single
+recv(1024).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, interfaces, protocol, tcp
+from zope.interface import implementer
 
-from .. import tlv
-from ..messages import has_mandatory_fields
-from ..tlv import Field, FrameDecoder, FrameError
+from ..connection import (
+    BytesDropped,
+    CloseConnection,
+    MalformedRequest,
+    NeedData,
+    RequestExtended,
+    RequestReceived,
+    TerminalConnection,
+)
 from .behaviour import TerminalSettings
 from .service import Terminal, Transaction
 
 log = logging.getLogger("caisse_ap.terminal")
 
-# After an oversized frame, how long to swallow what the POS still sends
-# before closing: closing with unread bytes would reset the connection and
-# could destroy our answer before the POS reads it.
+# After an oversized frame or a flood, how long to swallow what the POS still
+# sends before closing: closing with unread bytes would reset the connection
+# and could destroy our answer before the POS reads it.
 LINGER = 2.0
 SHUTDOWN_GRACE = 1.0  # then connections still open are aborted
-BACKLOG = 1024  # many POS connecting at once must not wait for SYN retries
-# A request without all its mandatory fields never looks whole: once the POS
-# has sent nothing more for this long, it is taken as it is (and refused).
-SETTLE = 0.5
+# Many POS connecting at once wait here, not in SYN retries (a second each); the
+# kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
+BACKLOG = 4096
 
 
-@dataclass
-class _Message:
-    """A request read from the POS, waiting for its turn or in progress.
+@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
+class TerminalProtocol(protocol.Protocol):
+    """One POS connection: requests answered in turn, one at a time.
 
-    `received_at`: when its first byte came, so that the time a POS waited
-    counts the segments it took and, for a request that never came whole,
-    the settle time. `error`: why it could not be read (answered AF=09).
+    It is also the producer of its answers (IPushProducer): Twisted pauses it
+    when answers pile up unsent, and the connection then stops reading.
     """
 
-    fields: list[Field]
-    received_at: float
-    transaction: Transaction | None = None
-    error: FrameError | None = None
-
-
-class TerminalProtocol(protocol.Protocol):
-    """One POS connection: requests answered in turn, one at a time."""
+    transport: tcp.Server  # set by Twisted before connectionMade
 
     def __init__(self, terminal: Terminal, idle_watch: IdleWatch, peer: str = "?"):
         self.terminal = terminal
         self.peer = peer  # "host:port", for transactions and logs
-        # Created for the first request that does not come whole in one
-        # segment: most never need one.
-        self.decoder: FrameDecoder | None = None
-        self.inbox: deque[_Message] = deque()
+        self.connection = TerminalConnection(terminal.reactor.seconds,
+                                             request_timeout=terminal.request_timeout)
         self.current: Transaction | None = None
-        # The last request read, while more of its fields may still arrive.
-        self.open_message: _Message | None = None
         self.closing = False
-        self._processing = False
-        self.notify_closed: defer.Deferred | None = None  # fired by connectionLost
-        self._settle: Any = None  # timer taking an incomplete request as it is
+        self.notify_closed: defer.Deferred[Any] | None = None  # fired by connectionLost
+        self.on_closed: Any = None  # the factory's, to accept again under the limit
         self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer
-        self._held_since = 0.0  # when the bytes the decoder holds began to arrive
+        self._blocked_since: float | None = None  # when answers began to pile up unsent
+        self._reading = True
+        self._pumping = False
+        self._timer: Any = None  # the connection's next deadline
         # Whether to log raw frames, decided once per connection: a disabled
         # log.debug() still costs a call per frame.
         self._debug = False
@@ -81,63 +78,78 @@ class TerminalProtocol(protocol.Protocol):
         terminal.connections.add(self)
         self.last_active = terminal.reactor.seconds()
         self.idle_watch.watch()
+        self.transport.registerProducer(self, True)
         self._debug = log.isEnabledFor(logging.DEBUG)
         if self._debug:
             log.debug("%s connected", self.peer)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
         if self._debug:
             log.debug("%s sent %r", self.peer, data)
         self.last_active = self.terminal.reactor.seconds()
-        if self._whole_request(data):
-            self._next()
-            return
-        if self.decoder is None:
-            self.decoder = FrameDecoder(has_mandatory_fields)
-        if not self.decoder.buffered:
-            self._held_since = self.last_active
-        # Feed no more than the decoder holds, reading fields in between, so
-        # that an oversized request is refused with the fields read echoed.
-        while data:
-            room = max(self.decoder.max_buffer - self.decoder.buffered, 1)
-            chunk, data = data[:room], data[room:]
-            try:
-                self.decoder.feed(chunk)
-            except FrameError as error:
-                self._oversized(error)
-                return
-            self._read_messages()
-        self._watch_incomplete()
-        self._next()
+        self.connection.receive_data(data)
+        self._pump()
+
+    def readConnectionLost(self) -> None:
+        """The POS shut its sending side: answer what it sent, then close."""
+        if self._debug:
+            log.debug("%s closed its side", self.peer)
+        self.connection.receive_data(b"")
+        self._pump()
+
+    def writeConnectionLost(self) -> None:
+        """Our side was shut after an oversized message: nothing to do but linger."""
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self._settle is not None:
-            self._stop_settle()
+        self.closing = True
+        self._stop_timer()
         self.terminal.connections.discard(self)
-        self.inbox.clear()
         if self.current is not None:
             current, self.current = self.current, None
             self.terminal.drop(current)
         if self._debug:
             log.debug("%s disconnected", self.peer)
+        if self.on_closed is not None:
+            self.on_closed()
         if self.notify_closed is not None:
             notify, self.notify_closed = self.notify_closed, None
             notify.callback(None)
 
+    # --- Producer of answers (Twisted calls these) ----------------------------
+
+    def pauseProducing(self) -> None:
+        self._blocked_since = self.terminal.reactor.seconds()
+        self.connection.block_answers(True)
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._blocked_since = None
+        self.connection.block_answers(False)
+        self._pump()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
+
     # --- Idle time-out (IdleWatch calls these) ------------------------------
 
     def idle_since(self, now: float) -> float:
-        """Since when the connection has been idle: `now` while the POS waits for an answer."""
-        if self.current is not None or self.inbox or self.closing:
+        """Since when the connection has been idle: `now` while the POS waits for an answer.
+
+        A POS that does not read its answers is idle since they began to pile up.
+        """
+        if self._blocked_since is not None:
+            return self._blocked_since
+        if self.current is not None or self.connection.waiting or self.closing:
             return now  # waiting for its answer, or already closing: not idle
         return self.last_active
 
     def close_idle(self, timeout: float) -> None:
+        if self._blocked_since is not None:
+            log.info("%s read no answer for %g s: aborting the connection", self.peer, timeout)
+            self.transport.abortConnection()
+            return
         log.info("%s sent nothing for %g s: closing", self.peer, timeout)
-        self.closing = True  # once: a POS slow to read its last bytes is not closed again
-        self.transport.loseConnection()
+        self._close()
 
     # --- Connection interface used by the Terminal ---------------------------
 
@@ -147,123 +159,110 @@ class TerminalProtocol(protocol.Protocol):
         self.transport.write(data)
 
     def hang_up(self) -> None:
-        self.closing = True
-        self.transport.loseConnection()
+        self._close()
 
     def transaction_done(self, transaction: Transaction) -> None:
         if self.current is not transaction:
             return
         self.current = None
         self.last_active = self.terminal.reactor.seconds()  # idle time counts from the answer
-        if self.open_message is not None and self.open_message.transaction is transaction:
-            # Answered: later bytes start a new request, even those that
-            # were on their way to join it.
-            self.open_message = None
-            if self.decoder is not None:
-                self.decoder.close_message()
-        if not self._processing:
-            self._next()
+        self.connection.request_finished()
+        self._pump()
 
-    # --- Reading -------------------------------------------------------------
+    # --- Moving events between the connection and the Terminal ---------------
 
-    def _whole_request(self, data: bytes) -> bool:
-        """The common case, taken fast: one whole request in one segment, nothing held.
-
-        Same result as the streaming decoder (the same core rules, through
-        tlv.decode), at a third of its cost; anything else goes the long way.
-        """
-        if self.open_message is not None or (self.decoder is not None and self.decoder.buffered):
-            return False
+    def _pump(self) -> None:
+        """Hand the connection's events to the Terminal until it needs more bytes or time."""
+        if self._pumping:
+            return  # a transaction finished within receive(): the loop below goes on
+        self._pumping = True
         try:
-            fields = tlv.decode(data)
-        except FrameError:
-            return False
-        if not has_mandatory_fields(fields):
-            return False
-        message = _Message(fields, self.last_active)
-        self.inbox.append(message)
-        if not data.endswith((b"\r", b"\n")):  # a line end closes a request
-            self.open_message = message
-        return True
-
-    def _watch_incomplete(self) -> None:
-        """(Re)start the settle timer while bytes of an unfinished request are held."""
-        self._stop_settle()
-        if self.decoder is not None and self.decoder.buffered and not self.closing:
-            self._settle = self.terminal.reactor.callLater(SETTLE, self._settled)
-
-    def _stop_settle(self) -> None:
-        if self._settle is not None and self._settle.active():
-            self._settle.cancel()
-        self._settle = None
-
-    def _settled(self) -> None:
-        """The POS stopped sending in the middle of a request: take what came."""
-        self._settle = None
-        self._read_messages(final=True)
-        self._next()
-
-    def _read_messages(self, final: bool = False) -> None:
-        """Take every whole message out of the decoder, merging late optional fields.
-
-        `final`: the POS went quiet, so what is held is all there is of it.
-        """
-        assert self.decoder is not None  # dataReceived creates it before anything is held
-        while True:
-            if self.open_message is not None and not self.decoder.continuing:
-                state = self.decoder.continue_message(self.open_message.fields)
-                if state is None:
-                    return
-                if not state:
-                    self.open_message = None
-            continued = self.decoder.continuing
-            received_at = self._held_since
-            try:
-                message = self.decoder.finish() if final else self.decoder.next_message()
-            except FrameError as error:
-                self.open_message = None
-                self.inbox.append(_Message(error.fields, received_at, error=error))
-                self._held_since = self.last_active  # what is left came with the last bytes
-                if final:
-                    return
-                continue
-            if message is None:
-                return
-            self._held_since = self.last_active
-            if continued:
-                self._extend(message)
-            else:
-                self.open_message = _Message(message, received_at)
-                self.inbox.append(self.open_message)
-
-    def _extend(self, fields: list[Field]) -> None:
-        assert self.open_message is not None
-        self.open_message.fields = fields
-        if self.open_message.transaction is not None:
-            self.terminal.extend_request(self.open_message.transaction, fields)
-
-    def _next(self) -> None:
-        """Start the next request when none is in progress."""
-        self._processing = True
-        try:
-            while self.current is None and self.inbox and not self.closing:
-                item = self.inbox.popleft()
-                if item.error is not None:
-                    self.current = self.terminal.receive_error(self, item.error, item.received_at)
-                else:
-                    item.transaction = self.current = self.terminal.receive(
-                        self, item.fields, item.received_at)
-                if self.current is not None and not self.current.pending:
-                    self.transaction_done(self.current)
+            while not self.closing:
+                event = self.connection.next_event()
+                if isinstance(event, NeedData):
+                    self._set_timer(event.deadline)
+                    break
+                self._handle(event)
         finally:
-            self._processing = False
+            self._pumping = False
+        self._update_reading()
 
-    def _oversized(self, error: FrameError) -> None:
-        """Past 64 KiB: answer AF=09, then close, swallowing what is still coming."""
+    def _handle(self, event: Any) -> None:
+        terminal = self.terminal
+        if isinstance(event, RequestReceived):
+            self._started(terminal.receive(self, event.fields, event.received_at))
+        elif isinstance(event, MalformedRequest):
+            self._started(terminal.receive_error(self, event.error, event.received_at))
+        elif isinstance(event, RequestExtended):
+            if self.current is not None:
+                terminal.extend_request(self.current, event.fields)
+        elif isinstance(event, BytesDropped):
+            more = "..." if event.size > len(event.data) else ""
+            log.info("%s: %d bytes dropped, not answered (%r%s): %s",
+                     self.peer, event.size, event.data, more, event.reason)
+        elif isinstance(event, CloseConnection):
+            if event.peer_closed:
+                self._close()
+            else:
+                self._linger()
+
+    def _started(self, transaction: Transaction) -> None:
+        self.current = transaction
+        if not transaction.pending:  # answered (or hung up) within receive()
+            self.current = None
+            self.connection.request_finished()
+
+    def _set_timer(self, deadline: float | None) -> None:
+        if self._timer is not None and self._timer.active():
+            if deadline is not None and self._timer.getTime() == deadline:
+                return
+            self._timer.cancel()
+        self._timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - self.terminal.reactor.seconds())
+            self._timer = self.terminal.reactor.callLater(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _update_reading(self) -> None:
+        """Stop reading while enough requests wait or answers pile up; read again after."""
+        if self.closing:
+            return
+        wanted = self.connection.wants_data
+        if wanted != self._reading:
+            self._reading = wanted
+            if wanted:
+                self.transport.resumeProducing()
+            else:
+                self.transport.pauseProducing()
+
+    def _close(self) -> None:
+        """Close once the answers written are sent."""
+        if self.closing:
+            return
         self.closing = True
-        self.inbox.clear()
-        self.terminal.receive_error(self, error, self._held_since)
+        self._stop_timer()
+        # A paused producer would keep Twisted from closing once the answers are out.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _linger(self) -> None:
+        """Answered an oversized message or a flood: stop writing, swallow what still comes,
+        then abort."""
+        if self.closing:
+            return
+        self.closing = True
+        self._stop_timer()
+        self.transport.unregisterProducer()
         if hasattr(self.transport, "loseWriteConnection"):
+            self.transport.resumeProducing()  # read, and drop, what the POS still sends
             self.transport.loseWriteConnection()
             self.terminal.reactor.callLater(LINGER, self.transport.abortConnection)
         else:
@@ -310,38 +309,90 @@ class IdleWatch:
 
 
 class TerminalFactory(protocol.Factory):
-    """Builds one TerminalProtocol per POS, refusing connections past max_connections."""
+    """Builds one TerminalProtocol per POS; stops accepting at max_connections.
+
+    At the limit the listening port stops accepting: new POS wait in the
+    kernel's backlog and are served once a connection closes, instead of
+    being accepted and reset.
+    """
 
     noisy = False
 
     def __init__(self, terminal: Terminal):
         self.terminal = terminal
         self.idle_watch = IdleWatch(terminal)
+        self.full = False
+        # One warning when the limit is reached, not one each time a slot frees and is
+        # taken at once: warned again only after the load fell below half the limit.
+        self._warned = False
 
-    def buildProtocol(self, addr: Any) -> TerminalProtocol | None:
-        if len(self.terminal.connections) >= self.terminal.max_connections:
-            log.warning("refusing %s: %d connections already open (--max-connections)",
-                        getattr(addr, "host", addr), len(self.terminal.connections))
-            return None
+    def free_slots(self) -> int:
+        return self.terminal.max_connections - len(self.terminal.connections)
+
+    def buildProtocol(self, addr: Any) -> TerminalProtocol:
         # The peer's address, which Twisted has already built for this call.
         peer = f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
-        return TerminalProtocol(self.terminal, self.idle_watch, peer)
+        connection = TerminalProtocol(self.terminal, self.idle_watch, peer)
+        connection.on_closed = self._connection_closed
+        if self.free_slots() <= 1:
+            self._stop_accepting()
+        return connection
+
+    def _stop_accepting(self) -> None:
+        port = self.terminal.listening_port
+        if self.full or port is None:
+            return
+        self.full = True
+        port.stopReading()
+        if not self._warned:
+            self._warned = True
+            log.warning("%d connections open (--max-connections): new POS wait until one "
+                        "closes", self.terminal.max_connections)
+
+    def _connection_closed(self) -> None:
+        port = self.terminal.listening_port
+        if len(self.terminal.connections) * 2 < self.terminal.max_connections:
+            self._warned = False
+        if self.full and port is not None and self.free_slots() > 0 and port.connected:
+            self.full = False
+            port.startReading()
+            log.info("a connection closed: accepting POS again")
+
+
+class _Port(tcp.Port):
+    """A listening port that accepts, in one go, no more POS than the terminal has room for
+    (Twisted accepts up to a hundred at once)."""
+
+    factory: TerminalFactory
+
+    def doRead(self) -> None:
+        free = self.factory.free_slots()
+        if free <= 0:
+            self.stopReading()
+            return
+        self.numberAccepts = min(self.numberAccepts, free)
+        super().doRead()
 
 
 def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
-                   host: str = "127.0.0.1", port: int = 0, **options: Any) -> Terminal:
+                   host: str = "127.0.0.1", port: int = 0, *,
+                   factory: Callable[[Terminal], protocol.Factory] = TerminalFactory,
+                   **options: Any) -> Terminal:
     """Listen for POS on host:port (0: a free port) and return the Terminal.
 
-    `options` go to Terminal (seed, idle_timeout, max_connections). The bound
-    address is `terminal.address`. Raises twisted's CannotListenError.
+    `options` go to Terminal (seed, idle_timeout, request_timeout,
+    max_connections). The bound address is `terminal.address`. `factory`
+    builds the connections' factory from the Terminal (a TerminalFactory or
+    one like it: the proxy's, proxy.py). Raises twisted's CannotListenError.
     """
     terminal = Terminal(settings, reactor=reactor, **options)
-    terminal.listening_port = reactor.listenTCP(port, TerminalFactory(terminal),
-                                                backlog=BACKLOG, interface=host)
+    listening = _Port(port, factory(terminal), BACKLOG, host, reactor)
+    listening.startListening()
+    terminal.listening_port = listening
     return terminal
 
 
-def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred:
+def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[Any]:
     """Stop listening, answer transactions in flight at once, close every connection.
 
     Fires once every connection is closed; those still open after `grace`
@@ -358,7 +409,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     terminal.stop_transactions()
     closing = []
     for connection in list(terminal.connections):
-        closed: defer.Deferred = defer.Deferred()
+        closed: defer.Deferred[Any] = defer.Deferred()
         connection.notify_closed = closed
         closing.append(closed)
         connection.transport.loseConnection()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -35,10 +35,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
+from ..connection import REQUEST_TIMEOUT
 from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError, TerminalAnswer
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
+from .words import DecidedBy, TransactionStatus
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -68,7 +70,7 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _frame(fields: list[Field] | tuple[Field, ...] | None) -> str | None:
+def _frame(fields: list[Any] | tuple[Any, ...] | None) -> str | None:
     if not fields or fields[0][0] != tlv.FIRST_TAG:
         return None  # what was read of a broken request need not start with CZ
     # Decoded fields, valid: encode() would only check them again.
@@ -84,8 +86,8 @@ class Transaction:
     received_at: float
     request_fields: list[Field]
     request: PaymentRequest | None = None
-    status: str = "pending"
-    decided_by: str | None = None
+    status: str = TransactionStatus.PENDING  # a TransactionStatus
+    decided_by: str | None = None  # a DecidedBy
     outcome: OutcomeSpec | None = None
     answer: tuple[Field, ...] | None = None
     reason: str | None = None
@@ -99,15 +101,11 @@ class Transaction:
     # `to_json()`, set when the request arrives; request_fields and answer are
     # then their Caisse-AP equivalents.
     exchange: Any = None
-    # to_json()'s request and answer parts, each with the fields it was built
-    # from: they are set once or twice per transaction, while to_json() runs at
-    # least twice (journal, event stream), and encoding frames and labelling
-    # fields is most of its cost.
-    _request_json: tuple[Any, dict[str, Any], dict[str, str]] | None = field(
-        default=None, init=False, repr=False, compare=False)
-    _answer_json: tuple[Any, dict[str, Any], dict[str, str]] | None = field(
-        default=None, init=False, repr=False, compare=False)
-    _received_iso: str | None = field(default=None, init=False, repr=False, compare=False)
+    # "simulated", or "proxied" when a real terminal answered through the proxy
+    # (proxy.py); deviations: what the exchange did against the protocol or
+    # the profile (deviations.py), as JSON objects.
+    mode: str = "simulated"
+    deviations: tuple[dict[str, str], ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -116,30 +114,11 @@ class Transaction:
     def value(self, tag: str) -> str | None:
         return dict(self.request_fields).get(tag)
 
-    def _amount(self) -> dict[str, Any]:
-        units_text, code = self.value("CB"), self.value("CE")
-        units = int(units_text) if units_text and units_text.isdigit() else None
-        info = None
-        if code is not None:
-            try:
-                info = money.currency(code)
-            except money.CurrencyError:
-                info = None
-        amount = None
-        if units is not None and info is not None and len(units_text or "") <= money.MAX_DIGITS:
-            amount = format(money.from_minor_units(units, info), "f")
-        return {
-            "amount": amount,
-            "amount_minor": units,
-            "currency": info.alpha if info else None,
-            "currency_numeric": info.numeric if info else None,
-            "currency_symbol": info.symbol if info else None,
-        }
+    def record(self) -> dict[str, Any]:
+        """What a journal keeps: the facts of to_json(), not what complete() derives.
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form of docs/api.md.
-
-        Its parts are shared between calls: treat it as read-only.
+        Cheap to build and to serialise (its field lists are tuples, JSON
+        arrays): it is written for every transaction, read for few.
         """
         duration = None
         if self.finished_at is not None:
@@ -147,62 +126,91 @@ class Transaction:
         reason = None
         if self.reason is not None:
             reason = {"code": self.reason, "label": tags.label(tags.FAILURE_REASONS, self.reason)}
-        _, request, request_labels = self._request_part()
-        _, answer, answer_labels = self._answer_part()
-        if self._received_iso is None:  # set once, when the request arrives
-            self._received_iso = iso_time(self.received_at)
         return {
             "id": self.id,
-            "received_at": self._received_iso,
+            "received_at": iso_time(self.received_at),
             "answered_at": iso_time(self.answered_at),
             "duration_s": duration,
             "peer": self.peer,
             "protocol": self.protocol,
-            **request,
-            **answer,
+            "request": self.request_fields,
+            "answer": self.answer,
             "status": self.status,
             "reason": reason,
             "decided_by": self.decided_by,
-            "labels": {**request_labels, **answer_labels},
             "exchange": self.exchange.to_json() if self.exchange is not None else None,
+            "mode": self.mode,
+            "deviations": list(self.deviations),
         }
 
-    def _request_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
-        """to_json()'s fields about the request and their labels, rebuilt if it changed."""
-        fields = self.request_fields
-        if self._request_json is None or self._request_json[0] is not fields:
-            part = {
-                "action": ACTION_NAMES.get(self.value("CD") or ""),
-                **self._amount(),
-                "request": [list(f) for f in fields],
-                "request_frame": _frame(fields),
-            }
-            self._request_json = (fields, part, _labels(fields))
-        return self._request_json
-
-    def _answer_part(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
-        """to_json()'s fields about the answer and their labels, rebuilt if it changed."""
-        answer = self.answer
-        if self._answer_json is None or self._answer_json[0] is not answer:
-            if answer is None:
-                part: dict[str, Any] = {"answer": None, "answer_frame": None, "receipt": None}
-            else:
-                # The bytes sent, when they are at hand, rather than encoding again.
-                frame = self.sent.decode("ascii") if self.sent is not None else _frame(answer)
-                part = {"answer": [list(f) for f in answer], "answer_frame": frame,
-                        "receipt": _receipt(answer)}
-            self._answer_json = (answer, part, _labels(answer or ()))
-        return self._answer_json
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of docs/api.md."""
+        return complete(self.record())
 
 
-def _receipt(answer: list[Field]) -> str | None:
+def complete(record: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's JSON form (docs/api.md) from its record: the record plus what
+    derives from its request and answer fields (action, amount, frames, labels).
+
+    Takes a record as Transaction.record() gives it or as a journal reads it
+    back, whatever the version that wrote it (what is derived is derived again).
+    """
+    request = [list(f) for f in record.get("request") or ()]
+    answer = record.get("answer")
+    answer = None if answer is None else [list(f) for f in answer]
+    values = dict(request)
+    return {
+        "id": record["id"],
+        "received_at": record.get("received_at"),
+        "answered_at": record.get("answered_at"),
+        "duration_s": record.get("duration_s"),
+        "peer": record.get("peer"),
+        "action": ACTION_NAMES.get(values.get("CD") or ""),
+        **_amount(values.get("CB"), values.get("CE")),
+        "request": request,
+        "request_frame": _frame(request),
+        "answer": answer,
+        "answer_frame": _frame(answer),
+        "receipt": _receipt(answer),
+        "status": record["status"],
+        "reason": record.get("reason"),
+        "decided_by": record.get("decided_by"),
+        "labels": {**_labels(request), **_labels(answer or ())},
+        "protocol": record.get("protocol", CAISSE_AP),
+        "exchange": record.get("exchange"),
+        "mode": record.get("mode", "simulated"),
+        "deviations": record.get("deviations", []),
+    }
+
+
+def _receipt(answer: list[Any] | None) -> str | None:
     """The customer receipt of an answer, decoded (ZT is base64): None without one."""
-    if not any(tag == "ZT" for tag, _ in answer):
+    if answer is None or not any(tag == "ZT" for tag, _ in answer):
         return None
-    return TerminalAnswer.parse(answer).receipt
+    return TerminalAnswer.parse([(tag, value) for tag, value in answer]).receipt
 
 
-def _labels(fields: list[Field] | tuple[Field, ...]) -> dict[str, str]:
+def _amount(units_text: str | None, code: str | None) -> dict[str, Any]:
+    units = int(units_text) if units_text and units_text.isdigit() else None
+    info = None
+    if code is not None:
+        try:
+            info = money.currency(code)
+        except money.CurrencyError:
+            info = None
+    amount = None
+    if units is not None and info is not None and len(units_text or "") <= money.MAX_DIGITS:
+        amount = format(money.from_minor_units(units, info), "f")
+    return {
+        "amount": amount,
+        "amount_minor": units,
+        "currency": info.alpha if info else None,
+        "currency_numeric": info.numeric if info else None,
+        "currency_symbol": info.symbol if info else None,
+    }
+
+
+def _labels(fields: list[Any] | tuple[Any, ...]) -> dict[str, str]:
     """A French label per tag: the code's, else the tag's."""
     return {tag: tags.field_label(tag, value) for tag, value in fields}
 
@@ -216,7 +224,7 @@ class _Run:
     settings: TerminalSettings
     decision: Decision | None = None
     timer: IDelayedCall | None = None
-    waiting: defer.Deferred | None = None
+    waiting: defer.Deferred[Any] | None = None
 
 
 class Terminal:
@@ -229,13 +237,14 @@ class Terminal:
 
     def __init__(self, settings: TerminalSettings | None = None, *, reactor: Any = None,
                  seed: str | int | None = None, idle_timeout: float = 300.0,
-                 max_connections: int = 1000):
+                 max_connections: int = 1000, request_timeout: float = REQUEST_TIMEOUT):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.settings = settings or TerminalSettings()
         self.seed = seed
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout  # silence that ends an unfinished request
         self.max_connections = max_connections
         self.observers: list[Any] = []
         self.outcome_sources: list[Any] = []
@@ -264,7 +273,7 @@ class Terminal:
 
     def counters(self) -> dict[str, int]:
         """Transactions by final status, pending ones, open connections, total (docs/api.md)."""
-        counters = {status: self.counts[status] for status in FINAL_STATUSES}
+        counters: dict[str, int] = {status: self.counts[status] for status in FINAL_STATUSES}
         counters["pending"] = len(self._runs)
         counters["open_connections"] = len(self.connections)
         counters["total"] = self.counts["total"]
@@ -302,7 +311,7 @@ class Terminal:
             txn.problem = str(error)
             self._notify("request_received", txn)
             reply = behaviour.error_reply(error.fields or fields, error.reason, settings)
-            self._finish(txn, connection, reply, "request-error")
+            self._finish(txn, connection, reply, DecidedBy.REQUEST_ERROR)
             return txn
         txn.request = request
         if self.observers:
@@ -321,7 +330,7 @@ class Terminal:
         txn.problem = str(error)
         self._notify("request_received", txn)
         reply = behaviour.error_reply(error.fields, FORMAT_ERROR, self.settings)
-        self._finish(txn, connection, reply, "request-error")
+        self._finish(txn, connection, reply, DecidedBy.REQUEST_ERROR)
         return txn
 
     def extend_request(self, txn: Transaction, fields: list[Field]) -> None:
@@ -336,6 +345,32 @@ class Terminal:
             return  # keep answering what was read first
         txn.request_fields = list(fields)
         txn.request = request
+
+    def receive_forwarded(self, connection: Connection, fields: list[Field],
+                          received_at: float | None = None, mode: str = "proxied",
+                          decided_by: str = "terminal") -> Transaction:
+        """A request passed on to a real terminal or a recording (proxy.py): journaled and
+        shown here, answered there. `finish_forwarded` ends it."""
+        txn = self._new_transaction(connection, fields, received_at)
+        txn.mode, txn.decided_by = mode, decided_by
+        try:
+            txn.request = PaymentRequest.parse(fields)
+        except RequestError as error:
+            txn.problem = str(error)
+        self._notify("request_received", txn)
+        return txn
+
+    def finish_forwarded(self, txn: Transaction, status: str, answer: list[Field] | None = None,
+                         sent: bytes | None = None, reason: str | None = None) -> None:
+        """What became of a forwarded request: `answer` (card numbers masked) and the bytes
+        `sent` to the POS, or none (no answer, hang-up, dropped)."""
+        now = self.reactor.seconds()
+        txn.status, txn.reason, txn.finished_at = status, reason, now
+        if answer is not None:
+            txn.answer, txn.sent, txn.answered_at = tuple(answer), sent, now
+        self.counts[status] += 1
+        self._log(txn)
+        self._notify("transaction_finished", txn)
 
     def drop(self, txn: Transaction) -> None:
         """The POS left before the answer: cancel it cleanly."""
@@ -361,7 +396,7 @@ class Terminal:
             self._cancel(run)
             if run.decision is None:
                 fallback, _ = behaviour.decide_from_settings(run.settings)
-                run.decision = Decision(fallback.spec, "shutdown")
+                run.decision = Decision(fallback.spec, DecidedBy.SHUTDOWN)
             self._reply(run)
 
     # --- Internals -----------------------------------------------------------
@@ -385,7 +420,7 @@ class Terminal:
         reply = behaviour.immediate_reply(request, settings, decision.spec, self._rng_for(txn),
                                           self._now(), busy=bool(self._runs))
         txn.outcome = decision.spec
-        self._finish(txn, connection, reply, "settings")
+        self._finish(txn, connection, reply, DecidedBy.SETTINGS)
 
     def _decide(self, run: _Run, request: PaymentRequest) -> None:
         for source in list(self.outcome_sources):
@@ -479,7 +514,7 @@ class Terminal:
             # Valid by construction (behaviour.py builds answers from decoded
             # fields and checked settings), so not checked again.
             frame = tlv.encode_unchecked(reply.fields)
-            txn.answer, txn.sent, txn.answered_at = reply.fields, frame, now
+            txn.answer, txn.answered_at = reply.fields, now
             connection.send(frame)
         self.counts[reply.status] += 1
         self._log(txn)

@@ -105,11 +105,12 @@ class Profile:
     contract_length: int | None = None
     seller_contract: str = "424242"
     # [failure]
-    failure_details: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    failure_details: MappingProxyType[str, str] = field(
+        default_factory=lambda: MappingProxyType({}))
     failure_fields: tuple[str, ...] = ()
     cheque_reason: str = "04"
     # [actions]: CD code -> kind
-    actions: MappingProxyType = field(default_factory=lambda: STANDARD_ACTIONS)
+    actions: MappingProxyType[str, str] = field(default_factory=lambda: STANDARD_ACTIONS)
     # [receipt]: whether CK digits 2 (tickets) and 3 (HTML) are honoured
     receipt_tickets: bool = False
     receipt_html: bool = False
@@ -406,7 +407,7 @@ def _failure(table: _Reader) -> dict[str, Any]:
             "failure_fields": tuple(dict.fromkeys(fields_added)), "cheque_reason": cheque}
 
 
-def _actions(table: _Reader) -> MappingProxyType:
+def _actions(table: _Reader) -> MappingProxyType[str, str]:
     if not table.table:
         return STANDARD_ACTIONS
     actions: dict[str, str] = {}

@@ -116,6 +116,17 @@ def _rules_from_args(args: argparse.Namespace) -> AmountRules:
     return AmountRules()
 
 
+def _journal_from_args(args: argparse.Namespace) -> Journal | None:
+    """The journal the options ask for: none with --no-web and no --journal, as nothing
+    could read it."""
+    if args.no_web and not args.journal:
+        return None
+    try:
+        return Journal(args.journal, max_rows=args.journal_max_rows)
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+
+
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     """Settings the options set; also loads the rules file (and lists it if asked)."""
     rules = _rules_from_args(args)
@@ -124,10 +135,7 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(0)
     args.loaded_amount_rules = rules
     # Opened now, so that a journal that cannot be used stops us before anything listens.
-    try:
-        args.opened_journal = Journal(args.journal, max_rows=args.journal_max_rows)
-    except JournalError as error:
-        raise UsageError(str(error)) from None
+    args.opened_journal = _journal_from_args(args)
     changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
                                "manual_timeout": args.manual_timeout}
     if args.manual:
@@ -147,7 +155,7 @@ class Services:
     `close_journal()` once the transactions in flight are answered."""
 
     terminal: Any
-    journal: Journal
+    journal: Journal | None
     rules: AmountRules
     api: Any = None
     web_port: Any = None
@@ -183,13 +191,19 @@ class Services:
         """The bulk of the checkpoint in a thread, its end on the reactor (journal.py)."""
         from twisted.internet import threads
 
-        return threads.deferToThread(self.journal.checkpoint).addCallback(
-            lambda _: self.journal.restart_log())
+        journal = self.journal
+        assert journal is not None  # checkpoints run only for a journal
+
+        def restart(_: Any) -> None:
+            journal.restart_log()
+
+        return threads.deferToThread(journal.checkpoint).addCallback(restart)
 
     def close_journal(self) -> None:
         if self._checkpoints is not None and self._checkpoints.running:
             self._checkpoints.stop()
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def start_services(reactor: Any, terminal: Any, *, web: bool = True,
@@ -200,17 +214,21 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
     """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
 
     The API answers requests whose Host is a loopback name, `web_host` or one
-    of `allowed_hosts` (site.HostAllowlist).
+    of `allowed_hosts` (site.HostAllowlist). Without `journal`, the API gets
+    one in memory; without `web` either, there is none, as nothing could read
+    it.
 
     Call on the reactor thread, right after the terminal starts listening.
     Raises CannotListenError when the web port is taken.
     """
     from twisted.internet import task
 
-    journal = journal if journal is not None else Journal()
+    if journal is None and web:
+        journal = Journal()
     rules = rules if rules is not None else AmountRules()
     services = Services(terminal, journal, rules)
     if web:  # listening first: if the port is taken, nothing is attached yet
+        assert journal is not None  # made above when none was given
         from .api import ControlApi
         from .site import HostAllowlist, build_site
 
@@ -222,11 +240,14 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                                   web_address=lambda: services.web_address, **options)
         site = build_site(services.api, HostAllowlist(web_host, allowed_hosts))
         services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
+    rules.terminal = terminal
+    terminal.outcome_sources.append(rules)
+    if journal is None:
+        return services
     # A journal in a file numbers after the transactions of earlier runs.
     terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
     terminal.counts["interrupted"] += journal.interrupted
-    rules.terminal = terminal
-    terminal.outcome_sources.append(rules)
+    journal.write_in_groups(reactor)
     if services.api is not None:
         services.api.attach()  # the queue, manual mode, the journal and the event stream
     else:
@@ -258,8 +279,7 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     """The command line's hook: start the services as the options say."""
     from twisted.internet.error import CannotListenError
 
-    journal = getattr(args, "opened_journal", None) or Journal(args.journal,
-                                                                max_rows=args.journal_max_rows)
+    journal = args.opened_journal if hasattr(args, "opened_journal") else _journal_from_args(args)
     rules = getattr(args, "loaded_amount_rules", None) or _rules_from_args(args)
     token = args.web_token
     made_token = token is None and not args.no_web and not _is_loopback(args.web_host)
@@ -274,12 +294,16 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
                                   allowed_hosts=tuple(args.web_allowed_host),
                                   recent_log=recent_log)
     except CannotListenError as error:
-        journal.close()
+        if journal is not None:
+            journal.close()
         raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
                           f"console: {error.socketError}") from None
-    where = f"in {journal.path}" if not journal.in_memory else "in memory"
-    log.info("transaction journal %s (transactions already recorded: %d)", where,
-             journal.count())
+    if journal is None:
+        log.info("no transaction journal (--no-web without --journal)")
+    else:
+        where = f"in {journal.path}" if not journal.in_memory else "in memory"
+        log.info("transaction journal %s (transactions already recorded: %d)", where,
+                 journal.count())
     if terminal.settings.amount_rules:
         log.info("amount rules on (%s): the cents of the amount choose the outcome",
                  rules.source)
@@ -288,6 +312,7 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
         if made_token:
             from .api import WILDCARDS
 
+            assert services.web_address is not None  # the console listens
             host, port = services.web_address
             host = WILDCARDS.get(host, host)
             url = f"http://{f'[{host}]' if ':' in host else host}:{port}/#token={token}"

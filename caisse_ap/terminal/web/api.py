@@ -3,8 +3,8 @@
 One leaf resource under /api routes each (method, path) to a handler. A
 handler returns a `Reply` or a Deferred firing with one; errors are raised as
 `ApiError` and always reach the client as JSON, never as a stack trace or an
-HTML page. Everything runs on the reactor thread, except the test payment,
-which uses the blocking client in a thread of its own.
+HTML page. Everything runs on the reactor thread, the test payment too
+(caisse_ap.twisted's client).
 
 Access (docs/api.md, security model): with a token, every route but
 /api/status needs it, as 'Authorization: Bearer TOKEN'. An EventSource cannot
@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,8 +29,10 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from ... import __version__, client, tags
+from ... import __version__, client_cli, payment, tags
+from ...errors import InvalidRequest, TerminalUnreachable
 from ...messages import ACTION_NAMES
+from ...twisted import PaymentTerminal
 from ..behaviour import (
     FAILURE_TYPES,
     MODES,
@@ -44,7 +45,7 @@ from ..behaviour import (
 from ..journal import MAX_LIMIT, Journal
 from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
-from ..service import Terminal
+from ..service import Terminal, complete
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
 from .rawlog import RecentLog
 
@@ -112,7 +113,7 @@ STATUS_CODES = {400: "invalid_value", 401: "token_required", 403: "cross_origin"
                 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
                 415: "json_required", 421: "host_not_allowed", 429: "too_many_test_payments",
                 500: "internal_error"}
-# The code of a test payment's option error (client.OptionError), by its field.
+# The code of a test payment's request error (errors.InvalidRequest), by its field.
 OPTION_CODES = {"amount": "invalid_amount", "currency": "unknown_currency",
                 "action": "unknown_choice", "reference": "too_long"}
 
@@ -258,7 +259,7 @@ class ControlApi(resource.Resource):
     def _route(self, request: server.Request
                ) -> tuple[tuple[str, ...], Callable[..., Any], list[str]]:
         try:
-            parts = [part.decode("utf-8") for part in request.postpath]
+            parts = [part.decode("utf-8") for part in request.postpath or ()]
         except UnicodeDecodeError:
             raise ApiError(404, "No such API endpoint.") from None
         if parts and parts[-1] == "":
@@ -306,7 +307,7 @@ class ControlApi(resource.Resource):
         return (request.method in READING and cookie is not None
                 and hmac.compare_digest(cookie, self._session))
 
-    def _finish_later(self, request: server.Request, result: defer.Deferred) -> None:
+    def _finish_later(self, request: server.Request, result: defer.Deferred[Any]) -> None:
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -316,7 +317,7 @@ class ControlApi(resource.Resource):
                 request.finish()
 
         def failed(failure: Failure) -> None:
-            if failure.check(ApiError):
+            if isinstance(failure.value, ApiError):
                 error = failure.value
             else:
                 log.error("error in %s %s: %s", request.method.decode(),
@@ -442,13 +443,15 @@ class ControlApi(resource.Resource):
 
     def get_transactions(self, request: server.Request) -> Reply:
         limit = _int_argument(request, "limit", 100, 1, MAX_LIMIT)
+        assert limit is not None  # it has a default
         after = _int_argument(request, "after", None, 0, MAX_ID)
         status = _text_argument(request, "status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
                            "status", code="unknown_choice")
         found = self.journal.transactions(limit, after, status)
-        return Reply({"transactions": [self.hub.with_deadline(data) for data in found]})
+        return Reply({"transactions": [self.hub.with_deadline(complete(record))
+                                       for record in found]})
 
     @staticmethod
     def _transaction_id(text: str) -> int:
@@ -458,15 +461,15 @@ class ControlApi(resource.Resource):
 
     def _transaction(self, text: str) -> dict[str, Any]:
         txn_id = self._transaction_id(text)
-        data = self.journal.get(txn_id)
-        if data is None:
+        record = self.journal.get(txn_id)
+        if record is None:
             raise ApiError(404, f"No transaction {txn_id}.", code="unknown_transaction")
-        return data
+        return complete(record)
 
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))
 
-    def post_decision(self, request: server.Request, text: str) -> defer.Deferred:
+    def post_decision(self, request: server.Request, text: str) -> defer.Deferred[Any]:
         # Decided from memory: a waiting transaction needs no journal (which may be failing).
         txn_id = self._transaction_id(text)
         if not self.manual.is_waiting(txn_id):
@@ -488,14 +491,14 @@ class ControlApi(resource.Resource):
 
     # --- Test payment -------------------------------------------------------------
 
-    def post_test_payment(self, request: server.Request) -> defer.Deferred:
+    def post_test_payment(self, request: server.Request) -> defer.Deferred[Any]:
         body = self._object(self._body(request))
         unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
         if unknown:
             raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0], code="unknown_field")
-        payment = _test_request(body)
+        request_sent = _test_request(body)
         host, port = self._test_target(body)
-        timeout = _seconds(body.get("timeout"), client.DEFAULT_TIMEOUT, "timeout")
+        timeout = _seconds(body.get("timeout"), payment.DEFAULT_TIMEOUT, "timeout")
         if self._test_payments >= MAX_TEST_PAYMENTS:
             raise ApiError(429, f"{MAX_TEST_PAYMENTS} test payments are already in progress; "
                                 "try again when one is over.")
@@ -507,8 +510,17 @@ class ControlApi(resource.Resource):
             self._test_payments -= 1
             return result
 
-        paid = _in_thread(self.reactor, client.pay, payment, host, port, timeout)
-        return paid.addBoth(over).addCallback(lambda result: Reply(client.result_to_json(result)))
+        started = self.reactor.seconds()
+
+        def unreachable(failure: Failure) -> dict[str, object] | Failure:
+            if not isinstance(failure.value, TerminalUnreachable):
+                return failure
+            return client_cli.unreachable_to_json(request_sent, failure.value,
+                                                  self.reactor.seconds() - started)
+
+        paid = PaymentTerminal(self.reactor, host, port, timeout=timeout).send(request_sent)
+        paid.addCallback(client_cli.result_to_json).addErrback(unreachable)
+        return paid.addBoth(over).addCallback(Reply)
 
     def _test_target(self, body: dict[str, Any]) -> tuple[str, int]:
         host, port = body.get("host"), body.get("port")
@@ -593,7 +605,8 @@ class _EventStream:
     def pauseProducing(self) -> None:
         if not self.paused:
             self.paused = True
-            self._count_unsent(self.request.transport.bufferSize)
+            transport: Any = self.request.transport  # a TCP transport: it has a bufferSize
+            self._count_unsent(transport.bufferSize)
 
     def resumeProducing(self) -> None:
         self.paused = False
@@ -616,7 +629,8 @@ class _EventStream:
                             "%d KiB); cutting it off", _peer(self.request),
                             self.unsent // 1024, self.api.streams_unsent // 1024)
                 self._gone(None)
-                self.request.transport.abortConnection()
+                transport: Any = self.request.transport  # a TCP transport: it can abort
+                transport.abortConnection()
                 return
         self.request.write(data)
 
@@ -663,7 +677,7 @@ def _header(request: server.Request, name: str) -> str | None:
 
 
 def _text_argument(request: server.Request, name: str) -> str | None:
-    values = request.args.get(name.encode())
+    values: list[bytes] | None = request.args.get(name.encode())
     if not values:
         return None
     try:
@@ -726,36 +740,17 @@ def _test_request(body: dict[str, Any]) -> Any:
         if value is not None and not isinstance(value, str):
             raise ApiError(400, f"{name} must be text.", name, code="not_text")
         values[name] = value
-    flags = {}
+    flags: dict[str, bool] = {}
     for name in ("cheque", "partial", "immediate", "receipt"):
         value = body.get(name, False)
         if not isinstance(value, bool):
             raise ApiError(400, f"{name} must be true or false.", name, code="not_boolean")
         flags[name] = value
     try:
-        return client.make_request(amount, values["currency"], values["action"],
-                                   reference=values["reference"], **flags)
-    except client.OptionError as error:
+        return payment.make_request(amount, values["currency"], values["action"],
+                                    reference=values["reference"], cheque=flags["cheque"],
+                                    partial=flags["partial"], immediate=flags["immediate"],
+                                    receipt=flags["receipt"])
+    except InvalidRequest as error:
         raise ApiError(400, str(error), error.field,
-                       code=OPTION_CODES.get(error.field, "invalid_value")) from None
-
-
-def _in_thread(reactor: Any, function: Callable[..., Any], *args: Any) -> defer.Deferred:
-    """Run a blocking call in a daemon thread; the Deferred fires on the reactor thread.
-
-    Not the reactor's thread pool: a test payment to an unresponsive host may
-    block for minutes, and the pool is joined at shutdown; a daemon thread
-    never holds the process up.
-    """
-    result: defer.Deferred = defer.Deferred()
-
-    def work() -> None:
-        try:
-            value = function(*args)
-        except BaseException:
-            reactor.callFromThread(result.errback, Failure())
-        else:
-            reactor.callFromThread(result.callback, value)
-
-    threading.Thread(target=work, name="test-payment", daemon=True).start()
-    return result
+                       code=OPTION_CODES.get(error.field or "", "invalid_value")) from None

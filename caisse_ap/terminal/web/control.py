@@ -22,6 +22,7 @@ from ...messages import PaymentRequest
 from ..behaviour import MANUAL_TIMEOUT, Decision, OutcomeSpec
 from ..journal import Journal, to_text
 from ..service import Terminal, Transaction, iso_time
+from ..words import DecidedBy
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -42,7 +43,7 @@ class OutcomeQueue:
     def __call__(self, transaction: Transaction, request: PaymentRequest) -> Decision | None:
         if not self._items:
             return None
-        return Decision(self._items.popleft(), "queue")
+        return Decision(self._items.popleft(), DecidedBy.QUEUE)
 
     def extend(self, specs: list[OutcomeSpec]) -> None:
         if len(self._items) + len(specs) > MAX_QUEUE:
@@ -59,7 +60,7 @@ class OutcomeQueue:
 class _Waiting:
     """A request held in manual mode until a person decides or the time runs out."""
 
-    def __init__(self, deferred: defer.Deferred, timer: Any, deadline: float):
+    def __init__(self, deferred: defer.Deferred[Any], timer: Any, deadline: float):
         self.deferred = deferred
         self.timer = timer
         self.deadline = deadline
@@ -77,20 +78,21 @@ class ManualDecisions:
         self.reactor = terminal.reactor
         self._waiting: dict[int, _Waiting] = {}
 
-    def __call__(self, transaction: Transaction, request: PaymentRequest) -> defer.Deferred | None:
+    def __call__(self, transaction: Transaction,
+                 request: PaymentRequest) -> defer.Deferred[Any] | None:
         settings = self.terminal.settings
         if settings.mode != "manual":
             return None
         txn_id = transaction.id
 
-        def cancelled(_: defer.Deferred) -> None:
+        def cancelled(_: defer.Deferred[Any]) -> None:
             # The POS left, or the server stops: forget the request quietly.
             waiting = self._waiting.pop(txn_id, None)
             if waiting is not None and waiting.timer.active():
                 waiting.timer.cancel()
 
         # The Terminal cancels it when the POS leaves or the server stops.
-        deferred: defer.Deferred = defer.Deferred(cancelled)
+        deferred: defer.Deferred[Any] = defer.Deferred(cancelled)
         timeout = settings.manual_timeout
         timer = self.reactor.callLater(timeout, self._time_out, txn_id)
         self._waiting[txn_id] = _Waiting(deferred, timer, self.reactor.seconds() + timeout)
@@ -115,12 +117,33 @@ class ManualDecisions:
             return False
         if waiting.timer.active():
             waiting.timer.cancel()
-        waiting.deferred.callback(Decision(spec, "manual"))
+        waiting.deferred.callback(Decision(spec, DecidedBy.MANUAL))
         return True
 
 
+class _Event:
+    """One event of the stream. Its message is built the first time it is sent: most
+    events are sent to nobody (no console open), only kept for a replay."""
+
+    __slots__ = ("id", "name", "_data", "_message")
+
+    def __init__(self, event_id: int, name: str, data: Callable[[], Any]):
+        self.id = event_id
+        self.name = name
+        self._data: Callable[[], Any] | None = data  # builds the event's JSON data
+        self._message: bytes | None = None
+
+    def message(self) -> bytes:
+        if self._message is None:
+            assert self._data is not None  # dropped only once the message is built
+            text = to_text(self._data())
+            self._message = f"id: {self.id}\nevent: {self.name}\ndata: {text}\n\n".encode()
+            self._data = None  # what it held may be large; the message is all we need now
+        return self._message
+
+
 class EventHub:
-    """The event stream's side of the Terminal: encodes events and wakes decision callers.
+    """The event stream's side of the Terminal: its events and the decision callers' waits.
 
     `subscribe(write)` registers a callable taking one encoded SSE event
     (bytes); the last REPLAY_EVENTS events are kept so that a client that
@@ -131,21 +154,23 @@ class EventHub:
     def __init__(self, manual: ManualDecisions):
         self.manual = manual
         self.last_id = 0
-        # (id, event, text): formatted only when sent, as most events are sent
-        # to nobody (no console open) and only kept for a replay.
-        self._recent: deque[tuple[int, str, str]] = deque(maxlen=REPLAY_EVENTS)
+        self._recent: deque[_Event] = deque(maxlen=REPLAY_EVENTS)
         self._subscribers: list[Callable[[bytes], None]] = []
-        self._finish_waiters: dict[int, list[defer.Deferred]] = {}
+        self._finish_waiters: dict[int, list[defer.Deferred[Any]]] = {}
 
-    def transaction_event(self, event: str, data: dict[str, Any], text: str) -> None:
-        """A transaction arrived ("request") or is over ("answer"); `text` is `data` as JSON."""
-        self.publish(event, text)
-        if event == "answer":
-            for waiter in self._finish_waiters.pop(data["id"], []):
+    def transaction_event(self, event: str, txn: Transaction) -> None:
+        """A transaction arrived ("request", `txn` as it arrived) or is over ("answer")."""
+        self.publish(event, txn.to_json)  # neither changes any more
+        if event != "answer":
+            return
+        waiters = self._finish_waiters.pop(txn.id, None)
+        if waiters:
+            data = txn.to_json()
+            for waiter in waiters:
                 waiter.callback(data)
 
     def settings_changed(self, settings: Any) -> None:
-        self.publish("settings", to_text(settings.to_dict()))
+        self.publish("settings", settings.to_dict)
 
     def with_deadline(self, data: dict[str, Any]) -> dict[str, Any]:
         """A transaction's JSON plus, while it waits for a manual decision, its deadline."""
@@ -156,18 +181,20 @@ class EventHub:
             data = {**data, "decision_deadline": iso_time(deadline)}
         return data
 
-    def when_finished(self, txn_id: int) -> defer.Deferred:
+    def when_finished(self, txn_id: int) -> defer.Deferred[Any]:
         """Fires with the transaction's final JSON once it is finished."""
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[Any] = defer.Deferred()
         self._finish_waiters.setdefault(txn_id, []).append(waiter)
         return waiter
 
-    def publish(self, event: str, text: str) -> None:
+    def publish(self, name: str, data: Callable[[], Any]) -> None:
+        """A new event; `data` builds its JSON data, when it is first sent."""
         self.last_id += 1
-        self._recent.append((self.last_id, event, text))
+        event = _Event(self.last_id, name, data)
+        self._recent.append(event)
         if not self._subscribers:
             return
-        message = _event_message(self.last_id, event, text)
+        message = event.message()
         for write in list(self._subscribers):
             try:
                 write(message)
@@ -177,9 +204,9 @@ class EventHub:
 
     def subscribe(self, write: Callable[[bytes], None], last_event_id: int | None = None) -> None:
         if last_event_id is not None:
-            for event_id, event, text in list(self._recent):
-                if event_id > last_event_id:
-                    write(_event_message(event_id, event, text))
+            for event in list(self._recent):
+                if event.id > last_event_id:
+                    write(event.message())
         self._subscribers.append(write)
 
     def unsubscribe(self, write: Callable[[bytes], None]) -> None:
@@ -187,34 +214,39 @@ class EventHub:
             self._subscribers.remove(write)
 
 
-def _event_message(event_id: int, event: str, text: str) -> bytes:
-    """One server-sent event."""
-    return f"id: {event_id}\nevent: {event}\ndata: {text}\n\n".encode()
+def _as_received(txn: Transaction) -> Transaction:
+    """A copy of a transaction as its request arrived (pending, no answer yet)."""
+    return Transaction(txn.id, txn.peer, txn.received_at, txn.request_fields, txn.request)
 
 
 class TransactionFeed:
     """Observer of the Terminal: each transaction event goes to the journal, then the stream.
 
-    The transaction's JSON form is built and serialised once per event and
-    shared: it is most of the cost of recording a transaction. The journal
-    comes first, so that whoever hears of a transaction can read it back.
+    An event is sent once the journal has written its group (journal.py): so
+    whoever hears of a transaction can read it back, and a transaction the
+    console saw arrive is in the file even if the server is killed then.
+    Neither builds the transaction's JSON form now: the journal builds its
+    record when it writes, the stream the JSON when someone reads the event.
     """
 
     def __init__(self, journal: Journal, hub: EventHub):
         self.journal = journal
         self.hub = hub
-
-    def _event(self, event: str, txn: Transaction) -> None:
-        data = txn.to_json()
-        text = to_text(data)
-        self.journal.record(data, text)
-        self.hub.transaction_event(event, data, text)
+        self._unsent: list[tuple[str, Transaction]] = []
+        journal.after_write.append(self._send)
 
     def request_received(self, txn: Transaction) -> None:
-        self._event("request", txn)
+        self._unsent.append(("request", _as_received(txn)))
+        self.journal.keep(txn)
 
     def transaction_finished(self, txn: Transaction) -> None:
-        self._event("answer", txn)
+        self._unsent.append(("answer", txn))
+        self.journal.keep(txn)
+
+    def _send(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for event, txn in unsent:
+            self.hub.transaction_event(event, txn)
 
     def settings_changed(self, settings: Any) -> None:
         self.hub.settings_changed(settings)

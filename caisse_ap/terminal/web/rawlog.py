@@ -45,8 +45,11 @@ class RecentLog(logging.Handler):
     def text(self, since: float | None = None, until: float | None = None) -> str:
         """The records from `since` to `until` (epoch seconds, both included), one a line
         as cli.configure_logging writes them: "2026-12-01 20:30:00,123 DEBUG message"."""
-        with self.lock:  # the test payment's thread logs too
+        self.acquire()  # the lock emit() runs under: any thread may log
+        try:
             records = list(self.records)
+        finally:
+            self.release()
         lines = []
         for line in records:
             created_text, level, message = line.decode("utf-8").split(" ", 2)

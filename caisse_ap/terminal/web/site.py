@@ -21,9 +21,10 @@ import logging
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from twisted.web import resource, server
+from twisted.internet.interfaces import ITCPTransport
+from twisted.web import http, resource, server
 
 from .api import MAX_BODY, ApiError, ControlApi, error_response
 
@@ -123,14 +124,15 @@ class LimitedRequest(server.Request):
         if self._body_size > MAX_BODY:
             self.body_too_large = True
             if self._body_size > ABORT_BODY:
-                self.channel.transport.abortConnection()
+                cast(ITCPTransport, self.channel.transport).abortConnection()
             return
         super().handleContentChunk(data)
 
     def process(self) -> None:
         for name, value in COMMON_HEADERS.items():
             self.setHeader(name, value)
-        if not self.channel.site.hosts.allows(self.getHeader(b"host")):
+        site: QuietSite = cast(Any, self.channel).site  # set by Site.buildProtocol
+        if not site.hosts.allows(self.getHeader(b"host")):
             self._refuse(ApiError(421, "This server does not answer to that host name; "
                                        "start it with --web-allowed-host NAME to allow it."))
         elif self.body_too_large:
@@ -178,14 +180,15 @@ class StaticFiles(static.File):
 
     contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
     indexNames = ["index.html"]
-    childNotFound = PlainError()
-    forbidden = PlainError(403, "Forbidden.")
+    # Twisted types these as its own page classes; any resource serves.
+    childNotFound = PlainError()  # type: ignore[assignment]
+    forbidden = PlainError(403, "Forbidden.")  # type: ignore[assignment]
 
     def directoryListing(self) -> resource.Resource:
         return PlainError()
 
     def createSimilarFile(self, path: Any) -> StaticFiles:
-        similar = super().createSimilarFile(path)
+        similar: StaticFiles = super().createSimilarFile(path)
         similar.contentTypes = self.contentTypes
         similar.indexNames = self.indexNames
         return similar
@@ -209,7 +212,7 @@ class QuietSite(server.Site):
         super().__init__(root)
         self.hosts = hosts
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("web %s %s %d", request.method.decode(errors="replace"),
                       request.uri.decode(errors="replace"), request.code)

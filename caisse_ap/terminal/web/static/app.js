@@ -63,18 +63,26 @@
     "manual-timeout": "délai de décision dépassé",
     shutdown: "arrêt du serveur",
     "request-error": "demande invalide",
+    terminal: "terminal réel (proxy)",
+    recording: "enregistrement rejoué",
   };
+  // Where the answer came from, when not from this simulator (--proxy, --replay).
+  const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu" };
   const OUTCOME_WORDS = {
     approved: "Acceptée",
     partial: "Acceptée en partie",
     "no-answer": "Sans réponse",
     "hang-up": "Raccroche sans répondre",
+    terminal: "Réponse du terminal réel, retardée",
+    "terminal-split": "Réponse du terminal réel, découpée",
   };
   const OUTCOME_CHOICE_WORDS = {
     approved: "Acceptée",
     partial: "Acceptée en partie (la moitié, si la caisse l’accepte : BF=1)",
     "no-answer": "Sans réponse (la caisse attend)",
     "hang-up": "Raccroche sans répondre",
+    terminal: "Réponse du terminal réel, retardée",
+    "terminal-split": "Réponse du terminal réel, découpée",
   };
   const RESULT_WORDS = {
     approved: "Paiement accepté",
@@ -613,7 +621,7 @@
       el("span", { className: "tx-peer", title: "Adresse de la caisse" }, tx.peer || "—"),
       el("span", { className: "tx-action" }, word(ACTION_WORDS, tx.action)),
       el("span", { className: "tx-amount" }, txAmount(tx)),
-      el("span", { className: "tx-outcome" }, badge(tx)),
+      el("span", { className: "tx-outcome" }, badge(tx), ...originMarks(tx)),
     );
     item.querySelector(".tx-detail").replaceChildren(...transactionDetail(tx));
   }
@@ -627,6 +635,7 @@
       fact("Décidée par", word(DECIDED_BY_WORDS, tx.decided_by)),
       tx.reason ? fact("Motif", `${tx.reason.code} · ${tx.reason.label || ""}`) : null,
       fact("Protocole", tx.protocol === "concert-e+" ? "Concert E+ (liaison série)" : "Caisse-AP sur IP"),
+      (tx.deviations || []).length ? fact("Écarts", deviationList(tx)) : null,
     );
     const ex = tx.exchange;
     const replay = tx.amount !== null && tx.amount !== undefined && tx.currency
@@ -704,6 +713,26 @@
   function ticket(text) {
     return el("section", { className: "ticket-block" }, el("h3", {}, "Ticket client"),
       el("pre", { className: "ticket", "data-testid": "ticket" }, text));
+  }
+
+  // A proxied or replayed transaction is marked, with its deviations counted at a glance.
+  function originMarks(tx) {
+    const marks = [];
+    if (ORIGIN_WORDS[tx.mode]) {
+      marks.push(el("span", { className: "badge badge-mode", "data-testid": "origin" }, ORIGIN_WORDS[tx.mode]));
+    }
+    const count = (tx.deviations || []).length;
+    if (count) {
+      const text = `⚠ ${count} écart${count > 1 ? "s" : ""}`;
+      const title = tx.deviations.map((d) => d.label).join(", ");
+      marks.push(el("span", { className: "badge badge-deviations", title, "data-testid": "deviations" }, text));
+    }
+    return marks;
+  }
+
+  function deviationList(tx) {
+    return el("ul", { className: "deviations" }, ...tx.deviations.map((d) => el("li", {},
+      `${d.side === "pos" ? "caisse" : "terminal"} · ${d.label}${d.detail ? ` : ${d.detail}` : ""}`)));
   }
 
   function fact(name, value) {

@@ -1,0 +1,326 @@
+"""The terminal's connection rules (docs/protocol.md), each over real sockets.
+
+A real terminal on 127.0.0.1 (port 0) in the session's reactor thread; POS
+are blocking sockets. Pauses between sends only force separate TCP segments;
+nothing waits for readiness by sleeping: reads block until the terminal
+writes, with conftest.TIMEOUT as the failure bound.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+from conftest import TIMEOUT
+from server_process import ServerProcess
+from test_server import Finished
+from twisted.internet import defer
+
+from caisse_ap import tags, tlv
+from caisse_ap.messages import PaymentRequest, TerminalAnswer
+
+DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
+MANDATORY_ONLY = "CZ0040300CJ012247300123456CA00201CB00512345CD0010CE003978"
+# The frame Odoo's production module (OCA l10n_fr_pos_caisse_ap_ip, 19.0.1.0.0) sends for
+# 0.05 EUR: CZ first, then CJ, CA, CE, CD and CB unpadded; it reads the answer with one
+# recv(1024). (Its pip package needs Odoo itself, so its code cannot be the peer here.)
+ODOO_FIVE_CENTS = "CZ0040300CJ012012345678901CA00201CE003978CD0010CB0015"
+
+
+def with_ref(frame: str, ref: str) -> str:
+    return frame + f"CF{len(ref):03d}{ref}"
+
+
+def answer_of(connection) -> dict[str, str]:
+    return dict(tlv.decode(connection.read_answer()))
+
+
+def assert_fits_the_tag_table(answer: dict[str, str]) -> None:
+    for tag, value in answer.items():
+        assert tags.fits(tag, value), (tag, len(value))
+    if "ZT" in answer:
+        for tag, value in tlv.nested(answer["ZT"]):
+            assert tags.fits(tag, value), (tag, len(value))
+
+
+def only_connection(reactor_thread, terminal):
+    [connection] = reactor_thread.call(lambda: list(terminal.connections))
+    return connection
+
+
+def wait_closed(reactor_thread, connection) -> None:
+    """Until the terminal's side of `connection` is closed (TimeoutError after TIMEOUT)."""
+    reactor = reactor_thread.reactor
+
+    def closed():  # on the reactor thread
+        if connection not in connection.terminal.connections:
+            return defer.succeed(None)
+        connection.notify_closed = defer.Deferred()
+        return connection.notify_closed.addTimeout(TIMEOUT, reactor)
+
+    reactor_thread.call(closed)
+
+
+# --- rule 1: never more answers than requests -----------------------------------------
+
+
+def test_rule1_bytes_after_an_answer_are_dropped_and_logged_never_answered(
+        start_terminal, pos, reactor_thread, caplog):
+    terminal = start_terminal({"duration": 0})
+    connection = pos(terminal)
+    with caplog.at_level("INFO", logger="caisse_ap.terminal"):
+        assert dict(connection.exchange(DEBIT))["AE"] == "10"
+        connection.send("CF003XYZ")  # a late optional field, after the answer
+        time.sleep(0.05)
+        connection.send("\r\n\r\nCB00")  # stray line ends, a fragment
+        time.sleep(0.05)
+        answer = dict(connection.exchange("\r\n" + with_ref(DEBIT, "NEXT")))
+    assert (answer["AE"], answer["CF"]) == ("10", "NEXT")  # not an AF=09 for the fragments
+    assert reactor_thread.call(terminal.counters)["total"] == 2
+    assert "bytes dropped, not answered (b'CF003XYZ')" in caplog.text
+
+
+def test_rule1_a_late_field_before_the_answer_joins_the_request(start_terminal, pos):
+    terminal = start_terminal({"duration": 0.5})
+    connection = pos(terminal)
+    connection.send(MANDATORY_ONLY)
+    time.sleep(0.05)  # a separate segment
+    connection.send("CF003XYZCK003100")
+    answer = answer_of(connection)
+    assert (answer["AE"], answer["CF"]) == ("10", "XYZ") and "ZT" in answer
+
+
+# --- rule 2: an unfinished request is refused once, after the request timeout ---------
+
+
+def test_rule2_an_unfinished_request_is_refused_once(start_terminal, pos, reactor_thread):
+    terminal = start_terminal({"duration": 0}, request_timeout=0.3)
+    finished = Finished(reactor_thread, terminal)
+    connection = pos(terminal)
+    connection.send(DEBIT[:-3])
+    answer = answer_of(connection)
+    assert (answer["AE"], answer["AF"], answer["CJ"]) == ("01", "09", "012345678901")
+    assert finished.next() == "error"
+    connection.send(DEBIT[-3:])  # its end, too late: dropped, not answered
+    assert dict(connection.exchange(with_ref(DEBIT, "NEXT")))["CF"] == "NEXT"
+    assert reactor_thread.call(terminal.counters)["error"] == 1
+
+
+def test_rule2_the_request_timeout_option_takes_decimals():
+    from caisse_ap.terminal import cli
+
+    assert cli.build_parser([]).parse_args(["--request-timeout", "0.25"]).request_timeout == 0.25
+    assert cli.build_parser([]).parse_args([]).request_timeout == 2.0
+
+
+def test_rule2_silence_counts_from_the_last_byte(start_terminal, pos):
+    terminal = start_terminal({"duration": 0}, request_timeout=1.0)
+    connection = pos(terminal)
+    frame = with_ref(DEBIT, "SLOW").encode()
+    started = time.monotonic()
+    for start in range(0, len(frame), 16):  # 5 pieces, 0.3 s apart: 1.2 s in all
+        if start:
+            time.sleep(0.3)
+        connection.send(frame[start:start + 16])
+    answer = answer_of(connection)
+    assert time.monotonic() - started > 1.0  # longer than the time-out, never silent as long
+    assert (answer["AE"], answer["CF"]) == ("10", "SLOW")
+
+
+# --- rule 3: half-close -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("duration", [0, 0.3])  # answered at once, or after the half-close
+def test_rule3_a_pos_that_half_closes_gets_its_answer_then_the_close(
+        start_terminal, pos, reactor_thread, duration):
+    terminal = start_terminal({"duration": duration})
+    finished = Finished(reactor_thread, terminal)
+    connection = pos(terminal)
+    connection.send(with_ref(DEBIT, "HALF"))
+    connection.sock.shutdown(socket.SHUT_WR)  # as nc -N or Java's shutdownOutput()
+    answer = answer_of(connection)
+    assert (answer["AE"], answer["CF"]) == ("10", "HALF")
+    assert connection.closed_by_peer()
+    assert finished.next() == "approved"
+
+
+def test_rule3_a_pos_gone_before_its_answer_is_dropped_not_approved(
+        start_terminal, pos, reactor_thread):
+    terminal = start_terminal({"duration": 30})
+    finished = Finished(reactor_thread, terminal)
+    connection = pos(terminal)
+    connection.send(DEBIT)
+    connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()  # a reset: the POS is gone
+    assert finished.next() == "dropped"
+
+
+# --- rule 4: resynchronisation ------------------------------------------------------------
+
+
+def test_rule4_after_a_framing_error_the_requests_in_the_same_read_are_answered(
+        start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    connection = pos(terminal)
+    broken = DEBIT[:9] + "cj" + DEBIT[11:]
+    connection.send(broken + with_ref(DEBIT, "A") + "\r\n@@@" + with_ref(DEBIT, "B") + "\r\n")
+    answers = [answer_of(connection) for _ in range(3)]
+    assert [(a["AE"], a.get("AF"), a.get("CF")) for a in answers] == [
+        ("01", "09", None), ("10", None, "A"), ("10", None, "B")]
+
+
+def test_rule4_a_pipelined_stream_with_corrupt_requests_keeps_its_sync(start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    connection = pos(terminal)
+    frames = []
+    for n in range(300):
+        frame = with_ref(DEBIT, f"R{n}")
+        if n % 10 == 5:
+            frame = frame[:30] + "\x00" + frame[31:]  # a byte that is not printable ASCII
+        frames.append(frame)
+    connection.send("".join(frames))
+    answers = [answer_of(connection) for _ in frames]
+    expected = [("01", None) if n % 10 == 5 else ("10", f"R{n}") for n in range(300)]
+    assert [(a["AE"], a.get("CF")) for a in answers] == expected
+
+
+def test_rule4_a_corrupt_request_sent_byte_by_byte_gets_one_answer(start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    connection = pos(terminal)
+    for byte in (DEBIT[:20] + "\x7f" + DEBIT[21:]).encode():
+        connection.send(bytes([byte]))
+    assert answer_of(connection)["AF"] == "09"
+    # The next answer is this request's: no AF=09 per byte came in between.
+    assert dict(connection.exchange(with_ref(DEBIT, "NEXT")))["CF"] == "NEXT"
+
+
+# --- rule 5: junk floods, oversized messages ----------------------------------------------
+
+
+def test_rule5_a_junk_flood_gets_one_answer_then_the_close(start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    connection = pos(terminal)
+    connection.send(b"x" * (70 * 1024))
+    assert answer_of(connection)["AF"] == "09"
+    assert connection.closed_by_peer()
+    assert dict(pos(terminal).exchange(DEBIT))["AE"] == "10"
+
+
+# --- rule 6: backpressure -------------------------------------------------------------------
+
+
+def test_rule6_pipelined_requests_are_answered_in_order_16_at_most_waiting(
+        start_terminal, pos, reactor_thread):
+    terminal = start_terminal({"duration": 0.02})
+    connection = pos(terminal)
+    connection.send("".join(with_ref(DEBIT, f"P{n}") for n in range(60)))
+    first = answer_of(connection)
+    server_side = only_connection(reactor_thread, terminal)
+    waiting = reactor_thread.call(lambda: server_side.connection.waiting)
+    assert waiting <= 16
+    answers = [first] + [answer_of(connection) for _ in range(59)]
+    assert [a["CF"] for a in answers] == [f"P{n}" for n in range(60)]
+
+
+def test_rule6_a_pos_that_never_reads_is_aborted_at_the_idle_timeout(
+        start_terminal, reactor_thread):
+    terminal = start_terminal({"duration": 0}, idle_timeout=1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # answers pile up soon
+    sock.connect(terminal.address)
+    sock.settimeout(0.5)
+    request = with_ref(DEBIT, "NEVER READ").encode() + b"CK003100"  # with a receipt: big answers
+    sent = 0
+    try:
+        while sent < 20_000_000:
+            sent += sock.send(request * 100)
+    except TimeoutError:
+        pass  # the terminal stopped reading: answers pile up unsent
+    server_side = only_connection(reactor_thread, terminal)
+    assert reactor_thread.call(lambda: server_side.connection.answers_blocked)
+    wait_closed(reactor_thread, server_side)  # aborted by the idle time-out
+    assert reactor_thread.call(lambda: len(terminal.connections)) == 0
+    sock.close()
+
+
+# --- rule 7: tolerant input, strict output -------------------------------------------------
+
+
+def test_rule7_odoo_pays_five_cents(start_terminal):
+    terminal = start_terminal({"duration": 0})
+    with socket.create_connection(terminal.address, timeout=TIMEOUT) as sock:
+        sock.send(ODOO_FIVE_CENTS.encode("ascii"))
+        data = sock.recv(1024)  # one read, as Odoo does
+    answer = TerminalAnswer.parse(data)
+    assert answer.value("AE") == "10" and answer.amount == 5
+    assert answer.echo_mismatches(PaymentRequest.parse(ODOO_FIVE_CENTS)) == []
+    # Odoo compares CA, CD and CE exactly, and CB with its leading zeros stripped.
+    assert [answer.value(tag) for tag in ("CA", "CD", "CE")] == ["01", "0", "978"]
+    assert answer.value("CB").lstrip("0") == "5"
+
+
+def test_rule7_tolerant_amounts_and_references(start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    padded = DEBIT.replace("CB00511245", "CB012000000011245")
+    assert dict(pos(terminal).exchange(padded))["AE"] == "10"
+    long_reference = "R" * 99
+    answer = dict(pos(terminal).exchange(with_ref(DEBIT, long_reference)))
+    assert (answer["AE"], answer["CF"]) == ("10", long_reference)
+
+
+def test_rule7_a_field_outside_the_table_is_refused_echoing_only_valid_fields(
+        start_terminal, pos):
+    terminal = start_terminal({"duration": 0})
+    long_version = DEBIT.replace("CZ0040300", "CZ033" + "0" * 33)
+    answer = dict(pos(terminal).exchange(long_version))
+    assert (answer["AE"], answer["AF"], answer["CZ"]) == ("01", "09", "0300")
+    assert_fits_the_tag_table(answer)
+    wide_partial = DEBIT + "BF999" + "1" * 999
+    answer = dict(pos(terminal).exchange(wide_partial))
+    assert (answer["AE"], answer["AF"], answer["CB"]) == ("01", "09", "11245")
+    assert "BF" not in answer
+    assert_fits_the_tag_table(answer)
+
+
+# --- rule 8: receipts never raise ------------------------------------------------------------
+
+
+def test_rule8_a_request_with_a_receipt_and_a_huge_field_is_answered(start_terminal, pos):
+    terminal = start_terminal({"duration": 1})
+    frame = DEBIT.replace("CA00201", "CA600" + "7" * 600) + "CK003100"
+    answer = dict(pos(terminal).exchange(frame))  # answered, not left pending
+    assert (answer["AE"], answer["AF"]) == ("01", "09")
+    assert_fits_the_tag_table(answer)
+    answer = dict(pos(terminal).exchange(with_ref(DEBIT, "Z" * 99) + "CK003100"))
+    assert answer["AE"] == "10" and "ZT" in answer
+    assert_fits_the_tag_table(answer)
+
+
+def resident_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_rule6_memory_stays_bounded_for_3_mb_pipelined_never_read():
+    server = ServerProcess("-d", "3", "--no-web")
+    try:
+        with socket.create_connection(server.address, timeout=TIMEOUT) as warm_up:
+            warm_up.sendall(DEBIT.encode())  # imports and caches in place before measuring
+        before = resident_mib(server.process.pid)
+        stream = with_ref(DEBIT, "PIPELINED").encode() * (3_000_000 // 80)
+        with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+            sock.settimeout(1.0)
+            view, sent = memoryview(stream), 0
+            try:
+                while sent < len(stream):
+                    sent += sock.send(view[sent:sent + 65536])
+            except TimeoutError:
+                pass  # the terminal stopped reading: the rest stays with the POS
+            grown = resident_mib(server.process.pid) - before
+        print(f"3 MB pipelined, never read, -d 3: {sent} bytes taken, RSS grew {grown:.1f} MiB")
+        assert grown <= 16  # it was 74 MiB when every byte was read and parsed at once
+    finally:
+        server.stop()

@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("-l", "--log-level", default="info", type=str.lower,
-        choices=["debug", "info", "warning", "error", "critical"], metavar="LEVEL",
-        help="debug, info, warning, error or critical (default: info)")
+        choices=["debug", "info", "warn", "warning", "error", "critical"], metavar="LEVEL",
+        help="debug, info, warn (or warning), error or critical (default: info)")
     add("-d", "--destination", default="127.0.0.1", metavar="HOST",
         help="terminal address, an IP or a DNS name (default: 127.0.0.1)")
     add("-p", "--port", default=8888, type=_port, help="terminal TCP port (default: 8888)")
@@ -412,11 +412,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_BY_OUTCOME[outcome.outcome]
 
 
+def _print_json(document: dict[str, object]) -> None:
+    import json
+
+    # JSON is UTF-8 (RFC 8259), whatever the locale: "€" and accents as they are.
+    text = json.dumps(document, ensure_ascii=False) + "\n"
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        buffer.write(text.encode("utf-8"))
+        buffer.flush()
+
+
 def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:
     if args.json:
-        import json
-
-        print(json.dumps(result_to_json(result)))
+        _print_json(result_to_json(result))
         if result.problem:
             print(f"{PROG}: {result.problem}", file=sys.stderr)
     else:
@@ -426,7 +438,5 @@ def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:
 def _print_unreachable(request: PaymentRequest, error: TerminalUnreachable, elapsed_s: float,
                        args: argparse.Namespace) -> None:
     if args.json:
-        import json
-
-        print(json.dumps(unreachable_to_json(request, error, elapsed_s)))
+        _print_json(unreachable_to_json(request, error, elapsed_s))
     print(f"{PROG}: {error}", file=sys.stderr)

@@ -25,7 +25,7 @@ from caisse_ap.messages import PaymentRequest
 from caisse_ap.terminal.journal import Journal
 from caisse_ap.terminal.rules import AmountRules
 from caisse_ap.terminal.web import _is_loopback, start_services
-from caisse_ap.terminal.web.api import MAX_BODY
+from caisse_ap.terminal.web.api import ERROR_CODES, MAX_BODY
 from caisse_ap.terminal.web.site import STATIC
 from caisse_ap.testing import SimulatedTerminalError, simulated_terminal
 
@@ -73,7 +73,8 @@ def pay_in_thread(terminal, amount: str, **options) -> tuple[threading.Thread, d
 def assert_error(answer: Answer, status: int, field=None, words: str = "") -> None:
     assert answer.status == status, answer.raw
     assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
-    assert set(answer.json) == {"error", "field"} and answer.json["field"] == field
+    assert set(answer.json) - {"limits"} == {"error", "code", "field"}
+    assert answer.json["field"] == field and answer.json["code"] in ERROR_CODES
     assert words in answer.json["error"]
     assert b"Traceback" not in answer.raw
 

@@ -160,7 +160,7 @@ def test_signal_answers_pending_transactions_and_exits(server, sig):
 def test_port_in_use_is_one_line(server):
     terminal = server("-d", "0")
     result = run_server("--host", "127.0.0.1", "-p", str(terminal.address[1]), *NO_WEB)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "cannot listen" in result.stderr
 
 

@@ -243,6 +243,7 @@ def test_an_invalid_setting_is_shown_next_to_its_field(console, server):
     page.get_by_test_id("test-send").click()
     expect(page.locator("#err-test-amount")).not_to_be_empty()
     expect(page.get_by_test_id("test-result")).to_be_hidden()
+    page.get_by_text("Autres options de la demande").click()
     page.locator("#test-destination").fill("no port here")
     page.get_by_test_id("test-amount").fill("1,00")
     page.get_by_test_id("test-send").click()
@@ -347,8 +348,8 @@ def test_the_journal_filters_and_exports(console, server):
     with page.expect_download() as download:
         page.locator("#export-csv").click()
     lines = Path(download.value.path()).read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0].startswith("id,received_at,")
-    assert len(lines) == 2 and ",declined,04," in lines[1]
+    assert lines[0].startswith("id;received_at;")
+    assert len(lines) == 2 and ";declined;04;" in lines[1]
 
     page.locator("#journal-filter").select_option("")
     expect(rows).to_have_count(2)

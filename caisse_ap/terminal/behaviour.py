@@ -136,13 +136,18 @@ class SettingsError(ValueError):
     """A settings value, outcome or option that is not acceptable.
 
     `field` names what is wrong (a settings field, "outcome", "delay",
-    "payment_type"); the message is one English sentence for a user.
+    "payment_type"); the message is one English sentence for a user; `code`
+    says what is wrong for a program (the API's error codes, docs/api.md), and
+    `limits` the bounds it broke ({"min": 0, "max": 3600}, {"max_length": 10}).
     """
 
-    def __init__(self, field: str | None, message: str):
+    def __init__(self, field: str | None, message: str, code: str = "invalid_value",
+                 limits: dict[str, Any] | None = None):
         super().__init__(message)
         self.field = field
         self.message = message
+        self.code = code
+        self.limits = limits
 
 
 # --- Settings ---------------------------------------------------------------
@@ -152,22 +157,26 @@ def _number(name: str, value: Any, minimum: float, maximum: float, *,
             allow_zero: bool = True) -> float:
     """A finite number in range; numeric text is accepted (the command line gives text)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}")
+        raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}",
+                            "not_a_number")
     try:
         number = float(value)
     except (ValueError, OverflowError):  # OverflowError: an integer too big for a float
-        raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}") from None
+        raise SettingsError(name, f"{name} must be a number of seconds, not {value!r}",
+                            "not_a_number") from None
+    # "above" instead of "min" when the minimum itself is refused.
+    limits = {"min" if allow_zero else "above": minimum, "max": maximum}
     if not math.isfinite(number) or number < minimum or number > maximum:
         raise SettingsError(name, f"{name} must be between {minimum:g} and {maximum:g} seconds, "
-                                  f"not {value!r}")
+                                  f"not {value!r}", "out_of_range", limits)
     if not allow_zero and number == 0:
-        raise SettingsError(name, f"{name} must be above 0 seconds")
+        raise SettingsError(name, f"{name} must be above 0 seconds", "out_of_range", limits)
     return number
 
 
 def _boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise SettingsError(name, f"{name} must be true or false, not {value!r}")
+        raise SettingsError(name, f"{name} must be true or false, not {value!r}", "not_boolean")
     return value
 
 
@@ -179,7 +188,7 @@ def failure_code(name_or_code: Any, field: str = "failure_type") -> str:
     if text in FAILURE_NAMES:
         return text
     raise SettingsError(field, f"unknown failure type {name_or_code!r}; use a name such as "
-                               f"'refused' or an AF code from 00 to 13")
+                               f"'refused' or an AF code from 00 to 13", "unknown_choice")
 
 
 def failure_name(name_or_code: Any, field: str = "failure_type") -> str:
@@ -191,24 +200,27 @@ def payment_type(name: Any, field: str = "payment_type") -> PaymentType:
     if isinstance(name, str) and name.strip().lower() in PAYMENT_TYPES:
         return PAYMENT_TYPES[name.strip().lower()]
     raise SettingsError(field, f"unknown payment type {name!r}; choose from "
-                               f"{', '.join(PAYMENT_TYPES)}")
+                               f"{', '.join(PAYMENT_TYPES)}", "unknown_choice")
 
 
 def _mode(value: Any) -> str:
     if isinstance(value, str) and value in MODES:
         return value
-    raise SettingsError("mode", f"unknown mode {value!r}; choose from {', '.join(MODES)}")
+    raise SettingsError("mode", f"unknown mode {value!r}; choose from {', '.join(MODES)}",
+                        "unknown_choice")
 
 
 def _seller_contract(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise SettingsError("seller_contract", "seller_contract must be non-empty text")
+    # Blank is as good as empty: a contract of spaces reaches no acquirer.
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError("seller_contract", "seller_contract must be non-blank text", "empty")
     if len(value) > MAX_SELLER_CONTRACT:
         raise SettingsError("seller_contract", f"seller_contract {value!r} is longer than "
-                                               f"{MAX_SELLER_CONTRACT} characters")
+                                               f"{MAX_SELLER_CONTRACT} characters", "too_long",
+                            {"max_length": MAX_SELLER_CONTRACT})
     if not (value.isascii() and value.isprintable()):
         raise SettingsError("seller_contract", f"seller_contract {value!r} must be printable "
-                                               "ASCII")
+                                               "ASCII", "not_printable_ascii")
     return value
 
 
@@ -218,7 +230,8 @@ def _answer_version(value: Any) -> str | None:
     if isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit():
         return value
     raise SettingsError("answer_version", f"answer_version must be 4 digits such as '0301', "
-                                          f"or null to echo the request's, not {value!r}")
+                                          f"or null to echo the request's, not {value!r}",
+                        "invalid_format")
 
 
 def _profile(value: Any) -> Profile:
@@ -229,7 +242,8 @@ def _profile(value: Any) -> Profile:
     known = profiles.available()
     if isinstance(value, str) and value in known:
         return known[value]
-    raise SettingsError("profile", f"unknown profile {value!r}; choose from {', '.join(known)}")
+    raise SettingsError("profile", f"unknown profile {value!r}; choose from {', '.join(known)}",
+                        "unknown_choice")
 
 
 def _currencies(value: Any) -> tuple[str, ...] | None:
@@ -240,16 +254,17 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
         value = [part for part in value.replace(" ", "").split(",") if part]
     if not isinstance(value, (list, tuple)) or not value:
         raise SettingsError("currencies", "currencies must be a non-empty list of ISO 4217 "
-                                          "codes, or null for all of them")
+                                          "codes, or null for all of them", "empty")
     codes: list[str] = []
     for code in value:
         if isinstance(code, bool) or not isinstance(code, (str, int)):
-            raise SettingsError("currencies", f"currency {code!r} is not an ISO 4217 code")
+            raise SettingsError("currencies", f"currency {code!r} is not an ISO 4217 code",
+                                "unknown_currency")
         try:
             numeric = money.currency(code).numeric
         except money.CurrencyError:
             raise SettingsError("currencies", f"currency {code!r} is not an ISO 4217 "
-                                              "code") from None
+                                              "code", "unknown_currency") from None
         if numeric not in codes:
             codes.append(numeric)
     return tuple(codes)
@@ -281,7 +296,7 @@ def check_setting(name: str, value: Any) -> Any:
     """
     validator = _VALIDATORS.get(name)
     if validator is None:
-        raise SettingsError(name, f"unknown setting {name!r}")
+        raise SettingsError(name, f"unknown setting {name!r}", "unknown_field")
     return validator(value)
 
 
@@ -315,11 +330,11 @@ class TerminalSettings:
     def updated(self, changes: Mapping[str, Any]) -> TerminalSettings:
         """New settings with `changes` applied; SettingsError on any unknown field or bad value."""
         if not isinstance(changes, Mapping):
-            raise SettingsError(None, "settings must be a JSON object")
+            raise SettingsError(None, "settings must be a JSON object", "object_required")
         known = {f.name for f in fields(self)}
         for name in changes:
             if name not in known:
-                raise SettingsError(name, f"unknown setting {name!r}")
+                raise SettingsError(name, f"unknown setting {name!r}", "unknown_field")
         checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
         if "profile" in checked:
             for setting in PROFILE_SETTINGS:
@@ -382,7 +397,7 @@ class OutcomeSpec:
         """Read an outcome by name or AF code: "approved", "partial", "no-answer", "hang-up",
         "refused", "04"... Raises SettingsError naming the bad part."""
         if not isinstance(outcome, str):
-            raise SettingsError("outcome", f"outcome must be text, not {outcome!r}")
+            raise SettingsError("outcome", f"outcome must be text, not {outcome!r}", "not_text")
         text = outcome.strip().lower()
         if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED):
             text = failure_name(text, "outcome")
@@ -397,13 +412,14 @@ class OutcomeSpec:
         if isinstance(values, str):
             return cls.parse(values)
         if not isinstance(values, Mapping):
-            raise SettingsError("outcome", "an outcome must be a JSON object or a name")
+            raise SettingsError("outcome", "an outcome must be a JSON object or a name",
+                                "object_required")
         unknown = set(values) - {"outcome", "delay", "payment_type"}
         if unknown:
             name = sorted(unknown)[0]
-            raise SettingsError(name, f"unknown outcome field {name!r}")
+            raise SettingsError(name, f"unknown outcome field {name!r}", "unknown_field")
         if "outcome" not in values:
-            raise SettingsError("outcome", "the outcome is missing")
+            raise SettingsError("outcome", "the outcome is missing", "required")
         return cls.parse(values["outcome"], values.get("delay"), values.get("payment_type"))
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # the service imports Twisted, which --help does without
 PROG = "caisse-ap-ip-server"
 EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial",
               "caisse_ap.terminal.debugging")
+# Both commands take "warn" and "warning" (the client's spelling is logging's).
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-              "error": logging.ERROR}
+              "warning": logging.WARNING, "error": logging.ERROR}
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -54,10 +55,16 @@ MODE_FLAGS = {"failure": "-f", "no-answer": "--no-answer", "hang-up": "--hang-up
 
 
 def mode_from_args(args: argparse.Namespace) -> str:
+    """The mode the flags choose; `-ft TYPE` alone means failure mode.
+
+    Raises UsageError when -ft comes with a mode that never fails.
+    """
     for mode in MODE_FLAGS:
         if getattr(args, mode.replace("-", "_")):
+            if mode != "failure" and args.failure_type is not None:
+                raise UsageError(f"-ft and {MODE_FLAGS[mode]} cannot be used together")
             return mode
-    return "success"
+    return "failure" if args.failure_type is not None else "success"
 
 
 class UsageError(ValueError):
@@ -140,9 +147,10 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
                        help="read each request and never answer: the POS must time out")
     modes.add_argument("--hang-up", action="store_true",
                        help="close the connection without answering")
-    add("-ft", "--failure-type", type=setting_arg("failure_type"),
-        default=DEFAULTS.failure_type, metavar="TYPE",
-        help="failure answered with -f: abandon (AF=11), timeout (08), refused (04), "
+    # None when not given: -ft alone switches to failure mode (run() says so).
+    add("-ft", "--failure-type", type=setting_arg("failure_type"), default=None, metavar="TYPE",
+        help="failure answered with -f (alone, -ft implies -f): abandon (AF=11), "
+             "timeout (08), refused (04), "
              "forbidden (05), or any AF code by its two digits or name: "
              + ", ".join(f"{name} ({code})" for name, code in behaviour.FAILURE_TYPES.items())
              + f" (default: {DEFAULTS.failure_type})")
@@ -226,7 +234,7 @@ def settings_from_args(args: argparse.Namespace,
     """The TerminalSettings the options describe (SettingsError if they do not fit)."""
     values: dict[str, Any] = {
         "mode": mode_from_args(args),
-        "failure_type": args.failure_type,
+        "failure_type": args.failure_type or DEFAULTS.failure_type,
         "duration": args.duration,
         "payment_type": args.payment_type,
         "currencies": args.currencies,
@@ -271,13 +279,18 @@ def configure_logging(level_name: str) -> None:
     """Logs on stderr; Twisted's own messages go through the same handler."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
+    level = LOG_LEVELS[level_name]
     # The format shows neither the caller's line nor the thread nor the process:
     # not gathering them for each record is logging's own advice for speed.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LogFormat())
-    logging.basicConfig(level=LOG_LEVELS[level_name], handlers=[handler], force=True)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Twisted's own start/stop lines ("QuietSite starting on 5000", "(TCP Port 8888
+    # Closed)") say nothing a user needs: shown with -l debug only; its errors stay.
+    logging.getLogger("twisted").setLevel(level if level == logging.DEBUG
+                                          else max(level, logging.WARNING))
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],
                                      redirectStandardIO=False)
 
@@ -352,11 +365,14 @@ def run(args: argparse.Namespace, reactor: Any = None,
     try:
         terminal = start(args, reactor, modules)
     except CannotListenError as error:
+        # The same status as a web port that is taken (a UsageError, see main()).
         print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: "
               f"{error.socketError}", file=sys.stderr)
-        return 1
+        return 2
     assert terminal.address is not None  # start() returns a listening terminal
     host, port = terminal.address
+    if args.failure_type is not None and not args.failure:
+        log.info("-ft %s without -f: failure mode", args.failure_type)
     log.info("%s %s: %s; listening on %s:%d", PROG, __version__,
              describe_terminal(args, terminal.settings, modules), host, port)
 

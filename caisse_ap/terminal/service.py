@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
 from ..connection import REQUEST_TIMEOUT
-from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError
+from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError, TerminalAnswer
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
@@ -171,6 +171,7 @@ def complete(record: dict[str, Any]) -> dict[str, Any]:
         "request_frame": _frame(request),
         "answer": answer,
         "answer_frame": _frame(answer),
+        "receipt": _receipt(answer),
         "status": record["status"],
         "reason": record.get("reason"),
         "decided_by": record.get("decided_by"),
@@ -180,6 +181,13 @@ def complete(record: dict[str, Any]) -> dict[str, Any]:
         "mode": record.get("mode", "simulated"),
         "deviations": record.get("deviations", []),
     }
+
+
+def _receipt(answer: list[Any] | None) -> str | None:
+    """The customer receipt of an answer, decoded (ZT is base64): None without one."""
+    if answer is None or not any(tag == "ZT" for tag, _ in answer):
+        return None
+    return TerminalAnswer.parse([(tag, value) for tag, value in answer]).receipt
 
 
 def _amount(units_text: str | None, code: str | None) -> dict[str, Any]:

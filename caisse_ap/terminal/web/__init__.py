@@ -32,6 +32,7 @@ from ..cli import (
 )
 from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError
 from ..rules import AmountRules, RulesError, load_rules
+from . import rawlog
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -140,7 +141,8 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     if args.manual:
         mode = mode_from_args(args)
         if mode != "success":
-            raise UsageError(f"--manual and {MODE_FLAGS[mode]} cannot be used together")
+            flag = "-ft" if mode == "failure" and not args.failure else MODE_FLAGS[mode]
+            raise UsageError(f"--manual and {flag} cannot be used together")
         if args.no_web:
             raise UsageError("--manual needs the web console or API to decide: drop --no-web")
         changes["mode"] = "manual"
@@ -208,7 +210,7 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                    web_host: str = DEFAULT_WEB_HOST, web_port: int = DEFAULT_WEB_PORT,
                    token: str | None = None, journal: Journal | None = None,
                    rules: AmountRules | None = None, keep_alive: float | None = None,
-                   allowed_hosts: tuple[str, ...] = ()) -> Services:
+                   allowed_hosts: tuple[str, ...] = (), recent_log: Any = None) -> Services:
     """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
 
     The API answers requests whose Host is a loopback name, `web_host` or one
@@ -230,7 +232,10 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
         from .api import ControlApi
         from .site import HostAllowlist, build_site
 
-        options = {} if keep_alive is None else {"keep_alive": keep_alive}
+        # recent_log: the raw log GET /api/log serves (rawlog.py), if any.
+        options: dict[str, Any] = {"recent_log": recent_log}
+        if keep_alive is not None:
+            options["keep_alive"] = keep_alive
         services.api = ControlApi(terminal, journal, rules, token=token,
                                   web_address=lambda: services.web_address, **options)
         site = build_site(services.api, HostAllowlist(web_host, allowed_hosts))
@@ -281,11 +286,13 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     if made_token:
         # Reachable by others and no token given: never open, as Jupyter does.
         token = secrets.token_urlsafe(24)
+    recent_log = None if args.no_web else rawlog.install()
     try:
         services = start_services(reactor, terminal, web=not args.no_web,
                                   web_host=args.web_host, web_port=args.web_port,
                                   token=token, journal=journal, rules=rules,
-                                  allowed_hosts=tuple(args.web_allowed_host))
+                                  allowed_hosts=tuple(args.web_allowed_host),
+                                  recent_log=recent_log)
     except CannotListenError as error:
         if journal is not None:
             journal.close()
@@ -315,4 +322,6 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     # the terminal has answered (and recorded) the transactions in flight.
     reactor.addSystemEventTrigger("during", "shutdown", services.stop_web)
     reactor.addSystemEventTrigger("after", "shutdown", services.close_journal)
+    if recent_log is not None:
+        reactor.addSystemEventTrigger("after", "shutdown", rawlog.uninstall, recent_log)
     return services

@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +47,7 @@ from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
 from ..service import Terminal, complete
 from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
+from .rawlog import RecentLog
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -67,16 +69,81 @@ TEST_PAYMENT_KEYS = {"amount", "currency", "action", "cheque", "host", "port", "
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
+# Every error's machine `code` (docs/api.md): stable, for programs and for the
+# console, which shows its own French sentence for each one. The message
+# beside it is English, for people reading the API by hand.
+ERROR_CODES = {
+    # The request as a whole.
+    "not_found": "no such endpoint",
+    "unknown_transaction": "no transaction with this id",
+    "method_not_allowed": "the endpoint does not take this method",
+    "cross_origin": "a request from a page of another site",
+    "host_not_allowed": "the Host header names a host the server does not answer to",
+    "token_required": "the call needs the server's --web-token",
+    "body_required": "the call needs a JSON body",
+    "body_too_large": "the body is over the size limit",
+    "json_required": "the body is not sent as application/json",
+    "invalid_json": "the body is not valid JSON",
+    "object_required": "the body (or an outcome) must be a JSON object",
+    "unknown_field": "a field the call does not know (`field` names it)",
+    "empty_list": "an empty list of outcomes",
+    "queue_full": "the outcome queue is full",
+    "not_waiting": "the transaction is not waiting for a decision",
+    "not_listening": "the terminal is not listening",
+    "no_raw_log": "the server keeps no raw log (started from code, not the command line)",
+    "too_many_test_payments": "too many test payments in progress",
+    "internal_error": "a bug; the server log says more",
+    # One value (`field` names it; `limits` gives the bounds when there are some).
+    "required": "the value is missing",
+    "empty": "the value is empty or blank",
+    "not_a_number": "the value is not a number",
+    "out_of_range": "the number is outside `limits` (min or above, max)",
+    "not_boolean": "the value must be true or false",
+    "not_text": "the value must be text",
+    "too_long": "the text is longer than `limits.max_length`",
+    "not_printable_ascii": "the text must be printable ASCII",
+    "invalid_format": "the text does not have the expected form",
+    "unknown_choice": "the value is none of the accepted names",
+    "unknown_currency": "not an ISO 4217 currency (or not accepted)",
+    "invalid_amount": "not an amount in this currency",
+    "invalid_value": "any other bad value",
+}
+# The code of an error raised without one, by HTTP status.
+STATUS_CODES = {400: "invalid_value", 401: "token_required", 403: "cross_origin",
+                404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+                415: "json_required", 421: "host_not_allowed", 429: "too_many_test_payments",
+                500: "internal_error"}
+# The code of a test payment's request error (errors.InvalidRequest), by its field.
+OPTION_CODES = {"amount": "invalid_amount", "currency": "unknown_currency",
+                "action": "unknown_choice", "reference": "too_long"}
+
+
 class ApiError(Exception):
-    """An error answered as {"error": message, "field": field} with `status`."""
+    """An error answered as {"error": message, "code": code, "field": field} with `status`
+    (and "limits" when there are some)."""
 
     def __init__(self, status: int, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, *, code: str | None = None,
+                 limits: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.code = code or STATUS_CODES.get(status, "invalid_value")
+        self.limits = limits
+
+    @classmethod
+    def bad_value(cls, error: SettingsError, where: str = "") -> ApiError:
+        """A 400 for a settings value or outcome the terminal refused."""
+        return cls(400, error.message + where, error.field, code=error.code,
+                   limits=error.limits)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"error": self.message, "code": self.code, "field": self.field}
+        if self.limits is not None:
+            data["limits"] = self.limits
+        return data
 
 
 @dataclass
@@ -95,10 +162,10 @@ def _send_json(request: server.Request, status: int, data: Any) -> bytes:
 
 def error_response(request: server.Request, error: ApiError) -> bytes:
     """The one place an error becomes a response (API and site): its status, its headers
-    and the body {"error": message, "field": field}."""
+    and the body {"error": message, "code": code, "field": field}."""
     for name, value in error.headers.items():
         request.setHeader(name.encode(), value.encode())
-    return _send_json(request, error.status, {"error": error.message, "field": error.field})
+    return _send_json(request, error.status, error.to_json())
 
 
 class ControlApi(resource.Resource):
@@ -108,7 +175,8 @@ class ControlApi(resource.Resource):
 
     def __init__(self, terminal: Terminal, journal: Journal, rules: AmountRules, *,
                  token: str | None = None, web_address: Callable[[], tuple[str, int] | None]
-                 = lambda: None, keep_alive: float = KEEP_ALIVE):
+                 = lambda: None, keep_alive: float = KEEP_ALIVE,
+                 recent_log: RecentLog | None = None):
         super().__init__()
         self.terminal = terminal
         self.reactor = terminal.reactor
@@ -116,6 +184,7 @@ class ControlApi(resource.Resource):
         self.rules = rules
         self.token = token
         self.web_address = web_address
+        self.recent_log = recent_log
         self.queue = OutcomeQueue()
         self.manual = ManualDecisions(terminal)
         self.hub = EventHub(self.manual)
@@ -137,6 +206,7 @@ class ControlApi(resource.Resource):
             ("amount-rules",): {b"GET": self.get_amount_rules},
             ("test-payment",): {b"POST": self.post_test_payment},
             ("events",): {b"GET": self.get_events},
+            ("log",): {b"GET": self.get_log},
             ("session",): {b"POST": self.post_session, b"DELETE": self.delete_session},
         }
         # The cookie's value: derived from the token, so that it is not the token itself
@@ -282,7 +352,7 @@ class ControlApi(resource.Resource):
         """
         raw = request.content.read() if request.content is not None else b""
         if not raw.strip():
-            raise ApiError(400, "The request needs a JSON body.")
+            raise ApiError(400, "The request needs a JSON body.", code="body_required")
         kind = (_header(request, "content-type") or "").split(";")[0].strip().lower()
         if kind != "application/json":
             raise ApiError(415, "The body must be JSON, sent with 'Content-Type: "
@@ -293,17 +363,18 @@ class ControlApi(resource.Resource):
             json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:  # before ValueError, of which it is one
             raise ApiError(400, "The body holds text that is not valid Unicode "
-                                "(a lone surrogate).") from None
+                                "(a lone surrogate).", code="invalid_json") from None
         except (UnicodeDecodeError, ValueError) as error:
-            raise ApiError(400, f"The body is not valid JSON: {error}.") from None
+            raise ApiError(400, f"The body is not valid JSON: {error}.",
+                           code="invalid_json") from None
         except RecursionError:
-            raise ApiError(400, "The body is nested too deeply.") from None
+            raise ApiError(400, "The body is nested too deeply.", code="invalid_json") from None
         return body
 
     @staticmethod
     def _object(body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise ApiError(400, "The body must be a JSON object.")
+            raise ApiError(400, "The body must be a JSON object.", code="object_required")
         return body
 
     # --- Status and settings --------------------------------------------------
@@ -335,7 +406,7 @@ class ControlApi(resource.Resource):
         try:
             settings = self.terminal.update_settings(changes)
         except SettingsError as error:
-            raise ApiError(400, error.message, error.field) from None
+            raise ApiError.bad_value(error) from None
         log.info("settings changed through the API: %s",
                  ", ".join(f"{name}={value!r}" for name, value in changes.items()))
         return Reply(settings.to_dict())
@@ -349,18 +420,19 @@ class ControlApi(resource.Resource):
         body = self._body(request)
         items = body if isinstance(body, list) else [body]
         if not items:
-            raise ApiError(400, "The list of outcomes is empty.", "outcome")
+            raise ApiError(400, "The list of outcomes is empty.", "outcome", code="empty_list")
         specs = []
         for index, item in enumerate(items):
             try:
                 specs.append(OutcomeSpec.from_dict(item))
             except SettingsError as error:
                 where = f" (item {index + 1})" if isinstance(body, list) else ""
-                raise ApiError(400, error.message + where, error.field) from None
+                raise ApiError.bad_value(error, where) from None
         try:
             self.queue.extend(specs)
         except QueueFull as error:
-            raise ApiError(409, f"{error}; clear it with DELETE /api/next.", "outcome") from None
+            raise ApiError(409, f"{error}; clear it with DELETE /api/next.", "outcome",
+                           code="queue_full") from None
         return Reply({"queue": self.queue.to_json()}, 201)
 
     def delete_next(self, request: server.Request) -> Reply:
@@ -376,7 +448,7 @@ class ControlApi(resource.Resource):
         status = _text_argument(request, "status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
-                           "status")
+                           "status", code="unknown_choice")
         found = self.journal.transactions(limit, after, status)
         return Reply({"transactions": [self.hub.with_deadline(complete(record))
                                        for record in found]})
@@ -384,14 +456,14 @@ class ControlApi(resource.Resource):
     @staticmethod
     def _transaction_id(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
-            raise ApiError(404, f"No transaction {text[:40]!r}.")
+            raise ApiError(404, f"No transaction {text[:40]!r}.", code="unknown_transaction")
         return int(text)
 
     def _transaction(self, text: str) -> dict[str, Any]:
         txn_id = self._transaction_id(text)
         record = self.journal.get(txn_id)
         if record is None:
-            raise ApiError(404, f"No transaction {txn_id}.")
+            raise ApiError(404, f"No transaction {txn_id}.", code="unknown_transaction")
         return complete(record)
 
     def get_transaction(self, request: server.Request, text: str) -> Reply:
@@ -403,11 +475,11 @@ class ControlApi(resource.Resource):
         if not self.manual.is_waiting(txn_id):
             data = self._transaction(text)
             raise ApiError(409, f"Transaction {txn_id} is not waiting for a decision "
-                                f"(status {data['status']}).")
+                                f"(status {data['status']}).", code="not_waiting")
         try:
             spec = OutcomeSpec.from_dict(self._body(request))
         except SettingsError as error:
-            raise ApiError(400, error.message, error.field) from None
+            raise ApiError.bad_value(error) from None
         finished = self.hub.when_finished(txn_id)
         self.manual.decide(txn_id, spec)
         log.info("transaction %d decided through the API: %s", txn_id, spec.outcome)
@@ -423,7 +495,7 @@ class ControlApi(resource.Resource):
         body = self._object(self._body(request))
         unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
         if unknown:
-            raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0])
+            raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0], code="unknown_field")
         request_sent = _test_request(body)
         host, port = self._test_target(body)
         timeout = _seconds(body.get("timeout"), payment.DEFAULT_TIMEOUT, "timeout")
@@ -455,17 +527,35 @@ class ControlApi(resource.Resource):
         own = self.terminal.address
         if host is None:
             if own is None:
-                raise ApiError(409, "The terminal is not listening.")
+                raise ApiError(409, "The terminal is not listening.", code="not_listening")
             host = WILDCARDS.get(own[0], own[0])
         elif not isinstance(host, str) or not host.strip() or len(host) > 255:
-            raise ApiError(400, "host must be a host name or an IP address.", "host")
+            raise ApiError(400, "host must be a host name or an IP address.", "host",
+                           code="invalid_format")
         if port is None:
             if own is None:
-                raise ApiError(409, "The terminal is not listening.")
+                raise ApiError(409, "The terminal is not listening.", code="not_listening")
             port = own[1]
         elif isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ApiError(400, "port must be a whole number from 1 to 65535.", "port")
+            raise ApiError(400, "port must be a whole number from 1 to 65535.", "port",
+                           code="out_of_range", limits={"min": 1, "max": 65535})
         return host.strip(), port
+
+    # --- Raw log ----------------------------------------------------------------------
+
+    def get_log(self, request: server.Request) -> bytes:
+        """The raw log of a time range (?since=&until=, ISO 8601), as text to download."""
+        if self.recent_log is None:
+            raise ApiError(404, "This server keeps no raw log (it was not started from the "
+                                "command line).", code="no_raw_log")
+        since = _time_argument(request, "since")
+        until = _time_argument(request, "until")
+        body = self.recent_log.text(since, until).encode("utf-8")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Disposition",
+                          b'attachment; filename="caisse-ap-ip-server.log"')
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        return b"" if request.method == b"HEAD" else body
 
     # --- Event stream -----------------------------------------------------------------
 
@@ -593,7 +683,7 @@ def _text_argument(request: server.Request, name: str) -> str | None:
     try:
         return values[-1].decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, f"{name} is not UTF-8 text.", name) from None
+        raise ApiError(400, f"{name} is not UTF-8 text.", name, code="not_text") from None
 
 
 def _int_argument(request: server.Request, name: str, default: int | None, minimum: int,
@@ -605,15 +695,33 @@ def _int_argument(request: server.Request, name: str, default: int | None, minim
             or int(text) < minimum:
         upper = f" to {maximum}" if maximum is not None else " or more"
         raise ApiError(400, f"{name} must be a whole number from {minimum}{upper}, not {text!r}.",
-                       name)
+                       name, code="out_of_range", limits={"min": minimum, "max": maximum})
     return int(text)
+
+
+def _time_argument(request: server.Request, name: str) -> float | None:
+    """An ISO 8601 date and time argument as epoch seconds (UTC when it has no offset)."""
+    text = _text_argument(request, name)
+    if not text:
+        return None
+    try:
+        # Python 3.10's fromisoformat does not read a final "Z".
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 date and time such as "
+                            f"2026-12-01T20:30:00Z, not {text[:40]!r}.", name,
+                       code="invalid_format") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _seconds(value: Any, default: float, name: str) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
-        raise ApiError(400, f"{name} must be a number of seconds above 0, at most 600.", name)
+        raise ApiError(400, f"{name} must be a number of seconds above 0, at most 600.", name,
+                       code="out_of_range", limits={"above": 0, "max": 600})
     return float(value)
 
 
@@ -623,19 +731,20 @@ def _test_request(body: dict[str, Any]) -> Any:
     if isinstance(amount, (int, float)) and not isinstance(amount, bool):
         amount = repr(amount)  # 12.5 from a JSON number: its shortest form is what was typed
     if not isinstance(amount, str):
-        raise ApiError(400, "amount is required, as text such as \"12,50\".", "amount")
+        raise ApiError(400, "amount is required, as text such as \"12,50\".", "amount",
+                       code="required")
     text_fields = {"currency": "EUR", "action": None, "reference": None}
     values: dict[str, Any] = {}
     for name, default in text_fields.items():
         value = body.get(name, default)
         if value is not None and not isinstance(value, str):
-            raise ApiError(400, f"{name} must be text.", name)
+            raise ApiError(400, f"{name} must be text.", name, code="not_text")
         values[name] = value
     flags: dict[str, bool] = {}
     for name in ("cheque", "partial", "immediate", "receipt"):
         value = body.get(name, False)
         if not isinstance(value, bool):
-            raise ApiError(400, f"{name} must be true or false.", name)
+            raise ApiError(400, f"{name} must be true or false.", name, code="not_boolean")
         flags[name] = value
     try:
         return payment.make_request(amount, values["currency"], values["action"],
@@ -643,4 +752,5 @@ def _test_request(body: dict[str, Any]) -> Any:
                                     partial=flags["partial"], immediate=flags["immediate"],
                                     receipt=flags["receipt"])
     except InvalidRequest as error:
-        raise ApiError(400, str(error), error.field) from None
+        raise ApiError(400, str(error), error.field,
+                       code=OPTION_CODES.get(error.field or "", "invalid_value")) from None

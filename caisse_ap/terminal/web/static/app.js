@@ -13,8 +13,8 @@
   const TOKEN_KEY = "caisse-ap-ip.token";
   const RECONNECT_MAX_MS = 10000;
   const SETTINGS_FIELDS = [
-    "mode", "failure_type", "manual_timeout", "duration",
-    "payment_type", "seller_contract", "profile", "amount_rules",
+    "mode", "failure_type", "manual_timeout", "duration", "payment_type", "seller_contract",
+    "profile", "amount_rules", "currencies", "answer_version", "pad_amount",
   ];
 
   // Words of the page for the API's names. Unknown names are shown as they are.
@@ -24,7 +24,7 @@
     declined: "Refusée",
     accepted: "Prise en compte",
     "no-answer": "Sans réponse",
-    "hang-up": "Raccroché",
+    "hang-up": "Raccrochée",
     dropped: "Caisse déconnectée",
     error: "Demande invalide",
     interrupted: "Interrompue (arrêt du serveur)",
@@ -35,7 +35,7 @@
     accepted: "Prises en compte",
     "no-answer": "Sans réponse",
     "hang-up": "Raccrochées",
-    dropped: "Caisse déconnectée",
+    dropped: "Caisses déconnectées",
     error: "Demandes invalides",
     interrupted: "Interrompues au dernier arrêt",
     pending: "En attente",
@@ -69,12 +69,20 @@
   // Where the answer came from, when not from this simulator (--proxy, --replay).
   const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu" };
   const OUTCOME_WORDS = {
-    approved: "acceptée",
-    partial: "acceptée en partie",
-    "no-answer": "sans réponse",
-    "hang-up": "raccroché",
-    terminal: "réponse du terminal réel, retardée",
-    "terminal-split": "réponse du terminal réel, découpée",
+    approved: "Acceptée",
+    partial: "Acceptée en partie",
+    "no-answer": "Sans réponse",
+    "hang-up": "Raccroche sans répondre",
+    terminal: "Réponse du terminal réel, retardée",
+    "terminal-split": "Réponse du terminal réel, découpée",
+  };
+  const OUTCOME_CHOICE_WORDS = {
+    approved: "Acceptée",
+    partial: "Acceptée en partie (la moitié, si la caisse l’accepte : BF=1)",
+    "no-answer": "Sans réponse (la caisse attend)",
+    "hang-up": "Raccroche sans répondre",
+    terminal: "Réponse du terminal réel, retardée",
+    "terminal-split": "Réponse du terminal réel, découpée",
   };
   const RESULT_WORDS = {
     approved: "Paiement accepté",
@@ -91,6 +99,7 @@
     transactions: new Map(), // id -> transaction, for the live feed
     waiting: new Map(), // id -> {tx, deadline}: requests held for a manual decision
     journal: [], // last GET /api/transactions for the journal table
+    rules: null, // last GET /api/amount-rules
   };
 
   const $ = (id) => document.getElementById(id);
@@ -126,6 +135,13 @@
     if (typeof choice !== "object" || choice === null) return word(words || {}, choice);
     const label = choice.label || (words && words[choice.name]) || choice.name;
     return choice.code ? `${choice.code} · ${label}` : label;
+  }
+
+  // Payment types share CC codes (cbcontact, cbmagstripe, cbmanual are all 001):
+  // the read mode and the name tell them apart.
+  function paymentTypeText(choice) {
+    const mode = choice.read_mode_label ? ` · ${choice.read_mode_label}` : "";
+    return `${choice.label || choice.name}${mode} (${choice.name})`;
   }
 
   function findChoice(list, name) {
@@ -191,12 +207,75 @@
 
   // ------------------------------------------------------------------- API
 
+  // The API's error codes (docs/api.md) in the page's words. The API's own
+  // `error` text is English, for people reading the API by hand: never shown.
+  const ERROR_WORDS = {
+    network: () => "Le serveur ne répond pas.",
+    aborted: () => "Demande annulée.",
+    not_found: () => "Cette fonction n’existe pas sur ce serveur (une autre version ?).",
+    unknown_transaction: () => "Cette transaction n’est pas (ou plus) dans le journal.",
+    method_not_allowed: () => "Le serveur refuse cette opération ici (une autre version ?).",
+    cross_origin: () => "Refusé : la demande ne vient pas de la console de ce serveur.",
+    host_not_allowed: () => "Refusé : ce serveur ne répond pas à ce nom d’hôte (option --web-allowed-host).",
+    token_required: () => "Ce serveur demande un jeton d’accès valide.",
+    body_required: () => "La demande envoyée était vide.",
+    body_too_large: () => "La demande envoyée est trop volumineuse.",
+    json_required: () => "La demande envoyée n’était pas au format JSON.",
+    invalid_json: () => "La demande envoyée n’était pas du JSON valide.",
+    object_required: () => "La demande envoyée n’avait pas la forme attendue.",
+    unknown_field: () => "Ce champ est inconnu du serveur (une autre version ?).",
+    empty_list: () => "Ajoutez au moins une issue.",
+    queue_full: () => "La file d’issues est pleine : videz-la d’abord.",
+    not_waiting: () => "Cette transaction n’attend plus de décision.",
+    not_listening: () => "Le terminal n’écoute pas : aucun paiement ne peut lui être envoyé.",
+    no_raw_log: () => "Ce serveur ne garde pas de journal brut (lancé depuis du code, pas en ligne de commande).",
+    too_many_test_payments: () => "Trop de paiements de test en cours : attendez la fin de l’un d’eux.",
+    internal_error: () => "Erreur interne du serveur : son journal (sortie d’erreur) en dit plus.",
+    required: () => "Ce champ est obligatoire.",
+    empty: () => "Ce champ ne peut pas être vide ni fait seulement d’espaces.",
+    not_a_number: () => "Indiquez un nombre, par exemple 0,5.",
+    out_of_range: (limits) => rangeText(limits),
+    not_boolean: () => "Cochez ou décochez la case.",
+    not_text: () => "Valeur non valide : du texte est attendu.",
+    too_long: (limits) => (limits && limits.max_length ? `${NUMBER.format(limits.max_length)} caractères au plus.` : "Texte trop long."),
+    not_printable_ascii: () => "Lettres sans accent, chiffres et signes courants seulement (ASCII).",
+    invalid_format: () => "Forme non valide : voyez l’exemple sous le champ.",
+    unknown_choice: () => "Ce choix est inconnu du serveur.",
+    unknown_currency: () => "Devise inconnue ou refusée : un code ISO 4217 comme EUR, XPF ou 978.",
+    invalid_amount: () => "Montant non valide : par exemple 12,50, sans plus de décimales que la devise n’en a.",
+    invalid_value: () => "Valeur non valide.",
+  };
+
+  function rangeText(limits) {
+    if (!limits) return "Valeur hors des limites permises.";
+    const low = limits.above !== undefined ? `plus de ${NUMBER.format(limits.above)}`
+      : limits.min !== undefined ? `de ${NUMBER.format(limits.min)}` : null;
+    const high = limits.max !== undefined && limits.max !== null ? NUMBER.format(limits.max) : null;
+    if (low && high) return limits.above !== undefined ? `Indiquez ${low} et au plus ${high}.` : `Indiquez un nombre ${low} à ${high}.`;
+    if (low) return `Indiquez un nombre ${low} ou plus.`;
+    return high ? `Indiquez au plus ${high}.` : "Valeur hors des limites permises.";
+  }
+
+  // French words for an error of the API, from its machine code.
+  function errorWords(code, limits) {
+    const words = Object.prototype.hasOwnProperty.call(ERROR_WORDS, code) ? ERROR_WORDS[code] : null;
+    return words ? words(limits) : `Le serveur a refusé la demande (code « ${code || "inconnu"} »).`;
+  }
+
   class ApiError extends Error {
-    constructor(status, message, field) {
-      super(message);
+    constructor(status, code, field, limits) {
+      super(errorWords(code, limits));
       this.status = status;
+      this.code = code;
       this.field = field || null;
+      this.limits = limits || null;
     }
+  }
+
+  // The visible label of a form control, for messages that name it.
+  function labelOf(input) {
+    const label = input && input.id ? document.querySelector(`label[for="${CSS.escape(input.id)}"]`) : null;
+    return label ? label.textContent.trim() : "";
   }
 
   function token() {
@@ -207,9 +286,9 @@
     }
   }
 
-  async function api(method, path, body) {
+  async function api(method, path, body, signal) {
     const headers = { Accept: "application/json" };
-    const init = { method, headers, cache: "no-store" };
+    const init = { method, headers, cache: "no-store", signal };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -219,7 +298,7 @@
     try {
       response = await fetch(path, init);
     } catch (error) {
-      throw new ApiError(0, "Le serveur ne répond pas.", null);
+      throw new ApiError(0, error.name === "AbortError" ? "aborted" : "network");
     }
     const text = await response.text();
     let data = null;
@@ -232,8 +311,8 @@
     }
     if (!response.ok) {
       if (response.status === 401) askForToken(token() ? "Le jeton enregistré est refusé par le serveur." : null);
-      const message = (data && data.error) || `Réponse HTTP ${response.status}.`;
-      throw new ApiError(response.status, message, data && data.field);
+      const code = data && data.code ? data.code : `http_${response.status}`;
+      throw new ApiError(response.status, code, data && data.field, data && data.limits);
     }
     return data;
   }
@@ -370,6 +449,7 @@
     note.textContent = queue.length
       ? `Issues imposées aux prochaines transactions : ${queue.map((item) => outcomeText(item.outcome)).join(", ")}`
       : "";
+    renderQueue();
   }
 
   function outcomeText(name) {
@@ -380,21 +460,27 @@
   function renderChoices() {
     fillSelect($("set-mode"), state.choices.modes, MODE_WORDS);
     fillSelect($("set-failure_type"), state.choices.failure_types);
-    fillSelect($("set-payment_type"), state.choices.payment_types);
+    fillSelect($("set-payment_type"), state.choices.payment_types, null, paymentTypeText);
     fillSelect($("set-profile"), state.choices.profiles);
     fillSelect($("test-action"), state.choices.actions, ACTION_WORDS);
+    fillSelect($("queue-outcome"), outcomeChoices());
+    fillSelect($("other-outcome"), outcomeChoices());
+    const types = [{ name: "", label: "celle des réglages" }].concat(state.choices.payment_types || []);
+    const typeText = (choice) => (choice.name ? paymentTypeText(choice) : choice.label);
+    fillSelect($("queue-payment_type"), types, null, typeText);
+    fillSelect($("other-payment_type"), types, null, typeText);
     fillSelect($("journal-filter"), [""].concat(state.choices.statuses),
       Object.assign({ "": "Toutes" }, STATUS_WORDS));
   }
 
   // Rebuilds a <select> only when its choices changed, keeping the selection.
-  function fillSelect(select, choices, words) {
+  function fillSelect(select, choices, words, textOf = choiceText) {
     const names = (choices || []).map(choiceName);
     const key = JSON.stringify(names);
     if (select.dataset.choices === key) return;
     const selected = select.value;
     select.replaceChildren(...(choices || []).map((choice) =>
-      el("option", { value: choiceName(choice) }, choice === "" ? words[""] : choiceText(choice, words))));
+      el("option", { value: choiceName(choice) }, choice === "" ? words[""] : textOf(choice, words))));
     select.dataset.choices = key;
     if (names.includes(selected)) select.value = selected;
   }
@@ -447,6 +533,7 @@
       state.settings = settings;
       renderStatus();
       fillSettingsForm(false);
+      renderRules();
       renderPending();
     });
   }
@@ -551,8 +638,13 @@
       (tx.deviations || []).length ? fact("Écarts", deviationList(tx)) : null,
     );
     const ex = tx.exchange;
+    const replay = tx.amount !== null && tx.amount !== undefined && tx.currency
+      ? el("button", { type: "button", className: "ghost", "data-replay": tx.id, "data-testid": "replay" }, "Rejouer")
+      : null;
     return [
       facts,
+      replay ? el("div", { className: "tx-tools" }, replay,
+        el("span", { className: "muted" }, "Renvoie la même demande depuis la caisse de test ; le résultat s’affiche dans la caisse de test.")) : null,
       ex ? el("div", { className: "frames" },
         nativeBlock("Demande Concert E+ de la caisse", ex.request, ex.request_frame),
         nativeBlock("Réponse Concert E+ du terminal", ex.answer, ex.answer_frame)) : null,
@@ -562,6 +654,7 @@
         frameBlock(ex ? "Équivalent Caisse-AP de la réponse" : "Réponse du terminal",
           tx.answer, tx.answer_frame, tx.labels,
           tx.status === "pending" ? "En attente de la réponse…" : "Aucune réponse envoyée.")),
+      tx.receipt ? ticket(tx.receipt) : null,
     ].filter(Boolean);
   }
 
@@ -570,6 +663,56 @@
     const labels = Object.fromEntries((rows || []).map(([name, , label]) => [name, label]));
     return frameBlock(title, (rows || []).map(([name, value]) => [name, value]), frame, labels,
       "Aucune réponse envoyée.");
+  }
+
+  // The test payment that sends a transaction's request again: the same amount,
+  // currency, action and options, read from the request's fields.
+  function replayBody(tx) {
+    const fields = Object.fromEntries(tx.request || []);
+    return {
+      amount: tx.amount,
+      currency: tx.currency,
+      action: tx.action || "debit",
+      cheque: fields.CC === "00C",
+      receipt: String(fields.CK || "").startsWith("1"),
+      partial: fields.BF === "1",
+      immediate: fields.BA === "1",
+      reference: fields.CF || null,
+      timeout: parseDecimal($("test-timeout").value) || 30,
+    };
+  }
+
+  function replay(id) {
+    const tx = state.transactions.get(id) || state.journal.find((row) => row.id === id);
+    if (!tx) return;
+    $("test-title").scrollIntoView({ block: "nearest" });
+    runTestPayment(replayBody(tx));
+  }
+
+  // A raw frame with a button that copies it.
+  function frameView(title, frame) {
+    const code = el("code", {}, frame);
+    const copy = el("button", { type: "button", className: "ghost small copy", "data-testid": "copy-frame" }, "Copier");
+    copy.addEventListener("click", () => copyText(frame, copy));
+    return el("div", { className: "frame-view" },
+      el("div", { className: "frame-head" }, el("p", { className: "frame-title" }, title), copy),
+      el("pre", { className: "frame" }, code));
+  }
+
+  async function copyText(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copié";
+    } catch (error) {
+      button.textContent = "Copie refusée par le navigateur";
+    }
+    setTimeout(() => { button.textContent = "Copier"; }, 2000);
+  }
+
+  // The customer receipt as the terminal would print it.
+  function ticket(text) {
+    return el("section", { className: "ticket-block" }, el("h3", {}, "Ticket client"),
+      el("pre", { className: "ticket", "data-testid": "ticket" }, text));
   }
 
   // A proxied or replayed transaction is marked, with its deviations counted at a glance.
@@ -603,10 +746,17 @@
     } else {
       block.append(fieldsTable(fields, labels));
     }
-    if (frame) {
-      block.append(el("p", { className: "frame-title" }, "Trame brute"), el("pre", { className: "frame" }, el("code", {}, frame)));
-    }
+    if (frame) block.append(frameView("Trame brute", frame));
     return block;
+  }
+
+  // A long value (a receipt's base64...) shortened: the whole is in the raw frame.
+  const LONG_VALUE = 64;
+  function longValue(value) {
+    const text = String(value);
+    if (text.length <= LONG_VALUE) return text;
+    return el("span", { className: "long-value", title: text },
+      `${text.slice(0, 24)}… (${NUMBER.format(text.length)} caractères, voir la trame brute)`);
   }
 
   // fields: [[tag, value], ...] or {tag: value}; labels: {tag: French meaning}.
@@ -614,7 +764,7 @@
     const pairs = Array.isArray(fields) ? fields : Object.entries(fields || {});
     const body = el("tbody", {}, ...pairs.map(([tag, value]) => el("tr", {},
       el("th", { scope: "row" }, tag),
-      el("td", { className: "value" }, value),
+      el("td", { className: "value" }, longValue(value)),
       el("td", {}, (labels && labels[tag]) || ""))));
     return el("table", { className: "fields" },
       el("thead", {}, el("tr", {},
@@ -722,6 +872,11 @@
   const CONTACT = "1";
   function decisionBody(kind) {
     if (kind === "refused" || kind === "abandon") return { outcome: kind };
+    if (kind === "other") {
+      const body = { outcome: $("other-outcome").value };
+      if ($("other-payment_type").value) body.payment_type = $("other-payment_type").value;
+      return body;
+    }
     const types = state.choices.payment_types || [];
     const current = findChoice(types, state.settings && state.settings.payment_type);
     const contactless = kind === "contactless";
@@ -738,7 +893,7 @@
     const entry = shownWaiting();
     if (!entry) return;
     const id = entry.tx.id;
-    const keys = document.querySelectorAll("#pending .key");
+    const keys = document.querySelectorAll("#pending .key, #other-decision button");
     keys.forEach((key) => { key.disabled = true; });
     $("pending-message").textContent = "";
     try {
@@ -761,17 +916,63 @@
     document.querySelectorAll("#pending .key").forEach((key) => {
       key.addEventListener("click", () => decide(key.dataset.decision));
     });
+    $("other-decision").addEventListener("submit", (event) => {
+      event.preventDefault();
+      decide("other");
+    });
   }
 
   // ---------------------------------------------------------------- settings
 
   const settingsInput = (name) => $(`set-${name}`);
 
-  function formValue(name) {
-    const input = settingsInput(name);
-    if (input.type === "checkbox") return input.checked;
-    if (input.type === "number") return input.value.trim() === "" ? NaN : Number(input.value);
-    return input.value;
+  // "0,5", "0.5", " 3 600 " -> a number; anything else -> NaN. Text inputs, not
+  // type=number: a browser's number input drops a decimal comma it does not expect.
+  function parseDecimal(text) {
+    const value = String(text).replace(/[\s\u00a0\u202f]/g, "").replace(",", ".");
+    return /^(\d+(\.\d*)?|\.\d+)$/.test(value) ? Number(value) : NaN;
+  }
+
+  // Seconds as the page writes them: "0,5", "3", "3 600".
+  function decimalText(value) {
+    return value === null || value === undefined ? "" : NUMBER.format(Number(value));
+  }
+
+  // Each setting's control: how to read it (a value for the API, or an error
+  // message) and how to show the server's value back.
+  const SETTING_KINDS = {
+    seconds: {
+      read: (input) => {
+        const number = parseDecimal(input.value);
+        return Number.isNaN(number) ? { error: "Indiquez un nombre de secondes, par exemple 0,5." } : { value: number };
+      },
+      show: decimalText,
+    },
+    contract: {
+      read: (input) => (input.value.trim() ? { value: input.value.trim() } : { error: ERROR_WORDS.empty() }),
+      show: (value) => value,
+    },
+    optional: { // blank means null: the server's default (echo the request's version)
+      read: (input) => ({ value: input.value.trim() || null }),
+      show: (value) => value || "",
+    },
+    currencies: { // blank means every currency
+      read: (input) => {
+        const codes = input.value.split(/[\s,;]+/).filter(Boolean).map((code) => code.toUpperCase());
+        return { value: codes.length ? codes : null };
+      },
+      show: (value) => (value ? value.join(", ") : ""),
+    },
+    check: { read: (input) => ({ value: input.checked }), show: (value) => Boolean(value) },
+    choice: { read: (input) => ({ value: input.value }), show: (value) => value },
+  };
+
+  function settingKind(name) {
+    return SETTING_KINDS[settingsInput(name).dataset.kind || "choice"];
+  }
+
+  function sameValue(a, b) {
+    return JSON.stringify(a) === JSON.stringify(b);
   }
 
   // Shows the server's settings in the form, except in fields being edited.
@@ -782,9 +983,9 @@
       const input = settingsInput(name);
       if (!input || !(name in settings)) continue;
       if (!force && input.dataset.dirty === "1") continue;
-      const value = settings[name];
-      if (input.type === "checkbox") input.checked = Boolean(value);
-      else input.value = value === null || value === undefined ? "" : String(value);
+      const shown = settingKind(name).show(settings[name]);
+      if (input.type === "checkbox") input.checked = shown;
+      else input.value = shown === null || shown === undefined ? "" : String(shown);
       input.dataset.dirty = "";
     }
     showSettingsRows();
@@ -820,10 +1021,21 @@
     if (!input || !errorNode) return false;
     const row = input.closest(".field");
     if (row && row.hidden) row.hidden = false;
+    const folded = input.closest("details"); // "Autres options..." and the like
+    if (folded) folded.open = true;
     errorNode.textContent = message;
     input.setAttribute("aria-invalid", "true");
     input.focus();
     return true;
+  }
+
+  // An error of the API next to the field it names (when the form has it), and
+  // a sentence for the whole form naming the field by its visible label.
+  function showApiError(error, input, errorNode, messageNode, what) {
+    const shown = error.field && showFieldError(input, errorNode, error.message);
+    messageNode.textContent = shown
+      ? `${what} : « ${labelOf(input)} » — ${error.message}`
+      : `${what} : ${error.message}`;
   }
 
   async function applySettings(event) {
@@ -837,14 +1049,16 @@
       const input = settingsInput(name);
       if (input.closest(".field").hidden) continue;
       if (state.settings && !(name in state.settings)) continue;
-      const value = formValue(name);
-      if (typeof value === "number" && Number.isNaN(value)) {
-        showFieldError(input, $(`err-${name}`), "Indiquez un nombre de secondes.");
+      const read = settingKind(name).read(input);
+      if (read.error) {
+        showFieldError(input, $(`err-${name}`), read.error);
+        message.textContent = `Réglages non appliqués : « ${labelOf(input)} » — ${read.error}`;
         return;
       }
-      if (!state.settings || state.settings[name] !== value) changes[name] = value;
+      if (!state.settings || !sameValue(state.settings[name], read.value)) changes[name] = read.value;
     }
     if (Object.keys(changes).length === 0) {
+      fillSettingsForm(true); // "0,50" typed for 0,5: show it as understood
       message.textContent = "Aucun changement à appliquer.";
       return;
     }
@@ -854,11 +1068,10 @@
       state.settings = await api("PUT", "api/settings", changes);
       fillSettingsForm(true);
       renderStatus();
+      renderRules();
       message.textContent = "Réglages appliqués.";
     } catch (error) {
-      const name = error.field;
-      const shown = name && showFieldError(settingsInput(name), $(`err-${name}`), error.message);
-      message.textContent = shown ? "Réglages non appliqués : corrigez le champ signalé." : `Réglages non appliqués : ${error.message}`;
+      showApiError(error, settingsInput(error.field), $(`err-${error.field}`), message, "Réglages non appliqués");
     } finally {
       button.disabled = false;
     }
@@ -887,6 +1100,170 @@
     });
   }
 
+  // ------------------------------------------------------ queue and rules
+
+  // Every outcome the API takes, in the page's words: approvals, then no answer
+  // and hang-up, then each failure by its AF code.
+  function outcomeChoices() {
+    return (state.choices.outcomes || []).map((name) => {
+      const failure = findChoice(state.choices.failure_types, name);
+      return { name, label: failure ? `Refus AF ${failure.code} · ${failure.label || name}` : word(OUTCOME_CHOICE_WORDS, name) };
+    });
+  }
+
+  function specText(spec) {
+    const type = spec.payment_type ? findChoice(state.choices.payment_types, spec.payment_type) : null;
+    return [
+      outcomeText(spec.outcome),
+      type ? paymentTypeText(type) : null,
+      spec.delay !== undefined && spec.delay !== null ? `après ${formatSeconds(spec.delay)}` : null,
+    ].filter(Boolean).join(" · ");
+  }
+
+  function renderQueue() {
+    const queue = (state.status && state.status.queue) || [];
+    const last = queue.length - 1;
+    const items = queue.map((spec, index) => el("li", { className: "queue-item", "data-testid": "queue-item" },
+      el("span", { className: "queue-text" }, specText(spec)),
+      el("span", { className: "queue-buttons" },
+        el("button", { type: "button", className: "ghost small", "data-queue-move": index, "data-by": -1, disabled: index === 0, "aria-label": `Monter l’issue ${index + 1}` }, "↑"),
+        el("button", { type: "button", className: "ghost small", "data-queue-move": index, "data-by": 1, disabled: index === last, "aria-label": `Descendre l’issue ${index + 1}` }, "↓"),
+        el("button", { type: "button", className: "ghost small", "data-queue-remove": index, "aria-label": `Retirer l’issue ${index + 1}` }, "Retirer"))));
+    $("queue-list").replaceChildren(...items);
+    $("queue-empty").hidden = queue.length > 0;
+  }
+
+  // The API appends or clears; a reordered or shortened queue is sent whole again.
+  async function replaceQueue(specs) {
+    const message = $("queue-message");
+    message.textContent = "";
+    try {
+      let data = await api("DELETE", "api/next");
+      if (specs.length) data = await api("POST", "api/next", specs);
+      state.status.queue = data.queue;
+      renderStatus();
+      return true;
+    } catch (error) {
+      message.textContent = `File non modifiée : ${error.message}`;
+      return false;
+    }
+  }
+
+  async function addToQueue(event) {
+    event.preventDefault();
+    const form = $("queue-form");
+    const message = $("queue-message");
+    clearFieldErrors(form);
+    message.textContent = "";
+    const spec = { outcome: $("queue-outcome").value };
+    if ($("queue-payment_type").value) spec.payment_type = $("queue-payment_type").value;
+    if ($("queue-delay").value.trim()) {
+      const delay = parseDecimal($("queue-delay").value);
+      if (Number.isNaN(delay)) {
+        showFieldError($("queue-delay"), $("err-queue-delay"), "Indiquez un nombre de secondes, par exemple 0,5.");
+        return;
+      }
+      spec.delay = delay;
+    }
+    try {
+      const data = await api("POST", "api/next", spec);
+      state.status.queue = data.queue;
+      renderStatus();
+      $("queue-delay").value = "";
+      message.textContent = `Ajoutée : ${specText(data.queue[data.queue.length - 1])}.`;
+    } catch (error) {
+      showApiError(error, $(`queue-${error.field}`), $(`err-queue-${error.field}`), message, "Issue non ajoutée");
+    }
+  }
+
+  function setupQueue() {
+    $("queue-form").addEventListener("submit", addToQueue);
+    $("queue-clear").addEventListener("click", async () => {
+      if (await replaceQueue([])) $("queue-message").textContent = "File vidée.";
+    });
+    $("queue-list").addEventListener("click", async (event) => {
+      const queue = ((state.status && state.status.queue) || []).slice();
+      const move = event.target.closest("[data-queue-move]");
+      const remove = event.target.closest("[data-queue-remove]");
+      if (move) {
+        const from = Number(move.dataset.queueMove);
+        const to = from + Number(move.dataset.by);
+        [queue[from], queue[to]] = [queue[to], queue[from]];
+        if (await replaceQueue(queue)) {
+          const again = $("queue-list").querySelectorAll(`[data-queue-move="${to}"]`)[Number(move.dataset.by) < 0 ? 0 : 1];
+          if (again && !again.disabled) again.focus();
+        }
+      } else if (remove) {
+        queue.splice(Number(remove.dataset.queueRemove), 1);
+        await replaceQueue(queue);
+      }
+    });
+  }
+
+  // The rules come with the server (default table, or --amount-rules FILE); the
+  // switch is the amount_rules setting.
+  async function loadRules() {
+    try {
+      state.rules = await api("GET", "api/amount-rules");
+    } catch (error) {
+      $("rules-message").textContent = `Règles indisponibles : ${error.message}`;
+      return;
+    }
+    renderRules();
+  }
+
+  function centsText(cents) {
+    const shown = cents.map((cent) => `,${String(cent).padStart(2, "0")}`);
+    if (shown.length > 2 && cents[cents.length - 1] - cents[0] === cents.length - 1) {
+      return `${shown[0]} à ${shown[shown.length - 1]}`;
+    }
+    return shown.join(", ");
+  }
+
+  function matchText(match) {
+    const parts = [];
+    if (match.cents) parts.push(`centimes ${centsText(match.cents)}`);
+    if (match.amount) parts.push(`montant ${formatAmount(match.amount)}`);
+    if (match.amount_min) parts.push(`à partir de ${formatAmount(match.amount_min)}`);
+    if (match.amount_max) parts.push(`jusqu’à ${formatAmount(match.amount_max)}`);
+    if (match.action) parts.push(word(ACTION_WORDS, match.action).toLowerCase());
+    if (match.application) parts.push(`CC ${match.application}`);
+    return parts.join(" · ") || "tout montant";
+  }
+
+  function renderRules() {
+    const rules = state.rules;
+    const on = Boolean(state.settings && state.settings.amount_rules);
+    $("rules-switch").checked = on;
+    $("rules-state").textContent = on
+      ? "Actives : la première règle qui correspond au montant décide (après la file d’issues)."
+      : "Inactives : les réglages décident.";
+    if (!rules) return;
+    $("rules-body").replaceChildren(...(rules.rules || []).map((rule) => el("tr", { "data-testid": "rule" },
+      el("td", { "data-label": "Montant" }, matchText(rule.match || {})),
+      el("td", { "data-label": "Issue" }, specText(rule.outcome || {})))));
+    // The server names its built-in table "default table"; else the source is a file.
+    $("rules-source").textContent = !rules.source ? ""
+      : rules.source === "default table" ? "Table par défaut (option --amount-rules sans fichier)."
+        : `Fichier : ${rules.source}`;
+  }
+
+  function setupRules() {
+    $("rules-switch").addEventListener("change", async () => {
+      const wanted = $("rules-switch").checked;
+      $("rules-message").textContent = "";
+      try {
+        state.settings = await api("PUT", "api/settings", { amount_rules: wanted });
+        fillSettingsForm(true);
+        renderStatus();
+        $("rules-message").textContent = wanted ? "Règles activées." : "Règles désactivées.";
+      } catch (error) {
+        $("rules-message").textContent = `Non modifié : ${error.message}`;
+      }
+      renderRules();
+    });
+  }
+
   // ------------------------------------------------------------ test payment
 
   // "host:port", "[v6]:port" or empty (this simulator).
@@ -900,40 +1277,93 @@
     return { host: match[1] || match[2], port };
   }
 
+  // The test payment in flight: its abort controller and its elapsed-time timer.
+  let testPayment = null;
+
+  // Reads the test form; {body} or {input, error} for the first bad field.
+  function testPaymentBody() {
+    const destination = parseDestination($("test-destination").value);
+    if (!destination) return { input: $("test-destination"), error: "Écrivez hôte:port, par exemple 192.168.1.20:8888." };
+    const timeout = parseDecimal($("test-timeout").value);
+    if (Number.isNaN(timeout) || timeout <= 0 || timeout > 600) {
+      return { input: $("test-timeout"), error: rangeText({ above: 0, max: 600 }) };
+    }
+    const reference = $("test-reference").value.trim();
+    return {
+      body: {
+        amount: $("test-amount").value.trim(),
+        currency: $("test-currency").value.trim().toUpperCase(),
+        action: $("test-action").value,
+        cheque: $("test-cheque").checked,
+        receipt: $("test-receipt").checked,
+        partial: $("test-partial").checked,
+        immediate: $("test-immediate").checked,
+        reference: reference || null,
+        timeout,
+        host: destination.host,
+        port: destination.port,
+      },
+    };
+  }
+
   async function sendTestPayment(event) {
     event.preventDefault();
     const form = $("test-form");
-    const message = $("test-message");
     clearFieldErrors(form);
-    message.textContent = "";
-    const destination = parseDestination($("test-destination").value);
-    if (!destination) {
-      showFieldError($("test-destination"), $("err-test-destination"), "Écrivez hôte:port, par exemple 192.168.1.20:8888.");
+    $("test-message").textContent = "";
+    const read = testPaymentBody();
+    if (read.error) {
+      $("test-result").hidden = true; // no old result under a new error
+      showFieldError(read.input, $(`err-${read.input.id}`), read.error);
       return;
     }
-    const body = {
-      amount: $("test-amount").value.trim(),
-      currency: $("test-currency").value.trim().toUpperCase(),
-      action: $("test-action").value,
-      cheque: $("test-cheque").checked,
-      receipt: $("test-receipt").checked,
-      host: destination.host,
-      port: destination.port,
+    await runTestPayment(read.body);
+  }
+
+  // Sends a test payment; the page stays usable: elapsed time shown, cancel offered.
+  async function runTestPayment(body) {
+    if (testPayment) testPayment.controller.abort();
+    const message = $("test-message");
+    const controller = new AbortController();
+    const started = Date.now();
+    const tick = () => {
+      const seconds = (Date.now() - started) / 1000;
+      $("test-elapsed").textContent = `En attente de la réponse du terminal… ${NUMBER.format(Math.floor(seconds))} s (délai ${formatSeconds(body.timeout)})`;
     };
-    const button = $("test-send");
-    button.disabled = true;
-    message.textContent = "Paiement envoyé, en attente de la réponse du terminal…";
+    const current = { controller, timer: setInterval(tick, 500) };
+    testPayment = current;
+    tick();
+    $("test-result").hidden = true;
+    $("test-waiting").hidden = false;
+    $("test-send").disabled = true;
+    message.textContent = "";
     try {
-      const result = await api("POST", "api/test-payment", body);
-      message.textContent = "";
+      const result = await api("POST", "api/test-payment", body, controller.signal);
       renderTestResult(result || {});
     } catch (error) {
-      const field = { host: "destination", port: "destination" }[error.field] || error.field;
-      const shown = field && showFieldError($(`test-${field}`), $(`err-test-${field}`), error.message);
-      message.textContent = shown ? "Paiement non envoyé : corrigez le champ signalé." : `Paiement non envoyé : ${error.message}`;
+      if (error.code === "aborted") {
+        message.textContent = "Paiement de test annulé dans la console. Le terminal a pu le recevoir : voyez le flux des transactions.";
+      } else {
+        const field = { host: "destination", port: "destination" }[error.field] || error.field;
+        showApiError(error, $(`test-${field}`), $(`err-test-${field}`), message, "Paiement non envoyé");
+      }
     } finally {
-      button.disabled = false;
+      clearInterval(current.timer);
+      if (testPayment === current) {
+        testPayment = null;
+        $("test-waiting").hidden = true;
+        $("test-send").disabled = false;
+      }
     }
+  }
+
+  // What went wrong with a payment whose outcome is not an answer, in French:
+  // the client's own sentence is English.
+  function problemText(result) {
+    if (result.status === "error") return "Le terminal n’a pas pu être joint : rien n’a été envoyé.";
+    if (result.status !== "unknown") return null;
+    if (!result.answer) return "Pas de réponse du terminal dans le délai, ou connexion coupée : le paiement a pu aboutir.";
+    return "Réponse illisible ou incohérente avec la demande : voyez les trames brutes.";
   }
 
   function renderTestResult(result) {
@@ -950,30 +1380,30 @@
       result.action ? word(ACTION_WORDS, result.action) : null,
       result.elapsed_s !== undefined ? `en ${formatSeconds(result.elapsed_s)}` : null,
     ].filter(Boolean).join(" · ");
+    const problem = problemText(result);
     const parts = [
       el("p", { className: `result-headline result-${status}` }, headline),
       detail ? el("p", { className: "muted" }, detail) : null,
-      result.problem ? el("p", { className: "result-problem" }, result.problem) : null,
+      problem ? el("p", { className: "result-problem" }, problem) : null,
     ];
     if (result.fields && Object.keys(result.fields).length) {
       parts.push(el("details", {}, el("summary", {}, "Champs de la réponse"), fieldsTable(result.fields, result.labels)));
     }
     if (result.request || result.answer) {
       parts.push(el("details", {}, el("summary", {}, "Trames brutes"),
-        result.request ? el("p", { className: "frame-title" }, "Demande") : null,
-        result.request ? el("pre", { className: "frame" }, el("code", {}, result.request)) : null,
-        result.answer ? el("p", { className: "frame-title" }, "Réponse") : null,
-        result.answer ? el("pre", { className: "frame" }, el("code", {}, result.answer)) : null));
+        result.request ? frameView("Demande", result.request) : null,
+        result.answer ? frameView("Réponse", result.answer) : null));
     }
-    if (result.receipt) {
-      parts.push(el("details", {}, el("summary", {}, "Ticket client"), el("pre", { className: "receipt" }, result.receipt)));
-    }
+    if (result.receipt) parts.push(ticket(result.receipt));
     box.replaceChildren(...parts.filter(Boolean));
     box.hidden = false;
   }
 
   function setupTestPayment() {
     $("test-form").addEventListener("submit", sendTestPayment);
+    $("test-cancel").addEventListener("click", () => {
+      if (testPayment) testPayment.controller.abort();
+    });
     for (const input of $("test-form").querySelectorAll("input, select")) {
       input.addEventListener("input", () => {
         input.removeAttribute("aria-invalid");
@@ -994,6 +1424,7 @@
     }, 500);
   }
 
+  // True once the journal is read again; false (and said) when the server did not answer.
   async function loadJournal() {
     const status = $("journal-filter").value;
     const query = new URLSearchParams({ limit: String(JOURNAL_LIMIT) });
@@ -1002,25 +1433,47 @@
       const data = await api("GET", `api/transactions?${query}`);
       state.journal = data.transactions || [];
       renderJournal();
+      return true;
     } catch (error) {
       $("journal-message").textContent = `Journal indisponible : ${error.message}`;
+      return false;
     }
   }
 
+  const JOURNAL_COLUMNS = ["N°", "Reçue à", "Caisse", "Opération", "Montant", "Issue", "Décidée par", "Durée"];
+  const openJournalRows = new Set(); // ids whose details are shown
+
   function renderJournal() {
-    const rows = state.journal.map((tx) => el("tr", { dataset: { status: tx.status } },
-      el("td", { className: "num" }, tx.id),
-      el("td", {}, el("time", { datetime: tx.received_at }, formatDateTime(tx.received_at))),
-      el("td", {}, tx.peer || "—"),
-      el("td", {}, word(ACTION_WORDS, tx.action)),
-      el("td", { className: "num" }, txAmount(tx)),
-      el("td", {}, badge(tx)),
-      el("td", {}, word(DECIDED_BY_WORDS, tx.decided_by)),
-      el("td", { className: "num" }, formatSeconds(tx.duration_s))));
+    const rows = [];
+    for (const tx of state.journal) {
+      const open = openJournalRows.has(tx.id);
+      const toggle = el("button", {
+        type: "button", className: "row-toggle", "aria-expanded": String(open),
+        "aria-label": `Détails de la transaction n° ${tx.id}`, "data-journal-id": tx.id,
+      }, String(tx.id));
+      const cells = [
+        toggle,
+        el("time", { datetime: tx.received_at }, formatDateTime(tx.received_at)),
+        tx.peer || "—",
+        word(ACTION_WORDS, tx.action),
+        txAmount(tx),
+        badge(tx),
+        word(DECIDED_BY_WORDS, tx.decided_by),
+        formatSeconds(tx.duration_s),
+      ];
+      rows.push(el("tr", { dataset: { status: tx.status, id: tx.id }, className: open ? "is-open" : null },
+        ...cells.map((cell, index) => el("td", {
+          className: [4, 7].includes(index) ? "num" : null, "data-label": JOURNAL_COLUMNS[index],
+        }, cell))));
+      if (open) {
+        rows.push(el("tr", { className: "journal-detail", "data-testid": "journal-detail" },
+          el("td", { colspan: JOURNAL_COLUMNS.length }, el("div", { className: "tx-detail" }, ...transactionDetail(tx)))));
+      }
+    }
     $("journal-body").replaceChildren(...rows);
     const count = state.journal.length;
     $("journal-message").textContent = count === 0
-      ? "Aucune transaction dans le journal pour ce filtre."
+      ? ($("journal-filter").value ? "Aucune transaction de cette issue dans le journal." : "Aucune transaction dans le journal.")
       : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? " (les plus récentes)" : ""}.`;
   }
 
@@ -1041,6 +1494,10 @@
     ["answer_frame", (tx) => tx.answer_frame],
   ];
 
+  // The CSV of a French spreadsheet: ";" between cells, a decimal comma.
+  const CSV_SEPARATOR = ";";
+  const CSV_DECIMALS = new Set(["amount", "duration_s"]);
+
   function csvCell(value) {
     if (value === null || value === undefined) return "";
     let text = String(value);
@@ -1050,8 +1507,14 @@
   }
 
   function toCsv(transactions) {
-    const lines = [CSV_COLUMNS.map(([name]) => name).join(",")];
-    for (const tx of transactions) lines.push(CSV_COLUMNS.map(([, get]) => csvCell(get(tx))).join(","));
+    const lines = [CSV_COLUMNS.map(([name]) => name).join(CSV_SEPARATOR)];
+    for (const tx of transactions) {
+      lines.push(CSV_COLUMNS.map(([name, get]) => {
+        const value = get(tx);
+        return csvCell(CSV_DECIMALS.has(name) && value !== null && value !== undefined
+          ? String(value).replace(".", ",") : value);
+      }).join(CSV_SEPARATOR));
+    }
     return lines.join("\r\n") + "\r\n";
   }
 
@@ -1065,7 +1528,11 @@
   }
 
   async function exportJournal(kind) {
-    await loadJournal();
+    // Never a stale file: what the server says now, or nothing.
+    if (!(await loadJournal())) {
+      $("journal-message").textContent = "Export impossible : le serveur ne répond pas. Rien n’a été téléchargé.";
+      return;
+    }
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
     if (kind === "csv") {
       // The BOM lets spreadsheets read the file as UTF-8 (€, accents).
@@ -1076,7 +1543,37 @@
     }
   }
 
+  // The raw log of a time range (GET /api/log), downloaded as a text file.
+  async function downloadRawLog(event) {
+    event.preventDefault();
+    const message = $("raw-log-message");
+    message.textContent = "";
+    const query = new URLSearchParams();
+    for (const name of ["since", "until"]) {
+      const value = $(`raw-log-${name}`).value; // local time, as the person reads the clock
+      if (value) query.set(name, new Date(value).toISOString());
+    }
+    const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+    let text;
+    try {
+      const response = await fetch(`api/log?${query}`, { headers, cache: "no-store" });
+      if (!response.ok) {
+        const data = await response.json().catch(() => null);
+        throw new ApiError(response.status, data && data.code ? data.code : `http_${response.status}`, data && data.field, data && data.limits);
+      }
+      text = await response.text();
+    } catch (error) {
+      message.textContent = `Journal brut indisponible : ${error instanceof ApiError ? error.message : errorWords("network")}`;
+      return;
+    }
+    const lines = text ? text.split("\n").length - 1 : 0;
+    const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    download(`caisse-ap-ip-server-${stamp}.log`, "text/plain;charset=utf-8", text);
+    message.textContent = `${NUMBER.format(lines)} ligne${lines > 1 ? "s" : ""} téléchargée${lines > 1 ? "s" : ""}.`;
+  }
+
   function setupJournal() {
+    $("raw-log-form").addEventListener("submit", downloadRawLog);
     $("journal-form").addEventListener("submit", (event) => {
       event.preventDefault();
       loadJournal();
@@ -1084,6 +1581,20 @@
     $("journal-filter").addEventListener("change", () => loadJournal());
     $("export-csv").addEventListener("click", () => exportJournal("csv"));
     $("export-json").addEventListener("click", () => exportJournal("json"));
+    $("journal-body").addEventListener("click", (event) => {
+      const toggle = event.target.closest("[data-journal-id]");
+      if (!toggle) return;
+      const id = Number(toggle.dataset.journalId);
+      if (openJournalRows.has(id)) openJournalRows.delete(id);
+      else openJournalRows.add(id);
+      renderJournal();
+      const again = $("journal-body").querySelector(`[data-journal-id="${id}"]`);
+      if (again) again.focus();
+    });
+    document.addEventListener("click", (event) => {
+      const button = event.target.closest("[data-replay]");
+      if (button) replay(Number(button.dataset.replay));
+    });
   }
 
   // ------------------------------------------------------------------ start
@@ -1093,6 +1604,8 @@
     setupPending();
     setupSettings();
     setupTestPayment();
+    setupQueue();
+    setupRules();
     setupJournal();
     setStreamState("connecting");
     tokenFromAddress();
@@ -1108,6 +1621,7 @@
       await loadStatus();
       await loadFeed();
       await loadJournal();
+      await loadRules();
     } catch (error) {
       $("journal-message").textContent = `Le serveur ne répond pas : ${error.message}`;
     }

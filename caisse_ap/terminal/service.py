@@ -514,7 +514,7 @@ class Terminal:
             # Valid by construction (behaviour.py builds answers from decoded
             # fields and checked settings), so not checked again.
             frame = tlv.encode_unchecked(reply.fields)
-            txn.answer, txn.answered_at = reply.fields, now
+            txn.answer, txn.sent, txn.answered_at = reply.fields, frame, now
             connection.send(frame)
         self.counts[reply.status] += 1
         self._log(txn)

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import test_serial
+import test_web_console
 from server_process import ServerProcess, run_server
 from test_serial import api, send_request, take_answer
 
@@ -18,6 +19,7 @@ from caisse_ap.messages import PaymentRequest, TerminalAnswer
 from caisse_ap.terminal import behaviour, profiles
 
 serial_terminal = test_serial.serial_terminal  # the fixture: a terminal on a pty
+browser = test_web_console.browser  # the fixture: Chromium, for the console
 
 DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 # Odoo's production module (OCA l10n_fr_pos_caisse_ap_ip): one-digit amounts, 0.01 EUR
@@ -200,6 +202,7 @@ def test_a_copy_of_a_built_in_profile_loads_and_is_shown_with_its_file(tmp_path)
         assert status["settings"]["profile"] == "payxpert (payxpert.toml)"
         names = {choice["name"]: choice for choice in status["choices"]["profiles"]}
         assert names["payxpert (payxpert.toml)"]["file"] == "payxpert.toml"
+        assert names["payxpert (payxpert.toml)"]["label"].endswith("(payxpert.toml)")
         assert names["payxpert"]["file"] is None  # the built-in one stays
     finally:
         assert server.stop() == 0
@@ -215,3 +218,29 @@ def test_a_profile_derived_from_a_recording_named_like_a_built_in_loads(tmp_path
     listed = run_server("--list-profiles", "--profile", str(path))
     assert listed.returncode == 0, listed.stderr
     assert "payxpert (derived.toml)\t" in listed.stdout
+
+
+def test_the_console_lists_the_copy_beside_the_built_in_and_applies_it(tmp_path, browser):
+    from playwright.sync_api import expect
+    from test_web_console import ConsolePage, RunningServer
+
+    text = (profiles.PROFILE_DIR / "payxpert.toml").read_text().replace(
+        'immediate_status = "10"', 'immediate_status = "11"')
+    path = tmp_path / "payxpert.toml"
+    path.write_text(text)
+    server = RunningServer("--profile", str(path))
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    try:
+        console = ConsolePage(context, server.origin)
+        console.open()
+        selector = console.page.get_by_test_id("profile")
+        expect(selector).to_have_value("payxpert (payxpert.toml)")
+        options = selector.locator("option")
+        expect(options.filter(has_text="(payxpert.toml)")).to_have_count(1)
+        expect(selector.locator('option[value="payxpert"]')).to_have_count(1)  # the built-in
+        expect(console.page.get_by_test_id("profile-differences")).to_contain_text(
+            "payxpert (payxpert.toml)")
+        console.assert_clean()
+    finally:
+        context.close()
+        assert server.stop() == 0

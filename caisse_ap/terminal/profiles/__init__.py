@@ -203,7 +203,10 @@ class Profile:
                 for point, value in self.summary().items() if standard[point] != value]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.key, "label": self.label, "source": self.source,
+        # A copy bearing a built-in's name shows its file beside the label (the console
+        # lists profiles by label).
+        label = f"{self.label} ({self.file})" if self.file else self.label
+        return {"name": self.key, "label": label, "source": self.source,
                 "file": self.file or None, "silent": list(self.silent),
                 "differences": self.differences()}
 

@@ -887,7 +887,8 @@ def check_request(request: PaymentRequest, settings: TerminalSettings) -> None:
     application (CC) the terminal does not have."""
     profile = settings.profile
     fields = request.received or request.fields()
-    amount = request.value("CB") or ""
+    values = dict(fields)  # once: every request a terminal answers comes through here
+    amount = values.get("CB", "")
     if not profile.amount_min_digits <= len(amount) <= profile.amount_max_digits:
         raise RequestError(f"amount CB={amount!r} has {len(amount)} digits; this terminal "
                            f"takes {profile.amount_min_digits} to {profile.amount_max_digits}",
@@ -895,7 +896,7 @@ def check_request(request: PaymentRequest, settings: TerminalSettings) -> None:
     if request.amount == 0 and action_kind(request, settings) in MONEY_KINDS:
         raise RequestError(f"amount CB={amount!r} is zero: a terminal cannot charge nothing",
                            profile.zero_amount_reason, fields)
-    application = request.value("CC")
+    application = values.get("CC")
     if application is not None and application not in profile.applications:
         raise RequestError(f"payment application CC={application!r} is not on this terminal",
                            SELECTION_ERROR, fields)

@@ -856,9 +856,11 @@ PROFILE_KEYS = ["name", "label", "source", "silent", "version", "pad_amount", "a
                 "order", "approval_reason", "immediate_status", "immediate_status_busy",
                 "cf_max", "mask", "shown_first", "shown_last", "pan_type", "length", "default",
                 "fields", "cheque_reason", "04", "0", "4", "9", "tickets", "html", "fill",
-                "value", "on", "details", "AQ"]
+                "value", "on", "details", "AQ", "amount_min_digits", "amount_max_digits",
+                "zero_amount_reason", "applications", "amount_as_received", "send"]
 SECTIONS = ["", "answer", "card", "contract", "failure", "failure.details", "actions",
-            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other"]
+            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other", "request",
+            "concert"]
 
 
 def toml_value(value) -> str:

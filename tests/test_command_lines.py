@@ -17,6 +17,7 @@ from server_process import ROOT, ServerProcess, run_server
 
 CLIENT = ROOT / "caisse-ap-ip-client.py"
 TIMEOUT = 30.0
+pytestmark = pytest.mark.slow  # every test runs a launcher in a process
 # Lines Twisted writes by itself when a port opens or closes; nothing for a user.
 TWISTED_NOISE = ("starting on", "Starting factory", "Stopping factory", "Closed)")
 

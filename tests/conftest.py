@@ -27,8 +27,8 @@ from caisse_ap import tlv
 
 TIMEOUT = 10.0  # a test that waits this long has failed: never a pacing delay
 
-# Fixtures (here or in a test module) that start a browser or a server process: the
-# tests that use them are marked slow at collection, wherever they are defined.
+# Fixtures that start a browser (test_web_console.py's) or a server process (below): the
+# tests that use them, directly or through another fixture, are marked slow at collection.
 SLOW_FIXTURES = {"browser", "server_process"}
 
 
@@ -104,6 +104,26 @@ def reactor_thread() -> Iterator[ReactorThread]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def server_process() -> Iterator[Callable[..., Any]]:
+    """server_process(*args, env=None, timeout=30.0) -> caisse-ap-ip-server.py running in a
+    process of its own (server_process.ServerProcess), killed at the end of the test.
+
+    A test that uses it is slow (SLOW_FIXTURES).
+    """
+    from server_process import ServerProcess
+
+    started: list[ServerProcess] = []
+
+    def start(*args: str, **options: Any) -> ServerProcess:
+        started.append(ServerProcess(*args, **options))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.kill()
 
 
 @pytest.fixture

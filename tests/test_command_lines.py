@@ -28,16 +28,11 @@ def run_client(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 @pytest.fixture
-def terminal():
-    started: list[ServerProcess] = []
-
+def terminal(server_process):
     def start(*args: str) -> ServerProcess:
-        started.append(ServerProcess("-d", "0", *args, timeout=TIMEOUT))
-        return started[-1]
+        return server_process("-d", "0", *args, timeout=TIMEOUT)
 
-    yield start
-    for each in started:
-        each.kill()
+    return start
 
 
 @pytest.fixture

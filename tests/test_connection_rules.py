@@ -71,6 +71,15 @@ class Statuses(list):
         self.append(txn.status)
 
 
+def answer_on_a_clock(frame: str, settings: dict | None = None) -> dict[str, str]:
+    """The one answer to `frame` read in one segment by a new connection (on_a_clock)."""
+    _, clock, protocol, transport = on_a_clock(settings or {"duration": 0})
+    protocol.dataReceived(frame.encode("latin-1"))
+    clock.advance(0)
+    [answer] = written(transport)
+    return answer
+
+
 def only_connection(reactor_thread, terminal):
     [connection] = reactor_thread.call(lambda: list(terminal.connections))
     return connection
@@ -194,40 +203,43 @@ def test_rule3_a_pos_gone_before_its_answer_is_dropped_not_approved(
 # --- rule 4: resynchronisation ------------------------------------------------------------
 
 
-def test_rule4_after_a_framing_error_the_requests_in_the_same_read_are_answered(
-        start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule4_after_a_framing_error_the_requests_in_the_same_read_are_answered():
+    _, clock, protocol, transport = on_a_clock({"duration": 0})
     broken = DEBIT[:9] + "cj" + DEBIT[11:]
-    connection.send(broken + with_ref(DEBIT, "A") + "\r\n@@@" + with_ref(DEBIT, "B") + "\r\n")
-    answers = [answer_of(connection) for _ in range(3)]
+    protocol.dataReceived(
+        (broken + with_ref(DEBIT, "A") + "\r\n@@@" + with_ref(DEBIT, "B") + "\r\n").encode())
+    clock.advance(0)
+    answers = written(transport)
     assert [(a["AE"], a.get("AF"), a.get("CF")) for a in answers] == [
         ("01", "09", None), ("10", None, "A"), ("10", None, "B")]
 
 
-def test_rule4_a_pipelined_stream_with_corrupt_requests_keeps_its_sync(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule4_a_pipelined_stream_with_corrupt_requests_keeps_its_sync():
+    _, clock, protocol, transport = on_a_clock({"duration": 0})
     frames = []
     for n in range(300):
         frame = with_ref(DEBIT, f"R{n}")
         if n % 10 == 5:
             frame = frame[:30] + "\x00" + frame[31:]  # a byte that is not printable ASCII
         frames.append(frame)
-    connection.send("".join(frames))
-    answers = [answer_of(connection) for _ in frames]
+    protocol.dataReceived("".join(frames).encode())
+    clock.advance(0)
+    answers = written(transport)
     expected = [("01", None) if n % 10 == 5 else ("10", f"R{n}") for n in range(300)]
     assert [(a["AE"], a.get("CF")) for a in answers] == expected
 
 
-def test_rule4_a_corrupt_request_sent_byte_by_byte_gets_one_answer(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule4_a_corrupt_request_sent_byte_by_byte_gets_one_answer():
+    _, clock, protocol, transport = on_a_clock({"duration": 0})
     for byte in (DEBIT[:20] + "\x7f" + DEBIT[21:]).encode():
-        connection.send(bytes([byte]))
-    assert answer_of(connection)["AF"] == "09"
+        protocol.dataReceived(bytes([byte]))  # one segment each
+    clock.advance(0)
+    [answer] = written(transport)
+    assert answer["AF"] == "09"
     # The next answer is this request's: no AF=09 per byte came in between.
-    assert dict(connection.exchange(with_ref(DEBIT, "NEXT")))["CF"] == "NEXT"
+    protocol.dataReceived(with_ref(DEBIT, "NEXT").encode())
+    clock.advance(0)
+    assert [answer.get("CF") for answer in written(transport)] == [None, "NEXT"]
 
 
 # --- rule 5: junk floods, oversized messages ----------------------------------------------
@@ -294,24 +306,21 @@ def test_rule7_odoo_pays_five_cents(start_terminal):
     assert answer.value("CB").lstrip("0") == "5"
 
 
-def test_rule7_tolerant_amounts_and_references(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
+def test_rule7_tolerant_amounts_and_references():
     padded = DEBIT.replace("CB00511245", "CB012000000011245")
-    assert dict(pos(terminal).exchange(padded))["AE"] == "10"
+    assert answer_on_a_clock(padded)["AE"] == "10"
     long_reference = "R" * 99
-    answer = dict(pos(terminal).exchange(with_ref(DEBIT, long_reference)))
+    answer = answer_on_a_clock(with_ref(DEBIT, long_reference))
     assert (answer["AE"], answer["CF"]) == ("10", long_reference)
 
 
-def test_rule7_a_field_outside_the_table_is_refused_echoing_only_valid_fields(
-        start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
+def test_rule7_a_field_outside_the_table_is_refused_echoing_only_valid_fields():
     long_version = DEBIT.replace("CZ0040300", "CZ033" + "0" * 33)
-    answer = dict(pos(terminal).exchange(long_version))
+    answer = answer_on_a_clock(long_version)
     assert (answer["AE"], answer["AF"], answer["CZ"]) == ("01", "09", "0300")
     assert_fits_the_tag_table(answer)
     wide_partial = DEBIT + "BF999" + "1" * 999
-    answer = dict(pos(terminal).exchange(wide_partial))
+    answer = answer_on_a_clock(wide_partial)
     assert (answer["AE"], answer["AF"], answer["CB"]) == ("01", "09", "11245")
     assert "BF" not in answer
     assert_fits_the_tag_table(answer)
@@ -335,9 +344,8 @@ def test_rule7_a_one_character_register_is_accepted_and_echoed_as_received(
     assert_fits_the_tag_table(dict(tlv.decode(data)))
 
 
-def test_rule7_a_register_of_three_characters_is_still_refused(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    answer = dict(pos(terminal).exchange(DEBIT.replace("CA00201", "CA003001")))
+def test_rule7_a_register_of_three_characters_is_still_refused():
+    answer = answer_on_a_clock(DEBIT.replace("CA00201", "CA003001"))
     assert (answer["AE"], answer["AF"]) == ("01", "09")
     assert "CA" not in answer  # only valid fields are echoed
     assert_fits_the_tag_table(answer)

@@ -5,11 +5,19 @@ The pattern: one reactor runs for the whole test session in a daemon thread
 `reactor_thread.call(f, ...)`, which waits for f's result (or its Deferred's)
 on the reactor thread. POS are blocking sockets on 127.0.0.1 (`Pos`).
 Delay logic is tested without it, with `twisted.internet.task.Clock`.
+
+The quick loop, `pytest -m "not slow"`, leaves out the `slow` tests: those that
+start a browser or a process (the server, the client, mypy, a nested pytest)
+and the long property tests. A test is slow when it carries the marker (a
+module's `pytestmark`, a decorator) or uses one of SLOW_FIXTURES. A test that
+starts a process without being slow gets a warning naming it (`-ra` lists it).
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +26,54 @@ import pytest
 from caisse_ap import tlv
 
 TIMEOUT = 10.0  # a test that waits this long has failed: never a pacing delay
+
+# Fixtures that start a browser (test_web_console.py's) or a server process (below): the
+# tests that use them, directly or through another fixture, are marked slow at collection.
+SLOW_FIXTURES = {"browser", "server_process"}
+
+
+class StartedAProcess(UserWarning):
+    """A test that is not marked slow started a process: the quick loop is slower for it."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # PYTEST_ADDOPTS (CI's coverage options, a developer's -m) is for this run only: the
+    # pytest runs that tests start stand for a POS project's own, which has none of them.
+    os.environ.pop("PYTEST_ADDOPTS", None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# Processes started since the current test's setup began, as the audit hook sees them
+# (subprocess.Popen raises an audit event for each: asyncio's and Playwright's too).
+_processes_started: list[str] = []
+
+
+def _note_processes(event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen":
+        _processes_started.append(" ".join(str(arg) for arg in list(args[1])[:2]))
+
+
+sys.addaudithook(_note_processes)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _processes_started.clear()  # before any fixture: a module's server counts for its first test
+
+
+@pytest.fixture(autouse=True)
+def processes_only_in_slow_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if _processes_started and request.node.get_closest_marker("slow") is None:
+        request.node.warn(StartedAProcess(
+            f"started {len(_processes_started)} process(es) ({_processes_started[0]}) "
+            "without the slow marker: mark it @pytest.mark.slow, or use a fixture of "
+            "conftest.SLOW_FIXTURES, so that `pytest -m \"not slow\"` leaves it out"))
 
 
 class ReactorThread:
@@ -48,6 +104,26 @@ def reactor_thread() -> Iterator[ReactorThread]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def server_process() -> Iterator[Callable[..., Any]]:
+    """server_process(*args, env=None, timeout=30.0) -> caisse-ap-ip-server.py running in a
+    process of its own (server_process.ServerProcess), killed at the end of the test.
+
+    A test that uses it is slow (SLOW_FIXTURES).
+    """
+    from server_process import ServerProcess
+
+    started: list[ServerProcess] = []
+
+    def start(*args: str, **options: Any) -> ServerProcess:
+        started.append(ServerProcess(*args, **options))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.kill()
 
 
 @pytest.fixture

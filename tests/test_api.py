@@ -744,6 +744,7 @@ def test_bad_settings_raise_from_the_helper(terminal):
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (("--web-port", "70000"), "web port must be 0 to 65535"),
     (("--web-host", "my-laptop"), "web host must be an IP address"),
@@ -759,6 +760,7 @@ def test_bad_web_options_are_one_line_and_status_2(args, words):
     assert result.stderr.count("\n") == 1 and words in result.stderr
 
 
+@pytest.mark.slow
 def test_web_port_taken_is_one_line_and_status_2():
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -774,6 +776,7 @@ def test_web_port_taken_is_one_line_and_status_2():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_startup_lines_and_manual_mode_from_the_command_line():
     server = ServerProcess("-d", "0", "--web-port", "0", "--manual", "--manual-timeout", "5",
                            "--amount-rules")
@@ -792,6 +795,7 @@ def test_startup_lines_and_manual_mode_from_the_command_line():
     assert server.process.returncode == 0 and "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_no_web():
     server = ServerProcess("-d", "0", "--no-web")
     try:

@@ -656,6 +656,7 @@ sys.exit(status)
 """
 
 
+@pytest.mark.slow
 def test_client_never_imports_twisted_nor_iso4217_for_eur():
     terminal = FakeTerminal(lambda req: [answer(req)])
     done = _python("-c", IMPORTS_PROBE, "-p", str(terminal.port), "-a", "12,50")
@@ -665,6 +666,7 @@ def test_client_never_imports_twisted_nor_iso4217_for_eur():
     assert done.stderr.strip() == "LOADED"
 
 
+@pytest.mark.slow
 def test_iso4217_is_imported_for_another_currency_but_not_twisted():
     terminal = FakeTerminal(lambda req: [answer(req)])
     done = _python("-c", IMPORTS_PROBE, "-p", str(terminal.port), "-c", "USD")
@@ -675,6 +677,7 @@ def test_iso4217_is_imported_for_another_currency_but_not_twisted():
     assert not [name for name in loaded if name.startswith("twisted")]
 
 
+@pytest.mark.slow
 def test_launcher_against_nothing_listening():
     done = _python(str(LAUNCHER), "-p", str(_closed_port()), "-a", "12,50")
     assert done.returncode == 4
@@ -683,6 +686,7 @@ def test_launcher_against_nothing_listening():
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_reader_leaving_early_is_no_traceback():
     terminal = FakeTerminal(lambda req: [answer(req, "01", AF="04")])
     with subprocess.Popen([sys.executable, str(LAUNCHER), "-p", str(terminal.port), "--raw"],
@@ -695,6 +699,7 @@ def test_reader_leaving_early_is_no_traceback():
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_launcher_usage_error():
     done = _python(str(LAUNCHER), "-a", "12,505")
     assert done.returncode == 2
@@ -724,6 +729,7 @@ def run_against(capsys, terminal: ServerProcess, *args) -> tuple[int, dict]:
     return status, json.loads(out)
 
 
+@pytest.mark.slow
 def test_simulated_approves_12_50_through_the_launcher(simulated):
     terminal = simulated()
     done = _python(str(LAUNCHER), "-p", str(terminal.port), "-a", "12,50")
@@ -732,6 +738,7 @@ def test_simulated_approves_12_50_through_the_launcher(simulated):
     assert done.stderr == ""
 
 
+@pytest.mark.slow
 def test_simulated_refusal_through_the_launcher(simulated):
     terminal = simulated("-f", "-ft", "refused")
     done = _python(str(LAUNCHER), "-p", str(terminal.port), "-a", "12,50")
@@ -739,6 +746,7 @@ def test_simulated_refusal_through_the_launcher(simulated):
     assert done.stdout.splitlines()[0] == "DECLINED — Refusée (AF=04)  12.50 EUR"
 
 
+@pytest.mark.slow
 def test_simulated_card_payment_fields(capsys, simulated):
     status, result = run_against(capsys, simulated(), "-a", "12,50", "--reference", "R1")
     assert status == 0
@@ -748,6 +756,7 @@ def test_simulated_card_payment_fields(capsys, simulated):
     assert result["labels"]["CC"] == "CB contact"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, tag, value", [
     (["-a", "-3"], "CD", "1"),
     (["--cancel"], "CD", "2"),
@@ -762,23 +771,27 @@ def test_simulated_actions(capsys, simulated, args, tag, value):
     assert result["fields"][tag] == value
 
 
+@pytest.mark.slow
 def test_simulated_receipt(capsys, simulated):
     status, result = run_against(capsys, simulated(), "-a", "12,50", "--receipt")
     assert status == 0
     assert "12,50 EUR" in result["receipt"]
 
 
+@pytest.mark.slow
 def test_simulated_immediate_answer(capsys, simulated):
     status, result = run_against(capsys, simulated(), "--immediate")
     assert (status, result["status"], result["fields"]["AE"]) == (0, "accepted", "11")
 
 
+@pytest.mark.slow
 def test_simulated_unknown_action(capsys, simulated):
     status, result = run_against(capsys, simulated(), "--tag", "CD=7")
     assert status == 1
     assert result["reason"]["code"] == "12"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure, code", [("refused", "04"), ("abandon", "11"),
                                            ("timeout", "08"), ("forbidden", "05")])
 def test_simulated_failures(capsys, simulated, failure, code):
@@ -788,6 +801,7 @@ def test_simulated_failures(capsys, simulated, failure, code):
     assert result["reason"]["code"] == code
 
 
+@pytest.mark.slow
 def test_simulated_padded_amount_and_other_version(capsys, simulated):
     terminal = simulated("--pad-amount", "--answer-version", "0301", "--currencies", "978")
     status, result = run_against(capsys, terminal, "-a", "12,50")
@@ -799,6 +813,7 @@ def test_simulated_padded_amount_and_other_version(capsys, simulated):
     assert result["reason"]["code"] == "13"
 
 
+@pytest.mark.slow
 def test_simulated_no_answer(capsys, simulated):
     status, result = run_against(capsys, simulated("--no-answer"), "--timeout", "0.5")
     assert status == 3
@@ -806,6 +821,7 @@ def test_simulated_no_answer(capsys, simulated):
     assert result["problem"] == "no answer within 0.5 s"
 
 
+@pytest.mark.slow
 def test_simulated_hang_up(capsys, simulated):
     status, result = run_against(capsys, simulated("--hang-up"))
     assert status == 3

@@ -17,6 +17,7 @@ from server_process import ROOT, ServerProcess, run_server
 
 CLIENT = ROOT / "caisse-ap-ip-client.py"
 TIMEOUT = 30.0
+pytestmark = pytest.mark.slow  # every test runs a launcher in a process
 # Lines Twisted writes by itself when a port opens or closes; nothing for a user.
 TWISTED_NOISE = ("starting on", "Starting factory", "Stopping factory", "Closed)")
 
@@ -27,16 +28,11 @@ def run_client(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 @pytest.fixture
-def terminal():
-    started: list[ServerProcess] = []
-
+def terminal(server_process):
     def start(*args: str) -> ServerProcess:
-        started.append(ServerProcess("-d", "0", *args, timeout=TIMEOUT))
-        return started[-1]
+        return server_process("-d", "0", *args, timeout=TIMEOUT)
 
-    yield start
-    for each in started:
-        each.kill()
+    return start
 
 
 @pytest.fixture

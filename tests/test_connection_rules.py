@@ -1,25 +1,32 @@
-"""The terminal's connection rules (docs/protocol.md), each over real sockets.
+"""The terminal's connection rules (docs/protocol.md).
 
-A real terminal on 127.0.0.1 (port 0) in the session's reactor thread; POS
-are blocking sockets. Pauses between sends only force separate TCP segments;
-nothing waits for readiness by sleeping: reads block until the terminal
-writes, with conftest.TIMEOUT as the failure bound.
+Where the sockets are the point (half-close, resets, floods, a POS that never
+reads, one recv, many connections), a real terminal on 127.0.0.1 (port 0) in
+the session's reactor thread, POS on blocking sockets: pauses between sends
+only force separate TCP segments; nothing waits for readiness by sleeping:
+reads block until the terminal writes, with conftest.TIMEOUT as the failure
+bound. Where only the rule is, the same TerminalProtocol built by its factory
+on Twisted's StringTransport, with a fake clock: each dataReceived is a segment.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-import time
 
 import pytest
 from conftest import TIMEOUT
 from server_process import ServerProcess
-from test_server import Finished
+from test_server import Finished, written
 from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
 
 from caisse_ap import tags, tlv
 from caisse_ap.messages import PaymentRequest, TerminalAnswer
+from caisse_ap.terminal.behaviour import TerminalSettings
+from caisse_ap.terminal.server import TerminalFactory
+from caisse_ap.terminal.service import Terminal
 
 DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 MANDATORY_ONLY = "CZ0040300CJ012247300123456CA00201CB00512345CD0010CE003978"
@@ -45,6 +52,34 @@ def assert_fits_the_tag_table(answer: dict[str, str]) -> None:
             assert tags.fits(tag, value), (tag, len(value))
 
 
+def on_a_clock(settings: dict, **options):
+    """A terminal on a fake clock and one POS connection to it on a StringTransport, built
+    by the terminal's factory as Twisted builds it: (terminal, clock, protocol, transport)."""
+    clock = Clock()
+    terminal = Terminal(TerminalSettings.from_dict(settings), reactor=clock, **options)
+    protocol = TerminalFactory(terminal).buildProtocol(None)
+    transport = StringTransportWithDisconnection()
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return terminal, clock, protocol, transport
+
+
+class Statuses(list):
+    """Observer: the status of each transaction as it finishes."""
+
+    def transaction_finished(self, txn) -> None:
+        self.append(txn.status)
+
+
+def answer_on_a_clock(frame: str, settings: dict | None = None) -> dict[str, str]:
+    """The one answer to `frame` read in one segment by a new connection (on_a_clock)."""
+    _, clock, protocol, transport = on_a_clock(settings or {"duration": 0})
+    protocol.dataReceived(frame.encode("latin-1"))
+    clock.advance(0)
+    [answer] = written(transport)
+    return answer
+
+
 def only_connection(reactor_thread, terminal):
     [connection] = reactor_thread.call(lambda: list(terminal.connections))
     return connection
@@ -66,46 +101,53 @@ def wait_closed(reactor_thread, connection) -> None:
 # --- rule 1: never more answers than requests -----------------------------------------
 
 
-def test_rule1_bytes_after_an_answer_are_dropped_and_logged_never_answered(
-        start_terminal, pos, reactor_thread, caplog):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule1_bytes_after_an_answer_are_dropped_and_logged_never_answered(caplog):
+    terminal, clock, protocol, transport = on_a_clock({"duration": 0})
     with caplog.at_level("INFO", logger="caisse_ap.terminal"):
-        assert dict(connection.exchange(DEBIT))["AE"] == "10"
-        connection.send("CF003XYZ")  # a late optional field, after the answer
-        time.sleep(0.05)
-        connection.send("\r\n\r\nCB00")  # stray line ends, a fragment
-        time.sleep(0.05)
-        answer = dict(connection.exchange("\r\n" + with_ref(DEBIT, "NEXT")))
+        protocol.dataReceived(DEBIT.encode())
+        clock.advance(0)
+        assert [answer["AE"] for answer in written(transport)] == ["10"]
+        protocol.dataReceived(b"CF003XYZ")  # a late optional field, after the answer
+        clock.advance(0.05)
+        protocol.dataReceived(b"\r\n\r\nCB00")  # stray line ends, a fragment
+        clock.advance(0.05)
+        protocol.dataReceived(("\r\n" + with_ref(DEBIT, "NEXT")).encode())
+        clock.advance(0)
+    _, answer = written(transport)
     assert (answer["AE"], answer["CF"]) == ("10", "NEXT")  # not an AF=09 for the fragments
-    assert reactor_thread.call(terminal.counters)["total"] == 2
+    assert terminal.counters()["total"] == 2
     assert "bytes dropped, not answered (b'CF003XYZ')" in caplog.text
 
 
-def test_rule1_a_late_field_before_the_answer_joins_the_request(start_terminal, pos):
-    terminal = start_terminal({"duration": 0.5})
-    connection = pos(terminal)
-    connection.send(MANDATORY_ONLY)
-    time.sleep(0.05)  # a separate segment
-    connection.send("CF003XYZCK003100")
-    answer = answer_of(connection)
+def test_rule1_a_late_field_before_the_answer_joins_the_request():
+    _, clock, protocol, transport = on_a_clock({"duration": 0.5})
+    protocol.dataReceived(MANDATORY_ONLY.encode())
+    clock.advance(0.05)  # a separate segment
+    protocol.dataReceived(b"CF003XYZCK003100")
+    clock.advance(0.5)
+    [answer] = written(transport)
     assert (answer["AE"], answer["CF"]) == ("10", "XYZ") and "ZT" in answer
 
 
 # --- rule 2: an unfinished request is refused once, after the request timeout ---------
 
 
-def test_rule2_an_unfinished_request_is_refused_once(start_terminal, pos, reactor_thread):
-    terminal = start_terminal({"duration": 0}, request_timeout=0.3)
-    finished = Finished(reactor_thread, terminal)
-    connection = pos(terminal)
-    connection.send(DEBIT[:-3])
-    answer = answer_of(connection)
+def test_rule2_an_unfinished_request_is_refused_once():
+    terminal, clock, protocol, transport = on_a_clock({"duration": 0}, request_timeout=0.3)
+    finished = Statuses()
+    terminal.observers.append(finished)
+    protocol.dataReceived(DEBIT[:-3].encode())
+    clock.advance(0.299)
+    assert transport.value() == b""  # not before the time-out
+    clock.advance(0.001)
+    [answer] = written(transport)
     assert (answer["AE"], answer["AF"], answer["CJ"]) == ("01", "09", "012345678901")
-    assert finished.next() == "error"
-    connection.send(DEBIT[-3:])  # its end, too late: dropped, not answered
-    assert dict(connection.exchange(with_ref(DEBIT, "NEXT")))["CF"] == "NEXT"
-    assert reactor_thread.call(terminal.counters)["error"] == 1
+    assert finished == ["error"]
+    protocol.dataReceived(DEBIT[-3:].encode())  # its end, too late: dropped, not answered
+    protocol.dataReceived(with_ref(DEBIT, "NEXT").encode())
+    clock.advance(0)
+    assert [answer.get("CF") for answer in written(transport)] == [None, "NEXT"]
+    assert terminal.counters()["error"] == 1
 
 
 def test_rule2_the_request_timeout_option_takes_decimals():
@@ -115,17 +157,18 @@ def test_rule2_the_request_timeout_option_takes_decimals():
     assert cli.build_parser([]).parse_args([]).request_timeout == 2.0
 
 
-def test_rule2_silence_counts_from_the_last_byte(start_terminal, pos):
-    terminal = start_terminal({"duration": 0}, request_timeout=1.0)
-    connection = pos(terminal)
+def test_rule2_silence_counts_from_the_last_byte():
+    _, clock, protocol, transport = on_a_clock({"duration": 0}, request_timeout=1.0)
     frame = with_ref(DEBIT, "SLOW").encode()
-    started = time.monotonic()
+    started = clock.seconds()
     for start in range(0, len(frame), 16):  # 5 pieces, 0.3 s apart: 1.2 s in all
         if start:
-            time.sleep(0.3)
-        connection.send(frame[start:start + 16])
-    answer = answer_of(connection)
-    assert time.monotonic() - started > 1.0  # longer than the time-out, never silent as long
+            clock.advance(0.3)
+        assert transport.value() == b""  # not refused while the POS keeps sending
+        protocol.dataReceived(frame[start:start + 16])
+    clock.advance(0)
+    [answer] = written(transport)
+    assert clock.seconds() - started > 1.0  # longer than the time-out, never silent as long
     assert (answer["AE"], answer["CF"]) == ("10", "SLOW")
 
 
@@ -160,40 +203,43 @@ def test_rule3_a_pos_gone_before_its_answer_is_dropped_not_approved(
 # --- rule 4: resynchronisation ------------------------------------------------------------
 
 
-def test_rule4_after_a_framing_error_the_requests_in_the_same_read_are_answered(
-        start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule4_after_a_framing_error_the_requests_in_the_same_read_are_answered():
+    _, clock, protocol, transport = on_a_clock({"duration": 0})
     broken = DEBIT[:9] + "cj" + DEBIT[11:]
-    connection.send(broken + with_ref(DEBIT, "A") + "\r\n@@@" + with_ref(DEBIT, "B") + "\r\n")
-    answers = [answer_of(connection) for _ in range(3)]
+    protocol.dataReceived(
+        (broken + with_ref(DEBIT, "A") + "\r\n@@@" + with_ref(DEBIT, "B") + "\r\n").encode())
+    clock.advance(0)
+    answers = written(transport)
     assert [(a["AE"], a.get("AF"), a.get("CF")) for a in answers] == [
         ("01", "09", None), ("10", None, "A"), ("10", None, "B")]
 
 
-def test_rule4_a_pipelined_stream_with_corrupt_requests_keeps_its_sync(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule4_a_pipelined_stream_with_corrupt_requests_keeps_its_sync():
+    _, clock, protocol, transport = on_a_clock({"duration": 0})
     frames = []
     for n in range(300):
         frame = with_ref(DEBIT, f"R{n}")
         if n % 10 == 5:
             frame = frame[:30] + "\x00" + frame[31:]  # a byte that is not printable ASCII
         frames.append(frame)
-    connection.send("".join(frames))
-    answers = [answer_of(connection) for _ in frames]
+    protocol.dataReceived("".join(frames).encode())
+    clock.advance(0)
+    answers = written(transport)
     expected = [("01", None) if n % 10 == 5 else ("10", f"R{n}") for n in range(300)]
     assert [(a["AE"], a.get("CF")) for a in answers] == expected
 
 
-def test_rule4_a_corrupt_request_sent_byte_by_byte_gets_one_answer(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    connection = pos(terminal)
+def test_rule4_a_corrupt_request_sent_byte_by_byte_gets_one_answer():
+    _, clock, protocol, transport = on_a_clock({"duration": 0})
     for byte in (DEBIT[:20] + "\x7f" + DEBIT[21:]).encode():
-        connection.send(bytes([byte]))
-    assert answer_of(connection)["AF"] == "09"
+        protocol.dataReceived(bytes([byte]))  # one segment each
+    clock.advance(0)
+    [answer] = written(transport)
+    assert answer["AF"] == "09"
     # The next answer is this request's: no AF=09 per byte came in between.
-    assert dict(connection.exchange(with_ref(DEBIT, "NEXT")))["CF"] == "NEXT"
+    protocol.dataReceived(with_ref(DEBIT, "NEXT").encode())
+    clock.advance(0)
+    assert [answer.get("CF") for answer in written(transport)] == [None, "NEXT"]
 
 
 # --- rule 5: junk floods, oversized messages ----------------------------------------------
@@ -211,16 +257,15 @@ def test_rule5_a_junk_flood_gets_one_answer_then_the_close(start_terminal, pos):
 # --- rule 6: backpressure -------------------------------------------------------------------
 
 
-def test_rule6_pipelined_requests_are_answered_in_order_16_at_most_waiting(
-        start_terminal, pos, reactor_thread):
-    terminal = start_terminal({"duration": 0.02})
-    connection = pos(terminal)
-    connection.send("".join(with_ref(DEBIT, f"P{n}") for n in range(60)))
-    first = answer_of(connection)
-    server_side = only_connection(reactor_thread, terminal)
-    waiting = reactor_thread.call(lambda: server_side.connection.waiting)
+def test_rule6_pipelined_requests_are_answered_in_order_16_at_most_waiting():
+    _, clock, protocol, transport = on_a_clock({"duration": 0.02})
+    protocol.dataReceived("".join(with_ref(DEBIT, f"P{n}") for n in range(60)).encode())
+    clock.advance(0.02)
+    [first] = written(transport)
+    waiting = protocol.connection.waiting
     assert waiting <= 16
-    answers = [first] + [answer_of(connection) for _ in range(59)]
+    clock.pump([0.02] * 60)
+    answers = written(transport)
     assert [a["CF"] for a in answers] == [f"P{n}" for n in range(60)]
 
 
@@ -261,24 +306,21 @@ def test_rule7_odoo_pays_five_cents(start_terminal):
     assert answer.value("CB").lstrip("0") == "5"
 
 
-def test_rule7_tolerant_amounts_and_references(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
+def test_rule7_tolerant_amounts_and_references():
     padded = DEBIT.replace("CB00511245", "CB012000000011245")
-    assert dict(pos(terminal).exchange(padded))["AE"] == "10"
+    assert answer_on_a_clock(padded)["AE"] == "10"
     long_reference = "R" * 99
-    answer = dict(pos(terminal).exchange(with_ref(DEBIT, long_reference)))
+    answer = answer_on_a_clock(with_ref(DEBIT, long_reference))
     assert (answer["AE"], answer["CF"]) == ("10", long_reference)
 
 
-def test_rule7_a_field_outside_the_table_is_refused_echoing_only_valid_fields(
-        start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
+def test_rule7_a_field_outside_the_table_is_refused_echoing_only_valid_fields():
     long_version = DEBIT.replace("CZ0040300", "CZ033" + "0" * 33)
-    answer = dict(pos(terminal).exchange(long_version))
+    answer = answer_on_a_clock(long_version)
     assert (answer["AE"], answer["AF"], answer["CZ"]) == ("01", "09", "0300")
     assert_fits_the_tag_table(answer)
     wide_partial = DEBIT + "BF999" + "1" * 999
-    answer = dict(pos(terminal).exchange(wide_partial))
+    answer = answer_on_a_clock(wide_partial)
     assert (answer["AE"], answer["AF"], answer["CB"]) == ("01", "09", "11245")
     assert "BF" not in answer
     assert_fits_the_tag_table(answer)
@@ -302,9 +344,8 @@ def test_rule7_a_one_character_register_is_accepted_and_echoed_as_received(
     assert_fits_the_tag_table(dict(tlv.decode(data)))
 
 
-def test_rule7_a_register_of_three_characters_is_still_refused(start_terminal, pos):
-    terminal = start_terminal({"duration": 0})
-    answer = dict(pos(terminal).exchange(DEBIT.replace("CA00201", "CA003001")))
+def test_rule7_a_register_of_three_characters_is_still_refused():
+    answer = answer_on_a_clock(DEBIT.replace("CA00201", "CA003001"))
     assert (answer["AE"], answer["AF"]) == ("01", "09")
     assert "CA" not in answer  # only valid fields are echoed
     assert_fits_the_tag_table(answer)
@@ -313,13 +354,17 @@ def test_rule7_a_register_of_three_characters_is_still_refused(start_terminal, p
 # --- rule 8: receipts never raise ------------------------------------------------------------
 
 
-def test_rule8_a_request_with_a_receipt_and_a_huge_field_is_answered(start_terminal, pos):
-    terminal = start_terminal({"duration": 1})
+def test_rule8_a_request_with_a_receipt_and_a_huge_field_is_answered():
+    _, clock, protocol, transport = on_a_clock({"duration": 1})
     frame = DEBIT.replace("CA00201", "CA600" + "7" * 600) + "CK003100"
-    answer = dict(pos(terminal).exchange(frame))  # answered, not left pending
+    protocol.dataReceived(frame.encode())
+    clock.advance(0)
+    [answer] = written(transport)  # answered, not left pending
     assert (answer["AE"], answer["AF"]) == ("01", "09")
     assert_fits_the_tag_table(answer)
-    answer = dict(pos(terminal).exchange(with_ref(DEBIT, "Z" * 99) + "CK003100"))
+    protocol.dataReceived((with_ref(DEBIT, "Z" * 99) + "CK003100").encode())
+    clock.advance(1)
+    _, answer = written(transport)
     assert answer["AE"] == "10" and "ZT" in answer
     assert_fits_the_tag_table(answer)
 
@@ -330,6 +375,7 @@ def resident_mib(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.mark.slow  # the server in a process of its own, to measure its memory
 def test_rule6_memory_stays_bounded_for_3_mb_pipelined_never_read():
     server = ServerProcess("-d", "3", "--no-web")
     try:

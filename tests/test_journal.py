@@ -148,6 +148,7 @@ def test_terminal_journal_numbers_after_a_restart(tmp_path):
     assert after[1:] == first
 
 
+@pytest.mark.slow
 def test_command_line_journal_survives_a_restart(tmp_path):
     """The real server process, stopped with SIGTERM and started again on the same file."""
     path = tmp_path / "journal.sqlite"
@@ -203,6 +204,7 @@ def test_a_directory_or_a_path_ending_in_a_slash_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["", "/new/"])
 def test_the_server_refuses_a_directory_journal_in_one_line(tmp_path, suffix):
     done = run_server("--journal", f"{tmp_path}{suffix}", "-p", "0", "--web-port", "0",
@@ -220,6 +222,7 @@ def test_a_memory_journal_keeps_the_last_rows():
     assert [t["id"] for t in journal.transactions()] == [12, 11, 10, 9, 8]
 
 
+@pytest.mark.slow
 def test_the_max_rows_option():
     from caisse_ap.terminal import cli
 

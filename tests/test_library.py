@@ -361,6 +361,7 @@ def test_result_is_frozen_and_outcome_is_its_word(terminal: SimulatedTerminal) -
     assert f"{result.outcome}" == "approved"
 
 
+@pytest.mark.slow
 def test_import_caisse_ap_stays_light() -> None:
     import subprocess
     import sys

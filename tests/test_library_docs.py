@@ -44,6 +44,7 @@ def test_the_page_has_an_example_of_each_client() -> None:
     assert any(code.startswith(TEST_FILE) for code in codes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code, output", [example for example in EXAMPLES
                                           if not example[0].startswith(TEST_FILE)])
 def test_example_prints_what_the_page_says(terminal: SimulatedTerminal, code: str,
@@ -55,6 +56,7 @@ def test_example_prints_what_the_page_says(terminal: SimulatedTerminal, code: st
     assert done.stdout == output
 
 
+@pytest.mark.slow
 def test_the_pytest_example_passes_without_conftest(tmp_path: Path) -> None:
     code = next(code for code, _ in EXAMPLES if code.startswith(TEST_FILE))
     (tmp_path / "test_pos.py").write_text(code, encoding="utf-8")
@@ -65,6 +67,7 @@ def test_the_pytest_example_passes_without_conftest(tmp_path: Path) -> None:
     assert "3 passed" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_readme_pos_project_passes(tmp_path: Path) -> None:
     """README's "Dans les tests d'un projet de caisse": ma_caisse.py and its tests, as is."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

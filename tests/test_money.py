@@ -110,6 +110,7 @@ def test_numeric_codes():
     assert "000" not in codes
 
 
+@pytest.mark.slow
 def test_iso4217_not_imported_for_eur():
     script = (
         "import sys, caisse_ap.money as m\n"

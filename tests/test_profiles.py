@@ -188,6 +188,7 @@ def test_a_missing_file_is_refused_a_file_with_a_built_in_name_loads_beside_it(
     assert copy.to_json()["file"] == "copy.toml"
 
 
+@pytest.mark.slow
 def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):
     path = tmp_path / "long-cg.toml"
     path.write_text('name = "long-cg"\nlabel = "y"\nsource = "z"\n\n[contract]\n'
@@ -213,6 +214,7 @@ def test_unknown_profile_name_is_a_usage_error():
     assert cli.main(["--profile", "verifone"]) == 2
 
 
+@pytest.mark.slow
 def test_list_profiles_prints_name_label_and_source_one_a_line():
     done = run_server("--list-profiles")
     assert done.returncode == 0
@@ -463,6 +465,7 @@ requests = st.builds(
 )
 
 
+@pytest.mark.slow  # a long property test
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=profile_texts(), request=requests,
        outcome=st.sampled_from(["approved", "partial", *behaviour.FAILURE_TYPES]),
@@ -561,6 +564,7 @@ def test_a_user_written_profile_file_works(tmp_path, capsys, start_terminal, mon
     assert re.search(r"^  CZ 0310 ", out, re.M) and re.search(r"^  CG 11223344 ", out, re.M)
 
 
+@pytest.mark.slow
 def test_the_real_server_answers_with_a_user_profile_file(tmp_path, capsys):
     path = tmp_path / "till.toml"
     path.write_text('name = "till"\nlabel = "Till"\nsource = "our notes"\n'
@@ -741,6 +745,7 @@ def test_the_client_shows_the_cut_cf_and_still_approves(capsys, start_terminal):
 # --- CG: a profile's length holds every contract number -----------------------------
 
 
+@pytest.mark.slow
 def test_a_contract_number_of_another_length_than_the_profiles_cg_is_refused():
     nepting = settings_of("nepting", seller_contract="7654321")  # 7, as CG0071234567
     assert nepting.seller_contract == "7654321"
@@ -826,6 +831,7 @@ def bad_profile_files(tmp_path) -> dict[str, tuple[str, str]]:
     }
 
 
+@pytest.mark.slow
 def test_a_bad_profile_file_is_one_line_and_status_2_even_with_list_profiles(tmp_path):
     for case, (path, said) in bad_profile_files(tmp_path).items():
         for args in (("--list-profiles", "--profile", path), ("--profile", path, "--no-web")):
@@ -836,6 +842,7 @@ def test_a_bad_profile_file_is_one_line_and_status_2_even_with_list_profiles(tmp
             assert said in done.stderr, (case, done.stderr)
 
 
+@pytest.mark.slow
 def test_list_profiles_lists_a_profile_file_given_too(tmp_path):
     path = tmp_path / "till.toml"
     path.write_text('name = "till"\nlabel = "Our till"\nsource = "our notes"\n')
@@ -873,6 +880,7 @@ def toml_value(value) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
+@pytest.mark.slow  # a long property test
 @settings(max_examples=400, deadline=None)
 @given(tables=st.dictionaries(
     st.sampled_from(SECTIONS),

@@ -276,7 +276,8 @@ def test_fields_after_the_answer_are_flagged(reactor_thread, upstream, start_pro
 def test_an_injected_refusal_never_reaches_the_terminal(reactor_thread, start_terminal,
                                                         start_proxy):
     real = start_terminal({"duration": 0})
-    middle = start_proxy(real.address, queue=True)
+    # An outcome of the queue answers after the settings' duration: 0, not the default 3 s.
+    middle = start_proxy(real.address, queue=True, settings={"duration": 0})
     middle.queue.extend([proxy_outcome("refused")])
     refused = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
     assert refused.outcome is Outcome.DECLINED and refused.answer.reason.code == "04"
@@ -291,7 +292,7 @@ def test_an_injected_refusal_never_reaches_the_terminal(reactor_thread, start_te
 
 def test_injected_delay_and_hang_up(start_terminal, start_proxy):
     real = start_terminal({"duration": 0})
-    middle = start_proxy(real.address, queue=True)
+    middle = start_proxy(real.address, queue=True, settings={"duration": 0})
     middle.queue.extend([proxy_outcome("abandon", delay=0.3), proxy_outcome("hang-up")])
     late = client.pay(PaymentRequest(1000), *middle.address, timeout=TIMEOUT)
     assert late.answer.reason.code == "11" and late.elapsed_s >= 0.3

@@ -175,6 +175,7 @@ def test_in_order_the_recorded_answers_come_one_after_the_other(recorded):
 # --- The command line -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_record_then_replay_from_the_command_line(tmp_path):
     path = tmp_path / "cli.jsonl"
     recording = ServerProcess("--no-web", "-d", "0", "--seed", "s", "--record", str(path))
@@ -194,6 +195,7 @@ def test_record_then_replay_from_the_command_line(tmp_path):
     assert again.answer_frame == first.answer_frame
 
 
+@pytest.mark.slow
 def test_the_start_up_line_says_the_proxy_runs():
     proxying = ServerProcess("--no-web", "--proxy", "127.0.0.1:1")  # connected to per POS
     line = proxying.startup_line
@@ -202,6 +204,7 @@ def test_the_start_up_line_says_the_proxy_runs():
     assert "simulated terminal" not in line and "profile standard" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--replay-order"], "--replay-order needs --replay"),
     (["--replay", "/nonexistent/x.jsonl"], "cannot read the recording"),
@@ -270,6 +273,7 @@ def test_what_a_recording_cannot_show_is_left_standard_and_said(tmp_path):
     assert any("BA=1" in note for note in derived.silent)
 
 
+@pytest.mark.slow
 def test_derive_profile_from_the_command_line(tmp_path):
     path = tmp_path / "Shop Till 3.jsonl"
     path.write_text('{"type": "recording", "version": 1}\n')

@@ -12,6 +12,9 @@ import sys
 import pytest
 from server_process import ROOT
 
+# Every scenario runs the server in a process of its own.
+pytestmark = pytest.mark.slow
+
 spec = importlib.util.spec_from_file_location("reliability", ROOT / "bench" / "reliability.py")
 reliability = importlib.util.module_from_spec(spec)
 sys.modules["reliability"] = reliability

@@ -225,12 +225,14 @@ def test_load_rules_errors_are_rules_errors(tmp_path):
 # --- Command line -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_list_amount_rules_prints_the_table():
     result = run_server("--list-amount-rules")
     assert result.returncode == 0, result.stderr
     assert result.stdout == AmountRules().listing()
 
 
+@pytest.mark.slow
 def test_list_amount_rules_of_a_file(tmp_path):
     path = tmp_path / "rules.toml"
     path.write_text(GOOD_FILE)
@@ -240,6 +242,7 @@ def test_list_amount_rules_of_a_file(tmp_path):
     assert re.search(r"^  amount 99\.99 +the famous refused amount$", result.stdout, re.M)
 
 
+@pytest.mark.slow
 def test_a_bad_rules_file_is_one_line_and_status_2(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[[rule]]\ncents = 51\noutcome = "refused"\n\n[[rule]]\ncents = 52\n'

@@ -70,6 +70,7 @@ def pay(server, *args: str, capsys) -> tuple[int, dict]:
 
 # --- our client ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_approval_with_the_long_answer(server, capsys):
     code, result = pay(server, "-a", "12,50", capsys=capsys)
     assert code == 0 and result["status"] == "approved"
@@ -87,6 +88,7 @@ def test_approval_with_the_long_answer(server, capsys):
     assert ["status", "0", "opération effectuée"] in exchange["answer"]
 
 
+@pytest.mark.slow
 def test_refusal(server, capsys):
     queue(server, "refused")
     code, result = pay(server, "-a", "3", capsys=capsys)
@@ -97,6 +99,7 @@ def test_refusal(server, capsys):
     assert ["status", "7", "opération non effectuée"] in transaction["exchange"]["answer"]
 
 
+@pytest.mark.slow
 def test_cheque(server, capsys):
     code, result = pay(server, "-a", "40", "-ck", capsys=capsys)
     assert code == 0 and result["fields"]["CC"] == "00C"
@@ -104,6 +107,7 @@ def test_cheque(server, capsys):
     assert last_transaction(server)["request"][6] == ["CC", "00C"]
 
 
+@pytest.mark.slow
 def test_refund_in_another_currency_with_the_short_answer(server, capsys):
     code, result = pay(server, "-a", "-7,25", "-c", "USD", "--short-answer", capsys=capsys)
     assert code == 0 and result["action"] == "refund" and result["currency"] == "USD"
@@ -115,11 +119,13 @@ def test_refund_in_another_currency_with_the_short_answer(server, capsys):
     assert transaction["action"] == "refund" and transaction["currency"] == "USD"
 
 
+@pytest.mark.slow
 def test_immediate_answer(server, capsys):
     code, result = pay(server, "-a", "1", "--immediate", capsys=capsys)
     assert code == 0 and result["status"] == "accepted" and result["fields"]["AE"] == "11"
 
 
+@pytest.mark.slow
 def test_no_answer_is_an_unknown_outcome(server, capsys):
     queue(server, "no-answer")
     code = client_cli.main(["--serial", server.link, "--json", "--timeout", "0.5", "-a", "2"])
@@ -127,6 +133,7 @@ def test_no_answer_is_an_unknown_outcome(server, capsys):
     assert code == client_cli.EXIT_UNKNOWN and "no answer within 0.5 s" in result["problem"]
 
 
+@pytest.mark.slow
 def test_the_script_prints_as_over_ip(server):
     done = subprocess.run([sys.executable, str(CLIENT_SCRIPT), "--serial", server.pty, "-a",
                            "5", "--raw"], capture_output=True, text=True, timeout=30)
@@ -135,6 +142,7 @@ def test_the_script_prints_as_over_ip(server):
     assert "AE 10" in done.stdout and "sent:     \\x02010000050011" in done.stdout
 
 
+@pytest.mark.slow
 def test_serial_and_ip_transactions_side_by_side(server, capsys):
     pay(server, "-a", "6", capsys=capsys)
     over_ip = client.pay(client.make_request("6"), *server.address, timeout=TIMEOUT)
@@ -144,6 +152,7 @@ def test_serial_and_ip_transactions_side_by_side(server, capsys):
     assert recent[0]["exchange"] is None and recent[0]["request_frame"].startswith("CZ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--receipt"], "cannot carry: receipt_mode (CK)"),
     (["--duplicate"], "no transaction type for CD=3"),
@@ -163,6 +172,7 @@ def test_missing_device_nothing_sent(tmp_path, capsys):
 
 # --- a real peer: pyTeliumManager -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_pytelium_manager_reads_approval_and_refusal(server):
     device = telium.Telium(server.link, timeout=3)
     try:
@@ -244,6 +254,7 @@ def pay_raw(pos: RawPos) -> bytes:
     return take_answer(pos)
 
 
+@pytest.mark.slow
 def test_bytes_without_enq_get_no_answer(server, raw_pos):
     raw_pos.write(b"garbage\r\n" + concert.frame(REQUEST.encode()) + ACK + NAK)
     raw_pos.write(ENQ)
@@ -253,6 +264,7 @@ def test_bytes_without_enq_get_no_answer(server, raw_pos):
     assert pay_raw(raw_pos)[:4] == STX + b"010"
 
 
+@pytest.mark.slow
 def test_wrong_lrc_gets_nak_and_the_retry_is_served(server, raw_pos):
     raw_pos.write(ENQ)
     assert raw_pos.read() == ACK
@@ -265,6 +277,7 @@ def test_wrong_lrc_gets_nak_and_the_retry_is_served(server, raw_pos):
     assert take_answer(raw_pos)[:4] == STX + b"010"
 
 
+@pytest.mark.slow
 def test_cut_frame_and_wrong_size_get_nak(server, raw_pos):
     raw_pos.write(ENQ)
     assert raw_pos.read() == ACK
@@ -277,6 +290,7 @@ def test_cut_frame_and_wrong_size_get_nak(server, raw_pos):
     assert pay_raw(raw_pos)[-15:-2] == b"978" + b" " * 10
 
 
+@pytest.mark.slow
 def test_a_pos_that_left_does_not_block_the_next(server, raw_pos):
     raw_pos.write(ENQ + concert.frame(REQUEST.encode()) + EOT)
     assert raw_pos.read(3) == ACK + ACK + ENQ  # the answer is offered; this POS never takes it
@@ -285,6 +299,7 @@ def test_a_pos_that_left_does_not_block_the_next(server, raw_pos):
     server.wait_for("answer not delivered: the POS sent ENQ instead of ACK")
 
 
+@pytest.mark.slow
 def test_non_numeric_amount_is_refused_with_status_7(server, raw_pos):
     send_request(raw_pos, ConcertRequest(amount="0000A250"))
     answer = take_answer(raw_pos)
@@ -294,6 +309,7 @@ def test_non_numeric_amount_is_refused_with_status_7(server, raw_pos):
 
 # --- the server's command line ----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--serial-link", "/tmp/x"], "--serial-link needs --serial pty"),
     (["--serial", "/nonexistent/tty"], "cannot open /nonexistent/tty"),
@@ -305,6 +321,7 @@ def test_bad_serial_options(args, words):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_serial_link_refuses_to_replace_a_file(tmp_path: Path):
     taken = tmp_path / "taken"
     taken.write_text("mine")
@@ -432,6 +449,7 @@ def test_a_frame_always_refused_means_unknown_outcome(fake_terminal_pty):
     assert result.outcome is Outcome.UNKNOWN and "NAK to the frame" in result.problem
 
 
+@pytest.mark.slow
 def test_the_library_pays_over_the_serial_link(server):
     """SerialPaymentTerminal: the library's actions and results, over Concert E+."""
     from caisse_ap import Outcome, SerialPaymentTerminal

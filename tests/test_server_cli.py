@@ -47,6 +47,7 @@ def timed_stop(terminal: ServerProcess, sig: int = signal.SIGTERM) -> tuple[int,
     return code, time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_help_lists_every_option():
     result = run_server("--help")
     assert result.returncode == 0
@@ -59,6 +60,7 @@ def test_help_lists_every_option():
         assert re.search(rf"(^|[\s,\[]){re.escape(option)}\b", result.stdout), option
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["-p", "70000"], ["-p", "x"], ["-ft", "sometimes"], ["-ft", "14"], ["-d", "-1"],
     ["-d", "soon"], ["-pt", "visa"], ["-sc", "12345678901"], ["-l", "loud"],
@@ -98,6 +100,7 @@ def test_options_become_settings():
     assert (defaults.host, defaults.port, defaults.log_level) == ("0.0.0.0", 8888, "info")
 
 
+@pytest.mark.slow
 def test_done_when_frame_and_log_line(server):
     terminal = server("-d", "0")
     assert "mode success" in terminal.startup_line
@@ -112,6 +115,7 @@ def test_done_when_frame_and_log_line(server):
     assert code == 0
 
 
+@pytest.mark.slow
 def test_original_options_on_the_wire(server):
     terminal = server("-f", "-ft", "refused", "-d", "0", "-sc", "777", "--answer-version",
                       "0301", "--pad-amount")
@@ -123,6 +127,7 @@ def test_original_options_on_the_wire(server):
         "0301", "01", "04", "000000011245")
 
 
+@pytest.mark.slow
 def test_seed_makes_cards_reproducible(server):
     cards = []
     for _ in range(2):
@@ -135,6 +140,7 @@ def test_seed_makes_cards_reproducible(server):
     assert cards[0] == cards[1] and cards[0][0].startswith("37")
 
 
+@pytest.mark.slow
 def test_debug_logs_raw_frames(server):
     terminal = server("-d", "0", "-l", "debug")
     with pos(terminal) as sock:
@@ -144,6 +150,7 @@ def test_debug_logs_raw_frames(server):
     assert "AE00210" in terminal.wait_for("answered b'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_answers_pending_transactions_and_exits(server, sig):
     terminal = server("-d", "30", "-l", "debug")
@@ -157,6 +164,7 @@ def test_signal_answers_pending_transactions_and_exits(server, sig):
     assert "approved" in terminal.output()
 
 
+@pytest.mark.slow
 def test_port_in_use_is_one_line(server):
     terminal = server("-d", "0")
     result = run_server("--host", "127.0.0.1", "-p", str(terminal.address[1]), *NO_WEB)
@@ -164,6 +172,7 @@ def test_port_in_use_is_one_line(server):
     assert len(result.stderr.splitlines()) == 1 and "cannot listen" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX system")
 def test_launcher_runs_from_another_directory(tmp_path):
     result = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--version"], capture_output=True,
@@ -174,6 +183,7 @@ def test_launcher_runs_from_another_directory(tmp_path):
 # --- --check-health (issue 12) ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_check_health_of_a_serving_terminal_without_web():
     server = ServerProcess("--no-web")
     try:
@@ -186,6 +196,7 @@ def test_check_health_of_a_serving_terminal_without_web():
     assert "Traceback" not in server.output()
 
 
+@pytest.mark.slow
 def test_check_health_when_nothing_listens_or_nothing_serves():
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
@@ -203,12 +214,14 @@ def test_check_health_when_nothing_listens_or_nothing_serves():
     assert "did not close it within 0.5 s" in problem
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["8888", "host:", ":8888", "host:99999", "h:x"])
 def test_check_health_bad_address_is_one_line_and_status_2(value):
     done = run_server("--check-health", value)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
 
 
+@pytest.mark.slow
 def test_the_docker_health_check_command_works_with_no_web():
     """The Dockerfile's HEALTHCHECK, run as written against a terminal with --no-web."""
     import json

@@ -119,6 +119,7 @@ def test_events_are_typed(simulated_terminal):
     assert answered["data"]["id"] == answered.transaction.id
 
 
+@pytest.mark.slow
 def test_importing_the_module_imports_neither_pytest_nor_twisted():
     probe = ("import sys, caisse_ap.testing; "
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'pytest', 'twisted'}))")
@@ -164,6 +165,7 @@ def test_amount_rules_with_the_context_manager():
 '''
 
 
+@pytest.mark.slow
 def test_a_pos_project_uses_the_plugin(tmp_path):
     """A separate project, its own pytest run, no conftest.py: installing is enough."""
     (tmp_path / "pos.py").write_text(POS_PROJECT_CODE)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("mypy")
+pytestmark = pytest.mark.slow  # mypy in a process of its own
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,11 +40,12 @@ CLIENT_TIMEOUT_S = 30
 PAGE_TIMEOUT_MS = 10_000
 
 # Skipped on a developer's machine without Chromium; in CI (CI=true), where
-# .ci/run installs it, a missing browser fails the run instead.
-pytestmark = pytest.mark.skipif(
+# .ci/run installs it, a missing browser fails the run instead. Slow: a browser
+# and a server process (test_web_console_fr.py and test_serial_console.py share it).
+pytestmark = [pytest.mark.skipif(
     not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI"),
     reason=f"{CHROMIUM} is missing (apt-get install chromium)",
-)
+), pytest.mark.slow]
 
 class RunningServer(ServerProcess):
     """The server, its web console on 127.0.0.1 (the same `web_port` again to restart it)."""

@@ -106,6 +106,7 @@ def test_the_web_allowed_host_option():
     assert args.web_allowed_host == ["console.example", "2001:db8::1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["", "bad name", "evil.example/x", "a:b:c:z"])
 def test_a_bad_allowed_host_is_one_line_and_status_2(value):
     done = run_server("--web-allowed-host", value)
@@ -224,6 +225,7 @@ queries = st.dictionaries(st.sampled_from(["limit", "after", "status", "x"]),
                           st.integers().map(str) | st.text(max_size=10), max_size=3)
 
 
+@pytest.mark.slow  # a long property test
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(endpoint=st.sampled_from(ENDPOINTS), body=bodies, text_id=ids, query=queries,
        raw=st.booleans())

@@ -57,6 +57,7 @@ def put_settings(url: str, headers: dict[str, str]) -> int:
         return error.code
 
 
+@pytest.mark.slow
 def test_the_server_started_with_the_variable_requires_it():
     environment = {**os.environ, TOKEN_VARIABLE: "s3cret-env"}
     server = ServerProcess("--web-port", "0", env=environment, timeout=TIMEOUT)

@@ -13,6 +13,7 @@ import json
 import socket
 import sqlite3
 
+import pytest
 from server_process import ServerProcess
 from twisted.internet.task import Clock
 
@@ -181,6 +182,7 @@ def test_no_web_and_no_journal_file_means_no_journal_nor_observer():
     services.close_journal()  # nothing to close, no error
 
 
+@pytest.mark.slow
 def test_the_command_line_says_there_is_no_journal():
     server = ServerProcess("--no-web", "-d", "0")
     # Answered: the loop runs, and with it the SIGTERM handler (the start-up line comes
@@ -211,6 +213,7 @@ def approvals(sockets: list[socket.socket]) -> int:
     return approved
 
 
+@pytest.mark.slow
 def test_rows_are_the_transactions_answered_under_a_burst(tmp_path):
     path = tmp_path / "journal.sqlite"
     server = ServerProcess("--web-port", "0", "-d", "0", "--journal", str(path))
@@ -226,6 +229,7 @@ def test_rows_are_the_transactions_answered_under_a_burst(tmp_path):
     assert {status for _, status in rows} == {"approved"}
 
 
+@pytest.mark.slow
 def test_sigterm_writes_the_transactions_it_answers_on_the_way_out(tmp_path):
     path = tmp_path / "journal.sqlite"
     server = ServerProcess("--no-web", "-d", "30", "-l", "debug", "--journal", str(path))

@@ -87,12 +87,17 @@ def judge(scenario: Scenario, run: PosRun, wire: WireRecord) -> Verdict:
     elif concluded == "failure":
         problems.append(f"la commande de la caisse est sortie avec le code {run.exit_status}, "
                         "ni 0 (accepté), ni 1 (refusé), ni 3 (inconnu) : elle a sans doute "
-                        "planté sur cette réponse")
+                        "planté sur cette réponse" + _last_line(run.output))
     elif concluded != expected:
         problems.append(f"la caisse a conclu « {WORDS[concluded]} » au lieu de "
                         f"« {WORDS[expected]} » : {CONSEQUENCES[expected, concluded]}")
     problems.extend(_wire_problems(wire))
     return Verdict(scenario, run, wire, tuple(problems))
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return f" ({lines[-1][:200]})" if lines else ""
 
 
 def _wire_problems(wire: WireRecord) -> list[str]:

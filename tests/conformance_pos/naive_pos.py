@@ -26,7 +26,7 @@ def main() -> int:
                f"CB{len(cents):03d}{cents}").encode("ascii")
     try:
         answer = attempt(host, port, request)
-    except socket.timeout:
+    except TimeoutError:
         answer = attempt(host, port, request)  # the mistake: a second payment request
     fields, i = {}, 0
     while i < len(answer):

@@ -30,7 +30,14 @@ from .messages import has_mandatory_fields
 from .tlv import FIRST_TAG, LINE_ENDS, Field, FrameError
 
 ACTION_STATUS = "AE"  # the field that makes an answer whole
-TRAILING_GRACE = 0.05  # seconds an answer's optional fields may still take to come
+# Seconds of silence after which an answer already whole (AE read, at a field boundary)
+# takes no more optional fields, when the terminal keeps the connection open and
+# writes no line end. From a network fact: a lost TCP segment is sent again after the
+# retransmission time-out, which Linux never lets fall below 200 ms (TCP_RTO_MIN) and
+# adds to the smoothed round trip; 200 ms more cover a shop's Wi-Fi round trip and
+# both hosts' scheduling. So one lost segment of optional fields still joins the
+# answer; a segment later than this (two losses in a row) is not read.
+TRAILING_GRACE = 0.4
 
 
 # --- events ---------------------------------------------------------------------------
@@ -95,8 +102,10 @@ class PosConnection:
     it until the terminal is silent for `trailing_grace` seconds, writes a
     line end or a new message, or closes. Bytes that break the framing
     after AE end the answer there (they are `dropped`, never spoil it);
-    before AE they make a ProtocolError, and so does a field cut short (the
-    terminal stopped in the middle of writing it). Leading CR/LF are skipped.
+    before AE they make a ProtocolError. A field cut in the middle is never
+    the end of an answer, whatever the silence: its rest is awaited until
+    the terminal closes or the exchange's own time-out (`timed_out()`),
+    which then make the ProtocolError. Leading CR/LF are skipped.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
@@ -138,11 +147,13 @@ class PosConnection:
                 return self._answer(f"they follow {ended_by}, which ends the answer")
             if len(self._buf) > self.max_answer:
                 return self._answer(f"the answer exceeds {self.max_answer} bytes")
+            if self.field_cut:  # a segment was lost or delayed: wait for the rest
+                if self._closed:
+                    return self._error(tlv._truncation(self._buf, self._pos, len(self._buf)))
+                return NeedData(None)
             deadline = self._last_data_at + self.trailing_grace
             if not self._closed and self.clock() < deadline:
                 return NeedData(deadline)
-            if self._pos < len(self._buf):  # the terminal stopped in the middle of a field
-                return self._error(tlv._truncation(self._buf, self._pos, len(self._buf)))
             return self._answer("")
         if ended_by is not None:
             return self._error(FrameError(
@@ -154,6 +165,18 @@ class PosConnection:
         if self._closed:
             return self._at_close()
         return NeedData(None)
+
+    @property
+    def field_cut(self) -> bool:
+        """Whether the action status was read and the bytes after it end in a cut field."""
+        return self.state is PosState.TRAILING and self._pos < len(self._buf)
+
+    def timed_out(self) -> ProtocolError | None:
+        """The exchange's time-out came: an answer whose last field stayed cut is unreadable
+        (the ProtocolError); None when no answer was begun or nothing is cut."""
+        if not self.field_cut:
+            return None
+        return self._error(tlv._truncation(self._buf, self._pos, len(self._buf)))
 
     def _read_fields(self) -> str | None:
         """Read the whole fields buffered; what ended the answer, or None if nothing did."""

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from caisse_ap import tlv
 from caisse_ap.connection import (
+    TRAILING_GRACE,
     AnswerReceived,
     BytesDropped,
     CloseConnection,
@@ -69,14 +70,17 @@ def test_whole_answer_waits_the_grace_from_the_last_byte_then_is_received():
 
 def test_trailing_fields_within_the_grace_join_the_answer():
     clock = Clock()
-    connection = pos(clock)
+    connection = pos(clock, trailing_grace=0.05)
     connection.receive_data(ANSWER)
     assert isinstance(connection.next_event(), NeedData)
     clock.advance(0.04)
     connection.receive_data(TRAILING[:9])  # a field and a half
-    assert connection.next_event() == NeedData(clock.now + 0.05)  # silence counts from here
+    # A field is cut: no grace runs until its rest comes (it was NeedData(now + grace)
+    # before a cut field stopped ending answers).
+    assert connection.next_event() == NeedData(None)
     clock.advance(0.04)
     connection.receive_data(TRAILING[9:])
+    assert connection.next_event() == NeedData(clock.now + 0.05)  # silence counts from here
     clock.advance(0.05)
     event = connection.next_event()
     assert event.fields == tlv.decode(ANSWER + TRAILING)
@@ -86,7 +90,7 @@ def test_trailing_fields_within_the_grace_join_the_answer():
 
 def test_fields_after_the_grace_are_not_read():
     clock = Clock()
-    connection = pos(clock)
+    connection = pos(clock, trailing_grace=0.05)
     connection.receive_data(ANSWER)
     clock.advance(0.05)
     assert isinstance(connection.next_event(), AnswerReceived)
@@ -126,13 +130,17 @@ def test_broken_bytes_after_ae_end_the_answer_without_spoiling_it():
     assert "duplicate tag CA" in event.dropped_reason
 
 
-def test_a_field_cut_by_the_end_of_the_grace_or_a_close_makes_the_answer_unreadable():
+def test_a_field_cut_then_the_exchange_time_out_or_a_close_makes_the_answer_unreadable():
+    """A cut field is never the end of an answer: the grace does not end it; the
+    exchange's time-out (timed_out()) or a close gives the error."""
     clock = Clock()
-    silent = pos(clock)
+    silent = pos(clock, trailing_grace=0.05)
     silent.receive_data(ANSWER + b"CG00")
-    assert isinstance(silent.next_event(), NeedData)
+    assert silent.next_event() == NeedData(None)
     clock.advance(0.05)
-    event = silent.next_event()
+    assert silent.next_event() == NeedData(None)
+    assert silent.field_cut
+    event = silent.timed_out()
     assert isinstance(event, ProtocolError)
     assert "truncated" in str(event.error)
     assert event.error.fields == tlv.decode(ANSWER)
@@ -140,6 +148,42 @@ def test_a_field_cut_by_the_end_of_the_grace_or_a_close_makes_the_answer_unreada
     closed.receive_data(ANSWER[:-3])
     closed.receive_data(b"")
     assert "truncated" in str(closed.next_event().error)
+
+
+def test_a_field_cut_waits_past_the_grace_for_its_rest():
+    """One lost segment in the middle of a field: its retransmission completes the answer,
+    however late."""
+    clock = Clock()
+    connection = pos(clock)
+    connection.receive_data(ANSWER + TRAILING[:13])  # AC whole, CG cut in its length
+    clock.advance(5.0)
+    assert connection.next_event() == NeedData(None)
+    connection.receive_data(TRAILING[13:])
+    assert connection.next_event() == NeedData(clock.now + TRAILING_GRACE)
+    clock.advance(TRAILING_GRACE)
+    assert connection.next_event() == AnswerReceived(tlv.decode(ANSWER + TRAILING),
+                                                     ANSWER + TRAILING)
+
+
+def test_timed_out_without_a_cut_field_is_none():
+    connection = pos()
+    assert connection.timed_out() is None
+    connection.receive_data(ANSWER[:12])  # cut before AE: the exchange's own time-out says it
+    assert connection.next_event() == NeedData(None)
+    assert connection.timed_out() is None
+
+
+def test_the_grace_covers_one_retransmission_at_linux_minimum_rto():
+    """TCP_RTO_MIN is 200 ms on Linux: one lost segment of optional fields still joins."""
+    assert 0.2 < TRAILING_GRACE <= 0.5
+    clock = Clock()
+    connection = pos(clock)
+    connection.receive_data(ANSWER)
+    clock.advance(0.25)
+    assert isinstance(connection.next_event(), NeedData)
+    connection.receive_data(TRAILING)
+    clock.advance(TRAILING_GRACE)
+    assert connection.next_event().fields == tlv.decode(ANSWER + TRAILING)
 
 
 def test_garbage_before_ae_is_a_protocol_error():

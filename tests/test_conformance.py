@@ -28,16 +28,21 @@ POS_TIMEOUT = 5.0  # the kit's --pos-timeout in these tests; the POS below wait 
 SCENARIOS = list(catalogue.builtins())
 REQUEST = PaymentRequest(1250).fields()  # what a POS sends for 12.50 EUR
 
-# Scenarios our client fails until the POS-side fix for an answer cut inside a field
-# after AE (PosConnection ends it after a 50 ms pause) is merged.
-CLIENT_KNOWN_FAILURES = {"split-200ms", "split-1s"}
+
+
+def start_kit(pos: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(ROOT / "caisse-ap-ip-conformance.py"),
+                             "--pos", pos, "--pos-timeout", str(POS_TIMEOUT), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(kit: subprocess.Popen[str]) -> tuple[int, str]:
+    output, _ = kit.communicate(timeout=180)
+    return kit.returncode, output
 
 
 def run_kit(pos: str, *extra: str) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, str(ROOT / "caisse-ap-ip-conformance.py"),
-                           "--pos", pos, "--pos-timeout", str(POS_TIMEOUT), *extra],
-                          capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stdout + done.stderr
+    return finish(start_kit(pos, *extra))
 
 
 def verdict_lines(output: str) -> dict[str, str]:
@@ -156,19 +161,43 @@ def test_echo_and_trailer_plans():
 
 
 @pytest.fixture(scope="module")
-def client_run():
-    return run_kit(f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} -d {{host}} "
-                   "-p {port} -a {amount} --timeout 4")
+def kit_runs(request):
+    """The three proofs' kit runs, started together (their pauses overlap): our client,
+    the naive POS and Odoo's module; by name, each (exit status, output). A failed
+    download of Odoo's wheel fails Odoo's tests only."""
+    kits = {
+        "client": start_kit(f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} "
+                            "-d {host} -p {port} -a {amount} --timeout 4"),
+        "naive": start_kit(f"{sys.executable} {POS_DIR / 'naive_pos.py'} {{host}} {{port}} "
+                           "{amount}"),
+    }
+    runs: dict[str, object] = {}
+    try:
+        module = request.getfixturevalue("odoo_module")
+    except pytest.fail.Exception as error:
+        runs["odoo"] = error
+    else:
+        # Odoo's socket waits the POS's time-out minus 3 s: 7000 ms gives 4 s, within 5.
+        kits["odoo"] = start_kit(f"{sys.executable} {POS_DIR / 'odoo_pos.py'} {module} "
+                                 "{host} {port} {amount} 7000")
+    runs.update({name: finish(kit) for name, kit in kits.items()})
+    return runs
+
+
+@pytest.fixture(scope="module")
+def client_run(kit_runs):
+    return kit_runs["client"]
+
+
+def test_our_client_passes_everything(client_run):
+    status, output = client_run
+    assert status == 0, output
+    assert f"{len(SCENARIOS)} / {len(SCENARIOS)} scénarios réussis" in output
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_our_client_passes(client_run, name, request):
-    if name in CLIENT_KNOWN_FAILURES:
-        request.applymarker(pytest.mark.xfail(
-            reason="the client ends an answer cut inside a field after AE after a 50 ms "
-                   "pause (the POS-side fix is on another branch)", strict=True))
-    status, output = client_run
-    assert verdict_lines(output)[name].startswith("réussi"), output
+def test_our_client_passes(client_run, name):
+    assert verdict_lines(client_run[1])[name].startswith("réussi"), client_run[1]
 
 
 # --- proof (b): a naive POS fails what it should, for the right reason ----------------------
@@ -196,8 +225,8 @@ NAIVE_FAILURES = {
 
 
 @pytest.fixture(scope="module")
-def naive_run():
-    return run_kit(f"{sys.executable} {POS_DIR / 'naive_pos.py'} {{host}} {{port}} {{amount}}")
+def naive_run(kit_runs):
+    return kit_runs["naive"]
 
 
 def test_naive_pos_fails_exactly_the_scenarios_it_should(naive_run):
@@ -247,10 +276,10 @@ def odoo_module(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def odoo_run(odoo_module):
-    # Odoo's socket waits the POS's time-out minus 3 s: 7000 ms gives 4 s, within the kit's 5.
-    return run_kit(f"{sys.executable} {POS_DIR / 'odoo_pos.py'} {odoo_module} {{host}} "
-                   "{port} {amount} 7000")
+def odoo_run(kit_runs):
+    if isinstance(kit_runs["odoo"], BaseException):
+        pytest.fail(str(kit_runs["odoo"]))
+    return kit_runs["odoo"]
 
 
 def test_odoo_module_fails_what_its_code_gets_wrong(odoo_run):
@@ -280,10 +309,7 @@ def library_verdicts():
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_library_client_passes(library_verdicts, name, request):
-    if name in CLIENT_KNOWN_FAILURES:
-        request.applymarker(pytest.mark.xfail(reason="as test_our_client_passes",
-                                              strict=True))
+def test_library_client_passes(library_verdicts, name):
     verdict = library_verdicts[name]
     assert verdict.passed, verdict.problems
 

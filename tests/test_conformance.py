@@ -251,8 +251,9 @@ ODOO_FAILURES = {
     "split-1s": "conclu « issue inconnue » au lieu de « paiement accepté »",
     "long-receipt": "conclu « issue inconnue » au lieu de « paiement accepté »",
     "hang-up-mid-answer": "conclu « paiement accepté » au lieu de « issue inconnue »",
+    # the first recv() gets a few bytes: cut in a field (unknown) or in a length (it raises)
+    "byte-by-byte": "conclu « issue inconnue »|ValueError: invalid literal for int()",
     # int() on what is not a length: the module raises, the cashier sees a server error
-    "byte-by-byte": "ValueError: invalid literal for int()",
     "trailing-crlf": "ValueError: invalid literal for int()",
     "unreadable-answer": "ValueError: invalid literal for int()",
 }
@@ -293,7 +294,8 @@ def test_odoo_module_fails_what_its_code_gets_wrong(odoo_run):
 
 @pytest.mark.parametrize("name", sorted(ODOO_FAILURES))
 def test_odoo_module_failure_says_why(odoo_run, name):
-    assert ODOO_FAILURES[name] in verdict_lines(odoo_run[1])[name]
+    block = verdict_lines(odoo_run[1])[name]
+    assert any(reason in block for reason in ODOO_FAILURES[name].split("|")), block
 
 
 # --- the Python entry: a callable, one test per scenario ----------------------------------

@@ -15,7 +15,7 @@ body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:62rem;paddin
 color:#1d2430;background:#fafbfc}
 h1{font-size:1.6rem;margin-bottom:.2rem}
 .summary{font-size:1.1rem;margin:.5rem 0 1.5rem}
-.summary .ok{color:#1a7f37;font-weight:600}.summary .ko{color:#b42318;font-weight:600}
+.ok{color:#1a7f37;font-weight:600}.ko{color:#b42318;font-weight:600}
 table.index{border-collapse:collapse;width:100%;margin-bottom:2rem}
 table.index td,table.index th{border-bottom:1px solid #d8dee4;padding:.35rem .5rem;
 text-align:left}
@@ -34,6 +34,9 @@ pre{padding:.5rem;white-space:pre-wrap;word-break:break-all;max-height:12rem;ove
 """
 
 
+_FAILED_CELL = '<strong class="ko">échoué</strong>'
+
+
 def _h(text: object) -> str:
     return html.escape(str(text))
 
@@ -50,7 +53,7 @@ def html_report(verdicts: Sequence[Verdict], pos: str, pos_timeout: float,
     rows = "".join(
         f'<tr><td><a href="#{_h(v.scenario.name)}">{_h(v.scenario.title)}</a></td>'
         f"<td>{_h(WORDS[v.scenario.expect])}</td><td>{_h(WORDS[v.concluded])}</td>"
-        f"<td>{'réussi' if v.passed else '<strong>échoué</strong>'}</td></tr>"
+        f"<td>{'réussi' if v.passed else _FAILED_CELL}</td></tr>"
         for v in verdicts)
     sections = "".join(_section(v) for v in verdicts)
     result = (f'<span class="ok">{passed} / {len(verdicts)} scénarios réussis</span>'

@@ -376,3 +376,11 @@ def test_html_report_escapes_what_the_pos_printed():
     page = html_report([verdict], "pos <cmd>", 5)
     assert "<script>x" not in page and "&lt;script&gt;" in page
     assert "code 5" in page and junit_report([verdict]).count("<failure") == 1
+
+
+def test_docs_explain_every_scenario_in_both_languages():
+    text = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    french, english = text.split("# Conformance kit for points of sale (English)")
+    for scenario in catalogue.builtins().values():
+        assert f"| `{scenario.name}` |" in french and scenario.description in french
+        assert f"| `{scenario.name}` |" in english and scenario.description_en in english

@@ -52,6 +52,7 @@ class PosRun:
     elapsed: float
     output: str = ""  # the end of what it printed, to explain a failure
     stopped_after: float | None = None  # set when the kit stopped it after this long
+    failure: str | None = None  # what the POS showed instead of an outcome (told by a tester)
 
     @property
     def conclusion(self) -> str:
@@ -84,6 +85,8 @@ def judge(scenario: Scenario, run: PosRun, wire: WireRecord) -> Verdict:
         problems.append(f"la caisse n'a rien conclu en {run.stopped_after:g} s (--pos-timeout "
                         "et la marge) : arrêtée. Une caisse qui attend sans fin bloque la "
                         "vente ; au-delà de son délai, elle doit conclure « issue inconnue »")
+    elif concluded == "failure" and run.failure is not None:
+        problems.append(f"la caisse n'a pas conclu : {run.failure}")
     elif concluded == "failure":
         problems.append(f"la commande de la caisse est sortie avec le code {run.exit_status}, "
                         "ni 0 (accepté), ni 1 (refusé), ni 3 (inconnu) : elle a sans doute "

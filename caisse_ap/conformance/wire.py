@@ -45,8 +45,11 @@ class ScenarioProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         reactor = self.kit.reactor
         self.connection = TerminalConnection(reactor.seconds)
-        self.kit.record.connections += 1
-        self.kit.record.open_connections += 1
+        # This connection's scenario and record (a session moves on to the next scenario
+        # for the next connections).
+        self.scenario, self.record = self.kit.scenario, self.kit.record
+        self.record.connections += 1
+        self.record.open_connections += 1
         self.kit.protocols.add(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -54,16 +57,15 @@ class ScenarioProtocol(protocol.Protocol):
         self.pump()
 
     def pump(self) -> None:
-        record = self.kit.record
+        record = self.record
         while True:
             event = self.connection.next_event()
             if isinstance(event, RequestReceived):
                 record.requests.append(tlv.encode_unchecked(event.fields))
-                self.play(make_plan(self.kit.scenario, list(event.fields),
-                                    self.kit.pos_timeout))
+                self.play(make_plan(self.scenario, list(event.fields), self.kit.pos_timeout))
             elif isinstance(event, MalformedRequest):
                 record.malformed.append(str(event.error))
-                settings = settings_for(self.kit.scenario)
+                settings = settings_for(self.scenario)
                 reply = behaviour.error_reply(event.error.fields, "09", settings)
                 self.write(tlv.encode_unchecked(reply.fields or ()))
                 self.connection.request_finished()
@@ -88,11 +90,12 @@ class ScenarioProtocol(protocol.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
-            self.kit.record.sent += data
+            self.record.sent += data
             self.transport.write(data)
 
     def finish(self, then: str) -> None:
         self.connection.request_finished()
+        self.kit.plan_done(self)
         if self.transport is None or self.closing:
             return
         if then == "close":
@@ -108,7 +111,7 @@ class ScenarioProtocol(protocol.Protocol):
             self.pump()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        record = self.kit.record
+        record = self.record
         record.open_connections -= 1
         if not self.closing:
             record.closed_by_pos += 1
@@ -119,6 +122,7 @@ class ScenarioProtocol(protocol.Protocol):
         if not self.kit.protocols and self.kit.all_closed is not None:
             waiting, self.kit.all_closed = self.kit.all_closed, None
             waiting.callback(None)
+        self.kit.connection_closed(self)
 
 
 class ScenarioFactory(protocol.Factory):
@@ -130,6 +134,12 @@ class ScenarioFactory(protocol.Factory):
         self.protocols: set[ScenarioProtocol] = set()
         self.all_closed: defer.Deferred[None] | None = None
         self.port: Any = None
+
+    def plan_done(self, connection: ScenarioProtocol) -> None:
+        """A plan was carried out on `connection` (a hook for a session of scenarios)."""
+
+    def connection_closed(self, connection: ScenarioProtocol) -> None:
+        """`connection` is closed (a hook for a session of scenarios)."""
 
     def buildProtocol(self, addr: Any) -> ScenarioProtocol:
         return ScenarioProtocol(self)

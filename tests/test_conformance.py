@@ -8,6 +8,7 @@ Each proof is one run of the kit over the whole catalogue, scenarios side by sid
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -33,7 +34,8 @@ REQUEST = PaymentRequest(1250).fields()  # what a POS sends for 12.50 EUR
 def start_kit(pos: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(ROOT / "caisse-ap-ip-conformance.py"),
                              "--pos", pos, "--pos-timeout", str(POS_TIMEOUT), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "LC_ALL": "C.UTF-8"})  # French output
 
 
 def finish(kit: subprocess.Popen[str]) -> tuple[int, str]:
@@ -339,6 +341,23 @@ def test_reports_are_written_and_the_exit_status_says_failed(tmp_path):
     suite = ElementTree.parse(junit).getroot()
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
     assert suite.find("testcase[@name='echo-amount']/failure") is not None
+
+
+@pytest.fixture(autouse=True)
+def french(monkeypatch):
+    """The command line speaks French unless the locale names another language."""
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+
+
+def test_result_lines_in_english_under_an_english_locale(capsys, monkeypatch):
+    monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")
+    status = cli.main(["--pos", f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} "
+                       "-p {port} -a {amount} --timeout 4", "--only", "refused"])
+    out = capsys.readouterr().out
+    assert status == 0 and "1 / 1 scenarios passed" in out
+    assert "passed  refused" in out and "expected: refused" in out
+    assert cli.main(["--list"]) == 0
+    assert "Refused payment (AF=04)" in capsys.readouterr().out
 
 
 def test_all_passed_exits_0(capsys):

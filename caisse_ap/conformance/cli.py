@@ -10,6 +10,7 @@ only when every scenario passed (1 otherwise, 2 for a bad option).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,15 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Under a locale of another language than French, the result lines are in English (the
+# explanations stay in French until the commands' messages go through gettext).
+WORDS_EN = {"approved": "approved", "refused": "refused", "unknown": "unknown outcome",
+            "failure": "POS failure"}
+
+
+def english() -> bool:
+    """Whether the locale names another language than French (unset, C and POSIX: French,
+    the project's language)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name)
+        if value:
+            return not value.lower().startswith(("fr", "c", "posix"))
+    return False
+
+
 def _print_list() -> None:
+    en = english()
     for scenario in builtins().values():
-        print(f"{scenario.name:28} {WORDS[scenario.expect]:17} {scenario.title}")
+        word = (WORDS_EN if en else WORDS)[scenario.expect]
+        print(f"{scenario.name:28} {word:17} {scenario.title_en if en else scenario.title}")
 
 
 def _line(verdict: Verdict) -> str:
-    mark = "réussi" if verdict.passed else "ÉCHEC "
-    text = (f"{mark}  {verdict.scenario.name:28} attendu : {WORDS[verdict.scenario.expect]:17} "
-            f"conclu : {WORDS[verdict.concluded]}")
+    if english():
+        mark = "passed" if verdict.passed else "FAILED"
+        text = (f"{mark}  {verdict.scenario.name:28} expected: "
+                f"{WORDS_EN[verdict.scenario.expect]:17} concluded: "
+                f"{WORDS_EN[verdict.concluded]}")
+    else:
+        mark = "réussi" if verdict.passed else "ÉCHEC "
+        text = (f"{mark}  {verdict.scenario.name:28} attendu : "
+                f"{WORDS[verdict.scenario.expect]:17} conclu : {WORDS[verdict.concluded]}")
     return "\n".join([text, *(f"        - {problem}" for problem in verdict.problems)])
 
 
@@ -127,13 +152,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not scenarios:
         print(f"{PROG}: aucun scénario à jouer", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{len(scenarios)} scénarios, {args.jobs} à la fois, délai de la caisse "
+    en = english()
+    print(f"{len(scenarios)} scenarios, {args.jobs} at a time, POS time-out "
+          f"{args.pos_timeout:g} s" if en else
+          f"{len(scenarios)} scénarios, {args.jobs} à la fois, délai de la caisse "
           f"{args.pos_timeout:g} s", flush=True)
     verdicts = run_all(scenarios, command_pos(args.pos), args.pos_timeout, args.jobs,
                        on_verdict=lambda v: print(_line(v), flush=True))
     failed = [v for v in verdicts if not v.passed]
-    print(f"{len(verdicts) - len(failed)} / {len(verdicts)} scénarios réussis"
-          + (f" ; échecs : {', '.join(v.scenario.name for v in failed)}" if failed else ""))
+    names = ", ".join(v.scenario.name for v in failed)
+    if en:
+        print(f"{len(verdicts) - len(failed)} / {len(verdicts)} scenarios passed"
+              + (f"; failed: {names}" if failed else ""))
+    else:
+        print(f"{len(verdicts) - len(failed)} / {len(verdicts)} scénarios réussis"
+              + (f" ; échecs : {names}" if failed else ""))
     try:
         if args.report:
             args.report.write_text(html_report(verdicts, args.pos, args.pos_timeout),

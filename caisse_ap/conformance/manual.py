@@ -22,7 +22,7 @@ from ..terminal.cli import UsageError
 from .catalogue import select
 from .judge import WORDS, Verdict
 from .report import html_report
-from .runner import CLOSE_GRACE, _snapshot
+from .runner import CLOSE_GRACE, snapshot
 from .session import SHOWN_WORDS, ConformanceSession
 from .wire import ScenarioFactory, ScenarioProtocol
 
@@ -164,7 +164,7 @@ class TesterConsole(LineReceiver):
         if step is None:
             return
         verdict = self.session.tester_says(answer, self.factory.reactor.seconds(),
-                                           _snapshot(step.record))
+                                           snapshot(step.record))
         self.say(_verdict_text(verdict))
         if self.session.finished:
             self.finish()

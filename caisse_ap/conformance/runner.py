@@ -11,6 +11,7 @@ each of its "no answer" scenarios.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import testing
-from .catalogue import EXIT_BY_CONCLUSION, Scenario
+from .catalogue import Scenario
 from .judge import PosRun, Verdict, WireRecord, judge
 from .wire import ScenarioFactory
 
@@ -48,7 +49,8 @@ def command_pos(command: str) -> PosCall:
         try:
             output, _ = child.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+                os.killpg(child.pid, signal.SIGKILL)
             output, _ = child.communicate()
             return PosRun(None, time.monotonic() - started, _tail(output), limit)
         return PosRun(child.returncode, time.monotonic() - started, _tail(output))
@@ -76,10 +78,14 @@ def callable_pos(pay: Callable[[str, int, str], Any]) -> PosCall:
         if worker.is_alive():  # a thread cannot be stopped: it is left to finish alone
             return PosRun(None, elapsed, "", limit)
         if "error" in box:
-            return PosRun(70, elapsed, box["error"])
+            return PosRun(None, elapsed, box["error"], failure=f"pay() a levé {box['error']}")
+        outcome = box.get("outcome", "")
         status = {"approved": 0, "accepted": 0, "declined": 1, "refused": 1,
-                  "unknown": 3}.get(box.get("outcome", ""), 70)
-        return PosRun(status, elapsed, f"outcome {box.get('outcome')!r}")
+                  "unknown": 3}.get(outcome)
+        if status is None:
+            return PosRun(None, elapsed, "", failure=f"pay() a renvoyé {outcome!r}, ni "
+                                                     "approved, ni declined, ni unknown")
+        return PosRun(status, elapsed, f"outcome {outcome!r}")
 
     return run
 
@@ -101,13 +107,14 @@ def run_scenario(scenario: Scenario, pos: PosCall, pos_timeout: float) -> Verdic
     try:
         run = pos(HOST, port, scenario.amount, pos_timeout + STOP_MARGIN)
         testing.call_in_reactor(factory.when_closed, CLOSE_GRACE)
-        record = testing.call_in_reactor(_snapshot, factory.record)
+        record = testing.call_in_reactor(snapshot, factory.record)
     finally:
         testing.call_in_reactor(factory.stop)
     return judge(scenario, run, record)
 
 
-def _snapshot(record: WireRecord) -> WireRecord:
+def snapshot(record: WireRecord) -> WireRecord:
+    """A copy of what the wire edge recorded so far (the edge keeps writing in its own)."""
     return WireRecord(record.connections, list(record.requests), list(record.malformed),
                       record.sent, record.open_connections, record.closed_by_pos)
 
@@ -130,5 +137,4 @@ def run_all(scenarios: Iterable[Scenario], pos: PosCall, pos_timeout: float,
         return list(pool.map(one, scenarios))
 
 
-__all__ = ["DEFAULT_JOBS", "EXIT_BY_CONCLUSION", "callable_pos", "command_pos", "run_all",
-           "run_scenario"]
+__all__ = ["DEFAULT_JOBS", "callable_pos", "command_pos", "run_all", "run_scenario", "snapshot"]

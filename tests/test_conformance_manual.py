@@ -137,3 +137,95 @@ def test_session_rules():
     assert session.finished and session.verdicts == [verdict]
     with pytest.raises(ValueError, match="at least one"):
         ConformanceSession([])
+
+
+# --- the web console's page: the same session with buttons ---------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+PAGE_TIMEOUT_MS = 10_000
+
+
+def test_the_web_page_shows_the_scenario_and_takes_the_answer_by_button(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+    from server_process import ServerProcess
+
+    report = tmp_path / "conformite.html"
+    server = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
+                           "--conformance-only", "approved,echo-register",
+                           "--conformance-report", str(report), timeout=TIMEOUT)
+    try:
+        def pay() -> int:
+            return subprocess.run([sys.executable, str(ROOT / "caisse-ap-ip-client.py"), "-p",
+                                   str(server.port), "-a", "12.50", "--timeout", "2"],
+                                  capture_output=True, timeout=TIMEOUT).returncode
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                                 args=["--no-sandbox", "--headless"])
+            page = browser.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            page.goto(f"http://127.0.0.1:{server.web_port}/conformance.html")
+            expect(page.locator("#scenario-title")).to_have_text("Paiement accepté")
+            expect(page.locator("#scenario-step")).to_contain_text("Payez 12,50 €")
+            accepted = page.get_by_role("button", name="Paiement accepté")
+            expect(accepted).to_be_disabled()
+            assert pay() == 0
+            expect(page.locator("#scenario-step")).to_contain_text("Le terminal a joué")
+            expect(page.locator("#scenario-wire")).to_contain_text("1 demande(s)")
+            accepted.click()
+            expect(page.locator("#verdicts li").first).to_contain_text("réussi")
+            expect(page.locator("#scenario-title")).to_have_text("Écho de CA différent")
+            assert pay() == 3
+            expect(page.locator("#scenario-step")).to_contain_text("Le terminal a joué")
+            accepted.click()  # a POS that shows "approved" here fails
+            expect(page.locator("#verdicts")).to_contain_text("échoué")
+            expect(page.locator("#verdicts")).to_contain_text("Comment corriger")
+            expect(page.locator("#scenario-title")).to_have_text("Session finie")
+            expect(page.locator("#summary")).to_have_text("1 / 2 réussi(s)")
+            expect(page.locator("#scenario-description")).to_contain_text(str(report))
+            browser.close()
+        assert "1 échec(s)" in report.read_text(encoding="utf-8")
+        assert server.process.poll() is None  # with the web console, it keeps serving
+    finally:
+        server.kill()
+
+
+def _api(port: int, method: str, path: str, body: object = None) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_conformance_api_refuses_what_cannot_be_answered():
+    from server_process import ServerProcess
+
+    plain = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", timeout=TIMEOUT)
+    try:
+        status, body = _api(plain.web_port, "GET", "/api/conformance")
+        assert status == 404 and "--conformance" in body["error"]
+    finally:
+        plain.kill()
+    session = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
+                            "--conformance-only", "refused", timeout=TIMEOUT)
+    try:
+        status, body = _api(session.web_port, "GET", "/api/conformance")
+        assert status == 200 and body["current"]["name"] == "refused"
+        assert "expect" not in body["current"]  # the tester is not told what to answer
+        status, body = _api(session.web_port, "POST", "/api/conformance/answer",
+                            {"shown": "refused"})
+        assert status == 409 and "aucun paiement" in body["error"]
+        status, body = _api(session.web_port, "POST", "/api/conformance/answer",
+                            {"shown": "maybe"})
+        assert status == 400 and body["field"] == "shown"
+    finally:
+        session.kill()

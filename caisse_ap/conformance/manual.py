@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from twisted.internet import stdio
+from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
 
 from ..terminal.cli import UsageError
@@ -23,7 +24,7 @@ from .catalogue import select
 from .judge import WORDS, Verdict
 from .report import html_report
 from .runner import CLOSE_GRACE, snapshot
-from .session import SHOWN_WORDS, ConformanceSession
+from .session import SHOWN, SHOWN_WORDS, ConformanceSession, Step
 from .wire import ScenarioFactory, ScenarioProtocol
 
 DEFAULT_REPORT = "conformite.html"
@@ -55,7 +56,7 @@ def _names(text: str | None) -> list[str]:
 
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     """No setting changes; checks the options and chooses the scenarios."""
-    args.conformance_session = None
+    args.conformance_session = args.conformance_driver = None
     if not args.conformance:
         for option in ("only", "skip"):
             if getattr(args, f"conformance_{option}"):
@@ -81,7 +82,7 @@ class SessionFactory(ScenarioFactory):
         super().__init__(step.scenario, pos_timeout, reactor)
         self.session = session
         self.idle_watch = idle_watch  # stop_terminal stops it
-        self.console: TesterConsole | None = None
+        self.driver: SessionDriver | None = None
 
     def free_slots(self) -> int:
         """The server's port asks before accepting: a session is one POS at a time."""
@@ -95,81 +96,76 @@ class SessionFactory(ScenarioFactory):
         return super().buildProtocol(addr)
 
     def plan_done(self, connection: ScenarioProtocol) -> None:
-        if self.console is not None and connection.record is self.record:
-            self.console.ask()
+        if self.driver is not None and connection.record is self.record:
+            self.driver.ask()
 
 
-class TesterConsole(LineReceiver):
-    """The tester's side: the scenario to play, then "what did the POS show?"."""
+class SessionDriver:
+    """What the tester can see and do during a session, for every console (the server's
+    standard input and output, the web console's page): the scenario to play, "what did
+    the POS show?", the verdicts, the report at the end."""
 
-    delimiter = b"\n"
-
-    def __init__(self, factory: SessionFactory, report: Path, pos: str,
-                 out: TextIO = sys.stdout) -> None:
+    def __init__(self, factory: SessionFactory, report: Path, stop_when_done: bool) -> None:
         self.factory = factory
         self.session = factory.session
         self.report = report
-        self.pos = pos
-        self.out = out
-        self.asked = False
+        self.stop_when_done = stop_when_done
+        self.asked = False  # the current scenario was played: the tester may answer
+        self.report_written: str | None = None
+        self.listeners: list[Callable[[str], None]] = []  # each gets every line said
 
     def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        for listener in self.listeners:
+            listener(text)
 
-    def connectionMade(self) -> None:
+    def begin(self) -> None:
         self.say(f"Kit de conformité : {len(self.session.steps)} scénarios, un par paiement.")
         self.announce()
 
     def announce(self) -> None:
         step = self.session.current
+        self.asked = False
         if step is None:
             return
         number = self.session.index + 1
         self.say(f"\nScénario {number}/{len(self.session.steps)} : {step.scenario.title} "
                  f"({step.scenario.name})\n  {step.scenario.description}\n"
                  f"  Payez {step.scenario.amount.replace('.', ',')} € depuis la caisse.")
-        self.asked = False
 
     def ask(self) -> None:
         if self.asked:
             return
         self.asked = True
-        keys = ", ".join(f"{key} = {SHOWN_WORDS[word]}" for key, word in
-                         (("a", "approved"), ("r", "refused"), ("i", "unknown"),
-                          ("e", "failure")))
+        keys = ", ".join(f"{key} = {SHOWN_WORDS[word]}" for key, word in SHOWN.items())
         self.say(f"  Le terminal a joué le scénario. Quand la caisse affiche son issue, "
                  f"tapez ce qu'elle montre ({keys} ; q pour finir) :")
 
-    def lineReceived(self, line: bytes) -> None:
-        answer = line.decode("utf-8", errors="replace").strip().lower()
-        if not answer:
-            return
-        if answer == "q":
-            self.finish()
-            return
-        try:
-            if self.session.current is None or self.session.current.started_at is None:
-                raise ValueError("aucun paiement n'est encore arrivé pour ce scénario")
-            if answer[:1] not in "arie":
-                raise ValueError("répondez a, r, i, e ou q")
-        except ValueError as error:
-            self.say(f"  {error}")
-            return
-        waiting = self.factory.when_closed(CLOSE_GRACE)
-        waiting.addCallback(lambda _: self.judged(answer[:1]))
-
-    def judged(self, answer: str) -> None:
+    def answer(self, shown: str) -> defer.Deferred[Verdict]:
+        """The tester's answer (a key of SHOWN or its word): judged once the POS closed its
+        connection (or CLOSE_GRACE later). ValueError, in French, when it cannot be."""
         step = self.session.current
         if step is None:
-            return
-        verdict = self.session.tester_says(answer, self.factory.reactor.seconds(),
+            raise ValueError("la session est finie")
+        if step.started_at is None:
+            raise ValueError("aucun paiement n'est encore arrivé pour ce scénario")
+        conclusion = SHOWN.get(shown, shown)
+        if conclusion not in SHOWN_WORDS:
+            raise ValueError("répondez a, r, i, e ou q")
+        waiting = self.factory.when_closed(CLOSE_GRACE)
+        return waiting.addCallback(lambda _: self._judged(step, conclusion))
+
+    def _judged(self, step: Step, conclusion: str) -> Verdict:
+        if self.session.current is not step:  # answered twice meanwhile: the first counts
+            assert step.verdict is not None
+            return step.verdict
+        verdict = self.session.tester_says(conclusion, self.factory.reactor.seconds(),
                                            snapshot(step.record))
         self.say(_verdict_text(verdict))
         if self.session.finished:
             self.finish()
         else:
             self.announce()
+        return verdict
 
     def finish(self) -> None:
         verdicts = self.session.verdicts
@@ -177,12 +173,71 @@ class TesterConsole(LineReceiver):
         self.say(f"\n{passed} / {len(verdicts)} scénarios réussis "
                  f"({len(self.session.steps) - len(verdicts)} non joués)")
         try:
-            self.report.write_text(html_report(verdicts, self.pos, self.factory.pos_timeout),
-                                   encoding="utf-8")
+            self.report.write_text(html_report(verdicts, "caisse pilotée à la main",
+                                               self.factory.pos_timeout), encoding="utf-8")
+            self.report_written = str(self.report)
             self.say(f"rapport : {self.report}")
         except OSError as error:
             self.say(f"impossible d'écrire le rapport : {error}")
-        self.factory.reactor.stop()
+        self.session.index = len(self.session.steps)  # q: the rest is not played
+        if self.stop_when_done:
+            self.factory.reactor.stop()
+
+    def state(self) -> dict[str, Any]:
+        """The session as JSON, for the web console (the expected conclusion of the
+        scenario being played is not given: the tester says what the POS showed)."""
+        step = self.session.current
+        current = None
+        if step is not None:
+            record = step.record
+            current = {"name": step.scenario.name, "title": step.scenario.title,
+                       "description": step.scenario.description,
+                       "amount": step.scenario.amount, "paid": step.started_at is not None,
+                       "played": self.asked, "requests": len(record.requests),
+                       "malformed": len(record.malformed), "connections": record.connections}
+        return {"index": self.session.index, "total": len(self.session.steps),
+                "finished": self.session.finished, "current": current,
+                "answers": {key: SHOWN_WORDS[word] for key, word in SHOWN.items()},
+                "verdicts": [_verdict_json(v) for v in self.session.verdicts],
+                "report": self.report_written}
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    return {"name": verdict.scenario.name, "title": verdict.scenario.title,
+            "passed": verdict.passed, "expected": WORDS[verdict.scenario.expect],
+            "concluded": WORDS[verdict.concluded], "problems": list(verdict.problems),
+            "fact": verdict.scenario.fact, "fix": verdict.scenario.fix,
+            "requests": len(verdict.wire.requests)}
+
+
+class TesterConsole(LineReceiver):
+    """The server's standard input and output as the tester's console."""
+
+    delimiter = b"\n"
+
+    def __init__(self, driver: SessionDriver, out: TextIO = sys.stdout) -> None:
+        self.driver = driver
+        self.out = out
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def connectionMade(self) -> None:
+        self.driver.listeners.append(self.say)
+        self.driver.begin()
+
+    def lineReceived(self, line: bytes) -> None:
+        answer = line.decode("utf-8", errors="replace").strip().lower()
+        if not answer:
+            return
+        if answer == "q":
+            self.driver.finish()
+            return
+        try:
+            self.driver.answer(answer[:1])
+        except ValueError as error:
+            self.say(f"  {error}")
 
 
 def _verdict_text(verdict: Verdict) -> str:
@@ -202,7 +257,9 @@ def terminal_factory(args: argparse.Namespace) -> Any:
     def build(terminal: Any) -> SessionFactory:
         factory = SessionFactory(args.conformance_session, args.conformance_pos_timeout,
                                  terminal.reactor, IdleWatch(terminal))
-        args.conformance_factory = factory
+        # The web console (started before this extension's start()) finds it here.
+        factory.driver = args.conformance_driver = SessionDriver(
+            factory, Path(args.conformance_report), stop_when_done=args.no_web)
         return factory
 
     return build
@@ -218,10 +275,7 @@ def describe_terminal(args: argparse.Namespace, settings: Any) -> str | None:
 def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> None:
     if args.conformance_session is None:
         return
-    factory = args.conformance_factory
-    console = TesterConsole(factory, Path(args.conformance_report), "caisse pilotée à la main")
-    factory.console = console
-    stdio.StandardIO(console, reactor=reactor)
+    stdio.StandardIO(TesterConsole(args.conformance_driver), reactor=reactor)
 
 
 __all__ = ["add_arguments", "describe_terminal", "settings_changes", "start",

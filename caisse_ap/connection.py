@@ -281,7 +281,8 @@ _NOTHING_YET = NeedData(None)
 class TerminalState(Enum):
     """What the terminal expects of the next bytes from the POS."""
 
-    FIRST = "first"  # a connection's first message: whatever comes is a request attempt
+    FIRST = "first"  # a connection's first bytes: a request start, or bytes before one
+    LEADING = "leading"  # bytes before the first request start: dropped if one follows
     BETWEEN = "between"  # after a message: only a request start (CZ + 3 digits) is read
     READING = "reading"  # a request started and is not whole yet
     OPEN = "open"  # the last request is whole; its optional fields may still come
@@ -290,7 +291,8 @@ class TerminalState(Enum):
 
 
 # A deadline (an unfinished request) or a close may be due in these even with nothing buffered.
-_STATES_WITH_SOMETHING_DUE = frozenset({TerminalState.READING, TerminalState.CLOSING})
+_STATES_WITH_SOMETHING_DUE = frozenset({TerminalState.READING, TerminalState.LEADING,
+                                        TerminalState.CLOSING})
 
 
 class _Message:
@@ -348,6 +350,11 @@ class TerminalConnection:
       mandatory fields is dropped, never answered;
     - after a message, only a request start (CZ and three digits, at a field
       boundary) is read; other bytes are dropped (BytesDropped);
+    - bytes that start no request at the start of a connection (a stray
+      byte, a NUL, a space, junk) are dropped too when a request start
+      follows, so that one request never gets two answers; if none follows
+      (silence for `request_timeout`, a close, a flood) they get the one
+      MalformedRequest a broken first message gets;
     - a message that breaks the framing gets one MalformedRequest, then bytes
       are skipped up to the next request start;
     - an unfinished request is refused (MalformedRequest, or RequestReceived
@@ -377,6 +384,7 @@ class TerminalConnection:
         self._notes: deque[tuple[int, RequestExtended | BytesDropped]] = deque()
         self._seq = itertools.count()  # orders requests and notes as they happened
         self._junk = 0  # bytes dropped since the last request start
+        self._leading_at = 0.0  # when the bytes before the first request start began
         self._last_data_at = clock()
         self._quiet_since = self._last_data_at  # silence counts from here
         self._peer_closed = False
@@ -506,7 +514,7 @@ class TerminalConnection:
             elif state is TerminalState.OPEN:
                 if not self._read_fields():
                     return
-            elif state is TerminalState.SKIPPING:
+            elif state in (TerminalState.SKIPPING, TerminalState.LEADING):
                 if not self._skip():
                     return
             elif not self._between_messages():
@@ -522,11 +530,15 @@ class TerminalConnection:
         self._pos = pos
         if pos == end:
             return True
-        if self.state is TerminalState.FIRST or _is_request_start(buf, pos):
+        if _is_request_start(buf, pos):
             self._start_message()
             return True
         if end - pos < 5 and _may_become_request_start(buf[pos:]):
             return False
+        if self.state is TerminalState.FIRST:
+            self._leading_at = self._last_data_at
+            self.state = TerminalState.LEADING  # answered only if no request follows
+            return True
         try:
             field = tlv._read_field(buf, pos, end)
         except FrameError:
@@ -650,7 +662,8 @@ class TerminalConnection:
         if found == -1:
             found = end - 1 if buf.endswith("C") else end
         if found > pos:
-            self._drop(pos, found, "they follow a framing error, up to the next request start")
+            self._drop(pos, found, "they start no request" if self.state is TerminalState.LEADING
+                       else "they follow a framing error, up to the next request start")
         if self.state is TerminalState.CLOSING:
             return True
         if _is_request_start(buf, found):
@@ -669,7 +682,15 @@ class TerminalConnection:
             reason += f"; {self.max_junk} bytes without a request start: closing the connection"
         self._notes.append((next(self._seq), BytesDropped(data[:SHOWN_BYTES], len(data), reason)))
         if flood:
+            if self.state is TerminalState.LEADING:
+                self._refuse_leading()
             self._close()
+
+    def _refuse_leading(self) -> None:
+        """No request start followed the bytes that began the connection: they were the
+        POS's first message, and get its one AF=09."""
+        self._enqueue([], self._leading_at, FrameError(
+            f"{self._junk} bytes that start no request (CZ and three digits)", 0, []))
 
     def _close(self) -> bool:
         self._message = None
@@ -683,7 +704,7 @@ class TerminalConnection:
         """Whether bytes of an unfinished message (or fragment) wait for more."""
         if self.state is TerminalState.CLOSING:
             return False
-        if self.state is TerminalState.READING:
+        if self.state in (TerminalState.READING, TerminalState.LEADING):
             return True
         # Bytes left unread because enough requests wait are no fragment.
         return self._pos < len(self._buf) and self._waiting() < self.max_waiting
@@ -708,6 +729,13 @@ class TerminalConnection:
             self._buf, self._pos = "", 0
         elif self.state is TerminalState.SKIPPING:
             self._drop(self._pos, end, "they follow a framing error")
+        elif self.state in (TerminalState.LEADING, TerminalState.FIRST):
+            if self.state is TerminalState.FIRST:  # a fragment of a request start, then nothing
+                self._leading_at = self._last_data_at
+                self.state = TerminalState.LEADING
+            self._drop(self._pos, end, f"they start no request: {why}")
+            if self.state is TerminalState.LEADING:  # not closed by a flood meanwhile
+                self._refuse_leading()
         else:
             self._drop(self._pos, end, f"a fragment that starts no request: {why}")
         self._message = None

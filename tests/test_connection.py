@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -424,14 +427,70 @@ def test_a_corrupt_request_sent_byte_by_byte_gets_one_answer():
 
 
 def test_garbage_first_is_refused_once_garbage_after_an_answer_is_dropped():
-    connection = terminal()
+    clock = Clock()
+    connection = terminal(clock)
     connection.receive_data(b"hello\r\n")
+    assert kinds(drain(connection)) == ["BytesDropped", "NeedData"]
+    clock.advance(2)  # no request followed: the bytes were the POS's first message
     first = drain(connection)
     assert kinds(first)[0] == "MalformedRequest"
     connection.receive_data(REQUEST + b"\r\n")
     drain(connection)
     connection.receive_data(b"hello\r\n")
     assert kinds(drain(connection)) == ["BytesDropped", "NeedData"]
+
+
+@pytest.mark.parametrize("stray", [b"x", b"\x00", b" ", b"hello", b"hello\r\n", b"CZ",
+                                   b"CZabc", b"CA00201", b"\r\nzz\r\n"])
+def test_stray_bytes_before_the_first_request_are_dropped_never_answered(stray):
+    """One request, one answer: the stray bytes are logged (BytesDropped), not refused."""
+    for segments in ([stray + request("A")], [stray, request("A")]):
+        connection = terminal()
+        events = []
+        for segment in segments:
+            connection.receive_data(segment)
+            events += drain(connection)
+        assert [kind for kind in kinds(events) if kind != "NeedData"] == [
+            "BytesDropped", "RequestReceived"], (stray, segments)
+        assert references(events) == ["A"]
+
+
+@pytest.mark.parametrize("ending", ["close", "silence"])
+@pytest.mark.parametrize("stray", [b"x", b"C", b"CZ0", b"hello\r\n"])
+def test_stray_bytes_alone_get_one_af09(stray, ending):
+    clock = Clock()
+    connection = terminal(clock)
+    connection.receive_data(stray)
+    events = drain(connection)
+    if ending == "close":
+        connection.receive_data(b"")
+    else:
+        clock.advance(2)
+    events += drain(connection)
+    assert kinds(events).count("MalformedRequest") == 1
+    assert not [event for event in events if isinstance(event, RequestReceived)]
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.sampled_from([b"x", b"\x00", b" ", b"\r\n", b"CZ", b"CZ004", b"0300",
+                                 b"CA00201", b"CB0015", REQUEST, REQUEST[:20], b"cj",
+                                 b"QQ999"]), max_size=8),
+       st.data())
+def test_never_more_answers_than_requests(pieces, data):
+    """For any input and any segmentation: answers (requests handed out, MalformedRequest
+    included) are at most the request starts it holds, or one when it holds none."""
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(len(stream) - 1, 1)), max_size=4)))
+    connection = terminal()
+    events = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        connection.receive_data(stream[start:end])
+        events += drain(connection)
+    connection.receive_data(b"")
+    events += drain(connection)
+    answers = sum(isinstance(event, RequestReceived | MalformedRequest) for event in events)
+    starts = len(re.findall(rb"CZ[0-9]{3}", stream))
+    assert answers <= max(1, starts), (stream, kinds(events))
 
 
 def test_a_request_start_inside_a_dropped_field_value_is_not_taken():

@@ -382,6 +382,11 @@ def test_bad_options_give_one_line_and_status_2(capsys, args, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_address_that_cannot_be_listened_on_gives_status_2(capsys):
+    assert cli.main(["--pos", "true {port}", "--host", "192.0.2.1", "--only", "approved"]) == 2
+    assert "impossible d'attendre la caisse sur 192.0.2.1" in capsys.readouterr().err
+
+
 def test_list(capsys):
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out

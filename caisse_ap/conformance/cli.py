@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from twisted.internet.error import CannotListenError
+
 from .. import __version__
 from . import DEFAULT_POS_TIMEOUT
 from .catalogue import ScenarioError, builtins, select
 from .judge import WORDS, Verdict
 from .report import html_report, junit_report
-from .runner import DEFAULT_JOBS, STOP_MARGIN, command_pos, run_all
+from .runner import DEFAULT_JOBS, HOST, STOP_MARGIN, command_pos, run_all
 
 PROG = "caisse-ap-ip-conformance"
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "tournent en parallèle : une caisse qui attend 177 s coûte "
                              "environ 180 s en tout (--pos-timeout 177) "
                              f"(défaut : {DEFAULT_POS_TIMEOUT:g})")
+    parser.add_argument("--host", default=HOST, metavar="ADRESSE",
+                        help="l'adresse où les terminaux des scénarios attendent la caisse, "
+                             "donnée comme {host} (une caisse dans une autre machine ou un "
+                             f"conteneur : l'adresse de cette machine ; défaut : {HOST})")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                         help=f"scénarios joués en même temps (défaut : {DEFAULT_JOBS})")
     parser.add_argument("--report", type=Path, metavar="FICHIER.html",
@@ -157,8 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.pos_timeout:g} s" if en else
           f"{len(scenarios)} scénarios, {args.jobs} à la fois, délai de la caisse "
           f"{args.pos_timeout:g} s", flush=True)
-    verdicts = run_all(scenarios, command_pos(args.pos), args.pos_timeout, args.jobs,
-                       on_verdict=lambda v: print(_line(v), flush=True))
+    try:
+        verdicts = run_all(scenarios, command_pos(args.pos), args.pos_timeout, args.jobs,
+                           on_verdict=lambda v: print(_line(v), flush=True), host=args.host)
+    except CannotListenError as error:
+        print(f"{PROG}: impossible d'attendre la caisse sur {args.host} : "
+              f"{error.socketError}", file=sys.stderr)
+        return EXIT_USAGE
     failed = [v for v in verdicts if not v.passed]
     names = ", ".join(v.scenario.name for v in failed)
     if en:

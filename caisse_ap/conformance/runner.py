@@ -99,13 +99,15 @@ def _call_into(box: dict[str, Any], pay: Callable[[str, int, str], Any], host: s
         box["error"] = f"{type(error).__name__}: {error}"
 
 
-def run_scenario(scenario: Scenario, pos: PosCall, pos_timeout: float) -> Verdict:
-    """Play one scenario for the POS and judge it."""
+def run_scenario(scenario: Scenario, pos: PosCall, pos_timeout: float,
+                 host: str = HOST) -> Verdict:
+    """Play one scenario for the POS and judge it; its terminal listens on `host` (the
+    address the POS is given) and a free port."""
     reactor = testing.shared_reactor()
     factory = ScenarioFactory(scenario, pos_timeout, reactor)
-    port = testing.call_in_reactor(factory.listen, HOST)
+    port = testing.call_in_reactor(factory.listen, host)
     try:
-        run = pos(HOST, port, scenario.amount, pos_timeout + STOP_MARGIN)
+        run = pos(host, port, scenario.amount, pos_timeout + STOP_MARGIN)
         testing.call_in_reactor(factory.when_closed, CLOSE_GRACE)
         record = testing.call_in_reactor(snapshot, factory.record)
     finally:
@@ -121,13 +123,14 @@ def snapshot(record: WireRecord) -> WireRecord:
 
 def run_all(scenarios: Iterable[Scenario], pos: PosCall, pos_timeout: float,
             jobs: int = DEFAULT_JOBS,
-            on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
+            on_verdict: Callable[[Verdict], None] | None = None,
+            host: str = HOST) -> list[Verdict]:
     """Every scenario, `jobs` at a time; the verdicts in the catalogue's order."""
     scenarios = list(scenarios)
     lock = threading.Lock()
 
     def one(scenario: Scenario) -> Verdict:
-        verdict = run_scenario(scenario, pos, pos_timeout)
+        verdict = run_scenario(scenario, pos, pos_timeout, host)
         if on_verdict is not None:
             with lock:
                 on_verdict(verdict)

@@ -45,10 +45,6 @@ class Plan:
     then: str
     answer: bytes
 
-    @property
-    def duration(self) -> float:
-        return sum(write.after for write in self.writes)
-
 
 def settings_for(scenario: Scenario) -> TerminalSettings:
     part = scenario.terminal

@@ -122,7 +122,6 @@ class ScenarioProtocol(protocol.Protocol):
         if not self.kit.protocols and self.kit.all_closed is not None:
             waiting, self.kit.all_closed = self.kit.all_closed, None
             waiting.callback(None)
-        self.kit.connection_closed(self)
 
 
 class ScenarioFactory(protocol.Factory):
@@ -137,9 +136,6 @@ class ScenarioFactory(protocol.Factory):
 
     def plan_done(self, connection: ScenarioProtocol) -> None:
         """A plan was carried out on `connection` (a hook for a session of scenarios)."""
-
-    def connection_closed(self, connection: ScenarioProtocol) -> None:
-        """`connection` is closed (a hook for a session of scenarios)."""
 
     def buildProtocol(self, addr: Any) -> ScenarioProtocol:
         return ScenarioProtocol(self)

@@ -2,10 +2,12 @@
 
 An extension of the server's command line (terminal/cli.py): with
 `--conformance`, the terminal answers each payment with the next scenario of
-the catalogue (the same plans as the runner's, carried out by wire.py), and
-the server's console (its standard input and output, in French) shows the
-scenario, what the POS did on the wire, and asks the tester what the POS
-showed. After the last scenario (or `q`) it writes the HTML report and stops.
+the catalogue (the same plans as the runner's, carried out by wire.py), and a
+SessionDriver shows the tester the scenario and what the POS did on the wire,
+and asks what the POS showed: on the server's console (its standard input and
+output, in French) and in the web console's page (/conformance.html, through
+GET /api/conformance and POST /api/conformance/answer). After the last
+scenario (or `q`) it writes the HTML report, and stops without the web console.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("conformance kit for a POS driven by hand")
     add = group.add_argument
     add("--conformance", action="store_true",
-        help="answer each payment with the next scenario of the conformance kit and ask, "
-             "on this console, what the POS showed; then write the report and stop")
+        help="answer each payment with the next scenario of the conformance kit and ask "
+             "what the POS showed, on this console or in the web console's page "
+             "/conformance.html; then write the report (and stop, with --no-web)")
     add("--conformance-only", default=None, metavar="NAMES",
         help="with --conformance: these scenarios only (commas)")
     add("--conformance-skip", default=None, metavar="NAMES",

@@ -206,7 +206,14 @@ def _judge(request: PaymentRequest, answer: TerminalAnswer | None) -> tuple[Outc
     mismatches = answer.echo_mismatches(request)
     if mismatches:
         return Outcome.UNKNOWN, f"the answer does not match the request ({'; '.join(mismatches)})"
-    return Outcome(answer.outcome_for(request).value), None
+    outcome = Outcome(answer.outcome_for(request).value)
+    if outcome is Outcome.ACCEPTED and request.value("BA") != "1":
+        # "Taken into account" answers an immediate request only: to one that waited for
+        # the end of the transaction, it says nothing of the payment.
+        return Outcome.UNKNOWN, ("the terminal answered an immediate answer (AE=11) to a "
+                                 "request that did not ask for one (BA=1): the payment's "
+                                 "outcome is not known")
+    return outcome, None
 
 
 # --- the actions every client offers -------------------------------------------------------

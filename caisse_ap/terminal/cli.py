@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the service imports Twisted, which --help does without
 
 PROG = "caisse-ap-ip-server"
 EXTENSIONS = ("caisse_ap.terminal.web", "caisse_ap.terminal.serial",
-              "caisse_ap.terminal.debugging")
+              "caisse_ap.terminal.debugging", "caisse_ap.conformance.manual")
 # Both commands take "warn" and "warning" (the client's spelling is logging's).
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "warning": logging.WARNING, "error": logging.ERROR}

@@ -298,6 +298,12 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
             journal.close()
         raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
                           f"console: {error.socketError}") from None
+    driver = getattr(args, "conformance_driver", None)  # caisse-ap-ip-server --conformance
+    if services.api is not None and driver is not None:
+        services.api.conformance = driver
+        if services.web_url is not None:
+            log.info("conformance session in the web console: %sconformance.html",
+                     services.web_url)
     if journal is None:
         log.info("no transaction journal (--no-web without --journal)")
     else:

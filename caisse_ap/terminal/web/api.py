@@ -208,7 +208,12 @@ class ControlApi(resource.Resource):
             ("events",): {b"GET": self.get_events},
             ("log",): {b"GET": self.get_log},
             ("session",): {b"POST": self.post_session, b"DELETE": self.delete_session},
+            ("conformance",): {b"GET": self.get_conformance},
+            ("conformance", "answer"): {b"POST": self.post_conformance_answer},
         }
+        # The conformance session (caisse-ap-ip-server --conformance): its SessionDriver,
+        # set by the web extension's start; None otherwise.
+        self.conformance: Any = None
         # The cookie's value: derived from the token, so that it is not the token itself
         # and stops working when the server restarts with another token.
         self._session = None if token is None else hmac.new(
@@ -484,6 +489,30 @@ class ControlApi(resource.Resource):
         self.manual.decide(txn_id, spec)
         log.info("transaction %d decided through the API: %s", txn_id, spec.outcome)
         return finished.addCallback(Reply)
+
+    # --- Conformance session (caisse-ap-ip-server --conformance) ---------------
+
+    def _session_driver(self) -> Any:
+        if self.conformance is None:
+            raise ApiError(404, "No conformance session: start the server with --conformance.")
+        return self.conformance
+
+    def get_conformance(self, request: server.Request) -> Reply:
+        return Reply(self._session_driver().state())
+
+    def post_conformance_answer(self, request: server.Request) -> defer.Deferred[Any]:
+        """What the POS showed for the scenario just played: {"shown": "approved",
+        "refused", "unknown" or "failure"}; answers the scenario's verdict."""
+        driver = self._session_driver()
+        shown = self._object(self._body(request)).get("shown")
+        if shown not in ("approved", "refused", "unknown", "failure"):
+            raise ApiError(400, "shown must be approved, refused, unknown or failure.",
+                           "shown")
+        try:
+            judged: defer.Deferred[Any] = driver.answer(shown)
+        except ValueError as error:  # no payment yet, or the session is over
+            raise ApiError(409, str(error), code="not_waiting") from None
+        return judged.addCallback(lambda verdict: Reply(driver.state()["verdicts"][-1]))
 
     def get_amount_rules(self, request: server.Request) -> Reply:
         return Reply({"enabled": self.terminal.settings.amount_rules,

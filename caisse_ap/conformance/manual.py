@@ -1,0 +1,285 @@
+"""`caisse-ap-ip-server --conformance`: the conformance kit for a POS driven by hand.
+
+An extension of the server's command line (terminal/cli.py): with
+`--conformance`, the terminal answers each payment with the next scenario of
+the catalogue (the same plans as the runner's, carried out by wire.py), and a
+SessionDriver shows the tester the scenario and what the POS did on the wire,
+and asks what the POS showed: on the server's console (its standard input and
+output, in French) and in the web console's page (/conformance.html, through
+GET /api/conformance and POST /api/conformance/answer). After the last
+scenario (or `q`) it writes the HTML report, and stops without the web console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from twisted.internet import defer, stdio
+from twisted.protocols.basic import LineReceiver
+
+from ..terminal.cli import UsageError
+from .catalogue import select
+from .judge import WORDS, Verdict
+from .report import html_report
+from .runner import CLOSE_GRACE, snapshot
+from .session import SHOWN, SHOWN_WORDS, ConformanceSession, Step
+from .wire import ScenarioFactory, ScenarioProtocol
+
+DEFAULT_REPORT = "conformite.html"
+DEFAULT_POS_TIMEOUT = 180.0  # what POS integrations usually wait
+MAX_CONNECTIONS = 16  # a session serves one POS; a few resends or probes at most
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("conformance kit for a POS driven by hand")
+    add = group.add_argument
+    add("--conformance", action="store_true",
+        help="answer each payment with the next scenario of the conformance kit and ask "
+             "what the POS showed, on this console or in the web console's page "
+             "/conformance.html; then write the report (and stop, with --no-web)")
+    add("--conformance-only", default=None, metavar="NAMES",
+        help="with --conformance: these scenarios only (commas)")
+    add("--conformance-skip", default=None, metavar="NAMES",
+        help="with --conformance: skip these scenarios (commas)")
+    add("--conformance-report", default=DEFAULT_REPORT, metavar="FILE.html",
+        help=f"with --conformance: the HTML report (default {DEFAULT_REPORT})")
+    add("--conformance-pos-timeout", type=float, default=DEFAULT_POS_TIMEOUT,
+        metavar="SECONDS",
+        help="with --conformance: how long the POS waits for an answer (the late answer "
+             f"comes 1 s after it; default {DEFAULT_POS_TIMEOUT:g})")
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """No setting changes; checks the options and chooses the scenarios."""
+    args.conformance_session = args.conformance_driver = None
+    if not args.conformance:
+        for option in ("only", "skip"):
+            if getattr(args, f"conformance_{option}"):
+                raise UsageError(f"--conformance-{option} needs --conformance")
+        return {}
+    if not 0 < args.conformance_pos_timeout <= 3600:
+        raise UsageError("--conformance-pos-timeout must be between 0 and 3600 seconds")
+    try:
+        scenarios = select(_names(args.conformance_only), _names(args.conformance_skip))
+        args.conformance_session = ConformanceSession(scenarios)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return {}
+
+
+class SessionFactory(ScenarioFactory):
+    """The terminal's connections during a session: each takes the current scenario."""
+
+    def __init__(self, session: ConformanceSession, pos_timeout: float, reactor: Any,
+                 idle_watch: Any) -> None:
+        step = session.current
+        assert step is not None  # a session starts with at least one scenario
+        super().__init__(step.scenario, pos_timeout, reactor)
+        self.session = session
+        self.idle_watch = idle_watch  # stop_terminal stops it
+        self.driver: SessionDriver | None = None
+
+    def free_slots(self) -> int:
+        """The server's port asks before accepting: a session is one POS at a time."""
+        return MAX_CONNECTIONS - len(self.protocols)
+
+    def buildProtocol(self, addr: Any) -> ScenarioProtocol:
+        if self.session.finished:
+            return None  # type: ignore[return-value]  # Twisted closes the connection
+        step = self.session.connection_started(self.reactor.seconds())
+        self.scenario, self.record = step.scenario, step.record
+        return super().buildProtocol(addr)
+
+    def plan_done(self, connection: ScenarioProtocol) -> None:
+        if self.driver is not None and connection.record is self.record:
+            self.driver.ask()
+
+
+class SessionDriver:
+    """What the tester can see and do during a session, for every console (the server's
+    standard input and output, the web console's page): the scenario to play, "what did
+    the POS show?", the verdicts, the report at the end."""
+
+    def __init__(self, factory: SessionFactory, report: Path, stop_when_done: bool) -> None:
+        self.factory = factory
+        self.session = factory.session
+        self.report = report
+        self.stop_when_done = stop_when_done
+        self.asked = False  # the current scenario was played: the tester may answer
+        self.report_written: str | None = None
+        self.listeners: list[Callable[[str], None]] = []  # each gets every line said
+
+    def say(self, text: str) -> None:
+        for listener in self.listeners:
+            listener(text)
+
+    def begin(self) -> None:
+        self.say(f"Kit de conformité : {len(self.session.steps)} scénarios, un par paiement.")
+        self.announce()
+
+    def announce(self) -> None:
+        step = self.session.current
+        self.asked = False
+        if step is None:
+            return
+        number = self.session.index + 1
+        self.say(f"\nScénario {number}/{len(self.session.steps)} : {step.scenario.title} "
+                 f"({step.scenario.name})\n  {step.scenario.description}\n"
+                 f"  Payez {step.scenario.amount.replace('.', ',')} € depuis la caisse.")
+
+    def ask(self) -> None:
+        if self.asked:
+            return
+        self.asked = True
+        keys = ", ".join(f"{key} = {SHOWN_WORDS[word]}" for key, word in SHOWN.items())
+        self.say(f"  Le terminal a joué le scénario. Quand la caisse affiche son issue, "
+                 f"tapez ce qu'elle montre ({keys} ; q pour finir) :")
+
+    def answer(self, shown: str) -> defer.Deferred[Verdict]:
+        """The tester's answer (a key of SHOWN or its word): judged once the POS closed its
+        connection (or CLOSE_GRACE later). ValueError, in French, when it cannot be."""
+        step = self.session.current
+        if step is None:
+            raise ValueError("la session est finie")
+        if step.started_at is None:
+            raise ValueError("aucun paiement n'est encore arrivé pour ce scénario")
+        conclusion = SHOWN.get(shown, shown)
+        if conclusion not in SHOWN_WORDS:
+            raise ValueError("répondez a, r, i, e ou q")
+        waiting = self.factory.when_closed(CLOSE_GRACE)
+        return waiting.addCallback(lambda _: self._judged(step, conclusion))
+
+    def _judged(self, step: Step, conclusion: str) -> Verdict:
+        if self.session.current is not step:  # answered twice meanwhile: the first counts
+            assert step.verdict is not None
+            return step.verdict
+        verdict = self.session.tester_says(conclusion, self.factory.reactor.seconds(),
+                                           snapshot(step.record))
+        self.say(_verdict_text(verdict))
+        if self.session.finished:
+            self.finish()
+        else:
+            self.announce()
+        return verdict
+
+    def finish(self) -> None:
+        verdicts = self.session.verdicts
+        passed = sum(v.passed for v in verdicts)
+        self.say(f"\n{passed} / {len(verdicts)} scénarios réussis "
+                 f"({len(self.session.steps) - len(verdicts)} non joués)")
+        try:
+            self.report.write_text(html_report(verdicts, "caisse pilotée à la main",
+                                               self.factory.pos_timeout), encoding="utf-8")
+            self.report_written = str(self.report)
+            self.say(f"rapport : {self.report}")
+        except OSError as error:
+            self.say(f"impossible d'écrire le rapport : {error}")
+        self.session.index = len(self.session.steps)  # q: the rest is not played
+        if self.stop_when_done:
+            self.factory.reactor.stop()
+
+    def state(self) -> dict[str, Any]:
+        """The session as JSON, for the web console (the expected conclusion of the
+        scenario being played is not given: the tester says what the POS showed)."""
+        step = self.session.current
+        current = None
+        if step is not None:
+            record = step.record
+            current = {"name": step.scenario.name, "title": step.scenario.title,
+                       "description": step.scenario.description,
+                       "amount": step.scenario.amount, "paid": step.started_at is not None,
+                       "played": self.asked, "requests": len(record.requests),
+                       "malformed": len(record.malformed), "connections": record.connections}
+        return {"index": self.session.index, "total": len(self.session.steps),
+                "finished": self.session.finished, "current": current,
+                "answers": {key: SHOWN_WORDS[word] for key, word in SHOWN.items()},
+                "verdicts": [_verdict_json(v) for v in self.session.verdicts],
+                "report": self.report_written}
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    return {"name": verdict.scenario.name, "title": verdict.scenario.title,
+            "passed": verdict.passed, "expected": WORDS[verdict.scenario.expect],
+            "concluded": WORDS[verdict.concluded], "problems": list(verdict.problems),
+            "fact": verdict.scenario.fact, "fix": verdict.scenario.fix,
+            "requests": len(verdict.wire.requests)}
+
+
+class TesterConsole(LineReceiver):
+    """The server's standard input and output as the tester's console."""
+
+    delimiter = b"\n"
+
+    def __init__(self, driver: SessionDriver, out: TextIO = sys.stdout) -> None:
+        self.driver = driver
+        self.out = out
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def connectionMade(self) -> None:
+        self.driver.listeners.append(self.say)
+        self.driver.begin()
+
+    def lineReceived(self, line: bytes) -> None:
+        answer = line.decode("utf-8", errors="replace").strip().lower()
+        if not answer:
+            return
+        if answer == "q":
+            self.driver.finish()
+            return
+        try:
+            self.driver.answer(answer[:1])
+        except ValueError as error:
+            self.say(f"  {error}")
+
+
+def _verdict_text(verdict: Verdict) -> str:
+    wire = verdict.wire
+    head = ("  réussi" if verdict.passed else "  ÉCHEC") + (
+        f" : attendu {WORDS[verdict.scenario.expect]}, la caisse a montré "
+        f"{WORDS[verdict.concluded]} ; {len(wire.requests)} demande(s), "
+        f"{wire.connections} connexion(s)")
+    return "\n".join([head, *(f"    - {problem}" for problem in verdict.problems)])
+
+
+def terminal_factory(args: argparse.Namespace) -> Any:
+    if args.conformance_session is None:
+        return None
+    from ..terminal.server import IdleWatch
+
+    def build(terminal: Any) -> SessionFactory:
+        factory = SessionFactory(args.conformance_session, args.conformance_pos_timeout,
+                                 terminal.reactor, IdleWatch(terminal))
+        # The web console (started before this extension's start()) finds it here.
+        factory.driver = args.conformance_driver = SessionDriver(
+            factory, Path(args.conformance_report), stop_when_done=args.no_web)
+        return factory
+
+    return build
+
+
+def describe_terminal(args: argparse.Namespace, settings: Any) -> str | None:
+    if args.conformance_session is None:
+        return None
+    return (f"conformance kit: {len(args.conformance_session.steps)} scenarios, one per "
+            "payment, the tester answering on this console")
+
+
+def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> None:
+    if args.conformance_session is None:
+        return
+    stdio.StandardIO(TesterConsole(args.conformance_driver), reactor=reactor)
+
+
+__all__ = ["add_arguments", "describe_terminal", "settings_changes", "start",
+           "terminal_factory"]

@@ -1,0 +1,178 @@
+"""The Twisted edge of the conformance kit: a terminal that plays one scenario.
+
+It reads the POS's requests through the core's `TerminalConnection`, asks
+`plan.make_plan` what to write, and carries the plan out with `callLater`
+(never a sleep: the reactor keeps serving the other scenarios), recording
+what the POS did on the wire in a `WireRecord`. Nothing here decides.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+
+from .. import tlv
+from ..connection import (
+    CloseConnection,
+    MalformedRequest,
+    NeedData,
+    RequestReceived,
+    TerminalConnection,
+)
+from ..terminal import behaviour
+from .catalogue import Scenario
+from .judge import WireRecord
+from .plan import Plan, make_plan, settings_for
+
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+class ScenarioProtocol(protocol.Protocol):
+    """One POS connection: every request it sends gets the scenario's plan."""
+
+    transport: Any  # a TCP transport: abortConnection, getHandle
+
+    def __init__(self, kit: ScenarioFactory) -> None:
+        self.kit = kit
+        self.timers: list[IDelayedCall] = []
+        self.closing = False  # the terminal closes (or resets) this connection itself
+
+    def connectionMade(self) -> None:
+        reactor = self.kit.reactor
+        self.connection = TerminalConnection(reactor.seconds)
+        # This connection's scenario and record (a session moves on to the next scenario
+        # for the next connections).
+        self.scenario, self.record = self.kit.scenario, self.kit.record
+        self.record.connections += 1
+        self.record.open_connections += 1
+        self.kit.protocols.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.connection.receive_data(data)
+        self.pump()
+
+    def pump(self) -> None:
+        record = self.record
+        while True:
+            event = self.connection.next_event()
+            if isinstance(event, RequestReceived):
+                record.requests.append(tlv.encode_unchecked(event.fields))
+                self.play(make_plan(self.scenario, list(event.fields), self.kit.pos_timeout))
+            elif isinstance(event, MalformedRequest):
+                record.malformed.append(str(event.error))
+                settings = settings_for(self.scenario)
+                reply = behaviour.error_reply(event.error.fields, "09", settings)
+                self.write(tlv.encode_unchecked(reply.fields or ()))
+                self.connection.request_finished()
+            elif isinstance(event, CloseConnection):
+                if not self.closing and self.transport is not None:
+                    self.transport.loseConnection()
+                return
+            elif isinstance(event, NeedData):
+                if event.deadline is not None:
+                    delay = max(0.0, event.deadline - self.kit.reactor.seconds())
+                    self.timers.append(self.kit.reactor.callLater(delay, self.pump))
+                return
+            # RequestExtended, BytesDropped: late optional fields or noise; nothing to do
+
+    def play(self, plan: Plan) -> None:
+        """Write the plan's bytes, each after its pause, then end as it says."""
+        elapsed = 0.0
+        for write in plan.writes:
+            elapsed += write.after
+            self.timers.append(self.kit.reactor.callLater(elapsed, self.write, write.data))
+        self.timers.append(self.kit.reactor.callLater(elapsed, self.finish, plan.then))
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.record.sent += data
+            self.transport.write(data)
+
+    def finish(self, then: str) -> None:
+        self.connection.request_finished()
+        self.kit.plan_done(self)
+        if self.transport is None or self.closing:
+            return
+        if then == "close":
+            self.closing = True
+            self.transport.loseConnection()
+        elif then == "reset":
+            self.closing = True
+            handle = getattr(self.transport, "getHandle", None)
+            if handle is not None:
+                handle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            self.transport.abortConnection()
+        else:
+            self.pump()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        record = self.record
+        record.open_connections -= 1
+        if not self.closing:
+            record.closed_by_pos += 1
+        for timer in self.timers:
+            if timer.active():
+                timer.cancel()
+        self.kit.protocols.discard(self)
+        if not self.kit.protocols and self.kit.all_closed is not None:
+            waiting, self.kit.all_closed = self.kit.all_closed, None
+            waiting.callback(None)
+
+
+class ScenarioFactory(protocol.Factory):
+    def __init__(self, scenario: Scenario, pos_timeout: float, reactor: Any) -> None:
+        self.scenario = scenario
+        self.pos_timeout = pos_timeout
+        self.reactor = reactor
+        self.record = WireRecord()
+        self.protocols: set[ScenarioProtocol] = set()
+        self.all_closed: defer.Deferred[None] | None = None
+        self.port: Any = None
+
+    def plan_done(self, connection: ScenarioProtocol) -> None:
+        """A plan was carried out on `connection` (a hook for a session of scenarios)."""
+
+    def buildProtocol(self, addr: Any) -> ScenarioProtocol:
+        return ScenarioProtocol(self)
+
+    def listen(self, host: str = "127.0.0.1") -> int:
+        self.port = self.reactor.listenTCP(0, self, interface=host)
+        return int(self.port.getHost().port)
+
+    def when_closed(self, grace: float) -> defer.Deferred[None]:
+        """Fires once the POS closed every connection, or after `grace` seconds."""
+        if not self.protocols:
+            return defer.succeed(None)
+        waiting: defer.Deferred[None] = defer.Deferred()
+        self.all_closed = waiting
+
+        def give_up() -> None:
+            if not waiting.called:
+                self.all_closed = None
+                waiting.callback(None)
+
+        timer = self.reactor.callLater(grace, give_up)
+
+        def stop_timer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        waiting.addBoth(stop_timer)
+        return waiting
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Stop listening and drop whatever is still open."""
+        for proto in list(self.protocols):
+            proto.closing = True
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+        return defer.maybeDeferred(self.port.stopListening)
+
+
+__all__ = ["ScenarioFactory", "ScenarioProtocol"]

@@ -86,6 +86,7 @@ class Profile:
     source: str
     silent: tuple[str, ...] = ()  # what the source does not say (standard behaviour kept)
     path: str = ""  # the file it was read from
+    source_fr: str = ""  # the source in French, for the console ("": `source` is shown)
     # [answer]
     answer_version: str | None = None  # None: echo the request's CZ
     pad_amount: bool = False
@@ -172,6 +173,7 @@ class Profile:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.label, "source": self.source,
+                "source_fr": self.source_fr or self.source,
                 "silent": list(self.silent), "differences": self.differences()}
 
 
@@ -292,6 +294,11 @@ def parse(text: str, where: str = "<profile>") -> Profile:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", values["name"]):
         raise top.fail("name", f"name {values['name']!r} must be 1 to 32 lower-case letters, "
                                "digits or dashes")
+    source_fr = top.get("source_fr", str, "").strip()
+    if not source_fr.isprintable():
+        raise top.fail("source_fr", f"source_fr must be one line of printable text, "
+                                    f"not {source_fr!r}")
+    values["source_fr"] = source_fr
     silent = top.get("silent", list, [])
     if not all(isinstance(note, str) for note in silent):
         raise top.fail("silent", "silent must be a list of texts")

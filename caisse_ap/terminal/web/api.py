@@ -111,7 +111,11 @@ ERROR_CODES = {
     "invalid_format": "the text does not have the expected form",
     "unknown_choice": "the value is none of the accepted names",
     "unknown_currency": "not an ISO 4217 currency (or not accepted)",
-    "invalid_amount": "not an amount in this currency (`reason` says why)",
+    "invalid_amount": "not an amount: digits with at most one '.' or ',' before the decimals",
+    "amount_zero": "the amount is zero",
+    "amount_negative": "a negative amount, which only a refund may have",
+    "amount_too_large": "the amount is above `limits.max` (12 digits of minor units)",
+    "amount_too_precise": "more decimals than the currency has (`limits.decimals`)",
     "invalid_value": "any other bad value",
 }
 # The code of an error raised without one, by HTTP status.
@@ -119,18 +123,21 @@ STATUS_CODES = {400: "invalid_value", 401: "token_required", 403: "cross_origin"
                 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
                 415: "json_required", 421: "host_not_allowed", 429: "too_many_test_payments",
                 500: "internal_error"}
-# The code of a test payment's request error (errors.InvalidRequest), by its field.
+# The code of a test payment's request error (errors.InvalidRequest), by its field...
 OPTION_CODES = {"amount": "invalid_amount", "currency": "unknown_currency",
                 "action": "unknown_choice", "reference": "too_long"}
+# ...and for an amount, by what the library's check found wrong (money.AmountError.reason).
+AMOUNT_CODES = {"empty": "empty", "zero": "amount_zero", "negative": "amount_negative",
+                "too_large": "amount_too_large", "too_many_decimals": "amount_too_precise"}
 
 
 class ApiError(Exception):
     """An error answered as {"error": message, "code": code, "field": field} with `status`
-    (and "limits" when there are some, "reason" when the code has finer ones)."""
+    (and "limits" when there are some)."""
 
     def __init__(self, status: int, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None, *, code: str | None = None,
-                 limits: dict[str, Any] | None = None, reason: str | None = None):
+                 limits: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -138,7 +145,6 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.code = code or STATUS_CODES.get(status, "invalid_value")
         self.limits = limits
-        self.reason = reason
 
     @classmethod
     def bad_value(cls, error: SettingsError, where: str = "") -> ApiError:
@@ -150,8 +156,6 @@ class ApiError(Exception):
         data: dict[str, Any] = {"error": self.message, "code": self.code, "field": self.field}
         if self.limits is not None:
             data["limits"] = self.limits
-        if self.reason is not None:
-            data["reason"] = self.reason
         return data
 
 
@@ -810,6 +814,6 @@ def _test_request(body: dict[str, Any]) -> Any:
                                     partial=flags["partial"], immediate=flags["immediate"],
                                     receipt=flags["receipt"])
     except InvalidRequest as error:
-        raise ApiError(400, str(error), error.field,
-                       code=OPTION_CODES.get(error.field or "", "invalid_value"),
-                       limits=error.limits, reason=error.reason) from None
+        code = AMOUNT_CODES.get(error.reason or "") or OPTION_CODES.get(error.field or "",
+                                                                         "invalid_value")
+        raise ApiError(400, str(error), error.field, code=code, limits=error.limits) from None

@@ -247,28 +247,19 @@
     invalid_format: () => "Forme non valide : voyez l’exemple sous le champ.",
     unknown_choice: () => "Ce choix est inconnu du serveur.",
     unknown_currency: () => "Devise inconnue ou refusée : un code ISO 4217 comme EUR, XPF ou 978.",
-    invalid_amount: (limits, reason) => amountWords(limits, reason),
+    invalid_amount: () => "Montant non valide : écrivez des chiffres avec au plus une virgule, par exemple 12,50.",
+    amount_zero: () => "Le montant est nul : il doit être au-dessus de zéro.",
+    amount_negative: () => "Le montant est négatif : un montant négatif est un remboursement ; choisissez l’opération « Remboursement » avec un montant positif.",
+    amount_too_large: (limits) => (limits && limits.max
+      ? `Le montant est au-delà de ${formatAmount(limits.max, null, limits.currency)}, le plus grand que le champ CB porte (12 chiffres).`
+      : "Le montant est trop grand pour le champ CB (12 chiffres)."),
+    amount_too_precise: (limits) => (!limits || limits.decimals === undefined ? "Montant non valide : trop de décimales pour cette devise."
+      : limits.decimals === 0 ? `Montant non valide : trop de décimales, ${limits.currency || "cette devise"} n’en a pas.`
+        : `Montant non valide : trop de décimales, ${limits.currency || "cette devise"} en a ${limits.decimals}.`),
     confirmation_required: () => "Ce paiement irait au terminal réel derrière le proxy : confirmez-le d’abord.",
     real_terminal_required: () => "Cette issue transmet la réponse d’un terminal réel : elle n’existe qu’en mode proxy (--proxy) ou rejeu (--replay), et jamais pour une décision au clavier.",
     invalid_value: () => "Valeur non valide.",
   };
-
-  // What is wrong with an amount, from the reason the library gives (money.AmountError).
-  function amountWords(limits, reason) {
-    const currency = (limits && limits.currency) || "";
-    switch (reason) {
-      case "empty": return "Indiquez un montant, par exemple 12,50.";
-      case "zero": return "Le montant est nul : il doit être au-dessus de zéro.";
-      case "negative": return "Le montant est négatif : un montant négatif est un remboursement ; choisissez l’opération « Remboursement » avec un montant positif.";
-      case "too_large": return limits && limits.max
-        ? `Le montant est au-delà de ${formatAmount(limits.max, null, currency)}, le plus grand que le champ CB porte (12 chiffres).`
-        : "Le montant est trop grand pour le champ CB (12 chiffres).";
-      case "too_many_decimals": return !limits ? "Trop de décimales pour cette devise."
-        : limits.decimals === 0 ? `Trop de décimales : ${currency} n’en a pas.`
-          : `Trop de décimales : ${currency} en a ${limits.decimals}.`;
-      default: return "Montant non valide : écrivez des chiffres avec au plus une virgule, par exemple 12,50.";
-    }
-  }
 
   function rangeText(limits) {
     if (!limits) return "Valeur hors des limites permises.";
@@ -281,19 +272,18 @@
   }
 
   // French words for an error of the API, from its machine code.
-  function errorWords(code, limits, reason) {
+  function errorWords(code, limits) {
     const words = Object.prototype.hasOwnProperty.call(ERROR_WORDS, code) ? ERROR_WORDS[code] : null;
-    return words ? words(limits, reason) : `Le serveur a refusé la demande (code « ${code || "inconnu"} »).`;
+    return words ? words(limits) : `Le serveur a refusé la demande (code « ${code || "inconnu"} »).`;
   }
 
   class ApiError extends Error {
-    constructor(status, code, field, limits, reason) {
-      super(errorWords(code, limits, reason));
+    constructor(status, code, field, limits) {
+      super(errorWords(code, limits));
       this.status = status;
       this.code = code;
       this.field = field || null;
       this.limits = limits || null;
-      this.reason = reason || null;
     }
   }
 
@@ -337,7 +327,7 @@
     if (!response.ok) {
       if (response.status === 401) askForToken(token() ? "Le jeton enregistré est refusé par le serveur." : null);
       const code = data && data.code ? data.code : `http_${response.status}`;
-      throw new ApiError(response.status, code, data && data.field, data && data.limits, data && data.reason);
+      throw new ApiError(response.status, code, data && data.field, data && data.limits);
     }
     return data;
   }

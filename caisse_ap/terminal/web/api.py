@@ -415,14 +415,16 @@ class ControlApi(resource.Resource):
     def upstream(self) -> dict[str, Any] | None:
         """What answers the POS in the simulator's place: the real terminal behind --proxy
         ({"mode": "proxied", "host", "port"}), a recording (--replay: {"mode": "replayed",
-        "file"}), or None (this simulator)."""
+        "file", "in_order"}), or None (this simulator)."""
         port = self.terminal.listening_port
         upstream = getattr(getattr(port, "factory", None), "upstream", None)
         if upstream is None:
             return None
         if upstream.mode == "proxied":
             return {"mode": "proxied", "host": upstream.host, "port": upstream.port}
-        return {"mode": "replayed", "file": getattr(upstream, "source", None)}
+        book = getattr(upstream, "book", None)
+        return {"mode": "replayed", "file": getattr(upstream, "source", None),
+                "in_order": bool(getattr(book, "in_order", False))}
 
     def _check_forwarded(self, spec: OutcomeSpec, manual: bool = False) -> None:
         """The outcomes that pass on the upstream's answer need one, and a transaction

@@ -480,7 +480,9 @@
     $("row-answered-by").hidden = !up;
     $("answered-by").textContent = proxied
       ? `Le terminal réel à ${hostPort(up)} (proxy) : il décide de chaque paiement, sauf issue imposée par la file d’issues.`
-      : replayed ? `L’enregistrement ${up.file || "rejoué"} (rejeu) : la réponse enregistrée de la même demande, avec ses délais.` : "";
+      : replayed ? `L’enregistrement ${up.file || "rejoué"} (rejeu) : ${up.in_order
+        ? "les réponses enregistrées, dans l’ordre, quelles que soient les demandes"
+        : "la réponse enregistrée de la même demande (opération, montant, devise)"}, avec ses délais.` : "";
     $("row-mode").hidden = proxied;
     $("row-delay").hidden = proxied;
     $("mode-term").textContent = replayed ? "Mode (demandes absentes de l’enregistrement)" : "Mode";
@@ -1322,7 +1324,11 @@
     const rules = state.rules;
     const on = Boolean(state.settings && state.settings.amount_rules);
     $("rules-switch").checked = on;
-    $("rules-state").textContent = on
+    const proxied = Boolean(upstream() && upstream().mode === "proxied");
+    $("rules-switch").disabled = proxied;
+    $("rules-state").textContent = proxied
+      ? "Sans effet en mode proxy : le terminal réel répond à chaque paiement (la file d’issues mise à part)."
+      : on
       ? "Actives : la première règle qui correspond au montant décide (après la file d’issues)."
       : "Inactives : les réglages décident.";
     if (!rules) return;
@@ -1409,6 +1415,18 @@
 
   // Sends a test payment; the page stays usable: elapsed time shown, cancel offered.
   async function runTestPayment(body) {
+    // Behind --proxy, to this console's terminal or to the real one: asked first. (The
+    // server checks it too: what it still refuses is asked after, below.)
+    const up = upstream();
+    const toReal = up && up.mode === "proxied" && !body.confirm_real_payment &&
+      (body.host === null || body.host === undefined || (body.host === up.host && body.port === up.port));
+    if (toReal) {
+      if (!(await confirmRealPayment(body, up))) {
+        $("test-message").textContent = `Paiement non envoyé : le terminal réel ${hostPort(up)} n’a rien reçu.`;
+        return;
+      }
+      body = Object.assign({}, body, { confirm_real_payment: `${up.host}:${up.port}` });
+    }
     if (testPayment) testPayment.controller.abort();
     const message = $("test-message");
     const controller = new AbortController();
@@ -1446,7 +1464,6 @@
       }
     }
     if (!toConfirm) return;
-    const up = upstream();
     if (await confirmRealPayment(body, up)) {
       await runTestPayment(Object.assign({}, body, { confirm_real_payment: `${up.host}:${up.port}` }));
     } else {
@@ -1600,13 +1617,14 @@
       `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
   }
 
-  // The local time's offset from UTC at that moment: "+01:00" (summer time: "+02:00").
+  // The local time's offset from UTC at that moment: "UTC+01:00" (summer: "UTC+02:00"; a
+  // cell starting with "+" would be a formula).
   function utcOffset(iso) {
     const date = iso ? new Date(iso) : null;
     if (!date || Number.isNaN(date.getTime())) return null;
     const minutes = -date.getTimezoneOffset();
     const sign = minutes < 0 ? "-" : "+";
-    return `${sign}${pad(Math.floor(Math.abs(minutes) / 60))}:${pad(Math.abs(minutes) % 60)}`;
+    return `UTC${sign}${pad(Math.floor(Math.abs(minutes) / 60))}:${pad(Math.abs(minutes) % 60)}`;
   }
 
   const decimal = (value) => (value === null || value === undefined ? null : String(value).replace(".", ","));

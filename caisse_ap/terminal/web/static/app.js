@@ -676,16 +676,20 @@
     if (item.querySelector("details").open) fitOpenRow(item, false);
   }
 
-  // The feed scrolls in its box; an opened row taller than the box would have its
-  // answer frame cut: the box grows to the row, which then scrolls into full view.
+  // The feed scrolls in its box; an opened row taller than the box, or low in it,
+  // would have its answer frame cut. A short feed grows to its lowest open row; a
+  // long one grows to its tallest open row, which then scrolls into full view.
   function fitOpenRow(item, reveal = true) {
     const feed = $("feed");
     feed.style.maxHeight = "";
     const box = feed.clientHeight;
     if (getComputedStyle(feed).overflowY === "visible" || box === 0) return; // phone: no box
-    const rows = Array.from(feed.querySelectorAll(".tx > details[open]")).map((d) => d.parentElement.offsetHeight);
-    const tallest = Math.max(0, ...rows);
-    if (tallest > box) feed.style.maxHeight = `${tallest + 2}px`;
+    const rows = Array.from(feed.querySelectorAll(".tx > details[open]")).map((d) => d.parentElement);
+    const contentTop = feed.getBoundingClientRect().top - feed.scrollTop;
+    const lowest = Math.max(0, ...rows.map((row) => row.getBoundingClientRect().bottom - contentTop));
+    const tallest = Math.max(0, ...rows.map((row) => row.offsetHeight));
+    const height = lowest <= box * 1.5 ? lowest : tallest;
+    if (height > box) feed.style.maxHeight = `${Math.ceil(height) + 2}px`;
     const top = item.getBoundingClientRect().top - feed.getBoundingClientRect().top;
     const bottom = top + item.offsetHeight;
     if (reveal && (top < 0 || bottom > feed.clientHeight)) feed.scrollTop += top;

@@ -801,7 +801,6 @@
     const count = (tx.deviations || []).length;
     if (count) {
       const text = `⚠ ${count} écart${count > 1 ? "s" : ""}`;
-      // label is French; detail_fr too (detail, English, is for scripts).
       const title = tx.deviations.map((d) => d.label).join(", ");
       marks.push(el("span", { className: "badge badge-deviations", title, "data-testid": "deviations" }, text));
     }
@@ -1190,9 +1189,9 @@
   // ------------------------------------------------------ queue and rules
 
   // Every outcome the API takes, in the page's words: approvals, then no answer
-  // and hang-up, then each failure by its AF code.
-  // The outcomes that pass on the upstream's answer only behind --proxy or --replay,
-  // and never for a request waiting at the keypad (this simulator answers it).
+  // and hang-up, then each failure by its AF code. Those that pass on the upstream's
+  // answer only behind --proxy or --replay, and never for a request waiting at the
+  // keypad (this simulator answers it).
   function outcomeChoices(withUpstream) {
     const forwarded = state.choices.forwarded_outcomes || ["terminal", "terminal-split"];
     const replayed = Boolean(upstream() && upstream().mode === "replayed");

@@ -519,6 +519,19 @@ def test_bad_test_payments(terminal, body, field):
     assert_error(call(terminal, "POST", "/api/test-payment", body), 400, field)
 
 
+def test_an_export_reads_the_journal_page_by_page(terminal):
+    ids = []
+    for amount in ("41.00", "42.00", "43.00"):
+        pay(terminal, amount)
+        ids.append(terminal.api("GET", "/api/transactions?limit=1")["transactions"][0]["id"])
+    older = terminal.api("GET", f"/api/transactions?limit=2&before={ids[2]}")["transactions"]
+    assert [t["id"] for t in older] == [ids[1], ids[0]]
+    assert terminal.api("GET", "/api/transactions?before=1")["transactions"] == []
+    answer = call(terminal, "GET", "/api/transactions?before=0")
+    assert_error(answer, 400, "before")
+    assert answer.json["code"] == "out_of_range"
+
+
 @pytest.mark.parametrize("amount, code, limits", [
     ("0", "amount_zero", None),
     ("-5", "amount_negative", None),  # as a debit (the console's choice); alone, a refund

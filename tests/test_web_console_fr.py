@@ -16,6 +16,7 @@ import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import test_web_console as shared
@@ -715,15 +716,45 @@ def test_csv_is_french_with_local_times_and_says_its_limit(console, server):
     assert ENGLISH.search(text.splitlines()[0]) is None  # headers
     expect(page.locator("#journal-message")).to_contain_text("tout ce que le journal en garde")
 
-    # A journal past one page of the API: the file and the page say where it stops.
-    many = {"transactions": [dict(tx, id=tx["id"] + n) for n in range(1000, 0, -1)]}
-    page.route("**/api/transactions?limit=1000*", lambda route: route.fulfill(
-        status=200, content_type="application/json", body=json.dumps(many)))
+    # A long journal is read page by page (?before=): the export holds all of it...
+    asked: list[str] = []
+    page.route("**/api/transactions?*", journal_of(2500, asked))
     with page.expect_download() as download:
         page.locator("#export-csv").click()
-    assert download.value.suggested_filename.endswith("-les-1000-plus-recentes.csv")
-    expect(page.locator("#journal-message")).to_contain_text("les 1\u202f000 transactions les "
-                                                             "plus récentes")
+    assert "plus-recentes" not in download.value.suggested_filename
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    ids = [row["N°"] for row in csv.DictReader(io.StringIO(text), delimiter=";")]
+    assert ids == [str(n) for n in range(2500, 0, -1)]
+    assert [("before=" in url) for url in asked] == [False, True, True]
+    expect(page.locator("#journal-message")).to_contain_text("2\u202f500 transactions")
+    page.unroute("**/api/transactions?*")
+
+    # ...up to 100,000 transactions: past that, the file and the page say where it stops.
+    page.route("**/api/transactions?*", journal_of(150_000, []))
+    with page.expect_download() as download:
+        page.locator("#export-csv").click()
+    assert download.value.suggested_filename.endswith("-les-100000-plus-recentes.csv")
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    assert len(text.splitlines()) == 100_001  # the header and 100,000 rows
+    expect(page.locator("#journal-message")).to_contain_text(
+        "les 100\u202f000 transactions les plus récentes")
+
+
+def journal_of(count: int, asked: list[str]):
+    """A route handler: GET /api/transactions as a journal of `count` approved payments
+    answers it, page by page (limit, before), newest first."""
+    def handle(route) -> None:
+        url = urlsplit(route.request.url)
+        query = parse_qs(url.query)
+        asked.append(url.query)
+        before = int(query.get("before", [count + 1])[0])
+        limit = int(query["limit"][0])
+        ids = range(before - 1, max(before - 1 - limit, 0), -1)
+        rows = [{"id": n, "status": "approved", "received_at": "2026-12-01T20:00:00.000+00:00",
+                 "amount": "1.00", "currency": "EUR", "deviations": []} for n in ids]
+        route.fulfill(status=200, content_type="application/json",
+                      body=json.dumps({"transactions": rows}))
+    return handle
 
 
 ROW_INSIDE_FEED = """(text) => {

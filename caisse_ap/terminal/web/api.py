@@ -483,11 +483,12 @@ class ControlApi(resource.Resource):
         limit = _int_argument(request, "limit", 100, 1, MAX_LIMIT)
         assert limit is not None  # it has a default
         after = _int_argument(request, "after", None, 0, MAX_ID)
+        before = _int_argument(request, "before", None, 1, MAX_ID)  # an export's next page
         status = _text_argument(request, "status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
                            "status", code="unknown_choice")
-        found = self.journal.transactions(limit, after, status)
+        found = self.journal.transactions(limit, after, status, before)
         return Reply({"transactions": [self.hub.with_deadline(complete(record))
                                        for record in found]})
 

@@ -10,6 +10,7 @@
 
   const FEED_LIMIT = 200; // rows kept in the live feed
   const JOURNAL_LIMIT = 1000; // the API's maximum page
+  const EXPORT_LIMIT = 100000; // transactions in one export, read page by page
   const TOKEN_KEY = "caisse-ap-ip.token";
   const RECONNECT_MAX_MS = 10000;
   const SETTINGS_FIELDS = [
@@ -1605,7 +1606,7 @@
     const count = state.journal.length;
     $("journal-message").textContent = count === 0
       ? ($("journal-filter").value ? "Aucune transaction de cette issue dans le journal." : "Aucune transaction dans le journal.")
-      : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? ` : les ${NUMBER.format(JOURNAL_LIMIT)} plus récentes, la limite de l’affichage et des exports` : ""}.`;
+      : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? ` : les ${NUMBER.format(JOURNAL_LIMIT)} plus récentes (les exports prennent tout)` : ""}.`;
   }
 
   // The CSV is for people, in French: French headers and words, local times. Scripts
@@ -1681,27 +1682,48 @@
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   }
 
+  // Every transaction the filter asks for, read from the journal page by page (newest
+  // first), up to EXPORT_LIMIT: {rows, cut}. Throws ApiError when the server fails.
+  async function journalForExport(status) {
+    const rows = [];
+    let before = null;
+    while (rows.length < EXPORT_LIMIT) {
+      const query = new URLSearchParams({ limit: String(JOURNAL_LIMIT) });
+      if (status) query.set("status", status);
+      if (before !== null) query.set("before", String(before));
+      const page = (await api("GET", `api/transactions?${query}`)).transactions || [];
+      rows.push(...page);
+      if (page.length < JOURNAL_LIMIT) return { rows, cut: false };
+      before = page[page.length - 1].id;
+    }
+    return { rows: rows.slice(0, EXPORT_LIMIT), cut: true };
+  }
+
   async function exportJournal(kind) {
     // Never a stale file: what the server says now, or nothing.
-    if (!(await loadJournal())) {
+    const status = $("journal-filter").value;
+    let found;
+    try {
+      found = await journalForExport(status);
+    } catch (error) {
       $("journal-message").textContent = "Export impossible : le serveur ne répond pas. Rien n’a été téléchargé.";
       return;
     }
+    const { rows, cut } = found;
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
-    // One page of the API at most: a file cut there says so in its name and on the page.
-    const cut = state.journal.length >= JOURNAL_LIMIT;
-    const name = `journal-caisse-ap-${stamp}${cut ? `-les-${JOURNAL_LIMIT}-plus-recentes` : ""}`;
+    // A file cut at the limit says so in its name, and the page says it too.
+    const name = `journal-caisse-ap-${stamp}${cut ? `-les-${EXPORT_LIMIT}-plus-recentes` : ""}`;
     if (kind === "csv") {
       // The BOM lets spreadsheets read the file as UTF-8 (€, accents).
-      download(`${name}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(state.journal));
+      download(`${name}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(rows));
     } else {
       download(`${name}.json`, "application/json",
-        JSON.stringify({ transactions: state.journal }, null, 2) + "\n");
+        JSON.stringify({ transactions: rows }, null, 2) + "\n");
     }
-    const count = state.journal.length;
+    const which = status ? " de cette issue" : "";
     $("journal-message").textContent = cut
-      ? `Exporté : les ${NUMBER.format(JOURNAL_LIMIT)} transactions les plus récentes${$("journal-filter").value ? " de cette issue" : ""} (la limite d’un export) ; les plus anciennes ne sont pas dans le fichier.`
-      : `Exporté : ${NUMBER.format(count)} transaction${count > 1 ? "s" : ""}${$("journal-filter").value ? " de cette issue" : ""} (tout ce que le journal en garde).`;
+      ? `Exporté : les ${NUMBER.format(EXPORT_LIMIT)} transactions les plus récentes${which} (la limite d’un export) ; les plus anciennes ne sont pas dans le fichier.`
+      : `Exporté : ${NUMBER.format(rows.length)} transaction${rows.length > 1 ? "s" : ""}${which}, tout ce que le journal en garde.`;
   }
 
   // The raw log of a time range (GET /api/log), downloaded as a text file.

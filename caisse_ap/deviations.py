@@ -73,8 +73,13 @@ class Expectations:
 
 @dataclass(frozen=True)
 class Deviation:
+    """One deviation: its kind's code and what was seen, in English (`detail`, for the log
+    and scripts) and in French (`detail_fr`, for the console; None: the same text, which
+    then holds only tags, values and numbers)."""
+
     code: str
     detail: str = ""
+    detail_fr: str | None = None
 
     @property
     def kind(self) -> Kind:
@@ -86,7 +91,8 @@ class Deviation:
 
     def to_json(self) -> dict[str, str]:
         return {"code": self.code, "side": self.kind.side, "label": self.kind.label_fr,
-                "detail": self.detail}
+                "detail": self.detail,
+                "detail_fr": self.detail if self.detail_fr is None else self.detail_fr}
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,8 @@ def _amount_padded(exchange: Exchange, expected: Expectations) -> list[Deviation
     asked = dict(exchange.request).get("CB", "")
     if expected.pad_amount or not answered.startswith("0") or asked.startswith("0"):
         return []
-    return [Deviation("amount-padded", f"CB={answered}, sent {asked}")]
+    return [Deviation("amount-padded", f"CB={answered}, sent {asked}",
+                      f"CB={answered} pour {asked} envoyé")]
 
 
 def _echoes(exchange: Exchange, expected: Expectations) -> list[Deviation]:
@@ -133,10 +140,12 @@ def _echoes(exchange: Exchange, expected: Expectations) -> list[Deviation]:
         found.append(Deviation("echo-missing", ", ".join(missing)))
     if changed:
         found.append(Deviation("echo-changed", ", ".join(
-            f"{tag}={answered[tag]!r}, sent {asked[tag]!r}" for tag in changed)))
+            f"{tag}={answered[tag]!r}, sent {asked[tag]!r}" for tag in changed), " ; ".join(
+            f"{tag}={answered[tag]!r} pour {asked[tag]!r} envoyé" for tag in changed)))
     version, expected_version = answered.get("CZ"), expected.answer_version or asked.get("CZ")
     if version is not None and "CZ" in asked and version != expected_version:
-        found.append(Deviation("version-changed", f"CZ={version}, expected {expected_version}"))
+        found.append(Deviation("version-changed", f"CZ={version}, expected {expected_version}",
+                               f"CZ={version} au lieu de {expected_version}"))
     return found
 
 
@@ -169,12 +178,38 @@ def _segments(exchange: Exchange, expected: Expectations) -> list[Deviation]:
 
 
 def _flags(exchange: Exchange, expected: Expectations) -> list[Deviation]:
-    found = [Deviation(code, detail) for code, detail in exchange.problems.items()]
+    found = [Deviation(code, detail, _problem_fr(code, detail))
+             for code, detail in exchange.problems.items()]
     if exchange.resent:
         found.append(Deviation("pos-resend"))
     if exchange.unmatched:
         found.append(Deviation("replay-unmatched"))
     return found
+
+
+# Words of a connection's failure (Twisted's and the system's, in English), in French.
+CONNECTION_FAILURES_FR = (
+    ("refused", "connexion refusée (rien n'écoute à cette adresse)"),
+    ("timed out", "pas de réponse dans le délai de connexion"),
+    ("timeout", "pas de réponse dans le délai de connexion"),
+    ("dns", "nom d'hôte inconnu"),
+    ("address", "nom d'hôte inconnu"),
+    ("unreachable", "réseau ou hôte injoignable"),
+)
+
+
+def _problem_fr(code: str, detail: str) -> str:
+    """A problem the proxy saw (its English words: an OS error, a frame error) in French:
+    the terminal's address kept, the rest said in our words."""
+    if code == "terminal-unreachable":
+        where, _, why = detail.partition(": ")
+        lowered = why.lower()
+        said = next((words for key, words in CONNECTION_FAILURES_FR if key in lowered),
+                    "connexion impossible")
+        return f"{where} : {said}" if why else said
+    if code == "unreadable-answer":
+        return "la réponse ne suit pas le format des trames (le journal du serveur dit où)"
+    return ""
 
 
 CHECKS: tuple[Check, ...] = (_amount_padded, _echoes, _unknown_tags, _field_order, _segments,

@@ -12,11 +12,17 @@ class CaisseApError(Exception):
 
 
 class InvalidRequest(CaisseApError, ValueError):
-    """An argument that cannot make a payment request; `field` names it ("amount"...)."""
+    """An argument that cannot make a payment request; `field` names it ("amount"...).
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    For an amount, `reason` and `limits` say what is wrong, as money.AmountError does.
+    """
+
+    def __init__(self, message: str, field: str | None = None, reason: str | None = None,
+                 limits: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.reason = reason
+        self.limits = limits
 
 
 class TerminalUnreachable(CaisseApError, ConnectionError):

@@ -28,7 +28,19 @@ _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "XPF": "F CFP"}
 
 
 class AmountError(ValueError):
-    """An amount that cannot be paid or encoded; the message is for a user."""
+    """An amount that cannot be paid or encoded; the message is for a user.
+
+    `reason` says what is wrong, for programs that word it themselves (the web
+    console): "not_an_amount", "empty", "zero", "negative", "too_many_decimals"
+    or "too_large"; `limits` the bound it passed ({"decimals": 2} or
+    {"max": "9999999999.99", "currency": "EUR"}), when there is one.
+    """
+
+    def __init__(self, message: str, reason: str = "not_an_amount",
+                 limits: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.limits = limits
 
 
 class CurrencyError(ValueError):
@@ -116,7 +128,7 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
     """
     if isinstance(text, Decimal):
         if not text.is_finite():
-            raise AmountError(f"amount {_show(text)} is not a finite number")
+            raise AmountError(f"amount {_show(text)} is not a finite number", "not_an_amount")
         return text
     if isinstance(text, int) and not isinstance(text, bool):
         return Decimal(text)
@@ -128,7 +140,7 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
         raise AmountError(f"{_show(repr(text))} is not an amount")
     cleaned = text.strip()
     if not cleaned:
-        raise AmountError("the amount is empty")
+        raise AmountError("the amount is empty", "empty")
     if not _AMOUNT_TEXT.fullmatch(cleaned):
         raise AmountError(
             f"{_show(repr(cleaned))} is not an amount: write digits with at most "
@@ -158,20 +170,21 @@ def to_minor_units(
     stripped = digit_text.rstrip("0")
     exponent += len(digit_text) - len(stripped)  # "12.500" is 12.5
     if not stripped:
-        raise AmountError(f"amount {_show(amount)} is zero; an amount must be above zero")
+        raise AmountError(f"amount {_show(amount)} is zero; an amount must be above zero", "zero")
     shift = exponent + info.exponent
     if shift < 0:
         raise AmountError(
-            f"amount {_show(amount)} has more decimals than {info.alpha} allows ({info.exponent})"
-        )
+            f"amount {_show(amount)} has more decimals than {info.alpha} allows ({info.exponent})",
+            "too_many_decimals", {"decimals": info.exponent, "currency": info.alpha})
     if sign and not allow_negative:
-        raise AmountError(f"amount {_show(amount)} is negative; only positive amounts are accepted")
+        raise AmountError(f"amount {_show(amount)} is negative; only positive amounts are accepted",
+                          "negative")
     if len(stripped) + shift > MAX_DIGITS:
         largest = format(from_minor_units(MAX_UNITS, info), "f")
         raise AmountError(
             f"amount {_show(amount)} is too large: {info.alpha} amounts stop at "
-            f"{largest} ({MAX_DIGITS} digits of minor units)"
-        )
+            f"{largest} ({MAX_DIGITS} digits of minor units)",
+            "too_large", {"max": largest, "currency": info.alpha})
     units = int(stripped + "0" * shift)
     return -units if sign else units
 

@@ -110,7 +110,7 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
     except money.CurrencyError as error:
         raise InvalidRequest(str(error), "currency") from None
     except money.AmountError as error:
-        raise InvalidRequest(str(error), "amount") from None
+        raise InvalidRequest(str(error), "amount", error.reason, error.limits) from None
     if isinstance(action, str) and not isinstance(action, Action):
         if action not in ACTION_BY_NAME:
             raise InvalidRequest(
@@ -119,7 +119,8 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
     if units < 0:
         if action is not None and action is not Action.REFUND:
             raise InvalidRequest(
-                f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount")
+                f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount",
+                "negative")
         action, units = Action.REFUND, -units
     _check_reference(reference)
     request = PaymentRequest(

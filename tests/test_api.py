@@ -519,6 +519,115 @@ def test_bad_test_payments(terminal, body, field):
     assert_error(call(terminal, "POST", "/api/test-payment", body), 400, field)
 
 
+def test_an_export_reads_the_journal_page_by_page(terminal):
+    ids = []
+    for amount in ("41.00", "42.00", "43.00"):
+        pay(terminal, amount)
+        ids.append(terminal.api("GET", "/api/transactions?limit=1")["transactions"][0]["id"])
+    older = terminal.api("GET", f"/api/transactions?limit=2&before={ids[2]}")["transactions"]
+    assert [t["id"] for t in older] == [ids[1], ids[0]]
+    assert terminal.api("GET", "/api/transactions?before=1")["transactions"] == []
+    answer = call(terminal, "GET", "/api/transactions?before=0")
+    assert_error(answer, 400, "before")
+    assert answer.json["code"] == "out_of_range"
+
+
+@pytest.mark.parametrize("amount, code, limits", [
+    ("0", "amount_zero", None),
+    ("-5", "amount_negative", None),  # as a debit (the console's choice); alone, a refund
+    ("99999999999", "amount_too_large", {"max": "9999999999.99", "currency": "EUR"}),
+    ("12,345", "amount_too_precise", {"decimals": 2, "currency": "EUR"}),
+    ("douze", "invalid_amount", None),
+    ("  ", "empty", None),
+])
+def test_a_bad_amount_says_what_is_wrong(terminal, amount, code, limits):
+    """The library's own amount check decides; its reason becomes the error's code."""
+    answer = call(terminal, "POST", "/api/test-payment", {"amount": amount, "action": "debit"})
+    assert_error(answer, 400, "amount")
+    assert answer.json["code"] == code
+    assert answer.json.get("limits") == limits
+
+
+def test_outcomes_of_a_real_terminal_are_refused_without_one(terminal):
+    status = terminal.api("GET", "/api/status")
+    assert status["upstream"] is None
+    assert status["choices"]["forwarded_outcomes"] == ["terminal", "terminal-split"]
+    for body in ({"outcome": "terminal"}, [{"outcome": "approved"},
+                                          {"outcome": "terminal-split", "delay": 1}]):
+        answer = call(terminal, "POST", "/api/next", body)
+        assert_error(answer, 400, "outcome", "real terminal")
+        assert answer.json["code"] == "real_terminal_required"
+    assert terminal.api("GET", "/api/next")["queue"] == []  # nothing half added
+    terminal.settings(mode="manual")
+    with terminal.events() as events:
+        thread, outcome = pay_in_thread(terminal, "24.00")
+        waiting = wait_for_request(events, "24.00")
+        path = f"/api/transactions/{waiting['id']}/decision"
+        answer = call(terminal, "POST", path, {"outcome": "terminal"})
+        assert_error(answer, 400, "outcome", "answered by this simulator")
+        assert answer.json["code"] == "real_terminal_required"
+        assert terminal.transaction(waiting["id"])["status"] == "pending"  # still waiting
+        terminal.decide(waiting["id"], "approved")
+        thread.join(10)
+    assert outcome["result"].status == "approved"
+
+
+@pytest.fixture
+def proxy_pair():
+    """A simulated terminal standing for the shop's real one, and a --proxy to it."""
+    real = ServerProcess("--no-web", "-d", "0")
+    try:
+        middle = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "-d", "0",
+                               "--proxy", f"127.0.0.1:{real.port}")
+    except BaseException:
+        real.stop()
+        raise
+    yield real, middle
+    middle.stop()
+    real.stop()
+
+
+def test_behind_a_proxy_a_test_payment_needs_a_confirmation_naming_the_terminal(proxy_pair):
+    real, middle = proxy_pair
+    real_name = f"127.0.0.1:{real.port}"
+    status = call(middle, "GET", "/api/status").json
+    assert status["upstream"] == {"mode": "proxied", "host": "127.0.0.1", "port": real.port}
+    payments = [
+        {"amount": "10,00"},  # to the proxy, which passes it on
+        {"amount": "10,00", "confirm_real_payment": "127.0.0.1:1"},
+        {"amount": "10,00", "host": "127.0.0.1", "port": real.port},  # to the terminal itself
+        {"amount": "10,00", "confirm_real_payment": True},
+    ]
+    for body in payments:
+        answer = call(middle, "POST", "/api/test-payment", body)
+        assert_error(answer, 400, "confirm_real_payment", real_name)
+        assert answer.json["code"] == "confirmation_required"
+    assert call(middle, "GET", "/api/transactions").json["transactions"] == []  # none sent
+    confirmed = call(middle, "POST", "/api/test-payment",
+                     {"amount": "10,00", "confirm_real_payment": real_name})
+    assert confirmed.status == 200 and confirmed.json["status"] == "approved", confirmed.raw
+    [sent] = call(middle, "GET", "/api/transactions").json["transactions"]
+    assert (sent["mode"], sent["amount"]) == ("proxied", "10.00")
+    # Behind the proxy the queue may hold the real terminal's answer, delayed or cut.
+    queued = call(middle, "POST", "/api/next", {"outcome": "terminal-split"})
+    assert queued.status == 201, queued.raw
+
+
+def test_a_replaying_server_names_its_recording(tmp_path):
+    path = tmp_path / "shop.jsonl"
+    path.write_text('{"type": "recording", "version": 1, "mode": "simulated"}\n')
+    replaying = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "-d", "0",
+                              "--replay", str(path))
+    try:
+        status = call(replaying, "GET", "/api/status").json
+        # No real terminal behind a recording: a test payment needs no confirmation.
+        paid = call(replaying, "POST", "/api/test-payment", {"amount": "3,00"})
+    finally:
+        replaying.stop()
+    assert status["upstream"] == {"mode": "replayed", "file": str(path), "in_order": False}
+    assert paid.status == 200 and paid.json["status"] == "approved", paid.raw
+
+
 # --- Event stream ---------------------------------------------------------------------------
 
 

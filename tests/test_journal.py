@@ -50,6 +50,19 @@ def test_memory_journal_lists_newest_first_with_filters():
     assert journal.last_id() == 7 and journal.count() == 7 and journal.count("declined") == 2
 
 
+@pytest.mark.parametrize("in_file", [False, True])
+def test_journal_pages_go_back_with_before(tmp_path, in_file):
+    """An export reads the journal page after page: `before` the last id of a page."""
+    journal = Journal(tmp_path / "j.sqlite") if in_file else Journal()
+    for number in range(1, 8):
+        journal.record(txn(number, "declined" if number % 3 == 0 else "approved"))
+    assert [t["id"] for t in journal.transactions(limit=3, before=6)] == [5, 4, 3]
+    assert [t["id"] for t in journal.transactions(before=7, status="declined")] == [6, 3]
+    assert [t["id"] for t in journal.transactions(before=6, after=3)] == [5, 4]
+    assert journal.transactions(before=1) == []
+    journal.close()
+
+
 @pytest.mark.parametrize("limit", [0, 1001, -1])
 def test_limit_is_bounded(limit):
     with pytest.raises(ValueError, match="limit must be 1 to 1000"):

@@ -191,6 +191,23 @@ def test_parse_amount_refused(text, message):
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize("amount, currency, reason, limits", [
+    ("0", "EUR", "zero", None),
+    ("0,00", "EUR", "zero", None),
+    ("-5", "EUR", "negative", None),
+    ("99999999999", "EUR", "too_large", {"max": "9999999999.99", "currency": "EUR"}),
+    ("12,345", "EUR", "too_many_decimals", {"decimals": 2, "currency": "EUR"}),
+    ("1,5", "XPF", "too_many_decimals", {"decimals": 0, "currency": "XPF"}),
+    ("", "EUR", "empty", None),
+    ("douze", "EUR", "not_an_amount", None),
+])
+def test_a_refused_amount_says_why_for_programs(amount, currency, reason, limits):
+    """The reason and bounds a program words itself (the web console, in French)."""
+    with pytest.raises(AmountError) as caught:
+        to_minor_units(amount, currency)
+    assert (caught.value.reason, caught.value.limits) == (reason, limits)
+
+
 def test_long_garbage_is_shortened_in_message():
     with pytest.raises(AmountError) as caught:
         parse_amount("x" * 1000)

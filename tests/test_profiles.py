@@ -78,6 +78,26 @@ def test_built_in_profiles_all_load_and_cite_a_source():
     assert found["payxpert"].source.endswith("/841842689/Concert+V3")
 
 
+def test_built_in_profiles_say_their_source_in_french_for_the_console():
+    english = re.compile(r"\b(this project|issue|seed|authors|as gathered|frames captured)\b",
+                         re.I)
+    for profile in profiles.builtins().values():
+        shown = profile.to_json()["source_fr"]
+        assert shown == profile.source_fr, profile.name
+        # A cited document keeps its title, in quotes; the rest is French.
+        assert english.search(re.sub(r"«[^»]*»|https?://\S+", "", shown)) is None, shown
+    assert "« Local API for Nepting - API »" in profiles.builtins()["nepting"].source_fr
+
+
+def test_source_fr_is_optional_and_checked():
+    base = 'name = "x"\nlabel = "X"\nsource = "notes"\n'
+    assert profiles.parse(base).to_json()["source_fr"] == "notes"  # the source as it is
+    assert profiles.parse(base + 'source_fr = "relevé du 12/03"\n').source_fr == "relevé du 12/03"
+    with pytest.raises(ProfileError) as refused:
+        profiles.parse(base + 'source_fr = "deux\\nlignes"\n', "x.toml")
+    assert "source_fr" in str(refused.value) and "x.toml:4" in str(refused.value)
+
+
 def test_default_settings_use_the_standard_profile_and_answer_as_before():
     settings = TerminalSettings()
     assert settings.profile.name == "standard"

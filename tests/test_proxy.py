@@ -322,6 +322,27 @@ def test_an_unreachable_terminal_closes_the_pos_connection(reactor_thread, start
     assert seen["status"] == "hang-up"
     assert codes(seen) == ["terminal-unreachable"]
     assert "refused" in seen["deviations"][0]["detail"].lower()
+    # The console's words: French, the terminal's address kept.
+    assert seen["deviations"][0]["detail_fr"] == (
+        f"127.0.0.1:{address[1]} : connexion refusée (rien n'écoute à cette adresse)")
+
+
+def test_each_deviation_has_french_words_for_the_console():
+    from caisse_ap.deviations import Exchange, Expectations, find_deviations
+
+    asked = [("CZ", "0300"), ("CJ", "012345678901"), ("CA", "01"), ("CB", "1000"),
+             ("CD", "0"), ("CE", "978")]
+    answered = [("CZ", "0301"), ("CJ", "012345678901"), ("AE", "10"), ("CA", "02"),
+                ("CB", "0000001000"), ("CD", "0"), ("CE", "978")]
+    found = {d.code: d.to_json() for d in find_deviations(Exchange(asked, answered),
+                                                          Expectations())}
+    french = {code: found[code]["detail_fr"] for code in found}
+    assert french == {
+        "amount-padded": "CB=0000001000 pour 1000 envoyé",
+        "echo-changed": "CA='02' pour '01' envoyé",
+        "version-changed": "CZ=0301 au lieu de 0300",
+    }
+    assert found["version-changed"]["detail"] == "CZ=0301, expected 0300"  # for the log
 
 
 def test_a_full_card_number_is_masked_everywhere_but_on_the_wire(reactor_thread, upstream,

@@ -349,8 +349,9 @@ def test_the_journal_filters_and_exports(console, server):
     with page.expect_download() as download:
         page.locator("#export-csv").click()
     lines = Path(download.value.path()).read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0].startswith("id;received_at;")
-    assert len(lines) == 2 and ";declined;04;" in lines[1]
+    # French headers and words for a spreadsheet (scripts read the JSON export's names).
+    assert lines[0].startswith("N°;Reçue le (heure locale);")
+    assert len(lines) == 2 and ";Refusée;04;" in lines[1]
 
     page.locator("#journal-filter").select_option("")
     expect(rows).to_have_count(2)
@@ -377,6 +378,12 @@ def test_screenshot_with_a_few_transactions(console, server):
         expect(page.get_by_test_id("pending")).to_be_visible()
         expect(page.locator(".counter-pending .counter-value")).to_have_text("1")
         page.get_by_test_id("transaction").filter(has_text="24,90").locator("summary").click()
+        # The opened row fits the feed's box once its "toggle" event has run.
+        page.wait_for_function("""() => {
+          const feed = document.getElementById("feed");
+          const row = feed.querySelector(".tx details[open]").parentElement;
+          return row.getBoundingClientRect().bottom <= feed.getBoundingClientRect().bottom + 0.5;
+        }""")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})

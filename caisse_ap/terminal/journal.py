@@ -345,8 +345,10 @@ class Journal:
             return []
 
     def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
-                     status: str | None = None) -> list[dict[str, Any]]:
-        """The transactions newest first; `after` keeps ids greater than it."""
+                     status: str | None = None, before: int | None = None
+                     ) -> list[dict[str, Any]]:
+        """The transactions newest first; `after` keeps ids greater than it, `before` ids
+        smaller (the next page of an export)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
         self.flush()
@@ -355,6 +357,9 @@ class Journal:
         if after is not None:
             clauses.append("id > ?")
             values.append(after)
+        if before is not None:
+            clauses.append("id < ?")
+            values.append(before)
         if status is not None:
             clauses.append("status = ?")
             values.append(status)
@@ -367,7 +372,8 @@ class Journal:
             return found
         # The stand-in holds the latest state of what it holds.
         merged = {data["id"]: data for data in found if stand_in.get(data["id"]) is None}
-        merged.update((data["id"], data) for data in stand_in.transactions(limit, after, status))
+        merged.update((data["id"], data) for data in stand_in.transactions(limit, after, status,
+                                                                             before))
         return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
     def get(self, transaction_id: int) -> dict[str, Any] | None:

@@ -597,6 +597,7 @@ class RecordingUpstream:
     def __init__(self, recording: Recording, in_order: bool = False):
         self.book = ReplayBook(recording, in_order)
         self.name = "recording"
+        self.source = recording.source  # the file, for the console's status panel
 
     def connect(self, proxy: ProxyProtocol) -> _RecordingLink:
         return _RecordingLink(self.book, proxy)

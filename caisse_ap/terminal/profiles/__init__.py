@@ -101,6 +101,7 @@ class Profile:
     amount_max_digits: int = 12
     zero_amount_reason: str = "09"  # AF for CB=0 (a terminal cannot charge nothing)
     applications: tuple[str, ...] = STANDARD_APPLICATIONS  # CC it has; others get AF=10
+    source_fr: str = ""  # the source in French, for the console ("": `source` is shown)
     # [answer]
     answer_version: str | None = None  # None: echo the request's CZ
     pad_amount: bool = False
@@ -207,6 +208,7 @@ class Profile:
         # lists profiles by label).
         label = f"{self.label} ({self.file})" if self.file else self.label
         return {"name": self.key, "label": label, "source": self.source,
+                "source_fr": self.source_fr or self.source,
                 "file": self.file or None, "silent": list(self.silent),
                 "differences": self.differences()}
 
@@ -328,6 +330,11 @@ def parse(text: str, where: str = "<profile>") -> Profile:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", values["name"]):
         raise top.fail("name", f"name {values['name']!r} must be 1 to 32 lower-case letters, "
                                "digits or dashes")
+    source_fr = top.get("source_fr", str, "").strip()
+    if not source_fr.isprintable():
+        raise top.fail("source_fr", f"source_fr must be one line of printable text, "
+                                    f"not {source_fr!r}")
+    values["source_fr"] = source_fr
     silent = top.get("silent", list, [])
     if not all(isinstance(note, str) for note in silent):
         raise top.fail("silent", "silent must be a list of texts")

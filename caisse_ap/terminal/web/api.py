@@ -35,6 +35,7 @@ from ...messages import ACTION_NAMES
 from ...twisted import PaymentTerminal
 from ..behaviour import (
     FAILURE_TYPES,
+    FORWARDED,
     MODES,
     OUTCOMES,
     PAYMENT_TYPES,
@@ -64,9 +65,10 @@ OPEN_ROUTES = {("status",)}  # answered without the token: health checks
 SESSION_COOKIE = b"caisse-ap-ip-session"
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger id is no transaction
 TEST_PAYMENT_KEYS = {"amount", "currency", "action", "cheque", "host", "port", "timeout",
-                     "partial", "immediate", "receipt", "reference"}
+                     "partial", "immediate", "receipt", "reference", "confirm_real_payment"}
 # Where a test payment goes when the terminal listens on every address.
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
 # Every error's machine `code` (docs/api.md): stable, for programs and for the
@@ -92,6 +94,10 @@ ERROR_CODES = {
     "not_listening": "the terminal is not listening",
     "no_raw_log": "the server keeps no raw log (started from code, not the command line)",
     "too_many_test_payments": "too many test payments in progress",
+    "confirmation_required": "behind --proxy, a test payment to the real terminal needs "
+                             "`confirm_real_payment` naming it as HOST:PORT",
+    "real_terminal_required": "this outcome forwards a real terminal's answer: only "
+                              "behind --proxy or --replay, never for a manual decision",
     "internal_error": "a bug; the server log says more",
     # One value (`field` names it; `limits` gives the bounds when there are some).
     "required": "the value is missing",
@@ -105,7 +111,11 @@ ERROR_CODES = {
     "invalid_format": "the text does not have the expected form",
     "unknown_choice": "the value is none of the accepted names",
     "unknown_currency": "not an ISO 4217 currency (or not accepted)",
-    "invalid_amount": "not an amount in this currency",
+    "invalid_amount": "not an amount: digits with at most one '.' or ',' before the decimals",
+    "amount_zero": "the amount is zero",
+    "amount_negative": "a negative amount, which only a refund may have",
+    "amount_too_large": "the amount is above `limits.max` (12 digits of minor units)",
+    "amount_too_precise": "more decimals than the currency has (`limits.decimals`)",
     "invalid_value": "any other bad value",
 }
 # The code of an error raised without one, by HTTP status.
@@ -113,9 +123,12 @@ STATUS_CODES = {400: "invalid_value", 401: "token_required", 403: "cross_origin"
                 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
                 415: "json_required", 421: "host_not_allowed", 429: "too_many_test_payments",
                 500: "internal_error"}
-# The code of a test payment's request error (errors.InvalidRequest), by its field.
+# The code of a test payment's request error (errors.InvalidRequest), by its field...
 OPTION_CODES = {"amount": "invalid_amount", "currency": "unknown_currency",
                 "action": "unknown_choice", "reference": "too_long"}
+# ...and for an amount, by what the library's check found wrong (money.AmountError.reason).
+AMOUNT_CODES = {"empty": "empty", "zero": "amount_zero", "negative": "amount_negative",
+                "too_large": "amount_too_large", "too_many_decimals": "amount_too_precise"}
 
 
 class ApiError(Exception):
@@ -397,11 +410,35 @@ class ControlApi(resource.Resource):
             "journal": journal,
             "terminal": {"host": address[0], "port": address[1]} if address else None,
             "web": {"host": web[0], "port": web[1]} if web else None,
+            "upstream": self.upstream(),
             "settings": self.terminal.settings.to_dict(),
             "counters": self.terminal.counters(),
             "queue": self.queue.to_json(),
             "choices": _choices(),
         })
+
+    def upstream(self) -> dict[str, Any] | None:
+        """What answers the POS in the simulator's place: the real terminal behind --proxy
+        ({"mode": "proxied", "host", "port"}), a recording (--replay: {"mode": "replayed",
+        "file", "in_order"}), or None (this simulator)."""
+        port = self.terminal.listening_port
+        upstream = getattr(getattr(port, "factory", None), "upstream", None)
+        if upstream is None:
+            return None
+        if upstream.mode == "proxied":
+            return {"mode": "proxied", "host": upstream.host, "port": upstream.port}
+        book = getattr(upstream, "book", None)
+        return {"mode": "replayed", "file": getattr(upstream, "source", None),
+                "in_order": bool(getattr(book, "in_order", False))}
+
+    def _check_forwarded(self, spec: OutcomeSpec, manual: bool = False) -> None:
+        """The outcomes that pass on the upstream's answer need one, and a transaction
+        answered by this simulator (a manual decision) has none."""
+        if spec.outcome in FORWARDED and (manual or self.upstream() is None):
+            where = ("a transaction waiting for a decision is answered by this simulator"
+                     if manual else "this server has no real terminal behind it (--proxy)")
+            raise ApiError(400, f"Outcome {spec.outcome!r} forwards the real terminal's answer; "
+                                f"{where}.", "outcome", code="real_terminal_required")
 
     def get_settings(self, request: server.Request) -> Reply:
         return Reply(self.terminal.settings.to_dict())
@@ -433,6 +470,7 @@ class ControlApi(resource.Resource):
             except SettingsError as error:
                 where = f" (item {index + 1})" if isinstance(body, list) else ""
                 raise ApiError.bad_value(error, where) from None
+            self._check_forwarded(specs[-1])
         try:
             self.queue.extend(specs)
         except QueueFull as error:
@@ -450,11 +488,12 @@ class ControlApi(resource.Resource):
         limit = _int_argument(request, "limit", 100, 1, MAX_LIMIT)
         assert limit is not None  # it has a default
         after = _int_argument(request, "after", None, 0, MAX_ID)
+        before = _int_argument(request, "before", None, 1, MAX_ID)  # an export's next page
         status = _text_argument(request, "status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
                            "status", code="unknown_choice")
-        found = self.journal.transactions(limit, after, status)
+        found = self.journal.transactions(limit, after, status, before)
         return Reply({"transactions": [self.hub.with_deadline(complete(record))
                                        for record in found]})
 
@@ -485,6 +524,7 @@ class ControlApi(resource.Resource):
             spec = OutcomeSpec.from_dict(self._body(request))
         except SettingsError as error:
             raise ApiError.bad_value(error) from None
+        self._check_forwarded(spec, manual=True)
         finished = self.hub.when_finished(txn_id)
         self.manual.decide(txn_id, spec)
         log.info("transaction %d decided through the API: %s", txn_id, spec.outcome)
@@ -527,6 +567,7 @@ class ControlApi(resource.Resource):
             raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0], code="unknown_field")
         request_sent = _test_request(body)
         host, port = self._test_target(body)
+        self._check_confirmation(body, host, port)
         timeout = _seconds(body.get("timeout"), payment.DEFAULT_TIMEOUT, "timeout")
         if self._test_payments >= MAX_TEST_PAYMENTS:
             raise ApiError(429, f"{MAX_TEST_PAYMENTS} test payments are already in progress; "
@@ -569,6 +610,29 @@ class ControlApi(resource.Resource):
             raise ApiError(400, "port must be a whole number from 1 to 65535.", "port",
                            code="out_of_range", limits={"min": 1, "max": 65535})
         return host.strip(), port
+
+    def _check_confirmation(self, body: dict[str, Any], host: str, port: int) -> None:
+        """Behind --proxy, a test payment to the proxy or to the terminal behind it is a real
+        payment: it needs `confirm_real_payment` naming that terminal as HOST:PORT."""
+        upstream = self.upstream()
+        if upstream is None or upstream["mode"] != "proxied":
+            return
+        real = (upstream["host"], upstream["port"])
+        own = self.terminal.address
+        to_proxy = own is not None and port == own[1] and (
+            host in LOCAL_NAMES or host == own[0] or host == WILDCARDS.get(own[0]))
+        if not to_proxy and (host, port) != real:
+            return
+        names = {f"{real[0]}:{real[1]}", f"[{real[0]}]:{real[1]}"}
+        given = body.get("confirm_real_payment")
+        if given in names:
+            return
+        name = f"[{real[0]}]:{real[1]}" if ":" in real[0] else f"{real[0]}:{real[1]}"
+        why = ("is missing" if given is None
+               else f"names {str(given)[:80]!r}, not the terminal behind the proxy")
+        raise ApiError(400, f"This payment goes to the real terminal at {name}: "
+                            f"confirm_real_payment {why}; send it as {name!r} to confirm.",
+                       "confirm_real_payment", code="confirmation_required")
 
     # --- Raw log ----------------------------------------------------------------------
 
@@ -689,6 +753,7 @@ def _choices() -> dict[str, Any]:
                            "read_mode_label": tags.label(tags.READ_MODES, kind.read_mode)}
                           for kind in PAYMENT_TYPES.values()],
         "outcomes": list(OUTCOMES),
+        "forwarded_outcomes": list(FORWARDED),  # only behind --proxy or --replay
         "actions": list(ACTION_NAMES.values()),
         "statuses": list(STATUSES),
         "profiles": [profile.to_json() for profile in profiles_in_use().values()],
@@ -781,5 +846,6 @@ def _test_request(body: dict[str, Any]) -> Any:
                                     partial=flags["partial"], immediate=flags["immediate"],
                                     receipt=flags["receipt"])
     except InvalidRequest as error:
-        raise ApiError(400, str(error), error.field,
-                       code=OPTION_CODES.get(error.field or "", "invalid_value")) from None
+        code = AMOUNT_CODES.get(error.reason or "") or OPTION_CODES.get(error.field or "",
+                                                                         "invalid_value")
+        raise ApiError(400, str(error), error.field, code=code, limits=error.limits) from None

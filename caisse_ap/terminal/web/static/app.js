@@ -10,6 +10,7 @@
 
   const FEED_LIMIT = 200; // rows kept in the live feed
   const JOURNAL_LIMIT = 1000; // the API's maximum page
+  const EXPORT_LIMIT = 100000; // transactions in one export, read page by page
   const TOKEN_KEY = "caisse-ap-ip.token";
   const RECONNECT_MAX_MS = 10000;
   const SETTINGS_FIELDS = [
@@ -83,6 +84,11 @@
     "hang-up": "Raccroche sans répondre",
     terminal: "Réponse du terminal réel, retardée",
     "terminal-split": "Réponse du terminal réel, découpée",
+  };
+  // With --replay the recording answers in the real terminal's place.
+  const REPLAYED_WORDS = {
+    terminal: "Réponse de l’enregistrement, retardée",
+    "terminal-split": "Réponse de l’enregistrement, découpée",
   };
   const RESULT_WORDS = {
     approved: "Paiement accepté",
@@ -242,7 +248,17 @@
     invalid_format: () => "Forme non valide : voyez l’exemple sous le champ.",
     unknown_choice: () => "Ce choix est inconnu du serveur.",
     unknown_currency: () => "Devise inconnue ou refusée : un code ISO 4217 comme EUR, XPF ou 978.",
-    invalid_amount: () => "Montant non valide : par exemple 12,50, sans plus de décimales que la devise n’en a.",
+    invalid_amount: () => "Montant non valide : écrivez des chiffres avec au plus une virgule, par exemple 12,50.",
+    amount_zero: () => "Le montant est nul : il doit être au-dessus de zéro.",
+    amount_negative: () => "Le montant est négatif : un montant négatif est un remboursement ; choisissez l’opération « Remboursement » avec un montant positif.",
+    amount_too_large: (limits) => (limits && limits.max
+      ? `Le montant est au-delà de ${formatAmount(limits.max, null, limits.currency)}, le plus grand que le champ CB porte (12 chiffres).`
+      : "Le montant est trop grand pour le champ CB (12 chiffres)."),
+    amount_too_precise: (limits) => (!limits || limits.decimals === undefined ? "Montant non valide : trop de décimales pour cette devise."
+      : limits.decimals === 0 ? `Montant non valide : trop de décimales, ${limits.currency || "cette devise"} n’en a pas.`
+        : `Montant non valide : trop de décimales, ${limits.currency || "cette devise"} en a ${limits.decimals}.`),
+    confirmation_required: () => "Ce paiement irait au terminal réel derrière le proxy : confirmez-le d’abord.",
+    real_terminal_required: () => "Cette issue transmet la réponse d’un terminal réel : elle n’existe qu’en mode proxy (--proxy) ou rejeu (--replay), et jamais pour une décision au clavier.",
     invalid_value: () => "Valeur non valide.",
   };
 
@@ -421,6 +437,7 @@
     $("terminal-address").textContent = hostPort(status.terminal);
     $("web-address").textContent = hostPort(status.web);
 
+    renderUpstream(status.upstream);
     const mode = $("current-mode");
     let modeText = word(MODE_WORDS, settings.mode);
     if (settings.mode === "failure") {
@@ -452,9 +469,42 @@
     renderQueue();
   }
 
+  // Behind --proxy the real terminal answers: the simulator's mode and delay do not
+  // apply. With --replay the recording answers what it holds; the settings the rest.
+  function upstream() {
+    return (state.status && state.status.upstream) || null;
+  }
+
+  function renderUpstream(up) {
+    const proxied = Boolean(up && up.mode === "proxied");
+    const replayed = Boolean(up && up.mode === "replayed");
+    $("row-answered-by").hidden = !up;
+    $("answered-by").textContent = proxied
+      ? `Le terminal réel à ${hostPort(up)} (proxy) : il décide de chaque paiement, sauf issue imposée par la file d’issues.`
+      : replayed ? `L’enregistrement ${up.file || "rejoué"} (rejeu) : ${up.in_order
+        ? "les réponses enregistrées, dans l’ordre, quelles que soient les demandes"
+        : "la réponse enregistrée de la même demande (opération, montant, devise)"}, avec ses délais.` : "";
+    $("row-mode").hidden = proxied;
+    $("row-delay").hidden = proxied;
+    $("mode-term").textContent = replayed ? "Mode (demandes absentes de l’enregistrement)" : "Mode";
+    $("delay-term").textContent = replayed ? "Délai (demandes absentes de l’enregistrement)" : "Délai avant réponse";
+    $("settings-upstream").hidden = !up;
+    $("settings-upstream").textContent = proxied
+      ? `Mode proxy : le terminal réel à ${hostPort(up)} répond. Le profil sert à repérer ses écarts ; les autres réglages ne valent que pour les réponses de la file d’issues.`
+      : replayed ? `Rejeu de ${up.file || "l’enregistrement"} : ces réglages répondent aux demandes que l’enregistrement n’a pas.` : "";
+    $("test-upstream").hidden = !proxied;
+    $("test-upstream").textContent = proxied
+      ? `Mode proxy : un paiement envoyé ici part au terminal réel à ${hostPort(up)}. La console demande de le confirmer.`
+      : "";
+    $("footer-note").textContent = proxied
+      ? `Proxy devant le terminal réel ${hostPort(up)} : les paiements sont réels.`
+      : "Terminal de test, aucune vraie transaction bancaire.";
+  }
+
   function outcomeText(name) {
     const failure = findChoice(state.choices.failure_types, name);
-    return failure ? failure.label || name : word(OUTCOME_WORDS, name);
+    const replayed = Boolean(upstream() && upstream().mode === "replayed");
+    return failure ? failure.label || name : word(replayed ? Object.assign({}, OUTCOME_WORDS, REPLAYED_WORDS) : OUTCOME_WORDS, name);
   }
 
   function renderChoices() {
@@ -463,8 +513,8 @@
     fillSelect($("set-payment_type"), state.choices.payment_types, null, paymentTypeText);
     fillSelect($("set-profile"), state.choices.profiles);
     fillSelect($("test-action"), state.choices.actions, ACTION_WORDS);
-    fillSelect($("queue-outcome"), outcomeChoices());
-    fillSelect($("other-outcome"), outcomeChoices());
+    fillSelect($("queue-outcome"), outcomeChoices(Boolean(upstream())));
+    fillSelect($("other-outcome"), outcomeChoices(false));
     const types = [{ name: "", label: "celle des réglages" }].concat(state.choices.payment_types || []);
     const typeText = (choice) => (choice.name ? paymentTypeText(choice) : choice.label);
     fillSelect($("queue-payment_type"), types, null, typeText);
@@ -624,6 +674,34 @@
       el("span", { className: "tx-outcome" }, badge(tx), ...originMarks(tx)),
     );
     item.querySelector(".tx-detail").replaceChildren(...transactionDetail(tx));
+    if (item.querySelector("details").open) fitOpenRow(item, false);
+  }
+
+  // The feed scrolls in its box; an opened row taller than the box, or low in it,
+  // would have its answer frame cut. A short feed grows to its lowest open row; a
+  // long one grows to its tallest open row, which then scrolls into full view.
+  function fitOpenRow(item, reveal = true) {
+    const feed = $("feed");
+    feed.style.maxHeight = "";
+    const box = feed.clientHeight;
+    if (getComputedStyle(feed).overflowY === "visible" || box === 0) return; // phone: no box
+    const rows = Array.from(feed.querySelectorAll(".tx > details[open]")).map((d) => d.parentElement);
+    const contentTop = feed.getBoundingClientRect().top - feed.scrollTop;
+    const lowest = Math.max(0, ...rows.map((row) => row.getBoundingClientRect().bottom - contentTop));
+    const tallest = Math.max(0, ...rows.map((row) => row.offsetHeight));
+    const height = lowest <= box * 1.5 ? lowest : tallest;
+    if (height > box) feed.style.maxHeight = `${Math.ceil(height) + 2}px`;
+    const top = item.getBoundingClientRect().top - feed.getBoundingClientRect().top;
+    const bottom = top + item.offsetHeight;
+    if (reveal && (top < 0 || bottom > feed.clientHeight)) feed.scrollTop += top;
+  }
+
+  function setupFeed() {
+    // "toggle" does not bubble: caught on its way down.
+    $("feed").addEventListener("toggle", (event) => {
+      const item = event.target.closest && event.target.closest(".tx");
+      if (item) fitOpenRow(item, event.target.open);
+    }, true);
   }
 
   function transactionDetail(tx) {
@@ -732,7 +810,12 @@
 
   function deviationList(tx) {
     return el("ul", { className: "deviations" }, ...tx.deviations.map((d) => el("li", {},
-      `${d.side === "pos" ? "caisse" : "terminal"} · ${d.label}${d.detail ? ` : ${d.detail}` : ""}`)));
+      `${d.side === "pos" ? "caisse" : "terminal"} · ${d.label}${deviationDetail(d) ? ` : ${deviationDetail(d)}` : ""}`)));
+  }
+
+  // The French detail (older journals have only `detail`, then made of tags and values).
+  function deviationDetail(d) {
+    return d.detail_fr !== undefined && d.detail_fr !== null ? d.detail_fr : d.detail || "";
   }
 
   function fact(name, value) {
@@ -1002,14 +1085,18 @@
       ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Point"), el("th", {}, "Standard"),
         el("th", {}, profile.name))), el("tbody", {}, ...rows))
       : el("p", {}, "Aucune différence avec le profil standard.");
-    box.replaceChildren(el("p", { className: "profile-source" }, `Source : ${profile.source}`), table);
+    box.replaceChildren(el("p", { className: "profile-source" }, `Source : ${profile.source_fr || profile.source}`), table);
   }
 
   function showSettingsRows() {
     showProfileDifferences();
     const mode = settingsInput("mode").value;
-    $("row-failure_type").hidden = mode !== "failure";
-    $("row-manual_timeout").hidden = mode !== "manual";
+    // Behind --proxy no request reaches the mode, the manual keypad or the rules.
+    const proxied = Boolean(upstream() && upstream().mode === "proxied");
+    $("row-mode-setting").hidden = proxied;
+    $("row-amount_rules").hidden = proxied;
+    $("row-failure_type").hidden = proxied || mode !== "failure";
+    $("row-manual_timeout").hidden = proxied || mode !== "manual";
   }
 
   function clearFieldErrors(form) {
@@ -1103,11 +1190,17 @@
   // ------------------------------------------------------ queue and rules
 
   // Every outcome the API takes, in the page's words: approvals, then no answer
-  // and hang-up, then each failure by its AF code.
-  function outcomeChoices() {
-    return (state.choices.outcomes || []).map((name) => {
+  // and hang-up, then each failure by its AF code. Those that pass on the upstream's
+  // answer only behind --proxy or --replay, and never for a request waiting at the
+  // keypad (this simulator answers it).
+  function outcomeChoices(withUpstream) {
+    const forwarded = state.choices.forwarded_outcomes || ["terminal", "terminal-split"];
+    const replayed = Boolean(upstream() && upstream().mode === "replayed");
+    const words = replayed ? Object.assign({}, OUTCOME_CHOICE_WORDS, REPLAYED_WORDS) : OUTCOME_CHOICE_WORDS;
+    const names = (state.choices.outcomes || []).filter((name) => withUpstream || !forwarded.includes(name));
+    return names.map((name) => {
       const failure = findChoice(state.choices.failure_types, name);
-      return { name, label: failure ? `Refus AF ${failure.code} · ${failure.label || name}` : word(OUTCOME_CHOICE_WORDS, name) };
+      return { name, label: failure ? `Refus AF ${failure.code} · ${failure.label || name}` : word(words, name) };
     });
   }
 
@@ -1235,7 +1328,11 @@
     const rules = state.rules;
     const on = Boolean(state.settings && state.settings.amount_rules);
     $("rules-switch").checked = on;
-    $("rules-state").textContent = on
+    const proxied = Boolean(upstream() && upstream().mode === "proxied");
+    $("rules-switch").disabled = proxied;
+    $("rules-state").textContent = proxied
+      ? "Sans effet en mode proxy : le terminal réel répond à chaque paiement (la file d’issues mise à part)."
+      : on
       ? "Actives : la première règle qui correspond au montant décide (après la file d’issues)."
       : "Inactives : les réglages décident.";
     if (!rules) return;
@@ -1322,6 +1419,18 @@
 
   // Sends a test payment; the page stays usable: elapsed time shown, cancel offered.
   async function runTestPayment(body) {
+    // Behind --proxy, to this console's terminal or to the real one: asked first. (The
+    // server checks it too: what it still refuses is asked after, below.)
+    const up = upstream();
+    const toReal = up && up.mode === "proxied" && !body.confirm_real_payment &&
+      (body.host === null || body.host === undefined || (body.host === up.host && body.port === up.port));
+    if (toReal) {
+      if (!(await confirmRealPayment(body, up))) {
+        $("test-message").textContent = `Paiement non envoyé : le terminal réel ${hostPort(up)} n’a rien reçu.`;
+        return;
+      }
+      body = Object.assign({}, body, { confirm_real_payment: `${up.host}:${up.port}` });
+    }
     if (testPayment) testPayment.controller.abort();
     const message = $("test-message");
     const controller = new AbortController();
@@ -1337,11 +1446,14 @@
     $("test-waiting").hidden = false;
     $("test-send").disabled = true;
     message.textContent = "";
+    let toConfirm = false;
     try {
       const result = await api("POST", "api/test-payment", body, controller.signal);
       renderTestResult(result || {});
     } catch (error) {
-      if (error.code === "aborted") {
+      if (error.code === "confirmation_required" && upstream() && !body.confirm_real_payment) {
+        toConfirm = true; // refused before anything was sent: ask, then send again
+      } else if (error.code === "aborted") {
         message.textContent = "Paiement de test annulé dans la console. Le terminal a pu le recevoir : voyez le flux des transactions.";
       } else {
         const field = { host: "destination", port: "destination" }[error.field] || error.field;
@@ -1355,6 +1467,26 @@
         $("test-send").disabled = false;
       }
     }
+    if (!toConfirm) return;
+    if (await confirmRealPayment(body, up)) {
+      await runTestPayment(Object.assign({}, body, { confirm_real_payment: `${up.host}:${up.port}` }));
+    } else {
+      message.textContent = `Paiement non envoyé : le terminal réel ${hostPort(up)} n’a rien reçu.`;
+    }
+  }
+
+  // Behind --proxy a test payment (or « Rejouer ») is a real one: the person confirms
+  // it, seeing the real terminal and the amount. True when confirmed.
+  function confirmRealPayment(body, up) {
+    const dialog = $("confirm-real");
+    const amount = formatAmount(body.amount, null, body.currency || "EUR");
+    $("confirm-real-text").textContent =
+      `Envoyer un vrai paiement de ${amount} (${word(ACTION_WORDS, body.action || "debit")}) au terminal réel ${hostPort(up)} ?`;
+    return new Promise((resolve) => {
+      dialog.returnValue = "";
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+      dialog.showModal();
+    });
   }
 
   // What went wrong with a payment whose outcome is not an answer, in French:
@@ -1474,29 +1606,56 @@
     const count = state.journal.length;
     $("journal-message").textContent = count === 0
       ? ($("journal-filter").value ? "Aucune transaction de cette issue dans le journal." : "Aucune transaction dans le journal.")
-      : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? " (les plus récentes)" : ""}.`;
+      : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? ` : les ${NUMBER.format(JOURNAL_LIMIT)} plus récentes (les exports prennent tout)` : ""}.`;
   }
 
+  // The CSV is for people, in French: French headers and words, local times. Scripts
+  // read the JSON export (or the API), whose names and UTC times do not change.
+  const pad = (number, size = 2) => String(number).padStart(size, "0");
+
+  // "2026-12-07 01:19:34" in the browser's local time (what the console shows).
+  function localDateTime(iso) {
+    const date = iso ? new Date(iso) : null;
+    if (!date || Number.isNaN(date.getTime())) return null;
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  }
+
+  // The local time's offset from UTC at that moment: "UTC+01:00" (summer: "UTC+02:00"; a
+  // cell starting with "+" would be a formula).
+  function utcOffset(iso) {
+    const date = iso ? new Date(iso) : null;
+    if (!date || Number.isNaN(date.getTime())) return null;
+    const minutes = -date.getTimezoneOffset();
+    const sign = minutes < 0 ? "-" : "+";
+    return `UTC${sign}${pad(Math.floor(Math.abs(minutes) / 60))}:${pad(Math.abs(minutes) % 60)}`;
+  }
+
+  const decimal = (value) => (value === null || value === undefined ? null : String(value).replace(".", ","));
+
   const CSV_COLUMNS = [
-    ["id", (tx) => tx.id],
-    ["received_at", (tx) => tx.received_at],
-    ["answered_at", (tx) => tx.answered_at],
-    ["duration_s", (tx) => tx.duration_s],
-    ["peer", (tx) => tx.peer],
-    ["action", (tx) => tx.action],
-    ["amount", (tx) => tx.amount],
-    ["currency", (tx) => tx.currency],
-    ["status", (tx) => tx.status],
-    ["reason_code", (tx) => tx.reason && tx.reason.code],
-    ["reason_label", (tx) => tx.reason && tx.reason.label],
-    ["decided_by", (tx) => tx.decided_by],
-    ["request_frame", (tx) => tx.request_frame],
-    ["answer_frame", (tx) => tx.answer_frame],
+    ["N°", (tx) => tx.id],
+    ["Reçue le (heure locale)", (tx) => localDateTime(tx.received_at)],
+    ["Répondue le (heure locale)", (tx) => localDateTime(tx.answered_at)],
+    ["Décalage UTC", (tx) => utcOffset(tx.received_at)],
+    ["Durée (s)", (tx) => decimal(tx.duration_s)],
+    ["Caisse", (tx) => tx.peer],
+    ["Opération", (tx) => (tx.action ? word(ACTION_WORDS, tx.action) : null)],
+    ["Montant", (tx) => decimal(tx.amount)],
+    ["Devise", (tx) => tx.currency],
+    ["Issue", (tx) => word(STATUS_WORDS, tx.status)],
+    ["Code motif (AF)", (tx) => tx.reason && tx.reason.code],
+    ["Motif", (tx) => tx.reason && tx.reason.label],
+    ["Décidée par", (tx) => (tx.decided_by ? word(DECIDED_BY_WORDS, tx.decided_by) : null)],
+    ["Origine", (tx) => ORIGIN_WORDS[tx.mode] || "simulateur"],
+    ["Écarts", (tx) => (tx.deviations || []).map((d) =>
+      `${d.label}${deviationDetail(d) ? ` : ${deviationDetail(d)}` : ""}`).join(" ; ")],
+    ["Trame de la demande", (tx) => tx.request_frame],
+    ["Trame de la réponse", (tx) => tx.answer_frame],
   ];
 
   // The CSV of a French spreadsheet: ";" between cells, a decimal comma.
   const CSV_SEPARATOR = ";";
-  const CSV_DECIMALS = new Set(["amount", "duration_s"]);
 
   function csvCell(value) {
     if (value === null || value === undefined) return "";
@@ -1507,13 +1666,9 @@
   }
 
   function toCsv(transactions) {
-    const lines = [CSV_COLUMNS.map(([name]) => name).join(CSV_SEPARATOR)];
+    const lines = [CSV_COLUMNS.map(([name]) => csvCell(name)).join(CSV_SEPARATOR)];
     for (const tx of transactions) {
-      lines.push(CSV_COLUMNS.map(([name, get]) => {
-        const value = get(tx);
-        return csvCell(CSV_DECIMALS.has(name) && value !== null && value !== undefined
-          ? String(value).replace(".", ",") : value);
-      }).join(CSV_SEPARATOR));
+      lines.push(CSV_COLUMNS.map(([, get]) => csvCell(get(tx))).join(CSV_SEPARATOR));
     }
     return lines.join("\r\n") + "\r\n";
   }
@@ -1527,20 +1682,48 @@
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   }
 
+  // Every transaction the filter asks for, read from the journal page by page (newest
+  // first), up to EXPORT_LIMIT: {rows, cut}. Throws ApiError when the server fails.
+  async function journalForExport(status) {
+    const rows = [];
+    let before = null;
+    while (rows.length < EXPORT_LIMIT) {
+      const query = new URLSearchParams({ limit: String(JOURNAL_LIMIT) });
+      if (status) query.set("status", status);
+      if (before !== null) query.set("before", String(before));
+      const page = (await api("GET", `api/transactions?${query}`)).transactions || [];
+      rows.push(...page);
+      if (page.length < JOURNAL_LIMIT) return { rows, cut: false };
+      before = page[page.length - 1].id;
+    }
+    return { rows: rows.slice(0, EXPORT_LIMIT), cut: true };
+  }
+
   async function exportJournal(kind) {
     // Never a stale file: what the server says now, or nothing.
-    if (!(await loadJournal())) {
+    const status = $("journal-filter").value;
+    let found;
+    try {
+      found = await journalForExport(status);
+    } catch (error) {
       $("journal-message").textContent = "Export impossible : le serveur ne répond pas. Rien n’a été téléchargé.";
       return;
     }
+    const { rows, cut } = found;
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    // A file cut at the limit says so in its name, and the page says it too.
+    const name = `journal-caisse-ap-${stamp}${cut ? `-les-${EXPORT_LIMIT}-plus-recentes` : ""}`;
     if (kind === "csv") {
       // The BOM lets spreadsheets read the file as UTF-8 (€, accents).
-      download(`journal-caisse-ap-${stamp}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(state.journal));
+      download(`${name}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(rows));
     } else {
-      download(`journal-caisse-ap-${stamp}.json`, "application/json",
-        JSON.stringify({ transactions: state.journal }, null, 2) + "\n");
+      download(`${name}.json`, "application/json",
+        JSON.stringify({ transactions: rows }, null, 2) + "\n");
     }
+    const which = status ? " de cette issue" : "";
+    $("journal-message").textContent = cut
+      ? `Exporté : les ${NUMBER.format(EXPORT_LIMIT)} transactions les plus récentes${which} (la limite d’un export) ; les plus anciennes ne sont pas dans le fichier.`
+      : `Exporté : ${NUMBER.format(rows.length)} transaction${rows.length > 1 ? "s" : ""}${which}, tout ce que le journal en garde.`;
   }
 
   // The raw log of a time range (GET /api/log), downloaded as a text file.
@@ -1607,6 +1790,7 @@
     setupQueue();
     setupRules();
     setupJournal();
+    setupFeed();
     setStreamState("connecting");
     tokenFromAddress();
     try {

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
+from .number_text import NUMBER
+
 MAX_DIGITS = 12  # the CB field holds at most 12 digits
 MAX_UNITS = 10**MAX_DIGITS - 1
 
-_AMOUNT_TEXT = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "XPF": "F CFP"}
 
 
@@ -129,7 +130,7 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
     cleaned = text.strip()
     if not cleaned:
         raise AmountError("the amount is empty")
-    if not _AMOUNT_TEXT.fullmatch(cleaned):
+    if not NUMBER.fullmatch(cleaned):
         raise AmountError(
             f"{_show(repr(cleaned))} is not an amount: write digits with at most "
             "one '.' or ',' before the decimals, like 12.50"

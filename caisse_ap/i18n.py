@@ -1,0 +1,64 @@
+"""The commands' language: French when the environment asks for it, English otherwise.
+
+The source strings are English; `caisse_ap/locale/fr/LC_MESSAGES/caisse_ap.po`
+gives their French form, compiled beside it into `caisse_ap.mo`, which ships
+in the wheel. Python's gettext picks the language from the environment as
+GNU gettext does: the first of LANGUAGE, LC_ALL, LC_MESSAGES and LANG that is
+set, so `LANG=fr_FR.UTF-8` means French, and `LANG=C` (or `LC_ALL=C` over a
+French LANG) English. Only the variables are read: the French system locale
+need not be installed.
+
+What scripts read stays the same in every language: `--json`, the exit
+statuses, and the server's log lines (logs are in English, as the code).
+
+The catalog is loaded on first use, not on import: the library's users who
+never show a message never pay for it.
+"""
+
+from __future__ import annotations
+
+import gettext as _gettext
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+DOMAIN = "caisse_ap"
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+
+
+@lru_cache(maxsize=1)
+def translation() -> _gettext.NullTranslations:
+    """The catalog the environment asks for (English, the source strings, if none)."""
+    return _gettext.translation(DOMAIN, str(LOCALE_DIR), fallback=True)
+
+
+def gettext(message: str) -> str:
+    """`message` in the user's language."""
+    return translation().gettext(message)
+
+
+def ngettext(singular: str, plural: str, count: int) -> str:
+    """The singular or plural form for `count`, in the user's language."""
+    return translation().ngettext(singular, plural, count)
+
+
+def language() -> str:
+    """"fr" or "en": the language the messages are shown in."""
+    return "fr" if isinstance(translation(), _gettext.GNUTranslations) else "en"
+
+
+def set_up_command() -> None:
+    """For a command's main(): argparse's own words ("usage:", "unrecognized
+    arguments"...) from our catalog too, and output that never fails on a character
+    the terminal's encoding lacks ("€" under LANG=C with PYTHONIOENCODING=ascii)."""
+    # argparse calls gettext.gettext, which looks in the process's text domain:
+    # a command owns its process, so it may name ours (the GNU gettext way).
+    _gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
+    _gettext.textdomain(DOMAIN)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
+
+
+_ = gettext

@@ -42,6 +42,12 @@ def ngettext(singular: str, plural: str, count: int) -> str:
     return translation().ngettext(singular, plural, count)
 
 
+def N_(message: str) -> str:
+    """Mark `message` for the catalog where it is defined (a constant); it is translated
+    with gettext() where it is shown."""
+    return message
+
+
 def language() -> str:
     """"fr" or "en": the language the messages are shown in."""
     return "fr" if isinstance(translation(), _gettext.GNUTranslations) else "en"

@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if problem else 0
     try:
         if args.list_profiles:  # after parsing: a --profile FILE, wherever given, is checked
-            print("\n".join(describe_all()))
+            print("\n".join(describe_all(_)))
             return 0
         return run(args, modules=modules)
     except (SettingsError, UsageError) as error:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
@@ -514,9 +515,10 @@ def find(name_or_path: str) -> Profile:
     return profile
 
 
-def describe_all() -> list[str]:
-    """One line per profile: name, label, source (--list-profiles)."""
-    return [f"{p.name}\t{p.label}\t{p.source}" for p in available().values()]
+def describe_all(say: Callable[[str], str] = str) -> list[str]:
+    """One line per profile: name, label, source (--list-profiles); `say` translates a
+    built-in profile's source (gettext)."""
+    return [f"{p.name}\t{p.label}\t{say(p.source)}" for p in available().values()]
 
 
 __all__ = ["ACTION_KINDS", "DEFAULT", "ExtraTag", "Profile", "ProfileError", "available",

@@ -136,7 +136,7 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     """Settings the options set; also loads the rules file (and lists it if asked)."""
     rules = _rules_from_args(args)
     if args.list_amount_rules:
-        sys.stdout.write(rules.listing(_))
+        sys.stdout.write(rules.listing())
         raise SystemExit(0)
     args.loaded_amount_rules = rules
     # Opened now, so that a journal that cannot be used stops us before anything listens.

@@ -18,18 +18,18 @@ never show a message never pay for it.
 from __future__ import annotations
 
 import gettext as _gettext
+import os
 import sys
 from functools import lru_cache
-from pathlib import Path
 
 DOMAIN = "caisse_ap"
-LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locale")
 
 
 @lru_cache(maxsize=1)
 def translation() -> _gettext.NullTranslations:
     """The catalog the environment asks for (English, the source strings, if none)."""
-    return _gettext.translation(DOMAIN, str(LOCALE_DIR), fallback=True)
+    return _gettext.translation(DOMAIN, LOCALE_DIR, fallback=True)
 
 
 def gettext(message: str) -> str:
@@ -59,7 +59,7 @@ def set_up_command() -> None:
     the terminal's encoding lacks ("€" under LANG=C with PYTHONIOENCODING=ascii)."""
     # argparse calls gettext.gettext, which looks in the process's text domain:
     # a command owns its process, so it may name ours (the GNU gettext way).
-    _gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
+    _gettext.bindtextdomain(DOMAIN, LOCALE_DIR)
     _gettext.textdomain(DOMAIN)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
@@ -68,3 +68,17 @@ def set_up_command() -> None:
 
 
 _ = gettext
+
+# argparse's own words that our commands can show: set_up_command() has argparse look
+# them up in our catalog, so they are in it (marked here for the extraction).
+ARGPARSE_WORDS = (
+    N_("usage: "), N_("options"), N_("positional arguments"),
+    N_("show this help message and exit"), N_("argument %(argument_name)s: %(message)s"),
+    N_("unrecognized arguments: %s"), N_("expected one argument"),
+    N_("expected at most one argument"), N_("expected at least one argument"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"),
+    N_("invalid %(type)s value: %(value)r"), N_("not allowed with argument %s"),
+    N_("ignored explicit argument %r"), N_("one of the arguments %s is required"),
+    N_("the following arguments are required: %s"),
+    N_("ambiguous option: %(option)s could match %(matches)s"),
+)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
+from .i18n import _
 from .number_text import NUMBER
 
 MAX_DIGITS = 12  # the CB field holds at most 12 digits
@@ -62,7 +63,7 @@ def _iso_tables() -> tuple[dict[str, CurrencyInfo], dict[str, CurrencyInfo]]:
     except ImportError:
         # Only EUR works without it; say so instead of showing a traceback.
         raise CurrencyError(
-            "currencies other than EUR need the iso4217 package, which is not installed"
+            _("currencies other than EUR need the iso4217 package, which is not installed")
         ) from None
 
     by_alpha: dict[str, CurrencyInfo] = {}
@@ -93,13 +94,13 @@ def currency(code: str | int | CurrencyInfo) -> CurrencyInfo:
     elif isinstance(code, str) and re.fullmatch(r"[A-Za-z]{3}", code.strip()):
         key = code.strip().upper()
     else:
-        raise CurrencyError(f"unknown currency {code!r}")
+        raise CurrencyError(_("unknown currency %r") % (code,))
     if key in (EUR.alpha, EUR.numeric):
         return EUR  # no iso4217 import for the common case
     by_alpha, by_numeric = _iso_tables()
     info = by_numeric.get(key) if key.isdigit() else by_alpha.get(key)
     if info is None:
-        raise CurrencyError(f"unknown currency {code!r}")
+        raise CurrencyError(_("unknown currency %r") % (code,))
     return info
 
 
@@ -129,11 +130,11 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
         raise AmountError(f"{_show(repr(text))} is not an amount")
     cleaned = text.strip()
     if not cleaned:
-        raise AmountError("the amount is empty")
+        raise AmountError(_("the amount is empty"))
     if not NUMBER.fullmatch(cleaned):
         raise AmountError(
-            f"{_show(repr(cleaned))} is not an amount: write digits with at most "
-            "one '.' or ',' before the decimals, like 12.50"
+            _("%s is not an amount: write digits with at most one '.' or ',' before the "
+              "decimals, like 12.50") % _show(repr(cleaned))
         )
     return Decimal(cleaned.replace(",", "."))
 
@@ -159,19 +160,23 @@ def to_minor_units(
     stripped = digit_text.rstrip("0")
     exponent += len(digit_text) - len(stripped)  # "12.500" is 12.5
     if not stripped:
-        raise AmountError(f"amount {_show(amount)} is zero; an amount must be above zero")
+        raise AmountError(_("amount %s is zero; an amount must be above zero") % _show(amount))
     shift = exponent + info.exponent
     if shift < 0:
         raise AmountError(
-            f"amount {_show(amount)} has more decimals than {info.alpha} allows ({info.exponent})"
+            _("amount %(amount)s has more decimals than %(currency)s allows (%(decimals)d)")
+            % {"amount": _show(amount), "currency": info.alpha, "decimals": info.exponent}
         )
     if sign and not allow_negative:
-        raise AmountError(f"amount {_show(amount)} is negative; only positive amounts are accepted")
+        raise AmountError(_("amount %s is negative; only positive amounts are accepted")
+                          % _show(amount))
     if len(stripped) + shift > MAX_DIGITS:
         largest = format(from_minor_units(MAX_UNITS, info), "f")
         raise AmountError(
-            f"amount {_show(amount)} is too large: {info.alpha} amounts stop at "
-            f"{largest} ({MAX_DIGITS} digits of minor units)"
+            _("amount %(amount)s is too large: %(currency)s amounts stop at %(largest)s "
+              "(%(digits)d digits of minor units)")
+            % {"amount": _show(amount), "currency": info.alpha, "largest": largest,
+               "digits": MAX_DIGITS}
         )
     units = int(stripped + "0" * shift)
     return -units if sign else units

@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 from . import money, tags
 from ._compat import StrEnum
 from .errors import InvalidRequest, TerminalUnreachable
+from .i18n import N_, _
 from .messages import ACTION_BY_NAME, Action, PaymentRequest, TerminalAnswer
 from .messages import Outcome as AnswerOutcome
 from .tlv import Field, FrameError
@@ -116,16 +117,17 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
     if units < 0:
         if action is not None and action is not Action.REFUND:
             raise InvalidRequest(
-                f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount")
+                _("a negative amount is a refund; it cannot be a %s") % action.name.lower(),
+                "amount")
         action, units = Action.REFUND, -units
     _check_reference(reference)
     request = PaymentRequest(
         amount=units,
         currency=info.numeric,
         action=action or Action.DEBIT,
-        register=_digits(register, "CA", "register number", "register"),
-        pos_id=_digits(pos_id, "CJ", "POS identifier", "pos_id"),
-        version=_digits(protocol_version, "CZ", "protocol version", "protocol_version"),
+        register=_digits(register, "CA", N_("register number"), "register"),
+        pos_id=_digits(pos_id, "CJ", N_("POS identifier"), "pos_id"),
+        version=_digits(protocol_version, "CZ", N_("protocol version"), "protocol_version"),
         immediate=immediate,
         partial=partial,
         cheque=cheque,
@@ -145,15 +147,16 @@ def _digits(value: str, tag: str, what: str, field: str) -> str:
     InvalidRequest: strict on output, whatever a terminal tolerates in requests."""
     size = tags.tag(tag).max_size
     if not (len(value) == size and value.isascii() and value.isdigit()):
-        raise InvalidRequest(f"{what} {value!r} must be {size} digits "
-                             "(extra_fields can send anything else)", field)
+        raise InvalidRequest(_("%(what)s %(value)r must be %(size)d digits (extra_fields can "
+                               "send anything else)")
+                             % {"what": _(what), "value": value, "size": size}, field)
     return value
 
 
 def _check_reference(reference: str | None) -> None:
     longest = tags.PORTABLE_REFERENCE_SIZE  # strict on output: what every terminal echoes
     if reference is not None and not 1 <= len(reference) <= longest:
-        raise InvalidRequest(f"the reference (CF) must be 1 to {longest} characters",
+        raise InvalidRequest(_("the reference (CF) must be 1 to %d characters") % longest,
                              "reference")
 
 

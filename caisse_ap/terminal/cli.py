@@ -77,8 +77,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage dump), status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, _("%(prog)s: error: %(message)s\n") % {"prog": self.prog,
-                                                            "message": message})
+        self.exit(2, _("%(prog)s: error: %(message)s") % {"prog": self.prog,
+                                                          "message": message} + "\n")
 
 
 def setting_arg(name: str, number: bool = False) -> Callable[[str], Any]:
@@ -235,7 +235,7 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         default=REQUEST_TIMEOUT, metavar=_("SECONDS"),
         help=_("refuse (AF=09) a request left unfinished after this much silence "
                "(default: %s)") % format(REQUEST_TIMEOUT, "g"))
-    add("--check-health", type=health.address_arg, default=None, metavar="HOST:PORT",
+    add("--check-health", type=health.address_arg, default=None, metavar=_("HOST:PORT"),
         help=_("check that the terminal listening at HOST:PORT serves, and exit: status 0 "
                "if it does, 1 if not (a container's health check)"))
     add("--version", action="version", version=f"%(prog)s {__version__}",

@@ -35,7 +35,7 @@ def upstream_arg(text: str) -> tuple[str, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(_("in-shop debugging: proxy, record, replay"))
     add = group.add_argument
-    add("--proxy", type=upstream_arg, default=None, metavar="HOST:PORT",
+    add("--proxy", type=upstream_arg, default=None, metavar=_("HOST:PORT"),
         help=_("stand between the POS and the real terminal at HOST:PORT: pass every byte "
                "both ways, decode and check both sides, show them in the console; the "
                "outcome queue (POST /api/next) answers in the terminal's place"))

@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                "(default: the environment variable %s when set and not empty; listening "
                "beyond the loopback without one, the server makes one and prints the "
                "console's URL with it)") % TOKEN_VARIABLE)
-    add("--web-allowed-host", type=_host_name, action="append", default=[], metavar="NAME",
+    add("--web-allowed-host", type=_host_name, action="append", default=[], metavar=_("NAME"),
         help=_("a host name the console may be reached by, besides localhost and the "
                "addresses it listens on (repeatable); other names get 421"))
     add("--journal", default=None, metavar=_("PATH"),

@@ -380,7 +380,8 @@ def request_from_args(args: argparse.Namespace) -> PaymentRequest:
     except InvalidRequest as error:
         option = REQUEST_OPTIONS.get(error.field or "")
         message = str(error).replace("extra_fields", "--tag")
-        raise OptionError(f"{option}: {message}" if option else message) from None
+        raise OptionError(_("%(option)s: %(message)s") % {"option": option, "message": message}
+                          if option else message) from None
 
 
 def _terminal(args: argparse.Namespace, request: PaymentRequest
@@ -431,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         request = request_from_args(args)
         terminal = _terminal(args, request)
     except OptionError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        print(_("%(prog)s: %(message)s") % {"prog": PROG, "message": error}, file=sys.stderr)
         return EXIT_USAGE
     from .errors import TerminalUnreachable
 
@@ -484,7 +485,8 @@ def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(result_to_json(result))
         if result.problem:
-            print(f"{PROG}: {result.problem}", file=sys.stderr)
+            print(_("%(prog)s: %(message)s") % {"prog": PROG, "message": result.problem},
+                  file=sys.stderr)
     else:
         print(format_result(result, colour=wants_colour(sys.stdout), raw=args.raw))
 
@@ -493,4 +495,5 @@ def _print_unreachable(request: PaymentRequest, error: TerminalUnreachable, elap
                        args: argparse.Namespace) -> None:
     if args.json:
         _print_json(unreachable_to_json(request, error, elapsed_s))
-    print(f"{PROG}: {error}", file=sys.stderr)
+    print(_("%(prog)s: %(reason)s; nothing was sent") % {"prog": PROG, "reason": error.reason},
+          file=sys.stderr)

@@ -73,7 +73,8 @@ ACTION_WORDS = {"debit": N_("debit"), "refund": N_("refund"),
 
 # The option that sets a request field, by InvalidRequest.field (payment.make_request's
 # argument names), and by tag for what Concert E+ cannot carry (concert.uncarried).
-REQUEST_OPTIONS = {"amount": "-a/--amount", "currency": "-c/--currency",
+# The amount's messages say "amount" already.
+REQUEST_OPTIONS = {"currency": "-c/--currency",
                    "register": "-r/--register", "pos_id": "--pos-id",
                    "protocol_version": "--protocol-version", "reference": "--reference"}
 SERIAL_OPTIONS = {"CK": "--receipt", "BF": "--partial"}
@@ -262,7 +263,7 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(
-            _("a number of seconds above 0 is expected (2,5 or 2.5), not %r") % text)
+            _("a positive number of seconds is expected (2,5 or 2.5), not %r") % text)
     return value
 
 
@@ -274,11 +275,14 @@ def _reference(text: str) -> str:
     """--reference: what every terminal echoes (tags.PORTABLE_REFERENCE_SIZE)."""
     from .tags import PORTABLE_REFERENCE_SIZE
 
+    if not 1 <= len(text) <= PORTABLE_REFERENCE_SIZE:
+        raise argparse.ArgumentTypeError(
+            _("1 to %(longest)d characters are expected, not %(length)d")
+            % {"longest": PORTABLE_REFERENCE_SIZE, "length": len(text)})
     if not _printable_ascii(text, PORTABLE_REFERENCE_SIZE):
         raise argparse.ArgumentTypeError(
-            _("1 to %(longest)d printable ASCII characters are expected (letters without "
-              "accents, digits, punctuation), not %(text)r")
-            % {"longest": PORTABLE_REFERENCE_SIZE, "text": text})
+            _("cannot build the request with %r: the terminal takes printable ASCII "
+              "characters only (letters without accents, digits, punctuation)") % text)
     return text
 
 

@@ -218,15 +218,19 @@ class AmountRules:
         """The table as `--list-amount-rules` prints it, in the user's language: each
         rule's outcome, then its description when it has one."""
         say = gettext
-        rows = [(rule.match.describe(say), _describe_outcome(rule.outcome, say)
-                 + (f" — {rule.description}" if rule.description else ""))
-                for rule in self.rules]
         otherwise = gettext("anything else")
-        width = max([len(match) for match, _outcome in rows] + [len(otherwise)])
+        width = max([len(rule.match.describe(say)) for rule in self.rules] + [len(otherwise)])
         source = say(self.source) if self.source == DEFAULT_SOURCE else self.source
         lines = [gettext("Amount rules (%s); the first that matches decides:") % source]
-        lines += [f"  {match.ljust(width)}  {outcome}" for match, outcome in rows]
-        lines.append(f"  {otherwise.ljust(width)}  {gettext('the settings decide')}")
+        for rule in self.rules:
+            outcome = _describe_outcome(rule.outcome, say)
+            if rule.description:  # its words, then what it does, under them
+                lines.append(f"  {rule.match.describe(say).ljust(width)}  {rule.description}")
+                lines.append(f"  {''.ljust(width)}  → {outcome}")
+            else:
+                lines.append(f"  {rule.match.describe(say).ljust(width)}  {outcome}")
+        settings_decide = gettext("the settings decide")
+        lines.append(f"  {otherwise.ljust(width)}  {settings_decide}")
         return "\n".join(lines) + "\n"
 
 

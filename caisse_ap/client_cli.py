@@ -407,14 +407,31 @@ def _terminal(args: argparse.Namespace, request: PaymentRequest
     except InvalidRequest:  # the speed
         raise OptionError(_("--baud %(rate)s: not a serial speed (9600, 19200, 115200...)")
                           % {"rate": args.baud}) from None
-    from .concert import uncarried
+    _check_serial_request(request, args)
+    try:
+        terminal.check(request)  # anything else E+ cannot say, in the library's words
+    except InvalidRequest as error:
+        raise OptionError(f"--serial: {error}") from None
+    return terminal
+
+
+def _check_serial_request(request: PaymentRequest, args: argparse.Namespace) -> None:
+    """OptionError naming the options whose fields Concert E+ cannot carry."""
+    from .concert import ACTION_TO_TYPE, AMOUNT_DIGITS, PRIVATE_SIZE, uncarried
 
     options = [SERIAL_OPTIONS.get(tag, f"--tag {tag}") for tag in uncarried(request)]
+    if (request.value("CD") or "") not in ACTION_TO_TYPE:
+        options.append("--duplicate" if args.action == "duplicate" else "--tag CD")
     if options:  # what E+ cannot carry is a usage error
         raise OptionError(
             _("%(options)s: not possible with --serial, Concert E+ has no field for it; "
               "drop it, or pay over IP") % {"options": ", ".join(dict.fromkeys(options))})
-    return terminal
+    if len((request.value("CB") or "").lstrip("0")) > AMOUNT_DIGITS:
+        raise OptionError(_("-a/--amount: Concert E+ (--serial) takes at most %d digits of "
+                            "minor units (999999.99 EUR)") % AMOUNT_DIGITS)
+    if len(request.value("CF") or "") > PRIVATE_SIZE:
+        raise OptionError(_("--reference: Concert E+ (--serial) takes at most %d characters")
+                          % PRIVATE_SIZE)
 
 
 def _start_logging(level: str) -> tuple[logging.Logger, logging.Handler]:

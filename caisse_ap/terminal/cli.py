@@ -23,6 +23,7 @@ import argparse
 import importlib
 import ipaddress
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
 from .profiles import DEFAULT as DEFAULT_PROFILE
 from .profiles import Profile, ProfileError, describe_all
+from .profiles import available as available_profiles
 from .profiles import find as find_profile
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -169,7 +171,11 @@ def profile_arg(text: str) -> Profile:
     try:
         return find_profile(text)
     except ProfileError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        if text in available_profiles() or text.endswith(".toml") or os.path.exists(text):
+            raise argparse.ArgumentTypeError(str(error)) from None  # the file's own words
+        raise argparse.ArgumentTypeError(
+            _("unknown profile %(name)r: give one of %(names)s, or a profile file (.toml)")
+            % {"name": text, "names": ", ".join(available_profiles())}) from None
 
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:

@@ -192,7 +192,7 @@ def _replace_symlink(target: str, link: str) -> None:
         os.symlink(target, temporary)
         os.replace(temporary, link)  # atomic: a POS never finds it missing
     except OSError as error:
-        raise UsageError(f"--serial-link {link}: {error.strerror}") from None  # system words
+        raise UsageError(f"--serial-link {link}: {error.strerror}") from None
 
 
 @lru_cache(maxsize=1)

@@ -302,8 +302,9 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     except CannotListenError as error:
         if journal is not None:
             journal.close()
-        raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
-                          f"console: {error.socketError}") from None
+        raise UsageError(_("cannot listen on %(host)s:%(port)s for the web console: %(why)s")
+                         % {"host": args.web_host, "port": args.web_port,
+                            "why": error.socketError}) from None
     if journal is None:
         log.info("no transaction journal (--no-web without --journal)")
     else:

@@ -147,9 +147,10 @@ def test_every_number_option_takes_a_decimal_comma(language):
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("args, words", [
     (["-d", "0,5,0"], {"fr": "-d/--duration : nombre de secondes attendu (0,5 ou 0.5)",
-                       "en": "-d/--duration: a number of seconds is expected (0,5 or 0.5)"}),
-    (["--idle-timeout", "1e3"], {"fr": "--idle-timeout : nombre supérieur à 0 attendu",
-                                 "en": "--idle-timeout: a number above 0 is expected"}),
+                       "en": "-d/--duration: duration must be a number of seconds"}),
+    (["--idle-timeout", "1e3"],
+     {"fr": "--idle-timeout : délai d'inactivité : nombre supérieur à 0 attendu (0,5 ou 0.5)",
+      "en": "--idle-timeout: idle timeout must be a number above 0"}),
 ])
 def test_a_number_that_is_not_one_names_the_option_and_the_form(language, args, words):
     done = server_in(language, *args)

@@ -123,7 +123,7 @@ def test_the_language_follows_gettexts_variables(variables, french):
 
 @pytest.mark.parametrize("language, words", [
     ("fr", "caisse-ap-ip-server : erreur : argument -d/--duration : nombre de secondes"),
-    ("en", "caisse-ap-ip-server: error: argument -d/--duration: a number of seconds"),
+    ("en", "caisse-ap-ip-server: error: argument -d/--duration: duration must be a number"),
 ])
 def test_server_errors_in_the_users_language(language, words):
     done = server("-d", "soon", language=language)
@@ -201,3 +201,16 @@ def test_french_output_never_fails_on_an_encoding_without_accents():
     assert done.returncode == 2
     assert b"Traceback" not in done.stderr
     assert done.stderr.startswith(b"caisse-ap-ip-client : le montant 0 est nul")
+
+
+def test_the_compiled_catalog_ships_in_the_wheel():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    from fnmatch import fnmatch
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["caisse_ap"]
+    shipped = catalog_tool.MO_FILE.relative_to(ROOT / "caisse_ap").as_posix()
+    assert any(fnmatch(shipped, pattern) for pattern in patterns), patterns

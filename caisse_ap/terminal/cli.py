@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from ..connection import REQUEST_TIMEOUT
-from ..i18n import _, set_up_command
+from ..i18n import N_, _, language, set_up_command
 from ..number_text import read_decimal, with_point
 from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
@@ -96,8 +96,10 @@ def setting_arg(name: str, number: bool = False) -> Callable[[str], Any]:
 
 
 def setting_message(error: SettingsError, text: str) -> str:
-    """What a bad option value gets, in the user's language: said from the error's code
-    and limits (the API's own message stays English, for scripts)."""
+    """What a bad option value gets: in English, the API's own sentence; in French, one
+    said from the error's code and limits (the API's message stays English, for scripts)."""
+    if language() == "en":
+        return error.message
     limits = error.limits or {}
     values = {"value": text, "choices": ", ".join(behaviour.PAYMENT_TYPES),
               "max": format(limits.get("max", limits.get("max_length", 0)), "g"),
@@ -133,8 +135,8 @@ def ip_address_arg(what: str) -> Callable[[str], str]:
             return str(ipaddress.ip_address(text))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                _("an IP address such as 0.0.0.0 or 127.0.0.1 is expected, not %r")
-                % text) from None
+                _("%(what)s must be an IP address such as 0.0.0.0 or 127.0.0.1, not %(value)r")
+                % {"what": _(what), "value": text}) from None
     check.__name__ = what
     return check
 
@@ -143,8 +145,8 @@ def port_arg(what: str) -> Callable[[str], int]:
     """An argparse type for a TCP port, 0 meaning any free one."""
     def check(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) > 65535:
-            raise argparse.ArgumentTypeError(_("a port from 0 to 65535 is expected, not %r")
-                                             % text)
+            raise argparse.ArgumentTypeError(_("%(what)s must be 0 to 65535, not %(value)r")
+                                             % {"what": _(what), "value": text})
         return int(text)
     check.__name__ = what
     return check
@@ -158,9 +160,9 @@ def _positive(kind: type, what: str) -> Callable[[str], Any]:
         except ValueError:
             value = None
         if value is None or not 0 < value < 1e9:
-            message = (_("a number above 0 is expected (0,5 or 0.5), not %r") if kind is float
-                       else _("a whole number above 0 is expected, not %r"))
-            raise argparse.ArgumentTypeError(message % text)
+            message = (_("%(what)s must be a number above 0, not %(value)r") if kind is float
+                       else _("%(what)s must be a whole number above 0, not %(value)r"))
+            raise argparse.ArgumentTypeError(message % {"what": _(what), "value": text})
         return value
     check.__name__ = what
     return check
@@ -180,9 +182,9 @@ def profile_arg(text: str) -> Profile:
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--host", type=ip_address_arg("host"), default="0.0.0.0",
+    add("--host", type=ip_address_arg(N_("host")), default="0.0.0.0",
         help=_("address to listen on (default: 0.0.0.0, reachable from the LAN)"))
-    add("-p", "--port", type=port_arg("port"), default=8888,
+    add("-p", "--port", type=port_arg(N_("port")), default=8888,
         help=_("TCP port (default: 8888; 0: any free)"))
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("-f", "--failure", action="store_true",
@@ -231,13 +233,13 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
                "others get AF=13 (default: every ISO 4217 code)"))
     add("--seed", default=None,
         help=_("make card numbers, authorisation numbers, etc. reproducible"))
-    add("--idle-timeout", type=_positive(float, "idle timeout"), default=300.0,
+    add("--idle-timeout", type=_positive(float, N_("idle timeout")), default=300.0,
         metavar=_("SECONDS"),
         help=_("close a connection that sends nothing for this long (default: 300)"))
-    add("--max-connections", type=_positive(int, "max connections"), default=1000,
+    add("--max-connections", type=_positive(int, N_("max connections")), default=1000,
         metavar="N", help=_("connections open at once; more wait until one closes "
                             "(default: 1000)"))
-    add("--request-timeout", type=_positive(float, "request timeout"),
+    add("--request-timeout", type=_positive(float, N_("request timeout")),
         default=REQUEST_TIMEOUT, metavar=_("SECONDS"),
         help=_("refuse (AF=09) a request left unfinished after this much silence "
                "(default: %s)") % format(REQUEST_TIMEOUT, "g"))

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...i18n import _
+from ...i18n import N_, _
 from ..cli import (
     DEFAULTS,
     MODE_FLAGS,
@@ -74,11 +74,11 @@ def _max_rows(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(_("web console, control API, journal and amount rules"))
     add = group.add_argument
-    add("--web-host", type=ip_address_arg("web host"), default=DEFAULT_WEB_HOST,
+    add("--web-host", type=ip_address_arg(N_("web host")), default=DEFAULT_WEB_HOST,
         metavar=_("ADDRESS"),
         help=_("address of the web console and JSON API (default: %s; set --web-token "
                "before opening it to the network)") % DEFAULT_WEB_HOST)
-    add("--web-port", type=port_arg("web port"), default=DEFAULT_WEB_PORT, metavar="PORT",
+    add("--web-port", type=port_arg(N_("web port")), default=DEFAULT_WEB_PORT, metavar="PORT",
         help=_("port of the web console and JSON API (default: %s; 0: any free)")
         % DEFAULT_WEB_PORT)
     add("--no-web", action="store_true", help=_("no web console and no JSON API"))

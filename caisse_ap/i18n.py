@@ -9,10 +9,18 @@ French LANG) English. Only the variables are read: the French system locale
 need not be installed.
 
 What scripts read stays the same in every language: `--json`, the exit
-statuses, and the server's log lines (logs are in English, as the code).
+statuses, the API, and the server's log lines (logs are in English, as the
+code). The library's errors about an amount or a request (money,
+payment.make_request) follow the user's language, as the commands show them;
+what the library says of an outcome (PaymentResult.problem) stays English,
+since `--json` carries it.
 
 The catalog is loaded on first use, not on import: the library's users who
 never show a message never pay for it.
+
+A new or changed message: run `.venv-tests/bin/python tools/catalog.py`, write
+its French form in the .po, run it again (it compiles the .mo);
+tests/test_i18n.py fails while a message has no French form or the .mo lags.
 """
 
 from __future__ import annotations
@@ -35,11 +43,6 @@ def translation() -> _gettext.NullTranslations:
 def gettext(message: str) -> str:
     """`message` in the user's language."""
     return translation().gettext(message)
-
-
-def ngettext(singular: str, plural: str, count: int) -> str:
-    """The singular or plural form for `count`, in the user's language."""
-    return translation().ngettext(singular, plural, count)
 
 
 def N_(message: str) -> str:

@@ -182,7 +182,7 @@ def profile_arg(text: str) -> Profile:
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--host", type=ip_address_arg(N_("host")), default="0.0.0.0",
+    add("--host", type=ip_address_arg(N_("host")), default="0.0.0.0", metavar=_("ADDRESS"),
         help=_("address to listen on (default: 0.0.0.0, reachable from the LAN)"))
     add("-p", "--port", type=port_arg(N_("port")), default=8888,
         help=_("TCP port (default: 8888; 0: any free)"))
@@ -231,7 +231,7 @@ def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add("--currencies", type=setting_arg("currencies"), default=None, metavar=_("CODES"),
         help=_("comma-separated currencies accepted, numeric or alphabetic (978,EUR); "
                "others get AF=13 (default: every ISO 4217 code)"))
-    add("--seed", default=None,
+    add("--seed", default=None, metavar=_("SEED"),
         help=_("make card numbers, authorisation numbers, etc. reproducible"))
     add("--idle-timeout", type=_positive(float, N_("idle timeout")), default=300.0,
         metavar=_("SECONDS"),

@@ -383,7 +383,7 @@ def request_from_args(args: argparse.Namespace) -> PaymentRequest:
         )
     except InvalidRequest as error:
         option = REQUEST_OPTIONS.get(error.field or "")
-        message = str(error).replace("extra_fields", "--tag")
+        message = error.local.replace("extra_fields", "--tag")  # in the user's language
         raise OptionError(_("%(option)s: %(message)s") % {"option": option, "message": message}
                           if option else message) from None
 

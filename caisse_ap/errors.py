@@ -12,11 +12,17 @@ class CaisseApError(Exception):
 
 
 class InvalidRequest(CaisseApError, ValueError):
-    """An argument that cannot make a payment request; `field` names it ("amount"...)."""
+    """An argument that cannot make a payment request; `field` names it ("amount"...).
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    str() is English; `local` is the same in the user's language (caisse_ap.i18n), for
+    a command to show.
+    """
+
+    def __init__(self, message: str, field: str | None = None, local: str | None = None
+                 ) -> None:
         super().__init__(message)
         self.field = field
+        self.local = local or message
 
 
 class TerminalUnreachable(CaisseApError, ConnectionError):

@@ -11,9 +11,9 @@ need not be installed.
 What scripts read stays the same in every language: `--json`, the exit
 statuses, the API, and the server's log lines (logs are in English, as the
 code). The library's errors about an amount or a request (money,
-payment.make_request) follow the user's language, as the commands show them;
-what the library says of an outcome (PaymentResult.problem) stays English,
-since `--json` carries it.
+payment.make_request) stay English as str(), and carry their French form as
+`local`, which the client shows; what the library says of an outcome
+(PaymentResult.problem) stays English, since `--json` carries it.
 
 The catalog is loaded on first use, not on import: the library's users who
 never show a message never pay for it.
@@ -43,6 +43,15 @@ def translation() -> _gettext.NullTranslations:
 def gettext(message: str) -> str:
     """`message` in the user's language."""
     return translation().gettext(message)
+
+
+def both(template: str, values: object = None) -> tuple[str, str]:
+    """The message in English and in the user's language: a library error keeps the
+    English as its str(), which programs and the API read, and the other (`local`) for
+    the commands to show."""
+    if values is None:
+        return template, gettext(template)
+    return template % values, gettext(template) % values
 
 
 def N_(message: str) -> str:

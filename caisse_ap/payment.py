@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 from . import money, tags
 from ._compat import StrEnum
 from .errors import InvalidRequest, TerminalUnreachable
-from .i18n import N_, _
+from .i18n import N_, both, gettext
 from .messages import ACTION_BY_NAME, Action, PaymentRequest, TerminalAnswer
 from .messages import Outcome as AnswerOutcome
 from .tlv import Field, FrameError
@@ -106,9 +106,9 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
         info = money.currency(currency)
         units = money.to_minor_units(amount, info, allow_negative=True)
     except money.CurrencyError as error:
-        raise InvalidRequest(str(error), "currency") from None
+        raise InvalidRequest(str(error), "currency", error.local) from None
     except money.AmountError as error:
-        raise InvalidRequest(str(error), "amount") from None
+        raise InvalidRequest(str(error), "amount", error.local) from None
     if isinstance(action, str) and not isinstance(action, Action):
         if action not in ACTION_BY_NAME:
             raise InvalidRequest(
@@ -116,9 +116,9 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
         action = ACTION_BY_NAME[action]
     if units < 0:
         if action is not None and action is not Action.REFUND:
-            raise InvalidRequest(
-                _("a negative amount is a refund; it cannot be a %s") % action.name.lower(),
-                "amount")
+            template = N_("a negative amount is a refund; it cannot be a %s")
+            name = action.name.lower()  # debit, cancellation, duplicate: in the catalog
+            raise InvalidRequest(template % name, "amount", gettext(template) % gettext(name))
         action, units = Action.REFUND, -units
     _check_reference(reference)
     request = PaymentRequest(
@@ -147,17 +147,19 @@ def _digits(value: str, tag: str, what: str, field: str) -> str:
     InvalidRequest: strict on output, whatever a terminal tolerates in requests."""
     size = tags.tag(tag).max_size
     if not (len(value) == size and value.isascii() and value.isdigit()):
-        raise InvalidRequest(_("%(what)s %(value)r must be %(size)d digits (extra_fields can "
-                               "send anything else)")
-                             % {"what": _(what), "value": value, "size": size}, field)
+        template = N_("%(what)s %(value)r must be %(size)d digits (extra_fields can send "
+                      "anything else)")
+        values = {"value": value, "size": size}
+        raise InvalidRequest(template % {**values, "what": what}, field,
+                             gettext(template) % {**values, "what": gettext(what)})
     return value
 
 
 def _check_reference(reference: str | None) -> None:
     longest = tags.PORTABLE_REFERENCE_SIZE  # strict on output: what every terminal echoes
     if reference is not None and not 1 <= len(reference) <= longest:
-        raise InvalidRequest(_("the reference (CF) must be 1 to %d characters") % longest,
-                             "reference")
+        english, local = both("the reference (CF) must be 1 to %d characters", (longest,))
+        raise InvalidRequest(english, "reference", local)
 
 
 # --- what came of it ---------------------------------------------------------------------

@@ -214,3 +214,18 @@ def test_the_compiled_catalog_ships_in_the_wheel():
     patterns = config["tool"]["setuptools"]["package-data"]["caisse_ap"]
     shipped = catalog_tool.MO_FILE.relative_to(ROOT / "caisse_ap").as_posix()
     assert any(fnmatch(shipped, pattern) for pattern in patterns), patterns
+
+
+def test_library_errors_stay_english_for_programs_and_carry_the_french_form():
+    """str() of a request error is what programs and the API read: English whatever the
+    locale; `local` is what the client shows."""
+    code = ("from caisse_ap import payment\n"
+            "try:\n"
+            "    payment.make_request('12,505', register='01')\n"
+            "except payment.InvalidRequest as error:\n"
+            "    print(str(error)); print(error.local); print(error.field)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=ROOT, env=env_for("fr"))
+    assert done.stdout.splitlines() == [
+        "amount 12,505 has more decimals than EUR allows (2)",
+        "le montant 12,505 a plus de décimales que EUR n'en permet (2)", "amount"]

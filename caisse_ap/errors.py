@@ -18,7 +18,7 @@ class InvalidRequest(CaisseApError, ValueError):
     a command to show.
     """
 
-    def __init__(self, message: str, field: str | None = None, local: str | None = None
+    def __init__(self, message: str, field: str | None = None, *, local: str | None = None
                  ) -> None:
         super().__init__(message)
         self.field = field

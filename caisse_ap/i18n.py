@@ -45,13 +45,13 @@ def gettext(message: str) -> str:
     return translation().gettext(message)
 
 
-def both(template: str, values: object = None) -> tuple[str, str]:
-    """The message in English and in the user's language: a library error keeps the
-    English as its str(), which programs and the API read, and the other (`local`) for
-    the commands to show."""
+def said(template: str, values: object = None) -> dict[str, str]:
+    """A library error's keyword arguments: `message` in English, its str(), which
+    programs and the API read, and `local` in the user's language, for the commands
+    to show."""
     if values is None:
-        return template, gettext(template)
-    return template % values, gettext(template) % values
+        return {"message": template, "local": gettext(template)}
+    return {"message": template % values, "local": gettext(template) % values}
 
 
 def N_(message: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
-from .i18n import both
+from .i18n import said
 from .number_text import NUMBER
 
 MAX_DIGITS = 12  # the CB field holds at most 12 digits
@@ -33,7 +33,7 @@ class _Said(ValueError):
     """An error whose English message (str()) has its form in the user's language too,
     `local` (caisse_ap.i18n), for a command to show."""
 
-    def __init__(self, message: str, local: str | None = None) -> None:
+    def __init__(self, message: str, *, local: str | None = None) -> None:
         super().__init__(message)
         self.local = local or message
 
@@ -71,7 +71,7 @@ def _iso_tables() -> tuple[dict[str, CurrencyInfo], dict[str, CurrencyInfo]]:
         from iso4217 import Currency
     except ImportError:
         # Only EUR works without it; say so instead of showing a traceback.
-        raise CurrencyError(*both(
+        raise CurrencyError(**said(
             "currencies other than EUR need the iso4217 package, which is not installed"
         )) from None
 
@@ -103,13 +103,13 @@ def currency(code: str | int | CurrencyInfo) -> CurrencyInfo:
     elif isinstance(code, str) and re.fullmatch(r"[A-Za-z]{3}", code.strip()):
         key = code.strip().upper()
     else:
-        raise CurrencyError(*both("unknown currency %r", (code,)))
+        raise CurrencyError(**said("unknown currency %r", (code,)))
     if key in (EUR.alpha, EUR.numeric):
         return EUR  # no iso4217 import for the common case
     by_alpha, by_numeric = _iso_tables()
     info = by_numeric.get(key) if key.isdigit() else by_alpha.get(key)
     if info is None:
-        raise CurrencyError(*both("unknown currency %r", (code,)))
+        raise CurrencyError(**said("unknown currency %r", (code,)))
     return info
 
 
@@ -139,9 +139,9 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
         raise AmountError(f"{_show(repr(text))} is not an amount")
     cleaned = text.strip()
     if not cleaned:
-        raise AmountError(*both("the amount is empty"))
+        raise AmountError(**said("the amount is empty"))
     if not NUMBER.fullmatch(cleaned):
-        raise AmountError(*both(
+        raise AmountError(**said(
             "%s is not an amount: write digits with at most one '.' or ',' before the "
             "decimals, like 12.50", (_show(repr(cleaned)),)
         ))
@@ -169,20 +169,20 @@ def to_minor_units(
     stripped = digit_text.rstrip("0")
     exponent += len(digit_text) - len(stripped)  # "12.500" is 12.5
     if not stripped:
-        raise AmountError(*both("amount %s is zero; an amount must be above zero",
+        raise AmountError(**said("amount %s is zero; an amount must be above zero",
                                 (_show(amount),)))
     shift = exponent + info.exponent
     if shift < 0:
-        raise AmountError(*both(
+        raise AmountError(**said(
             "amount %(amount)s has more decimals than %(currency)s allows (%(decimals)d)",
             {"amount": _show(amount), "currency": info.alpha, "decimals": info.exponent}
         ))
     if sign and not allow_negative:
-        raise AmountError(*both("amount %s is negative; only positive amounts are accepted",
+        raise AmountError(**said("amount %s is negative; only positive amounts are accepted",
                                 (_show(amount),)))
     if len(stripped) + shift > MAX_DIGITS:
         largest = format(from_minor_units(MAX_UNITS, info), "f")
-        raise AmountError(*both(
+        raise AmountError(**said(
             "amount %(amount)s is too large: %(currency)s amounts stop at %(largest)s "
             "(%(digits)d digits of minor units)",
             {"amount": _show(amount), "currency": info.alpha, "largest": largest,

@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 from . import money, tags
 from ._compat import StrEnum
 from .errors import InvalidRequest, TerminalUnreachable
-from .i18n import N_, both, gettext
+from .i18n import N_, gettext, said
 from .messages import ACTION_BY_NAME, Action, PaymentRequest, TerminalAnswer
 from .messages import Outcome as AnswerOutcome
 from .tlv import Field, FrameError
@@ -106,9 +106,9 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
         info = money.currency(currency)
         units = money.to_minor_units(amount, info, allow_negative=True)
     except money.CurrencyError as error:
-        raise InvalidRequest(str(error), "currency", error.local) from None
+        raise InvalidRequest(str(error), "currency", local=error.local) from None
     except money.AmountError as error:
-        raise InvalidRequest(str(error), "amount", error.local) from None
+        raise InvalidRequest(str(error), "amount", local=error.local) from None
     if isinstance(action, str) and not isinstance(action, Action):
         if action not in ACTION_BY_NAME:
             raise InvalidRequest(
@@ -118,7 +118,8 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
         if action is not None and action is not Action.REFUND:
             template = N_("a negative amount is a refund; it cannot be a %s")
             name = action.name.lower()  # debit, cancellation, duplicate: in the catalog
-            raise InvalidRequest(template % name, "amount", gettext(template) % gettext(name))
+            raise InvalidRequest(template % name, "amount",
+                                 local=gettext(template) % gettext(name))
         action, units = Action.REFUND, -units
     _check_reference(reference)
     request = PaymentRequest(
@@ -151,15 +152,15 @@ def _digits(value: str, tag: str, what: str, field: str) -> str:
                       "anything else)")
         values = {"value": value, "size": size}
         raise InvalidRequest(template % {**values, "what": what}, field,
-                             gettext(template) % {**values, "what": gettext(what)})
+                             local=gettext(template) % {**values, "what": gettext(what)})
     return value
 
 
 def _check_reference(reference: str | None) -> None:
     longest = tags.PORTABLE_REFERENCE_SIZE  # strict on output: what every terminal echoes
     if reference is not None and not 1 <= len(reference) <= longest:
-        english, local = both("the reference (CF) must be 1 to %d characters", (longest,))
-        raise InvalidRequest(english, "reference", local)
+        raise InvalidRequest(**said("the reference (CF) must be 1 to %d characters", (longest,)),
+                             field="reference")
 
 
 # --- what came of it ---------------------------------------------------------------------

@@ -4,7 +4,7 @@ dependency: `pip install -r requirements-dev.txt`).
     python tools/catalog.py          # add new messages to the .po, drop gone ones, compile
     python tools/catalog.py --check  # exit 1, saying what, if the .po or .mo lags behind
 
-The messages are those the code marks with _(), gettext(), N_() or both(),
+The messages are those the code marks with _(), gettext(), N_() or said(),
 plus the `source` of each built-in terminal profile (TOML data that
 `--list-profiles` shows). A new message enters the .po untranslated: write its
 French form, then run this again to compile `caisse_ap.mo`, which is committed
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "caisse_ap"
 PO_FILE = PACKAGE / "locale" / "fr" / "LC_MESSAGES" / "caisse_ap.po"
 MO_FILE = PO_FILE.with_suffix(".mo")
-KEYWORDS = {"_": None, "gettext": None, "N_": None, "both": None}
+KEYWORDS = {"_": None, "gettext": None, "N_": None, "said": None}
 HEADER = """\
 # French messages of the caisse-ap-ip commands (see caisse_ap/i18n.py).
 # Distributed under the same license as caisse-ap-ip (GPL-3.0-or-later).

@@ -8,29 +8,32 @@ import argparse
 import sys
 
 from caisse_ap import __version__
+from caisse_ap.i18n import N_, _, set_up_command
 
 COMMANDS = {
-    "server": "start the simulated payment terminal (same as caisse-ap-ip-server)",
-    "client": "send a payment request to a terminal (same as caisse-ap-ip-client)",
+    "server": N_("start the simulated payment terminal (same as caisse-ap-ip-server)"),
+    "client": N_("send a payment request to a terminal (same as caisse-ap-ip-client)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m caisse_ap",
-        description="Caisse-AP over IP simulated terminal and command-line point of sale.",
-        epilog="\n".join(f"  {name}: {text}" for name, text in COMMANDS.items()),
+        description=_("Caisse-AP over IP simulated terminal and command-line point of sale."),
+        epilog="\n".join(f"  {name}: {_(text)}" for name, text in COMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"caisse-ap-ip {__version__}")
-    parser.add_argument("command", choices=sorted(COMMANDS), help="what to run")
+    parser.add_argument("--version", action="version", version=f"caisse-ap-ip {__version__}",
+                        help=_("show the version and exit"))
+    parser.add_argument("command", choices=sorted(COMMANDS), help=_("what to run"))
     parser.add_argument(
-        "arguments", nargs=argparse.REMAINDER, help="options passed on to the command"
+        "arguments", nargs=argparse.REMAINDER, help=_("options passed on to the command")
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_up_command()
     args = build_parser().parse_args(argv)
     # Imported only when asked for: the client must not pull in Twisted.
     if args.command == "server":

@@ -18,6 +18,8 @@ import sys
 import time
 
 from . import tlv  # light, and imported by the package anyway
+from .i18n import N_, _, language, set_up_command
+from .number_text import read_decimal
 from .tlv import Field
 
 TYPE_CHECKING = False  # typing itself costs start-up time
@@ -51,8 +53,8 @@ COLOURS = {"approved": "32", "accepted": "32", "declined": "31", "unknown": "33"
 DEFAULT_TIMEOUT = 180.0  # the library's (payment.DEFAULT_TIMEOUT), not imported for --help
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
-UNKNOWN_ADVICE = "check the terminal before trying again"
-EXIT_HELP = """\
+UNKNOWN_ADVICE = N_("check the terminal before trying again")
+EXIT_HELP = N_("""\
 exit status:
   0  approved, or accepted (immediate answer)
   1  declined: the operation was not done
@@ -63,7 +65,19 @@ exit status:
   130  interrupted (Ctrl-C) before anything was sent
 
 A negative amount is a refund; write it attached: -a=-12,50 or -a -12,50.
-The client never resends a payment by itself."""
+The client never resends a payment by itself.""")
+# The action's word in the human output (--json keeps the English name).
+ACTION_WORDS = {"debit": N_("debit"), "refund": N_("refund"),
+                "cancellation": N_("cancellation"), "duplicate": N_("duplicate")}
+
+
+# The option that sets a request field, by InvalidRequest.field (payment.make_request's
+# argument names), and by tag for what Concert E+ cannot carry (concert.uncarried).
+# The amount's messages say "amount" already.
+REQUEST_OPTIONS = {"currency": "-c/--currency",
+                   "register": "-r/--register", "pos_id": "--pos-id",
+                   "protocol_version": "--protocol-version", "reference": "--reference"}
+SERIAL_OPTIONS = {"CK": "--receipt", "BF": "--partial"}
 
 
 class OptionError(ValueError):
@@ -85,9 +99,10 @@ def _amount_text(units: str, code: str) -> tuple[str, str, str | None, str]:
     try:
         info = money.currency(code)
         amount = format(money.from_minor_units(units, info), "f")
-        return amount, info.alpha, info.symbol, money.format_amount(units, info, "en")
+        return amount, info.alpha, info.symbol, money.format_amount(units, info, language())
     except (money.AmountError, money.CurrencyError):
-        return units, code, None, f"{units} (minor units) of currency {code}"
+        return units, code, None, (_("%(units)s (minor units) of currency %(code)s")
+                                   % {"units": units, "code": code})
 
 
 def _action_of(request: PaymentRequest) -> str:
@@ -101,7 +116,7 @@ def result_to_json(result: PaymentResult) -> dict[str, object]:
     """The result as a JSON-ready dict: the object `--json` prints."""
     from . import tags
 
-    amount, currency, symbol, _ = _amount_of(result.request)
+    amount, currency, symbol, _text = _amount_of(result.request)
     answer = result.answer
     reason = answer.reason if answer else None
     document: dict[str, object] = {
@@ -129,7 +144,7 @@ def result_to_json(result: PaymentResult) -> dict[str, object]:
 def unreachable_to_json(request: PaymentRequest, error: TerminalUnreachable,
                         elapsed_s: float) -> dict[str, object]:
     """What `--json` prints when nothing was sent: status "error", no answer."""
-    amount, currency, symbol, _ = _amount_of(request)
+    amount, currency, symbol, _text = _amount_of(request)
     return {
         "status": ERROR, "amount": amount, "currency": currency, "currency_symbol": symbol,
         "action": _action_of(request), "reason": None, "fields": {}, "labels": {},
@@ -142,28 +157,32 @@ def unreachable_to_json(request: PaymentRequest, error: TerminalUnreachable,
 
 def headline(result: PaymentResult) -> str:
     """The first line of the human output: what happened, for how much."""
-    *_, amount = _amount_of(result.request)
+    *_parts, amount = _amount_of(result.request)
     action = _action_of(result.request)
-    what = amount if action == "debit" else f"{amount} ({action})"
+    what = amount if action == "debit" else f"{amount} ({_(ACTION_WORDS.get(action, action))})"
     answer = result.answer
     from .payment import Outcome
 
     if result.outcome is Outcome.APPROVED:
         granted = answer.amount if answer else None
         if granted is not None and granted < result.request.amount:
-            *_, part = _amount_text(str(granted), result.request.value("CE") or "")
-            return f"APPROVED  {part} of {what} (partial payment)"
-        return f"APPROVED  {what}"
+            *_parts, part = _amount_text(str(granted), result.request.value("CE") or "")
+            return (_("APPROVED  %(part)s of %(what)s (partial payment)")
+                    % {"part": part, "what": what})
+        return _("APPROVED  %s") % what
     if result.outcome is Outcome.ACCEPTED:
-        return f"ACCEPTED by the terminal (immediate answer; not paid yet)  {what}"
+        return _("ACCEPTED by the terminal (immediate answer; not paid yet)  %s") % what
     if result.outcome is Outcome.DECLINED:
         reason = answer.reason if answer else None
         if reason is None:
-            why = answer.missing_reason(result.request) if answer else "no answer"
-            return f"DECLINED — {why}  {what}"
+            why = answer.missing_reason(result.request) if answer else _("no answer")
+            return _("DECLINED — %(why)s  %(what)s") % {"why": why, "what": what}
         details = f": {reason.details}" if reason.details else ""
-        return f"DECLINED — {reason.label} (AF={reason.code}{details})  {what}"
-    return f"UNKNOWN OUTCOME — {result.problem}; {UNKNOWN_ADVICE}  {what}"
+        return (_("DECLINED — %(label)s (AF=%(code)s%(details)s)  %(what)s")
+                % {"label": reason.label, "code": reason.code, "details": details,
+                   "what": what})
+    return (_("UNKNOWN OUTCOME — %(problem)s; %(advice)s  %(what)s")
+            % {"problem": result.problem, "advice": _(UNKNOWN_ADVICE), "what": what})
 
 
 def _show_value(value: str, width: int = 40) -> str:
@@ -181,7 +200,7 @@ def format_result(result: PaymentResult, colour: bool = False, raw: bool = False
     answer = result.answer
     if answer and answer.fields:
         shown = [(tag, _show_value(value)) for tag, value in answer.fields]
-        width = max(len(value) for _, value in shown)
+        width = max(len(value) for _tag, value in shown)
         lines += [f"  {tag} {value:<{width}}  {tags.field_label(tag, value)}".rstrip()
                   for tag, value in shown]
     if result.dropped_bytes:
@@ -192,10 +211,11 @@ def format_result(result: PaymentResult, colour: bool = False, raw: bool = False
                   f"{_show_value(_printable(result.dropped_bytes))}"]
     receipt = answer.receipt if answer else None
     if receipt:
-        lines += ["", "--- receipt ---", receipt.rstrip("\r\n"), "---------------"]
+        lines += ["", _("--- receipt ---"), receipt.rstrip("\r\n"), "---------------"]
     if raw:
-        lines += ["", f"sent:     {_printable(result.request_frame)}",
-                  f"received: {_printable(result.answer_frame) if result.answer_frame else '-'}"]
+        received = _printable(result.answer_frame) if result.answer_frame else "-"
+        lines += ["", _("sent:     %s") % _printable(result.request_frame),
+                  _("received: %s") % received]
     return "\n".join(lines)
 
 
@@ -218,7 +238,8 @@ class ElapsedLine:
         self.shown = False
 
     def update(self, elapsed: float) -> None:
-        self.stream.write(f"\rwaiting for the terminal at {self.where}... {int(elapsed)} s ")
+        self.stream.write("\r" + _("waiting for the terminal at %(where)s... %(seconds)d s ")
+                          % {"where": self.where, "seconds": int(elapsed)})
         self.stream.flush()
         self.shown = True
 
@@ -239,83 +260,110 @@ class _Parser(argparse.ArgumentParser):
 
 def _port(text: str) -> int:
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"port {text!r} is not a number from 1 to 65535")
+        raise argparse.ArgumentTypeError(_("a port from 1 to 65535 is expected, not %r") % text)
     return int(text)
 
 
 def _seconds(text: str) -> float:
+    """Seconds above 0, with a decimal comma or point ("2,5")."""
     try:
-        value = float(text)
+        value = float(read_decimal(text))
     except ValueError:
         value = -1.0
     if not 0 < value < 1e6:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+        raise argparse.ArgumentTypeError(
+            _("a positive number of seconds is expected (2,5 or 2.5), not %r") % text)
     return value
+
+
+def _printable_ascii(text: str, longest: int) -> bool:
+    return text.isascii() and text.isprintable() and 0 < len(text) <= longest
+
+
+def _reference(text: str) -> str:
+    """--reference: what every terminal echoes (tags.PORTABLE_REFERENCE_SIZE)."""
+    from .tags import PORTABLE_REFERENCE_SIZE
+
+    if not 1 <= len(text) <= PORTABLE_REFERENCE_SIZE:
+        raise argparse.ArgumentTypeError(
+            _("1 to %(longest)d characters are expected, not %(length)d")
+            % {"longest": PORTABLE_REFERENCE_SIZE, "length": len(text)})
+    if not _printable_ascii(text, PORTABLE_REFERENCE_SIZE):
+        raise argparse.ArgumentTypeError(
+            _("cannot build the request with %r: the terminal takes printable ASCII "
+              "characters only (letters without accents, digits, punctuation)") % text)
+    return text
 
 
 def _tag_option(text: str) -> Field:
     tag, sep, value = text.partition("=")
     if not sep or not tlv.is_tag(tag):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not XX=VALUE with XX two upper-case letters")
-    if not (value.isascii() and value.isprintable() and 0 < len(value) <= tlv.MAX_VALUE_LENGTH):
+            _("%r is not XX=VALUE with XX two upper-case letters") % text)
+    if not _printable_ascii(value, tlv.MAX_VALUE_LENGTH):
         raise argparse.ArgumentTypeError(
-            f"the value of {tag} must be 1 to 999 printable ASCII characters")
+            _("the value of %s must be 1 to 999 printable ASCII characters (no accents)") % tag)
     return tag, value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Send one Caisse-AP over IP payment request to a payment terminal\n"
-                    "(real or simulated) and show its decoded answer.",
-        epilog=EXIT_HELP,
+        description=_("Send one Caisse-AP over IP payment request to a payment terminal\n"
+                      "(real or simulated) and show its decoded answer."),
+        epilog=_(EXIT_HELP),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("-l", "--log-level", default="info", type=str.lower,
-        choices=["debug", "info", "warn", "warning", "error", "critical"], metavar="LEVEL",
-        help="debug, info, warn (or warning), error or critical (default: info)")
-    add("-d", "--destination", default="127.0.0.1", metavar="HOST",
-        help="terminal address, an IP or a DNS name (default: 127.0.0.1)")
-    add("-p", "--port", default=8888, type=_port, help="terminal TCP port (default: 8888)")
-    add("-a", "--amount", default="112.45",
-        help="amount, with '.' or ',' before the decimals; negative is a refund (default: 112.45)")
-    add("-ck", "--check", action="store_true", help="print a cheque (CC=00C)")
-    add("-c", "--currency", default="EUR", metavar="CODE",
-        help="ISO 4217 alphabetic code (default: EUR)")
+        choices=["debug", "info", "warn", "warning", "error", "critical"], metavar=_("LEVEL"),
+        help=_("debug, info, warn (or warning), error or critical (default: info)"))
+    add("-d", "--destination", default="127.0.0.1", metavar=_("HOST"),
+        help=_("terminal address, an IP or a DNS name (default: 127.0.0.1)"))
+    add("-p", "--port", default=8888, type=_port, help=_("terminal TCP port (default: 8888)"))
+    add("-a", "--amount", default="112.45", metavar=_("AMOUNT"),
+        help=_("amount, with '.' or ',' before the decimals; negative is a refund "
+               "(default: 112.45)"))
+    add("-ck", "--check", action="store_true", help=_("print a cheque (CC=00C)"))
+    add("-c", "--currency", default="EUR", metavar=_("CODE"),
+        help=_("ISO 4217 alphabetic code (default: EUR)"))
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument("--refund", dest="action", action="store_const", const="refund",
-                         help="refund (CD=1)")
+                         help=_("refund (CD=1)"))
     actions.add_argument("--cancel", dest="action", action="store_const", const="cancellation",
-                         help="cancel a previous transaction (CD=2)")
+                         help=_("cancel a previous transaction (CD=2)"))
     actions.add_argument("--duplicate", dest="action", action="store_const", const="duplicate",
-                         help="reprint the last receipt (CD=3)")
+                         help=_("reprint the last receipt (CD=3)"))
     add("-r", "--register", default="01", metavar="NN",
-        help="cash register number, CA (default: 01)")
-    add("--pos-id", default="012345678901", metavar="DIGITS",
-        help="POS protocol identifier, CJ, 12 digits (default: 012345678901)")
+        help=_("cash register number, CA, 2 digits (default: 01)"))
+    add("--pos-id", default="012345678901", metavar=_("DIGITS"),
+        help=_("POS protocol identifier, CJ, 12 digits (default: 012345678901)"))
     add("--protocol-version", default="0300", metavar="NNNN",
-        help="protocol version, CZ (default: 0300)")
-    add("--immediate", action="store_true", help="ask for an immediate answer (BA=1)")
+        help=_("protocol version, CZ, 4 digits (default: 0300)"))
+    add("--immediate", action="store_true", help=_("ask for an immediate answer (BA=1)"))
     add("--partial", action="store_true",
-        help="accept a partial payment (BF=1; else BF is not sent)")
-    add("--reference", metavar="TEXT",
-        help="merchant reference echoed by the terminal (CF, 1 to 32 characters)")
-    add("--receipt", action="store_true", help="ask for the customer receipt (CK=100) and print it")
-    add("--tag", action="append", default=[], type=_tag_option, metavar="XX=VALUE",
-        help="add or override any request field (repeatable)")
-    add("--timeout", default=DEFAULT_TIMEOUT, type=_seconds, metavar="SECONDS",
-        help="seconds to wait for the answer (default: 180)")
-    add("--connect-timeout", default=DEFAULT_CONNECT_TIMEOUT, type=_seconds, metavar="SECONDS",
-        help="seconds to wait for the connection (default: 5)")
-    add("--json", action="store_true", help="print one JSON object on stdout, nothing else")
-    add("--raw", action="store_true", help="also print the frames sent and received")
-    add("--serial", metavar="DEVICE",
-        help="speak Concert E+ on this serial device (a pty, /dev/ttyUSB0...) instead of IP")
-    add("--baud", type=int, default=9600, help="serial speed with --serial (default: 9600)")
+        help=_("accept a partial payment (BF=1; else BF is not sent)"))
+    add("--reference", type=_reference, metavar=_("TEXT"),
+        help=_("merchant reference echoed by the terminal (CF): 1 to 32 printable ASCII "
+               "characters"))
+    add("--receipt", action="store_true",
+        help=_("ask for the customer receipt (CK=100) and print it"))
+    add("--tag", action="append", default=[], type=_tag_option, metavar=_("XX=VALUE"),
+        help=_("add or override any request field (repeatable)"))
+    add("--timeout", default=DEFAULT_TIMEOUT, type=_seconds, metavar=_("SECONDS"),
+        help=_("seconds to wait for the answer (default: 180)"))
+    add("--connect-timeout", default=DEFAULT_CONNECT_TIMEOUT, type=_seconds,
+        metavar=_("SECONDS"), help=_("seconds to wait for the connection (default: 5)"))
+    add("--json", action="store_true",
+        help=_("print one JSON object on stdout, nothing else (the same in every language)"))
+    add("--raw", action="store_true", help=_("also print the frames sent and received"))
+    add("--serial", metavar=_("DEVICE"),
+        help=_("speak Concert E+ on this serial device (a pty, /dev/ttyUSB0...) instead "
+               "of IP"))
+    add("--baud", type=int, default=9600, metavar=_("RATE"),
+        help=_("serial speed with --serial (default: 9600)"))
     add("--short-answer", action="store_true",
-        help="with --serial, ask for the short answer, without card data")
+        help=_("with --serial, ask for the short answer, without card data"))
     return parser
 
 
@@ -343,7 +391,10 @@ def request_from_args(args: argparse.Namespace) -> PaymentRequest:
             receipt=args.receipt, extra_fields=args.tag,
         )
     except InvalidRequest as error:
-        raise OptionError(str(error).replace("extra_fields", "--tag")) from None
+        option = REQUEST_OPTIONS.get(error.field or "")
+        message = error.local.replace("extra_fields", "--tag")  # in the user's language
+        raise OptionError(_("%(option)s: %(message)s") % {"option": option, "message": message}
+                          if option else message) from None
 
 
 def _terminal(args: argparse.Namespace, request: PaymentRequest
@@ -362,10 +413,34 @@ def _terminal(args: argparse.Namespace, request: PaymentRequest
     try:
         terminal = SerialPaymentTerminal(args.serial, baud=args.baud, timeout=args.timeout,
                                          long_answer=not args.short_answer)
-        terminal.check(request)  # what E+ cannot carry is a usage error
+    except InvalidRequest:  # the speed
+        raise OptionError(_("--baud %(rate)s: not a serial speed (9600, 19200, 115200...)")
+                          % {"rate": args.baud}) from None
+    _check_serial_request(request, args)
+    try:
+        terminal.check(request)  # anything else E+ cannot say, in the library's words
     except InvalidRequest as error:
-        raise OptionError(str(error)) from None
+        raise OptionError(f"--serial: {error}") from None
     return terminal
+
+
+def _check_serial_request(request: PaymentRequest, args: argparse.Namespace) -> None:
+    """OptionError naming the options whose fields Concert E+ cannot carry."""
+    from .concert import ACTION_TO_TYPE, AMOUNT_DIGITS, PRIVATE_SIZE, uncarried
+
+    options = [SERIAL_OPTIONS.get(tag, f"--tag {tag}") for tag in uncarried(request)]
+    if (request.value("CD") or "") not in ACTION_TO_TYPE:
+        options.append("--duplicate" if args.action == "duplicate" else "--tag CD")
+    if options:  # what E+ cannot carry is a usage error
+        raise OptionError(
+            _("%(options)s: not possible with --serial, Concert E+ has no field for it; "
+              "drop it, or pay over IP") % {"options": ", ".join(dict.fromkeys(options))})
+    if len((request.value("CB") or "").lstrip("0")) > AMOUNT_DIGITS:
+        raise OptionError(_("-a/--amount: Concert E+ (--serial) takes at most %d digits of "
+                            "minor units (999999.99 EUR)") % AMOUNT_DIGITS)
+    if len(request.value("CF") or "") > PRIVATE_SIZE:
+        raise OptionError(_("--reference: Concert E+ (--serial) takes at most %d characters")
+                          % PRIVATE_SIZE)
 
 
 def _start_logging(level: str) -> tuple[logging.Logger, logging.Handler]:
@@ -380,13 +455,14 @@ def _start_logging(level: str) -> tuple[logging.Logger, logging.Handler]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    set_up_command()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(_attach_negative_amount(argv))
         request = request_from_args(args)
         terminal = _terminal(args, request)
     except OptionError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        print(_("%(prog)s: %(message)s") % {"prog": PROG, "message": error}, file=sys.stderr)
         return EXIT_USAGE
     from .errors import TerminalUnreachable
 
@@ -401,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = error
     except KeyboardInterrupt:
         # Only possible before the request went out: after, send() reports it.
-        print(f"{PROG}: interrupted; nothing was sent", file=sys.stderr)
+        print(_("%s: interrupted; nothing was sent") % PROG, file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if live:
@@ -439,7 +515,8 @@ def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(result_to_json(result))
         if result.problem:
-            print(f"{PROG}: {result.problem}", file=sys.stderr)
+            print(_("%(prog)s: %(message)s") % {"prog": PROG, "message": result.problem},
+                  file=sys.stderr)
     else:
         print(format_result(result, colour=wants_colour(sys.stdout), raw=args.raw))
 
@@ -448,4 +525,5 @@ def _print_unreachable(request: PaymentRequest, error: TerminalUnreachable, elap
                        args: argparse.Namespace) -> None:
     if args.json:
         _print_json(unreachable_to_json(request, error, elapsed_s))
-    print(f"{PROG}: {error}", file=sys.stderr)
+    print(_("%(prog)s: %(reason)s; nothing was sent") % {"prog": PROG, "reason": error.reason},
+          file=sys.stderr)

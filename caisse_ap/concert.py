@@ -218,10 +218,8 @@ class ConcertRequest:
                              long_answer: bool = True) -> ConcertRequest:
         """The E+ request for a Caisse-AP `PaymentRequest` (the POS side), or ConcertError."""
         values = dict(request.fields())
-        problems = [f"{tags.tag(tag).name} ({tag})" for tag in values
-                    if tag not in _CARRIED and values[tag] != _HARMLESS.get(tag)]
-        if values.get("CC", "001") not in APPLICATION_TO_MODE:
-            problems.append(f"payment application CC={values['CC']}")
+        problems = [f"payment application CC={values['CC']}" if tag == "CC"
+                    else f"{tags.tag(tag).name} ({tag})" for tag in uncarried(request)]
         if problems:
             raise ConcertError(f"Concert E+ cannot carry: {', '.join(problems)}")
         kind = ACTION_TO_TYPE.get(values.get("CD", ""))
@@ -256,6 +254,16 @@ class ConcertRequest:
 # cannot go over E+.
 _CARRIED = frozenset({"CZ", "CJ", "CA", "CB", "CD", "CE", "BA", "BB", "CC", "CF"})
 _HARMLESS = {"BF": "0"}
+
+
+def uncarried(request: PaymentRequest) -> list[str]:
+    """The tags of `request` that E+ has no room for, in the request's order; CC when its
+    payment application has no E+ payment mode."""
+    values = dict(request.fields())
+    found = [tag for tag in values if tag not in _CARRIED and values[tag] != _HARMLESS.get(tag)]
+    if values.get("CC", "001") not in APPLICATION_TO_MODE:
+        found.append("CC")
+    return found
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,18 @@ class InvalidRequest(CaisseApError, ValueError):
     """An argument that cannot make a payment request; `field` names it ("amount"...).
 
     For an amount, `reason` and `limits` say what is wrong, as money.AmountError does.
+    str() is English; `local` is the same in the user's language (caisse_ap.i18n), for
+    a command to show.
     """
 
     def __init__(self, message: str, field: str | None = None, reason: str | None = None,
-                 limits: dict[str, object] | None = None) -> None:
+                 limits: dict[str, object] | None = None, *, local: str | None = None
+                 ) -> None:
         super().__init__(message)
         self.field = field
         self.reason = reason
         self.limits = limits
+        self.local = local or message
 
 
 class TerminalUnreachable(CaisseApError, ConnectionError):

@@ -20,14 +20,25 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
+from .i18n import said
+from .number_text import NUMBER
+
 MAX_DIGITS = 12  # the CB field holds at most 12 digits
 MAX_UNITS = 10**MAX_DIGITS - 1
 
-_AMOUNT_TEXT = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "XPF": "F CFP"}
 
 
-class AmountError(ValueError):
+class _Said(ValueError):
+    """An error whose English message (str()) has its form in the user's language too,
+    `local` (caisse_ap.i18n), for a command to show."""
+
+    def __init__(self, message: str, *, local: str | None = None) -> None:
+        super().__init__(message)
+        self.local = local or message
+
+
+class AmountError(_Said):
     """An amount that cannot be paid or encoded; the message is for a user.
 
     `reason` says what is wrong, for programs that word it themselves (the web
@@ -37,13 +48,14 @@ class AmountError(ValueError):
     """
 
     def __init__(self, message: str, reason: str = "not_an_amount",
-                 limits: dict[str, object] | None = None) -> None:
-        super().__init__(message)
+                 limits: dict[str, object] | None = None, *, local: str | None = None
+                 ) -> None:
+        super().__init__(message, local=local)
         self.reason = reason
         self.limits = limits
 
 
-class CurrencyError(ValueError):
+class CurrencyError(_Said):
     """A currency code that ISO 4217 does not know."""
 
 
@@ -72,9 +84,9 @@ def _iso_tables() -> tuple[dict[str, CurrencyInfo], dict[str, CurrencyInfo]]:
         from iso4217 import Currency
     except ImportError:
         # Only EUR works without it; say so instead of showing a traceback.
-        raise CurrencyError(
+        raise CurrencyError(**said(
             "currencies other than EUR need the iso4217 package, which is not installed"
-        ) from None
+        )) from None
 
     by_alpha: dict[str, CurrencyInfo] = {}
     for entry in Currency:
@@ -104,13 +116,13 @@ def currency(code: str | int | CurrencyInfo) -> CurrencyInfo:
     elif isinstance(code, str) and re.fullmatch(r"[A-Za-z]{3}", code.strip()):
         key = code.strip().upper()
     else:
-        raise CurrencyError(f"unknown currency {code!r}")
+        raise CurrencyError(**said("unknown currency %r", (code,)))
     if key in (EUR.alpha, EUR.numeric):
         return EUR  # no iso4217 import for the common case
     by_alpha, by_numeric = _iso_tables()
     info = by_numeric.get(key) if key.isdigit() else by_alpha.get(key)
     if info is None:
-        raise CurrencyError(f"unknown currency {code!r}")
+        raise CurrencyError(**said("unknown currency %r", (code,)))
     return info
 
 
@@ -140,12 +152,12 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
         raise AmountError(f"{_show(repr(text))} is not an amount")
     cleaned = text.strip()
     if not cleaned:
-        raise AmountError("the amount is empty", "empty")
-    if not _AMOUNT_TEXT.fullmatch(cleaned):
-        raise AmountError(
-            f"{_show(repr(cleaned))} is not an amount: write digits with at most "
-            "one '.' or ',' before the decimals, like 12.50"
-        )
+        raise AmountError(**said("the amount is empty"), reason="empty")
+    if not NUMBER.fullmatch(cleaned):
+        raise AmountError(**said(
+            "%s is not an amount: write digits with at most one '.' or ',' before the "
+            "decimals, like 12.50", (_show(repr(cleaned)),)
+        ))
     return Decimal(cleaned.replace(",", "."))
 
 
@@ -170,21 +182,25 @@ def to_minor_units(
     stripped = digit_text.rstrip("0")
     exponent += len(digit_text) - len(stripped)  # "12.500" is 12.5
     if not stripped:
-        raise AmountError(f"amount {_show(amount)} is zero; an amount must be above zero", "zero")
+        raise AmountError(**said("amount %s is zero; an amount must be above zero",
+                                (_show(amount),)), reason="zero")
     shift = exponent + info.exponent
     if shift < 0:
-        raise AmountError(
-            f"amount {_show(amount)} has more decimals than {info.alpha} allows ({info.exponent})",
-            "too_many_decimals", {"decimals": info.exponent, "currency": info.alpha})
+        raise AmountError(**said(
+            "amount %(amount)s has more decimals than %(currency)s allows (%(decimals)d)",
+            {"amount": _show(amount), "currency": info.alpha, "decimals": info.exponent}
+        ), reason="too_many_decimals", limits={"decimals": info.exponent, "currency": info.alpha})
     if sign and not allow_negative:
-        raise AmountError(f"amount {_show(amount)} is negative; only positive amounts are accepted",
-                          "negative")
+        raise AmountError(**said("amount %s is negative; only positive amounts are accepted",
+                                (_show(amount),)), reason="negative")
     if len(stripped) + shift > MAX_DIGITS:
         largest = format(from_minor_units(MAX_UNITS, info), "f")
-        raise AmountError(
-            f"amount {_show(amount)} is too large: {info.alpha} amounts stop at "
-            f"{largest} ({MAX_DIGITS} digits of minor units)",
-            "too_large", {"max": largest, "currency": info.alpha})
+        raise AmountError(**said(
+            "amount %(amount)s is too large: %(currency)s amounts stop at %(largest)s "
+            "(%(digits)d digits of minor units)",
+            {"amount": _show(amount), "currency": info.alpha, "largest": largest,
+             "digits": MAX_DIGITS}
+        ), reason="too_large", limits={"max": largest, "currency": info.alpha})
     units = int(stripped + "0" * shift)
     return -units if sign else units
 

@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 from . import money, tags
 from ._compat import StrEnum
 from .errors import InvalidRequest, TerminalUnreachable
+from .i18n import N_, gettext, said
 from .messages import ACTION_BY_NAME, Action, PaymentRequest, TerminalAnswer
 from .messages import Outcome as AnswerOutcome
 from .tlv import Field, FrameError
@@ -108,9 +109,10 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
         info = money.currency(currency)
         units = money.to_minor_units(amount, info, allow_negative=True)
     except money.CurrencyError as error:
-        raise InvalidRequest(str(error), "currency") from None
+        raise InvalidRequest(str(error), "currency", local=error.local) from None
     except money.AmountError as error:
-        raise InvalidRequest(str(error), "amount", error.reason, error.limits) from None
+        raise InvalidRequest(str(error), "amount", error.reason, error.limits,
+                             local=error.local) from None
     if isinstance(action, str) and not isinstance(action, Action):
         if action not in ACTION_BY_NAME:
             raise InvalidRequest(
@@ -118,18 +120,19 @@ def make_request(amount: Amount, currency: str = "EUR", action: str | Action | N
         action = ACTION_BY_NAME[action]
     if units < 0:
         if action is not None and action is not Action.REFUND:
-            raise InvalidRequest(
-                f"a negative amount is a refund; it cannot be a {action.name.lower()}", "amount",
-                "negative")
+            template = N_("a negative amount is a refund; it cannot be a %s")
+            name = action.name.lower()  # debit, cancellation, duplicate: in the catalog
+            raise InvalidRequest(template % name, "amount", "negative",
+                                 local=gettext(template) % gettext(name))
         action, units = Action.REFUND, -units
     _check_reference(reference)
     request = PaymentRequest(
         amount=units,
         currency=info.numeric,
         action=action or Action.DEBIT,
-        register=_digits(register, "CA", "register number", "register"),
-        pos_id=_digits(pos_id, "CJ", "POS identifier", "pos_id"),
-        version=_digits(protocol_version, "CZ", "protocol version", "protocol_version"),
+        register=_digits(register, "CA", N_("register number"), "register"),
+        pos_id=_digits(pos_id, "CJ", N_("POS identifier"), "pos_id"),
+        version=_digits(protocol_version, "CZ", N_("protocol version"), "protocol_version"),
         immediate=immediate,
         partial=partial,
         cheque=cheque,
@@ -149,16 +152,19 @@ def _digits(value: str, tag: str, what: str, field: str) -> str:
     InvalidRequest: strict on output, whatever a terminal tolerates in requests."""
     size = tags.tag(tag).max_size
     if not (len(value) == size and value.isascii() and value.isdigit()):
-        raise InvalidRequest(f"{what} {value!r} must be {size} digits "
-                             "(extra_fields can send anything else)", field)
+        template = N_("%(what)s %(value)r must be %(size)d digits (extra_fields can send "
+                      "anything else)")
+        values = {"value": value, "size": size}
+        raise InvalidRequest(template % {**values, "what": what}, field,
+                             local=gettext(template) % {**values, "what": gettext(what)})
     return value
 
 
 def _check_reference(reference: str | None) -> None:
     longest = tags.PORTABLE_REFERENCE_SIZE  # strict on output: what every terminal echoes
     if reference is not None and not 1 <= len(reference) <= longest:
-        raise InvalidRequest(f"the reference (CF) must be 1 to {longest} characters",
-                             "reference")
+        raise InvalidRequest(**said("the reference (CF) must be 1 to %d characters", (longest,)),
+                             field="reference")
 
 
 # --- what came of it ---------------------------------------------------------------------

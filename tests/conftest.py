@@ -215,3 +215,12 @@ def no_web_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's exported CAISSE_AP_WEB_TOKEN must not change what the tests start."""
     monkeypatch.delenv("CAISSE_AP_WEB_TOKEN", raising=False)
 
+
+
+@pytest.fixture(autouse=True)
+def commands_in_english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's French locale must not change what the tests read: the commands
+    speak English unless a test gives them a French environment (test_i18n.py)."""
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C.UTF-8")

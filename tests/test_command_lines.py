@@ -101,3 +101,99 @@ def test_json_is_utf8_whatever_the_locale(terminal):
     assert done.returncode == 0, done.stderr
     assert "€".encode() in done.stdout and b"\\u" not in done.stdout
     assert json.loads(done.stdout.decode("utf-8"))["currency_symbol"] == "€"
+
+
+# --- The same rules in French and in English (LANG=fr_FR.UTF-8, LANG=C) ----------------------
+
+LANGUAGES = {"fr": "fr_FR.UTF-8", "en": "C"}
+SERVER = ROOT / "caisse-ap-ip-server.py"
+
+
+def in_language(language: str) -> dict[str, str]:
+    """The environment with LANG alone naming the language (no French locale needed)."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    return {**env, "LANG": LANGUAGES[language]}
+
+
+def server_in(language: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SERVER), *args], capture_output=True, text=True,
+                          timeout=TIMEOUT * 2, cwd=ROOT, env=in_language(language))
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_number_option_takes_a_decimal_comma(language):
+    """-d 0,5 as -d 0.5, and the other seconds of both commands; the client pays 1,50."""
+    server = ServerProcess("--no-web", "-d", "0,5", "--idle-timeout", "2,5",
+                           "--request-timeout", "1,5", timeout=TIMEOUT, env=in_language(language))
+    try:
+        assert "after 0.5 s" in server.startup_line  # the log line stays English
+        done = subprocess.run(
+            [sys.executable, str(CLIENT), "-p", str(server.port), "-a", "1,50", "--timeout",
+             "2,5", "--connect-timeout", "0,5", "--json"],
+            capture_output=True, timeout=TIMEOUT, cwd=ROOT, env=in_language(language))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["amount"] == "1.50"
+    finally:
+        server.kill()
+    manual = server_in(language, "--manual", "--manual-timeout", "1,5", "--list-amount-rules")
+    assert manual.returncode == 0, manual.stderr
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("args, words", [
+    (["-d", "0,5,0"], {"fr": "-d/--duration : nombre de secondes attendu (0,5 ou 0.5)",
+                       "en": "-d/--duration: duration must be a number of seconds"}),
+    (["--idle-timeout", "1e3"],
+     {"fr": "--idle-timeout : délai d'inactivité : nombre supérieur à 0 attendu (0,5 ou 0.5)",
+      "en": "--idle-timeout: idle timeout must be a number above 0"}),
+])
+def test_a_number_that_is_not_one_names_the_option_and_the_form(language, args, words):
+    done = server_in(language, *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert words[language] in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("args, words", [
+    (["--serial-link", "link-to-nowhere"],
+     {"fr": "--serial-link demande --serial pty", "en": "--serial-link needs --serial pty"}),
+    (["--serial", "/dev/nonexistent"],
+     {"fr": "--serial : impossible d'ouvrir /dev/nonexistent",
+      "en": "--serial: cannot open /dev/nonexistent"}),
+])
+def test_bad_serial_options_are_refused_before_anything_listens(language, args, words,
+                                                                tmp_path):
+    """The web console and the terminal would say "on http://..." and "listening on":
+    neither started, and the link was not made."""
+    done = subprocess.run(
+        [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", "--web-port", "0",
+         *args], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+        env=in_language(language))
+    assert done.returncode == 2
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert words[language] in done.stderr
+    assert "listening" not in done.stderr and "http://" not in done.stderr
+    assert not (tmp_path / "link-to-nowhere").exists()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("args, words", [
+    (["--reference", "café"],
+     {"fr": ["argument --reference", "'café'", "ASCII imprimables", "sans accent"],
+      "en": ["argument --reference", "'café'", "printable ASCII", "without accents"]}),
+    (["--serial", "/dev/null", "--receipt"],
+     {"fr": ["--receipt : impossible avec --serial", "retirez-le, ou payez par IP"],
+      "en": ["--receipt: not possible with --serial", "drop it, or pay over IP"]}),
+    (["-r", "1"],
+     {"fr": ["-r/--register : numéro de caisse '1' : 2 chiffres attendus"],
+      "en": ["-r/--register: register number '1' must be 2 digits"]}),
+])
+def test_client_errors_name_the_option_typed_and_what_it_takes(language, args, words):
+    done = subprocess.run([sys.executable, str(CLIENT), *args], capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=ROOT, env=in_language(language))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    for word in words[language]:
+        assert word in done.stderr, (word, done.stderr)
+    for internal in ("field 7", "receipt_mode", "Concert E+ cannot carry", "extra_fields"):
+        assert internal not in done.stderr

@@ -7,7 +7,7 @@ import select
 import threading
 
 import pytest
-from server_process import run_server
+from server_process import ROOT, run_server
 from twisted.internet.task import Clock
 
 from caisse_ap import client, tlv
@@ -341,3 +341,19 @@ def test_rules_off_leave_the_amount_alone(ruled_terminal):
         assert ruled_terminal.transactions(limit=1)[0]["decided_by"] == "settings"
     finally:
         ruled_terminal.settings(amount_rules=True)
+
+
+def test_listing_keeps_the_outcome_of_a_rule_with_a_description():
+    lines = parse_rules(GOOD_FILE, "pos.toml").listing().splitlines()
+    described = next(number for number, line in enumerate(lines)
+                     if line.endswith("the famous refused amount"))
+    assert lines[described + 1].split() == ["→", "refused", "(AF=04,", "Refusée)"]
+
+
+def test_the_readme_cheque_rule_still_says_it_is_refused():
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"```toml\n(include_defaults = true.*?)```", readme, re.S)[1]
+    lines = parse_rules(example, "regles.toml").listing().splitlines()
+    cheque = next(number for number, line in enumerate(lines) if "chèques de 1000" in line)
+    assert "application cheque" in lines[cheque]
+    assert lines[cheque + 1].strip().startswith("→ refused (AF=04")

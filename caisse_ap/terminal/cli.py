@@ -23,6 +23,7 @@ import argparse
 import importlib
 import ipaddress
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,10 +32,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from ..connection import REQUEST_TIMEOUT
+from ..i18n import N_, _, language, set_up_command
+from ..number_text import read_decimal, with_point
 from . import behaviour, health
 from .behaviour import SettingsError, TerminalSettings
 from .profiles import DEFAULT as DEFAULT_PROFILE
 from .profiles import Profile, ProfileError, describe_all
+from .profiles import available as available_profiles
 from .profiles import find as find_profile
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -62,7 +66,7 @@ def mode_from_args(args: argparse.Namespace) -> str:
     for mode in MODE_FLAGS:
         if getattr(args, mode.replace("-", "_")):
             if mode != "failure" and args.failure_type is not None:
-                raise UsageError(f"-ft and {MODE_FLAGS[mode]} cannot be used together")
+                raise UsageError(_("-ft and %s cannot be used together") % MODE_FLAGS[mode])
             return mode
     return "failure" if args.failure_type is not None else "success"
 
@@ -75,18 +79,51 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage dump), status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, _("%(prog)s: error: %(message)s") % {"prog": self.prog,
+                                                          "message": message} + "\n")
 
 
-def setting_arg(name: str) -> Callable[[str], Any]:
-    """An argparse type that checks one setting with the same rules as the API."""
+def setting_arg(name: str, number: bool = False) -> Callable[[str], Any]:
+    """An argparse type that checks one setting with the same rules as the API; a
+    `number` takes a decimal comma as a point ("0,5")."""
     def check(text: str) -> Any:
         try:
-            return behaviour.check_setting(name, text)
+            return behaviour.check_setting(name, with_point(text) if number else text)
         except SettingsError as error:
-            raise argparse.ArgumentTypeError(error.message) from None
+            raise argparse.ArgumentTypeError(setting_message(error, text)) from None
     check.__name__ = name  # argparse names the type in some messages
     return check
+
+
+def setting_message(error: SettingsError, text: str) -> str:
+    """What a bad option value gets: in English, the API's own sentence; in French, one
+    said from the error's code and limits (the API's message stays English, for scripts)."""
+    if language() == "en":
+        return error.message
+    limits = error.limits or {}
+    values = {"value": text, "choices": ", ".join(behaviour.PAYMENT_TYPES),
+              "max": format(limits.get("max", limits.get("max_length", 0)), "g"),
+              "min": format(limits.get("min", limits.get("above", 0)), "g")}
+    messages = {
+        "not_a_number": _("a number of seconds is expected (0,5 or 0.5), not %(value)r"),
+        "out_of_range": _("a number of seconds from %(min)s to %(max)s is expected, "
+                          "not %(value)r") if "min" in limits else
+        _("a number of seconds above %(min)s, up to %(max)s, is expected, not %(value)r"),
+        "unknown_choice": _("unknown payment type %(value)r: choose from %(choices)s")
+        if error.field == "payment_type" else
+        _("unknown failure type %(value)r: give a name such as refused, or an AF code "
+          "from 00 to 13"),
+        "empty": _("give at least one currency code, such as EUR or 978")
+        if error.field == "currencies" else _("the contract number cannot be blank"),
+        "too_long": _("the contract number takes %(max)s characters at most, not %(value)r"),
+        "not_printable_ascii": _("the contract number takes printable ASCII characters "
+                                 "only (no accents), not %(value)r"),
+        "invalid_format": _("4 digits such as 0301 are expected, not %(value)r"),
+        "unknown_currency": _("ISO 4217 currency codes separated by commas are expected "
+                              "(EUR,978), not %(value)r"),
+    }
+    message = messages.get(error.code)
+    return message % values if message else error.message
 
 
 def ip_address_arg(what: str) -> Callable[[str], str]:
@@ -97,8 +134,9 @@ def ip_address_arg(what: str) -> Callable[[str], str]:
         try:
             return str(ipaddress.ip_address(text))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an IP address such as 0.0.0.0 or "
-                                             f"127.0.0.1, not {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                _("%(what)s must be an IP address such as 0.0.0.0 or 127.0.0.1, not %(value)r")
+                % {"what": _(what), "value": text}) from None
     check.__name__ = what
     return check
 
@@ -107,20 +145,24 @@ def port_arg(what: str) -> Callable[[str], int]:
     """An argparse type for a TCP port, 0 meaning any free one."""
     def check(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) > 65535:
-            raise argparse.ArgumentTypeError(f"{what} must be 0 to 65535, not {text!r}")
+            raise argparse.ArgumentTypeError(_("%(what)s must be 0 to 65535, not %(value)r")
+                                             % {"what": _(what), "value": text})
         return int(text)
     check.__name__ = what
     return check
 
 
 def _positive(kind: type, what: str) -> Callable[[str], Any]:
+    """A number above 0: a float takes a decimal comma ("0,5"), an int whole digits."""
     def check(text: str) -> Any:
         try:
-            value = kind(text)
+            value = kind(read_decimal(text)) if kind is float else kind(text)
         except ValueError:
             value = None
-        if value is None or not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{what} must be a number above 0, not {text!r}")
+        if value is None or not 0 < value < 1e9:
+            message = (_("%(what)s must be a number above 0, not %(value)r") if kind is float
+                       else _("%(what)s must be a whole number above 0, not %(value)r"))
+            raise argparse.ArgumentTypeError(message % {"what": _(what), "value": text})
         return value
     check.__name__ = what
     return check
@@ -131,75 +173,81 @@ def profile_arg(text: str) -> Profile:
     try:
         return find_profile(text)
     except ProfileError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        if text in available_profiles() or text.endswith(".toml") or os.path.exists(text):
+            raise argparse.ArgumentTypeError(str(error)) from None  # the file's own words
+        raise argparse.ArgumentTypeError(
+            _("unknown profile %(name)r: give one of %(names)s, or a profile file (.toml)")
+            % {"name": text, "names": ", ".join(available_profiles())}) from None
 
 
 def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--host", type=ip_address_arg("host"), default="0.0.0.0",
-        help="address to listen on (default: 0.0.0.0, reachable from the LAN)")
-    add("-p", "--port", type=port_arg("port"), default=8888,
-        help="TCP port (default: 8888; 0: any free)")
+    add("--host", type=ip_address_arg(N_("host")), default="0.0.0.0", metavar=_("ADDRESS"),
+        help=_("address to listen on (default: 0.0.0.0, reachable from the LAN)"))
+    add("-p", "--port", type=port_arg(N_("port")), default=8888,
+        help=_("TCP port (default: 8888; 0: any free)"))
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("-f", "--failure", action="store_true",
-                       help="answer every payment with a failure (see -ft)")
+                       help=_("answer every payment with a failure (see -ft)"))
     modes.add_argument("--no-answer", action="store_true",
-                       help="read each request and never answer: the POS must time out")
+                       help=_("read each request and never answer: the POS must time out"))
     modes.add_argument("--hang-up", action="store_true",
-                       help="close the connection without answering")
+                       help=_("close the connection without answering"))
     # None when not given: -ft alone switches to failure mode (run() says so).
     add("-ft", "--failure-type", type=setting_arg("failure_type"), default=None, metavar="TYPE",
-        help="failure answered with -f (alone, -ft implies -f): abandon (AF=11), "
-             "timeout (08), refused (04), "
-             "forbidden (05), or any AF code by its two digits or name: "
-             + ", ".join(f"{name} ({code})" for name, code in behaviour.FAILURE_TYPES.items())
-             + f" (default: {DEFAULTS.failure_type})")
-    add("-d", "--duration", type=setting_arg("duration"), default=DEFAULTS.duration,
-        metavar="SECONDS",
-        help=f"seconds before answering, decimals allowed (default: {DEFAULTS.duration:g}); "
-             "ignored for BA=1")
+        help=_("failure answered with -f (alone, -ft implies -f): abandon (AF=11), "
+               "timeout (08), refused (04), forbidden (05), or any AF code by its two "
+               "digits or name: %(names)s (default: %(default)s)")
+        % {"names": ", ".join(f"{name} ({code})"
+                              for name, code in behaviour.FAILURE_TYPES.items()),
+           "default": DEFAULTS.failure_type})
+    add("-d", "--duration", type=setting_arg("duration", number=True),
+        default=DEFAULTS.duration, metavar=_("SECONDS"),
+        help=_("seconds before answering, decimals allowed (0,5 or 0.5; default: %s); "
+               "ignored for BA=1") % format(DEFAULTS.duration, "g"))
     add("-pt", "--payment-type", type=setting_arg("payment_type"),
         default=DEFAULTS.payment_type, metavar="TYPE",
-        help="card payment simulated: " + ", ".join(behaviour.PAYMENT_TYPES)
-             + f" (default: {DEFAULTS.payment_type})")
+        help=_("card payment simulated: %(types)s (default: %(default)s)")
+        % {"types": ", ".join(behaviour.PAYMENT_TYPES), "default": DEFAULTS.payment_type})
     add("-sc", "--seller-contract", type=setting_arg("seller_contract"),
-        default=None, metavar="NUMBER",
-        help="merchant contract number sent in CG, 10 characters at most "
-             f"(default: the profile's, {DEFAULTS.seller_contract} for the standard one)")
+        default=None, metavar=_("NUMBER"),
+        help=_("merchant contract number sent in CG, 10 characters at most "
+               "(default: the profile's, %s for the standard one)") % DEFAULTS.seller_contract)
     add("-l", "--log-level", choices=tuple(LOG_LEVELS), default="info",
-        type=str.lower, help="log level (default: info); debug shows raw frames")
+        type=str.lower, help=_("log level (default: info); debug shows raw frames"))
     add("--answer-version", type=setting_arg("answer_version"), default=None, metavar="CZ",
-        help="protocol version the terminal answers with, e.g. 0301 (default: the profile's; "
-             "the standard one echoes the request's)")
+        help=_("protocol version the terminal answers with, e.g. 0301 (default: the "
+               "profile's; the standard one echoes the request's)"))
     add("--pad-amount", action="store_true", default=None,
-        help="answer CB left-padded with zeros (to 12 digits, or the profile's width), as "
-             "Ingenico terminals do")
-    add("--profile", type=profile_arg, default=None, metavar="NAME|FILE",
-        help="terminal dialect to answer in: a built-in profile (see --list-profiles) or a "
-             "profile file (docs/profiles.md); -sc, --answer-version and --pad-amount still "
-             f"override it (default: {DEFAULT_PROFILE})")
+        help=_("answer CB left-padded with zeros (to 12 digits, or the profile's width), "
+               "as Ingenico terminals do"))
+    add("--profile", type=profile_arg, default=None, metavar=_("NAME|FILE"),
+        help=_("terminal dialect to answer in: a built-in profile (see --list-profiles) or "
+               "a profile file (docs/profiles.md); -sc, --answer-version and --pad-amount "
+               "still override it (default: %s)") % DEFAULT_PROFILE)
     add("--list-profiles", action="store_true",
-        help="list the profiles (name, label, source, and a --profile FILE's), one a line, "
-             "and exit")
-    add("--currencies", type=setting_arg("currencies"), default=None, metavar="CODES",
-        help="comma-separated currencies accepted, numeric or alphabetic (978,EUR); others "
-             "get AF=13 (default: every ISO 4217 code)")
-    add("--seed", default=None,
-        help="make card numbers, authorisation numbers, etc. reproducible")
-    add("--idle-timeout", type=_positive(float, "idle timeout"), default=300.0,
-        metavar="SECONDS",
-        help="close a connection that sends nothing for this long (default: 300)")
-    add("--max-connections", type=_positive(int, "max connections"), default=1000,
-        metavar="N", help="connections open at once; more wait until one closes "
-                          "(default: 1000)")
-    add("--request-timeout", type=_positive(float, "request timeout"),
-        default=REQUEST_TIMEOUT, metavar="SECONDS",
-        help="refuse (AF=09) a request left unfinished after this much silence "
-             f"(default: {REQUEST_TIMEOUT:g})")
-    add("--check-health", type=health.address_arg, default=None, metavar="HOST:PORT",
-        help="check that the terminal listening at HOST:PORT serves, and exit: status 0 if "
-             "it does, 1 if not (a container's health check)")
-    add("--version", action="version", version=f"%(prog)s {__version__}")
+        help=_("list the profiles (name, label, where its facts come from, and a "
+               "--profile FILE's), one a line, and exit"))
+    add("--currencies", type=setting_arg("currencies"), default=None, metavar=_("CODES"),
+        help=_("comma-separated currencies accepted, numeric or alphabetic (978,EUR); "
+               "others get AF=13 (default: every ISO 4217 code)"))
+    add("--seed", default=None, metavar=_("SEED"),
+        help=_("make card numbers, authorisation numbers, etc. reproducible"))
+    add("--idle-timeout", type=_positive(float, N_("idle timeout")), default=300.0,
+        metavar=_("SECONDS"),
+        help=_("close a connection that sends nothing for this long (default: 300)"))
+    add("--max-connections", type=_positive(int, N_("max connections")), default=1000,
+        metavar="N", help=_("connections open at once; more wait until one closes "
+                            "(default: 1000)"))
+    add("--request-timeout", type=_positive(float, N_("request timeout")),
+        default=REQUEST_TIMEOUT, metavar=_("SECONDS"),
+        help=_("refuse (AF=09) a request left unfinished after this much silence "
+               "(default: %s)") % format(REQUEST_TIMEOUT, "g"))
+    add("--check-health", type=health.address_arg, default=None, metavar=_("HOST:PORT"),
+        help=_("check that the terminal listening at HOST:PORT serves, and exit: status 0 "
+               "if it does, 1 if not (a container's health check)"))
+    add("--version", action="version", version=f"%(prog)s {__version__}",
+        help=_("show the version and exit"))
 
 
 def extensions() -> list[ModuleType]:
@@ -218,8 +266,8 @@ def build_parser(modules: Sequence[ModuleType] | None = None) -> argparse.Argume
     """The parser: the terminal's options, then each extension's."""
     parser = _Parser(
         prog=PROG,
-        description="Simulated Caisse-AP over IP payment terminal: point-of-sale software "
-                    "connects to it and gets the answers a real French terminal gives.",
+        description=_("Simulated Caisse-AP over IP payment terminal: point-of-sale software "
+                      "connects to it and gets the answers a real French terminal gives."),
     )
     _add_terminal_arguments(parser)
     for module in extensions() if modules is None else modules:
@@ -366,8 +414,9 @@ def run(args: argparse.Namespace, reactor: Any = None,
         terminal = start(args, reactor, modules)
     except CannotListenError as error:
         # The same status as a web port that is taken (a UsageError, see main()).
-        print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: "
-              f"{error.socketError}", file=sys.stderr)
+        print(_("%(prog)s: error: cannot listen on %(host)s:%(port)s: %(why)s")
+              % {"prog": PROG, "host": args.host, "port": args.port, "why": error.socketError},
+              file=sys.stderr)
         return 2
     assert terminal.address is not None  # start() returns a listening terminal
     host, port = terminal.address
@@ -388,6 +437,7 @@ def run(args: argparse.Namespace, reactor: Any = None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn bad values into one stderr line and status 2."""
+    set_up_command()
     modules = extensions()
     parser = build_parser(modules)
     try:
@@ -396,16 +446,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else 2
     if args.check_health is not None:
         problem = health.check(args.check_health)
-        print(f"{PROG}: unhealthy: {problem}" if problem else "healthy",
-              file=sys.stderr if problem else sys.stdout)
+        print(_("%(prog)s: unhealthy: %(problem)s") % {"prog": PROG, "problem": problem}
+              if problem else _("healthy"), file=sys.stderr if problem else sys.stdout)
         return 1 if problem else 0
     try:
         if args.list_profiles:  # after parsing: a --profile FILE, wherever given, is checked
-            print("\n".join(describe_all()))
+            print("\n".join(describe_all(language() == "fr")))
             return 0
         return run(args, modules=modules)
     except (SettingsError, UsageError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(_("%(prog)s: error: %(message)s") % {"prog": PROG, "message": error},
+              file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from ..i18n import _
 from .behaviour import TerminalSettings
 from .cli import UsageError, describe_mode
 from .recording import RecordFile, Recording, RecordingError
@@ -23,32 +24,33 @@ log = logging.getLogger("caisse_ap.terminal")
 
 def upstream_arg(text: str) -> tuple[str, int]:
     """HOST:PORT of the real terminal (argparse type)."""
-    host, _, port = text.rpartition(":")
+    host, _colon, port = text.rpartition(":")
     host = host.strip("[]")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"the terminal must be given as HOST:PORT, such as "
-                                         f"192.168.1.20:8888, not {text!r}")
+        raise argparse.ArgumentTypeError(_("the terminal must be given as HOST:PORT, such "
+                                           "as 192.168.1.20:8888, not %r") % text)
     return host, int(port)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("in-shop debugging: proxy, record, replay")
+    group = parser.add_argument_group(_("in-shop debugging: proxy, record, replay"))
     add = group.add_argument
-    add("--proxy", type=upstream_arg, default=None, metavar="HOST:PORT",
-        help="stand between the POS and the real terminal at HOST:PORT: pass every byte both "
-             "ways, decode and check both sides, show them in the console; the outcome "
-             "queue (POST /api/next) answers in the terminal's place")
-    add("--record", default=None, metavar="FILE",
-        help="write every exchange to FILE (JSON Lines: segments, fields, outcome), card "
-             "numbers masked")
-    add("--replay", default=None, metavar="FILE",
-        help="answer from a recording: the recorded answer of the same action, amount and "
-             "currency, with its delay and segments; other requests get the usual answer")
+    add("--proxy", type=upstream_arg, default=None, metavar=_("HOST:PORT"),
+        help=_("stand between the POS and the real terminal at HOST:PORT: pass every byte "
+               "both ways, decode and check both sides, show them in the console; the "
+               "outcome queue (POST /api/next) answers in the terminal's place"))
+    add("--record", default=None, metavar=_("FILE"),
+        help=_("write every exchange to FILE (JSON Lines: segments, fields, outcome), card "
+               "numbers masked"))
+    add("--replay", default=None, metavar=_("FILE"),
+        help=_("answer from a recording: the recorded answer of the same action, amount and "
+               "currency, with its delay and segments; other requests get the usual "
+               "answer"))
     add("--replay-order", action="store_true",
-        help="with --replay: the recorded answers in order, whatever the requests")
-    add("--derive-profile", default=None, metavar="FILE",
-        help="print a terminal profile (see --profile) that answers as the terminal recorded "
-             "in FILE did, and exit")
+        help=_("with --replay: the recorded answers in order, whatever the requests"))
+    add("--derive-profile", default=None, metavar=_("FILE"),
+        help=_("print a terminal profile (see --profile) that answers as the terminal "
+               "recorded in FILE did, and exit"))
 
 
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,9 +61,9 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
     if args.derive_profile:
         _print_derived_profile(args.derive_profile)
     if args.proxy and args.replay:
-        raise UsageError("--proxy and --replay cannot be used together")
+        raise UsageError(_("--proxy and --replay cannot be used together"))
     if args.replay_order and not args.replay:
-        raise UsageError("--replay-order needs --replay FILE")
+        raise UsageError(_("--replay-order needs --replay FILE"))
     args.replay_recording = None
     # Opened now, so that a file that cannot be written stops us before anything listens.
     args.record_file = None

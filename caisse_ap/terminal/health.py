@@ -14,16 +14,18 @@ import argparse
 import socket
 import time
 
+from ..i18n import _
+
 CHECK_TIMEOUT = 4.0  # seconds; Docker's HEALTHCHECK gives the command 5
 
 
 def address_arg(text: str) -> tuple[str, int]:
     """HOST:PORT, [IPv6]:PORT or localhost:PORT."""
-    host, _, port = text.rpartition(":")
+    host, _colon, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"--check-health takes HOST:PORT, such as "
-                                         f"127.0.0.1:8888, not {text!r}")
+        raise argparse.ArgumentTypeError(_("HOST:PORT is expected, such as 127.0.0.1:8888, "
+                                           "not %r") % text)
     return host, int(port)
 
 
@@ -41,7 +43,8 @@ def check(address: tuple[str, int], timeout: float = CHECK_TIMEOUT) -> str | Non
     except ConnectionResetError:
         return None  # closed too: the terminal is serving
     except TimeoutError:
-        return f"the terminal at {where} accepted a connection but did not close it " \
-               f"within {timeout:g} s"
+        return (_("the terminal at %(where)s accepted a connection but did not close it "
+                  "within %(seconds)s s") % {"where": where, "seconds": format(timeout, "g")})
     except OSError as error:
-        return f"cannot reach the terminal at {where}: {error.strerror or error}"
+        return (_("cannot reach the terminal at %(where)s: %(why)s")
+                % {"where": where, "why": error.strerror or error})

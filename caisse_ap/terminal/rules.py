@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .. import money, tags
+from ..i18n import N_, gettext
 from ..messages import ACTION_BY_CODE, ACTION_BY_NAME, Action, PaymentRequest
 from .behaviour import Decision, OutcomeSpec, SettingsError
 from .words import DecidedBy
@@ -105,21 +106,22 @@ class RuleMatch:
             values["application"] = self.application
         return values
 
-    def describe(self) -> str:
+    def describe(self, say: Callable[[str], str] = str) -> str:
+        """What the rule matches, for people; `say` translates the words (gettext)."""
         parts = []
         if self.cents is not None:
-            parts.append(f"cents {_cents_text(self.cents)}")
+            parts.append(say(N_("cents %s")) % _cents_text(self.cents))
         if self.amount is not None:
-            parts.append(f"amount {self.amount}")
+            parts.append(say(N_("amount %s")) % self.amount)
         if self.amount_min is not None:
-            parts.append(f"amount >= {self.amount_min}")
+            parts.append(say(N_("amount >= %s")) % self.amount_min)
         if self.amount_max is not None:
-            parts.append(f"amount <= {self.amount_max}")
+            parts.append(say(N_("amount <= %s")) % self.amount_max)
         if self.action is not None:
-            parts.append(self.action.name.lower())
+            parts.append(self.action.name.lower())  # as a rules file names it
         if self.application is not None:
-            parts.append(f"application {self.application}")
-        return ", ".join(parts) or "any request"
+            parts.append(say(N_("application %s")) % self.application)
+        return ", ".join(parts) or say(N_("any request"))
 
 
 @dataclass(frozen=True)
@@ -149,18 +151,20 @@ def _cents_text(cents: frozenset[int]) -> str:
     return ", ".join(f".{c:02d}" for c in ordered)
 
 
-def _describe_outcome(spec: OutcomeSpec) -> str:
+def _describe_outcome(spec: OutcomeSpec, say: Callable[[str], str] = str) -> str:
+    """The outcome for people, under the names a rules file uses; `say` translates the
+    words around them (gettext)."""
     code = spec.failure_code
     if code is not None:
         text = f"{spec.outcome} (AF={code}, {tags.label(tags.FAILURE_REASONS, code)})"
     elif spec.outcome == "partial":
-        text = "partial approval of half the amount when BF=1, else approved"
+        text = say(N_("partial approval of half the amount when BF=1, else approved"))
     else:
         text = spec.outcome
     if spec.payment_type is not None:
-        text += f", paid {spec.payment_type}"
+        text += say(N_(", paid %s")) % spec.payment_type
     if spec.delay is not None:
-        text += f", after {spec.delay:g} s"
+        text += say(N_(", after %s s")) % format(spec.delay, "g")
     return text
 
 
@@ -170,6 +174,7 @@ def _rule(cents: Iterable[int], outcome: str, payment_type: str | None = None,
     return AmountRule(RuleMatch(cents=frozenset(cents)), spec)
 
 
+DEFAULT_SOURCE = N_("default table")  # the API's "source" says it in English
 # The default table (README and --list-amount-rules print it).
 DEFAULT_RULES: tuple[AmountRule, ...] = (
     _rule(range(0, 51), "approved"),
@@ -194,7 +199,7 @@ class AmountRules:
     when the settings enable amount rules and a rule matches."""
 
     rules: tuple[AmountRule, ...] = DEFAULT_RULES
-    source: str = "default table"
+    source: str = DEFAULT_SOURCE
     terminal: Any = None  # the Terminal whose settings say whether rules are on
 
     def find(self, request: PaymentRequest) -> AmountRule | None:
@@ -210,13 +215,22 @@ class AmountRules:
         return [rule.to_json() for rule in self.rules]
 
     def listing(self) -> str:
-        """The table as `--list-amount-rules` prints it."""
-        rows = [(rule.match.describe(), rule.description or _describe_outcome(rule.outcome))
-                for rule in self.rules]
-        width = max((len(match) for match, _ in rows), default=0)
-        lines = [f"Amount rules ({self.source}); the first that matches decides:"]
-        lines += [f"  {match.ljust(width)}  {outcome}" for match, outcome in rows]
-        lines.append(f"  {'anything else'.ljust(width)}  the settings decide")
+        """The table as `--list-amount-rules` prints it, in the user's language: each
+        rule's outcome, then its description when it has one."""
+        say = gettext
+        otherwise = gettext("anything else")
+        width = max([len(rule.match.describe(say)) for rule in self.rules] + [len(otherwise)])
+        source = say(self.source) if self.source == DEFAULT_SOURCE else self.source
+        lines = [gettext("Amount rules (%s); the first that matches decides:") % source]
+        for rule in self.rules:
+            outcome = _describe_outcome(rule.outcome, say)
+            if rule.description:  # its words, then what it does, under them
+                lines.append(f"  {rule.match.describe(say).ljust(width)}  {rule.description}")
+                lines.append(f"  {''.ljust(width)}  → {outcome}")
+            else:
+                lines.append(f"  {rule.match.describe(say).ljust(width)}  {outcome}")
+        settings_decide = gettext("the settings decide")
+        lines.append(f"  {otherwise.ljust(width)}  {settings_decide}")
         return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,7 @@ from ..concert import (
     SendFailed,
 )
 from ..concert_pos import DEFAULT_BAUD, configure
+from ..i18n import _
 from .cli import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -67,31 +68,41 @@ READ_SIZE = 4096
 # --- the command line's hooks -------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("serial line (Concert E+), beside TCP")
+    group = parser.add_argument_group(_("serial line (Concert E+), beside TCP"))
     add = group.add_argument
-    add("--serial", default=None, metavar="DEVICE",
-        help="also serve Concert E+ POS on a serial line: 'pty' for a new pseudo-terminal "
-             "(its path is printed), or a device such as /dev/ttyUSB0")
-    add("--serial-link", default=None, metavar="PATH",
-        help="with --serial pty: a symlink to the pseudo-terminal at PATH, for POS "
-             "configured with a fixed device path (replaced if it is a symlink)")
-    add("--baud", type=int, default=DEFAULT_BAUD, metavar="RATE",
-        help=f"speed of a real serial device (default: {DEFAULT_BAUD}; 8 bits, no parity, "
-             "1 stop bit)")
+    add("--serial", default=None, metavar=_("DEVICE"),
+        help=_("also serve Concert E+ POS on a serial line: 'pty' for a new pseudo-terminal "
+               "(its path is printed), or a device such as /dev/ttyUSB0"))
+    add("--serial-link", default=None, metavar=_("PATH"),
+        help=_("with --serial pty: a symlink to the pseudo-terminal at PATH, for POS "
+               "configured with a fixed device path (replaced if it is a symlink)"))
+    add("--baud", type=int, default=DEFAULT_BAUD, metavar=_("RATE"),
+        help=_("speed of a real serial device (default: %s; 8 bits, no parity, "
+               "1 stop bit)") % DEFAULT_BAUD)
+
+
+def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """No setting changes: checks the options and opens a real device now, so that a
+    mistake stops us before anything listens (the pty opens in start())."""
+    args.serial_device = None
+    if args.serial_link is not None and args.serial != PTY:
+        raise UsageError(_("--serial-link needs --serial pty (a device is used at its own "
+                           "path)"))
+    if args.serial == PTY and args.serial_link is not None:
+        _check_link_path(args.serial_link)
+    elif args.serial is not None:
+        args.serial_device = SerialDevice.open_port(args.serial, args.baud)
+    return {}
 
 
 def start(terminal: Terminal, args: argparse.Namespace, reactor: Any) -> SerialTerminalLink | None:
-    """Open the serial line the options name and serve it (None without --serial)."""
+    """Serve the serial line the options name (None without --serial); a pty opens here."""
     if args.serial is None:
-        if args.serial_link is not None:
-            raise UsageError("--serial-link needs --serial pty")
         return None
-    if args.serial == PTY:
-        device = SerialDevice.open_pty(args.serial_link)
-    elif args.serial_link is not None:
-        raise UsageError("--serial-link is for --serial pty only")
-    else:
-        device = SerialDevice.open_port(args.serial, args.baud)
+    device = getattr(args, "serial_device", None)
+    if device is None:
+        device = (SerialDevice.open_pty(args.serial_link) if args.serial == PTY
+                  else SerialDevice.open_port(args.serial, args.baud))
     link = SerialTerminalLink(terminal, device, reactor)
     link.start()
     where = f" (link {device.link})" if device.link else ""
@@ -135,15 +146,19 @@ class SerialDevice:
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError as error:
-            raise UsageError(f"cannot open {path}: {error.strerror}") from None
+            raise UsageError(_("--serial: cannot open %(path)s: %(why)s")
+                             % {"path": path, "why": error.strerror}) from None
         try:
             configure(fd, baud)
         except termios.error as error:
             os.close(fd)
-            raise UsageError(f"{path} is not a serial device: {error.args[-1]}") from None
-        except ValueError as error:
+            raise UsageError(_("--serial: %(path)s is not a serial device (%(why)s); give "
+                               "'pty' or a device such as /dev/ttyUSB0")
+                             % {"path": path, "why": error.args[-1]}) from None
+        except ValueError:
             os.close(fd)
-            raise UsageError(f"--baud: {error}") from None
+            raise UsageError(_("--baud %(rate)s: not a serial speed (9600, 19200, 115200...)")
+                             % {"rate": baud}) from None
         return cls(fd, path)
 
     def close(self) -> None:
@@ -157,9 +172,19 @@ class SerialDevice:
                     os.close(fd)
 
 
-def _replace_symlink(target: str, link: str) -> None:
+def _check_link_path(link: str) -> None:
+    """UsageError if a symlink cannot be made (or replaced) at `link`."""
     if os.path.lexists(link) and not os.path.islink(link):
-        raise UsageError(f"--serial-link {link}: exists and is not a symlink")
+        raise UsageError(_("--serial-link %s: exists and is not a symlink: give a new path")
+                         % link)
+    folder = os.path.dirname(os.path.abspath(link))
+    if not os.path.isdir(folder):
+        raise UsageError(_("--serial-link %(link)s: no folder %(folder)s")
+                         % {"link": link, "folder": folder})
+
+
+def _replace_symlink(target: str, link: str) -> None:
+    _check_link_path(link)
     temporary = f"{link}.{os.getpid()}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)

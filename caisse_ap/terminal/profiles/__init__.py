@@ -596,9 +596,11 @@ def find(name_or_path: str) -> Profile:
     return profile
 
 
-def describe_all() -> list[str]:
-    """One line per profile: key, label, source (--list-profiles)."""
-    return [f"{p.key}\t{p.label}\t{p.source}" for p in available().values()]
+def describe_all(french: bool = False) -> list[str]:
+    """One line per profile: key, label, source (--list-profiles); in French, the
+    profile's `source_fr` when it has one."""
+    return [f"{p.key}\t{p.label}\t{(p.source_fr if french else '') or p.source}"
+            for p in available().values()]
 
 
 __all__ = ["ACTION_KINDS", "DEFAULT", "ExtraTag", "Profile", "ProfileError", "available",

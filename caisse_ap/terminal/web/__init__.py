@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...i18n import N_, _
 from ..cli import (
     DEFAULTS,
     MODE_FLAGS,
@@ -47,7 +48,8 @@ HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]
 
 def _token(text: str) -> str:
     if not text or not text.isascii() or not text.isprintable() or " " in text:
-        raise argparse.ArgumentTypeError("the web token must be printable ASCII without spaces")
+        raise argparse.ArgumentTypeError(_("the web token must be printable ASCII without "
+                                           "spaces"))
     return text
 
 
@@ -57,54 +59,57 @@ def _host_name(text: str) -> str:
     if _is_ip(address):
         return address
     if not HOST_NAME.fullmatch(name):
-        raise argparse.ArgumentTypeError(f"--web-allowed-host takes a host name or an IP "
-                                         f"address, not {text!r}")
+        raise argparse.ArgumentTypeError(_("a host name or an IP address is expected, not %r")
+                                         % text)
     return name
 
 
 def _max_rows(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--journal-max-rows must be a whole number above 0, "
-                                         f"not {text!r}")
+        raise argparse.ArgumentTypeError(_("a whole number above 0 is expected, not %r")
+                                         % text)
     return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("web console, control API, journal and amount rules")
+    group = parser.add_argument_group(_("web console, control API, journal and amount rules"))
     add = group.add_argument
-    add("--web-host", type=ip_address_arg("web host"), default=DEFAULT_WEB_HOST, metavar="ADDRESS",
-        help=f"address of the web console and JSON API (default: {DEFAULT_WEB_HOST}; "
-             "set --web-token before opening it to the network)")
-    add("--web-port", type=port_arg("web port"), default=DEFAULT_WEB_PORT, metavar="PORT",
-        help=f"port of the web console and JSON API (default: {DEFAULT_WEB_PORT}; 0: any free)")
-    add("--no-web", action="store_true", help="no web console and no JSON API")
+    add("--web-host", type=ip_address_arg(N_("web host")), default=DEFAULT_WEB_HOST,
+        metavar=_("ADDRESS"),
+        help=_("address of the web console and JSON API (default: %s; set --web-token "
+               "before opening it to the network)") % DEFAULT_WEB_HOST)
+    add("--web-port", type=port_arg(N_("web port")), default=DEFAULT_WEB_PORT, metavar="PORT",
+        help=_("port of the web console and JSON API (default: %s; 0: any free)")
+        % DEFAULT_WEB_PORT)
+    add("--no-web", action="store_true", help=_("no web console and no JSON API"))
     # A string default goes through _token too: a bad variable is a usage error.
     add("--web-token", type=_token, default=os.environ.get(TOKEN_VARIABLE) or None,
-        metavar="TOKEN",
-        help="require 'Authorization: Bearer TOKEN' on every API call but /api/status "
-             f"(default: the environment variable {TOKEN_VARIABLE} when set and not empty; "
-             "listening beyond the loopback without one, the server makes one and prints "
-             "the console's URL with it)")
-    add("--web-allowed-host", type=_host_name, action="append", default=[], metavar="NAME",
-        help="a host name the console may be reached by, besides localhost and the "
-             "addresses it listens on (repeatable); other names get 421")
-    add("--journal", default=None, metavar="PATH",
-        help="keep the transaction journal in this SQLite file, across restarts "
-             "(default: in memory)")
+        metavar=_("TOKEN"),
+        help=_("require 'Authorization: Bearer TOKEN' on every API call but /api/status "
+               "(default: the environment variable %s when set and not empty; listening "
+               "beyond the loopback without one, the server makes one and prints the "
+               "console's URL with it)") % TOKEN_VARIABLE)
+    add("--web-allowed-host", type=_host_name, action="append", default=[], metavar=_("NAME"),
+        help=_("a host name the console may be reached by, besides localhost and the "
+               "addresses it listens on (repeatable); other names get 421"))
+    add("--journal", default=None, metavar=_("PATH"),
+        help=_("keep the transaction journal in this SQLite file, across restarts "
+               "(default: in memory)"))
     add("--journal-max-rows", type=_max_rows, default=DEFAULT_MAX_ROWS, metavar="N",
-        help=f"transactions an in-memory journal keeps, the newest (default: {DEFAULT_MAX_ROWS})")
-    add("--amount-rules", nargs="?", const=True, default=None, metavar="FILE",
-        help="let the amount's cents choose the outcome (see --list-amount-rules); "
-             "FILE: a TOML file of your own rules")
+        help=_("transactions an in-memory journal keeps, the newest (default: %s)")
+        % DEFAULT_MAX_ROWS)
+    add("--amount-rules", nargs="?", const=True, default=None, metavar=_("FILE"),
+        help=_("let the amount's cents choose the outcome (see --list-amount-rules); "
+               "FILE: a TOML file of your own rules"))
     add("--list-amount-rules", action="store_true",
-        help="print the amount rules (the default table, or FILE's) and exit")
+        help=_("print the amount rules (the default table, or FILE's) and exit"))
     add("--manual", action="store_true",
-        help="manual mode: hold each payment until someone decides in the web console or "
-             "through the API (POST /api/transactions/ID/decision)")
-    add("--manual-timeout", type=setting_arg("manual_timeout"), default=DEFAULTS.manual_timeout,
-        metavar="SECONDS",
-        help="in manual mode, seconds before an undecided payment gets AF=08 "
-             f"(default: {DEFAULTS.manual_timeout:g})")
+        help=_("manual mode: hold each payment until someone decides in the web console "
+               "or through the API (POST /api/transactions/ID/decision)"))
+    add("--manual-timeout", type=setting_arg("manual_timeout", number=True),
+        default=DEFAULTS.manual_timeout, metavar=_("SECONDS"),
+        help=_("in manual mode, seconds before an undecided payment gets AF=08 "
+               "(default: %s)") % format(DEFAULTS.manual_timeout, "g"))
 
 
 def _rules_from_args(args: argparse.Namespace) -> AmountRules:
@@ -142,9 +147,10 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
         mode = mode_from_args(args)
         if mode != "success":
             flag = "-ft" if mode == "failure" and not args.failure else MODE_FLAGS[mode]
-            raise UsageError(f"--manual and {flag} cannot be used together")
+            raise UsageError(_("--manual and %s cannot be used together") % flag)
         if args.no_web:
-            raise UsageError("--manual needs the web console or API to decide: drop --no-web")
+            raise UsageError(_("--manual needs the web console or API to decide: drop "
+                               "--no-web"))
         changes["mode"] = "manual"
     return changes
 
@@ -296,8 +302,9 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
     except CannotListenError as error:
         if journal is not None:
             journal.close()
-        raise UsageError(f"cannot listen on {args.web_host}:{args.web_port} for the web "
-                          f"console: {error.socketError}") from None
+        raise UsageError(_("cannot listen on %(host)s:%(port)s for the web console: %(why)s")
+                         % {"host": args.web_host, "port": args.web_port,
+                            "why": error.socketError}) from None
     driver = getattr(args, "conformance_driver", None)  # caisse-ap-ip-server --conformance
     if services.api is not None and driver is not None:
         services.api.conformance = driver

@@ -206,14 +206,14 @@ def _call(reactor: Any, function: Callable[..., Any], *args: Any, **kwargs: Any)
 class SimulatedTerminal:
     """A running simulated terminal: where it listens, and its control API as methods."""
 
-    def __init__(self, reactor: Any, terminal: Any, services: Any, token: str | None = None):
+    def __init__(self, reactor: Any, running: Any, token: str | None = None):
         self._reactor = reactor
-        self._terminal = terminal
-        self._services = services
+        self._terminal = running.terminal
+        self._services = running  # an app.RunningTerminal
         self._token = token
-        self.host, self.port = terminal.address
-        self.web_url = services.web_url.rstrip("/")
-        self.web_port = services.web_address[1]
+        self.host, self.port = running.address
+        self.web_url = running.web_url.rstrip("/")
+        self.web_port = running.console.web_address[1]
         self._stopped = False
 
     @property
@@ -300,17 +300,7 @@ class SimulatedTerminal:
         if self._stopped:
             return
         self._stopped = True
-        from caisse_ap.terminal.server import stop_terminal
-
-        services = self._services
-
-        def stop() -> Any:
-            stopped = stop_terminal(self._terminal)
-            stopped.addBoth(lambda _: services.stop_web())
-            stopped.addBoth(lambda _: services.close_journal())
-            return stopped
-
-        _call(self._reactor, stop)
+        _call(self._reactor, self._services.stop)
 
     def __enter__(self) -> SimulatedTerminal:
         return self
@@ -330,11 +320,11 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
     for the default table or the path of a TOML rules file. `journal` is a
     SQLite file to keep the journal in (default: memory).
     """
+    from caisse_ap.terminal import app
     from caisse_ap.terminal.behaviour import TerminalSettings
     from caisse_ap.terminal.journal import Journal
     from caisse_ap.terminal.rules import AmountRules, load_rules
-    from caisse_ap.terminal.server import start_terminal
-    from caisse_ap.terminal.web import start_services
+    from caisse_ap.terminal.web import WebOptions
 
     settings.setdefault("duration", 0)
     if amount_rules is not False:
@@ -344,19 +334,14 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
     checked = TerminalSettings.from_dict(settings)  # SettingsError before anything starts
     reactor = shared_reactor()
 
-    def start() -> tuple[Any, Any]:
-        terminal = start_terminal(reactor, checked, HOST, 0, seed=seed)
-        try:
-            services = start_services(reactor, terminal, web_host=HOST, web_port=0,
-                                      token=token, rules=rules,
-                                      journal=Journal(journal) if journal else None)
-        except BaseException:
-            terminal.listening_port.stopListening()
-            raise
-        return terminal, services
+    def start() -> Any:
+        options = app.TerminalOptions(checked, HOST, 0, seed=seed, rules=rules,
+                                      journal=Journal(journal) if journal else None,
+                                      web=WebOptions(HOST, 0, token))
+        return app.start(reactor, options)
 
-    terminal, services = _call(reactor, start)
-    return SimulatedTerminal(reactor, terminal, services, token)
+    running = _call(reactor, start)
+    return SimulatedTerminal(reactor, running, token)
 
 
 @contextmanager

@@ -17,10 +17,11 @@ from server_process import ServerProcess
 from twisted.internet.task import Clock
 
 from caisse_ap import tlv
+from caisse_ap.terminal import app
 from caisse_ap.terminal.journal import WRITE_DELAY, Journal
-from caisse_ap.terminal.service import Transaction, complete
-from caisse_ap.terminal.web import start_services
+from caisse_ap.terminal.service import Transaction
 from caisse_ap.terminal.web.control import EventHub, ManualDecisions, TransactionFeed
+from caisse_ap.terminal.web.transactions import complete, transaction_json
 
 REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 ANSWER = (("CZ", "0300"), ("CJ", "012345678901"), ("AE", "10"), ("CA", "01"), ("CB", "11245"),
@@ -132,12 +133,12 @@ def test_a_group_the_file_refuses_is_kept_in_memory(tmp_path):
 def test_the_api_form_is_the_record_completed():
     txn = answer(received(3))
     record = txn.record()
-    assert set(record) < set(txn.to_json())  # labels, amounts and frames are left out
+    assert set(record) < set(transaction_json(txn))  # labels, amounts and frames are left out
     stored = json.loads(json.dumps(record))  # as a journal reads it back
-    assert complete(stored) == txn.to_json()
-    assert txn.to_json()["amount"] == "112.45" and txn.to_json()["labels"]["AE"]
+    assert complete(stored) == transaction_json(txn)
+    assert transaction_json(txn)["amount"] == "112.45" and transaction_json(txn)["labels"]["AE"]
     # A row an earlier version wrote holds the complete form: it completes the same.
-    assert complete(json.loads(json.dumps(txn.to_json()))) == txn.to_json()
+    assert complete(json.loads(json.dumps(transaction_json(txn)))) == transaction_json(txn)
 
 
 # --- Event stream -----------------------------------------------------------------------
@@ -168,17 +169,11 @@ def test_events_follow_the_write_and_show_the_transaction_as_it_was():
 # --- No journal when nothing can read it -------------------------------------------------
 
 
-class _Listening:
-    def __init__(self) -> None:
-        self.observers: list = []
-        self.outcome_sources: list = []
-
-
-def test_no_web_and_no_journal_file_means_no_journal_nor_observer():
-    terminal = _Listening()
-    services = start_services(Clock(), terminal, web=False)
-    assert services.journal is None and terminal.observers == []
-    services.close_journal()  # nothing to close, no error
+def test_no_web_and_no_journal_file_means_no_journal_nor_observer(reactor_thread):
+    running = reactor_thread.call(app.start, reactor_thread.reactor, app.TerminalOptions())
+    terminal = running.terminal
+    assert running.journal is None and terminal.observers == []
+    reactor_thread.call(running.stop)  # nothing to close, no error
 
 
 def test_the_command_line_says_there_is_no_journal():

@@ -34,6 +34,7 @@ import logging
 import os
 import termios
 import tty
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +54,11 @@ from ..concert import (
     SendFailed,
 )
 from ..concert_pos import DEFAULT_BAUD, configure
-from .cli import UsageError
+from .options import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
+    from twisted.internet.interfaces import IReactorTime
+
     from .service import Terminal, Transaction
 
 log = logging.getLogger("caisse_ap.terminal.serial")
@@ -80,23 +83,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "1 stop bit)")
 
 
-def start(terminal: Terminal, args: argparse.Namespace, reactor: Any) -> SerialTerminalLink | None:
-    """Open the serial line the options name and serve it (None without --serial)."""
+@dataclass(frozen=True)
+class SerialOptions:
+    """The serial line to serve: `device` is PTY or a device path."""
+
+    device: str
+    link: str | None = None  # a symlink to the pty
+    baud: int = DEFAULT_BAUD
+
+
+def options_from_args(args: argparse.Namespace) -> SerialOptions | None:
+    """The serial line the options name (None without --serial)."""
     if args.serial is None:
         if args.serial_link is not None:
             raise UsageError("--serial-link needs --serial pty")
         return None
-    if args.serial == PTY:
-        device = SerialDevice.open_pty(args.serial_link)
-    elif args.serial_link is not None:
+    if args.serial != PTY and args.serial_link is not None:
         raise UsageError("--serial-link is for --serial pty only")
+    return SerialOptions(args.serial, args.serial_link, args.baud)
+
+
+def start(terminal: Terminal, options: SerialOptions,
+          reactor: IReactorTime | None = None) -> SerialTerminalLink:
+    """Open the serial line and serve it; `stop()` the link to close it."""
+    if options.device == PTY:
+        device = SerialDevice.open_pty(options.link)
     else:
-        device = SerialDevice.open_port(args.serial, args.baud)
+        device = SerialDevice.open_port(options.device, options.baud)
     link = SerialTerminalLink(terminal, device, reactor)
     link.start()
     where = f" (link {device.link})" if device.link else ""
     log.info("Concert E+ terminal on serial line %s%s", device.path, where)
-    reactor.addSystemEventTrigger("during", "shutdown", link.stop)
     return link
 
 

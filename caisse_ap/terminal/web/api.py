@@ -29,7 +29,7 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from ... import __version__, client_cli, payment, tags
+from ... import __version__, payment, tags
 from ...errors import InvalidRequest, TerminalUnreachable
 from ...messages import ACTION_NAMES
 from ...twisted import PaymentTerminal
@@ -43,11 +43,13 @@ from ..behaviour import (
     SettingsError,
 )
 from ..journal import MAX_LIMIT, Journal
+from ..outcomes import ManualDecisions, OutcomeQueue, QueueFull
 from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
-from ..service import Terminal, complete
-from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
+from ..service import Terminal
+from .control import EventHub, TransactionFeed
 from .rawlog import RecentLog
+from .transactions import complete
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -176,7 +178,8 @@ class ControlApi(resource.Resource):
     def __init__(self, terminal: Terminal, journal: Journal, rules: AmountRules, *,
                  token: str | None = None, web_address: Callable[[], tuple[str, int] | None]
                  = lambda: None, keep_alive: float = KEEP_ALIVE,
-                 recent_log: RecentLog | None = None):
+                 recent_log: RecentLog | None = None, queue: OutcomeQueue | None = None,
+                 manual: ManualDecisions | None = None):
         super().__init__()
         self.terminal = terminal
         self.reactor = terminal.reactor
@@ -185,8 +188,9 @@ class ControlApi(resource.Resource):
         self.token = token
         self.web_address = web_address
         self.recent_log = recent_log
-        self.queue = OutcomeQueue()
-        self.manual = ManualDecisions(terminal)
+        # The terminal's (app.py registers them), or the API's own when built alone.
+        self.queue = queue if queue is not None else OutcomeQueue()
+        self.manual = manual if manual is not None else ManualDecisions(terminal)
         self.hub = EventHub(self.manual)
         self.feed = TransactionFeed(journal, self.hub)
         self._streams: set[_EventStream] = set()
@@ -217,12 +221,12 @@ class ControlApi(resource.Resource):
     # --- Wiring into the terminal ---------------------------------------------
 
     def attach(self) -> None:
-        """Register the queue first and manual mode last among the outcome sources,
-        and the feed of the journal and the event stream first among the observers."""
-        sources = self.terminal.outcome_sources
-        sources.insert(0, self.queue)
-        sources.append(self.manual)
-        self.terminal.observers.insert(0, self.feed)
+        """Put the feed of the journal and the event stream first among the terminal's
+        observers, in the journal's place (app.py registers the outcome sources)."""
+        observers = self.terminal.observers
+        if self.journal in observers:
+            observers.remove(self.journal)  # the feed writes it, then sends the events
+        observers.insert(0, self.feed)
         self._keep_alive.start(self._keep_alive_interval, now=False)
 
     def detach(self) -> None:
@@ -231,9 +235,6 @@ class ControlApi(resource.Resource):
             self._keep_alive.stop()
         for stream in list(self._streams):
             stream.close()
-        for source in (self.queue, self.manual):
-            if source in self.terminal.outcome_sources:
-                self.terminal.outcome_sources.remove(source)
         if self.feed in self.terminal.observers:
             self.terminal.observers.remove(self.feed)
 
@@ -515,11 +516,11 @@ class ControlApi(resource.Resource):
         def unreachable(failure: Failure) -> dict[str, object] | Failure:
             if not isinstance(failure.value, TerminalUnreachable):
                 return failure
-            return client_cli.unreachable_to_json(request_sent, failure.value,
+            return payment.unreachable_json(request_sent, failure.value,
                                                   self.reactor.seconds() - started)
 
         paid = PaymentTerminal(self.reactor, host, port, timeout=timeout).send(request_sent)
-        paid.addCallback(client_cli.result_to_json).addErrback(unreachable)
+        paid.addCallback(payment.result_json).addErrback(unreachable)
         return paid.addBoth(over).addCallback(Reply)
 
     def _test_target(self, body: dict[str, Any]) -> tuple[str, int]:

@@ -1,12 +1,8 @@
-"""What the control API adds to the Terminal: the outcome queue, manual decisions, events.
+"""The event stream's side of the terminal: its events, and the feed that sends them.
 
-No HTTP here (api.py is the HTTP edge): these are Terminal outcome sources
-and an observer, driven by the reactor's clock, so tests can use
-`twisted.internet.task.Clock`.
-
-Outcome sources are consulted in this order (docs/api.md): the queue, then
-the amount rules (rules.py), then manual mode; a request none of them takes
-gets the settings' outcome.
+No HTTP here (api.py is the HTTP edge): an observer of the Terminal, driven
+by the reactor, so tests can use `twisted.internet.task.Clock`. The outcome
+queue and manual decisions are the terminal's own (outcomes.py).
 """
 
 from __future__ import annotations
@@ -18,107 +14,14 @@ from typing import Any
 
 from twisted.internet import defer
 
-from ...messages import PaymentRequest
-from ..behaviour import MANUAL_TIMEOUT, Decision, OutcomeSpec
 from ..journal import Journal, to_text
-from ..service import Terminal, Transaction, iso_time
-from ..words import DecidedBy
+from ..outcomes import ManualDecisions
+from ..service import Transaction, iso_time
+from .transactions import transaction_json
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
-MAX_QUEUE = 1000  # one-shot outcomes waiting; more is surely a runaway test
 REPLAY_EVENTS = 256  # events kept for an event-stream client that reconnects
-
-
-class QueueFull(ValueError):
-    pass
-
-
-class OutcomeQueue:
-    """One-shot outcomes for the next transactions, in order (POST /api/next)."""
-
-    def __init__(self) -> None:
-        self._items: deque[OutcomeSpec] = deque()
-
-    def __call__(self, transaction: Transaction, request: PaymentRequest) -> Decision | None:
-        if not self._items:
-            return None
-        return Decision(self._items.popleft(), DecidedBy.QUEUE)
-
-    def extend(self, specs: list[OutcomeSpec]) -> None:
-        if len(self._items) + len(specs) > MAX_QUEUE:
-            raise QueueFull(f"the queue holds at most {MAX_QUEUE} outcomes")
-        self._items.extend(specs)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [spec.to_dict() for spec in self._items]
-
-
-class _Waiting:
-    """A request held in manual mode until a person decides or the time runs out."""
-
-    def __init__(self, deferred: defer.Deferred[Any], timer: Any, deadline: float):
-        self.deferred = deferred
-        self.timer = timer
-        self.deadline = deadline
-
-
-class ManualDecisions:
-    """Manual mode: hold each request until POST /api/transactions/ID/decision.
-
-    Undecided after the settings' manual_timeout, the customer "did not type
-    anything": the terminal answers AF=08 (input time-out).
-    """
-
-    def __init__(self, terminal: Terminal):
-        self.terminal = terminal
-        self.reactor = terminal.reactor
-        self._waiting: dict[int, _Waiting] = {}
-
-    def __call__(self, transaction: Transaction,
-                 request: PaymentRequest) -> defer.Deferred[Any] | None:
-        settings = self.terminal.settings
-        if settings.mode != "manual":
-            return None
-        txn_id = transaction.id
-
-        def cancelled(_: defer.Deferred[Any]) -> None:
-            # The POS left, or the server stops: forget the request quietly.
-            waiting = self._waiting.pop(txn_id, None)
-            if waiting is not None and waiting.timer.active():
-                waiting.timer.cancel()
-
-        # The Terminal cancels it when the POS leaves or the server stops.
-        deferred: defer.Deferred[Any] = defer.Deferred(cancelled)
-        timeout = settings.manual_timeout
-        timer = self.reactor.callLater(timeout, self._time_out, txn_id)
-        self._waiting[txn_id] = _Waiting(deferred, timer, self.reactor.seconds() + timeout)
-        return deferred
-
-    def _time_out(self, txn_id: int) -> None:
-        waiting = self._waiting.pop(txn_id, None)
-        if waiting is not None:
-            waiting.deferred.callback(MANUAL_TIMEOUT)
-
-    def is_waiting(self, txn_id: int) -> bool:
-        return txn_id in self._waiting
-
-    def deadline(self, txn_id: int) -> float | None:
-        waiting = self._waiting.get(txn_id)
-        return None if waiting is None else waiting.deadline
-
-    def decide(self, txn_id: int, spec: OutcomeSpec) -> bool:
-        """Answer a waiting request with `spec`; False if it is not waiting."""
-        waiting = self._waiting.pop(txn_id, None)
-        if waiting is None:
-            return False
-        if waiting.timer.active():
-            waiting.timer.cancel()
-        waiting.deferred.callback(Decision(spec, DecidedBy.MANUAL))
-        return True
 
 
 class _Event:
@@ -160,12 +63,12 @@ class EventHub:
 
     def transaction_event(self, event: str, txn: Transaction) -> None:
         """A transaction arrived ("request", `txn` as it arrived) or is over ("answer")."""
-        self.publish(event, txn.to_json)  # neither changes any more
+        self.publish(event, lambda: transaction_json(txn))  # neither changes any more
         if event != "answer":
             return
         waiters = self._finish_waiters.pop(txn.id, None)
         if waiters:
-            data = txn.to_json()
+            data = transaction_json(txn)
             for waiter in waiters:
                 waiter.callback(data)
 

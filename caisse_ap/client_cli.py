@@ -18,6 +18,7 @@ import sys
 import time
 
 from . import tlv  # light, and imported by the package anyway
+from .errors import CaisseApError
 from .tlv import Field
 
 TYPE_CHECKING = False  # typing itself costs start-up time
@@ -64,7 +65,7 @@ A negative amount is a refund; write it attached: -a=-12,50 or -a -12,50.
 The client never resends a payment by itself."""
 
 
-class OptionError(ValueError):
+class OptionError(CaisseApError, ValueError):
     """A command-line option a user got wrong."""
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
+from .errors import CaisseApError
+
 MAX_DIGITS = 12  # the CB field holds at most 12 digits
 MAX_UNITS = 10**MAX_DIGITS - 1
 
@@ -27,11 +29,11 @@ _AMOUNT_TEXT = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "XPF": "F CFP"}
 
 
-class AmountError(ValueError):
+class AmountError(CaisseApError, ValueError):
     """An amount that cannot be paid or encoded; the message is for a user."""
 
 
-class CurrencyError(ValueError):
+class CurrencyError(CaisseApError, ValueError):
     """A currency code that ISO 4217 does not know."""
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from .errors import CaisseApError
 from .terminal.words import DecidedBy, TransactionStatus
 from .tlv import Field
 
@@ -57,7 +58,7 @@ __all__ = ["Event", "EventStream", "SimulatedTerminal", "SimulatedTerminalError"
            "call_in_reactor", "shared_reactor", "simulated_terminal", "start_simulated_terminal"]
 
 
-class SimulatedTerminalError(RuntimeError):
+class SimulatedTerminalError(CaisseApError, RuntimeError):
     """The control API refused a call: `status`, `message` and the `field` at fault."""
 
     def __init__(self, status: int, message: str, field: str | None = None):

@@ -24,6 +24,7 @@ from functools import cache, cached_property, lru_cache
 from typing import Any, NamedTuple
 
 from .. import money, tags, tlv
+from ..errors import CaisseApError
 from ..messages import (
     CHEQUE_APPLICATION,
     ECHOED_TAGS,
@@ -36,40 +37,39 @@ from ..messages import (
 from ..tlv import Field
 from . import profiles
 from .profiles import Profile
-from .words import DecidedBy, Mode, TransactionStatus
+from .words import DecidedBy, Mode, OutcomeName, TransactionStatus
 
 MODES = tuple(Mode)
 
-# Failure types: every AF code, by name. "abandon" (11, operator abandon) is the
-# original script's default; "abandoned" (06) is the customer's.
-FAILURE_TYPES: dict[str, str] = {
-    "unknown": "00",
-    "authorised": "01",
-    "phone-authorisation": "02",
-    "forced": "03",
-    "refused": "04",
-    "forbidden": "05",
-    "abandoned": "06",
-    "not-completed": "07",
-    "timeout": "08",
-    "format-error": "09",
-    "selection-error": "10",
-    "abandon": "11",
-    "unknown-action": "12",
-    "unsupported-currency": "13",
+# Failure types: every AF code, by name (OutcomeName).
+FAILURE_TYPES: dict[OutcomeName, str] = {
+    OutcomeName.UNKNOWN: "00",
+    OutcomeName.AUTHORISED: "01",
+    OutcomeName.PHONE_AUTHORISATION: "02",
+    OutcomeName.FORCED: "03",
+    OutcomeName.REFUSED: "04",
+    OutcomeName.FORBIDDEN: "05",
+    OutcomeName.ABANDONED: "06",
+    OutcomeName.NOT_COMPLETED: "07",
+    OutcomeName.TIMEOUT: "08",
+    OutcomeName.FORMAT_ERROR: "09",
+    OutcomeName.SELECTION_ERROR: "10",
+    OutcomeName.ABANDON: "11",
+    OutcomeName.UNKNOWN_ACTION: "12",
+    OutcomeName.UNSUPPORTED_CURRENCY: "13",
 }
 FAILURE_NAMES = {code: name for name, code in FAILURE_TYPES.items()}
 
-APPROVED = "approved"
-PARTIAL = "partial"
-NO_ANSWER = "no-answer"
-HANG_UP = "hang-up"
-# Proxy mode (proxy.py): the real terminal answers, `delay` seconds later than it did, or
-# its answer cut into segments. With no terminal behind: the settings' outcome, in one piece.
-TERMINAL = "terminal"
-TERMINAL_SPLIT = "terminal-split"
+APPROVED = OutcomeName.APPROVED
+PARTIAL = OutcomeName.PARTIAL
+NO_ANSWER = OutcomeName.NO_ANSWER
+HANG_UP = OutcomeName.HANG_UP
+TERMINAL = OutcomeName.TERMINAL
+TERMINAL_SPLIT = OutcomeName.TERMINAL_SPLIT
 FORWARDED = (TERMINAL, TERMINAL_SPLIT)
-OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED, *FAILURE_TYPES)
+OUTCOMES = tuple(OutcomeName)
+# The outcomes that are not failures.
+_NOT_FAILURES = frozenset((APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED))
 
 # Transaction statuses (docs/api.md).
 # interrupted: left pending by a server that stopped without answering (journal.py).
@@ -132,7 +132,7 @@ PAYMENT_TYPES: dict[str, PaymentType] = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(CaisseApError, ValueError):
     """A settings value, outcome or option that is not acceptable.
 
     `field` names what is wrong (a settings field, "outcome", "delay",
@@ -180,18 +180,18 @@ def _boolean(name: str, value: Any) -> bool:
     return value
 
 
-def failure_code(name_or_code: Any, field: str = "failure_type") -> str:
+def failure_code(name_or_code: object, field: str = "failure_type") -> str:
     """The AF code of a failure type given by name ("refused") or two digits ("04")."""
     text = name_or_code.strip().lower() if isinstance(name_or_code, str) else None
     if text in FAILURE_TYPES:
-        return FAILURE_TYPES[text]
+        return FAILURE_TYPES[OutcomeName(text)]
     if text in FAILURE_NAMES:
         return text
     raise SettingsError(field, f"unknown failure type {name_or_code!r}; use a name such as "
                                f"'refused' or an AF code from 00 to 13", "unknown_choice")
 
 
-def failure_name(name_or_code: Any, field: str = "failure_type") -> str:
+def failure_name(name_or_code: object, field: str = "failure_type") -> OutcomeName:
     """The canonical name of a failure type given by name or two-digit AF code."""
     return FAILURE_NAMES[failure_code(name_or_code, field)]
 
@@ -203,9 +203,9 @@ def payment_type(name: Any, field: str = "payment_type") -> PaymentType:
                                f"{', '.join(PAYMENT_TYPES)}", "unknown_choice")
 
 
-def _mode(value: Any) -> str:
+def _mode(value: object) -> Mode:
     if isinstance(value, str) and value in MODES:
-        return value
+        return Mode(value)
     raise SettingsError("mode", f"unknown mode {value!r}; choose from {', '.join(MODES)}",
                         "unknown_choice")
 
@@ -310,8 +310,8 @@ class TerminalSettings:
     the field, so that nothing changes when a value is wrong.
     """
 
-    mode: str = "success"
-    failure_type: str = "abandon"
+    mode: Mode = Mode.SUCCESS
+    failure_type: OutcomeName = OutcomeName.ABANDON  # a failure's name
     duration: float = 3.0
     payment_type: str = "cbcontact"
     seller_contract: str = "424242"
@@ -388,26 +388,26 @@ class OutcomeSpec:
     `payment_type` None means the settings' one.
     """
 
-    outcome: str
+    outcome: OutcomeName
     delay: float | None = None
     payment_type: str | None = None
 
     @classmethod
-    def parse(cls, outcome: Any, delay: Any = None, payment_type_name: Any = None) -> OutcomeSpec:
+    def parse(cls, outcome: object, delay: object = None,
+              payment_type_name: object = None) -> OutcomeSpec:
         """Read an outcome by name or AF code: "approved", "partial", "no-answer", "hang-up",
         "refused", "04"... Raises SettingsError naming the bad part."""
         if not isinstance(outcome, str):
             raise SettingsError("outcome", f"outcome must be text, not {outcome!r}", "not_text")
         text = outcome.strip().lower()
-        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED):
-            text = failure_name(text, "outcome")
+        name = OutcomeName(text) if text in _NOT_FAILURES else failure_name(text, "outcome")
         checked_delay = None if delay is None else _number("delay", delay, 0, MAX_DURATION)
         checked_type = (None if payment_type_name is None
                         else payment_type(payment_type_name).name)
-        return cls(text, checked_delay, checked_type)
+        return cls(name, checked_delay, checked_type)
 
     @classmethod
-    def from_dict(cls, values: Any) -> OutcomeSpec:
+    def from_dict(cls, values: object) -> OutcomeSpec:
         """From the JSON form {"outcome": ..., "delay": ..., "payment_type": ...}."""
         if isinstance(values, str):
             return cls.parse(values)
@@ -422,8 +422,8 @@ class OutcomeSpec:
             raise SettingsError("outcome", "the outcome is missing", "required")
         return cls.parse(values["outcome"], values.get("delay"), values.get("payment_type"))
 
-    def to_dict(self) -> dict[str, Any]:
-        values: dict[str, Any] = {"outcome": self.outcome}
+    def to_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {"outcome": self.outcome}
         if self.delay is not None:
             values["delay"] = self.delay
         if self.payment_type is not None:
@@ -451,21 +451,24 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
     types anything: the terminal gives up after manual_timeout with AF=08.
     """
     mode = settings.mode
-    if mode == "manual":
+    if mode == Mode.MANUAL:
         return MANUAL_TIMEOUT, settings.manual_timeout
     return _settings_decision(mode, settings.failure_type), settings.duration
 
 
 # Nobody typed anything in time: what the terminal answers in manual mode.
-MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), DecidedBy.MANUAL_TIMEOUT)
+MANUAL_TIMEOUT = Decision(OutcomeSpec(OutcomeName.TIMEOUT), DecidedBy.MANUAL_TIMEOUT)
 
 
 @lru_cache(maxsize=64)
-def _settings_decision(mode: str, failure_type: str) -> Decision:
+def _settings_decision(mode: Mode, failure_type: OutcomeName) -> Decision:
     # Decisions are immutable: one per mode and failure type serves every
     # transaction, instead of two frozen dataclasses built for each.
-    outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
-    return Decision(OutcomeSpec(outcome), DecidedBy.SETTINGS)
+    return Decision(OutcomeSpec(_MODE_OUTCOMES.get(mode, failure_type)), DecidedBy.SETTINGS)
+
+
+# The outcome of each mode but failure (the failure type's) and manual (decided apart).
+_MODE_OUTCOMES = {Mode.SUCCESS: APPROVED, Mode.NO_ANSWER: NO_ANSWER, Mode.HANG_UP: HANG_UP}
 
 
 # --- Answers ----------------------------------------------------------------
@@ -494,13 +497,13 @@ class TerminalReply(NamedTuple):
     """
 
     fields: tuple[Field, ...] | None
-    status: str
+    status: TransactionStatus
     reason: str | None = None
     card: Card | None = None
 
     @property
     def hang_up(self) -> bool:
-        return self.status == HANG_UP
+        return self.status == TransactionStatus.HANG_UP
 
 
 def luhn_check_digit(digits: str) -> str:
@@ -727,13 +730,18 @@ def _extra_fields(settings: TerminalSettings, answer_kind: str, rng: random.Rand
     return extra
 
 
+# The outcomes that answer nothing, and the status they leave.
+_UNANSWERED = {NO_ANSWER: TransactionStatus.NO_ANSWER, HANG_UP: TransactionStatus.HANG_UP}
+
+
 def error_reply(fields_read: Iterable[Field], reason: str,
                 settings: TerminalSettings) -> TerminalReply:
     """AE=01 with `reason` (09, 12, 13) to a request that cannot be carried out.
 
     Echoes what could be read, so that a POS can match the answer to its request.
     """
-    status = "error" if reason == FORMAT_ERROR else "declined"
+    status = (TransactionStatus.ERROR if reason == FORMAT_ERROR
+              else TransactionStatus.DECLINED)
     # Strict on output: a field the tag table does not allow is not echoed (a CZ that does
     # not fit is then replaced by ours). Requests that reach the other replies were parsed,
     # which refuses such fields.
@@ -755,14 +763,15 @@ def immediate_reply(request: PaymentRequest, settings: TerminalSettings,
     outcomes, only no-answer and hang-up apply (`spec`, the settings').
     `rng` and `now` fill the profile's extra tags, if it has some for this answer.
     """
-    if spec is not None and spec.outcome in (NO_ANSWER, HANG_UP):
-        return TerminalReply(None, spec.outcome)
+    if spec is not None and spec.outcome in _UNANSWERED:
+        return TerminalReply(None, _UNANSWERED[spec.outcome])
     profile = settings.profile
     status_code = profile.immediate_status
     if busy and profile.immediate_status_busy is not None:
         status_code = profile.immediate_status_busy
     # AE=01: not taken, so declined (no AF: the busy terminal gives no reason).
-    status = "declined" if status_code == "01" else "accepted"
+    status = (TransactionStatus.DECLINED if status_code == "01"
+              else TransactionStatus.ACCEPTED)
     received = request.received or request.fields()
     extra = []
     if profile.extra_tags:
@@ -780,10 +789,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     """
     if spec.outcome in FORWARDED:  # no terminal behind: the settings say
         spec = replace(decide_from_settings(settings)[0].spec, delay=spec.delay)
-    if spec.outcome == NO_ANSWER:
-        return TerminalReply(None, NO_ANSWER)
-    if spec.outcome == HANG_UP:
-        return TerminalReply(None, HANG_UP)
+    if spec.outcome in _UNANSWERED:
+        return TerminalReply(None, _UNANSWERED[spec.outcome])
     received = request.received or request.fields()
     profile = settings.profile
     code = FAILURE_TYPES.get(spec.outcome)
@@ -809,8 +816,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     status = [("AE", "10")]
     if profile.approval_reason is not None:
         status.append(("AF", profile.failure_value(profile.approval_reason)))
-    return TerminalReply(_answer(received, settings, status, extra, amount), APPROVED,
-                         None, card)
+    return TerminalReply(_answer(received, settings, status, extra, amount),
+                         TransactionStatus.APPROVED, None, card)
 
 
 def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,
@@ -833,7 +840,7 @@ def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: Termina
         extra += _extra_fields(settings, "declined", rng, now)
     status = [("AE", "01"), ("AF", profile.failure_value(code))]
     return TerminalReply(_answer(request.received or request.fields(), settings, status, extra),
-                         "declined", code)
+                         TransactionStatus.DECLINED, code)
 
 
 def _card_fields(card: Card | None, settings: TerminalSettings) -> list[Field]:

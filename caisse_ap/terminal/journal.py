@@ -60,6 +60,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from ..errors import CaisseApError
+
 log = logging.getLogger("caisse_ap.terminal.journal")
 
 SCHEMA_VERSION = 1
@@ -105,7 +107,7 @@ def _row(data: Mapping[str, Any], text: str | None = None) -> Row:
             to_text(data) if text is None else text)
 
 
-class JournalError(Exception):
+class JournalError(CaisseApError):
     """A journal file that cannot be opened or is not ours; the message is for a user."""
 
 

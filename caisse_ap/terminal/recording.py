@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .. import masking, money, tlv
+from ..errors import CaisseApError
 from ..messages import ECHOED_TAGS
 from ..tlv import Field
 
@@ -39,7 +40,7 @@ POS, TERMINAL = "pos", "terminal"  # where a segment comes from
 DIRECTIONS = (POS, TERMINAL)
 
 
-class RecordingError(ValueError):
+class RecordingError(CaisseApError, ValueError):
     """A recording that cannot be read or written; the message names the file and line."""
 
 

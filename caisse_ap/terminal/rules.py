@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import money, tags
+from ..errors import CaisseApError
 from ..messages import ACTION_BY_CODE, ACTION_BY_NAME, Action, PaymentRequest
 from .behaviour import Decision, OutcomeSpec, SettingsError
 from .words import DecidedBy
@@ -53,7 +54,7 @@ MATCH_KEYS = ("cents", "amount", "amount_min", "amount_max", "action", "applicat
 SET_KEYS = ("outcome", "delay", "payment_type", "description")
 
 
-class RulesError(ValueError):
+class RulesError(CaisseApError, ValueError):
     """A rules file that cannot be used; the message names the file, line and rule."""
 
 
@@ -251,7 +252,7 @@ def _key_line(text: str, span: tuple[int, int] | None, key: str) -> int | None:
     return span[0]
 
 
-class _RuleProblem(Exception):
+class _RuleProblem(CaisseApError):
     def __init__(self, key: str | None, message: str):
         super().__init__(message)
         self.key = key

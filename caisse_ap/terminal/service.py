@@ -40,11 +40,12 @@ from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
-from .words import DecidedBy, TransactionStatus
+from .words import DecidedBy, TransactionMode, TransactionStatus
 
 log = logging.getLogger("caisse_ap.terminal")
 
-FINAL_STATUSES = tuple(status for status in behaviour.STATUSES if status != "pending")
+FINAL_STATUSES = tuple(status for status in TransactionStatus
+                       if status != TransactionStatus.PENDING)
 CAISSE_AP = "caisse-ap-ip"  # a transaction's protocol when it came over IP
 
 
@@ -79,8 +80,8 @@ class Transaction:
     received_at: float
     request_fields: list[Field]
     request: PaymentRequest | None = None
-    status: str = TransactionStatus.PENDING  # a TransactionStatus
-    decided_by: str | None = None  # a DecidedBy
+    status: TransactionStatus = TransactionStatus.PENDING
+    decided_by: DecidedBy | None = None
     outcome: OutcomeSpec | None = None
     answer: tuple[Field, ...] | None = None
     reason: str | None = None
@@ -97,12 +98,12 @@ class Transaction:
     # "simulated", or "proxied" when a real terminal answered through the proxy
     # (proxy.py); deviations: what the exchange did against the protocol or
     # the profile (deviations.py), as JSON objects.
-    mode: str = "simulated"
+    mode: TransactionMode = TransactionMode.SIMULATED
     deviations: tuple[dict[str, str], ...] = ()
 
     @property
     def pending(self) -> bool:
-        return self.status == "pending"
+        return self.status is TransactionStatus.PENDING
 
     def value(self, tag: str) -> str | None:
         return dict(self.request_fields).get(tag)
@@ -269,12 +270,14 @@ class Terminal:
         txn.request = request
 
     def receive_forwarded(self, connection: Connection, fields: list[Field],
-                          received_at: float | None = None, mode: str = "proxied",
-                          decided_by: str = "terminal") -> Transaction:
+                          received_at: float | None = None,
+                          mode: str = TransactionMode.PROXIED,
+                          decided_by: str = DecidedBy.TERMINAL) -> Transaction:
         """A request passed on to a real terminal or a recording (proxy.py): journaled and
         shown here, answered there. `finish_forwarded` ends it."""
         txn = self._new_transaction(connection, fields, received_at)
-        txn.mode, txn.decided_by = mode, decided_by
+        # The edge's words, as enums from here on.
+        txn.mode, txn.decided_by = TransactionMode(mode), DecidedBy(decided_by)
         try:
             txn.request = PaymentRequest.parse(fields)
         except RequestError as error:
@@ -287,7 +290,7 @@ class Terminal:
         """What became of a forwarded request: `answer` (card numbers masked) and the bytes
         `sent` to the POS, or none (no answer, hang-up, dropped)."""
         now = self.reactor.seconds()
-        txn.status, txn.reason, txn.finished_at = status, reason, now
+        txn.status, txn.reason, txn.finished_at = TransactionStatus(status), reason, now
         if answer is not None:
             txn.answer, txn.sent, txn.answered_at = tuple(answer), sent, now
         self.counts[status] += 1
@@ -300,9 +303,9 @@ class Terminal:
         if run is None:
             return
         self._cancel(run)
-        txn.status = "dropped"
+        txn.status = TransactionStatus.DROPPED
         txn.finished_at = self.reactor.seconds()
-        self.counts["dropped"] += 1
+        self.counts[TransactionStatus.DROPPED] += 1
         log.info("%s %s -> dropped: the POS closed before the answer (%.3f s)",
                  txn.peer, self._describe(txn), txn.finished_at - txn.received_at)
         self._notify("transaction_finished", txn)
@@ -426,7 +429,7 @@ class Terminal:
         self._finish(txn, run.connection, reply, run.decision.decided_by)
 
     def _finish(self, txn: Transaction, connection: Connection, reply: TerminalReply,
-                decided_by: str) -> None:
+                decided_by: DecidedBy) -> None:
         now = self.reactor.seconds()
         txn.decided_by = decided_by
         txn.status = reply.status
@@ -469,7 +472,7 @@ class Terminal:
     def _log(self, txn: Transaction) -> None:
         if not log.isEnabledFor(logging.INFO):
             return  # building the line costs more than the rest of a transaction
-        outcome = txn.status
+        outcome = str(txn.status)
         if txn.answer is not None:
             status = dict(txn.answer).get("AE", "")
             outcome += f" AE={status}"

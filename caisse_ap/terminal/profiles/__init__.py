@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ... import messages, tags, tlv
+from ...errors import CaisseApError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +58,7 @@ SAMPLE_TIME = datetime(2026, 12, 31, 23, 59, 59)  # checks the width of a time f
 EPOCH_MS_DIGITS = 13  # milliseconds since 1970 have 13 digits until the year 2286
 
 
-class ProfileError(ValueError):
+class ProfileError(CaisseApError, ValueError):
     """A profile that cannot be used: `where` is "file:line", `reason` one sentence."""
 
     def __init__(self, where: str, reason: str):

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from ... import __version__, payment, tags
-from ...errors import InvalidRequest, TerminalUnreachable
+from ...errors import CaisseApError, InvalidRequest, TerminalUnreachable
 from ...messages import ACTION_NAMES
 from ...twisted import PaymentTerminal
 from ..behaviour import (
@@ -120,7 +120,7 @@ OPTION_CODES = {"amount": "invalid_amount", "currency": "unknown_currency",
                 "action": "unknown_choice", "reference": "too_long"}
 
 
-class ApiError(Exception):
+class ApiError(CaisseApError):
     """An error answered as {"error": message, "code": code, "field": field} with `status`
     (and "limits" when there are some)."""
 

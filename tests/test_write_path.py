@@ -80,8 +80,8 @@ def test_a_transaction_still_waiting_is_written_pending_then_final():
     assert journal.writes == 2 and journal.get(1)["status"] == "approved"
 
 
-def test_one_sqlite_transaction_for_the_whole_group():
-    journal, clock = grouped()
+def test_one_sqlite_transaction_for_the_whole_group(tmp_path):
+    journal, clock = grouped(tmp_path / "journal.sqlite")  # in memory, no SQLite at all
     statements: list[str] = []
     journal._db.set_trace_callback(statements.append)
     for txn_id in range(1, 51):
@@ -90,6 +90,29 @@ def test_one_sqlite_transaction_for_the_whole_group():
     clock.advance(WRITE_DELAY)
     assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1
     assert journal.writes == 50 and journal.count("approved") == 50
+
+
+def test_a_memory_journal_builds_records_only_when_read():
+    """It keeps the transactions themselves: nothing is serialised that nobody reads."""
+    built = []
+
+    class Counted(Transaction):
+        def record(self):
+            built.append(self.id)
+            return super().record()
+
+    journal, clock = grouped()
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    for txn_id in range(1, 11):
+        txn = Counted(txn_id, "192.0.2.1:4000", 1_700_000_000.0 + txn_id, tlv.decode(REQUEST))
+        journal.request_received(txn)
+        journal.transaction_finished(answer(txn))
+    clock.advance(WRITE_DELAY)
+    assert journal.writes == 10 and built == [] and statements == []
+    assert journal.get(4)["status"] == "approved" and built == [4]
+    assert [t["id"] for t in journal.transactions(limit=2)] == [10, 9] and built == [4, 10, 9]
+    assert journal.count("approved") == 10 and built == [4, 10, 9]
 
 
 def test_reads_see_what_waits_to_be_written():

@@ -1,12 +1,15 @@
-"""The transaction journal: every transaction of the terminal, in SQLite.
+"""The transaction journal: every transaction of the terminal, in memory or in SQLite.
 
 In memory by default; in a file with `--journal PATH`, so that it survives a
 restart. The journal is an observer of the Terminal: it hears of a
-transaction when its request arrives and when it is finished, and the table
-holds each transaction's latest state as JSON: its record (the facts:
-`Transaction.record()`), which the API completes on reading with what derives
-from them (`service.complete()`: labels, amounts, frames). Rows written by
-earlier versions hold the complete form, which completes the same.
+transaction when its request arrives and when it is finished. In memory it
+keeps the transaction objects themselves and builds their records (the
+facts: `Transaction.record()`) only when someone reads them: nothing is
+serialised that nobody reads. In a file, the table holds each transaction's
+latest state as JSON, its record. The API completes a record on reading
+with what derives from it (web/transactions.py: labels, amounts, frames).
+Rows written by earlier versions hold the complete form, which completes the
+same.
 
 Writes are grouped (group commit): a transaction that changes is only noted
 (`keep()`), and WRITE_DELAY later one SQLite transaction writes the latest
@@ -57,7 +60,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..errors import CaisseApError
@@ -112,11 +116,37 @@ class JournalError(CaisseApError):
 
 
 class Recordable(Protocol):
-    """What the journal needs of a transaction: its id and record (service.Transaction)."""
+    """What the journal needs of a transaction: its id, its status and its record
+    (service.Transaction)."""
 
-    id: int
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
 
     def record(self) -> Mapping[str, Any]: ...
+
+
+class _Record:
+    """A record given as data (Journal.record), and its JSON text when the caller has it."""
+
+    __slots__ = ("id", "status", "data", "text")
+
+    def __init__(self, data: Mapping[str, Any], text: str | None = None):
+        self.id = int(data["id"])
+        self.status: str = data["status"]
+        self.data = data
+        self.text = text
+
+    def record(self) -> Mapping[str, Any]:
+        return self.data
+
+
+def _row_of(kept: Recordable) -> Row:
+    if isinstance(kept, _Record):
+        return _row(kept.data, kept.text)
+    return _row(kept.record())
 
 
 class Journal:
@@ -138,6 +168,10 @@ class Journal:
                                "such as /data/journal.sqlite")
         self.max_rows = max_rows
         self._clock = clock
+        # In memory: the transactions themselves, by id, oldest first (ids grow by one
+        # per transaction, and each is first kept when its request arrives).
+        self._kept: OrderedDict[int, Recordable] = OrderedDict()
+        self._newest = 0
         self._db = self._open()
         self._checkpointing = threading.Lock()
         self.writes = 0  # rows written
@@ -166,6 +200,8 @@ class Journal:
         self._reactor = reactor
 
     def _open(self) -> sqlite3.Connection:
+        if self.in_memory:  # no table: the transactions are kept as they are (_kept)
+            return sqlite3.connect(MEMORY, check_same_thread=False)
         try:
             # isolation_level=None: autocommit, each write is its own transaction.
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -250,7 +286,7 @@ class Journal:
         if not self._unwritten:
             return
         unwritten, self._unwritten = self._unwritten, {}
-        self._store([_row(transaction.record()) for transaction in unwritten.values()])
+        self._store(list(unwritten.values()))
         for listener in self.after_write:
             listener()
 
@@ -259,31 +295,46 @@ class Journal:
 
         `text` is `data` already serialised by `to_text()`, when the caller has it.
         """
-        self._store([_row(data, text)])
+        self._store([_Record(data, text)])
 
-    def _store(self, rows: list[Row]) -> None:
-        """Write rows in one SQLite transaction. Never raises for the file: a failing
-        one is reported, and stood in for (see the module)."""
-        self.writes += len(rows)
+    def _store(self, kept: list[Recordable]) -> None:
+        """Keep transactions in memory, or write them in one SQLite transaction. Never
+        raises for the file: a failing one is reported, and stood in for (see the module)."""
+        self.writes += len(kept)
+        if self.in_memory:
+            self._hold(kept)
+            return
         if self._stand_in is not None:
-            self._stand_in._write(rows)
+            self._stand_in._hold(kept)
             self._try_again()
             return
         try:
-            self._write(rows)
+            self._write([_row_of(transaction) for transaction in kept])
         except sqlite3.Error as error:
             self._fail(error)
             assert self._stand_in is not None
-            self._stand_in._write(rows)
+            self._stand_in._hold(kept)
+
+    def _hold(self, kept: Iterable[Recordable]) -> None:
+        """In memory: keep each transaction as it is, its latest state read when asked."""
+        store = self._kept
+        for transaction in kept:
+            txn_id = transaction.id
+            if txn_id < self._newest and txn_id not in store:
+                # Out of order (a record given by hand): keep the store sorted by id.
+                store[txn_id] = transaction
+                self._kept = store = OrderedDict(sorted(store.items()))
+            else:
+                store[txn_id] = transaction
+            self._newest = max(self._newest, txn_id)
+        # Only the newest max_rows: ids grow by one per transaction.
+        oldest_kept = self._newest - self.max_rows
+        while store and next(iter(store)) <= oldest_kept:
+            store.popitem(last=False)
 
     def _write(self, rows: list[Row]) -> None:
         with self._transaction():
             self._db.executemany(_INSERT, rows)
-            newest = max(row[0] for row in rows)
-            if self.in_memory and newest > self.max_rows:
-                # Only the newest max_rows: ids grow by one per transaction.
-                self._db.execute("DELETE FROM transactions WHERE id <= ?",
-                                 (newest - self.max_rows,))
 
     # A failing file ------------------------------------------------------------
 
@@ -305,7 +356,7 @@ class Journal:
             return
         assert self._stand_in is not None
         self._next_try = self._clock() + RETRY_EVERY
-        rows = self._stand_in._rows()
+        rows = [_row_of(transaction) for transaction in self._stand_in._kept.values()]
         try:
             with self._transaction():
                 self._db.executemany(_INSERT, rows)
@@ -317,10 +368,6 @@ class Journal:
         log.warning("journal %s can be written again: the %d transactions kept in memory "
                     "are in it", self.path, len(rows))
         self._stand_in, self._failure, self._failed_at = None, None, None
-
-    def _rows(self) -> list[Row]:
-        return list(self._db.execute(
-            "SELECT id, received_at, status, data FROM transactions ORDER BY id"))
 
     def health(self) -> dict[str, Any]:
         """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
@@ -347,11 +394,13 @@ class Journal:
             return []
 
     def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
-                     status: str | None = None) -> list[dict[str, Any]]:
-        """The transactions newest first; `after` keeps ids greater than it."""
+                     status: str | None = None) -> list[Mapping[str, Any]]:
+        """The transactions' records newest first; `after` keeps ids greater than it."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
         self.flush()
+        if self.in_memory:
+            return self._newest_kept(limit, after, status)
         clauses: list[str] = []
         values: list[int | str] = []
         if after is not None:
@@ -372,8 +421,23 @@ class Journal:
         merged.update((data["id"], data) for data in stand_in.transactions(limit, after, status))
         return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
-    def get(self, transaction_id: int) -> dict[str, Any] | None:
+    def _newest_kept(self, limit: int, after: int | None,
+                     status: str | None) -> list[Mapping[str, Any]]:
+        found = []
+        for transaction in reversed(self._kept.values()):
+            if after is not None and transaction.id <= after:
+                break  # kept in the order of their ids
+            if status is None or transaction.status == status:
+                found.append(transaction.record())
+                if len(found) == limit:
+                    break
+        return found
+
+    def get(self, transaction_id: int) -> Mapping[str, Any] | None:
         self.flush()
+        if self.in_memory:
+            kept = self._kept.get(transaction_id)
+            return None if kept is None else kept.record()
         if self._stand_in is not None:
             found = self._stand_in.get(transaction_id)
             if found is not None:
@@ -384,6 +448,8 @@ class Journal:
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""
         self.flush()
+        if self.in_memory:
+            return self._newest
         rows = self._read("SELECT COALESCE(MAX(id), 0) FROM transactions", ())
         last = int(rows[0][0]) if rows else 0
         return last if self._stand_in is None else max(last, self._stand_in.last_id())
@@ -391,6 +457,10 @@ class Journal:
     def count(self, status: str | None = None) -> int:
         """Rows in the file (or memory); while the file fails, it is only its own."""
         self.flush()
+        if self.in_memory:
+            if status is None:
+                return len(self._kept)
+            return sum(1 for transaction in self._kept.values() if transaction.status == status)
         if status is None:
             rows = self._read("SELECT COUNT(*) FROM transactions", ())
         else:

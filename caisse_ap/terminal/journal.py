@@ -62,7 +62,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ..errors import CaisseApError
 
@@ -79,7 +84,32 @@ WAL_SIZE_LIMIT = 16 * 1024 * 1024
 INTERRUPTED = "interrupted"
 WRITE_DELAY = 0.01  # seconds a change waits for others to be written with it
 
-Row = tuple[int, Any, str, str]  # id, received_at, status, JSON text
+Row = tuple[int, str | None, str, str]  # id, received_at, status, JSON text
+Field = tuple[str, str]  # a Caisse-AP field, tag and value (tlv.Field)
+
+
+class Record(TypedDict):
+    """What the journal keeps of a transaction: the facts (service.Transaction.record()).
+
+    Read back from a file, its field lists are JSON arrays; rows written by
+    earlier versions hold more keys (the complete form of docs/api.md).
+    """
+
+    id: int
+    received_at: str | None
+    answered_at: str | None
+    duration_s: float | None
+    peer: str
+    protocol: str
+    request: list[Field]
+    answer: tuple[Field, ...] | None
+    status: str
+    reason: dict[str, str] | None
+    decided_by: str | None
+    exchange: dict[str, object] | None
+    mode: str
+    deviations: list[dict[str, str]]
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
@@ -97,7 +127,7 @@ CREATE INDEX IF NOT EXISTS transactions_by_status ON transactions (status, id);
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
-def to_text(data: Mapping[str, Any]) -> str:
+def to_text(data: Mapping[str, object]) -> str:
     """A transaction's JSON text, as stored and as the event stream sends it."""
     return _ENCODER.encode(data)
 
@@ -106,7 +136,7 @@ _INSERT = ("INSERT OR REPLACE INTO transactions (id, received_at, status, data) 
            "VALUES (?, ?, ?, ?)")
 
 
-def _row(data: Mapping[str, Any], text: str | None = None) -> Row:
+def _row(data: Record, text: str | None = None) -> Row:
     return (int(data["id"]), data.get("received_at"), data["status"],
             to_text(data) if text is None else text)
 
@@ -125,7 +155,7 @@ class Recordable(Protocol):
     @property
     def status(self) -> str: ...
 
-    def record(self) -> Mapping[str, Any]: ...
+    def record(self) -> Record: ...
 
 
 class _Record:
@@ -133,14 +163,19 @@ class _Record:
 
     __slots__ = ("id", "status", "data", "text")
 
-    def __init__(self, data: Mapping[str, Any], text: str | None = None):
+    def __init__(self, data: Record, text: str | None = None):
         self.id = int(data["id"])
         self.status: str = data["status"]
         self.data = data
         self.text = text
 
-    def record(self) -> Mapping[str, Any]:
+    def record(self) -> Record:
         return self.data
+
+
+def _interrupted(record: Record) -> Record:
+    record["status"] = INTERRUPTED
+    return record
 
 
 def _row_of(kept: Recordable) -> Row:
@@ -177,8 +212,8 @@ class Journal:
         self.writes = 0  # rows written
         # Transactions changed since the last flush, by id, and the timer of the next.
         self._unwritten: dict[int, Recordable] = {}
-        self._reactor: Any = None
-        self._flush_call: Any = None
+        self._reactor: IReactorTime | None = None
+        self._flush_call: IDelayedCall | None = None
         # Called after each group is written (the event stream sends its events then).
         self.after_write: list[Callable[[], None]] = []
         try:
@@ -192,7 +227,7 @@ class Journal:
         self._stand_in: Journal | None = None
         self._next_try = 0.0
 
-    def write_in_groups(self, reactor: Any) -> None:
+    def write_in_groups(self, reactor: IReactorTime) -> None:
         """From now on, write changes WRITE_DELAY later, together (group commit).
 
         `reactor` provides callLater. Until this is called, every change is written at once.
@@ -237,7 +272,7 @@ class Journal:
     def _mark_interrupted(self) -> int:
         """Rows left pending by a server that stopped without answering become interrupted."""
         rows = self._db.execute("SELECT data FROM transactions WHERE status = 'pending'")
-        marked = [_row({**json.loads(data), "status": INTERRUPTED}) for (data,) in rows]
+        marked = [_row(_interrupted(json.loads(data))) for (data,) in rows]
         with self._transaction():
             self._db.executemany(_INSERT, marked)
         if marked:
@@ -246,7 +281,7 @@ class Journal:
         return len(marked)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Any:
+    def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN")
         try:
             yield
@@ -290,7 +325,7 @@ class Journal:
         for listener in self.after_write:
             listener()
 
-    def record(self, data: Mapping[str, Any], text: str | None = None) -> None:
+    def record(self, data: Record, text: str | None = None) -> None:
         """Store a transaction's latest state (a record, or its docs/api.md JSON form) at once.
 
         `text` is `data` already serialised by `to_text()`, when the caller has it.
@@ -369,7 +404,7 @@ class Journal:
                     "are in it", self.path, len(rows))
         self._stand_in, self._failure, self._failed_at = None, None, None
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> dict[str, object]:
         """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
         self.flush()  # a write that fails says so now
         return {
@@ -383,7 +418,7 @@ class Journal:
             "interrupted_at_start": self.interrupted,
         }
 
-    def _read(self, sql: str, values: tuple[Any, ...]) -> list[Any]:
+    def _read(self, sql: str, values: tuple[int | str, ...]) -> list[tuple[int | str, ...]]:
         """Rows from the file; none, once reported, when it cannot be read."""
         try:
             return self._db.execute(sql, values).fetchall()
@@ -394,7 +429,7 @@ class Journal:
             return []
 
     def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
-                     status: str | None = None) -> list[Mapping[str, Any]]:
+                     status: str | None = None) -> list[Record]:
         """The transactions' records newest first; `after` keeps ids greater than it."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
@@ -412,7 +447,7 @@ class Journal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._read(f"SELECT data FROM transactions {where} ORDER BY id DESC LIMIT ?",
                           (*values, limit))
-        found = [json.loads(data) for (data,) in rows]
+        found: list[Record] = [json.loads(str(data)) for (data,) in rows]
         stand_in = self._stand_in
         if stand_in is None:
             return found
@@ -422,7 +457,7 @@ class Journal:
         return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
     def _newest_kept(self, limit: int, after: int | None,
-                     status: str | None) -> list[Mapping[str, Any]]:
+                     status: str | None) -> list[Record]:
         found = []
         for transaction in reversed(self._kept.values()):
             if after is not None and transaction.id <= after:
@@ -433,17 +468,18 @@ class Journal:
                     break
         return found
 
-    def get(self, transaction_id: int) -> Mapping[str, Any] | None:
+    def get(self, transaction_id: int) -> Record | None:
         self.flush()
         if self.in_memory:
             kept = self._kept.get(transaction_id)
             return None if kept is None else kept.record()
         if self._stand_in is not None:
-            found = self._stand_in.get(transaction_id)
-            if found is not None:
-                return found
+            kept_instead = self._stand_in.get(transaction_id)
+            if kept_instead is not None:
+                return kept_instead
         rows = self._read("SELECT data FROM transactions WHERE id = ?", (transaction_id,))
-        return json.loads(rows[0][0]) if rows else None
+        found: Record | None = json.loads(str(rows[0][0])) if rows else None
+        return found
 
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""

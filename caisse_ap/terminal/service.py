@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
+from .journal import Record
 from .words import DecidedBy, TransactionMode, TransactionStatus
 
 log = logging.getLogger("caisse_ap.terminal")
@@ -62,6 +64,20 @@ class Connection(Protocol):
 
     def transaction_done(self, transaction: Transaction) -> None:
         """The transaction is over: the connection may go on with its next request."""
+
+
+class Exchange(Protocol):
+    """A request and its answer in another protocol than Caisse-AP (concert.ConcertExchange)."""
+
+    @property
+    def protocol(self) -> str: ...
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+# What the Terminal asks before its settings: a Decision, one to come, or None to pass.
+OutcomeSource = Callable[["Transaction", PaymentRequest],
+                         "Decision | defer.Deferred[Decision] | None"]
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -94,7 +110,7 @@ class Transaction:
     # (a serial link's Concert E+ frames): anything with `protocol` and
     # `to_json()`, set when the request arrives; request_fields and answer are
     # then their Caisse-AP equivalents.
-    exchange: Any = None
+    exchange: Exchange | None = None
     # "simulated", or "proxied" when a real terminal answered through the proxy
     # (proxy.py); deviations: what the exchange did against the protocol or
     # the profile (deviations.py), as JSON objects.
@@ -108,7 +124,7 @@ class Transaction:
     def value(self, tag: str) -> str | None:
         return dict(self.request_fields).get(tag)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> Record:
         """What a journal keeps: the facts of to_json(), not what complete() derives.
 
         Cheap to build and to serialise (its field lists are tuples, JSON
@@ -147,7 +163,7 @@ class _Run:
     settings: TerminalSettings
     decision: Decision | None = None
     timer: IDelayedCall | None = None
-    waiting: defer.Deferred[Any] | None = None
+    waiting: defer.Deferred[Decision] | None = None
 
 
 class Terminal:
@@ -169,8 +185,8 @@ class Terminal:
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout  # silence that ends an unfinished request
         self.max_connections = max_connections
-        self.observers: list[Any] = []
-        self.outcome_sources: list[Any] = []
+        self.observers: list[object] = []  # each with any of the methods _notify() calls
+        self.outcome_sources: list[OutcomeSource] = []
         self.next_id = 1
         self.connections: set[Any] = set()
         self.counts: Counter[str] = Counter()
@@ -202,7 +218,7 @@ class Terminal:
         counters["total"] = self.counts["total"]
         return counters
 
-    def update_settings(self, changes: dict[str, Any]) -> TerminalSettings:
+    def update_settings(self, changes: Mapping[str, object]) -> TerminalSettings:
         """Apply a partial settings change (SettingsError, nothing changed, if invalid)."""
         self.settings = self.settings.updated(changes)
         self._notify("settings_changed", self.settings)
@@ -216,7 +232,8 @@ class Terminal:
     # --- Requests ------------------------------------------------------------
 
     def receive(self, connection: Connection, fields: list[Field],
-                received_at: float | None = None, exchange: Any = None) -> Transaction:
+                received_at: float | None = None,
+                exchange: Exchange | None = None) -> Transaction:
         """A whole message from a POS: answer it now, later, or never, as decided.
 
         `received_at`: when its first byte came (default: now). `exchange`:
@@ -383,7 +400,7 @@ class Terminal:
         self._schedule(run, decision, self._delay(decision, 0.0))
         return None
 
-    def _decision_failed(self, failure: Any, run: _Run) -> None:
+    def _decision_failed(self, failure: Failure, run: _Run) -> None:
         run.waiting = None
         if self._runs.get(run.transaction.id) is not run or failure.check(defer.CancelledError):
             return None  # cancelled by drop() or shutdown: nothing to do
@@ -486,7 +503,7 @@ class Terminal:
                  outcome, (txn.finished_at or txn.received_at) - txn.received_at,
                  txn.decided_by, problem)
 
-    def _notify(self, event: str, subject: Any) -> None:
+    def _notify(self, event: str, subject: object) -> None:
         for observer in list(self.observers):
             method = getattr(observer, event, None)
             if method is None:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from twisted.internet import defer, task
@@ -31,7 +31,7 @@ from twisted.web import resource, server
 
 from ... import __version__, payment, tags
 from ...errors import CaisseApError, InvalidRequest, TerminalUnreachable
-from ...messages import ACTION_NAMES
+from ...messages import ACTION_NAMES, PaymentRequest
 from ...twisted import PaymentTerminal
 from ..behaviour import (
     FAILURE_TYPES,
@@ -49,7 +49,7 @@ from ..rules import AmountRules
 from ..service import Terminal
 from .control import EventHub, TransactionFeed
 from .rawlog import RecentLog
-from .transactions import complete
+from .transactions import TransactionJson, complete
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -126,7 +126,7 @@ class ApiError(CaisseApError):
 
     def __init__(self, status: int, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None, *, code: str | None = None,
-                 limits: dict[str, Any] | None = None):
+                 limits: dict[str, object] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -141,8 +141,8 @@ class ApiError(CaisseApError):
         return cls(400, error.message + where, error.field, code=error.code,
                    limits=error.limits)
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"error": self.message, "code": self.code, "field": self.field}
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"error": self.message, "code": self.code, "field": self.field}
         if self.limits is not None:
             data["limits"] = self.limits
         return data
@@ -150,11 +150,11 @@ class ApiError(CaisseApError):
 
 @dataclass
 class Reply:
-    data: Any
+    data: object  # JSON
     status: int = 200
 
 
-def _send_json(request: server.Request, status: int, data: Any) -> bytes:
+def _send_json(request: server.Request, status: int, data: object) -> bytes:
     body = json.dumps(data, ensure_ascii=False).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
@@ -168,6 +168,12 @@ def error_response(request: server.Request, error: ApiError) -> bytes:
     for name, value in error.headers.items():
         request.setHeader(name.encode(), value.encode())
     return _send_json(request, error.status, error.to_json())
+
+
+# An API route's handler: a reply now or later, or bytes written by hand (the raw log,
+# the event stream's NOT_DONE_YET).
+Handler = Callable[..., "Reply | defer.Deferred[Reply] | bytes | int"]
+Result = TypeVar("Result")
 
 
 class ControlApi(resource.Resource):
@@ -199,7 +205,7 @@ class ControlApi(resource.Resource):
         self._keep_alive = task.LoopingCall(self._send_keep_alive)
         self._keep_alive.clock = self.reactor
         self._keep_alive_interval = keep_alive
-        self._routes: dict[tuple[str, ...], dict[bytes, Callable[..., Any]]] = {
+        self._routes: dict[tuple[str, ...], dict[bytes, Handler]] = {
             ("status",): {b"GET": self.get_status},
             ("settings",): {b"GET": self.get_settings, b"PUT": self.put_settings},
             ("next",): {b"GET": self.get_next, b"POST": self.post_next,
@@ -250,7 +256,7 @@ class ControlApi(resource.Resource):
         except Exception:
             log.exception("error in %s %s", request.method.decode(), request.path.decode())
             return error_response(request, ApiError(500, "Internal error; see the server log."))
-        if result is server.NOT_DONE_YET or isinstance(result, bytes):
+        if isinstance(result, (bytes, int)):  # written by hand, or NOT_DONE_YET
             return result
         if isinstance(result, defer.Deferred):
             self._finish_later(request, result)
@@ -258,7 +264,7 @@ class ControlApi(resource.Resource):
         return _send_json(request, result.status, result.data)
 
     def _route(self, request: server.Request
-               ) -> tuple[tuple[str, ...], Callable[..., Any], list[str]]:
+               ) -> tuple[tuple[str, ...], Handler, list[str]]:
         try:
             parts = [part.decode("utf-8") for part in request.postpath or ()]
         except UnicodeDecodeError:
@@ -308,7 +314,7 @@ class ControlApi(resource.Resource):
         return (request.method in READING and cookie is not None
                 and hmac.compare_digest(cookie, self._session))
 
-    def _finish_later(self, request: server.Request, result: defer.Deferred[Any]) -> None:
+    def _finish_later(self, request: server.Request, result: defer.Deferred[Reply]) -> None:
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -346,7 +352,7 @@ class ControlApi(resource.Resource):
 
     # --- Body -----------------------------------------------------------------
 
-    def _body(self, request: server.Request) -> Any:
+    def _body(self, request: server.Request) -> object:
         """The JSON body (ApiError 400 or 415 when it is not acceptable).
 
         A body over MAX_BODY never gets here: LimitedRequest (site.py) answers 413.
@@ -359,7 +365,7 @@ class ControlApi(resource.Resource):
             raise ApiError(415, "The body must be JSON, sent with 'Content-Type: "
                                 "application/json'.")
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body: object = json.loads(raw.decode("utf-8"))
             # JSON may escape half a UTF-16 pair ("\\ud800"): no text of ours can hold it.
             json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:  # before ValueError, of which it is one
@@ -373,7 +379,7 @@ class ControlApi(resource.Resource):
         return body
 
     @staticmethod
-    def _object(body: Any) -> dict[str, Any]:
+    def _object(body: object) -> dict[str, object]:
         if not isinstance(body, dict):
             raise ApiError(400, "The body must be a JSON object.", code="object_required")
         return body
@@ -460,7 +466,7 @@ class ControlApi(resource.Resource):
             raise ApiError(404, f"No transaction {text[:40]!r}.", code="unknown_transaction")
         return int(text)
 
-    def _transaction(self, text: str) -> dict[str, Any]:
+    def _transaction(self, text: str) -> TransactionJson:
         txn_id = self._transaction_id(text)
         record = self.journal.get(txn_id)
         if record is None:
@@ -470,7 +476,7 @@ class ControlApi(resource.Resource):
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))
 
-    def post_decision(self, request: server.Request, text: str) -> defer.Deferred[Any]:
+    def post_decision(self, request: server.Request, text: str) -> defer.Deferred[Reply]:
         # Decided from memory: a waiting transaction needs no journal (which may be failing).
         txn_id = self._transaction_id(text)
         if not self.manual.is_waiting(txn_id):
@@ -492,7 +498,7 @@ class ControlApi(resource.Resource):
 
     # --- Test payment -------------------------------------------------------------
 
-    def post_test_payment(self, request: server.Request) -> defer.Deferred[Any]:
+    def post_test_payment(self, request: server.Request) -> defer.Deferred[Reply]:
         body = self._object(self._body(request))
         unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
         if unknown:
@@ -507,7 +513,7 @@ class ControlApi(resource.Resource):
         log.info("test payment of %s %s to %s:%d", body.get("amount"),
                  body.get("currency", "EUR"), host, port)
 
-        def over(result: Any) -> Any:
+        def over(result: Result) -> Result:
             self._test_payments -= 1
             return result
 
@@ -523,7 +529,7 @@ class ControlApi(resource.Resource):
         paid.addCallback(payment.result_json).addErrback(unreachable)
         return paid.addBoth(over).addCallback(Reply)
 
-    def _test_target(self, body: dict[str, Any]) -> tuple[str, int]:
+    def _test_target(self, body: dict[str, object]) -> tuple[str, int]:
         host, port = body.get("host"), body.get("port")
         own = self.terminal.address
         if host is None:
@@ -641,7 +647,7 @@ class _EventStream:
             self.request.unregisterProducer()
             self.request.finish()
 
-    def _gone(self, _: Any) -> None:
+    def _gone(self, _: object) -> None:
         self.open = False
         self._count_unsent(0)
         self.api._stream_closed(self)
@@ -650,7 +656,7 @@ class _EventStream:
 # --- Helpers ------------------------------------------------------------------------
 
 
-def _choices() -> dict[str, Any]:
+def _choices() -> dict[str, object]:
     return {
         "modes": list(MODES),
         "failure_types": [{"name": name, "code": code,
@@ -717,7 +723,7 @@ def _time_argument(request: server.Request, name: str) -> float | None:
     return moment.timestamp()
 
 
-def _seconds(value: Any, default: float, name: str) -> float:
+def _seconds(value: object, default: float, name: str) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
@@ -726,7 +732,7 @@ def _seconds(value: Any, default: float, name: str) -> float:
     return float(value)
 
 
-def _test_request(body: dict[str, Any]) -> Any:
+def _test_request(body: dict[str, object]) -> PaymentRequest:
     """The PaymentRequest a test payment sends, built as the command-line client does."""
     amount = body.get("amount")
     if isinstance(amount, (int, float)) and not isinstance(amount, bool):
@@ -735,7 +741,7 @@ def _test_request(body: dict[str, Any]) -> Any:
         raise ApiError(400, "amount is required, as text such as \"12,50\".", "amount",
                        code="required")
     text_fields = {"currency": "EUR", "action": None, "reference": None}
-    values: dict[str, Any] = {}
+    values: dict[str, str | None] = {}  # checked: text or None
     for name, default in text_fields.items():
         value = body.get(name, default)
         if value is not None and not isinstance(value, str):
@@ -748,7 +754,9 @@ def _test_request(body: dict[str, Any]) -> Any:
             raise ApiError(400, f"{name} must be true or false.", name, code="not_boolean")
         flags[name] = value
     try:
-        return payment.make_request(amount, values["currency"], values["action"],
+        currency = values["currency"]  # null: as if not given
+        return payment.make_request(amount, "EUR" if currency is None else currency,
+                                    values["action"],
                                     reference=values["reference"], cheque=flags["cheque"],
                                     partial=flags["partial"], immediate=flags["immediate"],
                                     receipt=flags["receipt"])

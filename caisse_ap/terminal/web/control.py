@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from twisted.internet import defer
 
+from ..behaviour import TerminalSettings
 from ..journal import Journal, to_text
 from ..outcomes import ManualDecisions
 from ..service import Transaction, iso_time
-from .transactions import transaction_json
+from .transactions import TransactionJson, transaction_json
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -30,10 +30,10 @@ class _Event:
 
     __slots__ = ("id", "name", "_data", "_message")
 
-    def __init__(self, event_id: int, name: str, data: Callable[[], Any]):
+    def __init__(self, event_id: int, name: str, data: Callable[[], Mapping[str, object]]):
         self.id = event_id
         self.name = name
-        self._data: Callable[[], Any] | None = data  # builds the event's JSON data
+        self._data: Callable[[], Mapping[str, object]] | None = data  # builds its JSON data
         self._message: bytes | None = None
 
     def message(self) -> bytes:
@@ -59,7 +59,7 @@ class EventHub:
         self.last_id = 0
         self._recent: deque[_Event] = deque(maxlen=REPLAY_EVENTS)
         self._subscribers: list[Callable[[bytes], None]] = []
-        self._finish_waiters: dict[int, list[defer.Deferred[Any]]] = {}
+        self._finish_waiters: dict[int, list[defer.Deferred[TransactionJson]]] = {}
 
     def transaction_event(self, event: str, txn: Transaction) -> None:
         """A transaction arrived ("request", `txn` as it arrived) or is over ("answer")."""
@@ -72,25 +72,25 @@ class EventHub:
             for waiter in waiters:
                 waiter.callback(data)
 
-    def settings_changed(self, settings: Any) -> None:
+    def settings_changed(self, settings: TerminalSettings) -> None:
         self.publish("settings", settings.to_dict)
 
-    def with_deadline(self, data: dict[str, Any]) -> dict[str, Any]:
+    def with_deadline(self, data: TransactionJson) -> TransactionJson:
         """A transaction's JSON plus, while it waits for a manual decision, its deadline."""
-        deadline = None
-        if data.get("status") == "pending":
-            deadline = self.manual.deadline(data["id"])
+        deadline, txn_id = None, data.get("id")
+        if data.get("status") == "pending" and isinstance(txn_id, int):
+            deadline = self.manual.deadline(txn_id)
         if deadline is not None:
             data = {**data, "decision_deadline": iso_time(deadline)}
         return data
 
-    def when_finished(self, txn_id: int) -> defer.Deferred[Any]:
+    def when_finished(self, txn_id: int) -> defer.Deferred[TransactionJson]:
         """Fires with the transaction's final JSON once it is finished."""
-        waiter: defer.Deferred[Any] = defer.Deferred()
+        waiter: defer.Deferred[TransactionJson] = defer.Deferred()
         self._finish_waiters.setdefault(txn_id, []).append(waiter)
         return waiter
 
-    def publish(self, name: str, data: Callable[[], Any]) -> None:
+    def publish(self, name: str, data: Callable[[], Mapping[str, object]]) -> None:
         """A new event; `data` builds its JSON data, when it is first sent."""
         self.last_id += 1
         event = _Event(self.last_id, name, data)
@@ -151,5 +151,5 @@ class TransactionFeed:
         for event, txn in unsent:
             self.hub.transaction_event(event, txn)
 
-    def settings_changed(self, settings: Any) -> None:
+    def settings_changed(self, settings: TerminalSettings) -> None:
         self.hub.settings_changed(settings)

@@ -7,20 +7,23 @@ frames, receipt, labels) is built here, when someone reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from ... import money, tags, tlv
 from ...messages import ACTION_NAMES, TerminalAnswer
+from ..journal import Record
 from ..service import CAISSE_AP, Transaction
 
+# A transaction's JSON form (docs/api.md, transaction object).
+TransactionJson = dict[str, object]
 
-def transaction_json(txn: Transaction) -> dict[str, Any]:
+
+def transaction_json(txn: Transaction) -> TransactionJson:
     """The JSON form of a transaction of this run."""
     return complete(txn.record())
 
 
-def complete(record: Mapping[str, Any]) -> dict[str, Any]:
+def complete(record: Record) -> TransactionJson:
     """A transaction's JSON form (docs/api.md) from its record: the record plus what
     derives from its request and answer fields (action, amount, frames, labels).
 

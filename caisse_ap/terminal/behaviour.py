@@ -142,7 +142,7 @@ class SettingsError(CaisseApError, ValueError):
     """
 
     def __init__(self, field: str | None, message: str, code: str = "invalid_value",
-                 limits: dict[str, Any] | None = None):
+                 limits: Mapping[str, object] | None = None):
         super().__init__(message)
         self.field = field
         self.message = message
@@ -153,7 +153,7 @@ class SettingsError(CaisseApError, ValueError):
 # --- Settings ---------------------------------------------------------------
 
 
-def _number(name: str, value: Any, minimum: float, maximum: float, *,
+def _number(name: str, value: object, minimum: float, maximum: float, *,
             allow_zero: bool = True) -> float:
     """A finite number in range; numeric text is accepted (the command line gives text)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -174,7 +174,7 @@ def _number(name: str, value: Any, minimum: float, maximum: float, *,
     return number
 
 
-def _boolean(name: str, value: Any) -> bool:
+def _boolean(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(name, f"{name} must be true or false, not {value!r}", "not_boolean")
     return value
@@ -196,7 +196,7 @@ def failure_name(name_or_code: object, field: str = "failure_type") -> OutcomeNa
     return FAILURE_NAMES[failure_code(name_or_code, field)]
 
 
-def payment_type(name: Any, field: str = "payment_type") -> PaymentType:
+def payment_type(name: object, field: str = "payment_type") -> PaymentType:
     if isinstance(name, str) and name.strip().lower() in PAYMENT_TYPES:
         return PAYMENT_TYPES[name.strip().lower()]
     raise SettingsError(field, f"unknown payment type {name!r}; choose from "
@@ -210,7 +210,7 @@ def _mode(value: object) -> Mode:
                         "unknown_choice")
 
 
-def _seller_contract(value: Any) -> str:
+def _seller_contract(value: object) -> str:
     # Blank is as good as empty: a contract of spaces reaches no acquirer.
     if not isinstance(value, str) or not value.strip():
         raise SettingsError("seller_contract", "seller_contract must be non-blank text", "empty")
@@ -224,7 +224,7 @@ def _seller_contract(value: Any) -> str:
     return value
 
 
-def _answer_version(value: Any) -> str | None:
+def _answer_version(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit():
@@ -234,7 +234,7 @@ def _answer_version(value: Any) -> str | None:
                         "invalid_format")
 
 
-def _profile(value: Any) -> Profile:
+def _profile(value: object) -> Profile:
     """A profile given as itself or by the name of one in use (never a path: the API
     must not read files)."""
     if isinstance(value, Profile):
@@ -246,7 +246,7 @@ def _profile(value: Any) -> Profile:
                         "unknown_choice")
 
 
-def _currencies(value: Any) -> tuple[str, ...] | None:
+def _currencies(value: object) -> tuple[str, ...] | None:
     """Accepted currencies as numeric codes; alphabetic codes ("EUR") are converted."""
     if value is None:
         return None
@@ -270,7 +270,7 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
     return tuple(codes)
 
 
-_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+_VALIDATORS: dict[str, Callable[[object], object]] = {
     "mode": _mode,
     "failure_type": failure_name,
     "duration": lambda v: _number("duration", v, 0, MAX_DURATION),
@@ -289,7 +289,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
 PROFILE_SETTINGS = ("answer_version", "pad_amount", "seller_contract")  # Profile's names too
 
 
-def check_setting(name: str, value: Any) -> Any:
+def check_setting(name: str, value: object) -> object:
     """The checked, canonical value of one setting (SettingsError if it is not acceptable).
 
     The command line uses it to check each option as argparse reads it.
@@ -323,11 +323,11 @@ class TerminalSettings:
     profile: Profile = field(default_factory=lambda: profiles.builtin(profiles.DEFAULT))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TerminalSettings:
+    def from_dict(cls, values: Mapping[str, object]) -> TerminalSettings:
         """Settings from a (possibly partial) dict; missing fields take their defaults."""
         return cls().updated(values)
 
-    def updated(self, changes: Mapping[str, Any]) -> TerminalSettings:
+    def updated(self, changes: Mapping[str, object]) -> TerminalSettings:
         """New settings with `changes` applied; SettingsError on any unknown field or bad value."""
         if not isinstance(changes, Mapping):
             raise SettingsError(None, "settings must be a JSON object", "object_required")
@@ -335,7 +335,9 @@ class TerminalSettings:
         for name in changes:
             if name not in known:
                 raise SettingsError(name, f"unknown setting {name!r}", "unknown_field")
-        checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
+        # Each value of the type its validator gives: the field's (mypy cannot follow).
+        checked: dict[str, Any] = {name: _VALIDATORS[name](value)
+                                   for name, value in changes.items()}
         if "profile" in checked:
             for setting in PROFILE_SETTINGS:
                 checked.setdefault(setting, getattr(checked["profile"], setting))
@@ -343,8 +345,8 @@ class TerminalSettings:
         _check_contract_length(new)
         return new
 
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+    def to_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         values["profile"] = self.profile.name
         if self.currencies is not None:
             values["currencies"] = list(self.currencies)

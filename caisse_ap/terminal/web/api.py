@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -126,7 +126,7 @@ class ApiError(CaisseApError):
 
     def __init__(self, status: int, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None, *, code: str | None = None,
-                 limits: dict[str, object] | None = None):
+                 limits: Mapping[str, object] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message

@@ -224,7 +224,7 @@ class SimulatedTerminal:
 
     # The control API -------------------------------------------------------------
 
-    def api(self, method: str, path: str, body: Any = None) -> Any:
+    def api(self, method: str, path: str, body: object = None) -> Any:  # JSON read back
         """Call the control API (docs/api.md); SimulatedTerminalError on an error status."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
@@ -245,7 +245,7 @@ class SimulatedTerminal:
             raise SimulatedTerminalError(error.code, detail.get("error", ""),
                                          detail.get("field")) from None
 
-    def next(self, outcome: str, **options: Any) -> list[dict[str, Any]]:
+    def next(self, outcome: str, **options: object) -> list[dict[str, Any]]:
         """Queue the outcome of the next transaction ("approved", "refused", "no-answer"...).
 
         `options`: `payment_type` ("cbcontactless"...), `delay` (seconds).
@@ -258,7 +258,7 @@ class SimulatedTerminal:
     def clear_next(self) -> None:
         self.api("DELETE", "/api/next")
 
-    def settings(self, **changes: Any) -> dict[str, Any]:
+    def settings(self, **changes: object) -> dict[str, Any]:
         """Change settings for the next transactions (mode="failure", duration=1...);
         without arguments, read them. Returns the whole settings."""
         settings: dict[str, Any] = (self.api("PUT", "/api/settings", changes) if changes
@@ -279,7 +279,7 @@ class SimulatedTerminal:
     def transaction(self, transaction_id: int) -> Transaction:
         return Transaction.from_json(self.api("GET", f"/api/transactions/{transaction_id}"))
 
-    def decide(self, transaction_id: int, outcome: str, **options: Any) -> Transaction:
+    def decide(self, transaction_id: int, outcome: str, **options: object) -> Transaction:
         """Manual mode: answer a waiting transaction; returns it once answered."""
         return Transaction.from_json(self.api(
             "POST", f"/api/transactions/{transaction_id}/decision",
@@ -313,7 +313,7 @@ class SimulatedTerminal:
 def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
                              amount_rules: bool | str | os.PathLike[str] = False,
                              token: str | None = None, seed: str | int | None = None,
-                             **settings: Any) -> SimulatedTerminal:
+                             **settings: object) -> SimulatedTerminal:
     """Start a simulated terminal; stop it with `.stop()` (or use `simulated_terminal()`).
 
     `settings` are those of docs/api.md (mode, failure_type, duration,

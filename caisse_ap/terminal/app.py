@@ -33,6 +33,7 @@ from .rules import AmountRules
 from .server import TerminalFactory, start_terminal, stop_terminal
 from .service import Terminal
 from .web import Console, WebOptions, start_console
+from .words import TransactionMode
 
 if TYPE_CHECKING:
     from .serial import SerialOptions, SerialTerminalLink
@@ -219,9 +220,11 @@ def _keep_journal(running: RunningTerminal, journal: Journal, reactor: Reactor) 
 def _start_recording(terminal: Terminal, options: TerminalOptions) -> taps.Recorder:
     debug = options.debug
     assert debug.record is not None
-    mode = "proxied" if debug.upstream else "replayed" if debug.replay else "simulated"
-    header = {"mode": mode, "settings": terminal.settings.to_dict(),
-              "upstream": "{}:{}".format(*debug.upstream) if debug.upstream else None}
+    mode = (TransactionMode.PROXIED if debug.upstream
+            else TransactionMode.REPLAYED if debug.replay else TransactionMode.SIMULATED)
+    header: dict[str, object] = {
+        "mode": mode, "settings": terminal.settings.to_dict(),
+        "upstream": "{}:{}".format(*debug.upstream) if debug.upstream else None}
     # The tap's or the proxy's: the segments of each connection.
     logs = terminal.listening_port.factory.logs
     recorder = taps.start_recording(terminal, debug.record, logs, header)

@@ -34,6 +34,7 @@ import logging
 import os
 import termios
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,8 @@ from ..concert_pos import DEFAULT_BAUD, configure
 from .options import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
-    from twisted.internet.interfaces import IReactorTime
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.python.failure import Failure
 
     from .service import Terminal, Transaction
 
@@ -195,7 +197,7 @@ def _descriptor_class() -> type:
     class _Descriptor(abstract.FileDescriptor):
         """The device's file descriptor on the reactor: reads go to `on_data`, writes are queued."""
 
-        def __init__(self, reactor: Any, fd: int, on_data: Any):
+        def __init__(self, reactor: Any, fd: int, on_data: Callable[[bytes], None]):
             super().__init__(reactor)
             self.fd = fd
             self.on_data = on_data
@@ -226,7 +228,7 @@ def _descriptor_class() -> type:
             except OSError:
                 return main.CONNECTION_LOST
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Failure) -> None:
             super().connectionLost(reason)
             log.error("serial line closed: %s; the serial terminal stops", reason.getErrorMessage())
 
@@ -247,7 +249,7 @@ class SerialTerminalLink:
         self.link = ConcertLink(Role.TERMINAL, self.reactor.seconds, timings)
         self.current: Transaction | None = None  # being decided
         self._exchange: ConcertExchange | None = None  # the last request's
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._descriptor = _descriptor_class()(self.reactor, device.fd, self.data_received)
 
     def start(self) -> None:
@@ -293,7 +295,7 @@ class SerialTerminalLink:
         self._timer = None
         self._run_link()
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: object) -> None:
         if isinstance(event, MessageReceived):
             self._request(event)
         elif isinstance(event, MessageSent):

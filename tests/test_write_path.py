@@ -20,7 +20,8 @@ from caisse_ap import tlv
 from caisse_ap.terminal import app
 from caisse_ap.terminal.journal import WRITE_DELAY, Journal
 from caisse_ap.terminal.service import Transaction
-from caisse_ap.terminal.web.control import EventHub, ManualDecisions, TransactionFeed
+from caisse_ap.terminal.outcomes import ManualDecisions
+from caisse_ap.terminal.web.control import EventHub, TransactionFeed
 from caisse_ap.terminal.web.transactions import complete, transaction_json
 
 REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"

@@ -19,8 +19,8 @@ from twisted.internet.task import Clock
 from caisse_ap import tlv
 from caisse_ap.terminal import app
 from caisse_ap.terminal.journal import WRITE_DELAY, Journal
-from caisse_ap.terminal.service import Transaction
 from caisse_ap.terminal.outcomes import ManualDecisions
+from caisse_ap.terminal.service import Transaction
 from caisse_ap.terminal.web.control import EventHub, TransactionFeed
 from caisse_ap.terminal.web.transactions import complete, transaction_json
 

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlencode
 
 from .errors import CaisseApError
@@ -66,6 +66,13 @@ class SimulatedTerminalError(CaisseApError, RuntimeError):
         self.status = status
         self.message = message
         self.field = field
+
+
+if TYPE_CHECKING:  # Twisted is imported once a terminal starts
+    from twisted.internet.defer import Deferred
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 # --- What the API gives back, typed -----------------------------------------------------
@@ -189,13 +196,15 @@ def shared_reactor() -> Any:
     return reactor
 
 
-def call_in_reactor(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_in_reactor(function: Callable[P, R] | Callable[P, Deferred[R]], *args: P.args,
+                    **kwargs: P.kwargs) -> R:
     """Run `function` on the shared reactor's thread and return its result, once its
     Deferred (if it returns one) has fired; its exception is raised here."""
     return _call(shared_reactor(), function, *args, **kwargs)
 
 
-def _call(reactor: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _call(reactor: Any, function: Callable[P, R] | Callable[P, Deferred[R]], *args: P.args,
+          **kwargs: P.kwargs) -> R:
     from twisted.internet.threads import blockingCallFromThread
 
     return blockingCallFromThread(reactor, function, *args, **kwargs)

@@ -171,7 +171,7 @@ class Profile:
         return [{"point": point, "standard": standard[point], "profile": value}
                 for point, value in self.summary().items() if standard[point] != value]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"name": self.name, "label": self.label, "source": self.source,
                 "silent": list(self.silent), "differences": self.differences()}
 

@@ -48,19 +48,18 @@ __all__ = [
     "encode",
 ]
 
-_LAZY = {
-    "PaymentTerminal": "client",
-    "SerialPaymentTerminal": "concert_pos",
-    "Outcome": "payment",
-    "PaymentResult": "payment",
-    "Action": "messages",
-}
-
-
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'caisse_ap' has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f".{module}", __name__), name)
+    """The payment names, imported on first use (each a plain import)."""
+    if name == "PaymentTerminal":
+        from .client import PaymentTerminal
+        return PaymentTerminal
+    if name == "SerialPaymentTerminal":
+        from .concert_pos import SerialPaymentTerminal
+        return SerialPaymentTerminal
+    if name in ("Outcome", "PaymentResult"):
+        from . import payment
+        return getattr(payment, name)
+    if name == "Action":
+        from .messages import Action
+        return Action
+    raise AttributeError(f"module 'caisse_ap' has no attribute {name!r}")

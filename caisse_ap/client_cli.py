@@ -2,7 +2,7 @@
 
 It builds a request with `caisse_ap.payment.make_request`, sends it with
 `caisse_ap.PaymentTerminal` and prints the PaymentResult, for people or as
-JSON (`result_to_json`, which the web console's test payment returns too).
+JSON (`payment.result_json`, which the web console's test payment returns too).
 
 The library is imported inside the functions that use it, not at the top:
 `--help` and a usage error then cost little more than starting Python with
@@ -18,6 +18,7 @@ import sys
 import time
 
 from . import tlv  # light, and imported by the package anyway
+from .errors import CaisseApError
 from .i18n import N_, _, language, set_up_command
 from .number_text import read_decimal
 from .tlv import Field
@@ -43,8 +44,6 @@ EXIT_UNKNOWN = 3  # outcome unknown or protocol error: check the terminal
 EXIT_NOT_SENT = 4  # connection failed before anything was sent
 EXIT_INTERRUPTED = 130  # Ctrl-C before the request was sent
 
-# --json's "status" is the Outcome's word, or this one when nothing was sent.
-ERROR = "error"
 # By Outcome (its word: the library is not imported for --help).
 EXIT_BY_OUTCOME = {"approved": EXIT_DONE, "accepted": EXIT_DONE, "declined": EXIT_DECLINED,
                    "unknown": EXIT_UNKNOWN}
@@ -80,93 +79,41 @@ REQUEST_OPTIONS = {"currency": "-c/--currency",
 SERIAL_OPTIONS = {"CK": "--receipt", "BF": "--partial"}
 
 
-class OptionError(ValueError):
+class OptionError(CaisseApError, ValueError):
     """A command-line option a user got wrong."""
 
 
 # --- presenting the result ----------------------------------------------------------------
 
 
-def _amount_of(request: PaymentRequest) -> tuple[str, str, str | None, str]:
-    """(amount, currency code, its symbol, text for people) of what was sent, even if --tag
-    broke it."""
-    return _amount_text(request.value("CB") or "", request.value("CE") or "")
-
-
-def _amount_text(units: str, code: str) -> tuple[str, str, str | None, str]:
-    from . import money
-
-    try:
-        info = money.currency(code)
-        amount = format(money.from_minor_units(units, info), "f")
-        return amount, info.alpha, info.symbol, money.format_amount(units, info, language())
-    except (money.AmountError, money.CurrencyError):
-        return units, code, None, (_("%(units)s (minor units) of currency %(code)s")
-                                   % {"units": units, "code": code})
-
-
-def _action_of(request: PaymentRequest) -> str:
-    from .messages import ACTION_NAMES
-
-    code = request.value("CD") or ""
-    return ACTION_NAMES.get(code, code)
-
-
 def result_to_json(result: PaymentResult) -> dict[str, object]:
-    """The result as a JSON-ready dict: the object `--json` prints."""
-    from . import tags
+    """The result as a JSON-ready dict: the object `--json` prints (payment.result_json)."""
+    from .payment import result_json
 
-    amount, currency, symbol, _text = _amount_of(result.request)
-    answer = result.answer
-    reason = answer.reason if answer else None
-    document: dict[str, object] = {
-        "status": str(result.outcome),
-        "amount": amount,
-        "currency": currency,
-        "currency_symbol": symbol,
-        "action": _action_of(result.request),
-        "reason": {"code": reason.code, "label": reason.label, "details": reason.details}
-        if reason else None,
-        "fields": dict(answer.fields) if answer else {},
-        "labels": ({tag: tags.field_label(tag, value) for tag, value in answer.fields}
-                   if answer else {}),
-        "receipt": answer.receipt if answer else None,
-        "elapsed_s": round(result.elapsed_s, 3),
-        "request": result.request_frame.decode("latin-1"),
-        "answer": result.answer_frame.decode("latin-1") if result.answer_frame else None,
-        "problem": result.problem,
-    }
-    if result.dropped_bytes:  # written by the terminal after its answer, not part of it
-        document["dropped_after_answer"] = result.dropped_bytes.decode("latin-1")
-    return document
+    return result_json(result)
 
 
 def unreachable_to_json(request: PaymentRequest, error: TerminalUnreachable,
                         elapsed_s: float) -> dict[str, object]:
-    """What `--json` prints when nothing was sent: status "error", no answer."""
-    amount, currency, symbol, _text = _amount_of(request)
-    return {
-        "status": ERROR, "amount": amount, "currency": currency, "currency_symbol": symbol,
-        "action": _action_of(request), "reason": None, "fields": {}, "labels": {},
-        "receipt": None, "elapsed_s": round(elapsed_s, 3),
-        "request": request.encode().decode("latin-1"), "answer": None, "problem": str(error),
-    }
+    """What `--json` prints when nothing was sent (payment.unreachable_json)."""
+    from .payment import unreachable_json
 
-
+    return unreachable_json(request, error, elapsed_s)
 
 
 def headline(result: PaymentResult) -> str:
     """The first line of the human output: what happened, for how much."""
-    *_parts, amount = _amount_of(result.request)
-    action = _action_of(result.request)
+    from .payment import Outcome, action_word, amount_parts, amount_text
+
+    *_parts, amount = amount_parts(result.request, language())
+    action = action_word(result.request)
     what = amount if action == "debit" else f"{amount} ({_(ACTION_WORDS.get(action, action))})"
     answer = result.answer
-    from .payment import Outcome
-
     if result.outcome is Outcome.APPROVED:
         granted = answer.amount if answer else None
         if granted is not None and granted < result.request.amount:
-            *_parts, part = _amount_text(str(granted), result.request.value("CE") or "")
+            *_parts, part = amount_text(str(granted), result.request.value("CE") or "",
+                                        language())
             return (_("APPROVED  %(part)s of %(what)s (partial payment)")
                     % {"part": part, "what": what})
         return _("APPROVED  %s") % what

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import money, tags
+from .errors import CaisseApError
 from .messages import PROTOCOL_VERSION, PaymentRequest
 from .tlv import Field
 
@@ -101,7 +102,7 @@ STATUS_LABELS = {"0": "opération effectuée", "7": "opération non effectuée",
 REQUEST_POS_ID = "000000000000"  # E+ has no POS identifier (CJ)
 
 
-class ConcertError(ValueError):
+class ConcertError(CaisseApError, ValueError):
     """A message that is not E+, or a request that E+ cannot express; the text says why."""
 
 

@@ -15,6 +15,7 @@ from enum import Enum
 from html.parser import HTMLParser
 
 from . import money, tags, tlv
+from .errors import CaisseApError
 from .tlv import Field, FrameError
 
 MANDATORY_REQUEST_TAGS = ("CZ", "CJ", "CA", "CB", "CD", "CE")
@@ -79,7 +80,7 @@ def has_action_status(fields: list[Field]) -> bool:
     return any(tag == "AE" for tag, _ in fields)
 
 
-class RequestError(ValueError):
+class RequestError(CaisseApError, ValueError):
     """A request a terminal must refuse; `reason` is the AF code to answer with.
 
     `fields` are those that could be read, for the answer's echoes.
@@ -113,7 +114,7 @@ def _html_text(html: str) -> str:
     return "".join(parser.parts).strip("\n") + "\n"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(CaisseApError, ValueError):
     """An answer that does not fit the request it answers."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
+from .errors import CaisseApError
 from .i18n import said
 from .number_text import NUMBER
 
@@ -29,7 +30,7 @@ MAX_UNITS = 10**MAX_DIGITS - 1
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "XPF": "F CFP"}
 
 
-class _Said(ValueError):
+class _Said(CaisseApError, ValueError):
     """An error whose English message (str()) has its form in the user's language too,
     `local` (caisse_ap.i18n), for a command to show."""
 

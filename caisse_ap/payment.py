@@ -26,7 +26,7 @@ from . import money, tags
 from ._compat import StrEnum
 from .errors import InvalidRequest, TerminalUnreachable
 from .i18n import N_, gettext, said
-from .messages import ACTION_BY_NAME, Action, PaymentRequest, TerminalAnswer
+from .messages import ACTION_BY_NAME, ACTION_NAMES, Action, PaymentRequest, TerminalAnswer
 from .messages import Outcome as AnswerOutcome
 from .tlv import Field, FrameError
 
@@ -404,3 +404,71 @@ def _log(level: str, message: str, *args: object) -> None:
     import logging
 
     getattr(logging.getLogger("caisse_ap.client"), level)(message, *args)
+
+
+# --- the JSON form of a result (the client's --json, the console's test payment) ------------
+
+# A JSON result's "status" is the Outcome's word, or this one when nothing was sent.
+NOT_SENT = "error"
+
+
+def amount_parts(request: PaymentRequest, lang: str = "en"
+                 ) -> tuple[str, str, str | None, str]:
+    """(amount, currency code, its symbol, text for people in `lang`) of what was sent,
+    even if --tag broke it."""
+    return amount_text(request.value("CB") or "", request.value("CE") or "", lang)
+
+
+def amount_text(units: str, code: str, lang: str = "en"
+                ) -> tuple[str, str, str | None, str]:
+    try:
+        info = money.currency(code)
+        amount = format(money.from_minor_units(units, info), "f")
+        return amount, info.alpha, info.symbol, money.format_amount(units, info, lang)
+    except (money.AmountError, money.CurrencyError):
+        return units, code, None, (gettext("%(units)s (minor units) of currency %(code)s")
+                                   % {"units": units, "code": code})
+
+
+def action_word(request: PaymentRequest) -> str:
+    code = request.value("CD") or ""
+    return ACTION_NAMES.get(code, code)
+
+
+def result_json(result: PaymentResult) -> dict[str, object]:
+    """The result as a JSON-ready dict: the object `--json` prints."""
+    amount, currency, symbol, _ = amount_parts(result.request)
+    answer = result.answer
+    reason = answer.reason if answer else None
+    document: dict[str, object] = {
+        "status": str(result.outcome),
+        "amount": amount,
+        "currency": currency,
+        "currency_symbol": symbol,
+        "action": action_word(result.request),
+        "reason": {"code": reason.code, "label": reason.label, "details": reason.details}
+        if reason else None,
+        "fields": dict(answer.fields) if answer else {},
+        "labels": ({tag: tags.field_label(tag, value) for tag, value in answer.fields}
+                   if answer else {}),
+        "receipt": answer.receipt if answer else None,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "request": result.request_frame.decode("latin-1"),
+        "answer": result.answer_frame.decode("latin-1") if result.answer_frame else None,
+        "problem": result.problem,
+    }
+    if result.dropped_bytes:  # written by the terminal after its answer, not part of it
+        document["dropped_after_answer"] = result.dropped_bytes.decode("latin-1")
+    return document
+
+
+def unreachable_json(request: PaymentRequest, error: TerminalUnreachable,
+                     elapsed_s: float) -> dict[str, object]:
+    """What `--json` prints when nothing was sent: status "error", no answer."""
+    amount, currency, symbol, _ = amount_parts(request)
+    return {
+        "status": NOT_SENT, "amount": amount, "currency": currency, "currency_symbol": symbol,
+        "action": action_word(request), "reason": None, "fields": {}, "labels": {},
+        "receipt": None, "elapsed_s": round(elapsed_s, 3),
+        "request": request.encode().decode("latin-1"), "answer": None, "problem": str(error),
+    }

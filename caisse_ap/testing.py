@@ -44,9 +44,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from urllib.parse import urlencode
 
+from .errors import CaisseApError
 from .terminal.words import DecidedBy, TransactionStatus
 from .tlv import Field
 
@@ -57,7 +58,7 @@ __all__ = ["Event", "EventStream", "SimulatedTerminal", "SimulatedTerminalError"
            "call_in_reactor", "shared_reactor", "simulated_terminal", "start_simulated_terminal"]
 
 
-class SimulatedTerminalError(RuntimeError):
+class SimulatedTerminalError(CaisseApError, RuntimeError):
     """The control API refused a call: `status`, `message` and the `field` at fault."""
 
     def __init__(self, status: int, message: str, field: str | None = None):
@@ -65,6 +66,13 @@ class SimulatedTerminalError(RuntimeError):
         self.status = status
         self.message = message
         self.field = field
+
+
+if TYPE_CHECKING:  # Twisted is imported once a terminal starts
+    from twisted.internet.defer import Deferred
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 # --- What the API gives back, typed -----------------------------------------------------
@@ -188,13 +196,24 @@ def shared_reactor() -> Any:
     return reactor
 
 
-def call_in_reactor(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+@overload
+def call_in_reactor(function: Callable[P, Deferred[R]], *args: P.args,
+                    **kwargs: P.kwargs) -> R: ...
+
+
+@overload
+def call_in_reactor(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+def call_in_reactor(function: Callable[P, R] | Callable[P, Deferred[R]], *args: P.args,
+                    **kwargs: P.kwargs) -> R:
     """Run `function` on the shared reactor's thread and return its result, once its
     Deferred (if it returns one) has fired; its exception is raised here."""
     return _call(shared_reactor(), function, *args, **kwargs)
 
 
-def _call(reactor: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _call(reactor: Any, function: Callable[P, R] | Callable[P, Deferred[R]], *args: P.args,
+          **kwargs: P.kwargs) -> R:
     from twisted.internet.threads import blockingCallFromThread
 
     return blockingCallFromThread(reactor, function, *args, **kwargs)
@@ -206,14 +225,14 @@ def _call(reactor: Any, function: Callable[..., Any], *args: Any, **kwargs: Any)
 class SimulatedTerminal:
     """A running simulated terminal: where it listens, and its control API as methods."""
 
-    def __init__(self, reactor: Any, terminal: Any, services: Any, token: str | None = None):
+    def __init__(self, reactor: Any, running: Any, token: str | None = None):
         self._reactor = reactor
-        self._terminal = terminal
-        self._services = services
+        self._terminal = running.terminal
+        self._services = running  # an app.RunningTerminal
         self._token = token
-        self.host, self.port = terminal.address
-        self.web_url = services.web_url.rstrip("/")
-        self.web_port = services.web_address[1]
+        self.host, self.port = running.address
+        self.web_url = running.web_url.rstrip("/")
+        self.web_port = running.console.web_address[1]
         self._stopped = False
 
     @property
@@ -223,7 +242,7 @@ class SimulatedTerminal:
 
     # The control API -------------------------------------------------------------
 
-    def api(self, method: str, path: str, body: Any = None) -> Any:
+    def api(self, method: str, path: str, body: object = None) -> Any:  # JSON read back
         """Call the control API (docs/api.md); SimulatedTerminalError on an error status."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
@@ -244,7 +263,7 @@ class SimulatedTerminal:
             raise SimulatedTerminalError(error.code, detail.get("error", ""),
                                          detail.get("field")) from None
 
-    def next(self, outcome: str, **options: Any) -> list[dict[str, Any]]:
+    def next(self, outcome: str, **options: object) -> list[dict[str, Any]]:
         """Queue the outcome of the next transaction ("approved", "refused", "no-answer"...).
 
         `options`: `payment_type` ("cbcontactless"...), `delay` (seconds).
@@ -257,7 +276,7 @@ class SimulatedTerminal:
     def clear_next(self) -> None:
         self.api("DELETE", "/api/next")
 
-    def settings(self, **changes: Any) -> dict[str, Any]:
+    def settings(self, **changes: object) -> dict[str, Any]:
         """Change settings for the next transactions (mode="failure", duration=1...);
         without arguments, read them. Returns the whole settings."""
         settings: dict[str, Any] = (self.api("PUT", "/api/settings", changes) if changes
@@ -278,7 +297,7 @@ class SimulatedTerminal:
     def transaction(self, transaction_id: int) -> Transaction:
         return Transaction.from_json(self.api("GET", f"/api/transactions/{transaction_id}"))
 
-    def decide(self, transaction_id: int, outcome: str, **options: Any) -> Transaction:
+    def decide(self, transaction_id: int, outcome: str, **options: object) -> Transaction:
         """Manual mode: answer a waiting transaction; returns it once answered."""
         return Transaction.from_json(self.api(
             "POST", f"/api/transactions/{transaction_id}/decision",
@@ -300,17 +319,7 @@ class SimulatedTerminal:
         if self._stopped:
             return
         self._stopped = True
-        from caisse_ap.terminal.server import stop_terminal
-
-        services = self._services
-
-        def stop() -> Any:
-            stopped = stop_terminal(self._terminal)
-            stopped.addBoth(lambda _: services.stop_web())
-            stopped.addBoth(lambda _: services.close_journal())
-            return stopped
-
-        _call(self._reactor, stop)
+        _call(self._reactor, self._services.stop)
 
     def __enter__(self) -> SimulatedTerminal:
         return self
@@ -322,7 +331,7 @@ class SimulatedTerminal:
 def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
                              amount_rules: bool | str | os.PathLike[str] = False,
                              token: str | None = None, seed: str | int | None = None,
-                             **settings: Any) -> SimulatedTerminal:
+                             **settings: object) -> SimulatedTerminal:
     """Start a simulated terminal; stop it with `.stop()` (or use `simulated_terminal()`).
 
     `settings` are those of docs/api.md (mode, failure_type, duration,
@@ -330,11 +339,11 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
     for the default table or the path of a TOML rules file. `journal` is a
     SQLite file to keep the journal in (default: memory).
     """
+    from caisse_ap.terminal import app
     from caisse_ap.terminal.behaviour import TerminalSettings
     from caisse_ap.terminal.journal import Journal
     from caisse_ap.terminal.rules import AmountRules, load_rules
-    from caisse_ap.terminal.server import start_terminal
-    from caisse_ap.terminal.web import start_services
+    from caisse_ap.terminal.web import WebOptions
 
     settings.setdefault("duration", 0)
     if amount_rules is not False:
@@ -344,19 +353,14 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
     checked = TerminalSettings.from_dict(settings)  # SettingsError before anything starts
     reactor = shared_reactor()
 
-    def start() -> tuple[Any, Any]:
-        terminal = start_terminal(reactor, checked, HOST, 0, seed=seed)
-        try:
-            services = start_services(reactor, terminal, web_host=HOST, web_port=0,
-                                      token=token, rules=rules,
-                                      journal=Journal(journal) if journal else None)
-        except BaseException:
-            terminal.listening_port.stopListening()
-            raise
-        return terminal, services
+    def start() -> Any:
+        options = app.TerminalOptions(checked, HOST, 0, seed=seed, rules=rules,
+                                      journal=Journal(journal) if journal else None,
+                                      web=WebOptions(HOST, 0, token))
+        return app.start(reactor, options)
 
-    terminal, services = _call(reactor, start)
-    return SimulatedTerminal(reactor, terminal, services, token)
+    running = _call(reactor, start)
+    return SimulatedTerminal(reactor, running, token)
 
 
 @contextmanager

@@ -22,9 +22,10 @@ from server_process import ServerProcess, run_server
 
 from caisse_ap import __version__, client, tlv
 from caisse_ap.messages import PaymentRequest
+from caisse_ap.terminal import app
 from caisse_ap.terminal.journal import Journal
 from caisse_ap.terminal.rules import AmountRules
-from caisse_ap.terminal.web import _is_loopback, start_services
+from caisse_ap.terminal.web import WebOptions, _is_loopback
 from caisse_ap.terminal.web.api import ERROR_CODES, MAX_BODY
 from caisse_ap.terminal.web.site import STATIC
 from caisse_ap.testing import SimulatedTerminalError, simulated_terminal
@@ -673,25 +674,21 @@ def test_hang_up_and_dropped_events(terminal, pos):
 
 
 def test_keep_alive_comments(reactor_thread):
-    from caisse_ap.terminal.server import start_terminal, stop_terminal
     from caisse_ap.testing import EventStream
 
     reactor = reactor_thread.reactor
 
     def start():
-        terminal = start_terminal(reactor, None, "127.0.0.1", 0)
-        return terminal, start_services(reactor, terminal, web_host="127.0.0.1", web_port=0,
-                                        keep_alive=0.05)
+        return app.start(reactor, app.TerminalOptions(
+            web=WebOptions("127.0.0.1", 0, keep_alive=0.05)))
 
-    terminal, services = reactor_thread.call(start)
+    running = reactor_thread.call(start)
     try:
-        with EventStream(services.web_url) as events:
+        with EventStream(running.web_url) as events:
             assert events.comments.get(timeout=10) == "keep-alive"
             assert events.comments.get(timeout=10) == "keep-alive"
     finally:
-        reactor_thread.call(stop_terminal, terminal)
-        reactor_thread.call(services.stop_web)
-        reactor_thread.call(services.close_journal)
+        reactor_thread.call(running.stop)
 
 
 def test_event_streams_end_when_the_server_stops():
@@ -920,8 +917,6 @@ def test_a_token_is_made_when_the_web_host_is_not_loopback_and_none_given(reacto
                                                                           caplog):
     """start() as the command line calls it; the listening address is kept on 127.0.0.1."""
     from caisse_ap.terminal import cli
-    from caisse_ap.terminal import web as extension
-    from caisse_ap.terminal.server import start_terminal, stop_terminal
 
     reactor = reactor_thread.reactor
 
@@ -939,18 +934,18 @@ def test_a_token_is_made_when_the_web_host_is_not_loopback_and_none_given(reacto
 
     started, warnings = [], {}
     for token in (None, "s3cret"):
-        args = cli.build_parser([extension]).parse_args(
-            ["--web-host", "192.0.2.10", "--web-port", "0"]
+        args = cli.build_parser().parse_args(
+            ["-p", "0", "--web-host", "192.0.2.10", "--web-port", "0"]
             + (["--web-token", token] if token else []))
 
         def start(args=args):
-            terminal = start_terminal(reactor, None, "127.0.0.1", 0)
-            return terminal, extension.start(terminal, args, LoopbackOnly())
+            running = app.start(LoopbackOnly(), cli.options_from_args(args))
+            return running, running.console
 
         with caplog.at_level(logging.WARNING, logger="caisse_ap.terminal.web"):
             caplog.clear()
-            terminal, services = reactor_thread.call(start)
-            started.append((terminal, services))
+            running, console = reactor_thread.call(start)
+            started.append((running, console))
             warnings[token] = [r.getMessage() for r in caplog.records
                                if r.levelno == logging.WARNING]
     assert len(warnings[None]) == 1 and "no --web-token for a console listening on " \
@@ -965,10 +960,8 @@ def test_a_token_is_made_when_the_web_host_is_not_loopback_and_none_given(reacto
             assert urllib.request.urlopen(request, timeout=10).status == status
         except urllib.error.HTTPError as error:
             assert error.code == status
-    for terminal, services in started:
-        reactor_thread.call(stop_terminal, terminal)
-        reactor_thread.call(services.stop_web)
-        reactor_thread.call(services.close_journal)
+    for running, _ in started:
+        reactor_thread.call(running.stop)
 
 
 def test_an_event_client_that_stops_reading_is_cut_off():

@@ -23,7 +23,8 @@ from caisse_ap.messages import PaymentRequest, has_mandatory_fields
 from caisse_ap.payment import Outcome
 from caisse_ap.terminal import profiles, proxy, taps
 from caisse_ap.terminal.journal import Journal
-from caisse_ap.terminal.web.control import OutcomeQueue
+from caisse_ap.terminal.outcomes import OutcomeQueue
+from caisse_ap.terminal.web.transactions import transaction_json
 
 DEBIT = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 CLEAN_ANSWER = (b"CZ0040300CJ012012345678901AE00210CA00201CB00511245CD0010CE003978"
@@ -121,7 +122,7 @@ class Seen:
         self._waiting: list[tuple[int, defer.Deferred]] = []
 
     def transaction_finished(self, txn: Any) -> None:
-        self.finished.append(txn.to_json())
+        self.finished.append(transaction_json(txn))
         for waiting in [w for w in self._waiting if w[0] <= len(self.finished)]:
             self._waiting.remove(waiting)
             waiting[1].callback(self.finished)

@@ -15,6 +15,7 @@ from caisse_ap.payment import Outcome
 from caisse_ap.terminal import profiles, proxy, taps
 from caisse_ap.terminal.behaviour import OutcomeSpec
 from caisse_ap.terminal.derive import check, derive_profile, profile_name
+from caisse_ap.terminal.outcomes import OutcomeQueue
 from caisse_ap.terminal.recording import (
     Recording,
     RecordingError,
@@ -24,7 +25,6 @@ from caisse_ap.terminal.recording import (
     transaction_entry,
 )
 from caisse_ap.terminal.server import TerminalFactory
-from caisse_ap.terminal.web.control import OutcomeQueue
 
 FULL_PAN = "4970101234560123"
 

@@ -17,6 +17,7 @@ from caisse_ap.messages import PaymentRequest, TerminalAnswer, has_mandatory_fie
 from caisse_ap.terminal.behaviour import Decision, OutcomeSpec, TerminalSettings
 from caisse_ap.terminal.server import TerminalFactory, TerminalProtocol
 from caisse_ap.terminal.service import Terminal
+from caisse_ap.terminal.web.transactions import transaction_json
 
 DEBIT = "CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 MANDATORY_ONLY = "CZ0040300CJ012247300123456CA00201CB00512345CD0010CE003978"
@@ -69,10 +70,10 @@ class Recorder:
         self.events: list[tuple[str, dict]] = []
 
     def request_received(self, txn):
-        self.events.append(("request", txn.to_json()))
+        self.events.append(("request", transaction_json(txn)))
 
     def transaction_finished(self, txn):
-        self.events.append(("answer", txn.to_json()))
+        self.events.append(("answer", transaction_json(txn)))
 
     def settings_changed(self, settings):
         self.events.append(("settings", settings.to_dict()))
@@ -95,7 +96,7 @@ def test_answer_waits_for_the_duration_on_the_clock():
     assert [a["AE"] for a in connection.answers()] == ["10"]
     assert connection.done == [txn]
     assert (txn.status, txn.decided_by) == ("approved", "settings")
-    assert txn.to_json()["duration_s"] == 3.0
+    assert transaction_json(txn)["duration_s"] == 3.0
     assert clock.getDelayedCalls() == []
 
 
@@ -286,7 +287,7 @@ def test_unreadable_request_json_has_null_amounts():
     terminal, clock = make_terminal()
     connection = FakeConnection()
     txn = terminal.receive_error(connection, tlv.FrameError("bad", 0, []))
-    data = txn.to_json()
+    data = transaction_json(txn)
     assert data["amount"] is None and data["currency"] is None and data["action"] is None
     assert data["reason"] == {"code": "09",
                               "label": "Opération non effectuée, erreur format message"}

@@ -18,10 +18,12 @@ from server_process import ServerProcess
 from twisted.internet.task import Clock
 
 from caisse_ap import tlv
+from caisse_ap.terminal import app
 from caisse_ap.terminal.journal import WRITE_DELAY, Journal
-from caisse_ap.terminal.service import Transaction, complete
-from caisse_ap.terminal.web import start_services
-from caisse_ap.terminal.web.control import EventHub, ManualDecisions, TransactionFeed
+from caisse_ap.terminal.outcomes import ManualDecisions
+from caisse_ap.terminal.service import Transaction
+from caisse_ap.terminal.web.control import EventHub, TransactionFeed
+from caisse_ap.terminal.web.transactions import complete, transaction_json
 
 REQUEST = b"CZ0040300CJ012012345678901CA00201CE003978BA0010CD0010CB00511245"
 ANSWER = (("CZ", "0300"), ("CJ", "012345678901"), ("AE", "10"), ("CA", "01"), ("CB", "11245"),
@@ -80,8 +82,8 @@ def test_a_transaction_still_waiting_is_written_pending_then_final():
     assert journal.writes == 2 and journal.get(1)["status"] == "approved"
 
 
-def test_one_sqlite_transaction_for_the_whole_group():
-    journal, clock = grouped()
+def test_one_sqlite_transaction_for_the_whole_group(tmp_path):
+    journal, clock = grouped(tmp_path / "journal.sqlite")  # in memory, no SQLite at all
     statements: list[str] = []
     journal._db.set_trace_callback(statements.append)
     for txn_id in range(1, 51):
@@ -90,6 +92,29 @@ def test_one_sqlite_transaction_for_the_whole_group():
     clock.advance(WRITE_DELAY)
     assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1
     assert journal.writes == 50 and journal.count("approved") == 50
+
+
+def test_a_memory_journal_builds_records_only_when_read():
+    """It keeps the transactions themselves: nothing is serialised that nobody reads."""
+    built = []
+
+    class Counted(Transaction):
+        def record(self):
+            built.append(self.id)
+            return super().record()
+
+    journal, clock = grouped()
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    for txn_id in range(1, 11):
+        txn = Counted(txn_id, "192.0.2.1:4000", 1_700_000_000.0 + txn_id, tlv.decode(REQUEST))
+        journal.request_received(txn)
+        journal.transaction_finished(answer(txn))
+    clock.advance(WRITE_DELAY)
+    assert journal.writes == 10 and built == [] and statements == []
+    assert journal.get(4)["status"] == "approved" and built == [4]
+    assert [t["id"] for t in journal.transactions(limit=2)] == [10, 9] and built == [4, 10, 9]
+    assert journal.count("approved") == 10 and built == [4, 10, 9]
 
 
 def test_reads_see_what_waits_to_be_written():
@@ -133,12 +158,12 @@ def test_a_group_the_file_refuses_is_kept_in_memory(tmp_path):
 def test_the_api_form_is_the_record_completed():
     txn = answer(received(3))
     record = txn.record()
-    assert set(record) < set(txn.to_json())  # labels, amounts and frames are left out
+    assert set(record) < set(transaction_json(txn))  # labels, amounts and frames are left out
     stored = json.loads(json.dumps(record))  # as a journal reads it back
-    assert complete(stored) == txn.to_json()
-    assert txn.to_json()["amount"] == "112.45" and txn.to_json()["labels"]["AE"]
+    assert complete(stored) == transaction_json(txn)
+    assert transaction_json(txn)["amount"] == "112.45" and transaction_json(txn)["labels"]["AE"]
     # A row an earlier version wrote holds the complete form: it completes the same.
-    assert complete(json.loads(json.dumps(txn.to_json()))) == txn.to_json()
+    assert complete(json.loads(json.dumps(transaction_json(txn)))) == transaction_json(txn)
 
 
 # --- Event stream -----------------------------------------------------------------------
@@ -169,17 +194,11 @@ def test_events_follow_the_write_and_show_the_transaction_as_it_was():
 # --- No journal when nothing can read it -------------------------------------------------
 
 
-class _Listening:
-    def __init__(self) -> None:
-        self.observers: list = []
-        self.outcome_sources: list = []
-
-
-def test_no_web_and_no_journal_file_means_no_journal_nor_observer():
-    terminal = _Listening()
-    services = start_services(Clock(), terminal, web=False)
-    assert services.journal is None and terminal.observers == []
-    services.close_journal()  # nothing to close, no error
+def test_no_web_and_no_journal_file_means_no_journal_nor_observer(reactor_thread):
+    running = reactor_thread.call(app.start, reactor_thread.reactor, app.TerminalOptions())
+    terminal = running.terminal
+    assert running.journal is None and terminal.observers == []
+    reactor_thread.call(running.stop)  # nothing to close, no error
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """`caisse-ap-ip-server --conformance`: the conformance kit for a POS driven by hand.
 
-An extension of the server's command line (terminal/cli.py): with
+Options of the server's command line (terminal/cli.py wires them): with
 `--conformance`, the terminal answers each payment with the next scenario of
 the catalogue (the same plans as the runner's, carried out by wire.py), and a
 SessionDriver shows the tester the scenario and what the POS did on the wire,
@@ -12,7 +12,7 @@ scenario (or `q`) it writes the HTML report, and stops without the web console.
 
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,58 +21,16 @@ from typing import Any, TextIO
 from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
 
-from ..terminal.cli import UsageError
-from .catalogue import select
 from .judge import WORDS, Verdict
+from .options import ConformanceOptions
 from .report import html_report
 from .runner import CLOSE_GRACE, snapshot
 from .session import SHOWN, SHOWN_WORDS, ConformanceSession, Step
 from .wire import ScenarioFactory, ScenarioProtocol
 
-DEFAULT_REPORT = "conformite.html"
-DEFAULT_POS_TIMEOUT = 180.0  # what POS integrations usually wait
+log = logging.getLogger("caisse_ap.conformance")
+
 MAX_CONNECTIONS = 16  # a session serves one POS; a few resends or probes at most
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("conformance kit for a POS driven by hand")
-    add = group.add_argument
-    add("--conformance", action="store_true",
-        help="answer each payment with the next scenario of the conformance kit and ask "
-             "what the POS showed, on this console or in the web console's page "
-             "/conformance.html; then write the report (and stop, with --no-web)")
-    add("--conformance-only", default=None, metavar="NAMES",
-        help="with --conformance: these scenarios only (commas)")
-    add("--conformance-skip", default=None, metavar="NAMES",
-        help="with --conformance: skip these scenarios (commas)")
-    add("--conformance-report", default=DEFAULT_REPORT, metavar="FILE.html",
-        help=f"with --conformance: the HTML report (default {DEFAULT_REPORT})")
-    add("--conformance-pos-timeout", type=float, default=DEFAULT_POS_TIMEOUT,
-        metavar="SECONDS",
-        help="with --conformance: how long the POS waits for an answer (the late answer "
-             f"comes 1 s after it; default {DEFAULT_POS_TIMEOUT:g})")
-
-
-def _names(text: str | None) -> list[str]:
-    return [name.strip() for name in (text or "").split(",") if name.strip()]
-
-
-def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """No setting changes; checks the options and chooses the scenarios."""
-    args.conformance_session = args.conformance_driver = None
-    if not args.conformance:
-        for option in ("only", "skip"):
-            if getattr(args, f"conformance_{option}"):
-                raise UsageError(f"--conformance-{option} needs --conformance")
-        return {}
-    if not 0 < args.conformance_pos_timeout <= 3600:
-        raise UsageError("--conformance-pos-timeout must be between 0 and 3600 seconds")
-    try:
-        scenarios = select(_names(args.conformance_only), _names(args.conformance_skip))
-        args.conformance_session = ConformanceSession(scenarios)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    return {}
 
 
 class SessionFactory(ScenarioFactory):
@@ -252,34 +210,33 @@ def _verdict_text(verdict: Verdict) -> str:
     return "\n".join([head, *(f"    - {problem}" for problem in verdict.problems)])
 
 
-def terminal_factory(args: argparse.Namespace) -> Any:
-    if args.conformance_session is None:
-        return None
+def terminal_factory(options: ConformanceOptions) -> Callable[[Any], SessionFactory]:
+    """What builds the terminal's connections during the session (app.TerminalOptions)."""
     from ..terminal.server import IdleWatch
 
     def build(terminal: Any) -> SessionFactory:
-        factory = SessionFactory(args.conformance_session, args.conformance_pos_timeout,
-                                 terminal.reactor, IdleWatch(terminal))
-        # The web console (started before this extension's start()) finds it here.
-        factory.driver = args.conformance_driver = SessionDriver(
-            factory, Path(args.conformance_report), stop_when_done=args.no_web)
+        factory = SessionFactory(options.session, options.pos_timeout, terminal.reactor,
+                                 IdleWatch(terminal))
+        factory.driver = SessionDriver(factory, options.report, options.stop_when_done)
         return factory
 
     return build
 
 
-def describe_terminal(args: argparse.Namespace, settings: Any) -> str | None:
-    if args.conformance_session is None:
-        return None
-    return (f"conformance kit: {len(args.conformance_session.steps)} scenarios, one per "
+def describe_terminal(options: ConformanceOptions) -> str:
+    return (f"conformance kit: {len(options.session.steps)} scenarios, one per "
             "payment, the tester answering on this console")
 
 
-def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> None:
-    if args.conformance_session is None:
-        return
-    stdio.StandardIO(TesterConsole(args.conformance_driver), reactor=reactor)
+def start(running: Any, reactor: Any) -> None:
+    """Once the terminal serves: the tester's console on standard input and output, and
+    the web console's page (GET /api/conformance) when the console is on."""
+    driver = running.terminal.listening_port.factory.driver
+    stdio.StandardIO(TesterConsole(driver), reactor=reactor)
+    if running.console is not None:
+        running.console.api.conformance = driver
+        log.info("conformance session in the web console: %sconformance.html",
+                 running.console.web_url)
 
 
-__all__ = ["add_arguments", "describe_terminal", "settings_changes", "start",
-           "terminal_factory"]
+__all__ = ["describe_terminal", "start", "terminal_factory"]

@@ -21,6 +21,7 @@ from .. import tlv
 from ..messages import PaymentRequest, RequestError
 from ..terminal import behaviour
 from ..terminal.behaviour import OutcomeSpec, TerminalSettings
+from ..terminal.words import OutcomeName
 from ..tlv import Field
 from .catalogue import Scenario
 
@@ -71,8 +72,8 @@ def answer_fields(scenario: Scenario, request_fields: list[Field],
         if scenario.terminal.immediate:
             reply = behaviour.immediate_reply(request, settings)
         else:
-                reply = behaviour.reply(request, OutcomeSpec(scenario.terminal.outcome),
-                                    settings, rng, now)
+            spec = OutcomeSpec(OutcomeName(scenario.terminal.outcome))
+            reply = behaviour.reply(request, spec, settings, rng, now)
     fields = list(reply.fields or ())
     if scenario.terminal.long_receipt:
         fields = _set(fields, "ZT", _long_receipt(fields))

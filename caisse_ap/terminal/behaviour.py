@@ -24,6 +24,7 @@ from functools import cache, cached_property, lru_cache
 from typing import Any, NamedTuple
 
 from .. import money, tags, tlv
+from ..errors import CaisseApError
 from ..messages import (
     CHEQUE_APPLICATION,
     ECHOED_TAGS,
@@ -37,40 +38,39 @@ from ..messages import (
 from ..tlv import Field
 from . import profiles
 from .profiles import Profile
-from .words import DecidedBy, Mode, TransactionStatus
+from .words import DecidedBy, Mode, OutcomeName, TransactionStatus
 
 MODES = tuple(Mode)
 
-# Failure types: every AF code, by name. "abandon" (11, operator abandon) is the
-# original script's default; "abandoned" (06) is the customer's.
-FAILURE_TYPES: dict[str, str] = {
-    "unknown": "00",
-    "authorised": "01",
-    "phone-authorisation": "02",
-    "forced": "03",
-    "refused": "04",
-    "forbidden": "05",
-    "abandoned": "06",
-    "not-completed": "07",
-    "timeout": "08",
-    "format-error": "09",
-    "selection-error": "10",
-    "abandon": "11",
-    "unknown-action": "12",
-    "unsupported-currency": "13",
+# Failure types: every AF code, by name (OutcomeName).
+FAILURE_TYPES: dict[OutcomeName, str] = {
+    OutcomeName.UNKNOWN: "00",
+    OutcomeName.AUTHORISED: "01",
+    OutcomeName.PHONE_AUTHORISATION: "02",
+    OutcomeName.FORCED: "03",
+    OutcomeName.REFUSED: "04",
+    OutcomeName.FORBIDDEN: "05",
+    OutcomeName.ABANDONED: "06",
+    OutcomeName.NOT_COMPLETED: "07",
+    OutcomeName.TIMEOUT: "08",
+    OutcomeName.FORMAT_ERROR: "09",
+    OutcomeName.SELECTION_ERROR: "10",
+    OutcomeName.ABANDON: "11",
+    OutcomeName.UNKNOWN_ACTION: "12",
+    OutcomeName.UNSUPPORTED_CURRENCY: "13",
 }
 FAILURE_NAMES = {code: name for name, code in FAILURE_TYPES.items()}
 
-APPROVED = "approved"
-PARTIAL = "partial"
-NO_ANSWER = "no-answer"
-HANG_UP = "hang-up"
-# Proxy mode (proxy.py): the real terminal answers, `delay` seconds later than it did, or
-# its answer cut into segments. With no terminal behind: the settings' outcome, in one piece.
-TERMINAL = "terminal"
-TERMINAL_SPLIT = "terminal-split"
+APPROVED = OutcomeName.APPROVED
+PARTIAL = OutcomeName.PARTIAL
+NO_ANSWER = OutcomeName.NO_ANSWER
+HANG_UP = OutcomeName.HANG_UP
+TERMINAL = OutcomeName.TERMINAL
+TERMINAL_SPLIT = OutcomeName.TERMINAL_SPLIT
 FORWARDED = (TERMINAL, TERMINAL_SPLIT)
-OUTCOMES = (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED, *FAILURE_TYPES)
+OUTCOMES = tuple(OutcomeName)
+# The outcomes that are not failures.
+_NOT_FAILURES = frozenset((APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED))
 
 # Transaction statuses (docs/api.md).
 # interrupted: left pending by a server that stopped without answering (journal.py).
@@ -153,7 +153,7 @@ APPLICATION_CARDS: dict[str, PaymentType] = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(CaisseApError, ValueError):
     """A settings value, outcome or option that is not acceptable.
 
     `field` names what is wrong (a settings field, "outcome", "delay",
@@ -163,7 +163,7 @@ class SettingsError(ValueError):
     """
 
     def __init__(self, field: str | None, message: str, code: str = "invalid_value",
-                 limits: dict[str, Any] | None = None):
+                 limits: Mapping[str, object] | None = None):
         super().__init__(message)
         self.field = field
         self.message = message
@@ -174,7 +174,7 @@ class SettingsError(ValueError):
 # --- Settings ---------------------------------------------------------------
 
 
-def _number(name: str, value: Any, minimum: float, maximum: float, *,
+def _number(name: str, value: object, minimum: float, maximum: float, *,
             allow_zero: bool = True) -> float:
     """A finite number in range; numeric text is accepted (the command line gives text)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -195,43 +195,43 @@ def _number(name: str, value: Any, minimum: float, maximum: float, *,
     return number
 
 
-def _boolean(name: str, value: Any) -> bool:
+def _boolean(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(name, f"{name} must be true or false, not {value!r}", "not_boolean")
     return value
 
 
-def failure_code(name_or_code: Any, field: str = "failure_type") -> str:
+def failure_code(name_or_code: object, field: str = "failure_type") -> str:
     """The AF code of a failure type given by name ("refused") or two digits ("04")."""
     text = name_or_code.strip().lower() if isinstance(name_or_code, str) else None
     if text in FAILURE_TYPES:
-        return FAILURE_TYPES[text]
+        return FAILURE_TYPES[OutcomeName(text)]
     if text in FAILURE_NAMES:
         return text
     raise SettingsError(field, f"unknown failure type {name_or_code!r}; use a name such as "
                                f"'refused' or an AF code from 00 to 13", "unknown_choice")
 
 
-def failure_name(name_or_code: Any, field: str = "failure_type") -> str:
+def failure_name(name_or_code: object, field: str = "failure_type") -> OutcomeName:
     """The canonical name of a failure type given by name or two-digit AF code."""
     return FAILURE_NAMES[failure_code(name_or_code, field)]
 
 
-def payment_type(name: Any, field: str = "payment_type") -> PaymentType:
+def payment_type(name: object, field: str = "payment_type") -> PaymentType:
     if isinstance(name, str) and name.strip().lower() in PAYMENT_TYPES:
         return PAYMENT_TYPES[name.strip().lower()]
     raise SettingsError(field, f"unknown payment type {name!r}; choose from "
                                f"{', '.join(PAYMENT_TYPES)}", "unknown_choice")
 
 
-def _mode(value: Any) -> str:
+def _mode(value: object) -> Mode:
     if isinstance(value, str) and value in MODES:
-        return value
+        return Mode(value)
     raise SettingsError("mode", f"unknown mode {value!r}; choose from {', '.join(MODES)}",
                         "unknown_choice")
 
 
-def _seller_contract(value: Any) -> str:
+def _seller_contract(value: object) -> str:
     # Blank is as good as empty: a contract of spaces reaches no acquirer.
     if not isinstance(value, str) or not value.strip():
         raise SettingsError("seller_contract", "seller_contract must be non-blank text", "empty")
@@ -245,7 +245,7 @@ def _seller_contract(value: Any) -> str:
     return value
 
 
-def _answer_version(value: Any) -> str | None:
+def _answer_version(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit():
@@ -255,7 +255,7 @@ def _answer_version(value: Any) -> str | None:
                         "invalid_format")
 
 
-def _profile(value: Any) -> Profile:
+def _profile(value: object) -> Profile:
     """A profile given as itself or by the name of one in use (never a path: the API
     must not read files)."""
     if isinstance(value, Profile):
@@ -267,7 +267,7 @@ def _profile(value: Any) -> Profile:
                         "unknown_choice")
 
 
-def _currencies(value: Any) -> tuple[str, ...] | None:
+def _currencies(value: object) -> tuple[str, ...] | None:
     """Accepted currencies as numeric codes; alphabetic codes ("EUR") are converted."""
     if value is None:
         return None
@@ -291,7 +291,7 @@ def _currencies(value: Any) -> tuple[str, ...] | None:
     return tuple(codes)
 
 
-_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+_VALIDATORS: dict[str, Callable[[object], object]] = {
     "mode": _mode,
     "failure_type": failure_name,
     "duration": lambda v: _number("duration", v, 0, MAX_DURATION),
@@ -310,7 +310,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
 PROFILE_SETTINGS = ("answer_version", "pad_amount", "seller_contract")  # Profile's names too
 
 
-def check_setting(name: str, value: Any) -> Any:
+def check_setting(name: str, value: object) -> object:
     """The checked, canonical value of one setting (SettingsError if it is not acceptable).
 
     The command line uses it to check each option as argparse reads it.
@@ -331,8 +331,8 @@ class TerminalSettings:
     the field, so that nothing changes when a value is wrong.
     """
 
-    mode: str = "success"
-    failure_type: str = "abandon"
+    mode: Mode = Mode.SUCCESS
+    failure_type: OutcomeName = OutcomeName.ABANDON  # a failure's name
     duration: float = 3.0
     payment_type: str = "cbcontact"
     seller_contract: str = "424242"
@@ -344,11 +344,11 @@ class TerminalSettings:
     profile: Profile = field(default_factory=lambda: profiles.builtin(profiles.DEFAULT))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TerminalSettings:
+    def from_dict(cls, values: Mapping[str, object]) -> TerminalSettings:
         """Settings from a (possibly partial) dict; missing fields take their defaults."""
         return cls().updated(values)
 
-    def updated(self, changes: Mapping[str, Any]) -> TerminalSettings:
+    def updated(self, changes: Mapping[str, object]) -> TerminalSettings:
         """New settings with `changes` applied; SettingsError on any unknown field or bad value."""
         if not isinstance(changes, Mapping):
             raise SettingsError(None, "settings must be a JSON object", "object_required")
@@ -356,7 +356,9 @@ class TerminalSettings:
         for name in changes:
             if name not in known:
                 raise SettingsError(name, f"unknown setting {name!r}", "unknown_field")
-        checked = {name: _VALIDATORS[name](value) for name, value in changes.items()}
+        # Each value of the type its validator gives: the field's (mypy cannot follow).
+        checked: dict[str, Any] = {name: _VALIDATORS[name](value)
+                                   for name, value in changes.items()}
         if "profile" in checked:
             for setting in PROFILE_SETTINGS:
                 checked.setdefault(setting, getattr(checked["profile"], setting))
@@ -364,8 +366,8 @@ class TerminalSettings:
         _check_contract_length(new)
         return new
 
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+    def to_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         values["profile"] = self.profile.key
         if self.currencies is not None:
             values["currencies"] = list(self.currencies)
@@ -409,7 +411,7 @@ class OutcomeSpec:
     `payment_type` None means the settings' one.
     """
 
-    outcome: str
+    outcome: OutcomeName
     delay: float | None = None
     payment_type: str | None = None
     # Whether a person chose it (-ft, the queue, a rule, the keypad: parse() sets it)
@@ -418,21 +420,21 @@ class OutcomeSpec:
     chosen: bool = field(default=False, compare=False)
 
     @classmethod
-    def parse(cls, outcome: Any, delay: Any = None, payment_type_name: Any = None) -> OutcomeSpec:
+    def parse(cls, outcome: object, delay: object = None,
+              payment_type_name: object = None) -> OutcomeSpec:
         """Read an outcome by name or AF code: "approved", "partial", "no-answer", "hang-up",
         "refused", "04"... Raises SettingsError naming the bad part."""
         if not isinstance(outcome, str):
             raise SettingsError("outcome", f"outcome must be text, not {outcome!r}", "not_text")
         text = outcome.strip().lower()
-        if text not in (APPROVED, PARTIAL, NO_ANSWER, HANG_UP, *FORWARDED):
-            text = failure_name(text, "outcome")
+        name = OutcomeName(text) if text in _NOT_FAILURES else failure_name(text, "outcome")
         checked_delay = None if delay is None else _number("delay", delay, 0, MAX_DURATION)
         checked_type = (None if payment_type_name is None
                         else payment_type(payment_type_name).name)
-        return cls(text, checked_delay, checked_type, chosen=True)
+        return cls(name, checked_delay, checked_type, chosen=True)
 
     @classmethod
-    def from_dict(cls, values: Any) -> OutcomeSpec:
+    def from_dict(cls, values: object) -> OutcomeSpec:
         """From the JSON form {"outcome": ..., "delay": ..., "payment_type": ...}."""
         if isinstance(values, str):
             return cls.parse(values)
@@ -447,8 +449,8 @@ class OutcomeSpec:
             raise SettingsError("outcome", "the outcome is missing", "required")
         return cls.parse(values["outcome"], values.get("delay"), values.get("payment_type"))
 
-    def to_dict(self) -> dict[str, Any]:
-        values: dict[str, Any] = {"outcome": self.outcome}
+    def to_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {"outcome": self.outcome}
         if self.delay is not None:
             values["delay"] = self.delay
         if self.payment_type is not None:
@@ -476,22 +478,26 @@ def decide_from_settings(settings: TerminalSettings) -> tuple[Decision, float]:
     types anything: the terminal gives up after manual_timeout with AF=08.
     """
     mode = settings.mode
-    if mode == "manual":
+    if mode == Mode.MANUAL:
         return MANUAL_TIMEOUT, settings.manual_timeout
     return _settings_decision(mode, settings.failure_type), settings.duration
 
 
 # Nobody typed anything in time: what the terminal answers in manual mode.
-MANUAL_TIMEOUT = Decision(OutcomeSpec("timeout"), DecidedBy.MANUAL_TIMEOUT)
+MANUAL_TIMEOUT = Decision(OutcomeSpec(OutcomeName.TIMEOUT), DecidedBy.MANUAL_TIMEOUT)
 
 
 @lru_cache(maxsize=64)
-def _settings_decision(mode: str, failure_type: str) -> Decision:
+def _settings_decision(mode: Mode, failure_type: OutcomeName) -> Decision:
     # Decisions are immutable: one per mode and failure type serves every
     # transaction, instead of two frozen dataclasses built for each.
-    outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
+    outcome = _MODE_OUTCOMES.get(mode, failure_type)
     chosen = outcome != TerminalSettings.failure_type  # the default failure: not chosen
     return Decision(OutcomeSpec(outcome, chosen=chosen), DecidedBy.SETTINGS)
+
+
+# The outcome of each mode but failure (the failure type's) and manual (decided apart).
+_MODE_OUTCOMES = {Mode.SUCCESS: APPROVED, Mode.NO_ANSWER: NO_ANSWER, Mode.HANG_UP: HANG_UP}
 
 
 # --- Answers ----------------------------------------------------------------
@@ -520,13 +526,13 @@ class TerminalReply(NamedTuple):
     """
 
     fields: tuple[Field, ...] | None
-    status: str
+    status: TransactionStatus
     reason: str | None = None
     card: Card | None = None
 
     @property
     def hang_up(self) -> bool:
-        return self.status == HANG_UP
+        return self.status == TransactionStatus.HANG_UP
 
 
 def luhn_check_digit(digits: str) -> str:
@@ -756,13 +762,18 @@ def _extra_fields(settings: TerminalSettings, answer_kind: str, rng: random.Rand
     return extra
 
 
+# The outcomes that answer nothing, and the status they leave.
+_UNANSWERED = {NO_ANSWER: TransactionStatus.NO_ANSWER, HANG_UP: TransactionStatus.HANG_UP}
+
+
 def error_reply(fields_read: Iterable[Field], reason: str,
                 settings: TerminalSettings) -> TerminalReply:
     """AE=01 with `reason` (09, 12, 13) to a request that cannot be carried out.
 
     Echoes what could be read, so that a POS can match the answer to its request.
     """
-    status = "error" if reason == FORMAT_ERROR else "declined"
+    status = (TransactionStatus.ERROR if reason == FORMAT_ERROR
+              else TransactionStatus.DECLINED)
     # Strict on output: a field the tag table does not allow is not echoed (a CZ that does
     # not fit is then replaced by ours). Requests that reach the other replies were parsed,
     # which refuses such fields.
@@ -784,14 +795,15 @@ def immediate_reply(request: PaymentRequest, settings: TerminalSettings,
     outcomes, only no-answer and hang-up apply (`spec`, the settings').
     `rng` and `now` fill the profile's extra tags, if it has some for this answer.
     """
-    if spec is not None and spec.outcome in (NO_ANSWER, HANG_UP):
-        return TerminalReply(None, spec.outcome)
+    if spec is not None and spec.outcome in _UNANSWERED:
+        return TerminalReply(None, _UNANSWERED[spec.outcome])
     profile = settings.profile
     status_code = profile.immediate_status
     if busy and profile.immediate_status_busy is not None:
         status_code = profile.immediate_status_busy
     # AE=01: not taken, so declined (no AF: the busy terminal gives no reason).
-    status = "declined" if status_code == "01" else "accepted"
+    status = (TransactionStatus.DECLINED if status_code == "01"
+              else TransactionStatus.ACCEPTED)
     received = request.received or request.fields()
     extra = []
     if profile.extra_tags:
@@ -809,10 +821,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     """
     if spec.outcome in FORWARDED:  # no terminal behind: the settings say
         spec = replace(decide_from_settings(settings)[0].spec, delay=spec.delay)
-    if spec.outcome == NO_ANSWER:
-        return TerminalReply(None, NO_ANSWER)
-    if spec.outcome == HANG_UP:
-        return TerminalReply(None, HANG_UP)
+    if spec.outcome in _UNANSWERED:
+        return TerminalReply(None, _UNANSWERED[spec.outcome])
     received = request.received or request.fields()
     profile = settings.profile
     code = FAILURE_TYPES.get(spec.outcome)
@@ -837,8 +847,8 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
     status = [("AE", "10")]
     if profile.approval_reason is not None:
         status.append(("AF", profile.failure_value(profile.approval_reason)))
-    return TerminalReply(_answer(received, settings, status, extra, amount), APPROVED,
-                         None, card)
+    return TerminalReply(_answer(received, settings, status, extra, amount),
+                         TransactionStatus.APPROVED, None, card)
 
 
 def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings,
@@ -860,7 +870,7 @@ def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: Termina
         extra += _extra_fields(settings, "declined", rng, now)
     status = [("AE", "01"), ("AF", profile.failure_value(code))]
     return TerminalReply(_answer(request.received or request.fields(), settings, status, extra),
-                         "declined", code)
+                         TransactionStatus.DECLINED, code)
 
 
 def card_kind(request: PaymentRequest, spec: OutcomeSpec,

@@ -1,10 +1,10 @@
 """In-shop debugging options of the server command line: proxy, record, replay, derive.
 
-An extension of cli.py (see its docstring): `add_arguments`,
-`settings_changes` (checks the options, reads a recording to replay or
-derive from), `terminal_factory` (the proxy's or the recording tap's
-connection factory), `describe_terminal` (the start-up line) and `start`
-(the recording's observer).
+`add_arguments` adds them to the server's command line; `options_from_args`
+checks them, opens the file to record into and reads the recording to
+replay (--derive-profile prints its profile and exits there);
+`describe_terminal` gives the start-up line. The composition root (app.py)
+puts the proxy, the replay or the recording tap in place.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from dataclasses import dataclass
 
 from ..i18n import _
 from .behaviour import TerminalSettings
-from .cli import UsageError, describe_mode
+from .options import UsageError, describe_mode
 from .recording import RecordFile, Recording, RecordingError
 
 log = logging.getLogger("caisse_ap.terminal")
@@ -53,8 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                "recorded in FILE did, and exit"))
 
 
-def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """No setting changes; checks the options and reads the recording to replay.
+@dataclass(frozen=True)
+class DebugOptions:
+    """What answers in the simulated terminal's place, and where exchanges are recorded."""
+
+    upstream: tuple[str, int] | None = None  # the real terminal's HOST:PORT (--proxy)
+    replay: Recording | None = None  # the recording to answer from (--replay)
+    replay_path: str | None = None
+    replay_order: bool = False
+    record: RecordFile | None = None  # the file every exchange goes to (--record)
+    record_path: str | None = None
+
+
+def options_from_args(args: argparse.Namespace) -> DebugOptions:
+    """Checks the options, opens the file to record into and reads the one to replay.
 
     --derive-profile prints its profile and exits here.
     """
@@ -64,20 +76,19 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(_("--proxy and --replay cannot be used together"))
     if args.replay_order and not args.replay:
         raise UsageError(_("--replay-order needs --replay FILE"))
-    args.replay_recording = None
+    replay = record = None
     # Opened now, so that a file that cannot be written stops us before anything listens.
-    args.record_file = None
     if args.record:
         try:
-            args.record_file = RecordFile(args.record)
+            record = RecordFile(args.record)
         except RecordingError as error:
             raise UsageError(str(error)) from None
     if args.replay:
         try:
-            args.replay_recording = Recording.read(args.replay)
+            replay = Recording.read(args.replay)
         except RecordingError as error:
             raise UsageError(str(error)) from None
-    return {}
+    return DebugOptions(args.proxy, replay, args.replay, args.replay_order, record, args.record)
 
 
 def _print_derived_profile(path: str) -> None:
@@ -92,57 +103,19 @@ def _print_derived_profile(path: str) -> None:
     raise SystemExit(0)
 
 
-def terminal_factory(args: argparse.Namespace) -> Any:
-    """What builds the connections' factory: the proxy's, the recording tap's, or None."""
-    from . import taps
-
-    if args.proxy or args.replay_recording is not None:
-        from . import proxy
-
-        def build(terminal: Any) -> Any:
-            upstream: proxy.TerminalUpstream | proxy.RecordingUpstream
-            if args.proxy:
-                upstream = proxy.TerminalUpstream(*args.proxy)
-            else:
-                upstream = proxy.RecordingUpstream(args.replay_recording, args.replay_order)
-            return proxy.ProxyFactory(terminal, upstream)
-
-        return build
-    if args.record:
-        from .server import TerminalFactory
-
-        return lambda terminal: taps.TapFactory(TerminalFactory(terminal), terminal.reactor)
-    return None
-
-
-def describe_terminal(args: argparse.Namespace, settings: TerminalSettings) -> str | None:
+def describe_terminal(options: DebugOptions, settings: TerminalSettings) -> str | None:
     """What answers the POS, for the start-up line: the real terminal behind the proxy, or
     a recording (None: the simulated terminal)."""
-    if args.proxy:
-        host, port = args.proxy
+    if options.upstream:
+        host, port = options.upstream
         if ":" in host:  # an IPv6 address, bracketed as --proxy takes it
             host = f"[{host}]"
         return (f"proxy to the terminal at {host}:{port}: every request goes there, unless "
                 f"the outcome queue answers it; answers checked against profile "
                 f"{settings.profile.key}")
-    if args.replay_recording is not None:
-        order = "in order" if args.replay_order else "by action, amount and currency"
-        return (f"replay of {args.replay} ({len(args.replay_recording.transactions)} "
+    if options.replay is not None:
+        order = "in order" if options.replay_order else "by action, amount and currency"
+        return (f"replay of {options.replay_path} ({len(options.replay.transactions)} "
                 f"transactions, {order}); other requests: mode {settings.mode}: "
                 f"{describe_mode(settings)}; profile {settings.profile.key}")
     return None
-
-
-def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> None:
-    """Record."""
-    from . import taps
-
-    if args.record:
-        mode = "proxied" if args.proxy else "replayed" if args.replay else "simulated"
-        header = {"mode": mode, "settings": terminal.settings.to_dict(),
-                  "upstream": "{}:{}".format(*args.proxy) if args.proxy else None}
-        # The tap's or the proxy's: the segments of each connection.
-        logs = terminal.listening_port.factory.logs
-        recorder = taps.start_recording(terminal, args.record_file, logs, header)
-        reactor.addSystemEventTrigger("after", "shutdown", recorder.record.close)
-        log.info("recording every exchange in %s", args.record)

@@ -1,12 +1,15 @@
-"""The transaction journal: every transaction of the terminal, in SQLite.
+"""The transaction journal: every transaction of the terminal, in memory or in SQLite.
 
 In memory by default; in a file with `--journal PATH`, so that it survives a
 restart. The journal is an observer of the Terminal: it hears of a
-transaction when its request arrives and when it is finished, and the table
-holds each transaction's latest state as JSON: its record (the facts:
-`Transaction.record()`), which the API completes on reading with what derives
-from them (`service.complete()`: labels, amounts, frames). Rows written by
-earlier versions hold the complete form, which completes the same.
+transaction when its request arrives and when it is finished. In memory it
+keeps the transaction objects themselves and builds their records (the
+facts: `Transaction.record()`) only when someone reads them: nothing is
+serialised that nobody reads. In a file, the table holds each transaction's
+latest state as JSON, its record. The API completes a record on reading
+with what derives from it (web/transactions.py: labels, amounts, frames).
+Rows written by earlier versions hold the complete form, which completes the
+same.
 
 Writes are grouped (group commit): a transaction that changes is only noted
 (`keep()`), and WRITE_DELAY later one SQLite transaction writes the latest
@@ -57,8 +60,16 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from ..errors import CaisseApError
 
 log = logging.getLogger("caisse_ap.terminal.journal")
 
@@ -73,7 +84,32 @@ WAL_SIZE_LIMIT = 16 * 1024 * 1024
 INTERRUPTED = "interrupted"
 WRITE_DELAY = 0.01  # seconds a change waits for others to be written with it
 
-Row = tuple[int, Any, str, str]  # id, received_at, status, JSON text
+Row = tuple[int, str | None, str, str]  # id, received_at, status, JSON text
+Field = tuple[str, str]  # a Caisse-AP field, tag and value (tlv.Field)
+
+
+class Record(TypedDict):
+    """What the journal keeps of a transaction: the facts (service.Transaction.record()).
+
+    Read back from a file, its field lists are JSON arrays; rows written by
+    earlier versions hold more keys (the complete form of docs/api.md).
+    """
+
+    id: int
+    received_at: str | None
+    answered_at: str | None
+    duration_s: float | None
+    peer: str
+    protocol: str
+    request: list[Field]
+    answer: tuple[Field, ...] | None
+    status: str
+    reason: dict[str, str] | None
+    decided_by: str | None
+    exchange: dict[str, object] | None
+    mode: str
+    deviations: list[dict[str, str]]
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
@@ -91,7 +127,7 @@ CREATE INDEX IF NOT EXISTS transactions_by_status ON transactions (status, id);
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
-def to_text(data: Mapping[str, Any]) -> str:
+def to_text(data: Mapping[str, object]) -> str:
     """A transaction's JSON text, as stored and as the event stream sends it."""
     return _ENCODER.encode(data)
 
@@ -100,21 +136,52 @@ _INSERT = ("INSERT OR REPLACE INTO transactions (id, received_at, status, data) 
            "VALUES (?, ?, ?, ?)")
 
 
-def _row(data: Mapping[str, Any], text: str | None = None) -> Row:
+def _row(data: Record, text: str | None = None) -> Row:
     return (int(data["id"]), data.get("received_at"), data["status"],
             to_text(data) if text is None else text)
 
 
-class JournalError(Exception):
+class JournalError(CaisseApError):
     """A journal file that cannot be opened or is not ours; the message is for a user."""
 
 
 class Recordable(Protocol):
-    """What the journal needs of a transaction: its id and record (service.Transaction)."""
+    """What the journal needs of a transaction: its id, its status and its record
+    (service.Transaction)."""
 
-    id: int
+    @property
+    def id(self) -> int: ...
 
-    def record(self) -> Mapping[str, Any]: ...
+    @property
+    def status(self) -> str: ...
+
+    def record(self) -> Record: ...
+
+
+class _Record:
+    """A record given as data (Journal.record), and its JSON text when the caller has it."""
+
+    __slots__ = ("id", "status", "data", "text")
+
+    def __init__(self, data: Record, text: str | None = None):
+        self.id = int(data["id"])
+        self.status: str = data["status"]
+        self.data = data
+        self.text = text
+
+    def record(self) -> Record:
+        return self.data
+
+
+def _interrupted(record: Record) -> Record:
+    record["status"] = INTERRUPTED
+    return record
+
+
+def _row_of(kept: Recordable) -> Row:
+    if isinstance(kept, _Record):
+        return _row(kept.data, kept.text)
+    return _row(kept.record())
 
 
 class Journal:
@@ -136,13 +203,17 @@ class Journal:
                                "such as /data/journal.sqlite")
         self.max_rows = max_rows
         self._clock = clock
+        # In memory: the transactions themselves, by id, oldest first (ids grow by one
+        # per transaction, and each is first kept when its request arrives).
+        self._kept: OrderedDict[int, Recordable] = OrderedDict()
+        self._newest = 0
         self._db = self._open()
         self._checkpointing = threading.Lock()
         self.writes = 0  # rows written
         # Transactions changed since the last flush, by id, and the timer of the next.
         self._unwritten: dict[int, Recordable] = {}
-        self._reactor: Any = None
-        self._flush_call: Any = None
+        self._reactor: IReactorTime | None = None
+        self._flush_call: IDelayedCall | None = None
         # Called after each group is written (the event stream sends its events then).
         self.after_write: list[Callable[[], None]] = []
         try:
@@ -156,7 +227,7 @@ class Journal:
         self._stand_in: Journal | None = None
         self._next_try = 0.0
 
-    def write_in_groups(self, reactor: Any) -> None:
+    def write_in_groups(self, reactor: IReactorTime) -> None:
         """From now on, write changes WRITE_DELAY later, together (group commit).
 
         `reactor` provides callLater. Until this is called, every change is written at once.
@@ -164,6 +235,8 @@ class Journal:
         self._reactor = reactor
 
     def _open(self) -> sqlite3.Connection:
+        if self.in_memory:  # no table: the transactions are kept as they are (_kept)
+            return sqlite3.connect(MEMORY, check_same_thread=False)
         try:
             # isolation_level=None: autocommit, each write is its own transaction.
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -199,7 +272,7 @@ class Journal:
     def _mark_interrupted(self) -> int:
         """Rows left pending by a server that stopped without answering become interrupted."""
         rows = self._db.execute("SELECT data FROM transactions WHERE status = 'pending'")
-        marked = [_row({**json.loads(data), "status": INTERRUPTED}) for (data,) in rows]
+        marked = [_row(_interrupted(json.loads(data))) for (data,) in rows]
         with self._transaction():
             self._db.executemany(_INSERT, marked)
         if marked:
@@ -208,7 +281,7 @@ class Journal:
         return len(marked)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Any:
+    def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN")
         try:
             yield
@@ -248,40 +321,55 @@ class Journal:
         if not self._unwritten:
             return
         unwritten, self._unwritten = self._unwritten, {}
-        self._store([_row(transaction.record()) for transaction in unwritten.values()])
+        self._store(list(unwritten.values()))
         for listener in self.after_write:
             listener()
 
-    def record(self, data: Mapping[str, Any], text: str | None = None) -> None:
+    def record(self, data: Record, text: str | None = None) -> None:
         """Store a transaction's latest state (a record, or its docs/api.md JSON form) at once.
 
         `text` is `data` already serialised by `to_text()`, when the caller has it.
         """
-        self._store([_row(data, text)])
+        self._store([_Record(data, text)])
 
-    def _store(self, rows: list[Row]) -> None:
-        """Write rows in one SQLite transaction. Never raises for the file: a failing
-        one is reported, and stood in for (see the module)."""
-        self.writes += len(rows)
+    def _store(self, kept: list[Recordable]) -> None:
+        """Keep transactions in memory, or write them in one SQLite transaction. Never
+        raises for the file: a failing one is reported, and stood in for (see the module)."""
+        self.writes += len(kept)
+        if self.in_memory:
+            self._hold(kept)
+            return
         if self._stand_in is not None:
-            self._stand_in._write(rows)
+            self._stand_in._hold(kept)
             self._try_again()
             return
         try:
-            self._write(rows)
+            self._write([_row_of(transaction) for transaction in kept])
         except sqlite3.Error as error:
             self._fail(error)
             assert self._stand_in is not None
-            self._stand_in._write(rows)
+            self._stand_in._hold(kept)
+
+    def _hold(self, kept: Iterable[Recordable]) -> None:
+        """In memory: keep each transaction as it is, its latest state read when asked."""
+        store = self._kept
+        for transaction in kept:
+            txn_id = transaction.id
+            if txn_id < self._newest and txn_id not in store:
+                # Out of order (a record given by hand): keep the store sorted by id.
+                store[txn_id] = transaction
+                self._kept = store = OrderedDict(sorted(store.items()))
+            else:
+                store[txn_id] = transaction
+            self._newest = max(self._newest, txn_id)
+        # Only the newest max_rows: ids grow by one per transaction.
+        oldest_kept = self._newest - self.max_rows
+        while store and next(iter(store)) <= oldest_kept:
+            store.popitem(last=False)
 
     def _write(self, rows: list[Row]) -> None:
         with self._transaction():
             self._db.executemany(_INSERT, rows)
-            newest = max(row[0] for row in rows)
-            if self.in_memory and newest > self.max_rows:
-                # Only the newest max_rows: ids grow by one per transaction.
-                self._db.execute("DELETE FROM transactions WHERE id <= ?",
-                                 (newest - self.max_rows,))
 
     # A failing file ------------------------------------------------------------
 
@@ -303,7 +391,7 @@ class Journal:
             return
         assert self._stand_in is not None
         self._next_try = self._clock() + RETRY_EVERY
-        rows = self._stand_in._rows()
+        rows = [_row_of(transaction) for transaction in self._stand_in._kept.values()]
         try:
             with self._transaction():
                 self._db.executemany(_INSERT, rows)
@@ -316,11 +404,7 @@ class Journal:
                     "are in it", self.path, len(rows))
         self._stand_in, self._failure, self._failed_at = None, None, None
 
-    def _rows(self) -> list[Row]:
-        return list(self._db.execute(
-            "SELECT id, received_at, status, data FROM transactions ORDER BY id"))
-
-    def health(self) -> dict[str, Any]:
+    def health(self) -> dict[str, object]:
         """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
         self.flush()  # a write that fails says so now
         return {
@@ -334,7 +418,7 @@ class Journal:
             "interrupted_at_start": self.interrupted,
         }
 
-    def _read(self, sql: str, values: tuple[Any, ...]) -> list[Any]:
+    def _read(self, sql: str, values: tuple[int | str, ...]) -> list[tuple[int | str, ...]]:
         """Rows from the file; none, once reported, when it cannot be read."""
         try:
             return self._db.execute(sql, values).fetchall()
@@ -346,12 +430,14 @@ class Journal:
 
     def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
                      status: str | None = None, before: int | None = None
-                     ) -> list[dict[str, Any]]:
-        """The transactions newest first; `after` keeps ids greater than it, `before` ids
-        smaller (the next page of an export)."""
+                     ) -> list[Record]:
+        """The transactions' records newest first; `after` keeps ids greater than it,
+        `before` ids smaller (the next page of an export)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
         self.flush()
+        if self.in_memory:
+            return self._newest_kept(limit, after, status, before)
         clauses: list[str] = []
         values: list[int | str] = []
         if after is not None:
@@ -366,7 +452,7 @@ class Journal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._read(f"SELECT data FROM transactions {where} ORDER BY id DESC LIMIT ?",
                           (*values, limit))
-        found = [json.loads(data) for (data,) in rows]
+        found: list[Record] = [json.loads(str(data)) for (data,) in rows]
         stand_in = self._stand_in
         if stand_in is None:
             return found
@@ -376,18 +462,38 @@ class Journal:
                                                                              before))
         return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
-    def get(self, transaction_id: int) -> dict[str, Any] | None:
+    def _newest_kept(self, limit: int, after: int | None, status: str | None,
+                     before: int | None) -> list[Record]:
+        found = []
+        for transaction in reversed(self._kept.values()):
+            if after is not None and transaction.id <= after:
+                break  # kept in the order of their ids
+            if before is not None and transaction.id >= before:
+                continue
+            if status is None or transaction.status == status:
+                found.append(transaction.record())
+                if len(found) == limit:
+                    break
+        return found
+
+    def get(self, transaction_id: int) -> Record | None:
         self.flush()
+        if self.in_memory:
+            kept = self._kept.get(transaction_id)
+            return None if kept is None else kept.record()
         if self._stand_in is not None:
-            found = self._stand_in.get(transaction_id)
-            if found is not None:
-                return found
+            kept_instead = self._stand_in.get(transaction_id)
+            if kept_instead is not None:
+                return kept_instead
         rows = self._read("SELECT data FROM transactions WHERE id = ?", (transaction_id,))
-        return json.loads(rows[0][0]) if rows else None
+        found: Record | None = json.loads(str(rows[0][0])) if rows else None
+        return found
 
     def last_id(self) -> int:
         """The highest id recorded (0 when empty): a restarted terminal numbers after it."""
         self.flush()
+        if self.in_memory:
+            return self._newest
         rows = self._read("SELECT COALESCE(MAX(id), 0) FROM transactions", ())
         last = int(rows[0][0]) if rows else 0
         return last if self._stand_in is None else max(last, self._stand_in.last_id())
@@ -395,6 +501,10 @@ class Journal:
     def count(self, status: str | None = None) -> int:
         """Rows in the file (or memory); while the file fails, it is only its own."""
         self.flush()
+        if self.in_memory:
+            if status is None:
+                return len(self._kept)
+            return sum(1 for transaction in self._kept.values() if transaction.status == status)
         if status is None:
             rows = self._read("SELECT COUNT(*) FROM transactions", ())
         else:

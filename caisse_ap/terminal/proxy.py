@@ -55,11 +55,11 @@ from ..messages import Outcome, TerminalAnswer
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import OutcomeSpec, TerminalSettings
+from .outcomes import OutcomeQueue
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
 from .server import TerminalFactory, peer_of
 from .service import Terminal, Transaction
 from .taps import SegmentLog
-from .web.control import OutcomeQueue
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -488,7 +488,7 @@ class ProxyFactory(protocol.Factory):
                 if source.to_json()[0]["outcome"] not in behaviour.FORWARDED:
                     return None
                 # The queue hands out its next outcome whatever the transaction.
-                return source(None, None).spec  # type: ignore[arg-type, union-attr]
+                return source.take()
         return None
 
     def request_received(self, txn: Transaction) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .. import masking, money, tlv
+from ..errors import CaisseApError
 from ..messages import ECHOED_TAGS
 from ..tlv import Field
 
@@ -39,7 +40,7 @@ POS, TERMINAL = "pos", "terminal"  # where a segment comes from
 DIRECTIONS = (POS, TERMINAL)
 
 
-class RecordingError(ValueError):
+class RecordingError(CaisseApError, ValueError):
     """A recording that cannot be read or written; the message names the file and line."""
 
 
@@ -51,7 +52,7 @@ class Segment:
     direction: str  # POS or TERMINAL
     data: bytes
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"at": round(self.at, 6), "from": self.direction,
                 "data": self.data.decode("latin-1")}
 
@@ -73,9 +74,9 @@ def masked_segments(segments: Sequence[Segment], numbers: Iterable[str]) -> list
 def transaction_entry(*, txn_id: int, mode: str, peer: str, received_at: str | None,
                       request: Sequence[Field], answer: Sequence[Field] | None, status: str,
                       reason: str | None, decided_by: str | None,
-                      outcome: Mapping[str, Any] | None, latency: float | None,
+                      outcome: Mapping[str, object] | None, latency: float | None,
                       segments: Sequence[Segment],
-                      deviations: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                      deviations: Sequence[Mapping[str, object]] = ()) -> dict[str, object]:
     """One transaction line, card numbers masked in its fields and its segments."""
     numbers = masking.full_card_numbers([*request, *(answer or ())])
     return {
@@ -112,10 +113,10 @@ class RecordFile:
             raise RecordingError(f"cannot write the recording {self.path}: "
                                  f"{error.strerror}") from None
 
-    def start(self, header: Mapping[str, Any]) -> None:
+    def start(self, header: Mapping[str, object]) -> None:
         self.write({"type": "recording", "version": FORMAT_VERSION, **header})
 
-    def write(self, entry: Mapping[str, Any]) -> None:
+    def write(self, entry: Mapping[str, object]) -> None:
         self._file.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
         self._file.flush()
 
@@ -197,7 +198,7 @@ class Recording:
         return recording
 
 
-def _fields(value: Any) -> list[Field]:
+def _fields(value: object) -> list[Field]:
     if not isinstance(value, list) or not all(
             isinstance(f, list) and len(f) == 2 and all(isinstance(p, str) for p in f)
             for f in value):
@@ -205,7 +206,7 @@ def _fields(value: Any) -> list[Field]:
     return [(tag, text) for tag, text in value]
 
 
-def _transaction(entry: dict[str, Any], line: int) -> RecordedTransaction:
+def _transaction(entry: dict[str, Any], line: int) -> RecordedTransaction:  # JSON read back
     segments = []
     for item in entry.get("segments") or []:
         if item["from"] not in DIRECTIONS:

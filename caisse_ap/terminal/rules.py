@@ -32,12 +32,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Protocol, cast
 
 from .. import money, tags
+from ..errors import CaisseApError
 from ..i18n import N_, gettext
 from ..messages import ACTION_BY_CODE, ACTION_BY_NAME, Action, PaymentRequest
-from .behaviour import Decision, OutcomeSpec, SettingsError
+from .behaviour import Decision, OutcomeSpec, SettingsError, TerminalSettings
 from .words import DecidedBy
 
 if sys.version_info >= (3, 11):
@@ -54,7 +55,7 @@ MATCH_KEYS = ("cents", "amount", "amount_min", "amount_max", "action", "applicat
 SET_KEYS = ("outcome", "delay", "payment_type", "description")
 
 
-class RulesError(ValueError):
+class RulesError(CaisseApError, ValueError):
     """A rules file that cannot be used; the message names the file, line and rule."""
 
 
@@ -92,8 +93,8 @@ class RuleMatch:
             return not request.cheque
         return request.value("CC") == self.application
 
-    def to_json(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
+    def to_json(self) -> dict[str, object]:
+        values: dict[str, object] = {}
         if self.cents is not None:
             values["cents"] = sorted(self.cents)
         for name in ("amount", "amount_min", "amount_max"):
@@ -131,7 +132,7 @@ class AmountRule:
     description: str = ""
     line: int | None = field(default=None, compare=False)  # where it was read, if from a file
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"match": self.match.to_json(), "outcome": self.outcome.to_dict(),
                 "description": self.description or _describe_outcome(self.outcome)}
 
@@ -193,6 +194,13 @@ DEFAULT_RULES: tuple[AmountRule, ...] = (
 )
 
 
+class SettingsHolder(Protocol):
+    """What the rules ask of the terminal: its current settings (service.Terminal)."""
+
+    @property
+    def settings(self) -> TerminalSettings: ...
+
+
 @dataclass
 class AmountRules:
     """An ordered rule table; as an outcome source of the Terminal it decides
@@ -200,18 +208,18 @@ class AmountRules:
 
     rules: tuple[AmountRule, ...] = DEFAULT_RULES
     source: str = DEFAULT_SOURCE
-    terminal: Any = None  # the Terminal whose settings say whether rules are on
+    terminal: SettingsHolder | None = None  # the Terminal: its settings say if rules are on
 
     def find(self, request: PaymentRequest) -> AmountRule | None:
         return next((rule for rule in self.rules if rule.match.matches(request)), None)
 
-    def __call__(self, transaction: Any, request: PaymentRequest) -> Decision | None:
+    def __call__(self, transaction: object, request: PaymentRequest) -> Decision | None:
         if self.terminal is None or not self.terminal.settings.amount_rules:
             return None
         rule = self.find(request)
         return None if rule is None else Decision(rule.outcome, DECIDED_BY)
 
-    def to_json(self) -> list[dict[str, Any]]:
+    def to_json(self) -> list[dict[str, object]]:
         return [rule.to_json() for rule in self.rules]
 
     def listing(self) -> str:
@@ -265,15 +273,15 @@ def _key_line(text: str, span: tuple[int, int] | None, key: str) -> int | None:
     return span[0]
 
 
-class _RuleProblem(Exception):
+class _RuleProblem(CaisseApError):
     def __init__(self, key: str | None, message: str):
         super().__init__(message)
         self.key = key
         self.message = message
 
 
-def _cents(value: Any) -> frozenset[int]:
-    def one(item: Any) -> int:
+def _cents(value: object) -> frozenset[int]:
+    def one(item: object) -> int:
         if isinstance(item, str) and item.strip().lstrip(".").isdigit():
             item = int(item.strip().lstrip("."))
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 99:
@@ -293,11 +301,12 @@ def _cents(value: Any) -> frozenset[int]:
     return frozenset([one(value)])
 
 
-def _amount(key: str, value: Any) -> Decimal:
+def _amount(key: str, value: object) -> Decimal:
     if isinstance(value, float):
         value = repr(value)  # TOML 12.51 is a float; its shortest repr is what was written
     try:
-        amount = money.parse_amount(value)
+        # parse_amount checks the type itself, with the message a user reads.
+        amount = money.parse_amount(cast("str", value))
     except money.AmountError as error:
         raise _RuleProblem(key, f"{key}: {error}") from None
     if amount < 0:
@@ -305,7 +314,7 @@ def _amount(key: str, value: Any) -> Decimal:
     return amount
 
 
-def _action(value: Any) -> Action:
+def _action(value: object) -> Action:
     text = value.strip().lower() if isinstance(value, str) else value
     if text in ACTION_BY_NAME:
         return ACTION_BY_NAME[text]
@@ -315,7 +324,7 @@ def _action(value: Any) -> Action:
     raise _RuleProblem("action", f"unknown action {value!r}; use one of {known}")
 
 
-def _application(value: Any) -> str:
+def _application(value: object) -> str:
     if isinstance(value, str):
         text = value.strip()
         if text.lower() in APPLICATION_WORDS:
@@ -326,7 +335,7 @@ def _application(value: Any) -> str:
                                       "CC code such as 001")
 
 
-def _read_rule(entry: Any) -> AmountRule:
+def _read_rule(entry: object) -> AmountRule:
     if not isinstance(entry, Mapping):
         raise _RuleProblem(None, "a rule must be a table of keys")
     for key in entry:

@@ -34,6 +34,8 @@ import logging
 import os
 import termios
 import tty
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +56,12 @@ from ..concert import (
 )
 from ..concert_pos import DEFAULT_BAUD, configure
 from ..i18n import _
-from .cli import UsageError
+from .options import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.python.failure import Failure
+
     from .service import Terminal, Transaction
 
 log = logging.getLogger("caisse_ap.terminal.serial")
@@ -81,33 +86,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                "1 stop bit)") % DEFAULT_BAUD)
 
 
-def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """No setting changes: checks the options and opens a real device now, so that a
-    mistake stops us before anything listens (the pty opens in start())."""
-    args.serial_device = None
+@dataclass(frozen=True)
+class SerialOptions:
+    """The serial line to serve: `device` is PTY or a device path."""
+
+    device: str
+    link: str | None = None  # a symlink to the pty
+    baud: int = DEFAULT_BAUD
+    # A real device, opened when the options are read, so that a mistake stops the
+    # command before anything listens (a pty opens in start()).
+    opened: SerialDevice | None = None
+
+
+def options_from_args(args: argparse.Namespace) -> SerialOptions | None:
+    """The serial line the options name (None without --serial), checked."""
+    if args.serial is None:
+        return None
     if args.serial_link is not None and args.serial != PTY:
         raise UsageError(_("--serial-link needs --serial pty (a device is used at its own "
                            "path)"))
-    if args.serial == PTY and args.serial_link is not None:
-        _check_link_path(args.serial_link)
-    elif args.serial is not None:
-        args.serial_device = SerialDevice.open_port(args.serial, args.baud)
-    return {}
+    if args.serial == PTY:
+        if args.serial_link is not None:
+            _check_link_path(args.serial_link)
+        return SerialOptions(args.serial, args.serial_link, args.baud)
+    return SerialOptions(args.serial, None, args.baud,
+                         SerialDevice.open_port(args.serial, args.baud))
 
 
-def start(terminal: Terminal, args: argparse.Namespace, reactor: Any) -> SerialTerminalLink | None:
-    """Serve the serial line the options name (None without --serial); a pty opens here."""
-    if args.serial is None:
-        return None
-    device = getattr(args, "serial_device", None)
+def start(terminal: Terminal, options: SerialOptions,
+          reactor: IReactorTime | None = None) -> SerialTerminalLink:
+    """Serve the serial line (a pty opens here); `stop()` the link to close it."""
+    device = options.opened
     if device is None:
-        device = (SerialDevice.open_pty(args.serial_link) if args.serial == PTY
-                  else SerialDevice.open_port(args.serial, args.baud))
+        device = (SerialDevice.open_pty(options.link) if options.device == PTY
+                  else SerialDevice.open_port(options.device, options.baud))
     link = SerialTerminalLink(terminal, device, reactor)
     link.start()
     where = f" (link {device.link})" if device.link else ""
     log.info("Concert E+ terminal on serial line %s%s", device.path, where)
-    reactor.addSystemEventTrigger("during", "shutdown", link.stop)
     return link
 
 
@@ -203,7 +219,7 @@ def _descriptor_class() -> type:
     class _Descriptor(abstract.FileDescriptor):
         """The device's file descriptor on the reactor: reads go to `on_data`, writes are queued."""
 
-        def __init__(self, reactor: Any, fd: int, on_data: Any):
+        def __init__(self, reactor: Any, fd: int, on_data: Callable[[bytes], None]):
             super().__init__(reactor)
             self.fd = fd
             self.on_data = on_data
@@ -234,7 +250,7 @@ def _descriptor_class() -> type:
             except OSError:
                 return main.CONNECTION_LOST
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Failure) -> None:
             super().connectionLost(reason)
             log.error("serial line closed: %s; the serial terminal stops", reason.getErrorMessage())
 
@@ -255,7 +271,7 @@ class SerialTerminalLink:
         self.link = ConcertLink(Role.TERMINAL, self.reactor.seconds, timings)
         self.current: Transaction | None = None  # being decided
         self._exchange: ConcertExchange | None = None  # the last request's
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._descriptor = _descriptor_class()(self.reactor, device.fd, self.data_received)
 
     def start(self) -> None:
@@ -301,7 +317,7 @@ class SerialTerminalLink:
         self._timer = None
         self._run_link()
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: object) -> None:
         if isinstance(event, MessageReceived):
             self._request(event)
         elif isinstance(event, MessageSent):

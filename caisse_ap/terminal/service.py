@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -36,15 +37,17 @@ from twisted.python.failure import Failure
 
 from .. import money, tags, tlv
 from ..connection import REQUEST_TIMEOUT
-from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError, TerminalAnswer
+from ..messages import ACTION_NAMES, FORMAT_ERROR, PaymentRequest, RequestError
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
-from .words import DecidedBy, TransactionStatus
+from .journal import Record
+from .words import DecidedBy, TransactionMode, TransactionStatus
 
 log = logging.getLogger("caisse_ap.terminal")
 
-FINAL_STATUSES = tuple(status for status in behaviour.STATUSES if status != "pending")
+FINAL_STATUSES = tuple(status for status in TransactionStatus
+                       if status != TransactionStatus.PENDING)
 CAISSE_AP = "caisse-ap-ip"  # a transaction's protocol when it came over IP
 
 
@@ -63,18 +66,25 @@ class Connection(Protocol):
         """The transaction is over: the connection may go on with its next request."""
 
 
+class Exchange(Protocol):
+    """A request and its answer in another protocol than Caisse-AP (concert.ConcertExchange)."""
+
+    @property
+    def protocol(self) -> str: ...
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+# What the Terminal asks before its settings: a Decision, one to come, or None to pass.
+OutcomeSource = Callable[["Transaction", PaymentRequest],
+                         "Decision | defer.Deferred[Decision] | None"]
+
+
 def iso_time(timestamp: float | None) -> str | None:
     """A reactor timestamp as the API writes times: ISO 8601, UTC, to the millisecond."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _frame(fields: list[Any] | tuple[Any, ...] | None) -> str | None:
-    if not fields or fields[0][0] != tlv.FIRST_TAG:
-        return None  # what was read of a broken request need not start with CZ
-    # Decoded fields, valid: encode() would only check them again.
-    return tlv.encode_unchecked(fields).decode("ascii")
 
 
 @dataclass(slots=True)
@@ -86,8 +96,8 @@ class Transaction:
     received_at: float
     request_fields: list[Field]
     request: PaymentRequest | None = None
-    status: str = TransactionStatus.PENDING  # a TransactionStatus
-    decided_by: str | None = None  # a DecidedBy
+    status: TransactionStatus = TransactionStatus.PENDING
+    decided_by: DecidedBy | None = None
     outcome: OutcomeSpec | None = None
     answer: tuple[Field, ...] | None = None
     reason: str | None = None
@@ -100,21 +110,21 @@ class Transaction:
     # (a serial link's Concert E+ frames): anything with `protocol` and
     # `to_json()`, set when the request arrives; request_fields and answer are
     # then their Caisse-AP equivalents.
-    exchange: Any = None
+    exchange: Exchange | None = None
     # "simulated", or "proxied" when a real terminal answered through the proxy
     # (proxy.py); deviations: what the exchange did against the protocol or
     # the profile (deviations.py), as JSON objects.
-    mode: str = "simulated"
+    mode: TransactionMode = TransactionMode.SIMULATED
     deviations: tuple[dict[str, str], ...] = ()
 
     @property
     def pending(self) -> bool:
-        return self.status == "pending"
+        return self.status is TransactionStatus.PENDING
 
     def value(self, tag: str) -> str | None:
         return dict(self.request_fields).get(tag)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> Record:
         """What a journal keeps: the facts of to_json(), not what complete() derives.
 
         Cheap to build and to serialise (its field lists are tuples, JSON
@@ -143,77 +153,6 @@ class Transaction:
             "deviations": list(self.deviations),
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form of docs/api.md."""
-        return complete(self.record())
-
-
-def complete(record: dict[str, Any]) -> dict[str, Any]:
-    """A transaction's JSON form (docs/api.md) from its record: the record plus what
-    derives from its request and answer fields (action, amount, frames, labels).
-
-    Takes a record as Transaction.record() gives it or as a journal reads it
-    back, whatever the version that wrote it (what is derived is derived again).
-    """
-    request = [list(f) for f in record.get("request") or ()]
-    answer = record.get("answer")
-    answer = None if answer is None else [list(f) for f in answer]
-    values = dict(request)
-    return {
-        "id": record["id"],
-        "received_at": record.get("received_at"),
-        "answered_at": record.get("answered_at"),
-        "duration_s": record.get("duration_s"),
-        "peer": record.get("peer"),
-        "action": ACTION_NAMES.get(values.get("CD") or ""),
-        **_amount(values.get("CB"), values.get("CE")),
-        "request": request,
-        "request_frame": _frame(request),
-        "answer": answer,
-        "answer_frame": _frame(answer),
-        "receipt": _receipt(answer),
-        "status": record["status"],
-        "reason": record.get("reason"),
-        "decided_by": record.get("decided_by"),
-        "labels": {**_labels(request), **_labels(answer or ())},
-        "protocol": record.get("protocol", CAISSE_AP),
-        "exchange": record.get("exchange"),
-        "mode": record.get("mode", "simulated"),
-        "deviations": record.get("deviations", []),
-    }
-
-
-def _receipt(answer: list[Any] | None) -> str | None:
-    """The customer receipt of an answer, decoded (ZT is base64): None without one."""
-    if answer is None or not any(tag == "ZT" for tag, _ in answer):
-        return None
-    return TerminalAnswer.parse([(tag, value) for tag, value in answer]).receipt
-
-
-def _amount(units_text: str | None, code: str | None) -> dict[str, Any]:
-    units = int(units_text) if units_text and units_text.isdigit() else None
-    info = None
-    if code is not None:
-        try:
-            info = money.currency(code)
-        except money.CurrencyError:
-            info = None
-    amount = None
-    if units is not None and info is not None and len(units_text or "") <= money.MAX_DIGITS:
-        amount = format(money.from_minor_units(units, info), "f")
-    return {
-        "amount": amount,
-        "amount_minor": units,
-        "currency": info.alpha if info else None,
-        "currency_numeric": info.numeric if info else None,
-        "currency_symbol": info.symbol if info else None,
-    }
-
-
-def _labels(fields: list[Any] | tuple[Any, ...]) -> dict[str, str]:
-    """A French label per tag: the code's, else the tag's."""
-    return {tag: tags.field_label(tag, value) for tag, value in fields}
-
 
 @dataclass(slots=True)
 class _Run:
@@ -224,7 +163,7 @@ class _Run:
     settings: TerminalSettings
     decision: Decision | None = None
     timer: IDelayedCall | None = None
-    waiting: defer.Deferred[Any] | None = None
+    waiting: defer.Deferred[Decision] | None = None
 
 
 class Terminal:
@@ -246,8 +185,8 @@ class Terminal:
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout  # silence that ends an unfinished request
         self.max_connections = max_connections
-        self.observers: list[Any] = []
-        self.outcome_sources: list[Any] = []
+        self.observers: list[object] = []  # each with any of the methods _notify() calls
+        self.outcome_sources: list[OutcomeSource] = []
         self.next_id = 1
         self.connections: set[Any] = set()
         self.counts: Counter[str] = Counter()
@@ -279,7 +218,7 @@ class Terminal:
         counters["total"] = self.counts["total"]
         return counters
 
-    def update_settings(self, changes: dict[str, Any]) -> TerminalSettings:
+    def update_settings(self, changes: Mapping[str, object]) -> TerminalSettings:
         """Apply a partial settings change (SettingsError, nothing changed, if invalid)."""
         self.settings = self.settings.updated(changes)
         self._notify("settings_changed", self.settings)
@@ -293,7 +232,8 @@ class Terminal:
     # --- Requests ------------------------------------------------------------
 
     def receive(self, connection: Connection, fields: list[Field],
-                received_at: float | None = None, exchange: Any = None) -> Transaction:
+                received_at: float | None = None,
+                exchange: Exchange | None = None) -> Transaction:
         """A whole message from a POS: answer it now, later, or never, as decided.
 
         `received_at`: when its first byte came (default: now). `exchange`:
@@ -349,12 +289,14 @@ class Terminal:
         txn.request = request
 
     def receive_forwarded(self, connection: Connection, fields: list[Field],
-                          received_at: float | None = None, mode: str = "proxied",
-                          decided_by: str = "terminal") -> Transaction:
+                          received_at: float | None = None,
+                          mode: str = TransactionMode.PROXIED,
+                          decided_by: str = DecidedBy.TERMINAL) -> Transaction:
         """A request passed on to a real terminal or a recording (proxy.py): journaled and
         shown here, answered there. `finish_forwarded` ends it."""
         txn = self._new_transaction(connection, fields, received_at)
-        txn.mode, txn.decided_by = mode, decided_by
+        # The edge's words, as enums from here on.
+        txn.mode, txn.decided_by = TransactionMode(mode), DecidedBy(decided_by)
         try:
             txn.request = PaymentRequest.parse(fields)
         except RequestError as error:
@@ -367,7 +309,7 @@ class Terminal:
         """What became of a forwarded request: `answer` (card numbers masked) and the bytes
         `sent` to the POS, or none (no answer, hang-up, dropped)."""
         now = self.reactor.seconds()
-        txn.status, txn.reason, txn.finished_at = status, reason, now
+        txn.status, txn.reason, txn.finished_at = TransactionStatus(status), reason, now
         if answer is not None:
             txn.answer, txn.sent, txn.answered_at = tuple(answer), sent, now
         self.counts[status] += 1
@@ -380,9 +322,9 @@ class Terminal:
         if run is None:
             return
         self._cancel(run)
-        txn.status = "dropped"
+        txn.status = TransactionStatus.DROPPED
         txn.finished_at = self.reactor.seconds()
-        self.counts["dropped"] += 1
+        self.counts[TransactionStatus.DROPPED] += 1
         log.info("%s %s -> dropped: the POS closed before the answer (%.3f s)",
                  txn.peer, self._describe(txn), txn.finished_at - txn.received_at)
         self._notify("transaction_finished", txn)
@@ -460,7 +402,7 @@ class Terminal:
         self._schedule(run, decision, self._delay(decision, 0.0))
         return None
 
-    def _decision_failed(self, failure: Any, run: _Run) -> None:
+    def _decision_failed(self, failure: Failure, run: _Run) -> None:
         run.waiting = None
         if self._runs.get(run.transaction.id) is not run or failure.check(defer.CancelledError):
             return None  # cancelled by drop() or shutdown: nothing to do
@@ -506,7 +448,7 @@ class Terminal:
         self._finish(txn, run.connection, reply, run.decision.decided_by)
 
     def _finish(self, txn: Transaction, connection: Connection, reply: TerminalReply,
-                decided_by: str) -> None:
+                decided_by: DecidedBy) -> None:
         now = self.reactor.seconds()
         txn.decided_by = decided_by
         txn.status = reply.status
@@ -549,7 +491,7 @@ class Terminal:
     def _log(self, txn: Transaction) -> None:
         if not log.isEnabledFor(logging.INFO):
             return  # building the line costs more than the rest of a transaction
-        outcome = txn.status
+        outcome = str(txn.status)
         if txn.answer is not None:
             status = dict(txn.answer).get("AE", "")
             outcome += f" AE={status}"
@@ -563,7 +505,7 @@ class Terminal:
                  outcome, (txn.finished_at or txn.received_at) - txn.received_at,
                  txn.decided_by, problem)
 
-    def _notify(self, event: str, subject: Any) -> None:
+    def _notify(self, event: str, subject: object) -> None:
         for observer in list(self.observers):
             method = getattr(observer, event, None)
             if method is None:

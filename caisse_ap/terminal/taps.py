@@ -125,7 +125,7 @@ class Recorder:
 
 
 def start_recording(terminal: Terminal, record: RecordFile | str, logs: dict[str, SegmentLog],
-                    header: dict[str, Any]) -> Recorder:
+                    header: dict[str, object]) -> Recorder:
     """Write the recording's header and record the terminal's transactions from now on.
 
     `record`: a RecordFile already open, or the path of one to open.

@@ -44,3 +44,44 @@ class DecidedBy(StrEnum):
     MANUAL_TIMEOUT = "manual-timeout"
     SHUTDOWN = "shutdown"
     REQUEST_ERROR = "request-error"
+    TERMINAL = "terminal"  # the real terminal behind the proxy (proxy.py)
+    RECORDING = "recording"  # the recording a replay answers from
+
+
+class TransactionMode(StrEnum):
+    """What answered a transaction (transaction.mode)."""
+
+    SIMULATED = "simulated"  # this terminal
+    PROXIED = "proxied"  # the real terminal behind the proxy
+    REPLAYED = "replayed"  # a recording (--replay)
+
+
+class OutcomeName(StrEnum):
+    """What a transaction's outcome is (docs/api.md, outcome object): an approval, no
+    answer, a hang-up, the real terminal's answer (proxy), or a failure by its name, one
+    per AF code (behaviour.FAILURE_TYPES)."""
+
+    APPROVED = "approved"
+    PARTIAL = "partial"
+    NO_ANSWER = "no-answer"
+    HANG_UP = "hang-up"
+    # Proxy mode (proxy.py): the real terminal answers, `delay` seconds later than it
+    # did, or its answer cut into segments. With no terminal behind: the settings' outcome.
+    TERMINAL = "terminal"
+    TERMINAL_SPLIT = "terminal-split"
+    # Failures, by AF code. "abandon" (11, operator abandon) is the original script's
+    # default; "abandoned" (06) is the customer's.
+    UNKNOWN = "unknown"
+    AUTHORISED = "authorised"
+    PHONE_AUTHORISATION = "phone-authorisation"
+    FORCED = "forced"
+    REFUSED = "refused"
+    FORBIDDEN = "forbidden"
+    ABANDONED = "abandoned"
+    NOT_COMPLETED = "not-completed"
+    TIMEOUT = "timeout"
+    FORMAT_ERROR = "format-error"
+    SELECTION_ERROR = "selection-error"
+    ABANDON = "abandon"
+    UNKNOWN_ACTION = "unknown-action"
+    UNSUPPORTED_CURRENCY = "unsupported-currency"

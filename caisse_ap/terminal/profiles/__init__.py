@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ... import messages, tags, tlv
+from ...errors import CaisseApError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +65,7 @@ SAMPLE_TIME = datetime(2026, 12, 31, 23, 59, 59)  # checks the width of a time f
 EPOCH_MS_DIGITS = 13  # milliseconds since 1970 have 13 digits until the year 2286
 
 
-class ProfileError(ValueError):
+class ProfileError(CaisseApError, ValueError):
     """A profile that cannot be used: `where` is "file:line", `reason` one sentence."""
 
     def __init__(self, where: str, reason: str):
@@ -203,7 +204,7 @@ class Profile:
         return [{"point": point, "standard": standard[point], "profile": value}
                 for point, value in self.summary().items() if standard[point] != value]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         # A copy bearing a built-in's name shows its file beside the label (the console
         # lists profiles by label).
         label = f"{self.label} ({self.file})" if self.file else self.label

@@ -1,11 +1,13 @@
-"""The server's control side: JSON API, web console, journal and amount rules.
+"""The web console and its JSON API: an optional edge of the terminal.
 
-An extension of the server command line (see cli.py): `add_arguments`,
-`settings_changes` and `start` hook its options in. `start_services()` does
-the same for code (caisse_ap.testing): attach a journal and the amount rules
-to a listening Terminal and serve the API and console over twisted.web.
+`add_arguments` adds the console's options (and the journal's and the amount
+rules', which it shows) to the server's command line; `options_from_args`
+reads them. `start_console()` serves the API and the console over
+twisted.web for a terminal the composition root (app.py) has built, with its
+journal, rules, outcome queue and manual decisions: the console shapes its
+own JSON (transactions.py) and sends the terminal's events (control.py).
 
-Nothing here imports twisted.web until a server starts, so that `--help`
+Nothing here imports twisted.web until a console starts, so that `--help`
 stays fast.
 """
 
@@ -17,12 +19,12 @@ import logging
 import os
 import re
 import secrets
-import sys
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...i18n import N_, _
-from ..cli import (
+from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError
+from ..options import (
     DEFAULTS,
     MODE_FLAGS,
     UsageError,
@@ -31,15 +33,22 @@ from ..cli import (
     port_arg,
     setting_arg,
 )
-from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError
 from ..rules import AmountRules, RulesError, load_rules
-from . import rawlog
+from ..words import Mode
+from .rawlog import RecentLog
+
+if TYPE_CHECKING:  # Twisted, which --help does without
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IListeningPort, IReactorTCP
+
+    from ..outcomes import ManualDecisions, OutcomeQueue
+    from ..service import Terminal
+    from .api import ControlApi
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 5000
-CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor thread
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
@@ -112,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                "(default: %s)") % format(DEFAULTS.manual_timeout, "g"))
 
 
-def _rules_from_args(args: argparse.Namespace) -> AmountRules:
+def rules_from_args(args: argparse.Namespace) -> AmountRules:
+    """The amount rules the options name (the default table without a FILE)."""
     if isinstance(args.amount_rules, str):
         try:
             return load_rules(args.amount_rules)
@@ -121,9 +131,9 @@ def _rules_from_args(args: argparse.Namespace) -> AmountRules:
     return AmountRules()
 
 
-def _journal_from_args(args: argparse.Namespace) -> Journal | None:
-    """The journal the options ask for: none with --no-web and no --journal, as nothing
-    could read it."""
+def journal_from_args(args: argparse.Namespace) -> Journal | None:
+    """The journal the options ask for, opened: none with --no-web and no --journal, as
+    nothing could read it."""
     if args.no_web and not args.journal:
         return None
     try:
@@ -132,46 +142,65 @@ def _journal_from_args(args: argparse.Namespace) -> Journal | None:
         raise UsageError(str(error)) from None
 
 
-def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings the options set; also loads the rules file (and lists it if asked)."""
-    rules = _rules_from_args(args)
-    if args.list_amount_rules:
-        sys.stdout.write(rules.listing())
-        raise SystemExit(0)
-    args.loaded_amount_rules = rules
-    # Opened now, so that a journal that cannot be used stops us before anything listens.
-    args.opened_journal = _journal_from_args(args)
-    changes: dict[str, Any] = {"amount_rules": args.amount_rules is not None,
-                               "manual_timeout": args.manual_timeout}
+def settings_changes(args: argparse.Namespace) -> dict[str, object]:
+    """Settings these options set: amount rules on or off, manual mode and its time-out."""
+    changes: dict[str, object] = {"amount_rules": args.amount_rules is not None,
+                                  "manual_timeout": args.manual_timeout}
     if args.manual:
         mode = mode_from_args(args)
-        if mode != "success":
-            flag = "-ft" if mode == "failure" and not args.failure else MODE_FLAGS[mode]
+        if mode != Mode.SUCCESS:
+            flag = "-ft" if mode == Mode.FAILURE and not args.failure else MODE_FLAGS[mode]
             raise UsageError(_("--manual and %s cannot be used together") % flag)
         if args.no_web:
             raise UsageError(_("--manual needs the web console or API to decide: drop "
                                "--no-web"))
-        changes["mode"] = "manual"
+        changes["mode"] = Mode.MANUAL
     return changes
 
 
-@dataclass
-class Services:
-    """What start_services() started. To stop, after the terminal: `stop_web()`, then
-    `close_journal()` once the transactions in flight are answered."""
+@dataclass(frozen=True)
+class WebOptions:
+    """Where and how the console listens. `made_token`: the token was made for this run
+    (no --web-token for a console reachable by others), so its URL is printed."""
 
-    terminal: Any
-    journal: Journal | None
-    rules: AmountRules
-    api: Any = None
-    web_port: Any = None
-    _checkpoints: Any = field(default=None, repr=False)
+    host: str = DEFAULT_WEB_HOST
+    port: int = DEFAULT_WEB_PORT
+    token: str | None = None
+    made_token: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    keep_alive: float | None = None  # seconds between event-stream comments (api.py's default)
+    recent_log: RecentLog | None = None  # the raw log GET /api/log serves (rawlog.py)
+
+
+def options_from_args(args: argparse.Namespace,
+                      recent_log: RecentLog | None = None) -> WebOptions | None:
+    """The console the options ask for (None with --no-web)."""
+    if args.no_web:
+        return None
+    token = args.web_token
+    made_token = token is None and not _is_loopback(args.web_host)
+    if made_token:
+        # Reachable by others and no token given: never open, as Jupyter does.
+        token = secrets.token_urlsafe(24)
+    return WebOptions(args.web_host, args.web_port, token, made_token,
+                      tuple(args.web_allowed_host), recent_log=recent_log)
+
+
+class Console:
+    """A console start_console() started; `stop()` ends its event streams and closes it."""
+
+    def __init__(self, api: ControlApi, web_port: IListeningPort):
+        self.api = api
+        self.web_port: IListeningPort | None = web_port
 
     @property
     def web_address(self) -> tuple[str, int] | None:
         if self.web_port is None:
             return None
+        from twisted.internet.address import IPv4Address, IPv6Address
+
         address = self.web_port.getHost()
+        assert isinstance(address, (IPv4Address, IPv6Address))  # a TCP port's
         return address.host, address.port
 
     @property
@@ -182,88 +211,65 @@ class Services:
         host = f"[{address[0]}]" if ":" in address[0] else address[0]
         return f"http://{host}:{address[1]}/"
 
-    def stop_web(self) -> Any:
+    def stop(self) -> Deferred[None]:
         """Stop serving the API (event streams end); a Deferred firing once closed."""
         from twisted.internet import defer
 
-        if self.api is not None:
-            self.api.detach()
+        self.api.detach()
         if self.web_port is None:
             return defer.succeed(None)
         port, self.web_port = self.web_port, None
-        return defer.maybeDeferred(port.stopListening)
-
-    def _checkpoint(self) -> Any:
-        """The bulk of the checkpoint in a thread, its end on the reactor (journal.py)."""
-        from twisted.internet import threads
-
-        journal = self.journal
-        assert journal is not None  # checkpoints run only for a journal
-
-        def restart(_: Any) -> None:
-            journal.restart_log()
-
-        return threads.deferToThread(journal.checkpoint).addCallback(restart)
-
-    def close_journal(self) -> None:
-        if self._checkpoints is not None and self._checkpoints.running:
-            self._checkpoints.stop()
-        if self.journal is not None:
-            self.journal.close()
+        stopped = port.stopListening()
+        return defer.succeed(None) if stopped is None else stopped
 
 
-def start_services(reactor: Any, terminal: Any, *, web: bool = True,
-                   web_host: str = DEFAULT_WEB_HOST, web_port: int = DEFAULT_WEB_PORT,
-                   token: str | None = None, journal: Journal | None = None,
-                   rules: AmountRules | None = None, keep_alive: float | None = None,
-                   allowed_hosts: tuple[str, ...] = (), recent_log: Any = None) -> Services:
-    """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
+def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
+                  rules: AmountRules, queue: OutcomeQueue, manual: ManualDecisions,
+                  options: WebOptions) -> Console:
+    """Serve the API and the console for `terminal`, its journal, rules, queue and manual
+    decisions; its feed replaces the journal among the terminal's observers.
 
-    The API answers requests whose Host is a loopback name, `web_host` or one
-    of `allowed_hosts` (site.HostAllowlist). Without `journal`, the API gets
-    one in memory; without `web` either, there is none, as nothing could read
-    it.
-
-    Call on the reactor thread, right after the terminal starts listening.
-    Raises CannotListenError when the web port is taken.
+    The API answers requests whose Host is a loopback name, the web host or
+    one of `allowed_hosts` (site.HostAllowlist). Call on the reactor thread.
+    Raises UsageError when the web port is taken.
     """
-    from twisted.internet import task
+    from twisted.internet.error import CannotListenError
 
-    if journal is None and web:
-        journal = Journal()
-    rules = rules if rules is not None else AmountRules()
-    services = Services(terminal, journal, rules)
-    if web:  # listening first: if the port is taken, nothing is attached yet
-        assert journal is not None  # made above when none was given
-        from .api import ControlApi
-        from .site import HostAllowlist, build_site
+    from .api import ControlApi
+    from .site import HostAllowlist, build_site
 
-        # recent_log: the raw log GET /api/log serves (rawlog.py), if any.
-        options: dict[str, Any] = {"recent_log": recent_log}
-        if keep_alive is not None:
-            options["keep_alive"] = keep_alive
-        services.api = ControlApi(terminal, journal, rules, token=token,
-                                  web_address=lambda: services.web_address, **options)
-        site = build_site(services.api, HostAllowlist(web_host, allowed_hosts))
-        services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
-    rules.terminal = terminal
-    terminal.outcome_sources.append(rules)
-    if journal is None:
-        return services
-    # A journal in a file numbers after the transactions of earlier runs.
-    terminal.next_id = max(terminal.next_id, journal.last_id() + 1)
-    terminal.counts["interrupted"] += journal.interrupted
-    journal.write_in_groups(reactor)
-    if services.api is not None:
-        services.api.attach()  # the queue, manual mode, the journal and the event stream
-    else:
-        # First, so that whoever hears of a transaction next can read it back.
-        terminal.observers.insert(0, journal)
-    if not journal.in_memory:
-        services._checkpoints = task.LoopingCall(services._checkpoint)
-        services._checkpoints.clock = reactor
-        services._checkpoints.start(CHECKPOINT_EVERY, now=False)
-    return services
+    console: Console | None = None
+
+    def web_address() -> tuple[str, int] | None:
+        return None if console is None else console.web_address
+
+    api = ControlApi(terminal, journal, rules, token=options.token, web_address=web_address,
+                     recent_log=options.recent_log, queue=queue, manual=manual,
+                     **({} if options.keep_alive is None
+                        else {"keep_alive": options.keep_alive}))
+    site = build_site(api, HostAllowlist(options.host, options.allowed_hosts))
+    try:
+        # twisted.web's Site is a factory of protocols it leaves untyped.
+        port = reactor.listenTCP(options.port, site,  # type: ignore[arg-type]
+                                 interface=options.host)
+    except CannotListenError as error:
+        raise UsageError(_("cannot listen on %(host)s:%(port)s for the web console: %(why)s")
+                         % {"host": options.host, "port": options.port,
+                            "why": error.socketError}) from None
+    console = Console(api, port)
+    api.attach()  # the feed of the journal and the event stream, the keep-alive
+    log.info("web console and control API on %s", console.web_url)
+    if options.made_token:
+        from .api import WILDCARDS
+
+        assert console.web_address is not None  # the console listens
+        host, port_number = console.web_address
+        host = WILDCARDS.get(host, host)
+        url = (f"http://{f'[{host}]' if ':' in host else host}:{port_number}/"
+               f"#token={options.token}")
+        log.warning("no --web-token for a console listening on %s: this run's token is "
+                    "required; open the console with it: %s", options.host, url)
+    return console
 
 
 def _is_loopback(host: str) -> bool:
@@ -279,62 +285,3 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
-    """The command line's hook: start the services as the options say."""
-    from twisted.internet.error import CannotListenError
-
-    journal = args.opened_journal if hasattr(args, "opened_journal") else _journal_from_args(args)
-    rules = getattr(args, "loaded_amount_rules", None) or _rules_from_args(args)
-    token = args.web_token
-    made_token = token is None and not args.no_web and not _is_loopback(args.web_host)
-    if made_token:
-        # Reachable by others and no token given: never open, as Jupyter does.
-        token = secrets.token_urlsafe(24)
-    recent_log = None if args.no_web else rawlog.install()
-    try:
-        services = start_services(reactor, terminal, web=not args.no_web,
-                                  web_host=args.web_host, web_port=args.web_port,
-                                  token=token, journal=journal, rules=rules,
-                                  allowed_hosts=tuple(args.web_allowed_host),
-                                  recent_log=recent_log)
-    except CannotListenError as error:
-        if journal is not None:
-            journal.close()
-        raise UsageError(_("cannot listen on %(host)s:%(port)s for the web console: %(why)s")
-                         % {"host": args.web_host, "port": args.web_port,
-                            "why": error.socketError}) from None
-    driver = getattr(args, "conformance_driver", None)  # caisse-ap-ip-server --conformance
-    if services.api is not None and driver is not None:
-        services.api.conformance = driver
-        if services.web_url is not None:
-            log.info("conformance session in the web console: %sconformance.html",
-                     services.web_url)
-    if journal is None:
-        log.info("no transaction journal (--no-web without --journal)")
-    else:
-        where = f"in {journal.path}" if not journal.in_memory else "in memory"
-        log.info("transaction journal %s (transactions already recorded: %d)", where,
-                 journal.count())
-    if terminal.settings.amount_rules:
-        log.info("amount rules on (%s): the cents of the amount choose the outcome",
-                 rules.source)
-    if services.web_url is not None:
-        log.info("web console and control API on %s", services.web_url)
-        if made_token:
-            from .api import WILDCARDS
-
-            assert services.web_address is not None  # the console listens
-            host, port = services.web_address
-            host = WILDCARDS.get(host, host)
-            url = f"http://{f'[{host}]' if ':' in host else host}:{port}/#token={token}"
-            log.warning("no --web-token for a console listening on %s: this run's token is "
-                        "required; open the console with it: %s", args.web_host, url)
-    # Event streams end before the web port closes; the journal closes last, once
-    # the terminal has answered (and recorded) the transactions in flight.
-    reactor.addSystemEventTrigger("during", "shutdown", services.stop_web)
-    reactor.addSystemEventTrigger("after", "shutdown", services.close_journal)
-    if recent_log is not None:
-        reactor.addSystemEventTrigger("after", "shutdown", rawlog.uninstall, recent_log)
-    return services

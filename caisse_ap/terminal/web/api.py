@@ -19,19 +19,19 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from ... import __version__, client_cli, payment, tags
-from ...errors import InvalidRequest, TerminalUnreachable
-from ...messages import ACTION_NAMES
+from ... import __version__, payment, tags
+from ...errors import CaisseApError, InvalidRequest, TerminalUnreachable
+from ...messages import ACTION_NAMES, PaymentRequest
 from ...twisted import PaymentTerminal
 from ..behaviour import (
     FAILURE_TYPES,
@@ -44,11 +44,13 @@ from ..behaviour import (
     SettingsError,
 )
 from ..journal import MAX_LIMIT, Journal
+from ..outcomes import ManualDecisions, OutcomeQueue, QueueFull
 from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
-from ..service import Terminal, complete
-from .control import EventHub, ManualDecisions, OutcomeQueue, QueueFull, TransactionFeed
+from ..service import Terminal
+from .control import EventHub, TransactionFeed
 from .rawlog import RecentLog
+from .transactions import TransactionJson, complete
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -131,13 +133,13 @@ AMOUNT_CODES = {"empty": "empty", "zero": "amount_zero", "negative": "amount_neg
                 "too_large": "amount_too_large", "too_many_decimals": "amount_too_precise"}
 
 
-class ApiError(Exception):
+class ApiError(CaisseApError):
     """An error answered as {"error": message, "code": code, "field": field} with `status`
     (and "limits" when there are some)."""
 
     def __init__(self, status: int, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None, *, code: str | None = None,
-                 limits: dict[str, Any] | None = None):
+                 limits: Mapping[str, object] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -152,8 +154,8 @@ class ApiError(Exception):
         return cls(400, error.message + where, error.field, code=error.code,
                    limits=error.limits)
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"error": self.message, "code": self.code, "field": self.field}
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"error": self.message, "code": self.code, "field": self.field}
         if self.limits is not None:
             data["limits"] = self.limits
         return data
@@ -161,11 +163,11 @@ class ApiError(Exception):
 
 @dataclass
 class Reply:
-    data: Any
+    data: object  # JSON
     status: int = 200
 
 
-def _send_json(request: server.Request, status: int, data: Any) -> bytes:
+def _send_json(request: server.Request, status: int, data: object) -> bytes:
     body = json.dumps(data, ensure_ascii=False).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
@@ -181,6 +183,12 @@ def error_response(request: server.Request, error: ApiError) -> bytes:
     return _send_json(request, error.status, error.to_json())
 
 
+# An API route's handler: a reply now or later, or bytes written by hand (the raw log,
+# the event stream's NOT_DONE_YET).
+Handler = Callable[..., "Reply | defer.Deferred[Reply] | bytes | int"]
+Result = TypeVar("Result")
+
+
 class ControlApi(resource.Resource):
     """Everything under /api/ (docs/api.md)."""
 
@@ -189,7 +197,8 @@ class ControlApi(resource.Resource):
     def __init__(self, terminal: Terminal, journal: Journal, rules: AmountRules, *,
                  token: str | None = None, web_address: Callable[[], tuple[str, int] | None]
                  = lambda: None, keep_alive: float = KEEP_ALIVE,
-                 recent_log: RecentLog | None = None):
+                 recent_log: RecentLog | None = None, queue: OutcomeQueue | None = None,
+                 manual: ManualDecisions | None = None):
         super().__init__()
         self.terminal = terminal
         self.reactor = terminal.reactor
@@ -198,8 +207,9 @@ class ControlApi(resource.Resource):
         self.token = token
         self.web_address = web_address
         self.recent_log = recent_log
-        self.queue = OutcomeQueue()
-        self.manual = ManualDecisions(terminal)
+        # The terminal's (app.py registers them), or the API's own when built alone.
+        self.queue = queue if queue is not None else OutcomeQueue()
+        self.manual = manual if manual is not None else ManualDecisions(terminal)
         self.hub = EventHub(self.manual)
         self.feed = TransactionFeed(journal, self.hub)
         self._streams: set[_EventStream] = set()
@@ -208,7 +218,7 @@ class ControlApi(resource.Resource):
         self._keep_alive = task.LoopingCall(self._send_keep_alive)
         self._keep_alive.clock = self.reactor
         self._keep_alive_interval = keep_alive
-        self._routes: dict[tuple[str, ...], dict[bytes, Callable[..., Any]]] = {
+        self._routes: dict[tuple[str, ...], dict[bytes, Handler]] = {
             ("status",): {b"GET": self.get_status},
             ("settings",): {b"GET": self.get_settings, b"PUT": self.put_settings},
             ("next",): {b"GET": self.get_next, b"POST": self.post_next,
@@ -235,12 +245,12 @@ class ControlApi(resource.Resource):
     # --- Wiring into the terminal ---------------------------------------------
 
     def attach(self) -> None:
-        """Register the queue first and manual mode last among the outcome sources,
-        and the feed of the journal and the event stream first among the observers."""
-        sources = self.terminal.outcome_sources
-        sources.insert(0, self.queue)
-        sources.append(self.manual)
-        self.terminal.observers.insert(0, self.feed)
+        """Put the feed of the journal and the event stream first among the terminal's
+        observers, in the journal's place (app.py registers the outcome sources)."""
+        observers = self.terminal.observers
+        if self.journal in observers:
+            observers.remove(self.journal)  # the feed writes it, then sends the events
+        observers.insert(0, self.feed)
         self._keep_alive.start(self._keep_alive_interval, now=False)
 
     def detach(self) -> None:
@@ -249,9 +259,6 @@ class ControlApi(resource.Resource):
             self._keep_alive.stop()
         for stream in list(self._streams):
             stream.close()
-        for source in (self.queue, self.manual):
-            if source in self.terminal.outcome_sources:
-                self.terminal.outcome_sources.remove(source)
         if self.feed in self.terminal.observers:
             self.terminal.observers.remove(self.feed)
 
@@ -267,7 +274,7 @@ class ControlApi(resource.Resource):
         except Exception:
             log.exception("error in %s %s", request.method.decode(), request.path.decode())
             return error_response(request, ApiError(500, "Internal error; see the server log."))
-        if result is server.NOT_DONE_YET or isinstance(result, bytes):
+        if isinstance(result, (bytes, int)):  # written by hand, or NOT_DONE_YET
             return result
         if isinstance(result, defer.Deferred):
             self._finish_later(request, result)
@@ -275,7 +282,7 @@ class ControlApi(resource.Resource):
         return _send_json(request, result.status, result.data)
 
     def _route(self, request: server.Request
-               ) -> tuple[tuple[str, ...], Callable[..., Any], list[str]]:
+               ) -> tuple[tuple[str, ...], Handler, list[str]]:
         try:
             parts = [part.decode("utf-8") for part in request.postpath or ()]
         except UnicodeDecodeError:
@@ -325,7 +332,7 @@ class ControlApi(resource.Resource):
         return (request.method in READING and cookie is not None
                 and hmac.compare_digest(cookie, self._session))
 
-    def _finish_later(self, request: server.Request, result: defer.Deferred[Any]) -> None:
+    def _finish_later(self, request: server.Request, result: defer.Deferred[Reply]) -> None:
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -363,7 +370,7 @@ class ControlApi(resource.Resource):
 
     # --- Body -----------------------------------------------------------------
 
-    def _body(self, request: server.Request) -> Any:
+    def _body(self, request: server.Request) -> object:
         """The JSON body (ApiError 400 or 415 when it is not acceptable).
 
         A body over MAX_BODY never gets here: LimitedRequest (site.py) answers 413.
@@ -376,7 +383,7 @@ class ControlApi(resource.Resource):
             raise ApiError(415, "The body must be JSON, sent with 'Content-Type: "
                                 "application/json'.")
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body: object = json.loads(raw.decode("utf-8"))
             # JSON may escape half a UTF-16 pair ("\\ud800"): no text of ours can hold it.
             json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:  # before ValueError, of which it is one
@@ -390,7 +397,7 @@ class ControlApi(resource.Resource):
         return body
 
     @staticmethod
-    def _object(body: Any) -> dict[str, Any]:
+    def _object(body: object) -> dict[str, object]:
         if not isinstance(body, dict):
             raise ApiError(400, "The body must be a JSON object.", code="object_required")
         return body
@@ -503,7 +510,7 @@ class ControlApi(resource.Resource):
             raise ApiError(404, f"No transaction {text[:40]!r}.", code="unknown_transaction")
         return int(text)
 
-    def _transaction(self, text: str) -> dict[str, Any]:
+    def _transaction(self, text: str) -> TransactionJson:
         txn_id = self._transaction_id(text)
         record = self.journal.get(txn_id)
         if record is None:
@@ -513,7 +520,7 @@ class ControlApi(resource.Resource):
     def get_transaction(self, request: server.Request, text: str) -> Reply:
         return Reply(self.hub.with_deadline(self._transaction(text)))
 
-    def post_decision(self, request: server.Request, text: str) -> defer.Deferred[Any]:
+    def post_decision(self, request: server.Request, text: str) -> defer.Deferred[Reply]:
         # Decided from memory: a waiting transaction needs no journal (which may be failing).
         txn_id = self._transaction_id(text)
         if not self.manual.is_waiting(txn_id):
@@ -560,7 +567,7 @@ class ControlApi(resource.Resource):
 
     # --- Test payment -------------------------------------------------------------
 
-    def post_test_payment(self, request: server.Request) -> defer.Deferred[Any]:
+    def post_test_payment(self, request: server.Request) -> defer.Deferred[Reply]:
         body = self._object(self._body(request))
         unknown = sorted(set(body) - TEST_PAYMENT_KEYS)
         if unknown:
@@ -576,7 +583,7 @@ class ControlApi(resource.Resource):
         log.info("test payment of %s %s to %s:%d", body.get("amount"),
                  body.get("currency", "EUR"), host, port)
 
-        def over(result: Any) -> Any:
+        def over(result: Result) -> Result:
             self._test_payments -= 1
             return result
 
@@ -585,14 +592,14 @@ class ControlApi(resource.Resource):
         def unreachable(failure: Failure) -> dict[str, object] | Failure:
             if not isinstance(failure.value, TerminalUnreachable):
                 return failure
-            return client_cli.unreachable_to_json(request_sent, failure.value,
+            return payment.unreachable_json(request_sent, failure.value,
                                                   self.reactor.seconds() - started)
 
         paid = PaymentTerminal(self.reactor, host, port, timeout=timeout).send(request_sent)
-        paid.addCallback(client_cli.result_to_json).addErrback(unreachable)
+        paid.addCallback(payment.result_json).addErrback(unreachable)
         return paid.addBoth(over).addCallback(Reply)
 
-    def _test_target(self, body: dict[str, Any]) -> tuple[str, int]:
+    def _test_target(self, body: dict[str, object]) -> tuple[str, int]:
         host, port = body.get("host"), body.get("port")
         own = self.terminal.address
         if host is None:
@@ -733,7 +740,7 @@ class _EventStream:
             self.request.unregisterProducer()
             self.request.finish()
 
-    def _gone(self, _: Any) -> None:
+    def _gone(self, _: object) -> None:
         self.open = False
         self._count_unsent(0)
         self.api._stream_closed(self)
@@ -742,7 +749,7 @@ class _EventStream:
 # --- Helpers ------------------------------------------------------------------------
 
 
-def _choices() -> dict[str, Any]:
+def _choices() -> dict[str, object]:
     return {
         "modes": list(MODES),
         "failure_types": [{"name": name, "code": code,
@@ -810,7 +817,7 @@ def _time_argument(request: server.Request, name: str) -> float | None:
     return moment.timestamp()
 
 
-def _seconds(value: Any, default: float, name: str) -> float:
+def _seconds(value: object, default: float, name: str) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
@@ -819,7 +826,7 @@ def _seconds(value: Any, default: float, name: str) -> float:
     return float(value)
 
 
-def _test_request(body: dict[str, Any]) -> Any:
+def _test_request(body: dict[str, object]) -> PaymentRequest:
     """The PaymentRequest a test payment sends, built as the command-line client does."""
     amount = body.get("amount")
     if isinstance(amount, (int, float)) and not isinstance(amount, bool):
@@ -828,7 +835,7 @@ def _test_request(body: dict[str, Any]) -> Any:
         raise ApiError(400, "amount is required, as text such as \"12,50\".", "amount",
                        code="required")
     text_fields = {"currency": "EUR", "action": None, "reference": None}
-    values: dict[str, Any] = {}
+    values: dict[str, str | None] = {}  # checked: text or None
     for name, default in text_fields.items():
         value = body.get(name, default)
         if value is not None and not isinstance(value, str):
@@ -841,7 +848,9 @@ def _test_request(body: dict[str, Any]) -> Any:
             raise ApiError(400, f"{name} must be true or false.", name, code="not_boolean")
         flags[name] = value
     try:
-        return payment.make_request(amount, values["currency"], values["action"],
+        currency = values["currency"]  # null: as if not given
+        return payment.make_request(amount, "EUR" if currency is None else currency,
+                                    values["action"],
                                     reference=values["reference"], cheque=flags["cheque"],
                                     partial=flags["partial"], immediate=flags["immediate"],
                                     receipt=flags["receipt"])

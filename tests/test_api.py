@@ -588,6 +588,7 @@ def proxy_pair():
     real.stop()
 
 
+@pytest.mark.slow
 def test_behind_a_proxy_a_test_payment_needs_a_confirmation_naming_the_terminal(proxy_pair):
     real, middle = proxy_pair
     real_name = f"127.0.0.1:{real.port}"
@@ -614,6 +615,7 @@ def test_behind_a_proxy_a_test_payment_needs_a_confirmation_naming_the_terminal(
     assert queued.status == 201, queued.raw
 
 
+@pytest.mark.slow
 def test_a_replaying_server_names_its_recording(tmp_path):
     path = tmp_path / "shop.jsonl"
     path.write_text('{"type": "recording", "version": 1, "mode": "simulated"}\n')

@@ -191,6 +191,7 @@ def client_run(kit_runs):
     return kit_runs["client"]
 
 
+@pytest.mark.slow
 def test_our_client_passes_everything(client_run):
     status, output = client_run
     assert status == 0, output
@@ -330,6 +331,7 @@ def test_check_one_reports_a_callable_that_raises():
 # --- the command line and the reports ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reports_are_written_and_the_exit_status_says_failed(tmp_path):
     page, junit = tmp_path / "r.html", tmp_path / "r.xml"
     status, output = run_kit(f"{sys.executable} {POS_DIR / 'naive_pos.py'} {{host}} {{port}} "
@@ -349,6 +351,7 @@ def french(monkeypatch):
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
 
 
+@pytest.mark.slow
 def test_result_lines_in_english_under_an_english_locale(capsys, monkeypatch):
     monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")
     status = cli.main(["--pos", f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} "
@@ -360,6 +363,7 @@ def test_result_lines_in_english_under_an_english_locale(capsys, monkeypatch):
     assert "Refused payment (AF=04)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_all_passed_exits_0(capsys):
     status = cli.main(["--pos", f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} "
                        "-d {host} -p {port} -a {amount} --timeout 4",

@@ -18,6 +18,8 @@ from caisse_ap.conformance import catalogue
 from caisse_ap.conformance.judge import WireRecord
 from caisse_ap.conformance.session import ConformanceSession
 
+pytestmark = pytest.mark.slow  # every test starts the server command
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
 

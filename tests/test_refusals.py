@@ -186,6 +186,7 @@ def test_the_e_plus_immediate_status_is_profile_data(serial_terminal, status_lin
 # --- 7. a profile file bearing a built-in's name ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_copy_of_a_built_in_profile_loads_and_is_shown_with_its_file(tmp_path):
     source = profiles.builtin("payxpert").path.split(":", 1)[1]
     text = (profiles.PROFILE_DIR / source).read_text().replace(
@@ -208,6 +209,7 @@ def test_a_copy_of_a_built_in_profile_loads_and_is_shown_with_its_file(tmp_path)
         assert server.stop() == 0
 
 
+@pytest.mark.slow
 def test_a_profile_derived_from_a_recording_named_like_a_built_in_loads(tmp_path):
     recording = tmp_path / "payxpert.jsonl"
     recording.write_text(json.dumps({"type": "recording", "version": 1}) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tlv
+from ..errors import CaisseApError
 from ..terminal import profiles
 from ..terminal.behaviour import OUTCOMES, PAYMENT_TYPES
 from ..terminal.profiles import ProfileError, _line_of, _Reader
@@ -42,7 +43,7 @@ MAX_PAUSE = 10.0  # seconds: longer pauses would only slow the kit down
 MAX_AMOUNT_DIGITS = 12
 
 
-class ScenarioError(ValueError):
+class ScenarioError(CaisseApError, ValueError):
     """A scenario that cannot be used: `where` is "file:line", `reason` one sentence."""
 
     def __init__(self, where: str, reason: str):

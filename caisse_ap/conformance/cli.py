@@ -19,6 +19,7 @@ from typing import NoReturn
 from twisted.internet.error import CannotListenError
 
 from .. import __version__
+from ..errors import CaisseApError
 from . import DEFAULT_POS_TIMEOUT
 from .catalogue import ScenarioError, builtins, select
 from .judge import WORDS, Verdict
@@ -29,7 +30,7 @@ PROG = "caisse-ap-ip-conformance"
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class OptionError(Exception):
+class OptionError(CaisseApError):
     pass
 
 

@@ -34,6 +34,8 @@ from ..options import (
 )
 from ..rules import AmountRules, RulesError, load_rules
 from ..words import Mode
+from . import farm_file
+from .farm_file import TerminalSpec
 from .rawlog import RecentLog
 
 if TYPE_CHECKING:  # Twisted, which --help does without
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # Twisted, which --help does without
     from ..outcomes import ManualDecisions, OutcomeQueue
     from ..service import Terminal
     from .api import ControlApi
+    from .farm import Farm
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -51,6 +54,8 @@ DEFAULT_WEB_PORT = 5000
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
+DEFAULT_MAX_TERMINALS = 64  # farm terminals (farm.py), besides the command line's
+MAX_TERMINALS_LIMIT = 1000  # each one a port and its file descriptors
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
@@ -75,6 +80,13 @@ def _max_rows(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"--journal-max-rows must be a whole number above 0, "
                                          f"not {text!r}")
+    return int(text)
+
+
+def _max_terminals(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_TERMINALS_LIMIT:
+        raise argparse.ArgumentTypeError(f"--max-terminals must be a whole number from 0 to "
+                                         f"{MAX_TERMINALS_LIMIT}, not {text!r}")
     return int(text)
 
 
@@ -107,6 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "FILE: a TOML file of your own rules")
     add("--list-amount-rules", action="store_true",
         help="print the amount rules (the default table, or FILE's) and exit")
+    add("--max-terminals", type=_max_terminals, default=DEFAULT_MAX_TERMINALS, metavar="N",
+        help="terminals the API may create besides this one (POST /api/terminals; "
+             f"default: {DEFAULT_MAX_TERMINALS}; 0: none)")
+    add("--terminals", default=None, metavar="FILE",
+        help="also start the terminals of this TOML file, one table per terminal "
+             "(port, profile, label, settings)")
     add("--manual", action="store_true",
         help="manual mode: hold each payment until someone decides in the web console or "
              "through the API (POST /api/transactions/ID/decision)")
@@ -164,20 +182,26 @@ class WebOptions:
     allowed_hosts: tuple[str, ...] = ()
     keep_alive: float | None = None  # seconds between event-stream comments (api.py's default)
     recent_log: RecentLog | None = None  # the raw log GET /api/log serves (rawlog.py)
+    max_terminals: int = DEFAULT_MAX_TERMINALS  # the farm's (farm.py)
+    terminals: tuple[TerminalSpec, ...] = ()  # --terminals FILE, started with the farm
 
 
 def options_from_args(args: argparse.Namespace,
                       recent_log: RecentLog | None = None) -> WebOptions | None:
     """The console the options ask for (None with --no-web)."""
     if args.no_web:
+        if args.terminals is not None:
+            raise UsageError("--terminals needs the web console's API: drop --no-web")
         return None
     token = args.web_token
     made_token = token is None and not _is_loopback(args.web_host)
     if made_token:
         # Reachable by others and no token given: never open, as Jupyter does.
         token = secrets.token_urlsafe(24)
+    terminals = () if args.terminals is None else farm_file.load(args.terminals)
     return WebOptions(args.web_host, args.web_port, token, made_token,
-                      tuple(args.web_allowed_host), recent_log=recent_log)
+                      tuple(args.web_allowed_host), recent_log=recent_log,
+                      max_terminals=args.max_terminals, terminals=terminals)
 
 
 class Console:
@@ -219,7 +243,7 @@ class Console:
 
 def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
                   rules: AmountRules, queue: OutcomeQueue, manual: ManualDecisions,
-                  options: WebOptions) -> Console:
+                  options: WebOptions, farm: Farm | None = None) -> Console:
     """Serve the API and the console for `terminal`, its journal, rules, queue and manual
     decisions; its feed replaces the journal among the terminal's observers.
 
@@ -242,6 +266,10 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
                      **({} if options.keep_alive is None
                         else {"keep_alive": options.keep_alive}))
     site = build_site(api, HostAllowlist(options.host, options.allowed_hosts))
+    if farm is not None:  # /api/terminals/... too (farm.py)
+        from .farm import ApiRoot
+
+        site.resource.putChild(b"api", ApiRoot(api, farm))
     try:
         # twisted.web's Site is a factory of protocols it leaves untyped.
         port = reactor.listenTCP(options.port, site,  # type: ignore[arg-type]

@@ -93,6 +93,11 @@ ERROR_CODES = {
     "not_waiting": "the transaction is not waiting for a decision",
     "not_listening": "the terminal is not listening",
     "no_raw_log": "the server keeps no raw log (started from code, not the command line)",
+    # The terminal farm (farm.py).
+    "unknown_terminal": "no terminal with this id in the farm",
+    "too_many_terminals": "the farm runs --max-terminals terminals already (`limits.max`)",
+    "port_in_use": "the POS port asked for is taken on the farm's address",
+    "terminal_deleted": "the farm terminal is deleted: its routes only read",
     "too_many_test_payments": "too many test payments in progress",
     "internal_error": "a bug; the server log says more",
     # One value (`field` names it; `limits` gives the bounds when there are some).

@@ -257,6 +257,7 @@ def test_a_bad_shop_file_says_file_line_and_reason(tmp_path, text, line, reason)
     assert reason in str(raised.value)
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_bad_shop_file_in_one_line(tmp_path):
     path = tmp_path / "shop.toml"
     path.write_text("[a]\nport = 80\n", encoding="utf-8")

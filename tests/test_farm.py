@@ -267,3 +267,22 @@ def test_the_command_line_refuses_a_bad_shop_file_in_one_line(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{path}:2: port must be 0" in lines[0], done.stderr
+
+
+def test_each_transaction_names_its_terminal_and_the_journal_filters_by_it(start_farm):
+    running, web = start_farm()
+    ports = [call(web, "POST", "/api/terminals", {})[1]["port"] for _ in range(2)]
+    for port, amount in ((ports[0], "1.00"), (ports[1], "2.00"), (ports[1], "3.00")):
+        assert client.pay(client.make_request(amount), "127.0.0.1", port).status == "approved"
+    assert client.pay(client.make_request("4.00"), *running.address).status == "approved"
+    # The command line's terminal is none of the farm's.
+    [own] = call(web, "GET", "/api/transactions")[1]["transactions"]
+    assert own["terminal"] is None and own["amount"] == "4.00"
+    for terminal, amounts in (("t1", ["1.00"]), ("t2", ["3.00", "2.00"])):
+        listed = call(web, "GET", f"/api/transactions?terminal={terminal}")[1]["transactions"]
+        assert [(t["terminal"], t["amount"]) for t in listed] == [
+            (terminal, amount) for amount in amounts]
+        first = call(web, "GET", f"/api/terminals/{terminal}/transactions/1")[1]
+        assert first["terminal"] == terminal
+    status, error = call(web, "GET", "/api/transactions?terminal=t9")
+    assert status == 404 and error["code"] == "unknown_terminal"

@@ -109,6 +109,7 @@ class Record(TypedDict):
     exchange: dict[str, object] | None
     mode: str
     deviations: list[dict[str, str]]
+    terminal: str | None  # the farm terminal's id (rows of earlier versions have none)
 
 
 _SCHEMA = """

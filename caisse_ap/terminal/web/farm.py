@@ -140,6 +140,7 @@ class Farm:
         assert address is not None  # a started terminal listens
         terminal_id = f"t{self._next_number}"
         self._next_number += 1
+        member.terminal.name = terminal_id  # before any request: the reactor runs this
         api = ControlApi(member.terminal, journal, member.rules, token=self.token,
                          web_address=web_address, queue=member.queue, manual=member.manual)
         api.attach()
@@ -264,7 +265,11 @@ class ApiRoot(resource.Resource):
 
     def render(self, request: server.Request) -> bytes | int:
         path = list(request.postpath or ())
-        if not path or path[0] != b"terminals":
+        chosen = request.args.get(b"terminal")
+        if path[:1] == [b"transactions"] and chosen:
+            # GET /api/transactions?terminal=t1: the journal of one farm terminal.
+            path = [b"terminals", chosen[-1], *path]
+        elif not path or path[0] != b"terminals":
             return self.api.render(request)
         rest = path[1:]
         if rest and rest[-1] == b"":

@@ -12,6 +12,14 @@
   const JOURNAL_LIMIT = 1000; // the API's maximum page
   const TOKEN_KEY = "caisse-ap-ip.token";
   const RECONNECT_MAX_MS = 10000;
+  // ?terminal=t1: the page of one terminal of the farm (farm.js shows them all); its
+  // calls go to /api/terminals/t1/…, the same routes as the command line's terminal.
+  const FARM_TERMINAL = (/^t[1-9][0-9]{0,17}$/.exec(new URLSearchParams(location.search).get("terminal") || "") || [null])[0];
+
+  function apiPath(path) {
+    if (!FARM_TERMINAL || !path.startsWith("api/") || path.startsWith("api/session")) return path;
+    return `api/terminals/${FARM_TERMINAL}/${path.slice(4)}`;
+  }
   const SETTINGS_FIELDS = [
     "mode", "failure_type", "manual_timeout", "duration", "payment_type", "seller_contract",
     "profile", "amount_rules", "currencies", "answer_version", "pad_amount",
@@ -300,7 +308,7 @@
     if (token()) headers.Authorization = `Bearer ${token()}`;
     let response;
     try {
-      response = await fetch(path, init);
+      response = await fetch(apiPath(path), init);
     } catch (error) {
       throw new ApiError(0, error.name === "AbortError" ? "aborted" : "network");
     }
@@ -514,7 +522,7 @@
     if (reconnectTimer) clearTimeout(reconnectTimer);
     reconnectTimer = null;
     if (source) source.close();
-    source = new EventSource("api/events");
+    source = new EventSource(apiPath("api/events"));
     source.addEventListener("open", () => {
       reconnectDelay = 1000;
       setStreamState("open");
@@ -1496,6 +1504,7 @@
     ["decided_by", (tx) => tx.decided_by],
     ["request_frame", (tx) => tx.request_frame],
     ["answer_frame", (tx) => tx.answer_frame],
+    ["terminal", (tx) => tx.terminal], // a farm terminal's id; empty: the command line's
   ];
 
   // The CSV of a French spreadsheet: ";" between cells, a decimal comma.
@@ -1540,9 +1549,9 @@
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
     if (kind === "csv") {
       // The BOM lets spreadsheets read the file as UTF-8 (€, accents).
-      download(`journal-caisse-ap-${stamp}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(state.journal));
+      download(`journal-caisse-ap-${FARM_TERMINAL ? `${FARM_TERMINAL}-` : ""}${stamp}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(state.journal));
     } else {
-      download(`journal-caisse-ap-${stamp}.json`, "application/json",
+      download(`journal-caisse-ap-${FARM_TERMINAL ? `${FARM_TERMINAL}-` : ""}${stamp}.json`, "application/json",
         JSON.stringify({ transactions: state.journal }, null, 2) + "\n");
     }
   }
@@ -1560,7 +1569,7 @@
     const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
     let text;
     try {
-      const response = await fetch(`api/log?${query}`, { headers, cache: "no-store" });
+      const response = await fetch(apiPath(`api/log?${query}`), { headers, cache: "no-store" });
       if (!response.ok) {
         const data = await response.json().catch(() => null);
         throw new ApiError(response.status, data && data.code ? data.code : `http_${response.status}`, data && data.field, data && data.limits);

@@ -15,6 +15,7 @@ import sys
 import threading
 
 import pytest
+from openapi_check import check_response
 
 from caisse_ap import client
 from caisse_ap.terminal import app
@@ -34,7 +35,10 @@ def call(port: int, method: str, path: str, body: object = None,
         connection.request(method, path, body=data,
                            headers={**(JSON if data is not None else {}), **(headers or {})})
         response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
+        answer = json.loads(response.read() or b"null")
+        check_response(method, path, response.status, response.headers.get("content-type"),
+                       answer)  # as docs/openapi.json says (tests/openapi_check.py)
+        return response.status, answer
     finally:
         connection.close()
 

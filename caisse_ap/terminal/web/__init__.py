@@ -268,8 +268,9 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
     site = build_site(api, HostAllowlist(options.host, options.allowed_hosts))
     if farm is not None:  # /api/terminals/... too (farm.py)
         from .farm import ApiRoot
+        from .openapi import document
 
-        site.resource.putChild(b"api", ApiRoot(api, farm))
+        site.resource.putChild(b"api", ApiRoot(api, farm, document))
     try:
         # twisted.web's Site is a factory of protocols it leaves untyped.
         port = reactor.listenTCP(options.port, site,  # type: ignore[arg-type]

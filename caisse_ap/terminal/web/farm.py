@@ -39,13 +39,12 @@ from ..outcomes import ManualDecisions, OutcomeQueue
 from ..rules import AmountRules
 from ..service import Terminal
 from .api import READING, ApiError, ControlApi, Reply, _send_json, error_response
+from .farm_file import LOWEST_PORT, MAX_LABEL
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
 DEFAULT_MAX_TERMINALS = 64
 MAX_DELETED_KEPT = 64  # deleted terminals still readable, the latest deleted
-MAX_LABEL = 64
-LOWEST_PORT = 1024  # below: ports a test farm has no business taking
 CREATE_KEYS = {"profile", "settings", "port", "label"}
 CHANGE_KEYS = {"profile", "settings", "label"}
 TERMINAL_ID = re.compile(r"t[1-9][0-9]{0,17}")
@@ -258,10 +257,12 @@ class ApiRoot(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, api: ControlApi, farm: Farm):
+    def __init__(self, api: ControlApi, farm: Farm,
+                 openapi: Callable[[], dict[str, object]] | None = None):
         super().__init__()
         self.api = api
         self.farm = farm
+        self.openapi = openapi  # the document /api/openapi.json serves (openapi.py)
 
     def render(self, request: server.Request) -> bytes | int:
         path = list(request.postpath or ())
@@ -269,6 +270,12 @@ class ApiRoot(resource.Resource):
         if path[:1] == [b"transactions"] and chosen:
             # GET /api/transactions?terminal=t1: the journal of one farm terminal.
             path = [b"terminals", chosen[-1], *path]
+        elif path in ([b"openapi.json"], [b"openapi.json", b""]) and self.openapi is not None:
+            if request.method not in READING:  # open to all: it says nothing of the state
+                request.setHeader(b"Allow", b"GET, HEAD")
+                return error_response(request, ApiError(405, "Use GET.",
+                                                        headers={"Allow": "GET, HEAD"}))
+            return _send_json(request, 200, self.openapi())
         elif not path or path[0] != b"terminals":
             return self.api.render(request)
         rest = path[1:]

@@ -34,7 +34,7 @@ from ..options import UsageError
 from ..profiles import _line_of
 
 KEYS = ("port", "profile", "label", "settings")
-LOWEST_PORT = 1024  # as the API (farm.py)
+LOWEST_PORT = 1024  # below: ports a test farm has no business taking (here and in the API)
 MAX_LABEL = 64
 
 

@@ -48,7 +48,7 @@ def check_response(method: str, url: str, status: int, content_type: str | None,
     path = urlsplit(url).path
     if len(path) > 1:
         path = path.rstrip("/")
-    if not path.startswith("/api/"):
+    if not path.startswith("/api/") and path != "/metrics":
         return  # the console's files
     where = f"{method} {path} -> {status}"
     checked.append((method, path, status))

@@ -41,6 +41,7 @@ from .rawlog import RecentLog
 if TYPE_CHECKING:  # Twisted, which --help does without
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IListeningPort, IReactorTCP
+    from twisted.web.resource import Resource
 
     from ..outcomes import ManualDecisions, OutcomeQueue
     from ..service import Terminal
@@ -271,6 +272,7 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
         from .openapi import document
 
         site.resource.putChild(b"api", ApiRoot(api, farm, document))
+    site.resource.putChild(b"metrics", _metrics_page(api, farm))
     try:
         # twisted.web's Site is a factory of protocols it leaves untyped.
         port = reactor.listenTCP(options.port, site,  # type: ignore[arg-type]
@@ -292,6 +294,25 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
         log.warning("no --web-token for a console listening on %s: this run's token is "
                     "required; open the console with it: %s", options.host, url)
     return console
+
+
+def _metrics_page(api: ControlApi, farm: Farm | None) -> Resource:
+    """/metrics (metrics.py): the console's terminal as "main", and the farm's."""
+    from .metrics import MAIN, Metrics, MetricsPage
+
+    def terminals() -> list[tuple[str, Terminal, Journal | None]]:
+        found: list[tuple[str, Terminal, Journal | None]] = [(MAIN, api.terminal, api.journal)]
+        if farm is not None:
+            found.extend((kept.id, kept.member.terminal, kept.journal)
+                         for kept in farm.terminals.values())
+        return found
+
+    metrics = Metrics(terminals)
+    metrics.watch(MAIN, api.terminal)
+    if farm is not None:
+        farm.created.append(lambda kept: metrics.watch(kept.id, kept.member.terminal))
+        farm.forgotten.append(lambda kept: metrics.forget(kept.id))
+    return MetricsPage(metrics, api)
 
 
 def _is_loopback(host: str) -> bool:

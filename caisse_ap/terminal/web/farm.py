@@ -111,6 +111,9 @@ class Farm:
         self.terminals: OrderedDict[str, FarmTerminal] = OrderedDict()
         self._deleted: list[str] = []
         self._next_number = 1
+        # Called with each terminal made, and each forgotten (the metrics watch them).
+        self.created: list[Callable[[FarmTerminal], None]] = []
+        self.forgotten: list[Callable[[FarmTerminal], None]] = []
 
     @property
     def listening(self) -> int:
@@ -145,6 +148,8 @@ class Farm:
         api.attach()
         kept = FarmTerminal(terminal_id, label or terminal_id, member, api, journal, address[1])
         self.terminals[terminal_id] = kept
+        for hook in self.created:
+            hook(kept)
         log.info("farm terminal %s (%s) listening on %s:%d, profile %s", terminal_id,
                  kept.label, address[0], address[1], settings.profile.name)
         return kept
@@ -179,6 +184,8 @@ class Farm:
             while len(self._deleted) > MAX_DELETED_KEPT:
                 forgotten = self.terminals.pop(self._deleted.pop(0))
                 forgotten.journal.discard()
+                for hook in self.forgotten:
+                    hook(forgotten)
             log.info("farm terminal %s deleted", kept.id)
 
         kept.stopped = kept.member.stop()

@@ -322,6 +322,14 @@ def document() -> dict[str, Any]:
                                                    **_errors(401, 403)}}
         for method, summary in (("post", "Trade the token for the event stream's cookie"),
                                 ("delete", "Remove that cookie"))}
+    paths["/metrics"] = {"get": {
+        "summary": "Prometheus text format: caisse_ap_transactions_total{terminal,outcome}, "
+                   "caisse_ap_answer_seconds (histogram), caisse_ap_connections_open, "
+                   "caisse_ap_journal_failing, caisse_ap_journal_rows_waiting; the command "
+                   "line's terminal is terminal=\"main\"",
+        "responses": {"200": {"description": "Prometheus's text format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                      **_errors(401)}}}
     paths["/api/openapi.json"] = {"get": {
         "summary": "This document", "security": [{}],
         "responses": {"200": {"description": "OpenAPI 3.1",

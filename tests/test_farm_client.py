@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,21 @@ def test_four_xdist_workers_each_with_its_own_terminal_of_one_farm(farm_url, tmp
     for met in barrier.met:
         assert after[met["terminal"]]["state"] == "deleted"
         assert after[met["terminal"]]["counters"]["declined"] == 1
+
+
+@pytest.mark.slow
+def test_the_readme_farm_example_passes(farm_url, tmp_path):
+    """README's "Ferme de terminaux": its test file, against a running farm, as written."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for name in ("ma_caisse.py", "test_caisses.py"):
+        start = readme.index(f"```python\n# {name}")
+        code = readme[start + len("```python\n"):readme.index("```", start + 3)]
+        code = code.replace('"http://127.0.0.1:5000", "secret"', f'"{farm_url}", "{TOKEN}"')
+        (tmp_path / name).write_text(code, encoding="utf-8")
+    assert farm_url in (tmp_path / "test_caisses.py").read_text()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert [t["state"] for t in TerminalFarm(farm_url, TOKEN).terminals()] == ["deleted"]

@@ -15,6 +15,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openapi_check import check_response
 
 from caisse_ap import client
@@ -112,6 +114,8 @@ def test_patch_changes_label_and_settings_and_nothing_when_a_value_is_bad(start_
     ({"port": 70000}, "port", "out_of_range"),
     ({"port": "8888"}, "port", "out_of_range"),
     ({"port": True}, "port", "out_of_range"),
+    ({"port": False}, "port", "out_of_range"),
+    ({"port": 0.0}, "port", "out_of_range"),
     ({"label": 12}, "label", "not_text"),
     ({"label": "x" * 65}, "label", "too_long"),
     ({"label": "a\nb"}, "label", "invalid_format"),
@@ -290,3 +294,52 @@ def test_each_transaction_names_its_terminal_and_the_journal_filters_by_it(start
         assert first["terminal"] == terminal
     status, error = call(web, "GET", "/api/transactions?terminal=t9")
     assert status == 404 and error["code"] == "unknown_terminal"
+
+
+# --- No input gets a 5xx ----------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=12), children, max_size=3),
+    max_leaves=10)
+farm_keys = st.sampled_from(["profile", "settings", "label", "port", "mode", "duration"])
+bodies = json_values | st.dictionaries(farm_keys, json_values, max_size=4) | st.fixed_dictionaries(
+    {"settings": st.dictionaries(st.sampled_from(["mode", "duration", "profile", "currencies"]),
+                                 json_values, max_size=2)})
+ENDPOINTS = [("POST", "/api/terminals"), ("PATCH", "/api/terminals/{id}"),
+             ("GET", "/api/terminals/{id}"), ("PUT", "/api/terminals/{id}/settings"),
+             ("GET", "/api/transactions?terminal={id}"), ("DELETE", "/api/terminals/{id}")]
+
+
+@pytest.fixture(scope="module")
+def fuzzed_farm(reactor_thread):
+    options = app.TerminalOptions(TerminalSettings.from_dict({"duration": 0}),
+                                  web=WebOptions("127.0.0.1", 0, max_terminals=3))
+    running = reactor_thread.call(app.start, reactor_thread.reactor, options)
+    yield running.console.web_address[1]
+    reactor_thread.call(running.stop)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(endpoint=st.sampled_from(ENDPOINTS), body=bodies,
+       text_id=st.sampled_from(["t1", "t2", "t0", "x"]) | st.text(max_size=12))
+def test_no_farm_input_gets_a_5xx(fuzzed_farm, endpoint, body, text_id):
+    from urllib.parse import quote
+
+    method, path = endpoint
+    path = path.replace("{id}", quote(text_id, safe=""))
+    connection = http.client.HTTPConnection("127.0.0.1", fuzzed_farm, timeout=10)
+    try:
+        connection.request(method, path, body=json.dumps(body).encode(), headers=JSON)
+        response = connection.getresponse()
+        answer = json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+    assert response.status < 500, (method, path, body, answer)
+    check_response(method, path, response.status, response.headers.get("content-type"),
+                   answer)
+    if response.status >= 400:
+        assert answer["code"] in ERROR_CODES
+    elif method == "POST":  # room for the next examples (at most 3 listening)
+        assert call(fuzzed_farm, "DELETE", f"/api/terminals/{answer['id']}")[0] == 200

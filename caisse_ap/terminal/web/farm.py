@@ -248,7 +248,7 @@ def _label(value: object) -> str:
 
 
 def _port(value: object) -> int:
-    if value is None or value == 0:
+    if value is None or (type(value) is int and value == 0):
         return 0  # a free port
     if isinstance(value, bool) or not isinstance(value, int) \
             or not LOWEST_PORT <= value <= 65535:

@@ -343,3 +343,24 @@ def test_no_farm_input_gets_a_5xx(fuzzed_farm, endpoint, body, text_id):
         assert answer["code"] in ERROR_CODES
     elif method == "POST":  # room for the next examples (at most 3 listening)
         assert call(fuzzed_farm, "DELETE", f"/api/terminals/{answer['id']}")[0] == 200
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-terminals", "-1"], "--max-terminals must be a whole number from 0 to 1000"),
+    (["--max-terminals", "1001"], "--max-terminals must be a whole number from 0 to 1000"),
+    (["--no-web", "--terminals", "shop.toml"], "--terminals needs the web console's API"),
+])
+def test_bad_farm_options_are_one_line_and_status_2(argv, message, capsys, tmp_path,
+                                                    monkeypatch):
+    from caisse_ap.terminal import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shop.toml").write_text("[a]\n", encoding="utf-8")
+    assert cli.main(["-p", "0", "--web-port", "0", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_an_unreadable_shop_file_says_so(tmp_path):
+    with pytest.raises(UsageError, match=r"nowhere\.toml:1: cannot read the terminals file"):
+        farm_file.load(str(tmp_path / "nowhere.toml"))

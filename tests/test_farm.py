@@ -364,3 +364,24 @@ def test_bad_farm_options_are_one_line_and_status_2(argv, message, capsys, tmp_p
 def test_an_unreadable_shop_file_says_so(tmp_path):
     with pytest.raises(UsageError, match=r"nowhere\.toml:1: cannot read the terminals file"):
         farm_file.load(str(tmp_path / "nowhere.toml"))
+
+
+def test_deleted_terminals_are_forgotten_past_the_ones_kept(start_farm, monkeypatch):
+    from caisse_ap.terminal.web import farm
+
+    monkeypatch.setattr(farm, "MAX_DELETED_KEPT", 1)
+    _, web = start_farm()
+    for _ in range(2):
+        call(web, "POST", "/api/terminals", {})
+    assert call(web, "DELETE", "/api/terminals/t1")[0] == 200
+    assert call(web, "GET", "/api/terminals/t1")[1]["state"] == "deleted"
+    assert call(web, "DELETE", "/api/terminals/t2")[0] == 200
+    status, error = call(web, "GET", "/api/terminals/t1/transactions")
+    assert status == 404 and error["code"] == "unknown_terminal"
+    assert [t["id"] for t in call(web, "GET", "/api/terminals")[1]["terminals"]] == ["t2"]
+    assert call(web, "DELETE", "/api/terminals/t2")[1]["state"] == "deleted"  # again: same
+    connection = http.client.HTTPConnection("127.0.0.1", web, timeout=10)
+    connection.request("GET", "/metrics")
+    metrics = connection.getresponse().read().decode()
+    connection.close()
+    assert 'terminal="t2"' in metrics and 'terminal="t1"' not in metrics

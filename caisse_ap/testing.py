@@ -38,6 +38,7 @@ import queue
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,8 +55,9 @@ from .tlv import Field
 HOST = "127.0.0.1"
 HTTP_TIMEOUT = 30.0  # seconds; a control call answers in milliseconds
 
-__all__ = ["Event", "EventStream", "SimulatedTerminal", "SimulatedTerminalError", "Transaction",
-           "call_in_reactor", "shared_reactor", "simulated_terminal", "start_simulated_terminal"]
+__all__ = ["Event", "EventStream", "FarmTerminal", "SimulatedTerminal", "SimulatedTerminalError",
+           "TerminalFarm", "Transaction", "call_in_reactor", "shared_reactor",
+           "simulated_terminal", "start_simulated_terminal"]
 
 
 class SimulatedTerminalError(CaisseApError, RuntimeError):
@@ -244,24 +246,7 @@ class SimulatedTerminal:
 
     def api(self, method: str, path: str, body: object = None) -> Any:  # JSON read back
         """Call the control API (docs/api.md); SimulatedTerminalError on an error status."""
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        request = urllib.request.Request(self.web_url + path, data=data, method=method,
-                                         headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                detail = json.loads(error.read())
-            except ValueError:
-                detail = {"error": error.reason}
-            raise SimulatedTerminalError(error.code, detail.get("error", ""),
-                                         detail.get("field")) from None
+        return _api_call(self.web_url + path, method, body, self._token)
 
     def next(self, outcome: str, **options: object) -> list[dict[str, Any]]:
         """Queue the outcome of the next transaction ("approved", "refused", "no-answer"...).
@@ -373,6 +358,111 @@ def simulated_terminal(**options: Any) -> Iterator[SimulatedTerminal]:
         terminal.stop()
 
 
+def _api_call(url: str, method: str, body: object, token: str | None) -> Any:
+    """One call of the control API; its JSON, or SimulatedTerminalError on an error status."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            detail = json.loads(error.read())
+        except ValueError:
+            detail = {"error": error.reason}
+        raise SimulatedTerminalError(error.code, detail.get("error", ""),
+                                     detail.get("field")) from None
+
+
+# --- A farm of terminals -------------------------------------------------------------
+
+# Where the simulated_terminal fixture finds a running farm (caisse_ap.pytest_plugin).
+FARM_URL_VARIABLE = "CAISSE_AP_FARM_URL"
+FARM_TOKEN_VARIABLE = "CAISSE_AP_FARM_TOKEN"
+
+
+class TerminalFarm:
+    """A client of a running farm (a caisse-ap-ip-server, docs/api.md "terminal farm"):
+    each test gets a fresh terminal of its own, in parallel with the others.
+
+        farm = TerminalFarm("http://127.0.0.1:5000", token)
+        with farm.terminal(profile="ingenico", label="test_refund") as terminal:
+            terminal.next("refused")
+            my_pos.pay("12.50", host=terminal.host, port=terminal.port)
+    """
+
+    def __init__(self, url: str, token: str | None = None):
+        self.url = url.rstrip("/")
+        self.token = token
+        # The farm's terminals listen on its address: the one the URL reaches.
+        self.host = urllib.parse.urlsplit(self.url).hostname or HOST
+
+    def api(self, method: str, path: str, body: object = None) -> Any:
+        return _api_call(self.url + path, method, body, self.token)
+
+    def create(self, *, profile: str | None = None, label: str | None = None,
+               port: int | None = None, **settings: object) -> FarmTerminal:
+        """A new terminal (duration 0 unless told); delete it with `.stop()`."""
+        settings.setdefault("duration", 0)
+        body: dict[str, object] = {"settings": settings}
+        for name, value in (("profile", profile), ("label", label), ("port", port)):
+            if value is not None:
+                body[name] = value
+        return FarmTerminal(self, self.api("POST", "/api/terminals", body))
+
+    @contextmanager
+    def terminal(self, **options: Any) -> Iterator[FarmTerminal]:
+        """A fresh terminal for the `with` block, deleted after it; see create()."""
+        terminal = self.create(**options)
+        try:
+            yield terminal
+        finally:
+            terminal.stop()
+
+    def terminals(self) -> list[dict[str, Any]]:
+        """Every terminal of the farm, as GET /api/terminals gives them."""
+        found: list[dict[str, Any]] = self.api("GET", "/api/terminals")["terminals"]
+        return found
+
+
+class FarmTerminal(SimulatedTerminal):
+    """A terminal of a farm: the methods of SimulatedTerminal, on its routes
+    /api/terminals/{id}/...; `stop()` deletes it (its rows stay readable)."""
+
+    def __init__(self, farm: TerminalFarm, data: Mapping[str, Any]):
+        # Not SimulatedTerminal.__init__: this terminal runs in the farm's process.
+        self._farm = farm
+        self._token = farm.token
+        self.id: str = data["id"]
+        self.label: str = data["label"]
+        self.host, self.port = farm.host, int(data["port"])
+        self.web_url = farm.url
+        self.web_port = urllib.parse.urlsplit(farm.url).port or 80
+        self.console_url: str | None = data.get("console_url")
+        self._stopped = False
+
+    def api(self, method: str, path: str, body: object = None) -> Any:
+        if not path.startswith("/api/"):
+            raise ValueError(f"not an API path: {path!r}")
+        return self._farm.api(method, f"/api/terminals/{self.id}/{path[len('/api/'):]}", body)
+
+    def events(self, last_event_id: int | None = None) -> EventStream:
+        return EventStream(self.web_url, last_event_id, self._token,
+                           f"/api/terminals/{self.id}/events")
+
+    def stop(self) -> None:
+        """Delete it from the farm: what is in flight is answered first. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._farm.api("DELETE", f"/api/terminals/{self.id}")
+
+
 # --- Event stream ------------------------------------------------------------------------
 
 
@@ -384,7 +474,7 @@ class EventStream:
     """
 
     def __init__(self, web_url: str, last_event_id: int | None = None,
-                 token: str | None = None):
+                 token: str | None = None, path: str = "/api/events"):
         address = web_url.split("//", 1)[1].rstrip("/")
         host, _, port = address.rpartition(":")
         self._connection = http.client.HTTPConnection(host.strip("[]"), int(port),
@@ -394,7 +484,7 @@ class EventStream:
             headers["Last-Event-ID"] = str(last_event_id)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._connection.request("GET", "/api/events", headers=headers)
+        self._connection.request("GET", path, headers=headers)
         self.response = self._connection.getresponse()
         if self.response.status != 200:
             raise SimulatedTerminalError(self.response.status, "the event stream was refused")

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from openapi_check import check_response
 from server_process import ServerProcess, run_server
 
 from caisse_ap import __version__, client, tlv
@@ -54,7 +55,11 @@ def call(terminal, method: str, path: str, body=None, headers=None, raw: bytes |
         all_headers = dict(JSON) if data is not None else {}
         all_headers.update(headers or {})
         connection.request(method, path, body=data, headers=all_headers)
-        return Answer(connection.getresponse())
+        answer = Answer(connection.getresponse())
+        # Every answer as docs/openapi.json describes it (tests/openapi_check.py).
+        check_response(method, path, answer.status, answer.headers.get("content-type"),
+                       answer.json)
+        return answer
     finally:
         connection.close()
 

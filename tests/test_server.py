@@ -30,7 +30,7 @@ API_TRANSACTION_KEYS = {
     "id", "received_at", "answered_at", "duration_s", "peer", "action", "amount",
     "amount_minor", "currency", "currency_numeric", "currency_symbol", "request",
     "request_frame", "answer", "answer_frame", "receipt", "status", "reason", "decided_by",
-    "labels", "protocol", "exchange", "mode", "deviations",
+    "labels", "protocol", "exchange", "mode", "deviations", "terminal",  # the farm terminal's id
 }
 
 

@@ -28,11 +28,14 @@ from . import proxy, serial, taps
 from .behaviour import TerminalSettings
 from .debugging import DebugOptions
 from .journal import Journal
+from .options import UsageError
 from .outcomes import ManualDecisions, OutcomeQueue
 from .rules import AmountRules
 from .server import TerminalFactory, start_terminal, stop_terminal
 from .service import Terminal
 from .web import Console, WebOptions, start_console
+from .web.api import ApiError
+from .web.farm import Farm
 from .words import TransactionMode
 
 if TYPE_CHECKING:
@@ -83,6 +86,7 @@ class RunningTerminal:
     queue: OutcomeQueue
     manual: ManualDecisions
     console: Console | None = None
+    farm: Farm | None = None  # the terminals created over the console's API
     serial: SerialTerminalLink | None = None
     recorder: taps.Recorder | None = None
     _checkpoints: task.LoopingCall | None = None
@@ -99,6 +103,9 @@ class RunningTerminal:
         """Answer what is in flight and close every connection, then the console, the
         serial line, the recording and the journal (once every answer is in it)."""
         stopped = stop_terminal(self.terminal)
+        if self.farm is not None:
+            farm = self.farm
+            stopped.addBoth(lambda _: farm.stop())
         stopped.addBoth(lambda _: self._stop_edges())
         stopped.addBoth(lambda _: self._close())
         return stopped
@@ -145,8 +152,11 @@ def start(reactor: Reactor, options: TerminalOptions) -> RunningTerminal:
     try:
         if options.web is not None:
             assert journal is not None  # made above for the console
+            running.farm = _farm(reactor, options, options.web)
             running.console = start_console(reactor, terminal, journal, running.rules,
-                                            running.queue, running.manual, options.web)
+                                            running.queue, running.manual, options.web,
+                                            running.farm)
+            _start_shop(running.farm, running.console, options.web)
         if options.serial is not None:
             running.serial = serial.start(terminal, options.serial, reactor)
         if options.debug.record is not None:
@@ -156,6 +166,28 @@ def start(reactor: Reactor, options: TerminalOptions) -> RunningTerminal:
         raise
     _announce(running)
     return running
+
+
+def _farm(reactor: Reactor, options: TerminalOptions, web: WebOptions) -> Farm:
+    """The farm of the console's API: terminals as this one is built, on its address,
+    each with its own journal in memory, no console and no serial line of their own."""
+    def start_one(settings: TerminalSettings, port: int, journal: Journal) -> RunningTerminal:
+        return start(reactor, TerminalOptions(
+            settings, options.host, port, idle_timeout=options.idle_timeout,
+            request_timeout=options.request_timeout,
+            max_connections=options.max_connections, journal=journal))
+
+    return Farm(start_one, options.host, max_terminals=web.max_terminals, token=web.token)
+
+
+def _start_shop(farm: Farm, console: Console, web: WebOptions) -> None:
+    """The terminals of --terminals FILE, checked already (farm_file.py): a port taken
+    is the one thing left to go wrong (UsageError "file:line: reason")."""
+    for spec in web.terminals:
+        try:
+            farm.create(dict(spec.body), console.api.web_address)
+        except ApiError as error:
+            raise UsageError(f"{spec.where}: {error.message}") from None
 
 
 def _announce(running: RunningTerminal) -> None:

@@ -109,6 +109,7 @@ class Record(TypedDict):
     exchange: dict[str, object] | None
     mode: str
     deviations: list[dict[str, str]]
+    terminal: str | None  # the farm terminal's id (rows of earlier versions have none)
 
 
 _SCHEMA = """
@@ -417,6 +418,18 @@ class Journal:
                                else self._stand_in.count()),
             "interrupted_at_start": self.interrupted,
         }
+
+    @property
+    def failing(self) -> bool:
+        """The file refuses writes (health() says why); read without writing anything."""
+        return self._failure is not None
+
+    @property
+    def waiting(self) -> int:
+        """Transactions not yet in the file: noted for the next group, or held in memory
+        while it fails (the metrics' rows waiting)."""
+        held = 0 if self._stand_in is None else self._stand_in.count()
+        return len(self._unwritten) + held
 
     def _read(self, sql: str, values: tuple[int | str, ...]) -> list[tuple[int | str, ...]]:
         """Rows from the file; none, once reported, when it cannot be read."""

@@ -116,6 +116,7 @@ class Transaction:
     # the profile (deviations.py), as JSON objects.
     mode: TransactionMode = TransactionMode.SIMULATED
     deviations: tuple[dict[str, str], ...] = ()
+    terminal: str | None = None  # the farm's id of its terminal; None: the command line's
 
     @property
     def pending(self) -> bool:
@@ -151,6 +152,7 @@ class Transaction:
             "exchange": self.exchange.to_json() if self.exchange is not None else None,
             "mode": self.mode,
             "deviations": list(self.deviations),
+            "terminal": self.terminal,
         }
 
 
@@ -191,6 +193,7 @@ class Terminal:
         self.connections: set[Any] = set()
         self.counts: Counter[str] = Counter()
         self.listening_port: Any = None  # set by server.start_terminal
+        self.name: str | None = None  # a farm terminal's id (web/farm.py), in its transactions
         self._runs: dict[int, _Run] = {}
         self._rng = random.Random()
         self._last_card: behaviour.Card | None = None
@@ -349,7 +352,8 @@ class Terminal:
                          received_at: float | None) -> Transaction:
         if received_at is None:
             received_at = self.reactor.seconds()
-        txn = Transaction(self.next_id, connection.peer, received_at, list(fields))
+        txn = Transaction(self.next_id, connection.peer, received_at, list(fields),
+                          terminal=self.name)
         self.next_id += 1
         self.counts["total"] += 1
         return txn

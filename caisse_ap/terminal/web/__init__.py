@@ -35,15 +35,19 @@ from ..options import (
 )
 from ..rules import AmountRules, RulesError, load_rules
 from ..words import Mode
+from . import farm_file
+from .farm_file import TerminalSpec
 from .rawlog import RecentLog
 
 if TYPE_CHECKING:  # Twisted, which --help does without
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IListeningPort, IReactorTCP
+    from twisted.web.resource import Resource
 
     from ..outcomes import ManualDecisions, OutcomeQueue
     from ..service import Terminal
     from .api import ControlApi
+    from .farm import Farm
 
 log = logging.getLogger("caisse_ap.terminal.web")
 
@@ -52,6 +56,8 @@ DEFAULT_WEB_PORT = 5000
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
+DEFAULT_MAX_TERMINALS = 64  # farm terminals (farm.py), besides the command line's
+MAX_TERMINALS_LIMIT = 1000  # each one a port and its file descriptors
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
@@ -77,6 +83,14 @@ def _max_rows(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(_("a whole number above 0 is expected, not %r")
                                          % text)
+    return int(text)
+
+
+def _max_terminals(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_TERMINALS_LIMIT:
+        raise argparse.ArgumentTypeError(_("--max-terminals must be a whole number from 0 to "
+                                           "%(max)s, not %(value)r")
+                                         % {"max": MAX_TERMINALS_LIMIT, "value": text})
     return int(text)
 
 
@@ -112,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                "FILE: a TOML file of your own rules"))
     add("--list-amount-rules", action="store_true",
         help=_("print the amount rules (the default table, or FILE's) and exit"))
+    add("--max-terminals", type=_max_terminals, default=DEFAULT_MAX_TERMINALS, metavar="N",
+        help=_("terminals the API may create besides this one (POST /api/terminals; "
+               "default: %s; 0: none)") % DEFAULT_MAX_TERMINALS)
+    add("--terminals", default=None, metavar=_("FILE"),
+        help=_("also start the terminals of this TOML file, one table per terminal "
+               "(port, profile, label, settings)"))
     add("--manual", action="store_true",
         help=_("manual mode: hold each payment until someone decides in the web console "
                "or through the API (POST /api/transactions/ID/decision)"))
@@ -170,20 +190,26 @@ class WebOptions:
     allowed_hosts: tuple[str, ...] = ()
     keep_alive: float | None = None  # seconds between event-stream comments (api.py's default)
     recent_log: RecentLog | None = None  # the raw log GET /api/log serves (rawlog.py)
+    max_terminals: int = DEFAULT_MAX_TERMINALS  # the farm's (farm.py)
+    terminals: tuple[TerminalSpec, ...] = ()  # --terminals FILE, started with the farm
 
 
 def options_from_args(args: argparse.Namespace,
                       recent_log: RecentLog | None = None) -> WebOptions | None:
     """The console the options ask for (None with --no-web)."""
     if args.no_web:
+        if args.terminals is not None:
+            raise UsageError("--terminals needs the web console's API: drop --no-web")
         return None
     token = args.web_token
     made_token = token is None and not _is_loopback(args.web_host)
     if made_token:
         # Reachable by others and no token given: never open, as Jupyter does.
         token = secrets.token_urlsafe(24)
+    terminals = () if args.terminals is None else farm_file.load(args.terminals)
     return WebOptions(args.web_host, args.web_port, token, made_token,
-                      tuple(args.web_allowed_host), recent_log=recent_log)
+                      tuple(args.web_allowed_host), recent_log=recent_log,
+                      max_terminals=args.max_terminals, terminals=terminals)
 
 
 class Console:
@@ -225,7 +251,7 @@ class Console:
 
 def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
                   rules: AmountRules, queue: OutcomeQueue, manual: ManualDecisions,
-                  options: WebOptions) -> Console:
+                  options: WebOptions, farm: Farm | None = None) -> Console:
     """Serve the API and the console for `terminal`, its journal, rules, queue and manual
     decisions; its feed replaces the journal among the terminal's observers.
 
@@ -248,6 +274,12 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
                      **({} if options.keep_alive is None
                         else {"keep_alive": options.keep_alive}))
     site = build_site(api, HostAllowlist(options.host, options.allowed_hosts))
+    if farm is not None:  # /api/terminals/... too (farm.py)
+        from .farm import ApiRoot
+        from .openapi import document
+
+        site.resource.putChild(b"api", ApiRoot(api, farm, document))
+    site.resource.putChild(b"metrics", _metrics_page(api, farm))
     try:
         # twisted.web's Site is a factory of protocols it leaves untyped.
         port = reactor.listenTCP(options.port, site,  # type: ignore[arg-type]
@@ -270,6 +302,25 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
         log.warning("no --web-token for a console listening on %s: this run's token is "
                     "required; open the console with it: %s", options.host, url)
     return console
+
+
+def _metrics_page(api: ControlApi, farm: Farm | None) -> Resource:
+    """/metrics (metrics.py): the console's terminal as "main", and the farm's."""
+    from .metrics import MAIN, Metrics, MetricsPage
+
+    def terminals() -> list[tuple[str, Terminal, Journal | None]]:
+        found: list[tuple[str, Terminal, Journal | None]] = [(MAIN, api.terminal, api.journal)]
+        if farm is not None:
+            found.extend((kept.id, kept.member.terminal, kept.journal)
+                         for kept in farm.terminals.values())
+        return found
+
+    metrics = Metrics(terminals)
+    metrics.watch(MAIN, api.terminal)
+    if farm is not None:
+        farm.created.append(lambda kept: metrics.watch(kept.id, kept.member.terminal))
+        farm.forgotten.append(lambda kept: metrics.forget(kept.id))
+    return MetricsPage(metrics, api)
 
 
 def _is_loopback(host: str) -> bool:

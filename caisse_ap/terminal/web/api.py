@@ -95,6 +95,11 @@ ERROR_CODES = {
     "not_waiting": "the transaction is not waiting for a decision",
     "not_listening": "the terminal is not listening",
     "no_raw_log": "the server keeps no raw log (started from code, not the command line)",
+    # The terminal farm (farm.py).
+    "unknown_terminal": "no terminal with this id in the farm",
+    "too_many_terminals": "the farm runs --max-terminals terminals already (`limits.max`)",
+    "port_in_use": "the POS port asked for is taken on the farm's address",
+    "terminal_deleted": "the farm terminal is deleted: its routes only read",
     "too_many_test_payments": "too many test payments in progress",
     "confirmation_required": "behind --proxy, a test payment to the real terminal needs "
                              "`confirm_real_payment` naming it as HOST:PORT",

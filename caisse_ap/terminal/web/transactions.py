@@ -55,6 +55,7 @@ def complete(record: Record) -> TransactionJson:
         "exchange": record.get("exchange"),
         "mode": record.get("mode", "simulated"),
         "deviations": record.get("deviations", []),
+        "terminal": record.get("terminal"),
     }
 
 

@@ -13,6 +13,14 @@
   const EXPORT_LIMIT = 100000; // transactions in one export, read page by page
   const TOKEN_KEY = "caisse-ap-ip.token";
   const RECONNECT_MAX_MS = 10000;
+  // ?terminal=t1: the page of one terminal of the farm (farm.js shows them all); its
+  // calls go to /api/terminals/t1/…, the same routes as the command line's terminal.
+  const FARM_TERMINAL = (/^t[1-9][0-9]{0,17}$/.exec(new URLSearchParams(location.search).get("terminal") || "") || [null])[0];
+
+  function apiPath(path) {
+    if (!FARM_TERMINAL || !path.startsWith("api/") || path.startsWith("api/session")) return path;
+    return `api/terminals/${FARM_TERMINAL}/${path.slice(4)}`;
+  }
   const SETTINGS_FIELDS = [
     "mode", "failure_type", "manual_timeout", "duration", "payment_type", "seller_contract",
     "profile", "amount_rules", "currencies", "answer_version", "pad_amount",
@@ -235,6 +243,10 @@
     not_waiting: () => "Cette transaction n’attend plus de décision.",
     not_listening: () => "Le terminal n’écoute pas : aucun paiement ne peut lui être envoyé.",
     no_raw_log: () => "Ce serveur ne garde pas de journal brut (lancé depuis du code, pas en ligne de commande).",
+    unknown_terminal: () => "Ce terminal n’existe pas (ou plus) dans la ferme.",
+    too_many_terminals: (limits) => (limits && limits.max !== undefined ? `La ferme fait déjà tourner ${NUMBER.format(limits.max)} terminaux : supprimez-en un d’abord.` : "La ferme fait déjà tourner le maximum de terminaux."),
+    port_in_use: () => "Ce port est déjà pris sur l’adresse de la ferme : choisissez-en un autre, ou 0.",
+    terminal_deleted: () => "Ce terminal est supprimé : on peut seulement le consulter.",
     too_many_test_payments: () => "Trop de paiements de test en cours : attendez la fin de l’un d’eux.",
     internal_error: () => "Erreur interne du serveur : son journal (sortie d’erreur) en dit plus.",
     required: () => "Ce champ est obligatoire.",
@@ -312,7 +324,7 @@
     if (token()) headers.Authorization = `Bearer ${token()}`;
     let response;
     try {
-      response = await fetch(path, init);
+      response = await fetch(apiPath(path), init);
     } catch (error) {
       throw new ApiError(0, error.name === "AbortError" ? "aborted" : "network");
     }
@@ -560,7 +572,7 @@
     if (reconnectTimer) clearTimeout(reconnectTimer);
     reconnectTimer = null;
     if (source) source.close();
-    source = new EventSource("api/events");
+    source = new EventSource(apiPath("api/events"));
     source.addEventListener("open", () => {
       reconnectDelay = 1000;
       setStreamState("open");
@@ -1652,6 +1664,7 @@
       `${d.label}${deviationDetail(d) ? ` : ${deviationDetail(d)}` : ""}`).join(" ; ")],
     ["Trame de la demande", (tx) => tx.request_frame],
     ["Trame de la réponse", (tx) => tx.answer_frame],
+    ["Terminal", (tx) => tx.terminal], // a farm terminal's id; empty: the command line's
   ];
 
   // The CSV of a French spreadsheet: ";" between cells, a decimal comma.
@@ -1712,7 +1725,7 @@
     const { rows, cut } = found;
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
     // A file cut at the limit says so in its name, and the page says it too.
-    const name = `journal-caisse-ap-${stamp}${cut ? `-les-${EXPORT_LIMIT}-plus-recentes` : ""}`;
+    const name = `journal-caisse-ap-${FARM_TERMINAL ? `${FARM_TERMINAL}-` : ""}${stamp}${cut ? `-les-${EXPORT_LIMIT}-plus-recentes` : ""}`;
     if (kind === "csv") {
       // The BOM lets spreadsheets read the file as UTF-8 (€, accents).
       download(`${name}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(rows));
@@ -1739,7 +1752,7 @@
     const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
     let text;
     try {
-      const response = await fetch(`api/log?${query}`, { headers, cache: "no-store" });
+      const response = await fetch(apiPath(`api/log?${query}`), { headers, cache: "no-store" });
       if (!response.ok) {
         const data = await response.json().catch(() => null);
         throw new ApiError(response.status, data && data.code ? data.code : `http_${response.status}`, data && data.field, data && data.limits);

@@ -675,6 +675,173 @@ def scenario_sigkill(run: Run) -> None:
                   integrity_killed == integrity == "ok")
 
 
+# --- The serial line (Concert E+) ----------------------------------------------------------------
+
+SERIAL_LINE = re.compile(r"Concert E\+ terminal on serial line (\S+)")
+
+
+class SerialPos:
+    """A POS on the server's pseudo-terminal: bytes written as given, reads waited for."""
+
+    def __init__(self, path: str):
+        from caisse_ap.concert_pos import configure
+
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        configure(self.fd)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                time.sleep(0.001)
+
+    def read(self, size: int, wait: float) -> bytes:
+        """Up to `size` bytes, as many as come within `wait` seconds."""
+        data = b""
+        deadline = time.monotonic() + wait
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while len(data) < size and (left := deadline - time.monotonic()) > 0:
+                if selector.select(left):
+                    with contextlib.suppress(BlockingIOError):
+                        data += os.read(self.fd, size - len(data))
+        return data
+
+    def drain(self, quiet: float) -> bytes:
+        """What comes until `quiet` seconds pass without a byte."""
+        data = b""
+        while chunk := self.read(4096, quiet):
+            data += chunk
+        return data
+
+    def take_answer(self, request: bytes) -> bytes | None:
+        """After the request's ACK and our EOT: the answer frame, taken as a POS does."""
+        from caisse_ap import concert
+
+        if self.read(1, 10) != concert.ENQ:
+            return None
+        self.write(concert.ACK)
+        size = 83 if request[10:11] == concert.LONG_ANSWER.encode() else 28
+        answer = self.read(size, 10)
+        self.write(concert.ACK)
+        self.read(1, 10)  # EOT
+        return answer
+
+    def pays(self) -> bool:
+        """A good exchange from whatever state the line is in: ENQ, the frame, EOT (again if
+        a leftover of garbage swallowed them); an approval (status 0)."""
+        from caisse_ap import concert
+
+        message = concert.ConcertRequest(amount="00000100").encode()
+        for _ in range(3):
+            self.drain(0.05)
+            self.write(concert.ENQ + concert.frame(message) + concert.EOT)
+            # Our ENQ and frame get ACKs (after a NAK for a cut leftover); then the answer.
+            seen = b""
+            while concert.ENQ not in seen and (byte := self.read(1, 1.5)):
+                seen += byte
+            if concert.ENQ in seen:
+                self.write(concert.ACK)
+                answer = self.read(83, 10)
+                self.write(concert.ACK)
+                self.read(1, 10)
+                return (len(answer) == 83 and answer[3:4] == b"0"
+                        and answer[-1] == concert.lrc(answer[1:-2]))
+        return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def random_request(rng: random.Random) -> bytes:
+    """A 34-byte request: each field either right or random bytes (any of the 256, STX and
+    ETX included)."""
+    from caisse_ap import concert
+
+    good = concert.ConcertRequest(amount="00001234").encode()
+    message, offset = bytearray(), 0
+    for _, width in concert.ConcertRequest.WIDTHS:
+        part = good[offset:offset + width]
+        if rng.random() < 0.4:
+            part = bytes(rng.choice([rng.randrange(256), rng.randrange(0xE0, 0x100),
+                                     rng.randrange(32)]) for _ in range(width))
+        message += part
+        offset += width
+    return bytes(message)
+
+
+def scenario_serial_fuzz(run: Run) -> None:
+    from caisse_ap import concert
+
+    frames, cuts, blobs = run.size(150, 5000), run.size(20, 500), run.size(4, 100)
+    server = Server("--no-web", "--serial", "pty")
+    pos = SerialPos(SERIAL_LINE.search(server.output())[1])
+    replies: Counter = Counter()
+    cut_replies: Counter = Counter()
+    try:
+        started = time.monotonic()
+        # The audit's frame: right size and LRC, an é (0xE9) in the private field.
+        accented = concert.ConcertRequest(amount="00000500", private="caf\u00e9      ").encode()
+        pos.write(concert.ENQ + concert.frame(accented) + concert.EOT)
+        first = pos.read(2, 10)
+        accented_answer = pos.take_answer(accented) if first == concert.ACK * 2 else None
+        unanswered = lost_after_nak = 0
+        for _ in range(frames):  # whole frames, right LRC, random field contents
+            message = random_request(run.rng)
+            pos.write(concert.ENQ)
+            pos.read(1, 10)
+            pos.write(concert.frame(message))
+            reply = pos.read(1, 10)
+            replies[concert.CONTROL_NAMES.get(reply, repr(reply))] += 1
+            if not reply:
+                break  # the line no longer answers: the checks below say so
+            pos.write(concert.EOT)
+            if reply == concert.ACK:
+                answer = pos.take_answer(message)
+                unanswered += answer is None or answer[-1] != concert.lrc(answer[1:-2])
+            else:  # an STX or ETX inside cut it: what followed may have begun a frame
+                lost_after_nak += not pos.pays()
+        for _ in range(cuts):  # a cut frame, then the whole one
+            message = random_request(run.rng)
+            whole = concert.frame(concert.ConcertRequest(amount="00000200").encode())
+            pos.write(concert.ENQ)
+            pos.read(1, 10)
+            pos.write(whole[:run.rng.randint(1, len(whole) - 2)] + whole)  # cut before its ETX
+            reply = pos.read(2, 10)
+            cut_replies[reply == concert.NAK + concert.ACK] += 1
+            pos.write(concert.EOT)
+            if reply[-1:] == concert.ACK:
+                unanswered += pos.take_answer(whole[1:-2]) is None
+        served_after_garbage = 0
+        for _ in range(blobs):  # random bytes, then a good exchange
+            pos.write(run.rng.randbytes(run.rng.randint(1, run.size(2000, 65536))))
+            served_after_garbage += pos.pays()
+        elapsed = time.monotonic() - started
+        run.figure("serial cases", f"{frames} random frames, {cuts} cut frames, {blobs} blobs "
+                                   f"of random bytes in {elapsed:.1f} s")
+        run.figure("replies to the random frames", f"{dict(replies)}; to the cut frames: "
+                   f"{cut_replies[True]} NAK then ACK")
+        run.check("the frame with an é is answered (status 7)",
+                  accented_answer is not None and accented_answer[3:4] == b"7",
+                  f"{first!r} then {accented_answer!r}")
+        run.check("every frame gets ACK or NAK, every ACKed one an answer",
+                  set(replies) <= {"ACK", "NAK"} and unanswered == 0 and lost_after_nak == 0,
+                  f"{dict(replies)}, {unanswered} unanswered, {lost_after_nak} not served "
+                  "after a NAK")
+        run.check("a cut frame gets NAK, the whole one after it ACK",
+                  cut_replies[True] == cuts, f"{cut_replies[True]}/{cuts}")
+        run.check("the line serves after every blob of random bytes",
+                  served_after_garbage == blobs, f"{served_after_garbage}/{blobs}")
+        run.check("the line and TCP still pay", pos.pays() and server.pays())
+        run.check("no traceback in the log", server.tracebacks() == 0,
+                  f"{server.tracebacks()} tracebacks")
+    finally:
+        pos.close()
+        server.stop()
+
+
 # --- The control plane ----------------------------------------------------------------------------
 
 
@@ -850,6 +1017,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "soak": scenario_soak,
     "sigterm": scenario_sigterm,
     "sigkill": scenario_sigkill,
+    "serial-fuzz": scenario_serial_fuzz,
     "lazy-listeners": scenario_lazy_listeners,
     "http-bodies": scenario_http_bodies,
 }

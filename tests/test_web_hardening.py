@@ -188,6 +188,79 @@ def test_an_id_too_big_for_sqlite_is_404(terminal):
     assert_error(call(terminal, "GET", f"/api/transactions?after={big}"), 400, "after")
 
 
+HUGE = "9" * 5000  # over Python's 4,300-digit int() limit
+
+
+def raw_status(terminal, request: bytes) -> int:
+    """The status of one raw HTTP request (bytes as given: NUL, non-UTF-8...), read from its
+    status line; 0 if the server closed without one."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", terminal.web_port), timeout=10) as connection:
+        connection.sendall(request)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def raw_request(terminal, method: bytes, target: bytes, headers: dict[bytes, bytes] | None = None,
+                body: bytes = b"") -> bytes:
+    lines = [method + b" " + target + b" HTTP/1.1",
+             f"Host: 127.0.0.1:{terminal.web_port}".encode(),
+             f"Content-Length: {len(body)}".encode(), b"Connection: close"]
+    lines += [name + b": " + value for name, value in (headers or {}).items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_numbers_of_5000_digits_are_4xx(terminal):
+    """Were 500s: int() refuses over 4,300 digits (ValueError)."""
+    assert_error(call(terminal, "GET", f"/api/transactions?limit={HUGE}"), 400, "limit")
+    assert_error(call(terminal, "GET", f"/api/transactions?after={HUGE}"), 400, "after")
+    assert_error(call(terminal, "GET", f"/api/transactions/{HUGE}"), 404)
+    assert_error(call(terminal, "POST", f"/api/transactions/{HUGE}/decision",
+                      {"outcome": "approved"}), 404)
+    request = raw_request(terminal, b"GET", b"/api/events", {b"Last-Event-ID": HUGE.encode()})
+    assert raw_status(terminal, request) == 200  # the stream, from now on
+
+
+@pytest.mark.parametrize("target, status", [
+    (b"/index.html%00.js", 404), (b"/app.js%00", 404), (b"/%ff%fe.js", 404),
+    (b"/api/transactions/1%00", 404), (b"/\xff.js", 400)])  # raw: twisted.web refuses it
+def test_nul_and_non_utf8_paths_are_4xx(terminal, target, status):
+    """/index.html%00.js was a 500: the file system refuses a NUL (ValueError)."""
+    assert raw_status(terminal, raw_request(terminal, b"GET", target)) == status
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1:5000@evil.example", "[::1]x", "[::1]:5000:80", "127.0.0.1:", "127.0.0.1:abc",
+    "127.0.0.1/x", "user@127.0.0.1", "127.0.0.1 evil.example", "[::1", "127.0.0.1:123456",
+    "[evil.example]", "localhost\tx"])
+def test_a_host_header_is_a_name_or_address_and_a_port_only(terminal, host):
+    assert_error(with_host(terminal, "GET", "/api/settings", host), 421)
+
+
+def test_two_host_headers_are_refused(terminal):
+    request = raw_request(terminal, b"GET", b"/api/settings", {b"Host": b"evil.example"})
+    assert raw_status(terminal, request) == 421
+    request = raw_request(terminal, b"GET", b"/api/settings", {b"Host": b"127.0.0.1"})
+    assert raw_status(terminal, request) == 421
+
+
+@pytest.mark.parametrize("origin, status", [
+    ("https://127.0.0.1:{port}", 403), ("ftp://127.0.0.1:{port}", 403),
+    ("http://127.0.0.1:{port}/x", 403), ("http://[::1", 403),
+    ("http://127.0.0.1:{port}", 200), ("HTTP://127.0.0.1:{port}", 200)])
+def test_the_origin_scheme_is_compared_too(terminal, origin, status):
+    answer = call(terminal, "DELETE", "/api/next",
+                  headers={"Origin": origin.format(port=terminal.web_port)})
+    assert answer.status == status, answer.raw
+
+
 def test_a_lone_surrogate_is_400(terminal):
     """Was a 500: the error message could not be encoded in UTF-8."""
     assert_error(call(terminal, "PUT", "/api/settings", raw=b'{"\\ud800":1}'), 400, None,
@@ -241,6 +314,43 @@ def test_no_input_gets_a_5xx(fuzzed, no_test_payment_leaves_the_machine, endpoin
     if answer.status >= 400:
         assert set(answer.json) - {"limits"} == {"error", "code", "field"}
         assert answer.json["code"] in ERROR_CODES
+
+
+RAW_TARGETS = [path.replace("/{id}", "") for _, path in ENDPOINTS] + [
+    "/api/transactions/", "/api/transactions/{x}", "/api/transactions/{x}/decision",
+    "/api/events", "/api/log", "/", "/index.html", "/app.js", "/{x}", "/{x}.js"]
+# Over int()'s 4,300 digits; three in a request line stay under twisted.web's 16 KiB a line.
+huge_digits = st.integers(4301, 5000).map(lambda size: b"9" * size)
+hostile = (huge_digits | st.binary(max_size=16)
+           | st.sampled_from([b"\0", b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"-1", b"1e9"]))
+header_names = st.sampled_from([b"Last-Event-ID", b"Origin", b"Authorization", b"Cookie",
+                                b"Content-Type", b"Accept", b"Host", b"X-Fuzz"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE"]),
+       target=st.sampled_from(RAW_TARGETS), part=hostile, percent=st.booleans(),
+       query=st.lists(st.tuples(st.sampled_from([b"limit", b"after", b"status", b"since",
+                                                 b"x"]), hostile), max_size=2),
+       headers=st.dictionaries(header_names, hostile, max_size=3), body=hostile)
+def test_no_raw_request_gets_a_5xx(fuzzed, no_test_payment_leaves_the_machine, method, target,
+                                   part, percent, query, headers, body):
+    """Huge digit strings, NUL and non-UTF-8 bytes in the path, the query and the headers,
+    as bytes on the wire: a 4xx (or 2xx), never a 5xx."""
+    from urllib.parse import quote_from_bytes
+
+    def encoded(value: bytes) -> bytes:  # percent-encoded, or raw but for what ends a line
+        if percent:
+            return quote_from_bytes(value, safe="").encode()
+        return bytes(byte for byte in value if byte not in b" \r\n#?&=")
+
+    path = target.encode().replace(b"{x}", encoded(part) or b"x")
+    if query:
+        path += b"?" + b"&".join(name + b"=" + encoded(value) for name, value in query)
+    values = {name: bytes(byte for byte in value if byte not in b"\r\n") for name, value
+              in headers.items()}
+    status = raw_status(fuzzed, raw_request(fuzzed, method, path, values, body))
+    assert 100 <= status < 500, (method, path, values, body[:40], status)
 
 
 @pytest.fixture(scope="module")

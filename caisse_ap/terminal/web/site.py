@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -82,12 +83,12 @@ class HostAllowlist:
 
     def __init__(self, listen_address: str, names: Iterable[str] = ()):
         self.any_address = listen_address in WILDCARD_ADDRESSES
-        self.names = {name.lower() for name in (*LOOPBACK_NAMES, listen_address, *names)}
+        self.names = {_canonical(name) for name in (*LOOPBACK_NAMES, listen_address, *names)}
 
     def allows(self, host_header: bytes | None) -> bool:
-        if host_header is None:
+        host = _host_part(host_header)
+        if host is None:
             return False
-        host = _host_part(host_header.decode("latin-1").strip().lower())
         if host in self.names:
             return True
         if not self.any_address:
@@ -99,12 +100,34 @@ class HostAllowlist:
         return True
 
 
-def _host_part(host: str) -> str:
-    """The name part of a Host header: "[::1]:5000" -> "::1", "example:5000" -> "example"."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    name, _, _ = host.partition(":")
-    return name
+# RFC 9110 section 7.2 (uri-host [":" port]): a bracketed IPv6 address, or a name or
+# IPv4 address of letters, digits, dots and hyphens; then at most a port of digits.
+HOST_HEADER = re.compile(rb"(?:\[(?P<ipv6>[0-9a-f:.]{2,45})\]|(?P<name>[a-z0-9.-]{1,253}))"
+                         rb"(?::[0-9]{1,5})?")
+
+
+def _canonical(name: str) -> str:
+    """A name in lower case, an IP address in its usual form (IPv6 compressed)."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
+
+
+def _host_part(host_header: bytes | None) -> str | None:
+    """The host of a Host header, lower-case: "[::1]:5000" -> "::1", "example:5000" ->
+    "example"; None if the header is anything else (userinfo, a path, two ports...)."""
+    if host_header is None:
+        return None
+    match = HOST_HEADER.fullmatch(host_header.strip(b" \t").lower())
+    if match is None:
+        return None
+    if match["ipv6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["ipv6"].decode("ascii")))
+        except ValueError:
+            return None
+    return match["name"].decode("ascii").rstrip(".")
 
 
 class LimitedRequest(server.Request):
@@ -132,7 +155,10 @@ class LimitedRequest(server.Request):
         for name, value in COMMON_HEADERS.items():
             self.setHeader(name, value)
         site: QuietSite = cast(Any, self.channel).site  # set by Site.buildProtocol
-        if not site.hosts.allows(self.getHeader(b"host")):
+        hosts = self.requestHeaders.getRawHeaders(b"host") or []
+        # Exactly one Host (RFC 9110 section 7.2): with two, which one a proxy in front
+        # read cannot be known.
+        if len(hosts) != 1 or not site.hosts.allows(hosts[0]):
             self._refuse(ApiError(421, "This server does not answer to that host name; "
                                        "start it with --web-allowed-host NAME to allow it."))
         elif self.body_too_large:
@@ -183,6 +209,25 @@ class StaticFiles(static.File):
     # Twisted types these as its own page classes; any resource serves.
     childNotFound = PlainError()  # type: ignore[assignment]
     forbidden = PlainError(403, "Forbidden.")  # type: ignore[assignment]
+
+    def render(self, request: server.Request) -> bytes | int:
+        # Files are read only: any other method gets a short 405 (twisted.web's would be an
+        # HTML page, 501 for a method it does not know).
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return PlainError(405, "Method not allowed.").render(request)
+        return cast(bytes | int, super().render(request))
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        # A file name is UTF-8 text without NUL: anything else names no file (the file
+        # system calls would raise on a NUL).
+        if b"\0" in path:
+            return PlainError()
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return PlainError()
+        return cast(resource.Resource, super().getChild(path, request))
 
     def directoryListing(self) -> resource.Resource:
         return PlainError()

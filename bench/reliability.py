@@ -842,6 +842,74 @@ def scenario_serial_fuzz(run: Run) -> None:
         server.stop()
 
 
+# --- Hostile profile files ------------------------------------------------------------------------
+
+
+def hostile_profiles(directory: Path, full: bool) -> dict[str, str]:
+    """name -> path of profile files an attacker or an accident could hand to --profile."""
+    head = 'name = "hostile"\nlabel = "y"\nsource = "z"\n'
+    files = {
+        "deep arrays": head + "silent = " + "[" * 100_000 + "\n",
+        "deep tables": head + "[answer]\nx = " + "{a = " * 20_000 + "1" + "}" * 20_000 + "\n",
+        "over 1 MiB": head + "# " + "x" * (2 * MIB) + "\n",
+    }
+    if full:
+        files["60 MB"] = head + ("# " + "x" * 98 + "\n") * 600_000
+        files["integer of 5,000 digits"] = head + "[contract]\nlength = " + "9" * 5000 + "\n"
+    paths = {}
+    for name, text in files.items():
+        path = directory / (name.replace(" ", "-").replace(",", "") + ".toml")
+        path.write_text(text)
+        paths[name] = str(path)
+    fifo = directory / "fifo.toml"
+    os.mkfifo(fifo)
+    paths["a FIFO"] = str(fifo)
+    paths["/dev/zero"] = "/dev/zero"
+    return paths
+
+
+def refused_profile(path: str) -> tuple[int, str, float, float]:
+    """The server started on profile `path`: (exit status, stderr, seconds, its largest
+    resident size in MiB, from wait4); exit status -1 if it still reads after 30 s."""
+    import subprocess
+
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen([sys.executable, str(ROOT / "caisse-ap-ip-server.py"),
+                                    "--profile", path, "--no-web", "--host", "127.0.0.1",
+                                    "-p", "0"], stdout=subprocess.DEVNULL, stderr=errors,
+                                   stdin=subprocess.DEVNULL, cwd=ROOT)
+        while True:  # wait4, not Popen.wait: the child's resource usage comes with it
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - started > 30:
+                process.kill()
+                os.wait4(process.pid, 0)
+                return -1, "", 30.0, 0.0
+            time.sleep(0.01)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        return (process.returncode, errors.read(), time.monotonic() - started,
+                usage.ru_maxrss / 1024)
+
+
+def scenario_hostile_profiles(run: Run) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        lines, peak = [], 0.0
+        for name, path in hostile_profiles(Path(directory), run.full).items():
+            code, stderr, elapsed, rss = refused_profile(path)
+            peak = max(peak, rss)
+            said = stderr.strip().rpartition("argument --profile: ")[2]
+            one_line = stderr.count("\n") == 1 and "Traceback" not in stderr
+            run.figure(name, f"exit {code} in {elapsed:.2f} s, {rss:.0f} MiB: {said[-60:]}")
+            if not (code == 2 and one_line and said.startswith(f"{path}:")):
+                lines.append(f"{name}: exit {code}, {stderr[-200:]!r}")
+        run.check("each refused in one line file:line: reason, exit 2",
+                  not lines, "; ".join(lines))
+        run.check("none costs over 64 MiB", peak < 64, f"{peak:.0f} MiB at most")
+
+
 # --- The control plane ----------------------------------------------------------------------------
 
 
@@ -1018,6 +1086,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "sigterm": scenario_sigterm,
     "sigkill": scenario_sigkill,
     "serial-fuzz": scenario_serial_fuzz,
+    "hostile-profiles": scenario_hostile_profiles,
     "lazy-listeners": scenario_lazy_listeners,
     "http-bodies": scenario_http_bodies,
 }

@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a plain clone
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' server process helper
 
-from server_process import ServerProcess  # noqa: E402
+from server_process import ServerProcess, fill, small_filesystem  # noqa: E402
 
 from caisse_ap import Outcome, PaymentResult, TerminalUnreachable, client, tlv  # noqa: E402
 
@@ -910,6 +910,70 @@ def scenario_hostile_profiles(run: Run) -> None:
         run.check("none costs over 64 MiB", peak < 64, f"{peak:.0f} MiB at most")
 
 
+# --- A full disk ---------------------------------------------------------------------------------
+
+
+def scenario_full_disk(run: Run) -> None:
+    """A journal on a tmpfs of 1 MiB that fills: the terminal goes on; at SIGTERM the rows
+    kept in memory go to the overflow file (--journal-overflow, on another file system),
+    or to stderr when none is given and nothing beside the journal can be written; the
+    next start takes them back."""
+    payments = run.size(60, 1500)
+    with tempfile.TemporaryDirectory() as directory, \
+            small_filesystem(Path(directory) / "disk", 1024) as disk:
+        for how in ("--journal-overflow", "stderr"):
+            path = disk / f"journal-{how.strip('-')}.sqlite"
+            overflow = Path(directory) / "overflow.jsonl"
+            options = ["--journal", str(path), "--web-port", "0",
+                       *(["--journal-overflow", str(overflow)] if how != "stderr" else [])]
+            server = Server(*options)
+            pay(server.port, "1.00")
+            filler = fill(disk)
+            started = time.monotonic()
+            results = Counter(pay(server.port, f"{2 + n % 500}.{n % 100:02d}").status
+                              for n in range(payments))
+            paid_in = time.monotonic() - started
+            journal = server.api("/api/status")["journal"]
+            started = time.monotonic()
+            code = server.stop(signal.SIGTERM)
+            stopped_in = time.monotonic() - started
+            output = server.output()
+            kept = journal["in_memory_only"]
+            said = [line for line in output.splitlines() if "kept in memory" in line
+                    and ("are in" in line or "follow on stderr" in line)]
+            if how == "stderr":  # what a user does: the lines saved where the log says
+                rows = [line for line in output.splitlines() if line.startswith("{")]
+                filler.unlink()
+                Path(f"{path}.unwritten.jsonl").write_text("\n".join(rows) + "\n")
+            else:
+                rows = overflow.read_text().splitlines()
+                filler.unlink()
+            again = Server(*options)
+            try:
+                taken = next((line for line in again.output().splitlines()
+                              if "are taken back from" in line), "none taken back")
+                listed = again.api("/api/transactions?limit=1000")["transactions"]
+            finally:
+                again.stop()
+            ids = sorted(row["id"] for row in listed)
+            taken_back = int(match[1]) if (match := re.search(r": (\d+) transactions", taken)) \
+                else 0
+            run.figure(how, f"{results['approved']}/{payments} approved on a full disk "
+                            f"in {paid_in:.1f} s (journal {journal['state']}: {kept} in memory "
+                            f"only); SIGTERM: exit {code} in {stopped_in:.1f} s, {len(rows)} "
+                                 f"rows written out; restart: {taken_back} taken back, "
+                                 f"{len(listed)} rows listed")
+            run.check(f"{how}: every payment approved while the disk is full",
+                      results["approved"] == payments and journal["state"] == "failing",
+                      f"{dict(results)}, journal {journal['state']}")
+            run.check(f"{how}: at SIGTERM, the rows in memory written out, one line says where",
+                      code == 0 and len(rows) == kept > 0 and len(said) == 1,
+                      f"exit {code}, {len(rows)} written of {kept}; {said}")
+            run.check(f"{how}: the next start takes them back: every payment listed once",
+                      ids == list(range(1, payments + 2)),
+                      f"{len(ids)} rows, {len(set(ids))} distinct, of {payments + 1}")
+
+
 # --- The control plane ----------------------------------------------------------------------------
 
 
@@ -1087,6 +1151,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "sigkill": scenario_sigkill,
     "serial-fuzz": scenario_serial_fuzz,
     "hostile-profiles": scenario_hostile_profiles,
+    "full-disk": scenario_full_disk,
     "lazy-listeners": scenario_lazy_listeners,
     "http-bodies": scenario_http_bodies,
 }

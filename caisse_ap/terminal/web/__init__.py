@@ -91,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--journal", default=None, metavar="PATH",
         help="keep the transaction journal in this SQLite file, across restarts "
              "(default: in memory)")
+    add("--journal-overflow", default=None, metavar="PATH",
+        help="with --journal: where the transactions it cannot take at stop (a full disk) "
+             "are written, as JSON Lines (default: JOURNAL.unwritten.jsonl beside it, then "
+             "stderr); the next start on the journal takes them back in")
     add("--journal-max-rows", type=_max_rows, default=DEFAULT_MAX_ROWS, metavar="N",
         help=f"transactions an in-memory journal keeps, the newest (default: {DEFAULT_MAX_ROWS})")
     add("--amount-rules", nargs="?", const=True, default=None, metavar="FILE",
@@ -119,10 +123,13 @@ def _rules_from_args(args: argparse.Namespace) -> AmountRules:
 def _journal_from_args(args: argparse.Namespace) -> Journal | None:
     """The journal the options ask for: none with --no-web and no --journal, as nothing
     could read it."""
+    if args.journal_overflow is not None and not args.journal:
+        raise UsageError("--journal-overflow needs --journal")
     if args.no_web and not args.journal:
         return None
     try:
-        return Journal(args.journal, max_rows=args.journal_max_rows)
+        return Journal(args.journal, max_rows=args.journal_max_rows,
+                       overflow=args.journal_overflow)
     except JournalError as error:
         raise UsageError(str(error)) from None
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_process import run_server
+from server_process import ServerProcess, run_server
 from test_api import Answer, assert_error, call
 
 from caisse_ap import client
@@ -365,6 +367,85 @@ def no_test_payment_leaves_the_machine(monkeypatch):
     """A fuzzed test payment may name any host: answer it here instead."""
     monkeypatch.setattr(client, "pay", lambda request, *args: client.PaymentResult(
         client.ERROR, request, b"", None, b"", "not sent: a test"))
+
+
+# --- Slow clients: a request time-out that does not move, a cap on connections ----------------
+
+
+@pytest.fixture
+def strict_server():
+    server = ServerProcess("-d", "0", "--web-port", "0", "--web-request-timeout", "1",
+                           "--web-max-connections", "4")
+    yield server
+    server.stop()
+
+
+def closed_within(connection: socket.socket, seconds: float, trickle: bytes = b"") -> bool:
+    """Whether the server closes `connection` within `seconds`, while we send it `trickle`
+    one byte every 0.1 s (a slow header)."""
+    deadline = time.monotonic() + seconds
+    connection.settimeout(0.1)
+    sent = 0
+    while time.monotonic() < deadline:
+        try:
+            if trickle:
+                connection.send(trickle[sent % len(trickle):][:1])
+                sent += 1
+            if connection.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_a_header_sent_one_byte_at_a_time_is_cut_off(strict_server):
+    with socket.create_connection(("127.0.0.1", strict_server.web_port)) as connection:
+        started = time.monotonic()
+        assert closed_within(connection, 5, b"GET /api/status HTTP/1.1\r\nX-Slow: ")
+        assert 0.9 < time.monotonic() - started < 3
+
+
+def test_an_event_stream_outlives_the_request_time_out(strict_server):
+    with socket.create_connection(("127.0.0.1", strict_server.web_port), timeout=10) as stream:
+        stream.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{strict_server.web_port}"
+                       "\r\nAccept: text/event-stream\r\n\r\n".encode())
+        received = stream.recv(4096)
+        assert received.startswith(b"HTTP/1.1 200")
+        time.sleep(2.5)  # the time passing is the test: over twice the request time-out
+        client.pay(client.make_request("4.20"), *strict_server.address, timeout=10)
+        while b'"amount":"4.20"' not in received:
+            chunk = stream.recv(65536)
+            assert chunk, "the event stream was closed"
+            received += chunk
+
+
+def test_connections_over_the_cap_wait_for_a_free_one():
+    server = ServerProcess("-d", "0", "--web-port", "0", "--web-max-connections", "4")
+    held = [socket.create_connection(("127.0.0.1", server.web_port)) for _ in range(4)]
+    try:
+        server.wait_for("4 connections open, the limit")
+        waiting = socket.create_connection(("127.0.0.1", server.web_port), timeout=0.5)
+        waiting.sendall(f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{server.web_port}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+        with pytest.raises(TimeoutError):  # in the kernel's backlog: not answered
+            waiting.recv(4096)
+        held.pop().close()  # a free place: the waiting one is served
+        waiting.settimeout(10)
+        assert waiting.recv(4096).startswith(b"HTTP/1.1 200")
+        waiting.close()
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
+
+
+def test_bad_web_limits_are_one_line_and_status_2():
+    for args in (["--web-max-connections", "0"], ["--web-request-timeout", "nan"],
+                 ["--web-max-connections", "9" * 5000]):
+        done = run_server(*args)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
 
 
 # --- 6. No banner -------------------------------------------------------------------------------

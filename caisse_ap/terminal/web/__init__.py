@@ -38,6 +38,10 @@ log = logging.getLogger("caisse_ap.terminal.web")
 
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 5000
+# The console's HTTP side (site.py): connections open at once (each console takes one
+# or two, and one per event stream; more wait), seconds a request has to arrive whole.
+MAX_CONNECTIONS = 256
+REQUEST_TIMEOUT = 10.0
 CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor thread
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
@@ -69,6 +73,25 @@ def _max_rows(text: str) -> int:
     return int(text)
 
 
+def _max_web_connections(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 6
+            and 1 <= int(text) <= 100_000):
+        raise argparse.ArgumentTypeError(f"--web-max-connections must be a whole number from "
+                                         f"1 to 100000, not {text!r}")
+    return int(text)
+
+
+def _web_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"--web-request-timeout must be a number of seconds "
+                                         f"above 0, at most 3600, not {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("web console, control API, journal and amount rules")
     add = group.add_argument
@@ -88,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--web-allowed-host", type=_host_name, action="append", default=[], metavar="NAME",
         help="a host name the console may be reached by, besides localhost and the "
              "addresses it listens on (repeatable); other names get 421")
+    add("--web-max-connections", type=_max_web_connections, default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections the web console and API take at once (default: {MAX_CONNECTIONS}; "
+             "each open console takes one or two, and one per event stream); more wait")
+    add("--web-request-timeout", type=_web_seconds, default=REQUEST_TIMEOUT, metavar="SECONDS",
+        help="seconds an HTTP request (line, headers, body) has to arrive whole, however "
+             f"slowly it comes (default: {REQUEST_TIMEOUT:g}); answers, and event streams, "
+             "have no time limit")
     add("--journal", default=None, metavar="PATH",
         help="keep the transaction journal in this SQLite file, across restarts "
              "(default: in memory)")
@@ -217,13 +248,17 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
                    web_host: str = DEFAULT_WEB_HOST, web_port: int = DEFAULT_WEB_PORT,
                    token: str | None = None, journal: Journal | None = None,
                    rules: AmountRules | None = None, keep_alive: float | None = None,
-                   allowed_hosts: tuple[str, ...] = (), recent_log: Any = None) -> Services:
+                   allowed_hosts: tuple[str, ...] = (), recent_log: Any = None,
+                   web_limits: dict[str, Any] | None = None) -> Services:
     """Attach the journal and amount rules to `terminal` and serve the API (unless not `web`).
 
     The API answers requests whose Host is a loopback name, `web_host` or one
     of `allowed_hosts` (site.HostAllowlist). Without `journal`, the API gets
     one in memory; without `web` either, there is none, as nothing could read
     it.
+
+    `web_limits`: max_connections and request_timeout of the console's HTTP side
+    (site.QuietSite; default: site.MAX_CONNECTIONS, site.REQUEST_TIMEOUT).
 
     Call on the reactor thread, right after the terminal starts listening.
     Raises CannotListenError when the web port is taken.
@@ -245,8 +280,9 @@ def start_services(reactor: Any, terminal: Any, *, web: bool = True,
             options["keep_alive"] = keep_alive
         services.api = ControlApi(terminal, journal, rules, token=token,
                                   web_address=lambda: services.web_address, **options)
-        site = build_site(services.api, HostAllowlist(web_host, allowed_hosts))
-        services.web_port = reactor.listenTCP(web_port, site, interface=web_host)
+        site = build_site(services.api, HostAllowlist(web_host, allowed_hosts),
+                          **(web_limits or {}))
+        services.web_port = site.port = reactor.listenTCP(web_port, site, interface=web_host)
     rules.terminal = terminal
     terminal.outcome_sources.append(rules)
     if journal is None:
@@ -299,7 +335,9 @@ def start(terminal: Any, args: argparse.Namespace, reactor: Any) -> Services:
                                   web_host=args.web_host, web_port=args.web_port,
                                   token=token, journal=journal, rules=rules,
                                   allowed_hosts=tuple(args.web_allowed_host),
-                                  recent_log=recent_log)
+                                  recent_log=recent_log,
+                                  web_limits={"max_connections": args.web_max_connections,
+                                              "request_timeout": args.web_request_timeout})
     except CannotListenError as error:
         if journal is not None:
             journal.close()

@@ -12,6 +12,13 @@ A request whose `Host` is not one of the server's own names is refused (421)
 before any resource sees it: a DNS-rebinding page, whose name the attacker
 points at 127.0.0.1, controls `Origin` and `Host` alike, but cannot make the
 browser send a name the server accepts (see `HostAllowlist`).
+
+Slow clients: a request's line, headers and body must all arrive within
+`request_timeout` seconds of its first byte (or of the connection), however
+they trickle in, and at most `max_connections` connections are open at once
+(more wait in the kernel's backlog, as on the POS port). Once a request is in,
+no time-out applies to its answer: an event stream stays open as long as its
+console reads it. Between two requests, twisted.web's idle time-out.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, cast
 from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http, resource, server
 
+from . import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from .api import MAX_BODY, ApiError, ControlApi, error_response
 
 with warnings.catch_warnings():
@@ -38,6 +46,7 @@ with warnings.catch_warnings():
 log = logging.getLogger("caisse_ap.terminal.web")
 
 STATIC = Path(__file__).parent / "static"
+IDLE_TIMEOUT = 60  # seconds a connection may stay silent between two requests
 # A client streaming a body past this is cut off rather than read to the end.
 ABORT_BODY = 16 * MAX_BODY
 
@@ -246,16 +255,86 @@ class _ApiOnly(resource.Resource):
         return PlainError()
 
 
-class QuietSite(server.Site):
-    """Requests are logged at debug level only: the console polls and streams."""
+class LimitedChannel(http.HTTPChannel):
+    """An HTTP connection whose requests must arrive within the site's request_timeout.
 
+    twisted.web's own time-out starts again with every byte: a client sending
+    one byte a second would hold the connection for ever. This deadline does
+    not move; it ends once the request is in (an answer may take long: an
+    event stream is one)."""
+
+    site: QuietSite
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channel_opened()
+        self._start_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest:
+            self._start_deadline()  # the first byte of the next request
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._cancel_deadline()
+        self.site.channel_closed()
+        super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.callLater(self.site.request_timeout, self._too_slow)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        transport = cast(ITCPTransport, self.transport)
+        log.debug("web client %s: no whole request within %g s; closed", transport.getPeer(),
+                  self.site.request_timeout)
+        transport.abortConnection()
+
+
+class QuietSite(server.Site):
+    """Requests are logged at debug level only: the console polls and streams.
+
+    At `max_connections` open, it stops accepting (`port`, set once listening)
+    until one closes."""
+
+    # HTTP/1.1 only: no HTTP/2 negotiation to time as well (Twisted types this as its own
+    # factory; any HTTPChannel serves).
+    protocol = LimitedChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, root: resource.Resource, hosts: HostAllowlist):
-        super().__init__(root)
+    def __init__(self, root: resource.Resource, hosts: HostAllowlist, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_timeout: float = REQUEST_TIMEOUT):
+        super().__init__(root, timeout=IDLE_TIMEOUT)
         self.hosts = hosts
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.open_connections = 0
+        self.port: Any = None
+
+    def channel_opened(self) -> None:
+        self.open_connections += 1
+        if self.open_connections >= self.max_connections and self.port is not None:
+            log.warning("web console: %d connections open, the limit: new ones wait until "
+                        "one closes", self.open_connections)
+            self.port.stopReading()
+
+    def channel_closed(self) -> None:
+        self.open_connections -= 1
+        if self.open_connections == self.max_connections - 1 and self.port is not None:
+            self.port.startReading()
 
     def log(self, request: http.Request) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -264,12 +343,12 @@ class QuietSite(server.Site):
 
 
 def build_site(api: ControlApi, hosts: HostAllowlist,
-               static_dir: Path | None = STATIC) -> server.Site:
+               static_dir: Path | None = STATIC, **limits: Any) -> QuietSite:
     """The Site: `api` at /api/, the console's static files at / (if present), for the
-    Host names `hosts` allows."""
+    Host names `hosts` allows; `limits`: max_connections, request_timeout."""
     if static_dir is not None and static_dir.is_dir():
         root: resource.Resource = StaticFiles(str(static_dir))
     else:
         root = _ApiOnly()
     root.putChild(b"api", api)
-    return QuietSite(root, hosts)
+    return QuietSite(root, hosts, **limits)

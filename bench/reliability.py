@@ -19,8 +19,20 @@ a free port, attacks it, prints its figures and judges a few checks:
 - sigterm: SIGTERM under load (clean exit, nothing left pending);
 - sigkill: SIGKILL with payments in flight, then a restart on the same journal
   (the rows become `interrupted`, the file stays sound);
+- serial-fuzz: the Concert E+ line over its pty: frames of the right size and LRC
+  with random field contents (any byte), cut frames, blobs of random bytes; each
+  frame gets ACK or NAK, each ACKed one an answer, the line serves after all;
+- hostile-profiles: --profile on a FIFO, /dev/zero, a file over 1 MiB, deep nesting
+  (one line file:line: reason, exit 2, bounded memory);
+- full-disk: the journal on a 1 MiB tmpfs that fills (needs root to mount it): the
+  terminal goes on; at SIGTERM the rows kept in memory go to the overflow file or
+  stderr, and the next start takes them back;
 - lazy-listeners: 200 event-stream clients that never read;
-- http-bodies: hostile HTTP requests and random JSON bodies at every endpoint.
+- http-bodies: hostile HTTP requests and random JSON bodies at every endpoint;
+- http-edges: the audit's raw requests (5,000-digit numbers, NUL and non-UTF-8
+  paths, loose Host headers, an https Origin): 4xx, never 5xx;
+- slow-http: clients sending a header one byte at a time, cut after
+  --web-request-timeout, while an event stream stays open.
 
 A check holds (OK) or fails (FAIL: exit status 1). The TCP rules it checks
 (half-close, back-to-back requests, silence before --request-timeout, the idle
@@ -1138,6 +1150,131 @@ def scenario_http_bodies(run: Run) -> None:
         server.stop()
 
 
+def raw_http_status(port: int, request: bytes, timeout: float = 10.0) -> int:
+    """The status of one raw HTTP request (bytes as given), 0 if closed without one."""
+    head = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(request)
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in head and (chunk := connection.recv(4096)):
+                head += chunk
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def hostile_raw_requests(port: int) -> list[tuple[str, bytes, int]]:
+    """(name, raw request, the status expected) of the audit's 5xx and loose checks."""
+    huge = b"9" * 5000
+    host = f"127.0.0.1:{port}".encode()
+
+    def request(target: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
+        lines = [method + b" " + target + b" HTTP/1.1", *headers, b"Content-Length: 0",
+                 b"Connection: close"]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    return [
+        ("limit of 5,000 digits", request(b"/api/transactions?limit=" + huge, b"Host: " + host),
+         400),
+        ("after of 5,000 digits", request(b"/api/transactions?after=" + huge, b"Host: " + host),
+         400),
+        ("id of 5,000 digits", request(b"/api/transactions/" + huge, b"Host: " + host), 404),
+        ("decision on an id of 5,000 digits",
+         request(b"/api/transactions/" + huge + b"/decision", b"Host: " + host,
+                 method=b"POST"), 404),
+        ("Last-Event-ID of 5,000 digits",
+         request(b"/api/events", b"Host: " + host, b"Last-Event-ID: " + huge), 200),
+        ("NUL in a static path", request(b"/index.html%00.js", b"Host: " + host), 404),
+        ("non-UTF-8 static path", request(b"/%ff%fe.js", b"Host: " + host), 404),
+        ("Host with userinfo", request(b"/api/settings", b"Host: " + host + b"@evil.example"),
+         421),
+        ("Host [::1]x", request(b"/api/settings", b"Host: [::1]x"), 421),
+        ("two Host headers", request(b"/api/settings", b"Host: " + host,
+                                     b"Host: evil.example"), 421),
+        ("https Origin for an http console",
+         request(b"/api/next", b"Host: " + host, b"Origin: https://" + host, method=b"DELETE"),
+         403),
+    ]
+
+
+def scenario_http_edges(run: Run) -> None:
+    server = Server("--web-port", "0", "--journal-max-rows", "1000")
+    try:
+        wrong = []
+        cases = hostile_raw_requests(server.web_port)
+        for name, request, expected in cases:
+            status = raw_http_status(server.web_port, request)
+            if status != expected:
+                wrong.append(f"{name}: {status}, not {expected}")
+        run.figure("requests", f"{len(cases)} of the audit's: {len(cases) - len(wrong)} "
+                               "answered as expected")
+        run.check("huge numbers and bad paths get 4xx, loose Host and Origin are refused",
+                  not wrong, "; ".join(wrong))
+        run.check("no traceback in the log", server.tracebacks() == 0)
+        run.check("server alive and paying", server.alive() and server.pays())
+    finally:
+        server.stop()
+
+
+def scenario_slow_http(run: Run) -> None:
+    """Clients sending a header one byte at a time, while a console streams its events and
+    reads the API: the slow ones are cut after --web-request-timeout, the stream is not."""
+    slow, timeout = run.size(50, 200), run.size(2, 10)
+    server = Server("--web-port", "0", "--web-request-timeout", str(timeout))
+    sockets: list[socket.socket] = []
+    stream = socket.create_connection(("127.0.0.1", server.web_port), timeout=10)
+    try:
+        stream.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{server.web_port}\r\n"
+                       "Accept: text/event-stream\r\n\r\n".encode())
+        received = stream.recv(4096)
+        for _ in range(slow):
+            sockets.append(socket.create_connection(("127.0.0.1", server.web_port)))
+        header = b"GET /api/status HTTP/1.1\r\nX-Slow: " + b"a" * 10_000
+        started = time.monotonic()
+        open_at: dict[int, float] = {}
+        api_latencies = []
+        position = 0
+        while time.monotonic() - started < 2 * timeout + 0.5:  # the stream lives past that
+            for index, connection in enumerate(sockets):  # one byte each, every 0.25 s
+                if index in open_at:
+                    continue
+                try:
+                    connection.send(header[position:position + 1])
+                except OSError:
+                    open_at[index] = time.monotonic() - started
+            position += 1
+            asked = time.monotonic()
+            ok = raw_http_status(server.web_port, f"GET /api/status HTTP/1.1\r\nHost: "
+                                 f"127.0.0.1:{server.web_port}\r\nConnection: close\r\n"
+                                 "\r\n".encode()) == 200
+            api_latencies.append(time.monotonic() - asked if ok else float("inf"))
+            time.sleep(0.25)
+        paid = server.pays()
+        stream.settimeout(10)
+        while b"event: answer" not in received and (chunk := stream.recv(65536)):
+            received += chunk
+        cut = sorted(open_at.values())
+        run.figure("slow clients", f"{slow}, one header byte each every 0.25 s: {len(cut)} cut, "
+                                   f"after {cut[0]:.1f} to {cut[-1]:.1f} s "
+                                   f"(--web-request-timeout {timeout})" if cut else
+                   f"{slow}: none cut")
+        run.figure("the console meanwhile", f"{len(api_latencies)} GET /api/status, slowest "
+                                            f"{max(api_latencies) * 1000:.0f} ms; its event "
+                                            f"stream open {time.monotonic() - started:.1f} s")
+        run.check("every slow client cut within the request time-out (+1 s)",
+                  len(cut) == slow and cut[-1] < timeout + 1,
+                  f"{len(cut)}/{slow}, last after {cut[-1] if cut else 0:.1f} s")
+        run.check("the console answered meanwhile", max(api_latencies) < 2.0,
+                  f"slowest {max(api_latencies):.2f} s")
+        run.check("the event stream outlived them and carried the payment",
+                  paid and b"event: answer" in received)
+        run.check("no traceback in the log", server.tracebacks() == 0)
+    finally:
+        stream.close()
+        for connection in sockets:
+            connection.close()
+        server.stop()
+
+
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "tcp-fuzz": scenario_tcp_fuzz,
     "tcp-flood": scenario_tcp_flood,
@@ -1154,6 +1291,8 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "full-disk": scenario_full_disk,
     "lazy-listeners": scenario_lazy_listeners,
     "http-bodies": scenario_http_bodies,
+    "http-edges": scenario_http_edges,
+    "slow-http": scenario_slow_http,
 }
 
 

@@ -201,6 +201,9 @@ class Journal:
         except sqlite3.Error as error:
             self._db.close()
             raise JournalError(f"cannot write to the journal {self.path}: {error}") from None
+        except JournalError:  # an overflow file that cannot be read: kept, for a person
+            self._db.close()
+            raise
         # While the file fails: why, since when, and the memory journal that stands in.
         self._failure: str | None = None
         self._failed_at: float | None = None

@@ -73,7 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a plain clone
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' server process helper
 
-from server_process import ServerProcess, fill, small_filesystem  # noqa: E402
+from server_process import ServerProcess, fill, run_server, small_filesystem  # noqa: E402
 
 from caisse_ap import Outcome, PaymentResult, TerminalUnreachable, client, tlv  # noqa: E402
 
@@ -963,6 +963,14 @@ def scenario_full_disk(run: Run) -> None:
                 Path(f"{path}.unwritten.jsonl").write_text("\n".join(rows) + "\n")
             else:
                 rows = overflow.read_text().splitlines()
+                # Restarted while the disk is still full: refused in one line, rows kept.
+                refused = run_server("--host", "127.0.0.1", "-p", "0", *options)
+                run.figure("restart on the still full disk",
+                           f"exit {refused.returncode}: {refused.stderr.strip()[-80:]}")
+                run.check("restarted on the still full disk: exit 2 in one line, rows kept",
+                          refused.returncode == 2 and refused.stderr.count("\n") == 1
+                          and len(overflow.read_text().splitlines()) == len(rows),
+                          refused.stderr[-200:])
                 filler.unlink()
             again = Server(*options)
             try:

@@ -19,8 +19,20 @@ a free port, attacks it, prints its figures and judges a few checks:
 - sigterm: SIGTERM under load (clean exit, nothing left pending);
 - sigkill: SIGKILL with payments in flight, then a restart on the same journal
   (the rows become `interrupted`, the file stays sound);
+- serial-fuzz: the Concert E+ line over its pty: frames of the right size and LRC
+  with random field contents (any byte), cut frames, blobs of random bytes; each
+  frame gets ACK or NAK, each ACKed one an answer, the line serves after all;
+- hostile-profiles: --profile on a FIFO, /dev/zero, a file over 1 MiB, deep nesting
+  (one line file:line: reason, exit 2, bounded memory);
+- full-disk: the journal on a 16 MiB tmpfs that fills (needs root to mount it): the
+  terminal goes on; at SIGTERM the rows kept in memory go to the overflow file or
+  stderr, and the next start takes them back;
 - lazy-listeners: 200 event-stream clients that never read;
-- http-bodies: hostile HTTP requests and random JSON bodies at every endpoint.
+- http-bodies: hostile HTTP requests and random JSON bodies at every endpoint;
+- http-edges: the audit's raw requests (5,000-digit numbers, NUL and non-UTF-8
+  paths, loose Host headers, an https Origin): 4xx, never 5xx;
+- slow-http: clients sending a header one byte at a time, cut after
+  --web-request-timeout, while an event stream stays open.
 
 A check holds (OK) or fails (FAIL: exit status 1). The TCP rules it checks
 (half-close, back-to-back requests, silence before --request-timeout, the idle
@@ -61,7 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a plain clone
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' server process helper
 
-from server_process import ServerProcess  # noqa: E402
+from server_process import ServerProcess, fill, run_server, small_filesystem  # noqa: E402
 
 from caisse_ap import Outcome, PaymentResult, TerminalUnreachable, client, tlv  # noqa: E402
 
@@ -683,6 +695,317 @@ def scenario_sigkill(run: Run) -> None:
                   integrity_killed == integrity == "ok")
 
 
+# --- The serial line (Concert E+) ----------------------------------------------------------------
+
+SERIAL_LINE = re.compile(r"Concert E\+ terminal on serial line (\S+)")
+
+
+class SerialPos:
+    """A POS on the server's pseudo-terminal: bytes written as given, reads waited for."""
+
+    def __init__(self, path: str):
+        from caisse_ap.concert_pos import configure
+
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        configure(self.fd)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                time.sleep(0.001)
+
+    def read(self, size: int, wait: float) -> bytes:
+        """Up to `size` bytes, as many as come within `wait` seconds."""
+        data = b""
+        deadline = time.monotonic() + wait
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while len(data) < size and (left := deadline - time.monotonic()) > 0:
+                if selector.select(left):
+                    with contextlib.suppress(BlockingIOError):
+                        data += os.read(self.fd, size - len(data))
+        return data
+
+    def drain(self, quiet: float) -> bytes:
+        """What comes until `quiet` seconds pass without a byte."""
+        data = b""
+        while chunk := self.read(4096, quiet):
+            data += chunk
+        return data
+
+    def take_answer(self, request: bytes) -> bytes | None:
+        """After the request's ACK and our EOT: the answer frame, taken as a POS does."""
+        from caisse_ap import concert
+
+        if self.read(1, 10) != concert.ENQ:
+            return None
+        self.write(concert.ACK)
+        size = 83 if request[10:11] == concert.LONG_ANSWER.encode() else 28
+        answer = self.read(size, 10)
+        self.write(concert.ACK)
+        self.read(1, 10)  # EOT
+        return answer
+
+    def pays(self) -> bool:
+        """A good exchange from whatever state the line is in: ENQ, the frame, EOT (again if
+        a leftover of garbage swallowed them); an approval (status 0)."""
+        from caisse_ap import concert
+
+        message = concert.ConcertRequest(amount="00000100").encode()
+        for _ in range(3):
+            self.drain(0.05)
+            self.write(concert.ENQ + concert.frame(message) + concert.EOT)
+            # Our ENQ and frame get ACKs (after a NAK for a cut leftover); then the answer.
+            seen = b""
+            while concert.ENQ not in seen and (byte := self.read(1, 1.5)):
+                seen += byte
+            if concert.ENQ in seen:
+                self.write(concert.ACK)
+                answer = self.read(83, 10)
+                self.write(concert.ACK)
+                self.read(1, 10)
+                return (len(answer) == 83 and answer[3:4] == b"0"
+                        and answer[-1] == concert.lrc(answer[1:-2]))
+        return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def random_request(rng: random.Random) -> bytes:
+    """A 34-byte request: each field either right or random bytes (any of the 256, STX and
+    ETX included)."""
+    from caisse_ap import concert
+
+    good = concert.ConcertRequest(amount="00001234").encode()
+    message, offset = bytearray(), 0
+    for _, width in concert.ConcertRequest.WIDTHS:
+        part = good[offset:offset + width]
+        if rng.random() < 0.4:
+            part = bytes(rng.choice([rng.randrange(256), rng.randrange(0xE0, 0x100),
+                                     rng.randrange(32)]) for _ in range(width))
+        message += part
+        offset += width
+    return bytes(message)
+
+
+def scenario_serial_fuzz(run: Run) -> None:
+    from caisse_ap import concert
+
+    frames, cuts, blobs = run.size(150, 5000), run.size(20, 500), run.size(4, 100)
+    server = Server("--no-web", "--serial", "pty")
+    pos = SerialPos(SERIAL_LINE.search(server.output())[1])
+    replies: Counter = Counter()
+    cut_replies: Counter = Counter()
+    try:
+        started = time.monotonic()
+        # The audit's frame: right size and LRC, an é (0xE9) in the private field.
+        accented = concert.ConcertRequest(amount="00000500", private="caf\u00e9      ").encode()
+        pos.write(concert.ENQ + concert.frame(accented) + concert.EOT)
+        first = pos.read(2, 10)
+        accented_answer = pos.take_answer(accented) if first == concert.ACK * 2 else None
+        unanswered = lost_after_nak = 0
+        for _ in range(frames):  # whole frames, right LRC, random field contents
+            message = random_request(run.rng)
+            pos.write(concert.ENQ)
+            pos.read(1, 10)
+            pos.write(concert.frame(message))
+            reply = pos.read(1, 10)
+            replies[concert.CONTROL_NAMES.get(reply, repr(reply))] += 1
+            if not reply:
+                break  # the line no longer answers: the checks below say so
+            pos.write(concert.EOT)
+            if reply == concert.ACK:
+                answer = pos.take_answer(message)
+                unanswered += answer is None or answer[-1] != concert.lrc(answer[1:-2])
+            else:  # an STX or ETX inside cut it: what followed may have begun a frame
+                lost_after_nak += not pos.pays()
+        for _ in range(cuts):  # a cut frame, then the whole one
+            message = random_request(run.rng)
+            whole = concert.frame(concert.ConcertRequest(amount="00000200").encode())
+            pos.write(concert.ENQ)
+            pos.read(1, 10)
+            pos.write(whole[:run.rng.randint(1, len(whole) - 2)] + whole)  # cut before its ETX
+            reply = pos.read(2, 10)
+            cut_replies[reply == concert.NAK + concert.ACK] += 1
+            pos.write(concert.EOT)
+            if reply[-1:] == concert.ACK:
+                unanswered += pos.take_answer(whole[1:-2]) is None
+        served_after_garbage = 0
+        for _ in range(blobs):  # random bytes, then a good exchange
+            pos.write(run.rng.randbytes(run.rng.randint(1, run.size(2000, 65536))))
+            served_after_garbage += pos.pays()
+        elapsed = time.monotonic() - started
+        run.figure("serial cases", f"{frames} random frames, {cuts} cut frames, {blobs} blobs "
+                                   f"of random bytes in {elapsed:.1f} s")
+        run.figure("replies to the random frames", f"{dict(replies)}; to the cut frames: "
+                   f"{cut_replies[True]} NAK then ACK")
+        run.check("the frame with an é is answered (status 7)",
+                  accented_answer is not None and accented_answer[3:4] == b"7",
+                  f"{first!r} then {accented_answer!r}")
+        run.check("every frame gets ACK or NAK, every ACKed one an answer",
+                  set(replies) <= {"ACK", "NAK"} and unanswered == 0 and lost_after_nak == 0,
+                  f"{dict(replies)}, {unanswered} unanswered, {lost_after_nak} not served "
+                  "after a NAK")
+        run.check("a cut frame gets NAK, the whole one after it ACK",
+                  cut_replies[True] == cuts, f"{cut_replies[True]}/{cuts}")
+        run.check("the line serves after every blob of random bytes",
+                  served_after_garbage == blobs, f"{served_after_garbage}/{blobs}")
+        run.check("the line and TCP still pay", pos.pays() and server.pays())
+        run.check("no traceback in the log", server.tracebacks() == 0,
+                  f"{server.tracebacks()} tracebacks")
+    finally:
+        pos.close()
+        server.stop()
+
+
+# --- Hostile profile files ------------------------------------------------------------------------
+
+
+def hostile_profiles(directory: Path, full: bool) -> dict[str, str]:
+    """name -> path of profile files an attacker or an accident could hand to --profile."""
+    head = 'name = "hostile"\nlabel = "y"\nsource = "z"\n'
+    files = {
+        "deep arrays": head + "silent = " + "[" * 100_000 + "\n",
+        "deep tables": head + "[answer]\nx = " + "{a = " * 20_000 + "1" + "}" * 20_000 + "\n",
+        "over 1 MiB": head + "# " + "x" * (2 * MIB) + "\n",
+    }
+    if full:
+        files["60 MB"] = head + ("# " + "x" * 98 + "\n") * 600_000
+        files["integer of 5,000 digits"] = head + "[contract]\nlength = " + "9" * 5000 + "\n"
+    paths = {}
+    for name, text in files.items():
+        path = directory / (name.replace(" ", "-").replace(",", "") + ".toml")
+        path.write_text(text)
+        paths[name] = str(path)
+    fifo = directory / "fifo.toml"
+    os.mkfifo(fifo)
+    paths["a FIFO"] = str(fifo)
+    paths["/dev/zero"] = "/dev/zero"
+    return paths
+
+
+def refused_profile(path: str) -> tuple[int, str, float, float]:
+    """The server started on profile `path`: (exit status, stderr, seconds, its peak resident
+    size in MiB); exit status -1 if it still reads after 30 s.
+
+    The peak is VmHWM from /proc, read while it runs: what it took once started
+    (wait4's figure would count the pages of this process it was forked from)."""
+    import subprocess
+
+    started = time.monotonic()
+    peak = 0.0
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen([sys.executable, str(ROOT / "caisse-ap-ip-server.py"),
+                                    "--profile", path, "--no-web", "--host", "127.0.0.1",
+                                    "-p", "0"], stdout=subprocess.DEVNULL, stderr=errors,
+                                   stdin=subprocess.DEVNULL, cwd=ROOT)
+        while process.poll() is None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) / 1024)
+            if time.monotonic() - started > 30:
+                process.kill()
+                process.wait()
+                return -1, "", 30.0, peak
+            time.sleep(0.005)
+        errors.seek(0)
+        return process.returncode, errors.read(), time.monotonic() - started, peak
+
+
+def scenario_hostile_profiles(run: Run) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        lines, peak = [], 0.0
+        for name, path in hostile_profiles(Path(directory), run.full).items():
+            code, stderr, elapsed, rss = refused_profile(path)
+            peak = max(peak, rss)
+            said = stderr.strip().rpartition("argument --profile: ")[2]
+            one_line = stderr.count("\n") == 1 and "Traceback" not in stderr
+            run.figure(name, f"exit {code} in {elapsed:.2f} s, {rss:.0f} MiB: {said[-60:]}")
+            if not (code == 2 and one_line and said.startswith(f"{path}:")):
+                lines.append(f"{name}: exit {code}, {stderr[-200:]!r}")
+        run.check("each refused in one line file:line: reason, exit 2",
+                  not lines, "; ".join(lines))
+        run.check("none costs over 64 MiB", peak < 64, f"{peak:.0f} MiB at most")
+
+
+# --- A full disk ---------------------------------------------------------------------------------
+
+
+def scenario_full_disk(run: Run) -> None:
+    """A journal on a tmpfs of 16 MiB that fills (room enough, once the filler is gone, to
+    take the rows back): the terminal goes on; at SIGTERM the rows
+    kept in memory go to the overflow file (--journal-overflow, on another file system),
+    or to stderr when none is given and nothing beside the journal can be written; the
+    next start takes them back."""
+    payments = run.size(60, 1500)
+    with tempfile.TemporaryDirectory() as directory, \
+            small_filesystem(Path(directory) / "disk", 16 * 1024) as disk:
+        for how in ("--journal-overflow", "stderr"):
+            path = disk / f"journal-{how.strip('-')}.sqlite"
+            overflow = Path(directory) / "overflow.jsonl"
+            options = ["--journal", str(path), "--web-port", "0",
+                       *(["--journal-overflow", str(overflow)] if how != "stderr" else [])]
+            server = Server(*options)
+            pay(server.port, "1.00")
+            filler = fill(disk)
+            started = time.monotonic()
+            results = Counter(pay(server.port, f"{2 + n % 500}.{n % 100:02d}").status
+                              for n in range(payments))
+            paid_in = time.monotonic() - started
+            journal = server.api("/api/status")["journal"]
+            started = time.monotonic()
+            code = server.stop(signal.SIGTERM)
+            stopped_in = time.monotonic() - started
+            output = server.output()
+            kept = journal["in_memory_only"]
+            said = [line for line in output.splitlines() if "kept in memory" in line
+                    and ("are in" in line or "follow on stderr" in line)]
+            if how == "stderr":  # what a user does: the lines saved where the log says
+                rows = [line for line in output.splitlines() if line.startswith("{")]
+                filler.unlink()
+                Path(f"{path}.unwritten.jsonl").write_text("\n".join(rows) + "\n")
+            else:
+                rows = overflow.read_text().splitlines()
+                # Restarted while the disk is still full: refused in one line, rows kept.
+                refused = run_server("--host", "127.0.0.1", "-p", "0", *options)
+                run.figure("restart on the still full disk",
+                           f"exit {refused.returncode}: {refused.stderr.strip()[-80:]}")
+                run.check("restarted on the still full disk: exit 2 in one line, rows kept",
+                          refused.returncode == 2 and refused.stderr.count("\n") == 1
+                          and len(overflow.read_text().splitlines()) == len(rows),
+                          refused.stderr[-200:])
+                filler.unlink()
+            again = Server(*options)
+            try:
+                taken = next((line for line in again.output().splitlines()
+                              if "are taken back from" in line), "none taken back")
+            finally:
+                again.stop()
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                ids = [row[0] for row in db.execute("SELECT id FROM transactions ORDER BY id")]
+            taken_back = int(match[1]) if (match := re.search(r": (\d+) transactions", taken)) \
+                else 0
+            run.figure(how, f"{results['approved']}/{payments} approved on a full disk "
+                            f"in {paid_in:.1f} s (journal {journal['state']}: {kept} in memory "
+                            f"only); SIGTERM: exit {code} in {stopped_in:.1f} s, {len(rows)} "
+                            f"rows written out; restart: {taken_back} taken back, {len(ids)} "
+                            "rows in the journal")
+            run.check(f"{how}: every payment approved while the disk is full",
+                      results["approved"] == payments and journal["state"] == "failing",
+                      f"{dict(results)}, journal {journal['state']}")
+            run.check(f"{how}: at SIGTERM, the rows in memory written out, one line says where",
+                      code == 0 and len(rows) == kept > 0 and len(said) == 1,
+                      f"exit {code}, {len(rows)} written of {kept}; {said}")
+            run.check(f"{how}: the next start takes them back: every payment listed once",
+                      ids == list(range(1, payments + 2)),
+                      f"{len(ids)} rows, {len(set(ids))} distinct, of {payments + 1}")
+
+
 # --- The control plane ----------------------------------------------------------------------------
 
 
@@ -847,6 +1170,131 @@ def scenario_http_bodies(run: Run) -> None:
         server.stop()
 
 
+def raw_http_status(port: int, request: bytes, timeout: float = 10.0) -> int:
+    """The status of one raw HTTP request (bytes as given), 0 if closed without one."""
+    head = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(request)
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in head and (chunk := connection.recv(4096)):
+                head += chunk
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def hostile_raw_requests(port: int) -> list[tuple[str, bytes, int]]:
+    """(name, raw request, the status expected) of the audit's 5xx and loose checks."""
+    huge = b"9" * 5000
+    host = f"127.0.0.1:{port}".encode()
+
+    def request(target: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
+        lines = [method + b" " + target + b" HTTP/1.1", *headers, b"Content-Length: 0",
+                 b"Connection: close"]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    return [
+        ("limit of 5,000 digits", request(b"/api/transactions?limit=" + huge, b"Host: " + host),
+         400),
+        ("after of 5,000 digits", request(b"/api/transactions?after=" + huge, b"Host: " + host),
+         400),
+        ("id of 5,000 digits", request(b"/api/transactions/" + huge, b"Host: " + host), 404),
+        ("decision on an id of 5,000 digits",
+         request(b"/api/transactions/" + huge + b"/decision", b"Host: " + host,
+                 method=b"POST"), 404),
+        ("Last-Event-ID of 5,000 digits",
+         request(b"/api/events", b"Host: " + host, b"Last-Event-ID: " + huge), 200),
+        ("NUL in a static path", request(b"/index.html%00.js", b"Host: " + host), 404),
+        ("non-UTF-8 static path", request(b"/%ff%fe.js", b"Host: " + host), 404),
+        ("Host with userinfo", request(b"/api/settings", b"Host: " + host + b"@evil.example"),
+         421),
+        ("Host [::1]x", request(b"/api/settings", b"Host: [::1]x"), 421),
+        ("two Host headers", request(b"/api/settings", b"Host: " + host,
+                                     b"Host: evil.example"), 421),
+        ("https Origin for an http console",
+         request(b"/api/next", b"Host: " + host, b"Origin: https://" + host, method=b"DELETE"),
+         403),
+    ]
+
+
+def scenario_http_edges(run: Run) -> None:
+    server = Server("--web-port", "0", "--journal-max-rows", "1000")
+    try:
+        wrong = []
+        cases = hostile_raw_requests(server.web_port)
+        for name, request, expected in cases:
+            status = raw_http_status(server.web_port, request)
+            if status != expected:
+                wrong.append(f"{name}: {status}, not {expected}")
+        run.figure("requests", f"{len(cases)} of the audit's: {len(cases) - len(wrong)} "
+                               "answered as expected")
+        run.check("huge numbers and bad paths get 4xx, loose Host and Origin are refused",
+                  not wrong, "; ".join(wrong))
+        run.check("no traceback in the log", server.tracebacks() == 0)
+        run.check("server alive and paying", server.alive() and server.pays())
+    finally:
+        server.stop()
+
+
+def scenario_slow_http(run: Run) -> None:
+    """Clients sending a header one byte at a time, while a console streams its events and
+    reads the API: the slow ones are cut after --web-request-timeout, the stream is not."""
+    slow, timeout = run.size(50, 200), run.size(2, 10)
+    server = Server("--web-port", "0", "--web-request-timeout", str(timeout))
+    sockets: list[socket.socket] = []
+    stream = socket.create_connection(("127.0.0.1", server.web_port), timeout=10)
+    try:
+        stream.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{server.web_port}\r\n"
+                       "Accept: text/event-stream\r\n\r\n".encode())
+        received = stream.recv(4096)
+        for _ in range(slow):
+            sockets.append(socket.create_connection(("127.0.0.1", server.web_port)))
+        header = b"GET /api/status HTTP/1.1\r\nX-Slow: " + b"a" * 10_000
+        started = time.monotonic()
+        open_at: dict[int, float] = {}
+        api_latencies = []
+        position = 0
+        while time.monotonic() - started < 2 * timeout + 0.5:  # the stream lives past that
+            for index, connection in enumerate(sockets):  # one byte each, every 0.25 s
+                if index in open_at:
+                    continue
+                try:
+                    connection.send(header[position:position + 1])
+                except OSError:
+                    open_at[index] = time.monotonic() - started
+            position += 1
+            asked = time.monotonic()
+            ok = raw_http_status(server.web_port, f"GET /api/status HTTP/1.1\r\nHost: "
+                                 f"127.0.0.1:{server.web_port}\r\nConnection: close\r\n"
+                                 "\r\n".encode()) == 200
+            api_latencies.append(time.monotonic() - asked if ok else float("inf"))
+            time.sleep(0.25)
+        paid = server.pays()
+        stream.settimeout(10)
+        while b"event: answer" not in received and (chunk := stream.recv(65536)):
+            received += chunk
+        cut = sorted(open_at.values())
+        run.figure("slow clients", f"{slow}, one header byte each every 0.25 s: {len(cut)} cut, "
+                                   f"after {cut[0]:.1f} to {cut[-1]:.1f} s "
+                                   f"(--web-request-timeout {timeout})" if cut else
+                   f"{slow}: none cut")
+        run.figure("the console meanwhile", f"{len(api_latencies)} GET /api/status, slowest "
+                                            f"{max(api_latencies) * 1000:.0f} ms; its event "
+                                            f"stream open {time.monotonic() - started:.1f} s")
+        run.check("every slow client cut within the request time-out (+1 s)",
+                  len(cut) == slow and cut[-1] < timeout + 1,
+                  f"{len(cut)}/{slow}, last after {cut[-1] if cut else 0:.1f} s")
+        run.check("the console answered meanwhile", max(api_latencies) < 2.0,
+                  f"slowest {max(api_latencies):.2f} s")
+        run.check("the event stream outlived them and carried the payment",
+                  paid and b"event: answer" in received)
+        run.check("no traceback in the log", server.tracebacks() == 0)
+    finally:
+        stream.close()
+        for connection in sockets:
+            connection.close()
+        server.stop()
+
+
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "tcp-fuzz": scenario_tcp_fuzz,
     "tcp-flood": scenario_tcp_flood,
@@ -858,8 +1306,13 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "soak": scenario_soak,
     "sigterm": scenario_sigterm,
     "sigkill": scenario_sigkill,
+    "serial-fuzz": scenario_serial_fuzz,
+    "hostile-profiles": scenario_hostile_profiles,
+    "full-disk": scenario_full_disk,
     "lazy-listeners": scenario_lazy_listeners,
     "http-bodies": scenario_http_bodies,
+    "http-edges": scenario_http_edges,
+    "slow-http": scenario_slow_http,
 }
 
 

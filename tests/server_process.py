@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,3 +100,29 @@ class ServerProcess:
             self.process.kill()
         self.process.wait(self.timeout)
         self._reader.join(self.timeout)
+
+
+@contextlib.contextmanager
+def small_filesystem(directory: Path, size_kib: int) -> Iterator[Path]:
+    """A tmpfs of `size_kib` KiB mounted on `directory` (created), unmounted after: a disk
+    that really fills (ENOSPC). Mounting needs root (CAP_SYS_ADMIN): without it,
+    PermissionError saying so."""
+    directory.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs",
+                           str(directory)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PermissionError(f"cannot mount a tmpfs on {directory} (root needed): "
+                              f"{done.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of `directory` to its last byte (ENOSPC); the filler's path."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"\0" * 4096)
+    return filler

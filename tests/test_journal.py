@@ -368,3 +368,68 @@ def test_the_terminal_goes_on_when_its_journal_fails(tmp_path):
         payer.join(10)
         assert outcome["result"].status == "approved"
         assert [t["amount"] for t in terminal.transactions()][:2] == ["3.00", "2.00"]
+
+
+# --- A clean stop while the file still fails: the overflow file, taken back at the next start ---
+
+
+def failing_journal(path: Path, count: int, **options) -> Journal:
+    """A journal whose file took transaction 1 and refused 2..count (kept in memory)."""
+    journal = Journal(path, **options)
+    journal.record(txn(1))
+    fill_the_disk(journal)
+    for txn_id in range(2, count + 1):
+        journal.record(txn(txn_id, note="y" * 20000))
+    assert journal.health()["in_memory_only"] == count - 1
+    return journal
+
+
+def test_rows_the_file_refuses_at_stop_go_beside_it_and_come_back(tmp_path, caplog):
+    path = tmp_path / "journal.sqlite"
+    failing_journal(path, 8).close()
+    overflow = tmp_path / "journal.sqlite.unwritten.jsonl"
+    lines = overflow.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(2, 9))
+    said = [r.getMessage() for r in caplog.records if str(overflow) in r.getMessage()]
+    assert len(said) == 1 and "7 transactions kept in memory are in" in said[0]
+    reopened = Journal(path)
+    assert reopened.taken_back == 7 and reopened.count() == 8 and not overflow.exists()
+    assert reopened.get(8)["note"] == "y" * 20000 and reopened.last_id() == 8
+    assert "taken back from" in caplog.text
+    reopened.close()
+
+
+def test_the_overflow_option_then_stderr_when_nothing_takes_them(tmp_path, capsys, caplog):
+    path = tmp_path / "journal.sqlite"
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    failing_journal(path, 4, overflow=elsewhere).close()
+    assert len(elsewhere.read_text().splitlines()) == 3
+    assert not (tmp_path / "journal.sqlite.unwritten.jsonl").exists()
+    reopened = Journal(path, overflow=elsewhere)
+    assert reopened.taken_back == 3 and reopened.count() == 4 and not elsewhere.exists()
+    reopened.close()
+    # Neither place can be written: the rows on stderr, after one line saying so.
+    other = tmp_path / "other.sqlite"
+    beside = tmp_path / "other.sqlite.unwritten.jsonl"
+    journal = failing_journal(other, 3, overflow=tmp_path / "missing-directory" / "x.jsonl")
+    beside.mkdir()
+    journal.close()
+    beside.rmdir()
+    rows = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [row["id"] for row in rows] == [2, 3]
+    assert f"follow on stderr, one JSON line each; save them as {beside}" in caplog.text
+    # Saved where the message says, they are taken back.
+    beside.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert Journal(other).count() == 3 and not beside.exists()
+
+
+def test_a_broken_overflow_file_stops_the_start_in_one_line(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    (tmp_path / "journal.sqlite.unwritten.jsonl").write_text('{"id": 1, "status": "approved"}\n'
+                                                             "{cut\n")
+    with pytest.raises(JournalError, match=r"unwritten.jsonl:2: not a journal row"):
+        Journal(path)
+    done = run_server("--journal", str(path), "--no-web", "-p", "0")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "unwritten.jsonl:2: not a journal row" in done.stderr

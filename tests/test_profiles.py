@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import random
 import re
 import socket
@@ -217,6 +218,56 @@ def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert f"{path}:7: contract.default '12345678901' does not fit CG" in done.stderr
+
+
+HEAD = 'name = "hostile"\nlabel = "y"\nsource = "z"\n'
+
+
+def _hostile(tmp_path, kind: str) -> tuple[str, int, str]:
+    """(path, line, words of the reason) of a hostile profile file of `kind`."""
+    path = tmp_path / f"{kind}.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return str(path), 1, "not a regular file"
+    if kind == "device":
+        return "/dev/zero", 1, "not a regular file"
+    if kind == "directory":
+        return str(tmp_path), 1, "not a regular file"
+    if kind == "too big":
+        path.write_text(HEAD + "# " + "x" * (profiles.MAX_SIZE) + "\n")
+        return str(path), 1, "over 1024 KiB"
+    if kind == "deep arrays":
+        path.write_text(HEAD + "silent = " + "[" * 100_000 + "\n")
+        return str(path), 4, "nested too deeply"
+    if kind == "deep tables":
+        path.write_text(HEAD + "\n[answer]\nx = " + "{a = " * 20_000 + "1" + "}" * 20_000 + "\n")
+        return str(path), 6, "nested too deeply"
+    if kind == "huge integer":
+        path.write_text(HEAD + "\n[contract]\nlength = " + "9" * 5000 + "\n")
+        return str(path), 1, "not valid TOML"
+    path.write_bytes(HEAD.encode() + b'\n# caf\xe9\n')  # not UTF-8
+    return str(path), 5, "not UTF-8"
+
+
+HOSTILE_KINDS = ["fifo", "device", "directory", "too big", "deep arrays", "deep tables",
+                 "huge integer", "latin-1"]
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_a_hostile_profile_file_is_refused_with_file_line_and_reason(tmp_path, kind):
+    path, line, words = _hostile(tmp_path, kind)
+    with pytest.raises(ProfileError) as caught:
+        profiles.find(path)
+    assert caught.value.where == f"{path}:{line}" and words in caught.value.reason
+
+
+@pytest.mark.parametrize("kind", ["fifo", "deep arrays"])
+def test_the_server_refuses_a_hostile_profile_in_one_line_and_exit_2(tmp_path, kind):
+    path, line, words = _hostile(tmp_path, kind)
+    done = run_server("--profile", path, "--no-web", timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"{path}:{line}: " in done.stderr and words in done.stderr
 
 
 def test_command_line_settings_override_the_profile():

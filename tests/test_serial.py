@@ -308,6 +308,23 @@ def test_non_numeric_amount_is_refused_with_status_7(server, raw_pos):
     assert last_transaction(server)["reason"]["code"] == "09"
 
 
+def test_any_byte_in_a_field_is_refused_and_the_line_goes_on(server, raw_pos):
+    """A frame of the right size and LRC whose private field holds an é (0xE9), another
+    whose amount holds a NUL: Caisse-AP values are printable ASCII, so each is refused
+    (status 7, the fields echoed as sent) and the line serves the next POS."""
+    for request in (ConcertRequest(amount="00000500", private="caf\u00e9      "),
+                    ConcertRequest(amount="0000\x00500")):
+        send_request(raw_pos, request)
+        answer = take_answer(raw_pos)
+        assert answer[3:4] == b"7" and answer[-15:-2] == request.encode()[-21:-8]
+        transaction = last_transaction(server)
+        assert transaction["reason"]["code"] == "09" and transaction["status"] == "error"
+        assert transaction["protocol"] == "concert-e+"
+        assert ["private", request.private, ""] in transaction["exchange"]["request"]
+    assert pay_raw(raw_pos)[3:4] == b"0"
+    assert "Unhandled Error" not in server.output() and "Traceback" not in server.output()
+
+
 # --- the server's command line ----------------------------------------------------------------
 
 @pytest.mark.slow

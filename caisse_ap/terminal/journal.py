@@ -47,6 +47,14 @@ journal from then on (reads merge both), tries the file again at most once a
 minute (logging at most one line each time) and writes what it kept once the
 file takes writes again. `health()` says which, for /api/status.
 
+A clean stop while the file still fails (a full disk): the transactions
+kept in memory go to an overflow file of JSON Lines, one row a line, as the
+table holds it (`close()`): `--journal-overflow PATH` if given, else
+`JOURNAL.unwritten.jsonl` beside the journal; if neither can be written, to
+stderr. One log line says where. The next open of the journal takes such a
+file back in (both places), then deletes it, before anything is numbered:
+no id is given twice.
+
 At open, rows a crash left `pending` become `interrupted`: no server will
 ever answer them. A memory journal keeps the last `max_rows` transactions.
 """
@@ -58,11 +66,12 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict, cast
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -83,6 +92,7 @@ RETRY_EVERY = 60.0  # seconds between two tries of a failing file (and two log l
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 INTERRUPTED = "interrupted"
 WRITE_DELAY = 0.01  # seconds a change waits for others to be written with it
+OVERFLOW_SUFFIX = ".unwritten.jsonl"  # beside the journal: rows it could not take at stop
 
 Row = tuple[int, str | None, str, str]  # id, received_at, status, JSON text
 Field = tuple[str, str]  # a Caisse-AP field, tag and value (tlv.Field)
@@ -142,6 +152,42 @@ def _row(data: Record, text: str | None = None) -> Row:
             to_text(data) if text is None else text)
 
 
+def _overflow_row(path: str, number: int, line: str) -> Row:
+    """A row of an overflow file (a transaction's JSON text), checked as the table needs it."""
+    try:
+        data = json.loads(line)
+        if not (isinstance(data, dict) and type(data.get("id")) is int
+                and isinstance(data.get("status"), str)):
+            raise ValueError("not a transaction (an object with an id and a status)")
+        # Checked as far as the table needs (id, status); the rest is read as written.
+        return _row(cast(Record, data), line.rstrip("\n"))
+    except (ValueError, RecursionError) as error:
+        raise JournalError(f"{path}:{number}: not a journal row: {error}") from None
+
+
+def _write_lines(path: str, rows: list[Row]) -> None:
+    """Rows as JSON Lines at `path`, added to the rows already there (the latest state of
+    each id wins); whole or not at all (a temporary file, then renamed)."""
+    kept: dict[int, str] = {}
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if line.strip():
+                row = _overflow_row(path, number, line)
+                kept[row[0]] = row[3]
+    kept.update((row[0], row[3]) for row in rows)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.writelines(kept[txn_id] + "\n" for txn_id in sorted(kept))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
 class JournalError(CaisseApError):
     """A journal file that cannot be opened or is not ours; the message is for a user."""
 
@@ -195,7 +241,8 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  max_rows: int = DEFAULT_MAX_ROWS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 overflow: str | os.PathLike[str] | None = None):
         self.path = MEMORY if path is None else os.fspath(path)
         self.in_memory = self.path == MEMORY
         if not self.in_memory and (self.path.endswith(("/", os.sep))
@@ -208,6 +255,10 @@ class Journal:
         # per transaction, and each is first kept when its request arrives).
         self._kept: OrderedDict[int, Recordable] = OrderedDict()
         self._newest = 0
+        # Where rows go that the file cannot take at close, in order of preference.
+        self.overflow_paths = [] if self.in_memory else list(dict.fromkeys(
+            [*([os.fspath(overflow)] if overflow is not None else []),
+             self.path + OVERFLOW_SUFFIX]))
         self._db = self._open()
         self._checkpointing = threading.Lock()
         self.writes = 0  # rows written
@@ -218,10 +269,14 @@ class Journal:
         # Called after each group is written (the event stream sends its events then).
         self.after_write: list[Callable[[], None]] = []
         try:
+            self.taken_back = 0 if self.in_memory else self._take_back()
             self.interrupted = 0 if self.in_memory else self._mark_interrupted()
         except sqlite3.Error as error:
             self._db.close()
             raise JournalError(f"cannot write to the journal {self.path}: {error}") from None
+        except JournalError:  # an overflow file that cannot be read: kept, for a person
+            self._db.close()
+            raise
         # While the file fails: why, since when, and the memory journal that stands in.
         self._failure: str | None = None
         self._failed_at: float | None = None
@@ -280,6 +335,29 @@ class Journal:
             log.warning("journal %s: %d transactions left pending by the last run are marked "
                         "interrupted", self.path, len(marked))
         return len(marked)
+
+    def _take_back(self) -> int:
+        """The rows an earlier stop wrote to an overflow file: into the file, then the
+        overflow file deleted. JournalError if one cannot be read."""
+        taken = 0
+        for path in self.overflow_paths:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    rows = [_overflow_row(path, number, line)
+                            for number, line in enumerate(file, 1) if line.strip()]
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as error:
+                raise JournalError(f"cannot read {path}, rows the journal {self.path} "
+                                   f"could not take at the last stop: {error}") from None
+            if rows:
+                with self._transaction():
+                    self._db.executemany(_INSERT, rows)
+            os.remove(path)
+            log.warning("journal %s: %d transactions that it could not take at the last stop "
+                        "are taken back from %s (deleted)", self.path, len(rows), path)
+            taken += len(rows)
+        return taken
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -404,6 +482,32 @@ class Journal:
         log.warning("journal %s can be written again: the %d transactions kept in memory "
                     "are in it", self.path, len(rows))
         self._stand_in, self._failure, self._failed_at = None, None, None
+
+    def _overflow(self, rows: list[Row]) -> None:
+        """At close, rows the file still refuses: to the first overflow file that takes them
+        (added to what it holds), else to stderr; one log line says where."""
+        for path in self.overflow_paths:
+            try:
+                _write_lines(path, rows)
+            except (OSError, JournalError) as error:
+                reason = error.strerror if isinstance(error, OSError) else None
+                log.error("journal %s: cannot write its %d transactions kept in memory to %s "
+                          "(%s)", self.path, len(rows), path, reason or error)
+                continue
+            log.error("journal %s still cannot be written: its %d transactions kept in memory "
+                      "are in %s (JSON Lines), taken back at the next start on this journal",
+                      self.path, len(rows), path)
+            return
+        log.error("journal %s: its %d transactions kept in memory follow on stderr, one JSON "
+                  "line each; save them as %s to have them taken back at the next start",
+                  self.path, len(rows), self.overflow_paths[-1])
+        for row in rows:
+            sys.stderr.write(row[3] + "\n")
+        sys.stderr.flush()
+
+    def _rows(self) -> list[Row]:
+        return list(self._db.execute(
+            "SELECT id, received_at, status, data FROM transactions ORDER BY id"))
 
     def health(self) -> dict[str, object]:
         """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
@@ -563,6 +667,8 @@ class Journal:
         if self._stand_in is not None:
             self._next_try = 0.0  # one last try, whatever the time
             self._try_again()
+        if self._stand_in is not None:
+            self._overflow(self._stand_in._rows())
         if not self.in_memory:
             # On failure the log stays beside the file and SQLite replays it on the next open.
             with contextlib.suppress(sqlite3.Error):

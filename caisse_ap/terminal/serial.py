@@ -257,6 +257,19 @@ def _descriptor_class() -> type:
     return _Descriptor
 
 
+def _read_by_the_core(request: ConcertRequest) -> list[tlv.Field]:
+    """The Caisse-AP fields of an E+ request, read by the core's decoder.
+
+    A serial line carries any byte, and an E+ field holds what came (a
+    private field of `é`, a NUL in the amount); a Caisse-AP value is printable
+    ASCII. The same decoder as TCP's judges them: FrameError with the fields
+    read before the bad one, which the terminal refuses (AE=01 AF=09, E+
+    status 7) and the line goes on.
+    """
+    text = "".join(f"{tag}{len(value):03d}{value}" for tag, value in request.caisse_ap_fields())
+    return tlv.decode(text)
+
+
 # --- the terminal on the line ----------------------------------------------------------------
 
 class SerialTerminalLink:
@@ -340,7 +353,12 @@ class SerialTerminalLink:
             self.terminal.drop(dropped)
         request = ConcertRequest.parse(event.message)  # the link checked its size
         exchange = self._exchange = ConcertExchange(request, event.frame)
-        txn = self.terminal.receive(self, request.caisse_ap_fields(), exchange=exchange)
+        try:
+            fields = _read_by_the_core(request)
+        except tlv.FrameError as error:  # answered as a malformed Caisse-AP request
+            txn = self.terminal.receive_error(self, error, exchange=exchange)
+        else:
+            txn = self.terminal.receive(self, fields, exchange=exchange)
         if txn.pending:
             self.current = txn
 

@@ -268,9 +268,13 @@ class Terminal:
         return txn
 
     def receive_error(self, connection: Connection, error: FrameError,
-                      received_at: float | None = None) -> Transaction:
-        """A message that breaks the framing: AE=01 AF=09 with what could be read, at once."""
+                      received_at: float | None = None, exchange: Any = None) -> Transaction:
+        """A message that breaks the framing: AE=01 AF=09 with what could be read, at once.
+
+        `exchange`: as for receive()."""
         txn = self._new_transaction(connection, error.fields, received_at)
+        if exchange is not None:
+            txn.protocol, txn.exchange = exchange.protocol, exchange
         txn.problem = str(error)
         self._notify("request_received", txn)
         reply = behaviour.error_reply(error.fields, FORMAT_ERROR, self.settings)

@@ -17,7 +17,9 @@ Pure: no I/O but reading the file given.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -62,6 +64,8 @@ CONCERT_STATUSES = ("0", "7", "9")
 BUILT_TAGS = frozenset({"CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF", "AE", "AF", "CC", "CI",
                         "AC", "AA", "AB", "AI", "AL", "CG", "ZT", "AK", "CK"})
 SAMPLE_TIME = datetime(2026, 12, 31, 23, 59, 59)  # checks the width of a time format
+MAX_SIZE = 1024 * 1024  # bytes; a real profile is a few KiB
+NESTING = 32  # brackets deep: where _deep_line places a value nested too deeply
 EPOCH_MS_DIGITS = 13  # milliseconds since 1970 have 13 digits until the year 2286
 
 
@@ -302,13 +306,40 @@ def _line_of(text: str, section: str, key: str | None) -> int:
 
 def load(path: str | Path) -> Profile:
     """Read and check a profile file; ProfileError (file, line, reason) if it is wrong."""
-    path = Path(path)
     where = str(path)
+    return parse(read_text(where), where)
+
+
+def read_text(path: str) -> str:
+    """The text of a profile file: a regular file of at most MAX_SIZE bytes, UTF-8.
+
+    Opened without blocking and checked before reading: a FIFO, a device
+    (/dev/zero) or a directory would have the terminal wait or read for ever.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ProfileError(f"{where}:1", f"cannot read the profile: {error}") from None
-    return parse(text, where)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as error:
+        raise ProfileError(f"{path}:1", f"cannot read the profile: {error.strerror}") from None
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise ProfileError(f"{path}:1", "cannot read the profile: not a regular file "
+                                            "(a profile is a .toml file)")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(MAX_SIZE + 1)
+    except OSError as error:
+        raise ProfileError(f"{path}:1", f"cannot read the profile: {error.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SIZE:
+        raise ProfileError(f"{path}:1", f"cannot read the profile: over {MAX_SIZE // 1024} KiB "
+                                        "(a profile is a few KiB of TOML)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ProfileError(f"{path}:{line}", f"cannot read the profile: not UTF-8 text "
+                                            f"({error.reason})") from None
 
 
 def parse(text: str, where: str = "<profile>") -> Profile:
@@ -319,6 +350,31 @@ def parse(text: str, where: str = "<profile>") -> Profile:
         match = re.search(r"line (\d+)", str(error))
         raise ProfileError(f"{where}:{match.group(1) if match else 1}",
                            f"not valid TOML: {error}") from None
+    except RecursionError:  # tomllib reads nested arrays and tables by recursion
+        raise ProfileError(f"{where}:{_deep_line(text)}", "arrays or tables nested too "
+                                                          "deeply") from None
+    except ValueError as error:  # an integer of over 4,300 digits, and the like
+        raise ProfileError(f"{where}:1", f"not valid TOML: {error}") from None
+    try:
+        return _profile(where, text, data)
+    except RecursionError:
+        raise ProfileError(f"{where}:{_deep_line(text)}", "arrays or tables nested too "
+                                                          "deeply") from None
+
+
+def _deep_line(text: str) -> int:
+    """The line where brackets and braces first open past NESTING (1 if none): where a
+    deeply nested value begins, to say so (strings are not told apart: a guide only)."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for char in line:
+            depth += (char in "[{") - (char in "]}")
+            if depth > NESTING:
+                return number
+    return 1
+
+
+def _profile(where: str, text: str, data: dict[str, Any]) -> Profile:
     top = _Reader(where, text, data)
     values: dict[str, Any] = {"path": where}
     for key in ("name", "label", "source"):

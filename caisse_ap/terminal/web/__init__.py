@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...i18n import N_, _
+from ...number_text import with_point
 from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError
 from ..options import (
     DEFAULTS,
@@ -53,6 +54,10 @@ log = logging.getLogger("caisse_ap.terminal.web")
 
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 5000
+# The console's HTTP side (site.py): connections open at once (each console takes one
+# or two, and one per event stream; more wait), seconds a request has to arrive whole.
+MAX_CONNECTIONS = 256
+REQUEST_TIMEOUT = 10.0
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
@@ -94,6 +99,25 @@ def _max_terminals(text: str) -> int:
     return int(text)
 
 
+def _max_web_connections(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 6
+            and 1 <= int(text) <= 100_000):
+        raise argparse.ArgumentTypeError(_("--web-max-connections must be a whole number "
+                                           "from 1 to 100000, not %r") % text)
+    return int(text)
+
+
+def _web_seconds(text: str) -> float:
+    try:
+        value = float(with_point(text))
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(_("--web-request-timeout must be a number of seconds "
+                                           "above 0, at most 3600, not %r") % text)
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(_("web console, control API, journal and amount rules"))
     add = group.add_argument
@@ -115,9 +139,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--web-allowed-host", type=_host_name, action="append", default=[], metavar=_("NAME"),
         help=_("a host name the console may be reached by, besides localhost and the "
                "addresses it listens on (repeatable); other names get 421"))
+    add("--web-max-connections", type=_max_web_connections, default=MAX_CONNECTIONS,
+        metavar="N",
+        help=_("connections the web console and API take at once (default: %s; each open "
+               "console takes one or two, and one per event stream); more wait")
+        % MAX_CONNECTIONS)
+    add("--web-request-timeout", type=_web_seconds, default=REQUEST_TIMEOUT,
+        metavar=_("SECONDS"),
+        help=_("seconds an HTTP request (line, headers, body) has to arrive whole, however "
+               "slowly it comes (default: %s); answers, and event streams, have no time "
+               "limit") % format(REQUEST_TIMEOUT, "g"))
     add("--journal", default=None, metavar=_("PATH"),
         help=_("keep the transaction journal in this SQLite file, across restarts "
                "(default: in memory)"))
+    add("--journal-overflow", default=None, metavar=_("PATH"),
+        help=_("with --journal: where the transactions it cannot take at stop (a full disk) "
+               "are written, as JSON Lines (default: JOURNAL.unwritten.jsonl beside it, then "
+               "stderr); the next start on the journal takes them back in"))
     add("--journal-max-rows", type=_max_rows, default=DEFAULT_MAX_ROWS, metavar="N",
         help=_("transactions an in-memory journal keeps, the newest (default: %s)")
         % DEFAULT_MAX_ROWS)
@@ -154,10 +192,13 @@ def rules_from_args(args: argparse.Namespace) -> AmountRules:
 def journal_from_args(args: argparse.Namespace) -> Journal | None:
     """The journal the options ask for, opened: none with --no-web and no --journal, as
     nothing could read it."""
+    if args.journal_overflow is not None and not args.journal:
+        raise UsageError(_("--journal-overflow needs --journal"))
     if args.no_web and not args.journal:
         return None
     try:
-        return Journal(args.journal, max_rows=args.journal_max_rows)
+        return Journal(args.journal, max_rows=args.journal_max_rows,
+                       overflow=args.journal_overflow)
     except JournalError as error:
         raise UsageError(str(error)) from None
 
@@ -192,6 +233,8 @@ class WebOptions:
     recent_log: RecentLog | None = None  # the raw log GET /api/log serves (rawlog.py)
     max_terminals: int = DEFAULT_MAX_TERMINALS  # the farm's (farm.py)
     terminals: tuple[TerminalSpec, ...] = ()  # --terminals FILE, started with the farm
+    max_connections: int = MAX_CONNECTIONS  # the HTTP side's (site.py)
+    request_timeout: float = REQUEST_TIMEOUT
 
 
 def options_from_args(args: argparse.Namespace,
@@ -209,7 +252,9 @@ def options_from_args(args: argparse.Namespace,
     terminals = () if args.terminals is None else farm_file.load(args.terminals)
     return WebOptions(args.web_host, args.web_port, token, made_token,
                       tuple(args.web_allowed_host), recent_log=recent_log,
-                      max_terminals=args.max_terminals, terminals=terminals)
+                      max_terminals=args.max_terminals, terminals=terminals,
+                      max_connections=args.web_max_connections,
+                      request_timeout=args.web_request_timeout)
 
 
 class Console:
@@ -273,7 +318,9 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
                      recent_log=options.recent_log, queue=queue, manual=manual,
                      **({} if options.keep_alive is None
                         else {"keep_alive": options.keep_alive}))
-    site = build_site(api, HostAllowlist(options.host, options.allowed_hosts))
+    site = build_site(api, HostAllowlist(options.host, options.allowed_hosts),
+                      max_connections=options.max_connections,
+                      request_timeout=options.request_timeout)
     if farm is not None:  # /api/terminals/... too (farm.py)
         from .farm import ApiRoot
         from .openapi import document
@@ -288,6 +335,7 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
         raise UsageError(_("cannot listen on %(host)s:%(port)s for the web console: %(why)s")
                          % {"host": options.host, "port": options.port,
                             "why": error.socketError}) from None
+    site.port = port  # stops reading at the connection cap
     console = Console(api, port)
     api.attach()  # the feed of the journal and the event stream, the keep-alive
     log.info("web console and control API on %s", console.web_url)

@@ -315,7 +315,7 @@ class ControlApi(resource.Resource):
             # browser always says where such a request comes from ("null" if
             # hidden). The Host itself was checked against the allowlist (site.py).
             origin = _header(request, "origin")
-            if origin is not None and urlsplit(origin).netloc != _header(request, "host"):
+            if origin is not None and not _same_origin(request, origin):
                 raise ApiError(403, "Cross-origin requests are refused.")
         if key in OPEN_ROUTES or self.authenticated(request):
             return
@@ -511,9 +511,10 @@ class ControlApi(resource.Resource):
 
     @staticmethod
     def _transaction_id(text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        txn_id = whole_number(text, MAX_ID)
+        if txn_id is None:
             raise ApiError(404, f"No transaction {text[:40]!r}.", code="unknown_transaction")
-        return int(text)
+        return txn_id
 
     def _transaction(self, text: str) -> TransactionJson:
         txn_id = self._transaction_id(text)
@@ -672,7 +673,7 @@ class ControlApi(resource.Resource):
         stream = _EventStream(request, self)
         self._streams.add(stream)
         last = _header(request, "last-event-id")
-        last_id = int(last) if last and last.isascii() and last.isdigit() else None
+        last_id = whole_number(last, MAX_ID) if last else None
         stream.write(b"retry: 2000\n: connected\n\n")
         self.hub.subscribe(stream.write, last_id)
         return server.NOT_DONE_YET
@@ -777,6 +778,19 @@ def _peer(request: server.Request) -> str:
     return f"{address.host}:{address.port}"
 
 
+def _same_origin(request: server.Request, origin: str) -> bool:
+    """Whether `origin` is this console's own: its scheme and the Host of the request
+    (RFC 6454: scheme, host and port; an https page is another origin than http)."""
+    scheme = "https" if request.isSecure() else "http"
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # an unclosed "[" and the like
+        return False
+    host = _header(request, "host") or ""
+    return parts.scheme.lower() == scheme and parts.netloc.lower() == host.strip().lower() \
+        and not (parts.path or parts.query or parts.fragment)
+
+
 def _header(request: server.Request, name: str) -> str | None:
     value = request.getHeader(name.encode())
     return None if value is None else value.decode("latin-1")
@@ -797,12 +811,25 @@ def _int_argument(request: server.Request, name: str, default: int | None, minim
     text = _text_argument(request, name)
     if text is None or text == "":
         return default
-    if not (text.isascii() and text.isdigit()) or (maximum is not None and int(text) > maximum) \
-            or int(text) < minimum:
+    value = whole_number(text, MAX_ID if maximum is None else maximum)
+    if value is None or value < minimum:
         upper = f" to {maximum}" if maximum is not None else " or more"
-        raise ApiError(400, f"{name} must be a whole number from {minimum}{upper}, not {text!r}.",
+        raise ApiError(400, f"{name} must be a whole number from {minimum}{upper}, "
+                            f"not {text[:40]!r}.",
                        name, code="out_of_range", limits={"min": minimum, "max": maximum})
-    return int(text)
+    return value
+
+
+def whole_number(text: str, maximum: int) -> int | None:
+    """The whole number `text` spells (ASCII digits) if it is at most `maximum`, else None.
+
+    The digits are counted before int() reads them: Python refuses strings over
+    4,300 digits (ValueError), and a long one costs time for nothing.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(maximum)):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
 
 
 def _time_argument(request: server.Request, name: str) -> float | None:

@@ -12,12 +12,20 @@ A request whose `Host` is not one of the server's own names is refused (421)
 before any resource sees it: a DNS-rebinding page, whose name the attacker
 points at 127.0.0.1, controls `Origin` and `Host` alike, but cannot make the
 browser send a name the server accepts (see `HostAllowlist`).
+
+Slow clients: a request's line, headers and body must all arrive within
+`request_timeout` seconds of its first byte (or of the connection), however
+they trickle in, and at most `max_connections` connections are open at once
+(more wait in the kernel's backlog, as on the POS port). Once a request is in,
+no time-out applies to its answer: an event stream stays open as long as its
+console reads it. Between two requests, twisted.web's idle time-out.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +34,7 @@ from typing import Any, cast
 from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http, resource, server
 
+from . import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from .api import MAX_BODY, ApiError, ControlApi, error_response
 
 with warnings.catch_warnings():
@@ -37,6 +46,7 @@ with warnings.catch_warnings():
 log = logging.getLogger("caisse_ap.terminal.web")
 
 STATIC = Path(__file__).parent / "static"
+IDLE_TIMEOUT = 60  # seconds a connection may stay silent between two requests
 # A client streaming a body past this is cut off rather than read to the end.
 ABORT_BODY = 16 * MAX_BODY
 
@@ -82,12 +92,12 @@ class HostAllowlist:
 
     def __init__(self, listen_address: str, names: Iterable[str] = ()):
         self.any_address = listen_address in WILDCARD_ADDRESSES
-        self.names = {name.lower() for name in (*LOOPBACK_NAMES, listen_address, *names)}
+        self.names = {_canonical(name) for name in (*LOOPBACK_NAMES, listen_address, *names)}
 
     def allows(self, host_header: bytes | None) -> bool:
-        if host_header is None:
+        host = _host_part(host_header)
+        if host is None:
             return False
-        host = _host_part(host_header.decode("latin-1").strip().lower())
         if host in self.names:
             return True
         if not self.any_address:
@@ -99,12 +109,34 @@ class HostAllowlist:
         return True
 
 
-def _host_part(host: str) -> str:
-    """The name part of a Host header: "[::1]:5000" -> "::1", "example:5000" -> "example"."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    name, _, _ = host.partition(":")
-    return name
+# RFC 9110 section 7.2 (uri-host [":" port]): a bracketed IPv6 address, or a name or
+# IPv4 address of letters, digits, dots and hyphens; then at most a port of digits.
+HOST_HEADER = re.compile(rb"(?:\[(?P<ipv6>[0-9a-f:.]{2,45})\]|(?P<name>[a-z0-9.-]{1,253}))"
+                         rb"(?::[0-9]{1,5})?")
+
+
+def _canonical(name: str) -> str:
+    """A name in lower case, an IP address in its usual form (IPv6 compressed)."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
+
+
+def _host_part(host_header: bytes | None) -> str | None:
+    """The host of a Host header, lower-case: "[::1]:5000" -> "::1", "example:5000" ->
+    "example"; None if the header is anything else (userinfo, a path, two ports...)."""
+    if host_header is None:
+        return None
+    match = HOST_HEADER.fullmatch(host_header.strip(b" \t").lower())
+    if match is None:
+        return None
+    if match["ipv6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["ipv6"].decode("ascii")))
+        except ValueError:
+            return None
+    return match["name"].decode("ascii").rstrip(".")
 
 
 class LimitedRequest(server.Request):
@@ -132,7 +164,10 @@ class LimitedRequest(server.Request):
         for name, value in COMMON_HEADERS.items():
             self.setHeader(name, value)
         site: QuietSite = cast(Any, self.channel).site  # set by Site.buildProtocol
-        if not site.hosts.allows(self.getHeader(b"host")):
+        hosts = self.requestHeaders.getRawHeaders(b"host") or []
+        # Exactly one Host (RFC 9110 section 7.2): with two, which one a proxy in front
+        # read cannot be known.
+        if len(hosts) != 1 or not site.hosts.allows(hosts[0]):
             self._refuse(ApiError(421, "This server does not answer to that host name; "
                                        "start it with --web-allowed-host NAME to allow it."))
         elif self.body_too_large:
@@ -184,6 +219,25 @@ class StaticFiles(static.File):
     childNotFound = PlainError()  # type: ignore[assignment]
     forbidden = PlainError(403, "Forbidden.")  # type: ignore[assignment]
 
+    def render(self, request: server.Request) -> bytes | int:
+        # Files are read only: any other method gets a short 405 (twisted.web's would be an
+        # HTML page, 501 for a method it does not know).
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return PlainError(405, "Method not allowed.").render(request)
+        return cast(bytes | int, super().render(request))
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        # A file name is UTF-8 text without NUL: anything else names no file (the file
+        # system calls would raise on a NUL).
+        if b"\0" in path:
+            return PlainError()
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return PlainError()
+        return cast(resource.Resource, super().getChild(path, request))
+
     def directoryListing(self) -> resource.Resource:
         return PlainError()
 
@@ -201,16 +255,86 @@ class _ApiOnly(resource.Resource):
         return PlainError()
 
 
-class QuietSite(server.Site):
-    """Requests are logged at debug level only: the console polls and streams."""
+class LimitedChannel(http.HTTPChannel):
+    """An HTTP connection whose requests must arrive within the site's request_timeout.
 
+    twisted.web's own time-out starts again with every byte: a client sending
+    one byte a second would hold the connection for ever. This deadline does
+    not move; it ends once the request is in (an answer may take long: an
+    event stream is one)."""
+
+    site: QuietSite
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channel_opened()
+        self._start_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest:
+            self._start_deadline()  # the first byte of the next request
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._cancel_deadline()
+        self.site.channel_closed()
+        super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.callLater(self.site.request_timeout, self._too_slow)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        transport = cast(ITCPTransport, self.transport)
+        log.debug("web client %s: no whole request within %g s; closed", transport.getPeer(),
+                  self.site.request_timeout)
+        transport.abortConnection()
+
+
+class QuietSite(server.Site):
+    """Requests are logged at debug level only: the console polls and streams.
+
+    At `max_connections` open, it stops accepting (`port`, set once listening)
+    until one closes."""
+
+    # HTTP/1.1 only: no HTTP/2 negotiation to time as well (Twisted types this as its own
+    # factory; any HTTPChannel serves).
+    protocol = LimitedChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, root: resource.Resource, hosts: HostAllowlist):
-        super().__init__(root)
+    def __init__(self, root: resource.Resource, hosts: HostAllowlist, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_timeout: float = REQUEST_TIMEOUT):
+        super().__init__(root, timeout=IDLE_TIMEOUT)
         self.hosts = hosts
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.open_connections = 0
+        self.port: Any = None
+
+    def channel_opened(self) -> None:
+        self.open_connections += 1
+        if self.open_connections >= self.max_connections and self.port is not None:
+            log.warning("web console: %d connections open, the limit: new ones wait until "
+                        "one closes", self.open_connections)
+            self.port.stopReading()
+
+    def channel_closed(self) -> None:
+        self.open_connections -= 1
+        if self.open_connections == self.max_connections - 1 and self.port is not None:
+            self.port.startReading()
 
     def log(self, request: http.Request) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -219,12 +343,12 @@ class QuietSite(server.Site):
 
 
 def build_site(api: ControlApi, hosts: HostAllowlist,
-               static_dir: Path | None = STATIC) -> server.Site:
+               static_dir: Path | None = STATIC, **limits: Any) -> QuietSite:
     """The Site: `api` at /api/, the console's static files at / (if present), for the
-    Host names `hosts` allows."""
+    Host names `hosts` allows; `limits`: max_connections, request_timeout."""
     if static_dir is not None and static_dir.is_dir():
         root: resource.Resource = StaticFiles(str(static_dir))
     else:
         root = _ApiOnly()
     root.putChild(b"api", api)
-    return QuietSite(root, hosts)
+    return QuietSite(root, hosts, **limits)

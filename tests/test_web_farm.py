@@ -16,7 +16,7 @@ from test_web_console import pytestmark as needs_chromium
 from caisse_ap import client
 
 expect = playwright_api.expect
-pytestmark = [needs_chromium, pytest.mark.slow]
+pytestmark = needs_chromium  # with the slow marker
 PHONE = {"width": 390, "height": 844}
 
 

@@ -422,6 +422,11 @@ class TerminalConnection:
                 and not self.answers_blocked and self._waiting() < self.max_waiting)
 
     @property
+    def peer_closed(self) -> bool:
+        """Whether the POS closed its side (its FIN was read)."""
+        return self._peer_closed
+
+    @property
     def in_progress(self) -> bool:
         """Whether a request was handed out and is not finished."""
         return self._current is not None

@@ -53,6 +53,7 @@ from ..concert import (
     SendFailed,
 )
 from ..concert_pos import DEFAULT_BAUD, configure
+from . import debuglines
 from .cli import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -245,7 +246,8 @@ class SerialTerminalLink:
     # --- bytes in and out ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        log.debug("%s read %s", self.peer, concert.describe_frame(data))
+        if debuglines.wanted(log):
+            debuglines.debug(log, "%s read %s", self.peer, concert.describe_frame(data))
         self.link.receive_data(data)
         self._run_link()
 
@@ -257,7 +259,8 @@ class SerialTerminalLink:
             self._handle(event)
         data = self.link.data_to_send()
         if data:
-            log.debug("%s write %s", self.peer, concert.describe_frame(data))
+            if debuglines.wanted(log):
+                debuglines.debug(log, "%s write %s", self.peer, concert.describe_frame(data))
             self._descriptor.write(data)
         self._set_timer(event.deadline)
 

@@ -12,10 +12,12 @@ recv(1024).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet import defer, interfaces, protocol, tcp
+from twisted.internet import defer, interfaces, main, protocol, tcp
+from twisted.python import failure
 from zope.interface import implementer
 
 from ..connection import (
@@ -27,6 +29,7 @@ from ..connection import (
     RequestReceived,
     TerminalConnection,
 )
+from . import debuglines
 from .behaviour import TerminalSettings
 from .service import Terminal, Transaction
 
@@ -70,6 +73,10 @@ class TerminalProtocol(protocol.Protocol):
         # Whether to log raw frames, decided once per connection: a disabled
         # log.debug() still costs a call per frame.
         self._debug = False
+        # Answers go straight to the socket while all of them went whole (the kernel took
+        # them); from the first one it did not take, through Twisted's buffer, in order.
+        self._socket: socket.socket | None = None
+        self._buffered = False
 
     # --- Twisted callbacks ---------------------------------------------------
 
@@ -78,14 +85,17 @@ class TerminalProtocol(protocol.Protocol):
         terminal.connections.add(self)
         self.last_active = terminal.reactor.seconds()
         self.idle_watch.watch()
-        self.transport.registerProducer(self, True)
-        self._debug = log.isEnabledFor(logging.DEBUG)
+        handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
+        self._socket = handle if isinstance(handle, socket.socket) else None
+        if self._socket is None:
+            self._use_buffer()
+        self._debug = debuglines.wanted(log)
         if self._debug:
-            log.debug("%s connected", self.peer)
+            debuglines.debug(log, "%s connected", self.peer)
 
     def dataReceived(self, data: bytes) -> None:
         if self._debug:
-            log.debug("%s sent %r", self.peer, data)
+            debuglines.debug(log, "%s sent %r", self.peer, data)
         self.last_active = self.terminal.reactor.seconds()
         self.connection.receive_data(data)
         self._pump()
@@ -93,7 +103,7 @@ class TerminalProtocol(protocol.Protocol):
     def readConnectionLost(self) -> None:
         """The POS shut its sending side: answer what it sent, then close."""
         if self._debug:
-            log.debug("%s closed its side", self.peer)
+            debuglines.debug(log, "%s closed its side", self.peer)
         self.connection.receive_data(b"")
         self._pump()
 
@@ -108,7 +118,7 @@ class TerminalProtocol(protocol.Protocol):
             current, self.current = self.current, None
             self.terminal.drop(current)
         if self._debug:
-            log.debug("%s disconnected", self.peer)
+            debuglines.debug(log, "%s disconnected", self.peer)
         if self.on_closed is not None:
             self.on_closed()
         if self.notify_closed is not None:
@@ -155,8 +165,24 @@ class TerminalProtocol(protocol.Protocol):
 
     def send(self, data: bytes) -> None:
         if self._debug:
-            log.debug("%s answered %r", self.peer, data)
+            debuglines.debug(log, "%s answered %r", self.peer, data)
+        if not self._buffered:
+            assert self._socket is not None
+            try:
+                sent = self._socket.send(data)
+            except OSError:  # full (EAGAIN), or broken: Twisted's write finds out which
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._use_buffer()
         self.transport.write(data)
+
+    def _use_buffer(self) -> None:
+        """From now on answers go through Twisted's buffer, which pauses this producer when
+        they pile up unsent (the POS does not read them)."""
+        self._buffered = True
+        self.transport.registerProducer(self, True)
 
     def hang_up(self) -> None:
         self._close()
@@ -249,8 +275,15 @@ class TerminalProtocol(protocol.Protocol):
             return
         self.closing = True
         self._stop_timer()
+        if not self._buffered and self.connection.peer_closed:
+            # The POS sent its FIN (so nothing unread can turn the close into a reset) and
+            # the kernel holds every answer (it sends them before our FIN): close now, as
+            # the reactor does, instead of a turn and an empty write to learn the same.
+            self.transport.connectionLost(failure.Failure(main.CONNECTION_DONE))
+            return
         # A paused producer would keep Twisted from closing once the answers are out.
-        self.transport.unregisterProducer()
+        if self._buffered:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _linger(self) -> None:
@@ -260,7 +293,8 @@ class TerminalProtocol(protocol.Protocol):
             return
         self.closing = True
         self._stop_timer()
-        self.transport.unregisterProducer()
+        if self._buffered:
+            self.transport.unregisterProducer()
         if hasattr(self.transport, "loseWriteConnection"):
             self.transport.resumeProducing()  # read, and drop, what the POS still sends
             self.transport.loseWriteConnection()

@@ -301,7 +301,6 @@ class Exchange:
         from .connection import PosConnection
 
         self.request = request
-        self.frame = request.encode()
         self.timeout = timeout
         self.clock = clock
         self.started = clock()
@@ -309,6 +308,7 @@ class Exchange:
         self.received = bytearray()
         self.connection = (PosConnection(clock) if trailing_grace is None
                            else PosConnection(clock, trailing_grace))
+        self.frame = self.connection.send(request.encode())  # what the edge writes
 
     @property
     def awaiting_answer(self) -> bool:
@@ -323,7 +323,7 @@ class Exchange:
         self.connection.receive_data(data)
 
     def step(self) -> PaymentResult | float:
-        from .connection import AnswerReceived, ConnectionClosed, ProtocolError
+        from .connection import AnswerReceived, AnswerUnreadable, ConnectionClosed
 
         while True:
             event = self.connection.next_event()
@@ -332,7 +332,7 @@ class Exchange:
                     _log("warning", "ignored %d bytes after the answer: %s",
                          len(event.dropped), event.dropped_reason)
                 return self.result(TerminalAnswer.parse(event.fields))
-            if isinstance(event, ProtocolError):
+            if isinstance(event, AnswerUnreadable):
                 return self.result(TerminalAnswer.unreadable(event.error))
             if isinstance(event, ConnectionClosed):
                 return self.result(problem="the terminal closed the connection without answering")

@@ -15,7 +15,7 @@ from caisse_ap.connection import (
     NeedData,
     PosConnection,
     PosState,
-    ProtocolError,
+    AnswerUnreadable,
     RequestExtended,
     RequestReceived,
     TerminalConnection,
@@ -133,7 +133,7 @@ def test_a_field_cut_by_the_end_of_the_grace_or_a_close_makes_the_answer_unreada
     assert isinstance(silent.next_event(), NeedData)
     clock.advance(0.05)
     event = silent.next_event()
-    assert isinstance(event, ProtocolError)
+    assert isinstance(event, AnswerUnreadable)
     assert "truncated" in str(event.error)
     assert event.error.fields == tlv.decode(ANSWER)
     closed = pos()
@@ -146,7 +146,7 @@ def test_garbage_before_ae_is_a_protocol_error():
     connection = pos()
     connection.receive_data(b"HELLO WORLD\r\n")
     event = connection.next_event()
-    assert isinstance(event, ProtocolError)
+    assert isinstance(event, AnswerUnreadable)
     assert event.frame == b"HELLO WORLD\r\n"
     assert connection.state is PosState.ERROR
 
@@ -155,7 +155,7 @@ def test_a_line_end_before_ae_is_a_protocol_error_keeping_the_fields_read():
     connection = pos()
     connection.receive_data(b"CZ0040300CA00201\r\n")
     event = connection.next_event()
-    assert isinstance(event, ProtocolError)
+    assert isinstance(event, AnswerUnreadable)
     assert event.error.fields == [("CZ", "0300"), ("CA", "01")]
     assert "without an action status (AE)" in str(event.error)
 

@@ -378,7 +378,7 @@ class ProxyProtocol(protocol.Protocol):
         elif isinstance(event, ConnectionClosed):
             # The POS that shut its side first left before the answer, whatever came next.
             self._finish(forwarded, "dropped" if self.pos_shut else ended)
-        else:  # ProtocolError
+        else:  # AnswerUnreadable
             forwarded.problems["unreadable-answer"] = str(event.error)
             self._finish(forwarded, "dropped" if ended == "dropped" else "error", None,
                          event.frame)

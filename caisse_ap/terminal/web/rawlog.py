@@ -32,8 +32,10 @@ Entry = tuple[float, int, str, tuple[object, ...]]
 
 
 def _weight(fmt: str, args: tuple[object, ...]) -> int:
-    return ENTRY_WEIGHT + len(fmt) + sum(
-        len(arg) if isinstance(arg, (str, bytes)) else ARGUMENT_WEIGHT for arg in args)
+    weight = ENTRY_WEIGHT + len(fmt)
+    for arg in args:  # a loop, not sum() over a generator: this runs for every frame
+        weight += len(arg) if isinstance(arg, (str, bytes)) else ARGUMENT_WEIGHT
+    return weight
 
 
 class RecentLog(logging.Handler):

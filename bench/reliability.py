@@ -70,6 +70,7 @@ MIB = 1024 * 1024
 REQUEST_TIMEOUT_ARGS = ["--request-timeout", "2"]
 REQUEST = tlv.encode([("CZ", "0300"), ("CJ", "012345678901"), ("CA", "01"), ("CE", "978"),
                       ("BA", "0"), ("CD", "0"), ("CB", "1245")])
+REQUEST_START = re.compile(rb"CZ[0-9]{3}")  # as the terminal reads a request start
 SEEDS = [
     REQUEST,
     tlv.encode([("CZ", "0300"), ("CJ", "012345678901"), ("CA", "01"), ("CE", "978"),
@@ -237,12 +238,19 @@ def scenario_tcp_fuzz(run: Run) -> None:
         elapsed = time.monotonic() - started
         kinds = Counter(kind for kind, _ in outcomes)
         answered = sum(1 for _, data in outcomes if answers_in(data))
+        # Never more answers than requests: the request starts (CZ and three digits) a
+        # case holds, or one when it holds none (its first bytes get the one AF=09).
+        too_many = sum(1 for frame, (_, data) in zip(frames, outcomes, strict=True)
+                       if answers_in(data) > max(1, len(REQUEST_START.findall(frame))))
         run.figure("cases", f"{cases} in {elapsed:.1f} s ({cases / elapsed:.0f}/s)")
         run.figure("outcomes", f"{answered} answered, {dict(kinds)}")
+        run.figure("cases with more answers than requests", too_many)
         run.figure("RSS", f"{rss_before:.1f} -> {server.rss_mib():.1f} MiB")
         run.check("server alive and paying after the fuzzing", server.alive() and server.pays())
         run.check("no traceback in the log", server.tracebacks() == 0,
                   f"{server.tracebacks()} tracebacks")
+        run.check("never more answers than requests", too_many == 0,
+                  f"{too_many} cases with more answers than requests")
         run.check("every fuzz case answered or closed after the half-close",
                   kinds["timeout"] == 0, f"{kinds['timeout']} left hanging 5 s")
     finally:

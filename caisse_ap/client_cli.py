@@ -104,7 +104,7 @@ def result_to_json(result: PaymentResult) -> dict[str, object]:
     amount, currency, symbol, _ = _amount_of(result.request)
     answer = result.answer
     reason = answer.reason if answer else None
-    return {
+    document: dict[str, object] = {
         "status": str(result.outcome),
         "amount": amount,
         "currency": currency,
@@ -121,6 +121,9 @@ def result_to_json(result: PaymentResult) -> dict[str, object]:
         "answer": result.answer_frame.decode("latin-1") if result.answer_frame else None,
         "problem": result.problem,
     }
+    if result.dropped_bytes:  # written by the terminal after its answer, not part of it
+        document["dropped_after_answer"] = result.dropped_bytes.decode("latin-1")
+    return document
 
 
 def unreachable_to_json(request: PaymentRequest, error: TerminalUnreachable,
@@ -181,6 +184,12 @@ def format_result(result: PaymentResult, colour: bool = False, raw: bool = False
         width = max(len(value) for _, value in shown)
         lines += [f"  {tag} {value:<{width}}  {tags.field_label(tag, value)}".rstrip()
                   for tag, value in shown]
+    if result.dropped_bytes:
+        size = len(result.dropped_bytes)
+        lines += [f"  Attention : {size} octet{'s' if size > 1 else ''} reçu"
+                  f"{'s' if size > 1 else ''} après la réponse, illisible"
+                  f"{'s' if size > 1 else ''} avec elle, ignoré{'s' if size > 1 else ''} : "
+                  f"{_show_value(_printable(result.dropped_bytes))}"]
     receipt = answer.receipt if answer else None
     if receipt:
         lines += ["", "--- receipt ---", receipt.rstrip("\r\n"), "---------------"]

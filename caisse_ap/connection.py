@@ -43,7 +43,14 @@ class LocalProtocolError(CaisseApError, RuntimeError):
     a second request on one exchange, an answer with no request in progress."""
 
 ACTION_STATUS = "AE"  # the field that makes an answer whole
-TRAILING_GRACE = 0.05  # seconds an answer's optional fields may still take to come
+# Seconds of silence after which an answer already whole (AE read, at a field boundary)
+# takes no more optional fields, when the terminal keeps the connection open and
+# writes no line end. From a network fact: a lost TCP segment is sent again after the
+# retransmission time-out, which Linux never lets fall below 200 ms (TCP_RTO_MIN) and
+# adds to the smoothed round trip; 200 ms more cover a shop's Wi-Fi round trip and
+# both hosts' scheduling. So one lost segment of optional fields still joins the
+# answer; a segment later than this (two losses in a row) is not read.
+TRAILING_GRACE = 0.4
 
 
 # --- events ---------------------------------------------------------------------------
@@ -112,8 +119,10 @@ class PosConnection:
     it until the terminal is silent for `trailing_grace` seconds, writes a
     line end or a new message, or closes. Bytes that break the framing
     after AE end the answer there (they are `dropped`, never spoil it);
-    before AE they make AnswerUnreadable, and so does a field cut short (the
-    terminal stopped in the middle of writing it). Leading CR/LF are skipped.
+    before AE they make AnswerUnreadable. A field cut in the middle is never
+    the end of an answer, whatever the silence: its rest is awaited until
+    the terminal closes or the exchange's own time-out (`timed_out()`),
+    which then make the AnswerUnreadable. Leading CR/LF are skipped.
 
     `send(frame)` gives the request's bytes to write, once, before any
     answer (a connection made for reading only may skip it).
@@ -167,11 +176,14 @@ class PosConnection:
                 return self._answer(f"they follow {ended_by}, which ends the answer")
             if len(self._buf) > self.max_answer:
                 return self._answer(f"the answer exceeds {self.max_answer} bytes")
+            if self.field_cut:  # a segment was lost or delayed: wait for the rest
+                if self._closed:
+                    return self._error(tlv.truncation_error(self._buf, self._pos,
+                                                            len(self._buf)))
+                return NeedData(None)
             deadline = self._last_data_at + self.trailing_grace
             if not self._closed and self.clock() < deadline:
                 return NeedData(deadline)
-            if self._pos < len(self._buf):  # the terminal stopped in the middle of a field
-                return self._error(tlv.truncation_error(self._buf, self._pos, len(self._buf)))
             return self._answer("")
         if ended_by is not None:
             return self._error(FrameError(
@@ -183,6 +195,18 @@ class PosConnection:
         if self._closed:
             return self._at_close()
         return NeedData(None)
+
+    @property
+    def field_cut(self) -> bool:
+        """Whether the action status was read and the bytes after it end in a cut field."""
+        return self.state is PosState.TRAILING and self._pos < len(self._buf)
+
+    def timed_out(self) -> AnswerUnreadable | None:
+        """The exchange's time-out came: an answer whose last field stayed cut is unreadable
+        (AnswerUnreadable); None when no answer was begun or nothing is cut."""
+        if not self.field_cut:
+            return None
+        return self._error(tlv.truncation_error(self._buf, self._pos, len(self._buf)))
 
     def _read_fields(self) -> str | None:
         """Read the whole fields buffered; what ended the answer, or None if nothing did."""
@@ -291,7 +315,8 @@ _NOTHING_YET = NeedData(None)
 class TerminalState(Enum):
     """What the terminal expects of the next bytes from the POS."""
 
-    FIRST = "first"  # a connection's first message: whatever comes is a request attempt
+    FIRST = "first"  # a connection's first bytes: a request start, or bytes before one
+    LEADING = "leading"  # bytes before the first request start: dropped if one follows
     BETWEEN = "between"  # after a message: only a request start (CZ + 3 digits) is read
     READING = "reading"  # a request started and is not whole yet
     OPEN = "open"  # the last request is whole; its optional fields may still come
@@ -303,6 +328,7 @@ class Step(Enum):
     """What happens to the terminal's side: the inputs of TRANSITIONS."""
 
     START = "a request starts"
+    LEAD = "bytes that start no request begin the connection"
     WHOLE = "the request read holds its mandatory fields, and nothing follows them yet"
     END = "a line end or a new request ends the message"
     BROKEN = "bytes break the framing"
@@ -317,7 +343,9 @@ _S, _T = Step, TerminalState
 # Everything that changes the terminal side's state is here: (state, step) -> next state.
 # A pair not in the table is a bug of the reader (LocalProtocolError).
 TRANSITIONS: dict[tuple[TerminalState, Step], TerminalState] = {
-    (_T.FIRST, _S.START): _T.READING,  # a connection's first bytes are a request attempt
+    (_T.FIRST, _S.START): _T.READING,
+    (_T.FIRST, _S.LEAD): _T.LEADING,  # answered only if no request start follows
+    (_T.LEADING, _S.LEAD): _T.LEADING,
     (_T.BETWEEN, _S.START): _T.READING,
     (_T.BETWEEN, _S.NO_FIELD): _T.SKIPPING,
     (_T.READING, _S.WHOLE): _T.OPEN,  # late optional fields may still join it
@@ -327,15 +355,17 @@ TRANSITIONS: dict[tuple[TerminalState, Step], TerminalState] = {
     (_T.READING, _S.BROKEN): _T.SKIPPING,  # one AF=09, then skip to a request start
     (_T.OPEN, _S.BROKEN): _T.SKIPPING,  # the request stands; what broke is dropped
     (_T.SKIPPING, _S.RESYNC): _T.BETWEEN,
-    **{(state, _S.GAVE_UP): _T.BETWEEN for state in (_T.FIRST, _T.BETWEEN, _T.READING,
-                                                     _T.OPEN, _T.SKIPPING)},
+    (_T.LEADING, _S.RESYNC): _T.BETWEEN,  # what came before it is dropped
+    **{(state, _S.GAVE_UP): _T.BETWEEN for state in (_T.FIRST, _T.LEADING, _T.BETWEEN,
+                                                     _T.READING, _T.OPEN, _T.SKIPPING)},
     (_T.CLOSING, _S.GAVE_UP): _T.CLOSING,
     **{(state, _S.GIVE_UP_CONNECTION): _T.CLOSING for state in _T},
 }
 del _S, _T
 
 # A deadline (an unfinished request) or a close may be due in these even with nothing buffered.
-_STATES_WITH_SOMETHING_DUE = frozenset({TerminalState.READING, TerminalState.CLOSING})
+_STATES_WITH_SOMETHING_DUE = frozenset({TerminalState.READING, TerminalState.LEADING,
+                                        TerminalState.CLOSING})
 
 
 class _Message:
@@ -395,6 +425,11 @@ class TerminalConnection:
       never answered;
     - after a message, only a request start (CZ and three digits, at a field
       boundary) is read; other bytes are dropped (BytesDropped);
+    - bytes that start no request at the start of a connection (a stray
+      byte, a NUL, a space, junk) are dropped too when a request start
+      follows, so that one request never gets two answers; if none follows
+      (silence for `request_timeout`, a close, a flood) they get the one
+      MalformedRequest a broken first message gets;
     - a message that breaks the framing gets one MalformedRequest, then bytes
       are skipped up to the next request start;
     - an unfinished request is refused (MalformedRequest, or RequestReceived
@@ -424,6 +459,7 @@ class TerminalConnection:
         self._notes: deque[tuple[int, RequestExtended | BytesDropped]] = deque()
         self._seq = itertools.count()  # orders requests and notes as they happened
         self._junk = 0  # bytes dropped since the last request start
+        self._leading_at = 0.0  # when the bytes before the first request start began
         self._last_data_at = clock()
         self._quiet_since = self._last_data_at  # silence counts from here
         self._peer_closed = False
@@ -550,7 +586,7 @@ class TerminalConnection:
             elif state is TerminalState.OPEN:
                 if not self._read_fields():
                     return
-            elif state is TerminalState.SKIPPING:
+            elif state is TerminalState.SKIPPING or state is TerminalState.LEADING:
                 if not self._skip():
                     return
             elif not self._between_messages():
@@ -566,11 +602,14 @@ class TerminalConnection:
         self._pos = pos
         if pos == end:
             return True
-        if self.state is TerminalState.FIRST or _is_request_start(buf, pos):
+        if _is_request_start(buf, pos):
             self._start_message()
             return True
         if end - pos < 5 and _may_become_request_start(buf[pos:]):
             return False
+        if self.state is TerminalState.FIRST:
+            self._lead()
+            return True
         try:
             field = tlv.read_field(buf, pos, end)
         except FrameError:
@@ -714,7 +753,8 @@ class TerminalConnection:
         if found == -1:
             found = end - 1 if buf.endswith("C") else end
         if found > pos:
-            self._drop(pos, found, "they follow a framing error, up to the next request start")
+            self._drop(pos, found, "they start no request" if self.state is TerminalState.LEADING
+                       else "they follow a framing error, up to the next request start")
         if self.state is TerminalState.CLOSING:
             return True
         if _is_request_start(buf, found):
@@ -733,7 +773,21 @@ class TerminalConnection:
             reason += f"; {self.max_junk} bytes without a request start: closing the connection"
         self._notes.append((next(self._seq), BytesDropped(data[:SHOWN_BYTES], len(data), reason)))
         if flood:
+            if self.state is TerminalState.LEADING:
+                self._refuse_leading()
             self._close()
+
+    def _lead(self) -> None:
+        """Bytes that start no request begin the connection (FIRST): skipped up to a
+        request start, or answered once if none comes."""
+        self._leading_at = self._last_data_at
+        self._go(Step.LEAD)
+
+    def _refuse_leading(self) -> None:
+        """No request start followed the bytes that began the connection: they were the
+        POS's first message, and get its one AF=09."""
+        self._enqueue([], self._leading_at, FrameError(
+            f"{self._junk} bytes that start no request (CZ and three digits)", 0, []))
 
     def _close(self) -> bool:
         self._message = None
@@ -747,7 +801,7 @@ class TerminalConnection:
         """Whether bytes of an unfinished message (or fragment) wait for more."""
         if self.state is TerminalState.CLOSING:
             return False
-        if self.state is TerminalState.READING:
+        if self.state is TerminalState.READING or self.state is TerminalState.LEADING:
             return True
         # Bytes left unread because enough requests wait are no fragment.
         return self._pos < len(self._buf) and self._waiting() < self.max_waiting
@@ -772,6 +826,12 @@ class TerminalConnection:
             self._buf, self._pos = "", 0
         elif self.state is TerminalState.SKIPPING:
             self._drop(self._pos, end, "they follow a framing error")
+        elif self.state is TerminalState.LEADING or self.state is TerminalState.FIRST:
+            if self.state is TerminalState.FIRST:  # a fragment of a request start, then nothing
+                self._lead()
+            self._drop(self._pos, end, f"they start no request: {why}")
+            if self.state is TerminalState.LEADING:  # not closed by a flood meanwhile
+                self._refuse_leading()
         else:
             self._drop(self._pos, end, f"a fragment that starts no request: {why}")
         self._message = None

@@ -55,7 +55,9 @@ class PaymentResult:
     outcome is UNKNOWN. `request` and `answer` (None when nothing readable
     came back) are the core's objects, with every field; `request_frame` and
     `answer_frame` the bytes sent and received. `elapsed_s` counts from the
-    connection attempt.
+    connection attempt. `dropped_bytes` are bytes the terminal wrote after
+    its answer that could not be read as part of it (a second message, a
+    broken field): they were ignored, and a POS should log them.
     """
 
     outcome: Outcome
@@ -75,6 +77,7 @@ class PaymentResult:
     request_frame: bytes
     answer_frame: bytes
     elapsed_s: float
+    dropped_bytes: bytes = b""
 
     @property
     def approved(self) -> bool:
@@ -161,7 +164,8 @@ def _check_reference(reference: str | None) -> None:
 
 
 def payment_result(request: PaymentRequest, request_frame: bytes, answer: TerminalAnswer | None,
-                   answer_frame: bytes, problem: str | None, elapsed_s: float) -> PaymentResult:
+                   answer_frame: bytes, problem: str | None, elapsed_s: float,
+                   dropped_bytes: bytes = b"") -> PaymentResult:
     """The result of a request that was sent: `problem` (a time-out, an early close...)
     makes it UNKNOWN, whatever the answer says; so does an unreadable answer or one
     that does not match the request."""
@@ -190,6 +194,7 @@ def payment_result(request: PaymentRequest, request_frame: bytes, answer: Termin
         request_frame=request_frame,
         answer_frame=answer_frame,
         elapsed_s=elapsed_s,
+        dropped_bytes=dropped_bytes,
     )
 
 
@@ -312,11 +317,11 @@ class Exchange:
 
     @property
     def awaiting_answer(self) -> bool:
-        """True until the action status (AE) is read; after it, a wait is only the short
-        grace for late optional fields."""
+        """True until the action status (AE) is read, and while a field after it is cut;
+        otherwise a wait is only the short grace for late optional fields."""
         from .connection import PosState
 
-        return self.connection.state is PosState.AWAITING_ANSWER
+        return self.connection.state is PosState.AWAITING_ANSWER or self.connection.field_cut
 
     def receive(self, data: bytes) -> None:
         self.received += data
@@ -331,7 +336,7 @@ class Exchange:
                 if event.dropped:
                     _log("warning", "ignored %d bytes after the answer: %s",
                          len(event.dropped), event.dropped_reason)
-                return self.result(TerminalAnswer.parse(event.fields))
+                return self.result(TerminalAnswer.parse(event.fields), dropped=event.dropped)
             if isinstance(event, AnswerUnreadable):
                 return self.result(TerminalAnswer.unreadable(event.error))
             if isinstance(event, ConnectionClosed):
@@ -342,6 +347,9 @@ class Exchange:
                     continue  # over: the answer is whole
                 return event.deadline - now
             if self.deadline <= now:
+                cut = self.connection.timed_out()  # AE read, then a field never finished
+                if cut is not None:
+                    return self.result(TerminalAnswer.unreadable(cut.error))
                 size = len(self.received)
                 got = f" ({size} bytes, not a whole answer)" if size else ""
                 return self.result(problem=f"no answer within {self.timeout:g} s{got}")
@@ -351,10 +359,10 @@ class Exchange:
         """The connection broke after the request went out: the outcome is unknown."""
         return self.result(problem=f"connection lost while waiting for the answer: {reason}")
 
-    def result(self, answer: TerminalAnswer | None = None,
-               problem: str | None = None) -> PaymentResult:
+    def result(self, answer: TerminalAnswer | None = None, problem: str | None = None,
+               dropped: bytes = b"") -> PaymentResult:
         return payment_result(self.request, self.frame, answer, bytes(self.received), problem,
-                              self.clock() - self.started)
+                              self.clock() - self.started, dropped)
 
 
 def os_error_reason(error: OSError) -> str:

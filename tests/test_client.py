@@ -810,3 +810,38 @@ def test_simulated_hang_up(capsys, simulated):
     status, result = run_against(capsys, simulated("--hang-up"))
     assert status == 3
     assert result["problem"] == "the terminal closed the connection without answering"
+
+
+# --- a real network's segmentation ----------------------------------------------------------
+
+
+def test_an_approval_in_four_segments_200_ms_apart_exits_0(capsys):
+    """The answer cut in fields (after AE too), 200 ms apart (Linux's minimum TCP
+    retransmission time-out), the connection kept open: approved, exit 0."""
+    def script(req):
+        frame = answer(req, CC="001", AC="123456", AA="497010######0123")
+        steps = [frame[:12], 0.2, frame[12:37], 0.2, frame[37:52], 0.2, frame[52:]]
+        return [*steps, KEEP_OPEN]
+
+    terminal = FakeTerminal(script)
+    status, result, _ = run_json(capsys, terminal, "-a", "12.50")
+    assert status == 0, result
+    assert result["fields"]["AA"] == "497010######0123"
+    assert "dropped_after_answer" not in result  # present only when bytes were dropped
+
+
+def test_bytes_dropped_after_the_answer_are_in_json_and_in_french(capsys):
+    def script(req):
+        return [answer(req), 0.25, b"AC006123456CA00202", KEEP_OPEN]
+
+    terminal = FakeTerminal(script)
+    status, result, _ = run_json(capsys, terminal, "-a", "3")
+    assert status == 0
+    assert result["fields"]["AC"] == "123456"
+    assert result["dropped_after_answer"] == "CA00202"
+    terminal = FakeTerminal(script)
+    status, out, _ = run(capsys, "-p", str(terminal.port), "-a", "3")
+    terminal.join()
+    assert status == 0
+    assert ("Attention : 7 octets reçus après la réponse, illisibles avec elle, "
+            "ignorés : CA00202") in out

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caisse_ap import tlv
 from caisse_ap.connection import (
+    TRAILING_GRACE,
     AnswerReceived,
+    AnswerUnreadable,
     BytesDropped,
     CloseConnection,
     ConnectionClosed,
@@ -15,7 +20,6 @@ from caisse_ap.connection import (
     NeedData,
     PosConnection,
     PosState,
-    AnswerUnreadable,
     RequestExtended,
     RequestReceived,
     TerminalConnection,
@@ -69,14 +73,17 @@ def test_whole_answer_waits_the_grace_from_the_last_byte_then_is_received():
 
 def test_trailing_fields_within_the_grace_join_the_answer():
     clock = Clock()
-    connection = pos(clock)
+    connection = pos(clock, trailing_grace=0.05)
     connection.receive_data(ANSWER)
     assert isinstance(connection.next_event(), NeedData)
     clock.advance(0.04)
     connection.receive_data(TRAILING[:9])  # a field and a half
-    assert connection.next_event() == NeedData(clock.now + 0.05)  # silence counts from here
+    # A field is cut: no grace runs until its rest comes (it was NeedData(now + grace)
+    # before a cut field stopped ending answers).
+    assert connection.next_event() == NeedData(None)
     clock.advance(0.04)
     connection.receive_data(TRAILING[9:])
+    assert connection.next_event() == NeedData(clock.now + 0.05)  # silence counts from here
     clock.advance(0.05)
     event = connection.next_event()
     assert event.fields == tlv.decode(ANSWER + TRAILING)
@@ -86,7 +93,7 @@ def test_trailing_fields_within_the_grace_join_the_answer():
 
 def test_fields_after_the_grace_are_not_read():
     clock = Clock()
-    connection = pos(clock)
+    connection = pos(clock, trailing_grace=0.05)
     connection.receive_data(ANSWER)
     clock.advance(0.05)
     assert isinstance(connection.next_event(), AnswerReceived)
@@ -126,13 +133,17 @@ def test_broken_bytes_after_ae_end_the_answer_without_spoiling_it():
     assert "duplicate tag CA" in event.dropped_reason
 
 
-def test_a_field_cut_by_the_end_of_the_grace_or_a_close_makes_the_answer_unreadable():
+def test_a_field_cut_then_the_exchange_time_out_or_a_close_makes_the_answer_unreadable():
+    """A cut field is never the end of an answer: the grace does not end it; the
+    exchange's time-out (timed_out()) or a close gives the error."""
     clock = Clock()
-    silent = pos(clock)
+    silent = pos(clock, trailing_grace=0.05)
     silent.receive_data(ANSWER + b"CG00")
-    assert isinstance(silent.next_event(), NeedData)
+    assert silent.next_event() == NeedData(None)
     clock.advance(0.05)
-    event = silent.next_event()
+    assert silent.next_event() == NeedData(None)
+    assert silent.field_cut
+    event = silent.timed_out()
     assert isinstance(event, AnswerUnreadable)
     assert "truncated" in str(event.error)
     assert event.error.fields == tlv.decode(ANSWER)
@@ -140,6 +151,42 @@ def test_a_field_cut_by_the_end_of_the_grace_or_a_close_makes_the_answer_unreada
     closed.receive_data(ANSWER[:-3])
     closed.receive_data(b"")
     assert "truncated" in str(closed.next_event().error)
+
+
+def test_a_field_cut_waits_past_the_grace_for_its_rest():
+    """One lost segment in the middle of a field: its retransmission completes the answer,
+    however late."""
+    clock = Clock()
+    connection = pos(clock)
+    connection.receive_data(ANSWER + TRAILING[:13])  # AC whole, CG cut in its length
+    clock.advance(5.0)
+    assert connection.next_event() == NeedData(None)
+    connection.receive_data(TRAILING[13:])
+    assert connection.next_event() == NeedData(clock.now + TRAILING_GRACE)
+    clock.advance(TRAILING_GRACE)
+    assert connection.next_event() == AnswerReceived(tlv.decode(ANSWER + TRAILING),
+                                                     ANSWER + TRAILING)
+
+
+def test_timed_out_without_a_cut_field_is_none():
+    connection = pos()
+    assert connection.timed_out() is None
+    connection.receive_data(ANSWER[:12])  # cut before AE: the exchange's own time-out says it
+    assert connection.next_event() == NeedData(None)
+    assert connection.timed_out() is None
+
+
+def test_the_grace_covers_one_retransmission_at_linux_minimum_rto():
+    """TCP_RTO_MIN is 200 ms on Linux: one lost segment of optional fields still joins."""
+    assert 0.2 < TRAILING_GRACE <= 0.5
+    clock = Clock()
+    connection = pos(clock)
+    connection.receive_data(ANSWER)
+    clock.advance(0.25)
+    assert isinstance(connection.next_event(), NeedData)
+    connection.receive_data(TRAILING)
+    clock.advance(TRAILING_GRACE)
+    assert connection.next_event().fields == tlv.decode(ANSWER + TRAILING)
 
 
 def test_garbage_before_ae_is_a_protocol_error():
@@ -380,14 +427,70 @@ def test_a_corrupt_request_sent_byte_by_byte_gets_one_answer():
 
 
 def test_garbage_first_is_refused_once_garbage_after_an_answer_is_dropped():
-    connection = terminal()
+    clock = Clock()
+    connection = terminal(clock)
     connection.receive_data(b"hello\r\n")
+    assert kinds(drain(connection)) == ["BytesDropped", "NeedData"]
+    clock.advance(2)  # no request followed: the bytes were the POS's first message
     first = drain(connection)
     assert kinds(first)[0] == "MalformedRequest"
     connection.receive_data(REQUEST + b"\r\n")
     drain(connection)
     connection.receive_data(b"hello\r\n")
     assert kinds(drain(connection)) == ["BytesDropped", "NeedData"]
+
+
+@pytest.mark.parametrize("stray", [b"x", b"\x00", b" ", b"hello", b"hello\r\n", b"CZ",
+                                   b"CZabc", b"CA00201", b"\r\nzz\r\n"])
+def test_stray_bytes_before_the_first_request_are_dropped_never_answered(stray):
+    """One request, one answer: the stray bytes are logged (BytesDropped), not refused."""
+    for segments in ([stray + request("A")], [stray, request("A")]):
+        connection = terminal()
+        events = []
+        for segment in segments:
+            connection.receive_data(segment)
+            events += drain(connection)
+        assert [kind for kind in kinds(events) if kind != "NeedData"] == [
+            "BytesDropped", "RequestReceived"], (stray, segments)
+        assert references(events) == ["A"]
+
+
+@pytest.mark.parametrize("ending", ["close", "silence"])
+@pytest.mark.parametrize("stray", [b"x", b"C", b"CZ0", b"hello\r\n"])
+def test_stray_bytes_alone_get_one_af09(stray, ending):
+    clock = Clock()
+    connection = terminal(clock)
+    connection.receive_data(stray)
+    events = drain(connection)
+    if ending == "close":
+        connection.receive_data(b"")
+    else:
+        clock.advance(2)
+    events += drain(connection)
+    assert kinds(events).count("MalformedRequest") == 1
+    assert not [event for event in events if isinstance(event, RequestReceived)]
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.sampled_from([b"x", b"\x00", b" ", b"\r\n", b"CZ", b"CZ004", b"0300",
+                                 b"CA00201", b"CB0015", REQUEST, REQUEST[:20], b"cj",
+                                 b"QQ999"]), max_size=8),
+       st.data())
+def test_never_more_answers_than_requests(pieces, data):
+    """For any input and any segmentation: answers (requests handed out, MalformedRequest
+    included) are at most the request starts it holds, or one when it holds none."""
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(len(stream) - 1, 1)), max_size=4)))
+    connection = terminal()
+    events = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        connection.receive_data(stream[start:end])
+        events += drain(connection)
+    connection.receive_data(b"")
+    events += drain(connection)
+    answers = sum(isinstance(event, RequestReceived | MalformedRequest) for event in events)
+    starts = len(re.findall(rb"CZ[0-9]{3}", stream))
+    assert answers <= max(1, starts), (stream, kinds(events))
 
 
 def test_a_request_start_inside_a_dropped_field_value_is_not_taken():

@@ -226,6 +226,84 @@ def test_echo_mismatch_is_unknown(connect: Callable[..., Client]) -> None:
     assert result.problem is not None and "does not match the request" in result.problem
 
 
+# --- a real network's segmentation: one lost segment is sent again after >= 200 ms ---------
+
+
+def _rich_answer(request: list[tuple[str, str]]) -> bytes:
+    return answer(request, CC="001", AC="123456", AA="497010######0123", CI="1")
+
+
+def test_an_approval_in_four_segments_200_ms_apart_is_read_whole(
+        connect: Callable[..., Client]) -> None:
+    """What one lost TCP segment per write does (Linux's minimum retransmission time-out
+    is 200 ms), the connection kept open: cut in a field before AE, in a field after
+    it, and at a field boundary after it. The approval is read whole, nothing dropped."""
+    def script(request: list[tuple[str, str]]) -> list[Any]:
+        frame = _rich_answer(request)
+        boundary = frame.index(b"AA016")
+        cuts = [12, 37, boundary, boundary + 9]
+        pieces = [frame[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame)], strict=True)]
+        steps: list[Any] = [pieces[0]]
+        for piece in pieces[1:]:
+            steps += [0.2, piece]
+        return [*steps, KEEP_OPEN]
+
+    fake = FakeTerminal(script)
+    result = connect(("127.0.0.1", fake.port), timeout=20).pay("1.00")
+    fake.join()
+    assert result.outcome is Outcome.APPROVED, result.problem
+    assert result.answer_frame == _rich_answer(fake.requests[0])
+    assert result.card_number == "497010######0123"
+    assert result.dropped_bytes == b""
+
+
+def test_optional_fields_held_back_250_ms_join_the_answer(
+        connect: Callable[..., Client]) -> None:
+    """A segment of optional fields (AA, AC) held back 250 ms after a complete answer, the
+    connection kept open: within the grace, so the card number is not lost."""
+    def script(request: list[tuple[str, str]]) -> list[Any]:
+        frame = _rich_answer(request)
+        cut = frame.index(b"AC006")
+        return [frame[:cut], 0.25, frame[cut:], KEEP_OPEN]
+
+    fake = FakeTerminal(script)
+    result = connect(("127.0.0.1", fake.port), timeout=20).pay("1.00")
+    fake.join()
+    assert result.outcome is Outcome.APPROVED
+    assert (result.authorisation_number, result.card_number) == ("123456", "497010######0123")
+    assert result.dropped_bytes == b""
+
+
+def test_trailing_bytes_that_cannot_join_are_reported_dropped(
+        connect: Callable[..., Client]) -> None:
+    """Held back 250 ms, bytes that break the framing after AE do not spoil the approval,
+    and the result says they were dropped."""
+    def script(request: list[tuple[str, str]]) -> list[Any]:
+        return [answer(request), 0.25, b"AC006123456CA00202", KEEP_OPEN]
+
+    fake = FakeTerminal(script)
+    result = connect(("127.0.0.1", fake.port), timeout=20).pay("1.00")
+    fake.join()
+    assert result.outcome is Outcome.APPROVED
+    assert result.authorisation_number == "123456"
+    assert result.dropped_bytes == b"CA00202"
+
+
+def test_a_field_left_cut_waits_for_the_exchange_time_out(
+        connect: Callable[..., Client]) -> None:
+    """A field cut after AE is never the end of the answer: the time-out gives the error."""
+    def script(request: list[tuple[str, str]]) -> list[Any]:
+        frame = _rich_answer(request)
+        return [frame[:frame.index(b"AA016") + 8], KEEP_OPEN]
+
+    fake = FakeTerminal(script)
+    result = connect(("127.0.0.1", fake.port), timeout=1.5).pay("1.00")
+    fake.join()
+    assert result.outcome is Outcome.UNKNOWN
+    assert result.problem is not None and "truncated" in result.problem
+    assert result.elapsed_s >= 1.5
+
+
 def test_exchange_waits_for_the_answer_then_only_the_grace() -> None:
     """The one reading path of the three clients, on an injected clock: until AE the wait
     is what is left of the time-out; after it, only the trailing grace."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer, interfaces, main, protocol, tcp
 from twisted.internet.interfaces import IDelayedCall
@@ -64,7 +64,7 @@ class PosEdge(protocol.Protocol):
         self.connection = TerminalConnection(self.reactor.seconds,
                                              request_timeout=terminal.request_timeout)
         self.closing = False
-        self.notify_closed: defer.Deferred[Any] | None = None  # fired by connectionLost
+        self.notify_closed: defer.Deferred[None] | None = None  # fired by connectionLost
         self.on_closed: Callable[[], None] | None = None  # the factory's: accept again
         self.idle_watch = idle_watch
         self.last_active = 0.0  # when the POS last sent something or got its answer

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import assert_never
 
 from twisted.internet import endpoints, interfaces, protocol, tcp
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import masking
@@ -81,7 +83,7 @@ class _Forwarded:
     reader: PosConnection
     resent: bool = False
     reads: int = 0  # how many reads carried the answer so far
-    timer: Any = None  # the answer reader's deadline (its trailing grace)
+    timer: IDelayedCall | None = None  # the answer reader's deadline (its trailing grace)
     problems: dict[str, str] = field(default_factory=dict)
     fault: OutcomeSpec | None = None  # the queue's "terminal" or "terminal-split"
     withheld: bytes = b""  # the answer kept back to be cut ("terminal-split")
@@ -396,13 +398,13 @@ class ProxyFactory(protocol.Factory):
         self.free_slots = self.admission.free_slots  # the listening port asks
         self.reactor = terminal.reactor
         self.upstream = upstream
-        self._expected: tuple[Any, Expectations] | None = None
+        self._expected: tuple[TerminalSettings, Expectations] | None = None
         self.resends = ResendWatch()
         self.logs: dict[str, SegmentLog] = {}
         self._by_peer: dict[str, ProxyProtocol] = {}
         terminal.observers.insert(0, self)
 
-    def buildProtocol(self, addr: Any) -> ProxyProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ProxyProtocol:
         connection = ProxyProtocol(self, peer_of(addr))
         self.admission.admit(connection)
         return connection
@@ -572,7 +574,7 @@ class _TerminalLink(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.proxy.upstream_data(data)
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.closed:
             self.closed = True
             self.proxy.upstream_closed()
@@ -608,7 +610,7 @@ class _RecordingLink:
     def __init__(self, book: ReplayBook, proxy: ProxyProtocol):
         self.book = book
         self.proxy = proxy
-        self.timer: Any = None
+        self.timer: IDelayedCall | None = None
 
     def send(self, data: bytes) -> None:
         pass  # the recording needs the whole request only

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, assert_never
 
 from twisted.internet import defer, protocol, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
 
 from ..connection import (
     BytesDropped,
@@ -108,9 +110,11 @@ class TerminalProtocol(PosEdge):
         self.pump()
 
 
-def peer_of(addr: Any) -> str:
+def peer_of(addr: IAddress | None) -> str:
     """"host:port" of a POS, from the address Twisted has already built for buildProtocol."""
-    return f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return f"{addr.host}:{addr.port}"
+    return "?"
 
 
 class _Admitted(Protocol):
@@ -140,7 +144,7 @@ class TerminalFactory(protocol.Factory):
     def free_slots(self) -> int:
         return self.terminal.max_connections - len(self.terminal.connections)
 
-    def buildProtocol(self, addr: Any) -> TerminalProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> TerminalProtocol:
         connection = TerminalProtocol(self.terminal, self.idle_watch, peer_of(addr))
         self.admit(connection)
         return connection
@@ -206,7 +210,7 @@ def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
     return terminal
 
 
-def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[Any]:
+def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[None]:
     """Stop listening, answer transactions in flight at once, close every connection.
 
     Fires once every connection is closed; those still open after `grace`
@@ -223,7 +227,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     terminal.stop_transactions()
     closing = []
     for connection in list(terminal.connections):
-        closed: defer.Deferred[Any] = defer.Deferred()
+        closed: defer.Deferred[None] = defer.Deferred()
         connection.notify_closed = closed
         closing.append(closed)
         connection.transport.loseConnection()
@@ -236,7 +240,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
 
     timer = reactor.callLater(grace, abort_stragglers)
 
-    def done(_: Any) -> None:
+    def done(_: object) -> None:
         if timer.active():
             timer.cancel()
 

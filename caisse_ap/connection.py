@@ -315,6 +315,10 @@ _NOTHING_YET = NeedData(None)
 class TerminalState(Enum):
     """What the terminal expects of the next bytes from the POS."""
 
+    # Members are singletons compared by identity: hashed by it too, in C, not by
+    # Enum's __hash__ in Python (TRANSITIONS is looked up at every step of every request).
+    __hash__ = object.__hash__
+
     FIRST = "first"  # a connection's first bytes: a request start, or bytes before one
     LEADING = "leading"  # bytes before the first request start: dropped if one follows
     BETWEEN = "between"  # after a message: only a request start (CZ + 3 digits) is read
@@ -326,6 +330,8 @@ class TerminalState(Enum):
 
 class Step(Enum):
     """What happens to the terminal's side: the inputs of TRANSITIONS."""
+
+    __hash__ = object.__hash__  # as TerminalState's
 
     START = "a request starts"
     LEAD = "bytes that start no request begin the connection"

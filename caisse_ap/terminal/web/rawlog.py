@@ -58,11 +58,9 @@ class RecentLog(logging.Handler):
 
     def read_debug(self, created: float, fmt: str, args: tuple[object, ...]) -> None:
         """A debug line from an edge (debuglines.readers), kept as it is."""
-        self.acquire()  # emit() runs under this lock: any thread may log
-        try:
+        assert self.lock is not None  # made by Handler.__init__
+        with self.lock:  # emit() runs under this lock: any thread may log
             self._keep((created, logging.DEBUG, fmt, args))
-        finally:
-            self.release()
 
     def _keep(self, entry: Entry) -> None:
         records = self.records

@@ -304,14 +304,17 @@ class ConcertAnswer:
         return rows + [["currency", self.currency, ""], ["private", self.private, ""]]
 
     @classmethod
-    def from_caisse_ap(cls, request: ConcertRequest, answer: Iterable[Field]) -> ConcertAnswer:
+    def from_caisse_ap(cls, request: ConcertRequest, answer: Iterable[Field],
+                       immediate_status: str = "9") -> ConcertAnswer:
         """The E+ answer for the terminal's Caisse-AP answer to `request` (terminal side).
 
         The POS number, currency and private data are the request's, as sent;
         the amount is the answer's (or the request's if it does not fit); the
         card data is the masked card number, or the cheque's CMC7 line.
         What E+ cannot carry (reason code, receipt, expiry, authorisation
-        number, AID, contract number) is left out.
+        number, AID, contract number) is left out. An answer that takes the
+        request into account (AE=11, to A011) gets `immediate_status`: 9 by
+        default, a guess (no public source shows one); a profile may say 0.
         """
         values = dict(answer)
         amount = values.get("CB", "")
@@ -323,7 +326,8 @@ class ConcertAnswer:
             card_data = card_data[:CARD_DATA_SIZE].ljust(CARD_DATA_SIZE)
         return cls(
             pos_number=request.pos_number,
-            status=ACTION_STATUS_TO_STATUS.get(values.get("AE", ""), "7"),
+            status=(immediate_status if values.get("AE") == "11"
+                    else ACTION_STATUS_TO_STATUS.get(values.get("AE", ""), "7")),
             amount=amount.zfill(AMOUNT_DIGITS)[-AMOUNT_DIGITS:],
             payment_mode=APPLICATION_TO_MODE.get(values.get("CC", ""), request.payment_mode),
             currency=request.currency,
@@ -370,9 +374,10 @@ class ConcertExchange:
     answer_frame: bytes | None = None
     protocol: str = PROTOCOL
 
-    def answered(self, fields: Iterable[Field]) -> bytes:
-        """Record the E+ answer for the terminal's Caisse-AP `fields`; its message."""
-        self.answer = ConcertAnswer.from_caisse_ap(self.request, fields)
+    def answered(self, fields: Iterable[Field], immediate_status: str = "9") -> bytes:
+        """Record the E+ answer for the terminal's Caisse-AP `fields`; its message.
+        `immediate_status`: the profile's E+ status for an immediate answer."""
+        self.answer = ConcertAnswer.from_caisse_ap(self.request, fields, immediate_status)
         message = self.answer.encode()
         self.answer_frame = frame(message)
         return message

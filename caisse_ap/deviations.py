@@ -199,24 +199,38 @@ def _resend_key(request: Sequence[Field]) -> tuple[str | None, ...]:
 
 
 class ResendWatch:
-    """Requests without an answer yet, or left without one, to recognise the same request
-    sent again (PROTOCOL.md section 5: a POS must not resend a payment on its own after
-    a time-out: the first may have gone through)."""
+    """Requests seen lately, to recognise a POS sending the same request again (PROTOCOL.md
+    section 5: a POS must not resend a payment on its own after a time-out: the first may
+    have gone through).
+
+    A request is a resend when the same one (same CJ, CA, CD, CB, CE, CF) came within
+    the window on the same connection, or on another one while no answer had been
+    delivered to it (still in progress, or left without an answer). Two customers paying
+    the same amount in a row on two connections are no resend.
+    """
 
     def __init__(self, window: float = RESEND_WINDOW):
         self.window = window
-        self._unanswered: dict[tuple[str | None, ...], float] = {}
+        # key -> (when it was sent, the connection it came on, whether its answer was delivered)
+        self._seen: dict[tuple[str | None, ...], tuple[float, object, bool]] = {}
 
-    def sent(self, request: Sequence[Field], at: float) -> bool:
-        """Note a request on its way; whether it repeats one that got no answer within the
-        window (forgotten then)."""
-        for key, when in list(self._unanswered.items()):
+    def sent(self, request: Sequence[Field], at: float, connection: object = None) -> bool:
+        """Note a request on its way from `connection`; whether it is a resend of one seen
+        within the window (forgotten then)."""
+        for key, (when, _, _) in list(self._seen.items()):
             if at - when > self.window:
-                del self._unanswered[key]
+                del self._seen[key]
         key = _resend_key(request)
-        again = key in self._unanswered
-        self._unanswered[key] = at
-        return again
+        earlier = self._seen.get(key)
+        self._seen[key] = (at, connection, False)
+        if earlier is None:
+            return False
+        _, where, delivered = earlier
+        return where is connection or not delivered
 
-    def answered(self, request: Sequence[Field]) -> None:
-        self._unanswered.pop(_resend_key(request), None)
+    def answered(self, request: Sequence[Field], connection: object = None) -> None:
+        """The answer to `request` was delivered to the POS (on `connection`)."""
+        key = _resend_key(request)
+        seen = self._seen.get(key)
+        if seen is not None and seen[1] is connection:
+            self._seen[key] = (seen[0], connection, True)

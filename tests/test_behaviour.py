@@ -237,9 +237,25 @@ def test_cheque_success_has_no_card_fields():
 
 
 @pytest.mark.parametrize("outcome", ["abandon", "timeout", "forbidden", "refused"])
-def test_cheque_failure_is_always_refused(outcome):
-    _, result, values = answer_for(CHEQUE, outcome)
+def test_cheque_failure_is_refused_04_unless_a_failure_is_chosen(outcome):
+    """A failure the terminal picks itself (the default, the manual mode's time-out) is
+    AF=04 for a cheque, as an Ingenico answers; one a person chose (-ft, the queue, a
+    rule, the keypad: OutcomeSpec.parse) is answered as chosen."""
+    request = parsed(CHEQUE)
+    result = reply(request, OutcomeSpec(outcome), TerminalSettings(), random.Random(1), NOW)
+    values = dict(result.fields)
     assert (values["AE"], values["AF"]) == ("01", "04")
+    _, _, chosen = answer_for(CHEQUE, outcome)
+    assert (chosen["AE"], chosen["AF"]) == ("01", behaviour.FAILURE_TYPES[outcome])
+
+
+def test_cheque_failure_of_the_settings_is_04_by_default_and_follows_ft():
+    request = parsed(CHEQUE)
+    for failure_type, code in (("abandon", "04"), ("forbidden", "05"), ("refused", "04")):
+        settings = TerminalSettings(mode="failure", failure_type=failure_type)
+        decision, _ = behaviour.decide_from_settings(settings)
+        values = dict(reply(request, decision.spec, settings, random.Random(1), NOW).fields)
+        assert (values["AE"], values["AF"]) == ("01", code), failure_type
 
 
 def test_partial_approves_half_when_allowed():

@@ -167,15 +167,25 @@ def test_a_profile_contradicting_the_tag_table_is_refused_with_file_line_and_rea
     assert reason in caught.value.reason
 
 
-def test_a_missing_file_or_a_built_in_name_is_refused(tmp_path):
+def test_a_missing_file_is_refused_a_file_with_a_built_in_name_loads_beside_it(
+        tmp_path, monkeypatch):
+    """A user who copies payxpert.toml to change one value keeps its name: the copy loads,
+    keyed "payxpert (copy.toml)", and the built-in one stays as it is. (Until this, a
+    built-in's name was refused: "is a built-in profile's; choose another".)"""
+    monkeypatch.setattr(profiles, "_loaded", {})
     with pytest.raises(ProfileError) as caught:
         profiles.find(str(tmp_path / "missing.toml"))
     assert "cannot read the profile" in caught.value.reason
     path = tmp_path / "copy.toml"
-    path.write_text('label = "y"\nsource = "z"\nname = "payxpert"\n')
-    with pytest.raises(ProfileError) as caught:
-        profiles.find(str(path))
-    assert caught.value.where == f"{path}:3" and "built-in" in caught.value.reason
+    path.write_text('label = "y"\nsource = "z"\nname = "payxpert"\n[answer]\nversion = "0310"\n')
+    copy = profiles.find(str(path))
+    assert (copy.name, copy.file, copy.key) == ("payxpert", "copy.toml", "payxpert (copy.toml)")
+    assert profiles.available()["payxpert (copy.toml)"] is copy
+    assert profiles.available()["payxpert"] is profiles.builtin("payxpert")
+    settings = TerminalSettings().updated({"profile": "payxpert (copy.toml)"})
+    assert settings.profile is copy and settings.to_dict()["profile"] == "payxpert (copy.toml)"
+    assert copy.to_json()["name"] == "payxpert (copy.toml)"
+    assert copy.to_json()["file"] == "copy.toml"
 
 
 def test_the_server_refuses_to_start_on_a_bad_profile_file(tmp_path):
@@ -331,7 +341,8 @@ FACTS = {
                  "04", "0123"),
     "nepting": ("0300", "11245", "1234567", r"\d{6}#{6}\d{4}", None, None, "11", {"AC", "ZT"},
                 "04", "013"),
-    "payxpert": ("0300", "11245", "424242", r"\*{12}\d{4}", "1", "01", "10", {"AQ", "AP"},
+    # PayXpert's tag list has no CG: none is sent (None)
+    "payxpert": ("0300", "11245", None, r"\*{12}\d{4}", "1", "01", "10", {"AQ", "AP"},
                  "04", "0123"),
     "fidecoin": ("0300", "11245", "1234567", r"\d{6}#{6}\d{4}", None, None, "11", set(), "04",
                  "01234"),
@@ -380,7 +391,7 @@ def test_golden_answers_of_each_profile_field_by_field(name, case):
     else:
         assert fields["AE"] == "10" and fields.get("AF") == approval_af
         assert re.fullmatch(mask, fields["AA"]) and fields.get("AL") == pan_type
-        assert fields["CG"] == contract
+        assert fields.get("CG") == contract
         if case == "receipt":
             assert "TICKET CLIENT A CONSERVER" in read.receipt
         if case in ("refund", "CD=1"):
@@ -845,9 +856,11 @@ PROFILE_KEYS = ["name", "label", "source", "silent", "version", "pad_amount", "a
                 "order", "approval_reason", "immediate_status", "immediate_status_busy",
                 "cf_max", "mask", "shown_first", "shown_last", "pan_type", "length", "default",
                 "fields", "cheque_reason", "04", "0", "4", "9", "tickets", "html", "fill",
-                "value", "on", "details", "AQ"]
+                "value", "on", "details", "AQ", "amount_min_digits", "amount_max_digits",
+                "zero_amount_reason", "applications", "amount_as_received", "send"]
 SECTIONS = ["", "answer", "card", "contract", "failure", "failure.details", "actions",
-            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other"]
+            "receipt", "extra_tags.AQ", "extra_tags.XY", "extra_tags", "other", "request",
+            "concert"]
 
 
 def toml_value(value) -> str:
@@ -901,6 +914,9 @@ DOC_ROWS = {  # the table's rows, by their first cell: the Profile.summary() poi
     "`CF` dans la réponse": ["CF dans la réponse"],
     "`CK` 2e et 3e chiffres": ["tickets (CK, 2e chiffre)", "ticket HTML (CK, 3e chiffre)"],
     "champs en plus": ["champs supplémentaires"],
+    "`CB` reçu": ["chiffres de CB acceptés", "montant nul (AF)"],
+    "applications `CC`": ["applications (CC)"],
+    "réponse immédiate E+ (`A011`)": ["statut E+ d'une réponse immédiate (A011)"],
 }
 
 

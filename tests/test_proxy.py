@@ -446,3 +446,38 @@ def test_the_link_stops_the_pos_past_64_kib_for_the_terminal_and_while_it_does_n
     assert transport.producerState == "paused"
     link.hold_reading(False)
     assert transport.producerState == "producing"
+
+
+def test_the_same_payment_twice_on_two_connections_is_no_resend(reactor_thread, upstream,
+                                                                 start_proxy):
+    """Two customers paying the same amount: the first answer was delivered, the second
+    payment comes on a new connection while the first one is still open (its answer still
+    in the trailing grace for optional fields). Not a resend."""
+    fake = FakeTerminal(lambda fields: [answer_to(fields)])
+    middle = start_proxy(upstream(fake))
+    expected = answer_to(tlv.decode(DEBIT))
+    with socket.create_connection(middle.address, timeout=TIMEOUT) as first:
+        first.sendall(DEBIT)
+        received = b""
+        while len(received) < len(expected):
+            received += first.recv(65536)
+        assert b"".join(raw_exchange(middle.address, [DEBIT], len(expected))) == expected
+    finished = wait_finished(reactor_thread, middle, 2)
+    assert [t["status"] for t in finished] == ["approved", "approved"]
+    assert [codes(t) for t in finished] == [[], []]
+
+
+def test_the_same_request_again_on_the_same_connection_is_a_resend(reactor_thread, upstream,
+                                                                  start_proxy):
+    fake = FakeTerminal(lambda fields: [answer_to(fields)])
+    middle = start_proxy(upstream(fake))
+    expected = answer_to(tlv.decode(DEBIT))
+    with socket.create_connection(middle.address, timeout=TIMEOUT) as sock:
+        for count in (1, 2):
+            sock.sendall(DEBIT)
+            received = b""
+            while len(received) < len(expected):
+                received += sock.recv(65536)
+            wait_finished(reactor_thread, middle, count)  # the first exchange is over
+    first, again = wait_finished(reactor_thread, middle, 2)
+    assert codes(first) == [] and codes(again) == ["pos-resend"]

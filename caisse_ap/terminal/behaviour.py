@@ -32,6 +32,7 @@ from ..messages import (
     RECEIPT_WANTED,
     Action,
     PaymentRequest,
+    RequestError,
 )
 from ..tlv import Field
 from . import profiles
@@ -96,6 +97,11 @@ AMEX = Scheme("AMEX", ("374245", "375987", "371449"), 15, "A000000025010801")
 DINERS = Scheme("DINERS", ("361234", "305693"), 14, "A0000001523010")
 JCB = Scheme("JCB", ("353011", "356600"), 16, "A0000000651010")
 UNIONPAY = Scheme("UNIONPAY", ("621483", "625094"), 16, "A000000333010101")
+# Private-label (store credit) and CONECS meal-voucher cards: no public source gives
+# their number ranges or AID. Their numbers start with 9 (ISO/IEC 7812: issuer
+# numbers for national assignment, no bank card's), and no AI is sent (aid "").
+PRIVATE_LABEL = Scheme("PRIVATIVE", ("990001", "990002"), 16, "")
+CONECS = Scheme("CONECS", ("990101", "990102"), 16, "")
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,21 @@ PAYMENT_TYPES: dict[str, PaymentType] = {
         PaymentType("diners", "006", "1", DINERS),
         PaymentType("jcb", "009", "1", JCB),
         PaymentType("unionpay", "00U", "1", UNIONPAY),
+    )
+}
+
+# The card a request that names its payment application (CC) is paid with, when the
+# payment type chosen is of another application. 000 (indifferent) takes the chosen
+# one, 00C is a cheque (no card). Read mode: contactless for the contactless
+# applications, else contact.
+APPLICATION_CARDS: dict[str, PaymentType] = {
+    kind.application: kind for kind in (
+        *(PaymentType(f"cc-{code.lower()}", code, "1", CB) for code in ("003", "007", "00F")),
+        *(PaymentType(f"cc-{code.lower()}", code, "1", PRIVATE_LABEL)
+          for code in ("004", "005", "008", "00A", "00I")),
+        PaymentType("cc-00e", "00E", "1", CONECS),
+        PaymentType("cc-10e", "10E", "2", CONECS),
+        *reversed(PAYMENT_TYPES.values()),  # the first of each application wins
     )
 }
 
@@ -345,7 +366,7 @@ class TerminalSettings:
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["profile"] = self.profile.name
+        values["profile"] = self.profile.key
         if self.currencies is not None:
             values["currencies"] = list(self.currencies)
         return values
@@ -373,7 +394,7 @@ def _check_contract_length(settings: TerminalSettings) -> None:
     if length is not None and len(settings.seller_contract) != length:
         raise SettingsError("seller_contract", f"seller_contract {settings.seller_contract!r} "
                                                f"must be {length} characters long: CG has "
-                                               f"{length} on profile {settings.profile.name}")
+                                               f"{length} on profile {settings.profile.key}")
 
 
 # --- Outcomes ---------------------------------------------------------------
@@ -391,6 +412,10 @@ class OutcomeSpec:
     outcome: str
     delay: float | None = None
     payment_type: str | None = None
+    # Whether a person chose it (-ft, the queue, a rule, the keypad: parse() sets it)
+    # rather than it being the terminal's default failure (abandon, the manual mode's
+    # time-out): a cheque fails with the profile's cheque failure (04) unless chosen.
+    chosen: bool = field(default=False, compare=False)
 
     @classmethod
     def parse(cls, outcome: Any, delay: Any = None, payment_type_name: Any = None) -> OutcomeSpec:
@@ -404,7 +429,7 @@ class OutcomeSpec:
         checked_delay = None if delay is None else _number("delay", delay, 0, MAX_DURATION)
         checked_type = (None if payment_type_name is None
                         else payment_type(payment_type_name).name)
-        return cls(text, checked_delay, checked_type)
+        return cls(text, checked_delay, checked_type, chosen=True)
 
     @classmethod
     def from_dict(cls, values: Any) -> OutcomeSpec:
@@ -465,7 +490,8 @@ def _settings_decision(mode: str, failure_type: str) -> Decision:
     # Decisions are immutable: one per mode and failure type serves every
     # transaction, instead of two frozen dataclasses built for each.
     outcome = {"success": APPROVED, "failure": failure_type}.get(mode, mode)
-    return Decision(OutcomeSpec(outcome), DecidedBy.SETTINGS)
+    chosen = outcome != TerminalSettings.failure_type  # the default failure: not chosen
+    return Decision(OutcomeSpec(outcome, chosen=chosen), DecidedBy.SETTINGS)
 
 
 # --- Answers ----------------------------------------------------------------
@@ -705,7 +731,10 @@ def _answer(received: Iterable[Field], settings: TerminalSettings, status: list[
         # A terminal that answers a shorter CF than it takes keeps its beginning.
         echoes["CF"] = echoes["CF"][:profile.cf_max]
     if "CB" in echoes:
-        if amount is not None:
+        # A profile that echoes CB as received keeps it byte for byte unless the amount
+        # changed (a partial approval).
+        if amount is not None and not (profile.amount_as_received
+                                       and int(echoes["CB"]) == amount):
             echoes["CB"] = money.format_minor_units(amount)
         if settings.pad_amount and echoes["CB"].isdigit():
             echoes["CB"] = echoes["CB"].zfill(profile.amount_width)
@@ -819,8 +848,7 @@ def reply(request: PaymentRequest, spec: OutcomeSpec, settings: TerminalSettings
         if action_kind(request, settings) in ("duplicate", "consultation"):
             card = previous_card
         else:
-            kind = PAYMENT_TYPES[spec.payment_type or settings.payment_type]
-            card = make_card(kind, rng, now, profile)
+            card = make_card(card_kind(request, spec, settings), rng, now, profile)
         extra = _card_fields(card, settings)
     if request.receipt:
         extra.append(("ZT", receipt_block(request, settings, card, amount, now)))
@@ -837,14 +865,13 @@ def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: Termina
                    code: str, rng: random.Random, now: datetime) -> TerminalReply:
     """AE=01 with AF; some profiles add the authorisation number and the receipt."""
     profile = settings.profile
-    if request.cheque:
+    if request.cheque and not spec.chosen:  # the default failure: what cheques get
         code = profile.cheque_reason
     extra: list[Field] = []
     added = profile.failure_fields
     card = None
     if added and not request.cheque:
-        card = make_card(PAYMENT_TYPES[spec.payment_type or settings.payment_type], rng, now,
-                         profile)
+        card = make_card(card_kind(request, spec, settings), rng, now, profile)
         if "AC" in added:
             extra.append(("AC", card.authorisation_number))
     if "ZT" in added and request.receipt:
@@ -856,9 +883,49 @@ def _failure_reply(request: PaymentRequest, spec: OutcomeSpec, settings: Termina
                          "declined", code)
 
 
+def card_kind(request: PaymentRequest, spec: OutcomeSpec,
+              settings: TerminalSettings) -> PaymentType:
+    """The card a request is paid with: the payment type chosen (the outcome's, else the
+    settings'), unless the request names another payment application (CC), which is then
+    paid with a card of that application."""
+    kind = PAYMENT_TYPES[spec.payment_type or settings.payment_type]
+    wanted = request.value("CC")
+    if wanted is None or wanted == kind.application or wanted not in APPLICATION_CARDS:
+        return kind  # none named, the chosen one's, or 000 (indifferent)
+    return APPLICATION_CARDS[wanted]
+
+
+# Actions that move money: a zero amount is refused for them (a duplicate or a
+# consultation moves none, and may carry any amount).
+MONEY_KINDS = frozenset({"debit", "refund", "cancellation", "pre-authorisation"})
+SELECTION_ERROR = "10"
+
+
+def check_request(request: PaymentRequest, settings: TerminalSettings) -> None:
+    """Refuse (RequestError with the AF code) what this terminal refuses of a request the
+    core could read: CB outside the profile's digits, a zero amount, a payment
+    application (CC) the terminal does not have."""
+    profile = settings.profile
+    fields = request.received or request.fields()
+    values = dict(fields)  # once: every request a terminal answers comes through here
+    amount = values.get("CB", "")
+    if not profile.amount_min_digits <= len(amount) <= profile.amount_max_digits:
+        raise RequestError(f"amount CB={amount!r} has {len(amount)} digits; this terminal "
+                           f"takes {profile.amount_min_digits} to {profile.amount_max_digits}",
+                           FORMAT_ERROR, fields)
+    if request.amount == 0 and action_kind(request, settings) in MONEY_KINDS:
+        raise RequestError(f"amount CB={amount!r} is zero: a terminal cannot charge nothing",
+                           profile.zero_amount_reason, fields)
+    application = values.get("CC")
+    if application is not None and application not in profile.applications:
+        raise RequestError(f"payment application CC={application!r} is not on this terminal",
+                           SELECTION_ERROR, fields)
+
+
 def _card_fields(card: Card | None, settings: TerminalSettings) -> list[Field]:
+    contract = [("CG", settings.seller_contract)] if settings.profile.send_contract else []
     if card is None:
-        return [("CG", settings.seller_contract)]
+        return contract
     kind = card.payment_type
     fields = [
         ("CC", kind.application),
@@ -869,9 +936,7 @@ def _card_fields(card: Card | None, settings: TerminalSettings) -> list[Field]:
     pan_type = settings.profile.pan_type
     if pan_type is not None:
         fields.append(("AL", pan_type))
-    fields += [
-        ("AB", card.expiry),
-        ("AI", kind.scheme.aid),
-        ("CG", settings.seller_contract),
-    ]
-    return fields
+    fields.append(("AB", card.expiry))
+    if kind.scheme.aid:
+        fields.append(("AI", kind.scheme.aid))
+    return fields + contract

@@ -304,7 +304,7 @@ def describe_terminal(args: argparse.Namespace, settings: TerminalSettings,
         if described:
             return str(described)
     return (f"simulated terminal in mode {settings.mode}: {describe_mode(settings)}; "
-            f"profile {settings.profile.name}")
+            f"profile {settings.profile.key}")
 
 
 def describe_mode(settings: TerminalSettings) -> str:

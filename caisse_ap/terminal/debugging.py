@@ -122,12 +122,12 @@ def describe_terminal(args: argparse.Namespace, settings: TerminalSettings) -> s
             host = f"[{host}]"
         return (f"proxy to the terminal at {host}:{port}: every request goes there, unless "
                 f"the outcome queue answers it; answers checked against profile "
-                f"{settings.profile.name}")
+                f"{settings.profile.key}")
     if args.replay_recording is not None:
         order = "in order" if args.replay_order else "by action, amount and currency"
         return (f"replay of {args.replay} ({len(args.replay_recording.transactions)} "
                 f"transactions, {order}); other requests: mode {settings.mode}: "
-                f"{describe_mode(settings)}; profile {settings.profile.name}")
+                f"{describe_mode(settings)}; profile {settings.profile.key}")
     return None
 
 

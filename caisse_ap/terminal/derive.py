@@ -115,6 +115,10 @@ def _answer_points(profile: _Profile, answers: Answers) -> None:
                if "CB" in dict(answer)]
     padded = [answered for asked, answered in amounts
               if answered.startswith("0") and len(answered) > len(asked)]
+    kept = [answered for asked, answered in amounts
+            if asked.startswith("0") and len(asked) > 1 and answered == asked]
+    if kept:
+        profile.set(table, "amount_as_received", True, f"CB={kept[0]} came back as sent")
     if not amounts:
         profile.unseen(table, "CB padding: no answer echoed CB")
     elif padded:
@@ -186,6 +190,10 @@ def _card_points(profile: _Profile, answers: Answers) -> None:
 def _contract_points(profile: _Profile, answers: Answers) -> None:
     contracts = [dict(a)["CG"] for _, a in answers if "CG" in dict(a)]
     if not contracts:
+        card_approvals = [a for _, a in answers if dict(a).get("AE") == "10" and "AA" in dict(a)]
+        if card_approvals:
+            profile.set("contract", "send", False, "no card approval carried CG")
+            return
         profile.unseen("contract", "CG: no merchant contract recorded")
         return
     contract = _most_common(contracts)

@@ -40,6 +40,7 @@ from ..connection import (
     MalformedRequest,
     NeedData,
     PosConnection,
+    PosState,
     RequestExtended,
     RequestReceived,
     TerminalEvent,
@@ -185,7 +186,7 @@ class ProxyProtocol(PosEdge):
                 return
         for piece in held or ():
             self.link.send(piece)
-        resent = self.factory.resends.sent(fields, received_at)
+        resent = self.factory.resends.sent(fields, received_at, self)
         if not self.link.request(fields):
             self.flags = (Deviation("replay-unmatched").to_json(),)
             self._answer_here(fields, received_at)
@@ -265,6 +266,11 @@ class ProxyProtocol(PosEdge):
         forwarded.reads += 1
         forwarded.reader.receive_data(data)
         self._read_answer(forwarded)
+        if self.forwarded is forwarded and forwarded.fault is None \
+                and forwarded.reader.state is not PosState.AWAITING_ANSWER:
+            # The answer is whole (its AE read) and written to the POS: delivered, though
+            # optional fields may still join it.
+            self.factory.resends.answered(forwarded.transaction.request_fields, self)
 
     def upstream_closed(self) -> None:
         """The terminal closed: the POS's connection closes too, as without the proxy
@@ -365,7 +371,7 @@ class ProxyProtocol(PosEdge):
             answer = TerminalAnswer.parse(fields)
             status = STATUS_BY_OUTCOME[answer.outcome]
             reason = answer.reason.code if answer.reason else None
-            self.factory.resends.answered(txn.request_fields)
+            self.factory.resends.answered(txn.request_fields, self)
         exchange = Exchange(txn.request_fields, fields, forwarded.reads, after, forwarded.resent,
                             problems=forwarded.problems)
         deviations = find_deviations(exchange, self.factory.expectations)

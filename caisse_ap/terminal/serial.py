@@ -314,7 +314,8 @@ class SerialTerminalLink:
         if exchange is None:
             return
         # Valid by construction (the Terminal encoded it): the core's decoder reads it back.
-        message = exchange.answered(tlv.decode(data))
+        message = exchange.answered(tlv.decode(data),
+                                    self.terminal.settings.profile.concert_immediate_status)
         self.link.send(message)
         self._run_link()
 

@@ -307,6 +307,7 @@ class Terminal:
         try:
             request = PaymentRequest.parse(fields, settings.accepted_currencies,
                                            settings.accepted_actions)
+            behaviour.check_request(request, settings)  # what this terminal refuses
         except RequestError as error:
             txn.problem = str(error)
             self._notify("request_received", txn)
@@ -341,6 +342,7 @@ class Terminal:
         try:
             request = PaymentRequest.parse(fields, run.settings.accepted_currencies,
                                            run.settings.accepted_actions)
+            behaviour.check_request(request, run.settings)
         except RequestError:
             return  # keep answering what was read first
         txn.request_fields = list(fields)

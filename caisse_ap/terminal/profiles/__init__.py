@@ -1,9 +1,11 @@
 """Terminal profiles: one Caisse-AP dialect, as a small TOML file the behaviour reads.
 
 A profile says how one kind of real terminal answers where terminals differ
-(answer version, CB padding, field order, card masking, CG, AF details,
-fields added to failures, the status of BA=1, the CD table, receipt options,
-extra tags) and names the public document it follows. Every key is optional
+(what requests it refuses: CB's digits, a zero amount, the payment
+applications it has; answer version, CB padding or echo, field order, card
+masking, CG, AF details, fields added to failures, the status of BA=1 and of
+a Concert E+ immediate answer, the CD table, receipt options, extra tags)
+and names the public document it follows. Every key is optional
 but `name`, `label` and `source`: what a profile leaves out keeps the
 standard behaviour, so a source's silence never invents anything.
 
@@ -50,6 +52,11 @@ FILLS = ("constant", "time", "epoch-ms", "transaction-id")
 # Which answers an extra tag goes into.
 ANSWER_KINDS = ("approved", "declined", "accepted")
 FAILURE_FIELDS = ("AC", "ZT")
+# The payment applications (CC) a terminal has unless its profile says otherwise: the
+# tag table's (PROTOCOL.md section 4), cheque included.
+STANDARD_APPLICATIONS = tuple(tags.APPLICATIONS)
+# Concert E+ status characters (concert.py): done, not done, taken into account.
+CONCERT_STATUSES = ("0", "7", "9")
 # Tags the behaviour builds itself: an extra tag may not take their place.
 BUILT_TAGS = frozenset({"CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF", "AE", "AF", "CC", "CI",
                         "AC", "AA", "AB", "AI", "AL", "CG", "ZT", "AK", "CK"})
@@ -86,6 +93,14 @@ class Profile:
     source: str
     silent: tuple[str, ...] = ()  # what the source does not say (standard behaviour kept)
     path: str = ""  # the file it was read from
+    # The file's name when it bears a built-in profile's name (a copy changed by a user):
+    # then shown and chosen as "name (file)", beside the built-in one.
+    file: str = ""
+    # [request]: what the terminal refuses
+    amount_min_digits: int = 1  # CB's digits as received
+    amount_max_digits: int = 12
+    zero_amount_reason: str = "09"  # AF for CB=0 (a terminal cannot charge nothing)
+    applications: tuple[str, ...] = STANDARD_APPLICATIONS  # CC it has; others get AF=10
     # [answer]
     answer_version: str | None = None  # None: echo the request's CZ
     pad_amount: bool = False
@@ -96,6 +111,7 @@ class Profile:
     # AE answering BA=1 while another transaction is in progress; None: as when free
     immediate_status_busy: str | None = None
     cf_max: int | None = None  # the answer's CF is cut to this many characters; None: whole
+    amount_as_received: bool = False  # CB echoed byte for byte (else as digits, unpadded)
     # [card]
     mask: str = "#"
     shown_first: int = 6
@@ -104,6 +120,9 @@ class Profile:
     # [contract]
     contract_length: int | None = None
     seller_contract: str = "424242"
+    send_contract: bool = True  # CG in approvals
+    # [concert]: the E+ status of an immediate answer (A011), taken into account
+    concert_immediate_status: str = "9"
     # [failure]
     failure_details: MappingProxyType[str, str] = field(
         default_factory=lambda: MappingProxyType({}))
@@ -119,6 +138,12 @@ class Profile:
     @property
     def action_codes(self) -> frozenset[str]:
         return frozenset(self.actions)
+
+    @property
+    def key(self) -> str:
+        """How settings, the console and the API name it: its name, and for a file that
+        bears a built-in profile's name, the file's name too."""
+        return f"{self.name} ({self.file})" if self.file else self.name
 
     def failure_value(self, code: str) -> str:
         """AF: the code, then this dialect's detail text for it if any."""
@@ -139,19 +164,26 @@ class Profile:
         tickets = "client / commerçant / les deux" if self.receipt_tickets else "client seul"
         extra = ", ".join(f"{t.tag} ({t.fill})" for t in self.extra_tags)
         return {
+            "chiffres de CB acceptés": f"{self.amount_min_digits} à {self.amount_max_digits}",
+            "montant nul (AF)": self.zero_amount_reason,
+            "applications (CC)": ("toutes celles du tableau" if self.applications
+                                  == STANDARD_APPLICATIONS else " ".join(self.applications)),
             "version de réponse (CZ)": self.answer_version or "celle de la demande",
             "montant (CB)": (f"complété de zéros sur {self.amount_width} chiffres"
-                             if self.pad_amount else "tel que demandé"),
+                             if self.pad_amount else "tel que reçu" if self.amount_as_received
+                             else "tel que demandé"),
             "ordre des champs": " ".join(self.field_order) or "standard",
             "CF dans la réponse": (f"coupé à {self.cf_max} caractères" if self.cf_max
                                    else "tel que demandé"),
             "AF sur une acceptation": self.approval_reason or "absent",
             "statut pour BA=1 (AE)": self.immediate_status,
+            "statut E+ d'une réponse immédiate (A011)": self.concert_immediate_status,
             "statut pour BA=1, terminal occupé (AE)": (self.immediate_status_busy
                                                        or self.immediate_status),
             "carte masquée (AA)": _mask_example(self),
             "type de PAN (AL)": self.pan_type or "absent",
-            "contrat (CG)": (f"{self.contract_length} caractères, {self.seller_contract}"
+            "contrat (CG)": ("absent" if not self.send_contract else
+                             f"{self.contract_length} caractères, {self.seller_contract}"
                              if self.contract_length else self.seller_contract),
             "détails de AF": "; ".join(f"{code}: {text.strip()}" for code, text
                                          in self.failure_details.items()) or "aucun",
@@ -171,8 +203,12 @@ class Profile:
                 for point, value in self.summary().items() if standard[point] != value]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "label": self.label, "source": self.source,
-                "silent": list(self.silent), "differences": self.differences()}
+        # A copy bearing a built-in's name shows its file beside the label (the console
+        # lists profiles by label).
+        label = f"{self.label} ({self.file})" if self.file else self.label
+        return {"name": self.key, "label": label, "source": self.source,
+                "file": self.file or None, "silent": list(self.silent),
+                "differences": self.differences()}
 
 
 def _mask_example(profile: Profile) -> str:
@@ -296,6 +332,7 @@ def parse(text: str, where: str = "<profile>") -> Profile:
     if not all(isinstance(note, str) for note in silent):
         raise top.fail("silent", "silent must be a list of texts")
     values["silent"] = tuple(silent)
+    values.update(_request(top.sub("request")))
     values.update(_answer(top.sub("answer")))
     values.update(_card(top.sub("card")))
     values.update(_contract(top.sub("contract")))
@@ -306,8 +343,39 @@ def parse(text: str, where: str = "<profile>") -> Profile:
     values["receipt_html"] = receipt.get("html", bool, False)
     receipt.check_known()
     values["extra_tags"] = _extra_tags(top.sub("extra_tags"))
+    concert = top.sub("concert")
+    status = concert.get("immediate_status", str, "9")
+    if status not in CONCERT_STATUSES:
+        raise concert.fail("immediate_status", f"concert.immediate_status must be one of "
+                                               f"{', '.join(CONCERT_STATUSES)}, not {status!r}")
+    values["concert_immediate_status"] = status
+    concert.check_known()
     top.check_known()
     return Profile(**values)
+
+
+def _request(table: _Reader) -> dict[str, Any]:
+    cb = tags.tag("CB")
+    digits = {}
+    for key, default in (("amount_min_digits", cb.min_size), ("amount_max_digits", cb.max_size)):
+        digits[key] = table.get(key, int, default)
+        if not cb.min_size <= digits[key] <= cb.max_size:
+            raise table.fail(key, f"request.{key} {digits[key]} does not fit CB: the tag "
+                                  f"table allows {cb.min_size} to {cb.max_size} digits")
+    if digits["amount_min_digits"] > digits["amount_max_digits"]:
+        raise table.fail("amount_min_digits", "request.amount_min_digits is above "
+                                              "request.amount_max_digits")
+    zero = table.get("zero_amount_reason", str, "09")
+    _check_code(table, "zero_amount_reason", zero, tags.FAILURE_REASONS, "AF")
+    applications = table.get("applications", list, list(STANDARD_APPLICATIONS))
+    for code in applications:
+        if not isinstance(code, str):
+            raise table.fail("applications", f"request.applications holds {code!r}, not text")
+        table.check_fits("applications", "CC", code)
+    if len(set(applications)) != len(applications):
+        raise table.fail("applications", "request.applications names an application twice")
+    table.check_known()
+    return {**digits, "zero_amount_reason": zero, "applications": tuple(applications)}
 
 
 def _answer(table: _Reader) -> dict[str, Any]:
@@ -352,6 +420,7 @@ def _answer(table: _Reader) -> dict[str, Any]:
         raise table.fail("cf_max", f"answer.cf_max {cf_max} does not fit CF: the tag table "
                                    f"allows {cf.min_size} to {cf.max_size} characters")
     values["cf_max"] = cf_max
+    values["amount_as_received"] = table.get("amount_as_received", bool, False)
     table.check_known()
     return values
 
@@ -383,8 +452,9 @@ def _contract(table: _Reader) -> dict[str, Any]:
     if length is not None and len(default) != length:
         raise table.fail("default" if "default" in table.table else "length",
                          f"contract.default {default!r} is not {length} characters long")
+    send = table.get("send", bool, True)
     table.check_known()
-    return {"contract_length": length, "seller_contract": default}
+    return {"contract_length": length, "seller_contract": default, "send_contract": send}
 
 
 def _failure(table: _Reader) -> dict[str, Any]:
@@ -494,12 +564,18 @@ _loaded: dict[str, Profile] = {}  # profiles read from user files, by name
 
 
 def available() -> dict[str, Profile]:
-    """Every profile a setting may name: the built-in ones and those read from files."""
+    """Every profile a setting may name, by key: the built-in ones and those read from
+    files."""
     return {**builtins(), **_loaded}
 
 
 def find(name_or_path: str) -> Profile:
-    """A profile by name, or read from a file path (then available by its name)."""
+    """A profile by key, or read from a file path (then available by its key).
+
+    A file may bear a built-in profile's name (a copy of payxpert.toml with one
+    value changed, a profile derived from payxpert.jsonl): it loads beside the
+    built-in one, keyed "name (file name)".
+    """
     known = available().get(name_or_path)
     if known is not None:
         return known
@@ -508,15 +584,14 @@ def find(name_or_path: str) -> Profile:
                                          f"{', '.join(available())} or give a .toml file")
     profile = load(name_or_path)
     if profile.name in builtins():
-        raise ProfileError(f"{name_or_path}:{_line_of(Path(name_or_path).read_text(), '', 'name')}",
-                           f"name {profile.name!r} is a built-in profile's; choose another")
-    _loaded[profile.name] = profile
+        profile = replace(profile, file=Path(name_or_path).name)
+    _loaded[profile.key] = profile
     return profile
 
 
 def describe_all() -> list[str]:
-    """One line per profile: name, label, source (--list-profiles)."""
-    return [f"{p.name}\t{p.label}\t{p.source}" for p in available().values()]
+    """One line per profile: key, label, source (--list-profiles)."""
+    return [f"{p.key}\t{p.label}\t{p.source}" for p in available().values()]
 
 
 __all__ = ["ACTION_KINDS", "DEFAULT", "ExtraTag", "Profile", "ProfileError", "available",

@@ -44,10 +44,14 @@ def test_installed_it_gets_the_edges_debug_lines_without_logging_records():
         assert debuglines.wanted(logger)
         assert not logger.isEnabledFor(logging.DEBUG)  # no record is built for them
         debuglines.debug(logger, "%s answered %r", "peer", FRAME)
+        write = debuglines.writer(logger)  # what an edge takes once per connection
+        assert write is not None
+        write("%s closed its side", "peer")
         logger.info("an info line")
         assert [record.getMessage() for record in records] == ["an info line"]
         assert f"DEBUG peer answered {FRAME!r}" in recent.text()
         assert " INFO an info line" in recent.text()
+        assert " DEBUG peer closed its side\n" in recent.text()
     finally:
         logger.removeHandler(counter)
         rawlog.uninstall(recent)

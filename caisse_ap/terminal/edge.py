@@ -73,9 +73,9 @@ class PosEdge(protocol.Protocol):
         self._held = False  # reading held back by the subclass (its upstream is full)
         self._pumping = False
         self._timer: IDelayedCall | None = None  # the connection's next deadline
-        # Whether to log raw frames, decided once per connection: a disabled
-        # log.debug() still costs a call per frame.
-        self._debug = False
+        # What writes the raw frames' debug lines, decided once per connection: a
+        # disabled log.debug() still costs a call per frame (None: nobody reads them).
+        self._debug: debuglines.Writer | None = None
         # Writes go straight to this socket until one is not taken whole (None: a
         # transport that is not a TCP socket, a wrapper's, always goes through write()).
         self._socket: socket.socket | None = None
@@ -113,13 +113,13 @@ class PosEdge(protocol.Protocol):
             self._socket = self.transport.getHandle()
         else:
             self._use_buffer()
-        self._debug = debuglines.wanted(log)
-        if self._debug:
-            debuglines.debug(log, "%s connected", self.peer)
+        self._debug = debuglines.writer(log)
+        if self._debug is not None:
+            self._debug("%s connected", self.peer)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._debug:
-            debuglines.debug(log, "%s sent %r", self.peer, data)
+        if self._debug is not None:
+            self._debug("%s sent %r", self.peer, data)
         if self.closing:
             return
         self.last_active = self.reactor.seconds()
@@ -129,8 +129,8 @@ class PosEdge(protocol.Protocol):
 
     def readConnectionLost(self) -> None:
         """The POS shut its sending side: answer what it sent, then close."""
-        if self._debug:
-            debuglines.debug(log, "%s closed its side", self.peer)
+        if self._debug is not None:
+            self._debug("%s closed its side", self.peer)
         self.peer_shut()
         self.connection.receive_data(b"")
         self._pump()
@@ -143,8 +143,8 @@ class PosEdge(protocol.Protocol):
         self._stop_timer()
         self.terminal.connections.discard(self)
         self.lost()
-        if self._debug:
-            debuglines.debug(log, "%s disconnected", self.peer)
+        if self._debug is not None:
+            self._debug("%s disconnected", self.peer)
         if self.on_closed is not None:
             self.on_closed()
         if self.notify_closed is not None:

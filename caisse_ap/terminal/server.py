@@ -28,7 +28,6 @@ from ..connection import (
     RequestReceived,
     TerminalEvent,
 )
-from . import debuglines
 from .behaviour import TerminalSettings
 from .edge import LINGER, IdleWatch, PosEdge
 from .service import Terminal, Transaction
@@ -94,8 +93,8 @@ class TerminalProtocol(PosEdge):
     # --- Connection interface used by the Terminal ---------------------------
 
     def send(self, data: bytes) -> None:
-        if self._debug:
-            debuglines.debug(log, "%s answered %r", self.peer, data)
+        if self._debug is not None:
+            self._debug("%s answered %r", self.peer, data)
         self.write(self.connection.send(data))
 
     def hang_up(self) -> None:

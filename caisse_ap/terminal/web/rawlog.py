@@ -46,6 +46,7 @@ class RecentLog(logging.Handler):
         self.budget = budget
         self.size = 0  # of the entries kept, as _weight estimates them
         self.records: deque[Entry] = deque()
+        self._weights: deque[int] = deque()  # each entry's, not estimated again when it goes
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -54,21 +55,22 @@ class RecentLog(logging.Handler):
             self.handleError(record)
             return
         # Formatted now: a record's arguments may be objects that change later.
-        self._keep((record.created, record.levelno, message, ()))
+        self._keep((record.created, record.levelno, message, ()), ENTRY_WEIGHT + len(message))
 
     def read_debug(self, created: float, fmt: str, args: tuple[object, ...]) -> None:
         """A debug line from an edge (debuglines.readers), kept as it is."""
         assert self.lock is not None  # made by Handler.__init__
         with self.lock:  # emit() runs under this lock: any thread may log
-            self._keep((created, logging.DEBUG, fmt, args))
+            self._keep((created, logging.DEBUG, fmt, args), _weight(fmt, args))
 
-    def _keep(self, entry: Entry) -> None:
-        records = self.records
+    def _keep(self, entry: Entry, weight: int) -> None:
+        records, weights = self.records, self._weights
         records.append(entry)
-        self.size += _weight(entry[2], entry[3])
+        weights.append(weight)
+        self.size += weight
         while self.size > self.budget and len(records) > 1:
-            _, _, fmt, args = records.popleft()
-            self.size -= _weight(fmt, args)
+            records.popleft()
+            self.size -= weights.popleft()
 
     def text(self, since: float | None = None, until: float | None = None) -> str:
         """The records from `since` to `until` (epoch seconds, both included), one a line

@@ -381,7 +381,9 @@ class _Message:
 
     def __init__(self, received_at: float):
         self.fields: list[Field] = []
-        self.seen: set[str] = set()
+        # None while `fields` are those of a whole request read at once, shared with its
+        # _Request: late fields copy them first (_read_fields).
+        self.seen: set[str] | None = set()
         self.received_at = received_at
         self.size = 0
         self.request: _Request | None = None  # once whole: its place in the queue
@@ -490,10 +492,13 @@ class TerminalConnection:
         if not (self._buf or self._notes or self._queue or self._peer_closed) \
                 and self.state not in _STATES_WITH_SOMETHING_DUE:
             return _NOTHING_YET  # the common case, between two requests
-        self._read()
-        if self._holding() and (self._peer_closed or (
+        if self._pos < len(self._buf):
+            self._read()
+        holding = self._holding()
+        if holding and (self._peer_closed or (
                 self.wants_data and self.clock() >= self._deadline())):
             self._give_up_waiting()
+            holding = self._holding()
         # In the order things happened, except that a request waits for the one in progress.
         startable = self._current is None and self._queue
         if startable and (not self._notes or self._queue[0].seq < self._notes[0][0]):
@@ -506,7 +511,7 @@ class TerminalConnection:
                 self._close_handed_out = True
                 return CloseConnection(self.state is not TerminalState.CLOSING)
             return NeedData(None)
-        return NeedData(self._deadline() if self._holding() and self.wants_data else None)
+        return NeedData(self._deadline() if holding and self.wants_data else None)
 
     def send(self, answer: bytes) -> bytes:
         """The answer to the request in progress: the bytes to write, in one write (some
@@ -641,6 +646,10 @@ class TerminalConnection:
         added = False
         if not message.fields and self._read_whole(message):
             added = True  # the common case: a whole request in one segment, read at once
+        elif message.seen is None and self._pos < end:  # late fields: the request's own copy
+            message.fields = list(message.fields)
+            message.seen = {tag for tag, _ in message.fields}
+        seen = message.seen
         try:
             while self._pos < end:
                 pos = self._pos
@@ -652,7 +661,8 @@ class TerminalConnection:
                 tag, value, next_pos = field
                 if tag == FIRST_TAG and message.fields:
                     return self._end_message(added)
-                tlv.add_field(message.fields, message.seen, tag, value, pos)
+                assert seen is not None
+                tlv.add_field(message.fields, seen, tag, value, pos)
                 added = True
                 self._pos = next_pos
                 message.size += next_pos - pos
@@ -680,8 +690,7 @@ class TerminalConnection:
         fields = tlv.whole_fields(buf, pos, end)
         if fields is None:
             return False  # the loop finds what is wrong, and where
-        message.fields = fields
-        message.seen = {tag for tag, _ in fields}
+        message.fields, message.seen = fields, None  # shared with its request, if whole
         message.size = end - pos
         self._pos = end
         return True
@@ -705,7 +714,8 @@ class TerminalConnection:
     def _queue_message(self) -> None:
         message = self._message
         assert message is not None
-        message.request = self._enqueue(list(message.fields), message.received_at)
+        fields = message.fields if message.seen is None else list(message.fields)
+        message.request = self._enqueue(fields, message.received_at)
 
     def _extended(self, added: bool) -> None:
         """Late fields joined the open request."""

@@ -34,6 +34,7 @@ from zope.interface import implementer
 from .. import masking
 from ..connection import (
     AnswerReceived,
+    AnswerUnreadable,
     BytesDropped,
     CloseConnection,
     ConnectionClosed,
@@ -352,10 +353,12 @@ class ProxyProtocol(PosEdge):
         elif isinstance(event, ConnectionClosed):
             # The POS that shut its side first left before the answer, whatever came next.
             self._finish(forwarded, "dropped" if self.pos_shut else ended)
-        else:  # AnswerUnreadable
+        elif isinstance(event, AnswerUnreadable):
             forwarded.problems["unreadable-answer"] = str(event.error)
             self._finish(forwarded, "dropped" if ended == "dropped" else "error", None,
                          event.frame)
+        else:
+            assert_never(event)
 
     def _finish(self, forwarded: _Forwarded, status: str | None,
                 fields: list[Field] | None = None, frame: bytes = b"",

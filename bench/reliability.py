@@ -11,6 +11,9 @@ a free port, attacks it, prints its figures and judges a few checks:
 - slow-senders: connections that send a few bytes and stall, while a POS pays;
   a request sent in parts, its pauses together longer than --request-timeout;
 - never-reading: a POS that sends requests and never reads the answers;
+- proxy-never-reading: through --proxy, a POS pipelines valid requests, then
+  junk, and never reads: the proxy stops reading it instead of buffering
+  (it grows by at most 16 MiB) and gives the memory back after the close;
 - half-close: a request, then the POS closes its sending side;
 - max-connections: more connections than --max-connections (they wait their turn);
 - soak: POS paying at full speed with the journal in a file (rows = payments
@@ -443,6 +446,74 @@ def scenario_never_reading(run: Run) -> None:
                   f"+{rss_after - rss_before:.1f} MiB")
     finally:
         server.stop()
+
+
+def _send_until_blocked(connection: socket.socket, data: bytes, total: int) -> int:
+    """Send `data` over and over, `total` bytes at most, until the peer stops reading
+    (a send that makes no progress for a second); the bytes sent."""
+    connection.settimeout(1.0)
+    sent = 0
+    try:
+        while sent < total:
+            sent += connection.send(data[:total - sent])
+    except (TimeoutError, OSError):
+        pass  # backpressure: the peer reads no more
+    return sent
+
+
+def _rss_settles(server: Server, below: float, seconds: float) -> float:
+    """The server's resident size once it falls below `below`, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (rss := server.rss_mib()) >= below and time.monotonic() < deadline:
+        time.sleep(0.1)  # a figure of the bench, not a test's readiness
+    return rss
+
+
+def scenario_proxy_never_reading(run: Run) -> None:
+    """Issue of a flooding POS behind --proxy: what it sends and does not read is bounded."""
+    total = run.size(4, 50) * MIB
+    terminal = Server("--no-web")
+    proxy = None
+    try:
+        # A POS that reads nothing is aborted at the idle time-out (3 s here, 300 by default):
+        # while the proxy does not read it, its close cannot be seen before.
+        proxy = Server("--no-web", "--proxy", f"127.0.0.1:{terminal.port}", "--idle-timeout", "3")
+        rss_before = proxy.rss_mib()
+        fds_before = proxy.fds()
+        connection = socket.create_connection(proxy.address, timeout=5)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        started = time.monotonic()
+        requests = REQUEST * (64 * 1024 // len(REQUEST))
+        sent = _send_until_blocked(connection, requests, total // 2)
+        if sent == total // 2:  # not blocked yet: the rest is junk, as the audit sent
+            junk = bytes(run.rng.randrange(256) for _ in range(64 * 1024))
+            sent += _send_until_blocked(connection, junk, total - sent)
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # let the proxy take in what was sent
+        rss_loaded = proxy.rss_mib()
+        connection.close()
+        closed_at = time.monotonic()
+        deadline = closed_at + 10
+        while proxy.fds() > fds_before and time.monotonic() < deadline:
+            time.sleep(0.1)  # the proxy closes both sides of the connection
+        closed_in = time.monotonic() - closed_at
+        rss_after = _rss_settles(proxy, rss_before + 4, 5.0)
+        run.figure("bytes sent by a POS that never reads, through the proxy",
+                   f"{sent / MIB:.1f}/{total / MIB:.0f} MiB in {elapsed:.1f} s")
+        run.figure("proxy RSS", f"{rss_before:.1f} -> {rss_loaded:.1f} -> {rss_after:.1f} MiB "
+                   "(before, loaded, after the close)")
+        run.check("the proxy grows by at most 16 MiB", rss_loaded - rss_before <= 16,
+                  f"+{rss_loaded - rss_before:.1f} MiB")
+        run.check("its memory comes back after the close (within 4 MiB)",
+                  rss_after - rss_before <= 4, f"+{rss_after - rss_before:.1f} MiB")
+        run.check("the proxy closed both sides within the idle time-out",
+                  proxy.fds() <= fds_before,
+                  f"{fds_before} -> {proxy.fds()} open files in {closed_in:.1f} s")
+        run.check("proxy alive and paying", proxy.alive() and proxy.pays())
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        terminal.stop()
 
 
 def scenario_half_close(run: Run) -> None:
@@ -1301,6 +1372,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "dribble": scenario_dribble,
     "slow-senders": scenario_slow_senders,
     "never-reading": scenario_never_reading,
+    "proxy-never-reading": scenario_proxy_never_reading,
     "half-close": scenario_half_close,
     "max-connections": scenario_max_connections,
     "soak": scenario_soak,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
 
 from .messages import PaymentRequest
 from .payment import (
@@ -31,13 +30,13 @@ __all__ = ["PaymentTerminal"]
 RECV_SIZE = 4096
 
 
-class PaymentTerminal(Actions[Coroutine[Any, Any, PaymentResult]]):
+class PaymentTerminal(Actions[Coroutine[object, object, PaymentResult]]):
     """A payment terminal at `host`:`port`, spoken to over asyncio streams.
 
     Arguments are checked when an action is called, before it is awaited.
     """
 
-    def send(self, request: PaymentRequest) -> Coroutine[Any, Any, PaymentResult]:
+    def send(self, request: PaymentRequest) -> Coroutine[object, object, PaymentResult]:
         """Send `request` and read the answer (see the module's docstring)."""
         return self._send(request)
 

@@ -8,12 +8,19 @@ decided here, once, for each side:
   answer and says when it is whole;
 - `TerminalConnection` is the terminal's side: it reads the POS's requests.
 
-Each is fed the bytes received with `receive_data(data)` (`b""` when the
-peer closed) and hands out events from `next_event()`. Time is a `clock`
+Each owns both directions of its connection: `send(frame)` gives the bytes
+to write (the POS's request, the terminal's answer) and moves the state on;
+`receive_data(data)` is fed the bytes received (`b""` when the peer closed)
+and `next_event()` hands out what they make, one of a closed set of events
+(`PosEvent`, `TerminalEvent`: an edge that handles them with `isinstance`
+and `assert_never` is checked for completeness by mypy). Time is a `clock`
 passed in (seconds, any origin): an event may carry a deadline at which the
 caller calls `next_event()` again even if nothing arrived, so every timing
 rule is tested without sockets or sleeps. The socket edges (client.py,
-terminal/server.py) only move bytes and set timers.
+aio.py, twisted.py, terminal/edge.py) only move bytes and set timers.
+
+Every state change of the terminal's side is in one table, `TRANSITIONS`
+(as h11's _state.py): what may happen in each state and where it leads.
 """
 
 from __future__ import annotations
@@ -26,8 +33,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from . import tlv
+from .errors import CaisseApError
 from .messages import has_mandatory_fields
 from .tlv import FIRST_TAG, LINE_ENDS, Field, FrameError
+
+
+class LocalProtocolError(CaisseApError, RuntimeError):
+    """This side was asked to do what its state does not allow (a bug of the caller):
+    a second request on one exchange, an answer with no request in progress."""
 
 ACTION_STATUS = "AE"  # the field that makes an answer whole
 # Seconds of silence after which an answer already whole (AE read, at a field boundary)
@@ -68,7 +81,7 @@ class AnswerReceived:
 
 
 @dataclass(frozen=True)
-class ProtocolError:
+class AnswerUnreadable:
     """What was received cannot be read as an answer; `frame` holds those bytes."""
 
     error: FrameError
@@ -80,6 +93,10 @@ class ConnectionClosed:
     """The peer closed the connection with nothing left to hand out."""
 
 
+# What PosConnection.next_event() hands out.
+PosEvent = NeedData | AnswerReceived | AnswerUnreadable | ConnectionClosed
+
+
 # --- the point of sale's side -----------------------------------------------------------
 
 
@@ -87,7 +104,7 @@ class PosState(Enum):
     AWAITING_ANSWER = "awaiting answer"  # no action status (AE) read yet
     TRAILING = "trailing"  # AE read: optional fields may follow within the grace
     ANSWERED = "answered"  # AnswerReceived handed out
-    ERROR = "error"  # ProtocolError handed out
+    ERROR = "error"  # AnswerUnreadable handed out
     CLOSED = "closed"  # ConnectionClosed handed out
 
 
@@ -102,10 +119,13 @@ class PosConnection:
     it until the terminal is silent for `trailing_grace` seconds, writes a
     line end or a new message, or closes. Bytes that break the framing
     after AE end the answer there (they are `dropped`, never spoil it);
-    before AE they make a ProtocolError. A field cut in the middle is never
+    before AE they make AnswerUnreadable. A field cut in the middle is never
     the end of an answer, whatever the silence: its rest is awaited until
     the terminal closes or the exchange's own time-out (`timed_out()`),
-    which then make the ProtocolError. Leading CR/LF are skipped.
+    which then make the AnswerUnreadable. Leading CR/LF are skipped.
+
+    `send(frame)` gives the request's bytes to write, once, before any
+    answer (a connection made for reading only may skip it).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
@@ -120,6 +140,15 @@ class PosConnection:
         self._seen: set[str] = set()
         self._last_data_at = 0.0
         self._closed = False
+        self._sent = False
+
+    def send(self, frame: bytes) -> bytes:
+        """The request: the bytes to write, in one write. Once per exchange, before the
+        answer's first byte."""
+        if self._sent or self._buf or self.state is not PosState.AWAITING_ANSWER:
+            raise LocalProtocolError("a POS connection sends one request, before its answer")
+        self._sent = True
+        return frame
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the terminal; b"" when it closed the connection."""
@@ -133,7 +162,7 @@ class PosConnection:
         if not self._fields and self._pos == 0:
             self._buf = self._buf.lstrip(LINE_ENDS)
 
-    def next_event(self) -> NeedData | AnswerReceived | ProtocolError | ConnectionClosed:
+    def next_event(self) -> PosEvent:
         if self.state in _DONE:
             return ConnectionClosed() if self._closed else NeedData(None)
         try:
@@ -149,7 +178,8 @@ class PosConnection:
                 return self._answer(f"the answer exceeds {self.max_answer} bytes")
             if self.field_cut:  # a segment was lost or delayed: wait for the rest
                 if self._closed:
-                    return self._error(tlv._truncation(self._buf, self._pos, len(self._buf)))
+                    return self._error(tlv.truncation_error(self._buf, self._pos,
+                                                            len(self._buf)))
                 return NeedData(None)
             deadline = self._last_data_at + self.trailing_grace
             if not self._closed and self.clock() < deadline:
@@ -171,12 +201,12 @@ class PosConnection:
         """Whether the action status was read and the bytes after it end in a cut field."""
         return self.state is PosState.TRAILING and self._pos < len(self._buf)
 
-    def timed_out(self) -> ProtocolError | None:
+    def timed_out(self) -> AnswerUnreadable | None:
         """The exchange's time-out came: an answer whose last field stayed cut is unreadable
-        (the ProtocolError); None when no answer was begun or nothing is cut."""
+        (AnswerUnreadable); None when no answer was begun or nothing is cut."""
         if not self.field_cut:
             return None
-        return self._error(tlv._truncation(self._buf, self._pos, len(self._buf)))
+        return self._error(tlv.truncation_error(self._buf, self._pos, len(self._buf)))
 
     def _read_fields(self) -> str | None:
         """Read the whole fields buffered; what ended the answer, or None if nothing did."""
@@ -184,24 +214,24 @@ class PosConnection:
         while self._pos < end:
             if buf[self._pos] in LINE_ENDS:
                 return "a line end"
-            field = tlv._read_field(buf, self._pos, end)
+            field = tlv.read_field(buf, self._pos, end)
             if field is None:
                 return None
             tag, value, next_pos = field
             if tag == FIRST_TAG and self._fields:
                 return "a second message"
-            tlv._add(self._fields, self._seen, tag, value, self._pos, bare=False)
+            tlv.add_field(self._fields, self._seen, tag, value, self._pos)
             self._pos = next_pos
             if tag == ACTION_STATUS:
                 self.state = PosState.TRAILING
         return None
 
-    def _at_close(self) -> ConnectionClosed | ProtocolError:
+    def _at_close(self) -> ConnectionClosed | AnswerUnreadable:
         if not self._buf:
             self.state = PosState.CLOSED
             return ConnectionClosed()
         if self._pos < len(self._buf):
-            return self._error(tlv._truncation(self._buf, self._pos, len(self._buf)))
+            return self._error(tlv.truncation_error(self._buf, self._pos, len(self._buf)))
         return self._error(FrameError(
             f"the terminal closed the connection before the action status ({ACTION_STATUS})",
             self._pos))
@@ -212,10 +242,10 @@ class PosConnection:
         dropped = self._buf[self._pos:].strip(LINE_ENDS).encode("latin-1")
         return AnswerReceived(list(self._fields), frame, dropped, reason if dropped else None)
 
-    def _error(self, error: FrameError) -> ProtocolError:
+    def _error(self, error: FrameError) -> AnswerUnreadable:
         self.state = PosState.ERROR
         error.fields = error.fields or list(self._fields)
-        return ProtocolError(error, self._buf.encode("latin-1"))
+        return AnswerUnreadable(error, self._buf.encode("latin-1"))
 
 
 # --- the terminal's side -----------------------------------------------------------------
@@ -275,11 +305,19 @@ class CloseConnection:
     peer_closed: bool
 
 
+# What TerminalConnection.next_event() hands out.
+TerminalEvent = (RequestReceived | RequestExtended | MalformedRequest | BytesDropped
+                 | CloseConnection | NeedData)
+
 _NOTHING_YET = NeedData(None)
 
 
 class TerminalState(Enum):
     """What the terminal expects of the next bytes from the POS."""
+
+    # Members are singletons compared by identity: hashed by it too, in C, not by
+    # Enum's __hash__ in Python (TRANSITIONS is looked up at every step of every request).
+    __hash__ = object.__hash__
 
     FIRST = "first"  # a connection's first bytes: a request start, or bytes before one
     LEADING = "leading"  # bytes before the first request start: dropped if one follows
@@ -289,6 +327,47 @@ class TerminalState(Enum):
     SKIPPING = "skipping"  # after a framing error: dropping bytes up to a request start
     CLOSING = "closing"  # nothing more is read
 
+
+class Step(Enum):
+    """What happens to the terminal's side: the inputs of TRANSITIONS."""
+
+    __hash__ = object.__hash__  # as TerminalState's
+
+    START = "a request starts"
+    LEAD = "bytes that start no request begin the connection"
+    WHOLE = "the request read holds its mandatory fields, and nothing follows them yet"
+    END = "a line end or a new request ends the message"
+    BROKEN = "bytes break the framing"
+    NO_FIELD = "bytes between messages are not even a field"
+    RESYNC = "a request start follows the bytes skipped"
+    ANSWERED = "the open request's answer was written (or it ended without one)"
+    GAVE_UP = "the POS went quiet, or closed, in the middle of a message"
+    GIVE_UP_CONNECTION = "an oversized message, or a flood of bytes that are no request"
+
+
+_S, _T = Step, TerminalState
+# Everything that changes the terminal side's state is here: (state, step) -> next state.
+# A pair not in the table is a bug of the reader (LocalProtocolError).
+TRANSITIONS: dict[tuple[TerminalState, Step], TerminalState] = {
+    (_T.FIRST, _S.START): _T.READING,
+    (_T.FIRST, _S.LEAD): _T.LEADING,  # answered only if no request start follows
+    (_T.LEADING, _S.LEAD): _T.LEADING,
+    (_T.BETWEEN, _S.START): _T.READING,
+    (_T.BETWEEN, _S.NO_FIELD): _T.SKIPPING,
+    (_T.READING, _S.WHOLE): _T.OPEN,  # late optional fields may still join it
+    (_T.READING, _S.END): _T.BETWEEN,
+    (_T.OPEN, _S.END): _T.BETWEEN,
+    (_T.OPEN, _S.ANSWERED): _T.BETWEEN,  # late fields no longer join it
+    (_T.READING, _S.BROKEN): _T.SKIPPING,  # one AF=09, then skip to a request start
+    (_T.OPEN, _S.BROKEN): _T.SKIPPING,  # the request stands; what broke is dropped
+    (_T.SKIPPING, _S.RESYNC): _T.BETWEEN,
+    (_T.LEADING, _S.RESYNC): _T.BETWEEN,  # what came before it is dropped
+    **{(state, _S.GAVE_UP): _T.BETWEEN for state in (_T.FIRST, _T.LEADING, _T.BETWEEN,
+                                                     _T.READING, _T.OPEN, _T.SKIPPING)},
+    (_T.CLOSING, _S.GAVE_UP): _T.CLOSING,
+    **{(state, _S.GIVE_UP_CONNECTION): _T.CLOSING for state in _T},
+}
+del _S, _T
 
 # A deadline (an unfinished request) or a close may be due in these even with nothing buffered.
 _STATES_WITH_SOMETHING_DUE = frozenset({TerminalState.READING, TerminalState.LEADING,
@@ -302,6 +381,8 @@ class _Message:
 
     def __init__(self, received_at: float):
         self.fields: list[Field] = []
+        # None while `fields` are those of a whole request read at once, shared with its
+        # _Request: late fields copy them first (_read_fields).
         self.seen: set[str] | None = set()
         self.received_at = received_at
         self.size = 0
@@ -340,14 +421,16 @@ def _may_become_request_start(text: str) -> bool:
 
 
 class TerminalConnection:
-    """The terminal's side of one POS connection: requests in, in order, one at a time.
+    """The terminal's side of one POS connection: requests in, in order, one at a time;
+    their answers out.
 
     Rules (docs/protocol.md):
     - a request is whole once the bytes received end with whole fields that
       hold the mandatory ones; a line end or a new CZ also ends it;
     - optional fields that arrive after it is whole join it until its answer
-      is written (`request_finished()`); what breaks the framing after the
-      mandatory fields is dropped, never answered;
+      is written (`send()`, or `request_finished()` for a request that gets
+      none); what breaks the framing after the mandatory fields is dropped,
+      never answered;
     - after a message, only a request start (CZ and three digits, at a field
       boundary) is read; other bytes are dropped (BytesDropped);
     - bytes that start no request at the start of a connection (a stray
@@ -365,6 +448,12 @@ class TerminalConnection:
       none while `answers_blocked` (the POS does not read its answers):
       `wants_data` tells the I/O edge when to stop reading.
     """
+
+    # One is made per POS connection: slots make it smaller and quicker to build and read.
+    __slots__ = ("clock", "request_timeout", "max_waiting", "max_message", "max_junk", "state",
+                 "answers_blocked", "_buf", "_pos", "_message", "_queue", "_current", "_notes",
+                 "_seq", "_junk", "_leading_at", "_last_data_at", "_quiet_since",
+                 "_peer_closed", "_close_handed_out")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, *,
                  request_timeout: float = REQUEST_TIMEOUT, max_waiting: int = MAX_WAITING,
@@ -400,21 +489,22 @@ class TerminalConnection:
         if self._peer_closed or self.state is TerminalState.CLOSING:
             return
         self._last_data_at = self._quiet_since = self.clock()
-        if self._pos == len(self._buf) and self._whole_request(data):
-            return
-        self._buf = self._buf[self._pos:] + data.decode("latin-1")
+        text = data.decode("latin-1")
+        self._buf = self._buf[self._pos:] + text if self._pos < len(self._buf) else text
         self._pos = 0
         self._read()
 
-    def next_event(self) -> (RequestReceived | RequestExtended | MalformedRequest
-                             | BytesDropped | CloseConnection | NeedData):
+    def next_event(self) -> TerminalEvent:
         if not (self._buf or self._notes or self._queue or self._peer_closed) \
                 and self.state not in _STATES_WITH_SOMETHING_DUE:
             return _NOTHING_YET  # the common case, between two requests
-        self._read()
-        if self._holding() and (self._peer_closed or (
+        if self._pos < len(self._buf):
+            self._read()
+        holding = self._holding()
+        if holding and (self._peer_closed or (
                 self.wants_data and self.clock() >= self._deadline())):
             self._give_up_waiting()
+            holding = self._holding()
         # In the order things happened, except that a request waits for the one in progress.
         startable = self._current is None and self._queue
         if startable and (not self._notes or self._queue[0].seq < self._notes[0][0]):
@@ -427,18 +517,30 @@ class TerminalConnection:
                 self._close_handed_out = True
                 return CloseConnection(self.state is not TerminalState.CLOSING)
             return NeedData(None)
-        return NeedData(self._deadline() if self._holding() and self.wants_data else None)
+        return NeedData(self._deadline() if holding and self.wants_data else None)
+
+    def send(self, answer: bytes) -> bytes:
+        """The answer to the request in progress: the bytes to write, in one write (some
+        POS read it with a single recv). The request is over: late fields no longer join
+        it, and the next one may be handed out."""
+        if self._current is None:
+            raise LocalProtocolError("an answer with no request in progress")
+        self.request_finished()
+        return answer
 
     def request_finished(self) -> None:
-        """The request handed out last is over (answered or not): later fields do not join it."""
-        if self._waiting() >= self.max_waiting:
-            self._reading_again()
+        """The request handed out last is over (answered, or not at all: no-answer and
+        hang-up outcomes): later fields do not join it. Nothing if none is in progress."""
         finished, self._current = self._current, None
+        if finished is None:
+            return
+        if self._waiting() + 1 >= self.max_waiting:
+            self._reading_again()
         message = self._message
-        if finished is not None and message is not None and message.request is finished:
+        if message is not None and message.request is finished:
             self._message = None
             if self.state is TerminalState.OPEN:
-                self.state = TerminalState.BETWEEN
+                self._go(Step.ANSWERED)
 
     def block_answers(self, blocked: bool) -> None:
         """Whether answers pile up unsent (the POS does not read them): stop reading then."""
@@ -453,6 +555,11 @@ class TerminalConnection:
                 and not self.answers_blocked and self._waiting() < self.max_waiting)
 
     @property
+    def peer_closed(self) -> bool:
+        """Whether the POS closed its side (its FIN was read)."""
+        return self._peer_closed
+
+    @property
     def in_progress(self) -> bool:
         """Whether a request was handed out and is not finished."""
         return self._current is not None
@@ -461,6 +568,16 @@ class TerminalConnection:
     def waiting(self) -> int:
         """Requests read and not finished, the one in progress included."""
         return self._waiting()
+
+    # --- state ----------------------------------------------------------------------
+
+    def _go(self, step: Step) -> None:
+        """The one place the state changes: by TRANSITIONS."""
+        try:
+            self.state = TRANSITIONS[self.state, step]
+        except KeyError:
+            raise LocalProtocolError(f"{step.value!r} cannot happen in state "
+                                     f"{self.state.value!r}") from None
 
     # --- reading --------------------------------------------------------------------
 
@@ -471,34 +588,6 @@ class TerminalConnection:
         """Reading may resume: what the POS sent meanwhile was not read, so silence counts
         from now (no deadline runs while reading is paused)."""
         self._quiet_since = self.clock()
-
-    def _whole_request(self, data: bytes) -> bool:
-        """The common case, taken fast: one whole request in one segment, between messages.
-
-        The same rules as _read (through tlv.decode), at a fraction of the cost.
-        """
-        if self.state not in (TerminalState.FIRST, TerminalState.BETWEEN, TerminalState.OPEN) \
-                or self._waiting() >= self.max_waiting or len(data) > self.max_message \
-                or not data.startswith(b"CZ"):
-            return False
-        try:
-            fields = tlv.decode(data)
-        except FrameError:
-            return False
-        if not has_mandatory_fields(fields):
-            return False
-        self._junk = 0
-        request = self._enqueue(fields, self._last_data_at)
-        if data.endswith((b"\r", b"\n")):
-            self.state, self._message = TerminalState.BETWEEN, None
-        else:
-            message = self._message = _Message(self._last_data_at)
-            # The request's own fields: _read_fields copies them if late fields come.
-            message.fields, message.seen = fields, None
-            message.size, message.request = len(data), request
-            self.state = TerminalState.OPEN
-        self._buf, self._pos = "", 0
-        return True
 
     def _read(self) -> None:
         """Read what is buffered, as far as the rules allow now."""
@@ -514,7 +603,7 @@ class TerminalConnection:
             elif state is TerminalState.OPEN:
                 if not self._read_fields():
                     return
-            elif state in (TerminalState.SKIPPING, TerminalState.LEADING):
+            elif state is TerminalState.SKIPPING or state is TerminalState.LEADING:
                 if not self._skip():
                     return
             elif not self._between_messages():
@@ -536,13 +625,12 @@ class TerminalConnection:
         if end - pos < 5 and _may_become_request_start(buf[pos:]):
             return False
         if self.state is TerminalState.FIRST:
-            self._leading_at = self._last_data_at
-            self.state = TerminalState.LEADING  # answered only if no request follows
+            self._lead()
             return True
         try:
-            field = tlv._read_field(buf, pos, end)
+            field = tlv.read_field(buf, pos, end)
         except FrameError:
-            self.state = TerminalState.SKIPPING  # not even a field: look for a request start
+            self._go(Step.NO_FIELD)  # not even a field: look for a request start
             return True
         if field is None:
             return False  # a late field, cut: wait for its end
@@ -551,31 +639,36 @@ class TerminalConnection:
 
     def _start_message(self) -> None:
         self._junk = 0
-        self._buf, self._pos = self._buf[self._pos:], 0  # error offsets count from here
+        if self._pos:
+            self._buf, self._pos = self._buf[self._pos:], 0  # error offsets count from here
         self._message = _Message(self._last_data_at)
-        self.state = TerminalState.READING
+        self._go(Step.START)
 
     def _read_fields(self) -> bool:
         """Read whole fields into the message (READING or OPEN). False: more bytes needed."""
         message = self._message
         assert message is not None
-        if message.seen is None:  # opened by _whole_request: its fields are the request's
-            message.fields = list(message.fields)
-            message.seen = {tag for tag, _ in message.fields}
         buf, end = self._buf, len(self._buf)
         added = False
+        if not message.fields and self._read_whole(message):
+            added = True  # the common case: a whole request in one segment, read at once
+        elif message.seen is None and self._pos < end:  # late fields: the request's own copy
+            message.fields = list(message.fields)
+            message.seen = {tag for tag, _ in message.fields}
+        seen = message.seen
         try:
             while self._pos < end:
                 pos = self._pos
                 if buf[pos] in LINE_ENDS:
                     return self._end_message(added)
-                field = tlv._read_field(buf, pos, end)
+                field = tlv.read_field(buf, pos, end)
                 if field is None:
                     break
                 tag, value, next_pos = field
                 if tag == FIRST_TAG and message.fields:
                     return self._end_message(added)
-                tlv._add(message.fields, message.seen, tag, value, pos, bare=False)
+                assert seen is not None
+                tlv.add_field(message.fields, seen, tag, value, pos)
                 added = True
                 self._pos = next_pos
                 message.size += next_pos - pos
@@ -587,8 +680,26 @@ class TerminalConnection:
             self._extended(added)
         elif self._pos == end and has_mandatory_fields(message.fields):
             self._queue_message()
-            self.state = TerminalState.OPEN
+            self._go(Step.WHOLE)
         return False
+
+    def _read_whole(self, message: _Message) -> bool:
+        """Fields up to the buffer's end (or its last line ends) that are a valid message,
+        read in one go: the same fields, in the same state, as the loop of _read_fields
+        would read one by one, at a fraction of the cost."""
+        buf, pos = self._buf, self._pos
+        if buf.find(FIRST_TAG, pos + tlv.HEADER) != -1:
+            return False  # perhaps more messages (pipelined): each is read field by field
+        end = len(buf.rstrip(LINE_ENDS))
+        if end - pos > self.max_message:
+            return False  # the loop says where it went over
+        fields = tlv.whole_fields(buf, pos, end)
+        if fields is None:
+            return False  # the loop finds what is wrong, and where
+        message.fields, message.seen = fields, None  # shared with its request, if whole
+        message.size = end - pos
+        self._pos = end
+        return True
 
     def _end_message(self, added: bool) -> bool:
         """A line end or a new request ends the message."""
@@ -597,7 +708,7 @@ class TerminalConnection:
         else:
             self._extended(added)
         self._message = None
-        self.state = TerminalState.BETWEEN
+        self._go(Step.END)
         return True
 
     def _enqueue(self, fields: list[Field], received_at: float,
@@ -609,7 +720,8 @@ class TerminalConnection:
     def _queue_message(self) -> None:
         message = self._message
         assert message is not None
-        message.request = self._enqueue(list(message.fields), message.received_at)
+        fields = message.fields if message.seen is None else list(message.fields)
+        message.request = self._enqueue(fields, message.received_at)
 
     def _extended(self, added: bool) -> None:
         """Late fields joined the open request."""
@@ -628,7 +740,7 @@ class TerminalConnection:
         assert message is not None
         if self.state is TerminalState.READING and has_mandatory_fields(message.fields):
             self._queue_message()
-            self.state = TerminalState.OPEN
+            self._go(Step.WHOLE)
         if self.state is TerminalState.READING:
             error.fields = error.fields or list(message.fields)
             self._enqueue(error.fields, message.received_at, error)
@@ -637,7 +749,8 @@ class TerminalConnection:
             self._extended(added)
             self._drop(self._pos, self._pos + 1, f"late fields of a request: {error}")
         self._message = None
-        self.state = TerminalState.SKIPPING
+        if self.state is not TerminalState.CLOSING:  # _drop may have given up on the POS
+            self._go(Step.BROKEN)
         return True
 
     def _oversized(self) -> bool:
@@ -667,7 +780,7 @@ class TerminalConnection:
         if self.state is TerminalState.CLOSING:
             return True
         if _is_request_start(buf, found):
-            self.state = TerminalState.BETWEEN
+            self._go(Step.RESYNC)
             return True
         return False
 
@@ -686,6 +799,12 @@ class TerminalConnection:
                 self._refuse_leading()
             self._close()
 
+    def _lead(self) -> None:
+        """Bytes that start no request begin the connection (FIRST): skipped up to a
+        request start, or answered once if none comes."""
+        self._leading_at = self._last_data_at
+        self._go(Step.LEAD)
+
     def _refuse_leading(self) -> None:
         """No request start followed the bytes that began the connection: they were the
         POS's first message, and get its one AF=09."""
@@ -694,7 +813,7 @@ class TerminalConnection:
 
     def _close(self) -> bool:
         self._message = None
-        self.state = TerminalState.CLOSING
+        self._go(Step.GIVE_UP_CONNECTION)
         self._buf, self._pos = "", 0
         return True
 
@@ -704,7 +823,7 @@ class TerminalConnection:
         """Whether bytes of an unfinished message (or fragment) wait for more."""
         if self.state is TerminalState.CLOSING:
             return False
-        if self.state in (TerminalState.READING, TerminalState.LEADING):
+        if self.state is TerminalState.READING or self.state is TerminalState.LEADING:
             return True
         # Bytes left unread because enough requests wait are no fragment.
         return self._pos < len(self._buf) and self._waiting() < self.max_waiting
@@ -721,7 +840,7 @@ class TerminalConnection:
             message = self._message
             assert message is not None
             if self._pos < end:
-                error = tlv._truncation(buf, self._pos, end)
+                error = tlv.truncation_error(buf, self._pos, end)
                 error.fields = list(message.fields)
                 self._enqueue(error.fields, message.received_at, error)
             else:
@@ -729,20 +848,17 @@ class TerminalConnection:
             self._buf, self._pos = "", 0
         elif self.state is TerminalState.SKIPPING:
             self._drop(self._pos, end, "they follow a framing error")
-        elif self.state in (TerminalState.LEADING, TerminalState.FIRST):
+        elif self.state is TerminalState.LEADING or self.state is TerminalState.FIRST:
             if self.state is TerminalState.FIRST:  # a fragment of a request start, then nothing
-                self._leading_at = self._last_data_at
-                self.state = TerminalState.LEADING
+                self._lead()
             self._drop(self._pos, end, f"they start no request: {why}")
             if self.state is TerminalState.LEADING:  # not closed by a flood meanwhile
                 self._refuse_leading()
         else:
             self._drop(self._pos, end, f"a fragment that starts no request: {why}")
         self._message = None
-        if self.state is not TerminalState.CLOSING:
-            self.state = TerminalState.BETWEEN
+        self._go(Step.GAVE_UP)
 
     def _finished_reading(self) -> bool:
         return self.state is TerminalState.CLOSING or (
             self._peer_closed and self._pos >= len(self._buf) and not self._holding())
-

@@ -320,7 +320,6 @@ class Exchange:
         from .connection import PosConnection
 
         self.request = request
-        self.frame = request.encode()
         self.timeout = timeout
         self.clock = clock
         self.started = clock()
@@ -328,6 +327,7 @@ class Exchange:
         self.received = bytearray()
         self.connection = (PosConnection(clock) if trailing_grace is None
                            else PosConnection(clock, trailing_grace))
+        self.frame = self.connection.send(request.encode())  # what the edge writes
 
     @property
     def awaiting_answer(self) -> bool:
@@ -342,7 +342,7 @@ class Exchange:
         self.connection.receive_data(data)
 
     def step(self) -> PaymentResult | float:
-        from .connection import AnswerReceived, ConnectionClosed, ProtocolError
+        from .connection import AnswerReceived, AnswerUnreadable, ConnectionClosed
 
         while True:
             event = self.connection.next_event()
@@ -351,7 +351,7 @@ class Exchange:
                     _log("warning", "ignored %d bytes after the answer: %s",
                          len(event.dropped), event.dropped_reason)
                 return self.result(TerminalAnswer.parse(event.fields), dropped=event.dropped)
-            if isinstance(event, ProtocolError):
+            if isinstance(event, AnswerUnreadable):
                 return self.result(TerminalAnswer.unreadable(event.error))
             if isinstance(event, ConnectionClosed):
                 return self.result(problem="the terminal closed the connection without answering")

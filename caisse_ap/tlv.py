@@ -86,8 +86,10 @@ def _check_header(buf: str, pos: int, end: int) -> None:
         raise FrameError(f"length {length!r} of {tag} at offset {pos + 2} is not digits", pos + 2)
 
 
-def _read_field(buf: str, pos: int, end: int) -> tuple[str, str, int] | None:
-    """Read the field at `pos`: (tag, value, next position), or None if it is not all there yet."""
+def read_field(buf: str, pos: int, end: int) -> tuple[str, str, int] | None:
+    """Read the field at `pos` of `buf` (bytes as Latin-1 text, up to `end`): (tag, value,
+    next position), or None if it is not all there yet. FrameError if what is there
+    already breaks the framing. For readers of a stream (connection.py)."""
     if end - pos < HEADER:
         _check_header(buf, pos, end)
         return None
@@ -116,8 +118,8 @@ def _read_field(buf: str, pos: int, end: int) -> tuple[str, str, int] | None:
     return tag, value, start + size
 
 
-def _truncation(buf: str, pos: int, end: int) -> FrameError:
-    """The error for a message that ends in the middle of the field at `pos`."""
+def truncation_error(buf: str, pos: int, end: int) -> FrameError:
+    """The error for a message that ends (at `end`) in the middle of the field at `pos`."""
     if end - pos < HEADER:
         what = "tag" if end - pos < 2 else f"length of {buf[pos:pos + 2]}"
         at = pos if end - pos < 2 else pos + 2
@@ -131,7 +133,11 @@ def _truncation(buf: str, pos: int, end: int) -> FrameError:
     )
 
 
-def _add(fields: list[Field], seen: set[str], tag: str, value: str, pos: int, bare: bool) -> None:
+def add_field(fields: list[Field], seen: set[str], tag: str, value: str, pos: int,
+              bare: bool = False) -> None:
+    """Append a field read at `pos` to a message's `fields` (their tags in `seen`):
+    FrameError if it cannot be there (a duplicate tag; a first field that is not CZ,
+    unless `bare`)."""
     if not fields and not bare and tag != FIRST_TAG:
         raise FrameError(f"first field is {tag} at offset {pos}, expected {FIRST_TAG}", pos)
     if tag in seen:
@@ -145,11 +151,11 @@ def _decode_fields(buf: str, pos: int, end: int, bare: bool) -> list[Field]:
     seen: set[str] = set()
     try:
         while pos < end:
-            field = _read_field(buf, pos, end)
+            field = read_field(buf, pos, end)
             if field is None:
-                raise _truncation(buf, pos, end)
+                raise truncation_error(buf, pos, end)
             tag, value, next_pos = field
-            _add(fields, seen, tag, value, pos, bare)
+            add_field(fields, seen, tag, value, pos, bare)
             pos = next_pos
     except FrameError as error:
         # The fields before the problem, so that a terminal can echo them.
@@ -213,6 +219,19 @@ def _valid_fields(text: str, pos: int, end: int, bare: bool) -> list[Field] | No
     if not CONSTRUCTED_TAGS.isdisjoint(tags) and not _nested_values_valid(fields):
         return None
     return fields
+
+
+def whole_fields(text: str, pos: int, end: int) -> list[Field] | None:
+    """The fields of text[pos:end] if it is exactly a valid message (CZ first), else None.
+
+    decode's fast check, for a stream reader that holds a whole message in one
+    segment (the common case): None says only "read it field by field".
+    """
+    if pos or end != len(text):
+        text = text[pos:end]
+    if not (text.isascii() and text.isprintable()):
+        return None
+    return _valid_fields(text, 0, len(text), False)
 
 
 def _nested_values_valid(fields: Iterable[Field]) -> bool:
@@ -393,13 +412,13 @@ class FrameDecoder:
         while self._pos < end:
             if buf[self._pos] in LINE_ENDS and self._fields:
                 return self._take(self._pos)
-            field = _read_field(buf, self._pos, end)
+            field = read_field(buf, self._pos, end)
             if field is None:
                 return None
             tag, value, next_pos = field
             if tag == FIRST_TAG and self._fields:
                 return self._take(self._pos)
-            _add(self._fields, self._seen, tag, value, self._pos, bare=False)
+            add_field(self._fields, self._seen, tag, value, self._pos, bare=False)
             self._pos = next_pos
         if self._fields and self.is_complete(self._fields):
             return self._take(self._pos)
@@ -415,7 +434,7 @@ class FrameDecoder:
             return message
         self._skip_line_ends()
         if self._pos < len(self._buf):
-            error = _truncation(self._buf, self._pos, len(self._buf))
+            error = truncation_error(self._buf, self._pos, len(self._buf))
             error.fields = list(self._fields)
             self.reset()
             raise error

@@ -20,7 +20,13 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IDelayedCall,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.python.failure import Failure
 
 from .messages import PaymentRequest
@@ -52,7 +58,7 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
     def send(self, request: PaymentRequest) -> defer.Deferred[PaymentResult]:
         """Send `request` and read the answer (see the module's docstring)."""
         exchange = Exchange(request, self.timeout, self.reactor.seconds)
-        connector: list[Any] = []
+        connector: list[IConnector] = []
 
         def cancel(_: defer.Deferred[PaymentResult]) -> None:
             if connector:
@@ -129,10 +135,10 @@ class _ExchangeFactory(protocol.ClientFactory):
         self.port = port
         self.connect_timeout = connect_timeout
 
-    def buildProtocol(self, addr: Any) -> _ExchangeProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _ExchangeProtocol:
         return _ExchangeProtocol(self.reactor, self.exchange, self.done)
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         if not self.done.called and not reason.check(error.UserError):  # UserError: cancelled
             self.done.errback(unreachable(self.host, self.port, _as_os_error(reason),
                                           self.connect_timeout))

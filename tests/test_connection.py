@@ -11,17 +11,20 @@ from hypothesis import strategies as st
 from caisse_ap import tlv
 from caisse_ap.connection import (
     TRAILING_GRACE,
+    TRANSITIONS,
     AnswerReceived,
+    AnswerUnreadable,
     BytesDropped,
     CloseConnection,
     ConnectionClosed,
+    LocalProtocolError,
     MalformedRequest,
     NeedData,
     PosConnection,
     PosState,
-    ProtocolError,
     RequestExtended,
     RequestReceived,
+    Step,
     TerminalConnection,
     TerminalState,
 )
@@ -144,7 +147,7 @@ def test_a_field_cut_then_the_exchange_time_out_or_a_close_makes_the_answer_unre
     assert silent.next_event() == NeedData(None)
     assert silent.field_cut
     event = silent.timed_out()
-    assert isinstance(event, ProtocolError)
+    assert isinstance(event, AnswerUnreadable)
     assert "truncated" in str(event.error)
     assert event.error.fields == tlv.decode(ANSWER)
     closed = pos()
@@ -193,7 +196,7 @@ def test_garbage_before_ae_is_a_protocol_error():
     connection = pos()
     connection.receive_data(b"HELLO WORLD\r\n")
     event = connection.next_event()
-    assert isinstance(event, ProtocolError)
+    assert isinstance(event, AnswerUnreadable)
     assert event.frame == b"HELLO WORLD\r\n"
     assert connection.state is PosState.ERROR
 
@@ -202,7 +205,7 @@ def test_a_line_end_before_ae_is_a_protocol_error_keeping_the_fields_read():
     connection = pos()
     connection.receive_data(b"CZ0040300CA00201\r\n")
     event = connection.next_event()
-    assert isinstance(event, ProtocolError)
+    assert isinstance(event, AnswerUnreadable)
     assert event.error.fields == [("CZ", "0300"), ("CA", "01")]
     assert "without an action status (AE)" in str(event.error)
 
@@ -609,3 +612,30 @@ def test_a_late_field_left_cut_is_dropped_after_the_silence_the_request_stands()
     assert isinstance(dropped, BytesDropped) and dropped.data == b"CF003X"
     assert "nothing more came within 2 s" in dropped.reason
     assert connection.next_event() == NeedData(None) and connection.in_progress
+
+
+# --- Both directions, and the transition table ---------------------------------------------
+
+
+def test_each_side_gives_the_bytes_it_sends_and_refuses_what_its_state_does_not_allow():
+    pos_side = pos()
+    assert pos_side.send(ANSWER) == ANSWER  # the bytes to write, once
+    with pytest.raises(LocalProtocolError):
+        pos_side.send(ANSWER)
+    terminal = TerminalConnection(Clock())
+    with pytest.raises(LocalProtocolError):
+        terminal.send(ANSWER)  # no request in progress
+    terminal.receive_data(REQUEST)
+    assert isinstance(terminal.next_event(), RequestReceived)
+    assert terminal.send(ANSWER) == ANSWER
+    assert not terminal.in_progress and terminal.state is TerminalState.BETWEEN
+    terminal.request_finished()  # nothing in progress: nothing to do
+
+
+def test_every_state_change_is_in_the_table_and_a_missing_one_is_refused():
+    states = {state for state, _ in TRANSITIONS} | set(TRANSITIONS.values())
+    assert states == set(TerminalState)  # each state is left or reached by the table
+    terminal = TerminalConnection(Clock())
+    with pytest.raises(LocalProtocolError, match="cannot happen in state 'first'"):
+        terminal._go(Step.ANSWERED)
+    assert terminal.state is TerminalState.FIRST

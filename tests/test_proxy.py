@@ -435,6 +435,42 @@ def test_a_pos_that_shuts_its_side_still_gets_the_answer(reactor_thread, start_t
     assert seen["status"] == "approved" and seen["answer_frame"].encode() == received
 
 
+# --- What waits for the terminal is bounded ----------------------------------------------
+
+
+class _HoldingProxy:
+    """Stands for the ProxyProtocol: notes when the link asks it to stop reading the POS."""
+
+    def __init__(self) -> None:
+        self.held: list[bool] = []
+
+    def hold_reading(self, held: bool) -> None:
+        self.held.append(held)
+
+
+def test_the_link_stops_the_pos_past_64_kib_for_the_terminal_and_while_it_does_not_read():
+    from twisted.internet.testing import StringTransport
+
+    holding = _HoldingProxy()
+    link = proxy._TerminalLink(holding)  # type: ignore[arg-type]
+    link.send(b"x" * proxy.MAX_PENDING)  # the terminal is not connected yet
+    assert holding.held == []
+    link.send(b"y")
+    assert holding.held == [True]  # past the bound: the POS is no longer read
+    transport = StringTransport()
+    transport.setTcpNoDelay = lambda enabled: None
+    link.makeConnection(transport)
+    assert transport.value() == b"x" * proxy.MAX_PENDING + b"y"  # passed on, in order
+    assert holding.held == [True, False] and transport.producer is link
+    link.pauseProducing()  # Twisted: the terminal does not read what is written
+    link.resumeProducing()
+    assert holding.held == [True, False, True, False]
+    link.hold_reading(True)  # the POS reads no answer: the terminal is not read either
+    assert transport.producerState == "paused"
+    link.hold_reading(False)
+    assert transport.producerState == "producing"
+
+
 def test_the_same_payment_twice_on_two_connections_is_no_resend(reactor_thread, upstream,
                                                                  start_proxy):
     """Two customers paying the same amount: the first answer was delivered, the second

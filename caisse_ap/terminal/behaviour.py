@@ -561,21 +561,41 @@ def make_card(kind: PaymentType, rng: random.Random, now: datetime,
     """A plausible card: Luhn-valid number of the scheme (masked as the profile masks
     card numbers), expiry in the future."""
     scheme = kind.scheme
+    mask = _STANDARD_MASK if profile is None else (profile.mask, profile.shown_first,
+                                                   profile.shown_last)
+    numbers = _CARD_NUMBERS.get((scheme.name, mask)) or _card_numbers(scheme, mask)
+    expiries = _EXPIRIES.get(now.year) or _expiries(now.year)
     # One draw, split into each random part: a single call to the generator
     # instead of one per part, which cost most of an answer. 64 random bits
     # modulo under 2**38 choices: the bias is below 2**-26, and getrandbits
-    # is one C call where randrange is two Python ones.
-    draw = rng.getrandbits(64) % (len(scheme.bins) * SHOWN_DIGITS * EXPIRY_MONTHS
-                                  * AUTHORISATIONS)
+    # is one C call where randrange is two Python ones. The numbers and
+    # expiries are tables made once: an index each.
+    draw = rng.getrandbits(64) % (len(numbers) * EXPIRY_MONTHS * AUTHORISATIONS)
     draw, authorisation = divmod(draw, AUTHORISATIONS)
-    draw, months = divmod(draw, EXPIRY_MONTHS)
-    bin_index, shown = divmod(draw, SHOWN_DIGITS)
-    years_ahead, month = divmod(months, 12)
-    year = (now.year + 1 + years_ahead) % 100
-    mask = _STANDARD_MASK if profile is None else (profile.mask, profile.shown_first,
-                                                   profile.shown_last)
-    masked = _masked_numbers(scheme.bins[bin_index], scheme.pan_length, *mask)[shown]
-    return Card(kind, masked, f"{year:02d}{month + 1:02d}", f"{authorisation:06d}")
+    number, months = divmod(draw, EXPIRY_MONTHS)
+    return Card(kind, numbers[number], expiries[months], f"{authorisation:06d}")
+
+
+# The masked numbers of every BIN of a scheme, by (scheme name, mask): _masked_numbers
+# of each BIN in turn, so that BIN i's number `shown` is at i * SHOWN_DIGITS + shown.
+_CARD_NUMBERS: dict[tuple[str, tuple[str, int, int]], tuple[str, ...]] = {}
+# The 48 expiries (YYMM) a card may have, by the current year: the 12 months of each
+# of the next four years.
+_EXPIRIES: dict[int, tuple[str, ...]] = {}
+
+
+def _card_numbers(scheme: Scheme, mask: tuple[str, int, int]) -> tuple[str, ...]:
+    numbers = _CARD_NUMBERS[scheme.name, mask] = tuple(
+        number for bin_ in scheme.bins for number in _masked_numbers(bin_, scheme.pan_length,
+                                                                     *mask))
+    return numbers
+
+
+def _expiries(year: int) -> tuple[str, ...]:
+    expiries = _EXPIRIES[year] = tuple(
+        f"{(year + 1 + ahead) % 100:02d}{month + 1:02d}" for ahead in range(EXPIRY_MONTHS // 12)
+        for month in range(12))
+    return expiries
 
 
 _STANDARD_MASK = ("#", 6, 4)  # BIN, hidden digits as #, last four

@@ -23,16 +23,19 @@ request a recording has no answer for is answered here too, flagged
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import assert_never
 
 from twisted.internet import endpoints, interfaces, protocol, tcp
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import masking
 from ..connection import (
     AnswerReceived,
+    AnswerUnreadable,
+    BytesDropped,
     CloseConnection,
     ConnectionClosed,
     MalformedRequest,
@@ -41,7 +44,7 @@ from ..connection import (
     PosState,
     RequestExtended,
     RequestReceived,
-    TerminalConnection,
+    TerminalEvent,
 )
 from ..deviations import (
     STANDARD_ORDER,
@@ -55,6 +58,7 @@ from ..messages import Outcome, TerminalAnswer
 from ..tlv import Field, FrameError
 from . import behaviour
 from .behaviour import OutcomeSpec, TerminalSettings
+from .edge import PosEdge
 from .outcomes import OutcomeQueue
 from .recording import POS, TERMINAL, Recording, ReplayBook, ReplayedAnswer
 from .server import TerminalFactory, peer_of
@@ -64,6 +68,9 @@ from .taps import SegmentLog
 log = logging.getLogger("caisse_ap.terminal")
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the terminal before the POS connection is closed
+# Bytes of the POS passed on before the terminal is connected, past which the POS is no
+# longer read (once connected, Twisted's own 64 KiB buffer bounds them the same way).
+MAX_PENDING = 64 * 1024
 SPLIT_PIECES = 3  # segments of an answer cut by the queue's "terminal-split"
 SPLIT_GAP = 0.05  # seconds between them, unless the outcome gives a delay
 STATUS_BY_OUTCOME = {Outcome.APPROVED: "approved", Outcome.DECLINED: "declined",
@@ -78,28 +85,26 @@ class _Forwarded:
     reader: PosConnection
     resent: bool = False
     reads: int = 0  # how many reads carried the answer so far
-    timer: Any = None  # the answer reader's deadline (its trailing grace)
+    timer: IDelayedCall | None = None  # the answer reader's deadline (its trailing grace)
     problems: dict[str, str] = field(default_factory=dict)
     fault: OutcomeSpec | None = None  # the queue's "terminal" or "terminal-split"
     withheld: bytes = b""  # the answer kept back to be cut ("terminal-split")
 
 
-@implementer(interfaces.IHalfCloseableProtocol)
-class ProxyProtocol(protocol.Protocol):
-    """One POS connection and its link to the upstream (a POS may shut its sending side
-    and still read the answer: that passes through too)."""
+class ProxyProtocol(PosEdge):
+    """One POS connection and its link to the upstream, on the edge the simulated
+    terminal uses (edge.py): its bounds toward a POS that floods or does not read, its
+    timers and its close (a POS may shut its sending side and still read the answer:
+    that passes through too). Reading from the POS stops too while the terminal takes
+    no more of what is passed on."""
 
-    transport: tcp.Server  # set by Twisted before connectionMade
     link: _TerminalLink | _RecordingLink  # to the upstream, made by connectionMade
 
     def __init__(self, factory: ProxyFactory, peer: str):
+        super().__init__(factory.terminal, factory.idle_watch, peer)
         self.factory = factory
-        self.terminal = factory.terminal
-        self.reactor = factory.reactor
-        self.peer = peer
         self.segments = SegmentLog(self.reactor)
-        self.requests = TerminalConnection(self.reactor.seconds,
-                                           request_timeout=self.terminal.request_timeout)
+        self.requests = self.connection  # what reads the POS's requests
         self.request_started: float | None = None  # first byte of the request being read
         self.held: list[bytes] | None = None  # its bytes, while the queue may answer it
         self.forwarded: _Forwarded | None = None
@@ -107,30 +112,20 @@ class ProxyProtocol(protocol.Protocol):
         self.flags: tuple[dict[str, str], ...] = ()  # for the next transaction answered here
         self.upstream_gone = False
         self.pos_shut = False  # the POS shut its sending side (or closed: a FIN either way)
-        self.closing = False
-        self.notify_closed: Any = None  # stop_terminal's Deferred, fired by connectionLost
-        self.on_closed: Callable[[], None] | None = None  # the factory's: accept again
-        self.last_active = 0.0
-        self._timer: Any = None  # the request reader's deadline
-        self._pumping = False
         self._delayed_writes = 0  # bytes for the POS waiting on a fault's delay
         self._close_when_written = False
 
     # --- The POS side --------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.terminal.connections.add(self)
+        super().connectionMade()
         self.factory.opened(self)
-        self.last_active = self.reactor.seconds()
-        self.factory.idle_watch.watch()
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # segments go on as they came
         self.link = self.factory.upstream.connect(self)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
-        now = self.last_active = self.reactor.seconds()
+    def received(self, data: bytes) -> None:
+        now = self.reactor.seconds()
         self.segments.note(POS, data)
         if self.request_started is None:
             self.request_started = now
@@ -140,24 +135,14 @@ class ProxyProtocol(protocol.Protocol):
             self.held.append(data)
         else:
             self.link.send(data)
-        self.requests.receive_data(data)
-        self._pump()
 
-    def readConnectionLost(self) -> None:
+    def peer_shut(self) -> None:
         """The POS shut its sending side: so does the proxy towards the terminal."""
         self.pos_shut = True
         self._pass_held()
         self.link.shut_sending()
-        self.requests.receive_data(b"")
-        self._pump()
 
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.closing = True
-        self._stop_timer()
-        self.terminal.connections.discard(self)
+    def lost(self) -> None:
         if self.forwarded is not None:
             # An answer already read to its action status is whole: the POS had it.
             self.forwarded.reader.receive_data(b"")
@@ -167,42 +152,28 @@ class ProxyProtocol(protocol.Protocol):
             self.terminal.drop(local)
         self.link.close()
         self.factory.closed(self)  # after the dropped transactions are recorded
-        if self.on_closed is not None:
-            self.on_closed()
-        if self.notify_closed is not None:
-            notify, self.notify_closed = self.notify_closed, None
-            notify.callback(None)
 
-    def _pump(self) -> None:
-        """Act on what the request reader makes of the POS's bytes."""
-        if self._pumping:
-            return  # a transaction answered here finished within receive(): the loop goes on
-        self._pumping = True
-        try:
-            self._stop_timer()
-            while not self.closing:
-                event = self.requests.next_event()
-                if isinstance(event, NeedData):
-                    if event.deadline is not None:
-                        delay = max(event.deadline - self.reactor.seconds(), 0.0)
-                        self._timer = self.reactor.callLater(delay, self._pump)
-                    return
-                if isinstance(event, RequestReceived):
-                    self._request(event.fields, event.received_at)
-                elif isinstance(event, RequestExtended):
-                    self._extend(event.fields)
-                elif isinstance(event, MalformedRequest):
-                    self._malformed(event.error, event.received_at)
-                elif isinstance(event, CloseConnection):
-                    return  # nothing more to read: the terminal decides when to close
-                # BytesDropped: no request; passed on all the same, the terminal judges them
-        finally:
-            self._pumping = False
+    def busy(self) -> bool:
+        return self.forwarded is not None or self.local is not None
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def answers_blocked(self, blocked: bool) -> None:
+        """The POS reads nothing: the terminal's answers wait in its socket, not here."""
+        self.link.hold_reading(blocked)
+
+    def handle(self, event: TerminalEvent) -> None:
+        """What the request reader makes of the POS's bytes."""
+        if isinstance(event, RequestReceived):
+            self._request(event.fields, event.received_at)
+        elif isinstance(event, RequestExtended):
+            self._extend(event.fields)
+        elif isinstance(event, MalformedRequest):
+            self._malformed(event.error, event.received_at)
+        elif isinstance(event, (BytesDropped, CloseConnection, NeedData)):
+            # No request: passed on all the same, the terminal judges them; nothing more
+            # to read: the terminal decides when to close.
+            pass
+        else:
+            assert_never(event)
 
     def _request(self, fields: list[Field], received_at: float) -> None:
         """A whole request: answered here if the queue holds an outcome, else passed on."""
@@ -261,24 +232,23 @@ class ProxyProtocol(protocol.Protocol):
         """The request in progress is over: the reader may hand out the next one."""
         self.requests.request_finished()
         if not self.closing:
-            self._pump()
+            self.pump()
 
     # --- The Connection interface, for answers made here ---------------------------------
 
     def send(self, data: bytes) -> None:
         self.segments.note(TERMINAL, data)
-        self.transport.write(data)
+        self.write(self.connection.send(data))
 
     def hang_up(self) -> None:
-        self.closing = True
-        self.transport.loseConnection()
+        self.close()
 
     def transaction_done(self, transaction: Transaction) -> None:
         if self.local is transaction:
             self.local = None
         self.last_active = self.reactor.seconds()
         if self.upstream_gone:
-            self.transport.loseConnection()
+            self.close()
         self._exchange_over()
 
     # --- The upstream side -----------------------------------------------------------------
@@ -291,7 +261,7 @@ class ProxyProtocol(protocol.Protocol):
         self.segments.note(TERMINAL, data)
         forwarded = self.forwarded
         if forwarded is None:
-            self.transport.write(data)
+            self.write(data)
             return  # nothing asked: passed on, with nothing to read it against
         self._to_pos(forwarded, data)
         forwarded.reads += 1
@@ -314,7 +284,7 @@ class ProxyProtocol(protocol.Protocol):
             if self._delayed_writes:
                 self._close_when_written = True
             else:
-                self.transport.loseConnection()
+                self.close()
 
     def _to_pos(self, forwarded: _Forwarded, data: bytes) -> None:
         """The terminal's bytes on to the POS: at once, unless the queue delays or cuts them."""
@@ -324,7 +294,7 @@ class ProxyProtocol(protocol.Protocol):
         elif fault is not None and fault.outcome == behaviour.TERMINAL and fault.delay:
             self._write_later(fault.delay, data)
         else:
-            self.transport.write(data)
+            self.write(data)
 
     def _write_later(self, delay: float, data: bytes) -> None:
         self._delayed_writes += 1
@@ -334,9 +304,9 @@ class ProxyProtocol(protocol.Protocol):
         self._delayed_writes -= 1
         if self.closing:
             return
-        self.transport.write(data)
+        self.write(data)
         if not self._delayed_writes and self._close_when_written:
-            self.transport.loseConnection()
+            self.close()
 
     def _release_withheld(self, forwarded: _Forwarded) -> None:
         """The answer kept back for "terminal-split": written in SPLIT_PIECES segments."""
@@ -363,8 +333,7 @@ class ProxyProtocol(protocol.Protocol):
             txn = self.terminal.receive_forwarded(self, [], self.request_started)
             txn.deviations = (unreachable.to_json(),)
             self.terminal.finish_forwarded(txn, "hang-up")
-        self.closing = True
-        self.transport.loseConnection()
+        self.close()
 
     def _read_answer(self, forwarded: _Forwarded, ended: str = "hang-up") -> None:
         """Read what came of the answer; `ended`: the status if the connection ended
@@ -384,10 +353,12 @@ class ProxyProtocol(protocol.Protocol):
         elif isinstance(event, ConnectionClosed):
             # The POS that shut its side first left before the answer, whatever came next.
             self._finish(forwarded, "dropped" if self.pos_shut else ended)
-        else:  # ProtocolError
+        elif isinstance(event, AnswerUnreadable):
             forwarded.problems["unreadable-answer"] = str(event.error)
             self._finish(forwarded, "dropped" if ended == "dropped" else "error", None,
                          event.frame)
+        else:
+            assert_never(event)
 
     def _finish(self, forwarded: _Forwarded, status: str | None,
                 fields: list[Field] | None = None, frame: bytes = b"",
@@ -419,18 +390,6 @@ class ProxyProtocol(protocol.Protocol):
         self.terminal.finish_forwarded(txn, status, answer_fields, sent, reason)
         self._exchange_over()
 
-    # --- Idle time-out (IdleWatch calls these) ----------------------------------------------
-
-    def idle_since(self, now: float) -> float:
-        if self.forwarded is not None or self.local is not None or self.closing:
-            return now
-        return self.last_active
-
-    def close_idle(self, timeout: float) -> None:
-        log.info("%s sent nothing for %g s: closing", self.peer, timeout)
-        self.closing = True
-        self.transport.loseConnection()
-
 
 class ProxyFactory(protocol.Factory):
     """Builds one ProxyProtocol per POS, within max_connections (a TerminalFactory admits
@@ -448,13 +407,13 @@ class ProxyFactory(protocol.Factory):
         self.free_slots = self.admission.free_slots  # the listening port asks
         self.reactor = terminal.reactor
         self.upstream = upstream
-        self._expected: tuple[Any, Expectations] | None = None
+        self._expected: tuple[TerminalSettings, Expectations] | None = None
         self.resends = ResendWatch()
         self.logs: dict[str, SegmentLog] = {}
         self._by_peer: dict[str, ProxyProtocol] = {}
         terminal.observers.insert(0, self)
 
-    def buildProtocol(self, addr: Any) -> ProxyProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ProxyProtocol:
         connection = ProxyProtocol(self, peer_of(addr))
         self.admission.admit(connection)
         return connection
@@ -533,31 +492,50 @@ class TerminalUpstream:
         return link
 
 
+@implementer(interfaces.IPushProducer)
 class _TerminalLink(protocol.Protocol):
-    """The proxy's connection to the terminal for one POS connection."""
+    """The proxy's connection to the terminal for one POS connection.
+
+    What waits for the terminal is bounded as what waits for the POS is: past
+    MAX_PENDING bytes not yet connected, or while Twisted pauses this link
+    (its producer) because the terminal does not read, the proxy stops
+    reading the POS. While the POS reads no answer, the link stops reading
+    the terminal: its answers then wait in the terminal's socket, not here.
+    """
 
     transport: tcp.Client  # set by Twisted once connected
 
     def __init__(self, proxy: ProxyProtocol):
         self.proxy = proxy
         self.pending: list[bytes] | None = []  # POS bytes sent before it connected
+        self.pending_size = 0
         self.closed = False
+        self._full = False  # the proxy was told to stop reading the POS
+        self._paused = False  # Twisted paused this producer: the terminal does not read
+        self._reading_held = False  # the POS does not read: neither does the link
 
     def connectionMade(self) -> None:
         if self.closed:  # the POS left meanwhile
             self.transport.loseConnection()
             return
         self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
+        if self._reading_held:
+            self.transport.pauseProducing()
         pending, self.pending = self.pending or [], None
+        self.pending_size = 0
         for piece in pending:
             if piece:
                 self.transport.write(piece)
             else:
-                self.transport.loseWriteConnection()
+                self._shut()
+        self._update()
 
     def send(self, data: bytes) -> None:
         if self.pending is not None:
             self.pending.append(data)
+            self.pending_size += len(data)
+            self._update()
         else:
             self.transport.write(data)
 
@@ -568,12 +546,44 @@ class _TerminalLink(protocol.Protocol):
         if self.pending is not None:
             self.pending.append(b"")  # shut once the POS's bytes are passed on
         elif self.transport is not None:
-            self.transport.loseWriteConnection()
+            self._shut()
+
+    def hold_reading(self, held: bool) -> None:
+        """Stop reading the terminal while the POS reads nothing, or read again."""
+        self._reading_held = held
+        if self.transport is not None and not self.closed and self.pending is None:
+            if held:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    # --- Producer of what goes to the terminal (Twisted calls these) -----------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._update()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._update()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
+
+    def _update(self) -> None:
+        full = self._paused or self.pending_size > MAX_PENDING
+        if full != self._full:
+            self._full = full
+            self.proxy.hold_reading(full)
+
+    def _shut(self) -> None:
+        self.transport.unregisterProducer()  # else Twisted waits for it to finish
+        self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.proxy.upstream_data(data)
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.closed:
             self.closed = True
             self.proxy.upstream_closed()
@@ -586,6 +596,7 @@ class _TerminalLink(protocol.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
 
@@ -609,13 +620,16 @@ class _RecordingLink:
     def __init__(self, book: ReplayBook, proxy: ProxyProtocol):
         self.book = book
         self.proxy = proxy
-        self.timer: Any = None
+        self.timer: IDelayedCall | None = None
 
     def send(self, data: bytes) -> None:
         pass  # the recording needs the whole request only
 
     def shut_sending(self) -> None:
         pass
+
+    def hold_reading(self, held: bool) -> None:
+        pass  # the recording's writes are bounded by the requests (16 at most waiting)
 
     def request(self, fields: list[Field]) -> bool:
         answer = self.book.answer_for(fields)

@@ -56,6 +56,7 @@ from ..concert import (
 )
 from ..concert_pos import DEFAULT_BAUD, configure
 from ..i18n import _
+from . import debuglines
 from .options import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
@@ -299,7 +300,8 @@ class SerialTerminalLink:
     # --- bytes in and out ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        log.debug("%s read %s", self.peer, concert.describe_frame(data))
+        if debuglines.wanted(log):
+            debuglines.debug(log, "%s read %s", self.peer, concert.describe_frame(data))
         self.link.receive_data(data)
         self._run_link()
 
@@ -311,7 +313,8 @@ class SerialTerminalLink:
             self._handle(event)
         data = self.link.data_to_send()
         if data:
-            log.debug("%s write %s", self.peer, concert.describe_frame(data))
+            if debuglines.wanted(log):
+                debuglines.debug(log, "%s write %s", self.peer, concert.describe_frame(data))
             self._descriptor.write(data)
         self._set_timer(event.deadline)
 

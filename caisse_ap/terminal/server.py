@@ -1,22 +1,23 @@
-"""The Twisted edge of the simulated terminal: bytes in, answers out, timers, flow control.
+"""The simulated terminal on Twisted: its POS connections, listening port and shutdown.
 
-One `TerminalProtocol` per POS connection moves bytes and timers for a
-`connection.TerminalConnection`, which decides where requests end, when late
-fields join them, what is dropped and when to stop reading; whole requests
-go, in order, to the `Terminal` (service.py), which decides what to answer
-and when. Nothing here blocks: delays are the Terminal's `callLater`s, and
-each answer goes out in one write, because some POS read it with a single
-recv(1024).
+One `TerminalProtocol` per POS connection: the shared edge (edge.py) moves
+bytes and timers for a `connection.TerminalConnection`, which decides where
+requests end, when late fields join them, what is dropped and when to stop
+reading; whole requests go, in order, to the `Terminal` (service.py), which
+decides what to answer and when. Nothing here blocks: delays are the
+Terminal's `callLater`s, and each answer goes out in one write, because
+some POS read it with a single recv(1024).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
-from twisted.internet import defer, interfaces, protocol, tcp
-from zope.interface import implementer
+from twisted.internet import defer, protocol, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
 
 from ..connection import (
     BytesDropped,
@@ -25,169 +26,34 @@ from ..connection import (
     NeedData,
     RequestExtended,
     RequestReceived,
-    TerminalConnection,
+    TerminalEvent,
 )
 from .behaviour import TerminalSettings
+from .edge import LINGER, IdleWatch, PosEdge
 from .service import Terminal, Transaction
+
+__all__ = ["LINGER", "IdleWatch", "TerminalFactory", "TerminalProtocol", "peer_of",
+           "start_terminal", "stop_terminal"]
 
 log = logging.getLogger("caisse_ap.terminal")
 
-# After an oversized frame or a flood, how long to swallow what the POS still
-# sends before closing: closing with unread bytes would reset the connection
-# and could destroy our answer before the POS reads it.
-LINGER = 2.0
 SHUTDOWN_GRACE = 1.0  # then connections still open are aborted
 # Many POS connecting at once wait here, not in SYN retries (a second each); the
 # kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
 BACKLOG = 4096
 
 
-@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
-class TerminalProtocol(protocol.Protocol):
-    """One POS connection: requests answered in turn, one at a time.
-
-    It is also the producer of its answers (IPushProducer): Twisted pauses it
-    when answers pile up unsent, and the connection then stops reading.
-    """
-
-    transport: tcp.Server  # set by Twisted before connectionMade
+class TerminalProtocol(PosEdge):
+    """One POS connection of the simulated terminal: requests answered in turn, one at a
+    time, by the Terminal (edge.py moves the bytes, timers and flow control)."""
 
     def __init__(self, terminal: Terminal, idle_watch: IdleWatch, peer: str = "?"):
-        self.terminal = terminal
-        self.peer = peer  # "host:port", for transactions and logs
-        self.connection = TerminalConnection(terminal.reactor.seconds,
-                                             request_timeout=terminal.request_timeout)
+        super().__init__(terminal, idle_watch, peer)
         self.current: Transaction | None = None
-        self.closing = False
-        self.notify_closed: defer.Deferred[Any] | None = None  # fired by connectionLost
-        self.on_closed: Callable[[], None] | None = None  # the factory's: accept again
-        self.idle_watch = idle_watch
-        self.last_active = 0.0  # when the POS last sent something or got its answer
-        self._blocked_since: float | None = None  # when answers began to pile up unsent
-        self._reading = True
-        self._pumping = False
-        self._timer: Any = None  # the connection's next deadline
-        # Whether to log raw frames, decided once per connection: a disabled
-        # log.debug() still costs a call per frame.
-        self._debug = False
 
-    # --- Twisted callbacks ---------------------------------------------------
+    # --- What the connection's events do -------------------------------------
 
-    def connectionMade(self) -> None:
-        terminal = self.terminal
-        terminal.connections.add(self)
-        self.last_active = terminal.reactor.seconds()
-        self.idle_watch.watch()
-        self.transport.registerProducer(self, True)
-        self._debug = log.isEnabledFor(logging.DEBUG)
-        if self._debug:
-            log.debug("%s connected", self.peer)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._debug:
-            log.debug("%s sent %r", self.peer, data)
-        self.last_active = self.terminal.reactor.seconds()
-        self.connection.receive_data(data)
-        self._pump()
-
-    def readConnectionLost(self) -> None:
-        """The POS shut its sending side: answer what it sent, then close."""
-        if self._debug:
-            log.debug("%s closed its side", self.peer)
-        self.connection.receive_data(b"")
-        self._pump()
-
-    def writeConnectionLost(self) -> None:
-        """Our side was shut after an oversized message: nothing to do but linger."""
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.closing = True
-        self._stop_timer()
-        self.terminal.connections.discard(self)
-        if self.current is not None:
-            current, self.current = self.current, None
-            self.terminal.drop(current)
-        if self._debug:
-            log.debug("%s disconnected", self.peer)
-        if self.on_closed is not None:
-            self.on_closed()
-        if self.notify_closed is not None:
-            notify, self.notify_closed = self.notify_closed, None
-            notify.callback(None)
-
-    # --- Producer of answers (Twisted calls these) ----------------------------
-
-    def pauseProducing(self) -> None:
-        self._blocked_since = self.terminal.reactor.seconds()
-        self.connection.block_answers(True)
-        self._update_reading()
-
-    def resumeProducing(self) -> None:
-        self._blocked_since = None
-        self.connection.block_answers(False)
-        self._pump()
-
-    def stopProducing(self) -> None:
-        pass  # connectionLost follows
-
-    # --- Idle time-out (IdleWatch calls these) ------------------------------
-
-    def idle_since(self, now: float) -> float:
-        """Since when the connection has been idle: `now` while the POS waits for an answer.
-
-        A POS that does not read its answers is idle since they began to pile up.
-        """
-        if self._blocked_since is not None:
-            return self._blocked_since
-        if self.current is not None or self.connection.waiting or self.closing:
-            return now  # waiting for its answer, or already closing: not idle
-        return self.last_active
-
-    def close_idle(self, timeout: float) -> None:
-        if self._blocked_since is not None:
-            log.info("%s read no answer for %g s: aborting the connection", self.peer, timeout)
-            self.transport.abortConnection()
-            return
-        log.info("%s sent nothing for %g s: closing", self.peer, timeout)
-        self._close()
-
-    # --- Connection interface used by the Terminal ---------------------------
-
-    def send(self, data: bytes) -> None:
-        if self._debug:
-            log.debug("%s answered %r", self.peer, data)
-        self.transport.write(data)
-
-    def hang_up(self) -> None:
-        self._close()
-
-    def transaction_done(self, transaction: Transaction) -> None:
-        if self.current is not transaction:
-            return
-        self.current = None
-        self.last_active = self.terminal.reactor.seconds()  # idle time counts from the answer
-        self.connection.request_finished()
-        self._pump()
-
-    # --- Moving events between the connection and the Terminal ---------------
-
-    def _pump(self) -> None:
-        """Hand the connection's events to the Terminal until it needs more bytes or time."""
-        if self._pumping:
-            return  # a transaction finished within receive(): the loop below goes on
-        self._pumping = True
-        try:
-            while not self.closing:
-                event = self.connection.next_event()
-                if isinstance(event, NeedData):
-                    self._set_timer(event.deadline)
-                    break
-                self._handle(event)
-        finally:
-            self._pumping = False
-        self._update_reading()
-
-    def _handle(self, event: Any) -> None:
+    def handle(self, event: TerminalEvent) -> None:
         terminal = self.terminal
         if isinstance(event, RequestReceived):
             self._started(terminal.receive(self, event.fields, event.received_at))
@@ -202,9 +68,21 @@ class TerminalProtocol(protocol.Protocol):
                      self.peer, event.size, event.data, more, event.reason)
         elif isinstance(event, CloseConnection):
             if event.peer_closed:
-                self._close()
+                self.close()
             else:
-                self._linger()
+                self.linger()
+        elif isinstance(event, NeedData):
+            pass  # the edge waits for these
+        else:
+            assert_never(event)
+
+    def lost(self) -> None:
+        if self.current is not None:
+            current, self.current = self.current, None
+            self.terminal.drop(current)
+
+    def busy(self) -> bool:
+        return self.current is not None
 
     def _started(self, transaction: Transaction) -> None:
         self.current = transaction
@@ -212,105 +90,30 @@ class TerminalProtocol(protocol.Protocol):
             self.current = None
             self.connection.request_finished()
 
-    def _set_timer(self, deadline: float | None) -> None:
-        if self._timer is not None and self._timer.active():
-            if deadline is not None and self._timer.getTime() == deadline:
-                return
-            self._timer.cancel()
-        self._timer = None
-        if deadline is not None:
-            delay = max(0.0, deadline - self.terminal.reactor.seconds())
-            self._timer = self.terminal.reactor.callLater(delay, self._timer_fired)
+    # --- Connection interface used by the Terminal ---------------------------
 
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._pump()
+    def send(self, data: bytes) -> None:
+        if self._debug is not None:
+            self._debug("%s answered %r", self.peer, data)
+        self.write(self.connection.send(data))
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def hang_up(self) -> None:
+        self.close()
 
-    def _update_reading(self) -> None:
-        """Stop reading while enough requests wait or answers pile up; read again after."""
-        if self.closing:
+    def transaction_done(self, transaction: Transaction) -> None:
+        if self.current is not transaction:
             return
-        wanted = self.connection.wants_data
-        if wanted != self._reading:
-            self._reading = wanted
-            if wanted:
-                self.transport.resumeProducing()
-            else:
-                self.transport.pauseProducing()
-
-    def _close(self) -> None:
-        """Close once the answers written are sent."""
-        if self.closing:
-            return
-        self.closing = True
-        self._stop_timer()
-        # A paused producer would keep Twisted from closing once the answers are out.
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-
-    def _linger(self) -> None:
-        """Answered an oversized message or a flood: stop writing, swallow what still comes,
-        then abort."""
-        if self.closing:
-            return
-        self.closing = True
-        self._stop_timer()
-        self.transport.unregisterProducer()
-        if hasattr(self.transport, "loseWriteConnection"):
-            self.transport.resumeProducing()  # read, and drop, what the POS still sends
-            self.transport.loseWriteConnection()
-            self.terminal.reactor.callLater(LINGER, self.transport.abortConnection)
-        else:
-            self.transport.loseConnection()
+        self.current = None
+        self.last_active = self.reactor.seconds()  # idle time counts from the answer
+        self.connection.request_finished()
+        self.pump()
 
 
-class IdleWatch:
-    """Closes the connections of a terminal that sent nothing for its idle_timeout.
-
-    One timer for all of them, set for the earliest time one may have been
-    idle long enough: connections only note when they were last active.
-    A timer per connection would be set and cancelled for each POS that
-    connects, which cost 6 % of the instructions of a whole transaction.
-    """
-
-    def __init__(self, terminal: Terminal):
-        self.terminal = terminal
-        self._timer: Any = None
-
-    def watch(self) -> None:
-        """A connection opened: make sure a check is due within the idle timeout."""
-        if self._timer is None:
-            self._timer = self.terminal.reactor.callLater(self.terminal.idle_timeout, self._check)
-
-    def stop(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _check(self) -> None:
-        terminal = self.terminal
-        now, timeout = terminal.reactor.seconds(), terminal.idle_timeout
-        earliest = None  # the next time a connection may have been idle long enough
-        for connection in list(terminal.connections):
-            due = connection.idle_since(now) + timeout
-            if due <= now:
-                connection.close_idle(timeout)
-            elif earliest is None or due < earliest:
-                earliest = due
-        # Connections opened later are due after the timeout from now: the
-        # next one to open sets the timer again if there is none.
-        self._timer = None if earliest is None else terminal.reactor.callLater(
-            earliest - now, self._check)
-
-
-def peer_of(addr: Any) -> str:
+def peer_of(addr: IAddress | None) -> str:
     """"host:port" of a POS, from the address Twisted has already built for buildProtocol."""
-    return f"{addr.host}:{addr.port}" if hasattr(addr, "port") else "?"
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return f"{addr.host}:{addr.port}"
+    return "?"
 
 
 class _Admitted(Protocol):
@@ -340,7 +143,7 @@ class TerminalFactory(protocol.Factory):
     def free_slots(self) -> int:
         return self.terminal.max_connections - len(self.terminal.connections)
 
-    def buildProtocol(self, addr: Any) -> TerminalProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> TerminalProtocol:
         connection = TerminalProtocol(self.terminal, self.idle_watch, peer_of(addr))
         self.admit(connection)
         return connection
@@ -406,7 +209,7 @@ def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
     return terminal
 
 
-def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[Any]:
+def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.Deferred[None]:
     """Stop listening, answer transactions in flight at once, close every connection.
 
     Fires once every connection is closed; those still open after `grace`
@@ -423,7 +226,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     terminal.stop_transactions()
     closing = []
     for connection in list(terminal.connections):
-        closed: defer.Deferred[Any] = defer.Deferred()
+        closed: defer.Deferred[None] = defer.Deferred()
         connection.notify_closed = closed
         closing.append(closed)
         connection.transport.loseConnection()
@@ -436,7 +239,7 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
 
     timer = reactor.callLater(grace, abort_stragglers)
 
-    def done(_: Any) -> None:
+    def done(_: object) -> None:
         if timer.active():
             timer.cancel()
 

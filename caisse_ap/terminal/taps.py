@@ -11,10 +11,9 @@ transaction with the segments its connection noted since the last one
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from twisted.internet import interfaces, protocol
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.protocols import policies
 from twisted.python import failure
 from zope.interface import implementer
@@ -29,7 +28,7 @@ log = logging.getLogger("caisse_ap.terminal")
 class SegmentLog:
     """The segments of one connection not yet given to a transaction, timed by the reactor."""
 
-    def __init__(self, reactor: Any):
+    def __init__(self, reactor: IReactorTime):
         self.reactor = reactor
         self._noted: list[Segment] = []
 
@@ -89,7 +88,7 @@ class TapFactory(policies.WrappingFactory[_Tap]):
 
     noisy = False
 
-    def __init__(self, wrapped: TerminalFactory, reactor: Any):
+    def __init__(self, wrapped: TerminalFactory, reactor: IReactorTime):
         super().__init__(wrapped)  # type: ignore[no-untyped-call]  # Twisted: no annotations
         self.terminal_factory = wrapped
         self.reactor = reactor

@@ -34,6 +34,7 @@ from typing import Any, cast
 from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http, resource, server
 
+from .. import debuglines
 from . import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from .api import MAX_BODY, ApiError, ControlApi, error_response
 
@@ -337,9 +338,9 @@ class QuietSite(server.Site):
             self.port.startReading()
 
     def log(self, request: http.Request) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("web %s %s %d", request.method.decode(errors="replace"),
-                      request.uri.decode(errors="replace"), request.code)
+        if debuglines.wanted(log):
+            debuglines.debug(log, "web %s %s %d", request.method.decode(errors="replace"),
+                             request.uri.decode(errors="replace"), request.code)
 
 
 def build_site(api: ControlApi, hosts: HostAllowlist,

@@ -506,6 +506,8 @@ class Journal:
         sys.stderr.flush()
 
     def _rows(self) -> list[Row]:
+        if self.in_memory:  # the transactions themselves, records built now
+            return [_row(kept.record(), None) for kept in self._kept.values()]
         return list(self._db.execute(
             "SELECT id, received_at, status, data FROM transactions ORDER BY id"))
 

@@ -38,6 +38,7 @@ from ..rules import AmountRules, RulesError, load_rules
 from ..words import Mode
 from . import farm_file
 from .farm_file import TerminalSpec
+from .limits import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from .rawlog import RecentLog
 
 if TYPE_CHECKING:  # Twisted, which --help does without
@@ -54,10 +55,6 @@ log = logging.getLogger("caisse_ap.terminal.web")
 
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 5000
-# The console's HTTP side (site.py): connections open at once (each console takes one
-# or two, and one per event stream; more wait), seconds a request has to arrive whole.
-MAX_CONNECTIONS = 256
-REQUEST_TIMEOUT = 10.0
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"

@@ -35,8 +35,8 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http, resource, server
 
 from .. import debuglines
-from . import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from .api import MAX_BODY, ApiError, ControlApi, error_response
+from .limits import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
 with warnings.catch_warnings():
     # twisted.web.static builds its default HTML error pages with a deprecated

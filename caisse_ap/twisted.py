@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import (
@@ -42,11 +42,36 @@ from .payment import (
 
 __all__ = ["PaymentTerminal"]
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+
+    # Make-believe interfaces, for mypy only, as Twisted's own `_IReactorCommon`: a zope
+    # interface cannot say "both IReactorTCP and IReactorTime", an interface that extends
+    # both can. No reactor declares them: never ask `providedBy`.
+
+    class IReactorTCPTime(IReactorTCP, IReactorTime):
+        """A reactor that speaks TCP and keeps time, as each of Twisted's does: what the
+        simulated terminal needs (a MemoryReactorClock in tests)."""
+
+    class IGlobalReactor(IReactorCore, IReactorFromThreads, IReactorTCPTime):
+        """Twisted's global reactor, as this package uses it (see `global_reactor`)."""
+
+
+def global_reactor() -> IGlobalReactor:
+    """Twisted's global reactor (installed on first use), typed as this package uses it.
+
+    Twisted types it as the interfaces it always provides; IReactorFromThreads is among
+    those it provides too, but not among those its type names.
+    """
+    from twisted.internet import reactor
+
+    return cast("IGlobalReactor", reactor)
+
 
 class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
     """A payment terminal at `host`:`port`, spoken to from the Twisted `reactor`."""
 
-    def __init__(self, reactor: Any, host: str, port: int = DEFAULT_PORT, *,
+    def __init__(self, reactor: IReactorTCP, host: str, port: int = DEFAULT_PORT, *,
                  timeout: float = DEFAULT_TIMEOUT,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  register: str = "01", pos_id: str = "012345678901",
@@ -54,10 +79,13 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
         super().__init__(host, port, timeout=timeout, connect_timeout=connect_timeout,
                          register=register, pos_id=pos_id, protocol_version=protocol_version)
         self.reactor = reactor
+        # It keeps time too, as every Twisted reactor does (IReactorTime); the parameter
+        # names only IReactorTCP, as callers' own annotations often do.
+        self.clock = cast(IReactorTime, reactor)
 
     def send(self, request: PaymentRequest) -> defer.Deferred[PaymentResult]:
         """Send `request` and read the answer (see the module's docstring)."""
-        exchange = Exchange(request, self.timeout, self.reactor.seconds)
+        exchange = Exchange(request, self.timeout, self.clock.seconds)
         connector: list[IConnector] = []
 
         def cancel(_: defer.Deferred[PaymentResult]) -> None:
@@ -65,10 +93,9 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
                 connector[0].disconnect()
 
         done: defer.Deferred[PaymentResult] = defer.Deferred(cancel)
-        factory = _ExchangeFactory(self.reactor, exchange, done, self.host, self.port,
+        factory = _ExchangeFactory(self.clock, exchange, done, self.host, self.port,
                                    self.connect_timeout)
-        tcp: IReactorTCP = self.reactor
-        connector.append(tcp.connectTCP(self.host, self.port, factory,
+        connector.append(self.reactor.connectTCP(self.host, self.port, factory,
                                         timeout=self.connect_timeout))
         return done
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer, protocol, task, threads
 from twisted.internet.interfaces import IReactorTime
@@ -39,16 +39,13 @@ from .web.farm import Farm
 from .words import TransactionMode
 
 if TYPE_CHECKING:
+    # What the terminal needs of a reactor: IReactorTCP and IReactorTime, as Twisted's own is.
+    from ..twisted import IReactorTCPTime as Reactor
     from .serial import SerialOptions, SerialTerminalLink
 
 log = logging.getLogger("caisse_ap.terminal")
 
 CHECKPOINT_EVERY = 5.0  # seconds between journal checkpoints, off the reactor thread
-
-
-# What the terminal needs of a reactor: IReactorTCP and IReactorTime, as Twisted's own is
-# (zope interfaces cannot say "both" to mypy).
-Reactor = Any
 
 
 @dataclass

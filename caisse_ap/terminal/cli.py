@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import __version__
 from ..conformance import options as conformance
@@ -45,6 +45,7 @@ from .profiles import describe_all
 from .web import rawlog
 
 if TYPE_CHECKING:  # the terminal imports Twisted, which --help does without
+    from ..twisted import IGlobalReactor, IReactorTCPTime
     from .app import RunningTerminal, TerminalOptions
 
 PROG = "caisse-ap-ip-server"
@@ -253,7 +254,7 @@ def describe_terminal(options: TerminalOptions) -> str:
             f"profile {settings.profile.key}")
 
 
-def start(args: argparse.Namespace, reactor: Any) -> RunningTerminal:
+def start(args: argparse.Namespace, reactor: IReactorTCPTime) -> RunningTerminal:
     """Set up logging and start the terminal and its edges as `args` say.
 
     Raises twisted's CannotListenError, SettingsError and UsageError.
@@ -277,12 +278,14 @@ def start(args: argparse.Namespace, reactor: Any) -> RunningTerminal:
     return running
 
 
-def run(args: argparse.Namespace, reactor: Any = None) -> int:
+def run(args: argparse.Namespace, reactor: IGlobalReactor | None = None) -> int:
     """Start the terminal (and its edges) as `args` say and serve until a signal."""
     from twisted.internet.error import CannotListenError
 
     if reactor is None:
-        from twisted.internet import reactor
+        from ..twisted import global_reactor
+
+        reactor = global_reactor()
     try:
         running = start(args, reactor)
     except CannotListenError as error:

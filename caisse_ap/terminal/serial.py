@@ -37,7 +37,7 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from .. import concert, tlv
 from ..concert import (
@@ -60,7 +60,7 @@ from . import debuglines
 from .options import UsageError
 
 if TYPE_CHECKING:  # the service imports Twisted, which --help does without
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
     from twisted.python.failure import Failure
 
     from .service import Terminal, Transaction
@@ -220,7 +220,7 @@ def _descriptor_class() -> type:
     class _Descriptor(abstract.FileDescriptor):
         """The device's file descriptor on the reactor: reads go to `on_data`, writes are queued."""
 
-        def __init__(self, reactor: Any, fd: int, on_data: Callable[[bytes], None]):
+        def __init__(self, reactor: IReactorFDSet, fd: int, on_data: Callable[[bytes], None]):
             super().__init__(reactor)
             self.fd = fd
             self.on_data = on_data
@@ -229,7 +229,7 @@ def _descriptor_class() -> type:
         def fileno(self) -> int:
             return self.fd
 
-        def doRead(self) -> Any:
+        def doRead(self) -> BaseException | None:
             try:
                 data = os.read(self.fd, READ_SIZE)
             except BlockingIOError:
@@ -243,7 +243,7 @@ def _descriptor_class() -> type:
             self.on_data(data)
             return None
 
-        def writeSomeData(self, data: bytes) -> Any:
+        def writeSomeData(self, data: bytes) -> int | BaseException:
             try:
                 return os.write(self.fd, data)
             except BlockingIOError:
@@ -276,7 +276,8 @@ def _read_by_the_core(request: ConcertRequest) -> list[tlv.Field]:
 class SerialTerminalLink:
     """One serial line of the Terminal: E+ requests in, E+ answers out (a service.Connection)."""
 
-    def __init__(self, terminal: Terminal, device: SerialDevice, reactor: Any = None,
+    def __init__(self, terminal: Terminal, device: SerialDevice,
+                 reactor: IReactorTime | None = None,
                  timings: LinkTimings | None = None):
         self.terminal = terminal
         self.device = device
@@ -286,7 +287,10 @@ class SerialTerminalLink:
         self.current: Transaction | None = None  # being decided
         self._exchange: ConcertExchange | None = None  # the last request's
         self._timer: IDelayedCall | None = None
-        self._descriptor = _descriptor_class()(self.reactor, device.fd, self.data_received)
+        # Every reactor that runs a terminal also watches descriptors (IReactorFDSet):
+        # Twisted's do, whichever the platform's.
+        self._descriptor = _descriptor_class()(cast("IReactorFDSet", self.reactor), device.fd,
+                                               self.data_received)
 
     def start(self) -> None:
         self._descriptor.startReading()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol, assert_never
+from typing import TYPE_CHECKING, Protocol, assert_never
 
 from twisted.internet import defer, protocol, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -30,7 +30,12 @@ from ..connection import (
 )
 from .behaviour import TerminalSettings
 from .edge import LINGER, IdleWatch, PosEdge
-from .service import Terminal, Transaction
+from .service import Terminal, TerminalTuning, Transaction
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..twisted import IReactorTCPTime
 
 __all__ = ["LINGER", "IdleWatch", "TerminalFactory", "TerminalProtocol", "peer_of",
            "start_terminal", "stop_terminal"]
@@ -191,10 +196,10 @@ class _Port(tcp.Port):
         super().doRead()
 
 
-def start_terminal(reactor: Any, settings: TerminalSettings | None = None,
+def start_terminal(reactor: IReactorTCPTime, settings: TerminalSettings | None = None,
                    host: str = "127.0.0.1", port: int = 0, *,
                    factory: Callable[[Terminal], protocol.Factory] = TerminalFactory,
-                   **options: Any) -> Terminal:
+                   **options: Unpack[TerminalTuning]) -> Terminal:
     """Listen for POS on host:port (0: a free port) and return the Terminal.
 
     `options` go to Terminal (seed, idle_timeout, request_timeout,

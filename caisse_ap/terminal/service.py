@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
@@ -43,6 +43,10 @@ from . import behaviour
 from .behaviour import Decision, OutcomeSpec, TerminalReply, TerminalSettings
 from .journal import Record
 from .words import DecidedBy, TransactionMode, TransactionStatus
+
+if TYPE_CHECKING:
+    from ..twisted import IReactorTCPTime
+    from .edge import PosEdge
 
 log = logging.getLogger("caisse_ap.terminal")
 
@@ -168,19 +172,32 @@ class _Run:
     waiting: defer.Deferred[Decision] | None = None
 
 
+class TerminalTuning(TypedDict, total=False):
+    """Terminal's keyword arguments but its settings and reactor (server.start_terminal)."""
+
+    seed: str | int | None
+    idle_timeout: float
+    max_connections: int
+    request_timeout: float
+
+
 class Terminal:
     """The simulated terminal: settings, counters, connections and transactions in flight.
 
-    `reactor` provides `callLater` and `seconds` (a `task.Clock` in tests).
+    `reactor` speaks TCP and keeps time (IReactorTCP, IReactorTime); the Terminal
+    alone needs only `callLater` and `seconds` (a `task.Clock` in tests).
     `seed` makes card data reproducible: each transaction draws from its own
     generator seeded with (seed, transaction id), whatever the timing.
     """
 
-    def __init__(self, settings: TerminalSettings | None = None, *, reactor: Any = None,
-                 seed: str | int | None = None, idle_timeout: float = 300.0,
-                 max_connections: int = 1000, request_timeout: float = REQUEST_TIMEOUT):
+    def __init__(self, settings: TerminalSettings | None = None, *,
+                 reactor: IReactorTCPTime | None = None, seed: str | int | None = None,
+                 idle_timeout: float = 300.0, max_connections: int = 1000,
+                 request_timeout: float = REQUEST_TIMEOUT):
         if reactor is None:
-            from twisted.internet import reactor
+            from ..twisted import global_reactor
+
+            reactor = global_reactor()
         self.reactor = reactor
         self.settings = settings or TerminalSettings()
         self.seed = seed
@@ -190,7 +207,7 @@ class Terminal:
         self.observers: list[object] = []  # each with any of the methods _notify() calls
         self.outcome_sources: list[OutcomeSource] = []
         self.next_id = 1
-        self.connections: set[Any] = set()
+        self.connections: set[PosEdge] = set()
         self.counts: Counter[str] = Counter()
         self.listening_port: Any = None  # set by server.start_terminal
         self.name: str | None = None  # a farm terminal's id (web/farm.py), in its transactions
@@ -268,7 +285,8 @@ class Terminal:
         return txn
 
     def receive_error(self, connection: Connection, error: FrameError,
-                      received_at: float | None = None, exchange: Any = None) -> Transaction:
+                      received_at: float | None = None,
+                      exchange: Exchange | None = None) -> Transaction:
         """A message that breaks the framing: AE=01 AF=09 with what could be read, at once.
 
         `exchange`: as for receive()."""

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, overload
 from urllib.parse import urlencode
 
 from .errors import CaisseApError
@@ -72,12 +72,32 @@ class SimulatedTerminalError(CaisseApError, RuntimeError):
 
 if TYPE_CHECKING:  # Twisted is imported once a terminal starts
     from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorFromThreads
+
+    from .terminal.app import RunningTerminal
+    from .twisted import IGlobalReactor
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 # --- What the API gives back, typed -----------------------------------------------------
+
+# A JSON object the control API gave back, as docs/api.md describes it (its values are
+# whatever JSON holds: the object's shape is the API's, not checked here).
+JsonObject = dict[str, Any]
+
+
+class _QueuedOutcome(TypedDict):
+    outcome: str
+
+
+class QueuedOutcome(_QueuedOutcome, total=False):
+    """An outcome queued for a next transaction (POST /api/next), as the queue gives it."""
+
+    delay: float
+    payment_type: str
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,15 +190,18 @@ _reactor_lock = threading.Lock()
 _reactor_thread: threading.Thread | None = None
 
 
-def shared_reactor() -> Any:
+def shared_reactor() -> IGlobalReactor:
     """The global reactor, running in a background thread (started if need be).
 
     One per process: a project's tests that need the reactor use this one
     (with `call_in_reactor`) rather than start a thread of their own.
     """
     global _reactor_thread
-    from twisted.internet import reactor
     from twisted.python import threadable
+
+    from .twisted import global_reactor
+
+    reactor = global_reactor()
 
     with _reactor_lock:
         if reactor.running:
@@ -211,11 +234,24 @@ def call_in_reactor(function: Callable[P, R] | Callable[P, Deferred[R]], *args: 
                     **kwargs: P.kwargs) -> R:
     """Run `function` on the shared reactor's thread and return its result, once its
     Deferred (if it returns one) has fired; its exception is raised here."""
-    return _call(shared_reactor(), function, *args, **kwargs)
+    from twisted.internet.threads import blockingCallFromThread
+
+    return blockingCallFromThread(shared_reactor(), function, *args, **kwargs)
 
 
-def _call(reactor: Any, function: Callable[P, R] | Callable[P, Deferred[R]], *args: P.args,
-          **kwargs: P.kwargs) -> R:
+# As call_in_reactor, on `reactor`.
+@overload
+def _call(reactor: IReactorFromThreads, function: Callable[P, Deferred[R]], *args: P.args,
+          **kwargs: P.kwargs) -> R: ...
+
+
+@overload
+def _call(reactor: IReactorFromThreads, function: Callable[P, R], *args: P.args,
+          **kwargs: P.kwargs) -> R: ...
+
+
+def _call(reactor: IReactorFromThreads, function: Callable[P, R] | Callable[P, Deferred[R]],
+          *args: P.args, **kwargs: P.kwargs) -> R:
     from twisted.internet.threads import blockingCallFromThread
 
     return blockingCallFromThread(reactor, function, *args, **kwargs)
@@ -227,14 +263,19 @@ def _call(reactor: Any, function: Callable[P, R] | Callable[P, Deferred[R]], *ar
 class SimulatedTerminal:
     """A running simulated terminal: where it listens, and its control API as methods."""
 
-    def __init__(self, reactor: Any, running: Any, token: str | None = None):
+    def __init__(self, reactor: IReactorFromThreads, running: RunningTerminal,
+                 token: str | None = None):
+        address, web_url = running.address, running.web_url
+        web_address = running.console.web_address if running.console is not None else None
+        # Started, with its console: each is known.
+        assert address is not None and web_url is not None and web_address is not None
         self._reactor = reactor
         self._terminal = running.terminal
-        self._services = running  # an app.RunningTerminal
+        self._services = running
         self._token = token
-        self.host, self.port = running.address
-        self.web_url = running.web_url.rstrip("/")
-        self.web_port = running.console.web_address[1]
+        self.host, self.port = address
+        self.web_url = web_url.rstrip("/")
+        self.web_port = web_address[1]
         self._stopped = False
 
     @property
@@ -248,24 +289,24 @@ class SimulatedTerminal:
         """Call the control API (docs/api.md); SimulatedTerminalError on an error status."""
         return _api_call(self.web_url + path, method, body, self._token)
 
-    def next(self, outcome: str, **options: object) -> list[dict[str, Any]]:
+    def next(self, outcome: str, **options: object) -> list[QueuedOutcome]:
         """Queue the outcome of the next transaction ("approved", "refused", "no-answer"...).
 
         `options`: `payment_type` ("cbcontactless"...), `delay` (seconds).
         Calls queue up in order. Returns the queue.
         """
-        queued: list[dict[str, Any]] = self.api("POST", "/api/next",
-                                                {"outcome": outcome, **options})["queue"]
+        queued: list[QueuedOutcome] = self.api("POST", "/api/next",
+                                               {"outcome": outcome, **options})["queue"]
         return queued
 
     def clear_next(self) -> None:
         self.api("DELETE", "/api/next")
 
-    def settings(self, **changes: object) -> dict[str, Any]:
+    def settings(self, **changes: object) -> JsonObject:
         """Change settings for the next transactions (mode="failure", duration=1...);
         without arguments, read them. Returns the whole settings."""
-        settings: dict[str, Any] = (self.api("PUT", "/api/settings", changes) if changes
-                                    else self.api("GET", "/api/settings"))
+        settings: JsonObject = (self.api("PUT", "/api/settings", changes) if changes
+                                else self.api("GET", "/api/settings"))
         return settings
 
     def transactions(self, limit: int = 100, after: int | None = None,
@@ -288,9 +329,9 @@ class SimulatedTerminal:
             "POST", f"/api/transactions/{transaction_id}/decision",
             {"outcome": outcome, **options}))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         """The status object of docs/api.md (version, settings, counters...)."""
-        status: dict[str, Any] = self.api("GET", "/api/status")
+        status: JsonObject = self.api("GET", "/api/status")
         return status
 
     def events(self, last_event_id: int | None = None) -> EventStream:
@@ -338,7 +379,7 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
     checked = TerminalSettings.from_dict(settings)  # SettingsError before anything starts
     reactor = shared_reactor()
 
-    def start() -> Any:
+    def start() -> RunningTerminal:
         options = app.TerminalOptions(checked, HOST, 0, seed=seed, rules=rules,
                                       journal=Journal(journal) if journal else None,
                                       web=WebOptions(HOST, 0, token))
@@ -349,9 +390,13 @@ def start_simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
 
 
 @contextmanager
-def simulated_terminal(**options: Any) -> Iterator[SimulatedTerminal]:
+def simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
+                       amount_rules: bool | str | os.PathLike[str] = False,
+                       token: str | None = None, seed: str | int | None = None,
+                       **settings: object) -> Iterator[SimulatedTerminal]:
     """A simulated terminal for the `with` block; see start_simulated_terminal()."""
-    terminal = start_simulated_terminal(**options)
+    terminal = start_simulated_terminal(journal=journal, amount_rules=amount_rules,
+                                        token=token, seed=seed, **settings)
     try:
         yield terminal
     finally:
@@ -416,17 +461,18 @@ class TerminalFarm:
         return FarmTerminal(self, self.api("POST", "/api/terminals", body))
 
     @contextmanager
-    def terminal(self, **options: Any) -> Iterator[FarmTerminal]:
+    def terminal(self, *, profile: str | None = None, label: str | None = None,
+                 port: int | None = None, **settings: object) -> Iterator[FarmTerminal]:
         """A fresh terminal for the `with` block, deleted after it; see create()."""
-        terminal = self.create(**options)
+        terminal = self.create(profile=profile, label=label, port=port, **settings)
         try:
             yield terminal
         finally:
             terminal.stop()
 
-    def terminals(self) -> list[dict[str, Any]]:
+    def terminals(self) -> list[JsonObject]:
         """Every terminal of the farm, as GET /api/terminals gives them."""
-        found: list[dict[str, Any]] = self.api("GET", "/api/terminals")["terminals"]
+        found: list[JsonObject] = self.api("GET", "/api/terminals")["terminals"]
         return found
 
 
@@ -434,7 +480,7 @@ class FarmTerminal(SimulatedTerminal):
     """A terminal of a farm: the methods of SimulatedTerminal, on its routes
     /api/terminals/{id}/...; `stop()` deletes it (its rows stay readable)."""
 
-    def __init__(self, farm: TerminalFarm, data: Mapping[str, Any]):
+    def __init__(self, farm: TerminalFarm, data: JsonObject):
         # Not SimulatedTerminal.__init__: this terminal runs in the farm's process.
         self._farm = farm
         self._token = farm.token
@@ -464,6 +510,14 @@ class FarmTerminal(SimulatedTerminal):
 
 
 # --- Event stream ------------------------------------------------------------------------
+
+
+class _EventLines(TypedDict, total=False):
+    """The lines of one event of the stream, as read so far."""
+
+    id: int
+    event: str
+    data: object  # JSON
 
 
 class EventStream:
@@ -496,7 +550,7 @@ class EventStream:
         self.comments.get(timeout=HTTP_TIMEOUT)
 
     def _read(self) -> None:
-        event: dict[str, Any] = {}
+        event: _EventLines = {}
         try:
             for raw in self.response:
                 line = raw.decode("utf-8").rstrip("\r\n")

@@ -164,7 +164,7 @@ def request_key(fields: Iterable[Field]) -> tuple[str | None, int | None, str | 
 
 @dataclass
 class Recording:
-    header: dict[str, Any]
+    header: dict[str, object]  # the header line, as read
     transactions: list[RecordedTransaction] = field(default_factory=list)
     source: str = ""  # the file it was read from
 

@@ -29,14 +29,19 @@ import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.web import http, resource, server
 
 from .. import debuglines
 from .api import MAX_BODY, ApiError, ControlApi, error_response
 from .limits import MAX_CONNECTIONS, REQUEST_TIMEOUT
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+    from twisted.python.filepath import FilePath
+    from typing_extensions import Unpack
 
 with warnings.catch_warnings():
     # twisted.web.static builds its default HTML error pages with a deprecated
@@ -164,7 +169,7 @@ class LimitedRequest(server.Request):
     def process(self) -> None:
         for name, value in COMMON_HEADERS.items():
             self.setHeader(name, value)
-        site: QuietSite = cast(Any, self.channel).site  # set by Site.buildProtocol
+        site = cast(LimitedChannel, self.channel).site  # set by Site.buildProtocol
         hosts = self.requestHeaders.getRawHeaders(b"host") or []
         # Exactly one Host (RFC 9110 section 7.2): with two, which one a proxy in front
         # read cannot be known.
@@ -187,7 +192,7 @@ class LimitedRequest(server.Request):
             self.responseHeaders.removeHeader(b"Server")
         super().write(data)
 
-    def processingFailed(self, reason: Any) -> None:
+    def processingFailed(self, reason: Failure) -> None:
         # Never Twisted's page (which can show a traceback): log it, answer briefly.
         # A bug if it happens: every bad input has a 4xx answer of its own.
         log.error("error serving %s: %s", self.path.decode(errors="replace"),
@@ -242,7 +247,7 @@ class StaticFiles(static.File):
     def directoryListing(self) -> resource.Resource:
         return PlainError()
 
-    def createSimilarFile(self, path: Any) -> StaticFiles:
+    def createSimilarFile(self, path: FilePath[str]) -> StaticFiles:
         similar: StaticFiles = super().createSimilarFile(path)
         similar.contentTypes = self.contentTypes
         similar.indexNames = self.indexNames
@@ -265,7 +270,7 @@ class LimitedChannel(http.HTTPChannel):
     event stream is one)."""
 
     site: QuietSite
-    _deadline: Any = None
+    _deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -281,7 +286,7 @@ class LimitedChannel(http.HTTPChannel):
         self._cancel_deadline()
         super().allContentReceived()
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancel_deadline()
         self.site.channel_closed()
         super().connectionLost(reason)
@@ -300,6 +305,13 @@ class LimitedChannel(http.HTTPChannel):
         log.debug("web client %s: no whole request within %g s; closed", transport.getPeer(),
                   self.site.request_timeout)
         transport.abortConnection()
+
+
+class SiteLimits(TypedDict, total=False):
+    """QuietSite's limits, as build_site takes them."""
+
+    max_connections: int
+    request_timeout: float
 
 
 class QuietSite(server.Site):
@@ -323,6 +335,8 @@ class QuietSite(server.Site):
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.open_connections = 0
+        # Set once listening: the reactor's TCP port, which Twisted types as an
+        # IListeningPort, without the startReading and stopReading its ports have.
         self.port: Any = None
 
     def channel_opened(self) -> None:
@@ -344,7 +358,7 @@ class QuietSite(server.Site):
 
 
 def build_site(api: ControlApi, hosts: HostAllowlist,
-               static_dir: Path | None = STATIC, **limits: Any) -> QuietSite:
+               static_dir: Path | None = STATIC, **limits: Unpack[SiteLimits]) -> QuietSite:
     """The Site: `api` at /api/, the console's static files at / (if present), for the
     Host names `hosts` allows; `limits`: max_connections, request_timeout."""
     if static_dir is not None and static_dir.is_dir():

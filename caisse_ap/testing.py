@@ -285,7 +285,7 @@ class SimulatedTerminal:
 
     # The control API -------------------------------------------------------------
 
-    def api(self, method: str, path: str, body: object = None) -> Any:  # JSON read back
+    def api(self, method: str, path: str, body: object = None) -> JsonObject:
         """Call the control API (docs/api.md); SimulatedTerminalError on an error status."""
         return _api_call(self.web_url + path, method, body, self._token)
 
@@ -403,7 +403,7 @@ def simulated_terminal(*, journal: str | os.PathLike[str] | None = None,
         terminal.stop()
 
 
-def _api_call(url: str, method: str, body: object, token: str | None) -> Any:
+def _api_call(url: str, method: str, body: object, token: str | None) -> JsonObject:
     """One call of the control API; its JSON, or SimulatedTerminalError on an error status."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Accept": "application/json"}
@@ -414,7 +414,8 @@ def _api_call(url: str, method: str, body: object, token: str | None) -> Any:
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-            return json.loads(response.read())
+            answer: JsonObject = json.loads(response.read())  # each answer is an object
+            return answer
     except urllib.error.HTTPError as error:
         try:
             detail = json.loads(error.read())
@@ -447,7 +448,7 @@ class TerminalFarm:
         # The farm's terminals listen on its address: the one the URL reaches.
         self.host = urllib.parse.urlsplit(self.url).hostname or HOST
 
-    def api(self, method: str, path: str, body: object = None) -> Any:
+    def api(self, method: str, path: str, body: object = None) -> JsonObject:
         return _api_call(self.url + path, method, body, self.token)
 
     def create(self, *, profile: str | None = None, label: str | None = None,
@@ -492,7 +493,7 @@ class FarmTerminal(SimulatedTerminal):
         self.console_url: str | None = data.get("console_url")
         self._stopped = False
 
-    def api(self, method: str, path: str, body: object = None) -> Any:
+    def api(self, method: str, path: str, body: object = None) -> JsonObject:
         if not path.startswith("/api/"):
             raise ValueError(f"not an API path: {path!r}")
         return self._farm.api(method, f"/api/terminals/{self.id}/{path[len('/api/'):]}", body)

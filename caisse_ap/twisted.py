@@ -96,7 +96,7 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
         factory = _ExchangeFactory(self.clock, exchange, done, self.host, self.port,
                                    self.connect_timeout)
         connector.append(self.reactor.connectTCP(self.host, self.port, factory,
-                                        timeout=self.connect_timeout))
+                                                 timeout=self.connect_timeout))
         return done
 
 

@@ -295,9 +295,17 @@ def _farm_routes() -> dict[str, dict[str, Schema]]:
                       "parameters": one, "requestBody": _body(_ref("FarmTerminalChange")),
                       "responses": {"200": _json(_ref("FarmTerminal")),
                                     **_errors(*BODY_ERRORS, 404, 409)}},
-            "delete": {"summary": "Stop it: answers what is in flight; its rows stay readable",
+            "delete": {"summary": "Stop it: it accepts nothing more at once, answers what is in "
+                                  "flight as it would have, then is released; its rows stay in "
+                                  "the journal",
                        "parameters": one,
-                       "responses": {"200": _json(_ref("FarmTerminal"), "deleted"),
+                       "responses": {"200": _json(_ref("FarmTerminal"),
+                                                  "released (state deleted): nothing was "
+                                                  "in flight, or it is over"),
+                                     "202": _json(_ref("FarmTerminal"),
+                                                  "accepted (state deleting): it still answers "
+                                                  "counters.pending transactions, then is "
+                                                  "released; GET it to follow"),
                                      **_errors(401, 403, 404)}}},
     }
 
@@ -309,8 +317,9 @@ def document() -> dict[str, Any]:
         paths["/api" + path] = operations
     paths["/api/transactions"]["get"]["parameters"] = [
         *paths["/api/transactions"]["get"]["parameters"],
-        _query("terminal", {"type": "string", "pattern": "^t[1-9][0-9]*$"},
-               "a farm terminal's journal instead of the command line's terminal's")]
+        _query("terminal", {"type": "string", "pattern": "^(main|t[1-9][0-9]*)$"},
+               "one terminal's rows of the journal (main: the command line's terminal); "
+               "without it, every terminal's, each naming its own")]
     paths.update(_farm_routes())
     for path, operations in _terminal_routes().items():
         paths["/api/terminals/{terminal_id}" + path] = {

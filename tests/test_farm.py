@@ -418,3 +418,65 @@ def test_deleted_terminals_are_forgotten_past_the_ones_kept(start_farm, monkeypa
     metrics = connection.getresponse().read().decode()
     connection.close()
     assert 'terminal="t2"' in metrics and 'terminal="t1"' not in metrics
+
+
+def test_a_journal_file_keeps_the_farm_s_rows_across_restarts(reactor_thread, tmp_path):
+    from caisse_ap.terminal.journal import Journal
+
+    path = tmp_path / "journal.sqlite"
+
+    def start() -> tuple[app.RunningTerminal, int]:
+        options = app.TerminalOptions(TerminalSettings.from_dict({"duration": 0}),
+                                      journal=Journal(path),
+                                      web=WebOptions("127.0.0.1", 0))
+        running = reactor_thread.call(app.start, reactor_thread.reactor, options)
+        return running, running.console.web_address[1]
+
+    running, web = start()
+    try:
+        for _ in range(2):
+            port = call(web, "POST", "/api/terminals", {})[1]["port"]
+            assert client.pay(client.make_request("1.00"), "127.0.0.1", port).status == \
+                "approved"
+        assert client.pay(client.make_request("2.00"), *running.address).status == "approved"
+    finally:
+        reactor_thread.call(running.stop)
+    running, web = start()
+    try:
+        every = call(web, "GET", "/api/transactions")[1]["transactions"]
+        assert [(t["id"], t["terminal"]) for t in every] == [(3, None), (2, "t2"), (1, "t1")]
+        assert [t["id"] for t in call(web, "GET", "/api/transactions?terminal=t2")[1][
+            "transactions"]] == [2]
+        # A new terminal is numbered after those the journal names, its ids after its rows.
+        made = call(web, "POST", "/api/terminals", {})[1]
+        assert made["id"] == "t3"
+        assert client.pay(client.make_request("3.00"), "127.0.0.1", made["port"]).status == \
+            "approved"
+        [row] = call(web, "GET", "/api/terminals/t3/transactions")[1]["transactions"]
+        assert row["id"] == 4 and row["terminal"] == "t3"
+    finally:
+        reactor_thread.call(running.stop)
+
+
+def test_stopping_the_server_answers_a_deleted_terminal_s_payment_at_once(
+        start_farm, reactor_thread):
+    running, web = start_farm()
+    made = call(web, "POST", "/api/terminals", {"settings": {"duration": 60}})[1]
+    terminal = running.farm.terminals["t1"].member.terminal
+    waiting = threading.Event()
+
+    class Seen:
+        def request_received(self, transaction: object) -> None:
+            waiting.set()
+
+    terminal.observers.append(Seen())
+    paid: list[object] = []
+    paying = threading.Thread(target=lambda: paid.append(
+        client.pay(client.make_request("4.00"), "127.0.0.1", made["port"])))
+    paying.start()
+    assert waiting.wait(10)
+    assert call(web, "DELETE", "/api/terminals/t1")[0] == 202
+    reactor_thread.call(running.stop)  # as at SIGTERM: what is in flight is answered now
+    paying.join(10)
+    assert [result.status for result in paid] == ["approved"]
+    assert running.farm.terminals["t1"].state == "deleted"

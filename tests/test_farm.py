@@ -480,3 +480,37 @@ def test_stopping_the_server_answers_a_deleted_terminal_s_payment_at_once(
     paying.join(10)
     assert [result.status for result in paid] == ["approved"]
     assert running.farm.terminals["t1"].state == "deleted"
+
+
+def test_a_payment_waiting_for_a_manual_decision_is_still_decided_while_deleting(
+        start_farm, reactor_thread):
+    running, web = start_farm()
+    made = call(web, "POST", "/api/terminals", {"settings": {"mode": "manual"}})[1]
+    terminal = running.farm.terminals["t1"].member.terminal
+    waiting = threading.Event()
+
+    class Seen:
+        def request_received(self, transaction: object) -> None:
+            waiting.set()
+
+    terminal.observers.append(Seen())
+    paid: list[object] = []
+    paying = threading.Thread(target=lambda: paid.append(
+        client.pay(client.make_request("5.00"), "127.0.0.1", made["port"])))
+    paying.start()
+    assert waiting.wait(10)
+    status, deleting = call(web, "DELETE", "/api/terminals/t1")
+    assert status == 202 and deleting["state"] == "deleting"
+    [pending] = call(web, "GET", "/api/terminals/t1/transactions")[1]["transactions"]
+    assert pending["status"] == "pending" and "decision_deadline" in pending
+    # Its settings no longer change; its decision still comes, from the person.
+    status, error = call(web, "PUT", "/api/terminals/t1/settings", {"mode": "failure"})
+    assert status == 409 and error["code"] == "terminal_deleted"
+    status, decided = call(web, "POST",
+                           f"/api/terminals/t1/transactions/{pending['id']}/decision",
+                           {"outcome": "refused"})
+    assert status == 200 and decided["status"] == "declined"
+    paying.join(10)
+    assert [result.status for result in paid] == ["declined"]
+    reactor_thread.call(running.farm.delete, running.farm.terminals["t1"])
+    assert call(web, "GET", "/api/terminals/t1")[1]["state"] == "deleted"

@@ -390,10 +390,13 @@ class ApiRoot(resource.Resource):
 
     def _terminal_route(self, request: server.Request, rest: list[bytes]) -> bytes | int:
         """/api/terminals/{id}/...: the terminal's own API answers, with the rest of the
-        path; a deleted terminal answers reads only."""
+        path; a deleted terminal answers reads only, and one being deleted reads and the
+        decisions of the transactions it still answers."""
         self.api._check_access(request, ("terminals",))  # before saying which ids exist
         kept = self._find(rest[0])
-        if kept.state != "listening" and request.method not in READING:
+        deciding = len(rest) == 4 and rest[1] == b"transactions" and rest[3] == b"decision"
+        if request.method not in READING and not (
+                kept.state == "listening" or (kept.state == "deleting" and deciding)):
             raise ApiError(409, f"Terminal {kept.id} is deleted: its routes only read.",
                            code="terminal_deleted")
         request.postpath = rest[1:]

@@ -4,7 +4,6 @@ every terminal with its counters, a selector, and one farm terminal's page as to
 from __future__ import annotations
 
 import playwright.sync_api as playwright_api
-import pytest
 from test_web_console import (  # noqa: F401 - browser is a fixture
     ConsolePage,
     RunningServer,

@@ -3,6 +3,10 @@ every terminal with its counters, a selector, and one farm terminal's page as to
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
+
 import playwright.sync_api as playwright_api
 from test_web_console import (  # noqa: F401 - browser is a fixture
     ConsolePage,
@@ -91,9 +95,22 @@ def test_the_journal_holds_every_terminal_and_filters_by_one(browser):  # noqa: 
         choose.select_option("t1")
         expect(rows).to_have_count(1)
         expect(rows.first).to_contain_text("7,00")
+        # The CSV of the filter: that terminal's rows, its Terminal column, its name.
+        with page.expect_download() as download:
+            page.locator("#export-csv").click()
+        assert "-t1-" in download.value.suggested_filename
+        text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        exported = list(csv.DictReader(io.StringIO(text), delimiter=";"))
+        assert [(row["Montant"], row["Terminal"]) for row in exported] == [("7,00", "t1")]
         choose.select_option("main")
         expect(rows).to_have_count(1)
         expect(rows.first).to_contain_text("9,00")
+        choose.select_option("")
+        with page.expect_download() as download:
+            page.locator("#export-csv").click()
+        text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        assert [row["Terminal"] for row in csv.DictReader(io.StringIO(text), delimiter=";")] \
+            == ["principal", "t1"]
         # The farm terminal's page reads its own rows, without the filter.
         page.goto(server.origin + "/?terminal=t1")
         expect(page.locator("body")).to_have_attribute("data-ready", "true")

@@ -1713,7 +1713,7 @@
       `${d.label}${deviationDetail(d) ? ` : ${deviationDetail(d)}` : ""}`).join(" ; ")],
     ["Trame de la demande", (tx) => tx.request_frame],
     ["Trame de la réponse", (tx) => tx.answer_frame],
-    ["Terminal", (tx) => tx.terminal], // a farm terminal's id; empty: the command line's
+    ["Terminal", (tx) => tx.terminal || "principal"], // a farm terminal's id, or the command line's
   ];
 
   // The CSV of a French spreadsheet: ";" between cells, a decimal comma.

@@ -290,7 +290,7 @@ class ApiRoot(resource.Resource):
     def render(self, request: server.Request) -> bytes | int:
         path = list(request.postpath or ())
         chosen = request.args.get(b"terminal")
-        if path[:1] == [b"transactions"] and chosen:
+        if path[:1] == [b"transactions"] and chosen and chosen[-1]:  # empty: every terminal
             # GET /api/transactions?terminal=t1: one terminal's rows of the journal (the
             # command line's terminal's API reads them all, get_transactions filters).
             name = chosen[-1].decode("utf-8", errors="replace")

@@ -14,7 +14,7 @@ from server_process import ServerProcess, run_server
 
 from caisse_ap import client
 from caisse_ap.terminal.journal import Journal, JournalError
-from caisse_ap.testing import simulated_terminal
+from caisse_ap.testing import EventStream, simulated_terminal
 
 pytestmark = pytest.mark.usefixtures("reactor_thread")
 
@@ -483,3 +483,36 @@ def test_a_journal_of_the_first_schema_gets_the_terminal_column_at_open(tmp_path
     assert db.execute("SELECT id, terminal FROM transactions ORDER BY id").fetchall() == [
         (1, None), (2, "t1")]
     db.close()
+
+
+@pytest.mark.slow
+def test_sigterm_writes_the_farm_s_transactions_in_flight_into_the_journal_file(tmp_path):
+    """The real server: a farm terminal answering after 1 s when SIGTERM comes; its row is
+    in the file, answered, with its terminal, beside the command line's terminal's."""
+    path = tmp_path / "journal.sqlite"
+    server = ServerProcess("--web-port", "0", "-d", "0", "--journal", str(path))
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.web_port}/api/terminals", method="POST",
+            data=json.dumps({"settings": {"duration": 1}}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            lane = json.loads(answer.read())
+        assert client.pay(client.make_request("2.00"), "127.0.0.1",
+                          server.port).status == "approved"
+        paid: list = []
+        paying = threading.Thread(target=lambda: paid.append(client.pay(
+            client.make_request("3.00"), "127.0.0.1", lane["port"], timeout=10)))
+        with EventStream(f"http://127.0.0.1:{server.web_port}",
+                         path="/api/terminals/t1/events") as events:
+            paying.start()
+            assert events.get("request")["data"]["amount"] == "3.00"  # in flight now
+    finally:
+        code = server.stop()
+    paying.join(10)
+    assert code == 0, server.output()
+    assert [result.status for result in paid] == ["approved"]  # answered at the stop
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT id, status, terminal FROM transactions ORDER BY id").fetchall()
+    db.close()
+    assert rows == [(1, "approved", None), (2, "approved", "t1")]

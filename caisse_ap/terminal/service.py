@@ -18,7 +18,8 @@ Seams for the control API (docs/api.md):
   None): the person already took their time.
 - `update_settings(changes)`: validated, takes effect for the next transaction.
 - `next_id`: the id the next transaction gets (a journal in a file sets it
-  past its last id).
+  past its last id); `numbering` holds it, and the terminals of a process
+  share one (web/farm.py), so that one journal holds them all.
 """
 
 from __future__ import annotations
@@ -156,6 +157,15 @@ class Transaction:
         }
 
 
+class Numbering:
+    """The ids of transactions: one numbering for every terminal that shares it."""
+
+    __slots__ = ("next_id",)
+
+    def __init__(self, next_id: int = 1):
+        self.next_id = next_id
+
+
 @dataclass(slots=True)
 class _Run:
     """A transaction waiting for its decision or its delay."""
@@ -189,7 +199,7 @@ class Terminal:
         self.max_connections = max_connections
         self.observers: list[object] = []  # each with any of the methods _notify() calls
         self.outcome_sources: list[OutcomeSource] = []
-        self.next_id = 1
+        self.numbering = Numbering()
         self.connections: set[Any] = set()
         self.counts: Counter[str] = Counter()
         self.listening_port: Any = None  # set by server.start_terminal
@@ -200,6 +210,14 @@ class Terminal:
         self._now_second, self._now_value = -1, datetime.fromtimestamp(0)
 
     # --- State for the API ---------------------------------------------------
+
+    @property
+    def next_id(self) -> int:
+        return self.numbering.next_id
+
+    @next_id.setter
+    def next_id(self, value: int) -> None:
+        self.numbering.next_id = value
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -356,9 +374,10 @@ class Terminal:
                          received_at: float | None) -> Transaction:
         if received_at is None:
             received_at = self.reactor.seconds()
-        txn = Transaction(self.next_id, connection.peer, received_at, list(fields),
+        numbering = self.numbering
+        txn = Transaction(numbering.next_id, connection.peer, received_at, list(fields),
                           terminal=self.name)
-        self.next_id += 1
+        numbering.next_id += 1
         self.counts["total"] += 1
         return txn
 

@@ -13,7 +13,6 @@ reading the file given.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,12 +22,7 @@ from .. import tlv
 from ..errors import CaisseApError
 from ..terminal import profiles
 from ..terminal.behaviour import OUTCOMES, PAYMENT_TYPES
-from ..terminal.profiles import ProfileError, _line_of, _Reader
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from ..tomlfile import TableReader, decode, line_of
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -109,10 +103,6 @@ class Scenario:
         return self.terminal.outcome not in ("no-answer", "hang-up")
 
 
-def _fail(error: ProfileError) -> ScenarioError:
-    return ScenarioError(error.where, error.reason)
-
-
 def load(path: str | Path) -> Scenario:
     """Read and check a scenario file; ScenarioError (file, line, reason) if it is wrong."""
     path = Path(path)
@@ -125,19 +115,11 @@ def load(path: str | Path) -> Scenario:
 
 def parse(text: str, where: str = "<scenario>") -> Scenario:
     """A scenario from TOML text; `where` names it in error messages."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"line (\d+)", str(error))
-        raise ScenarioError(f"{where}:{match.group(1) if match else 1}",
-                            f"not valid TOML: {error}") from None
-    try:
-        return _scenario(_Reader(where, text, data), where)
-    except ProfileError as error:
-        raise _fail(error) from None
+    return _scenario(TableReader(where, text, decode(text, where, ScenarioError),
+                                 error=ScenarioError), where)
 
 
-def _scenario(top: _Reader, where: str) -> Scenario:
+def _scenario(top: TableReader, where: str) -> Scenario:
     values: dict[str, Any] = {"path": where}
     for key in ("name", "title", "title_en", "description", "description_en", "fact",
                 "source", "fix", "expect"):
@@ -161,7 +143,7 @@ def _scenario(top: _Reader, where: str) -> Scenario:
     return Scenario(**values)
 
 
-def _terminal(table: _Reader) -> TerminalPart:
+def _terminal(table: TableReader) -> TerminalPart:
     outcome = table.get("outcome", str, "approved")
     if outcome not in OUTCOMES or outcome in ("terminal", "terminal-split"):
         raise table.fail("outcome", f"outcome {outcome!r} is not one of the terminal's "
@@ -201,14 +183,14 @@ def _terminal(table: _Reader) -> TerminalPart:
     return part
 
 
-def _seconds(table: _Reader, key: str, default: Any) -> Any:
+def _seconds(table: TableReader, key: str, default: Any) -> Any:
     value = table.get(key, (int, float), default)
     if value is not None and not 0 <= value <= MAX_PAUSE:
         raise table.fail(key, f"{key} must be 0 to {MAX_PAUSE:g} seconds, not {value}")
     return None if value is None else float(value)
 
 
-def _network(table: _Reader, terminal: TerminalPart) -> NetworkPart:
+def _network(table: TableReader, terminal: TerminalPart) -> NetworkPart:
     cut_inside = _tags(table, "cut_inside")
     late = _tags(table, "late")
     trailer = table.get("trailer", str, "")
@@ -232,7 +214,7 @@ def _network(table: _Reader, terminal: TerminalPart) -> NetworkPart:
     return part
 
 
-def _tags(table: _Reader, key: str) -> tuple[str, ...]:
+def _tags(table: TableReader, key: str) -> tuple[str, ...]:
     listed = table.get(key, list, [])
     if not all(isinstance(tag, str) and tlv.is_tag(tag) for tag in listed):
         raise table.fail(key, f"{key} must list tags (two upper-case letters)")
@@ -246,7 +228,7 @@ def builtins() -> dict[str, Scenario]:
     for path in sorted(SCENARIO_DIR.glob("*.toml")):
         scenario = load(path)
         if scenario.name in found:
-            where = f"{path}:{_line_of(path.read_text(encoding='utf-8'), '', 'name')}"
+            where = f"{path}:{line_of(path.read_text(encoding='utf-8'), '', 'name')}"
             raise ScenarioError(where, f"name {scenario.name!r} is also "
                                        f"{found[scenario.name].path}'s")
         found[scenario.name] = scenario

@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from caisse_ap import PaymentTerminal, conformance
+from caisse_ap import PaymentTerminal, conformance, i18n
 from caisse_ap.conformance import catalogue, cli, plan
 from caisse_ap.conformance.catalogue import ScenarioError
 from caisse_ap.conformance.report import html_report, junit_report
@@ -35,7 +35,14 @@ def start_kit(pos: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(ROOT / "caisse-ap-ip-conformance.py"),
                              "--pos", pos, "--pos-timeout", str(POS_TIMEOUT), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "LC_ALL": "C.UTF-8"})  # French output
+                            env=env_for("fr_FR.UTF-8"))  # French output
+
+
+def env_for(lang: str) -> dict[str, str]:
+    """The environment with LANG alone naming the language of the messages."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    return {**env, "LANG": lang}
 
 
 def finish(kit: subprocess.Popen[str]) -> tuple[int, str]:
@@ -345,15 +352,25 @@ def test_reports_are_written_and_the_exit_status_says_failed(tmp_path):
     assert suite.find("testcase[@name='echo-amount']/failure") is not None
 
 
+def speak(monkeypatch, lang: str) -> None:
+    """In-process messages in the language of `lang` (the catalog is read again)."""
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", lang)
+    i18n.translation.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def french(monkeypatch):
-    """The command line speaks French unless the locale names another language."""
-    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    """The command line speaks French when the locale is French (English otherwise)."""
+    speak(monkeypatch, "fr_FR.UTF-8")
+    yield
+    i18n.translation.cache_clear()
 
 
 @pytest.mark.slow
 def test_result_lines_in_english_under_an_english_locale(capsys, monkeypatch):
-    monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")
+    speak(monkeypatch, "en_GB.UTF-8")
     status = cli.main(["--pos", f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} "
                        "-p {port} -a {amount} --timeout 4", "--only", "refused"])
     out = capsys.readouterr().out
@@ -376,14 +393,28 @@ def test_all_passed_exits_0(capsys):
     ([], "--pos COMMANDE est requis"),
     (["--pos", "pay {host}"], "--pos doit contenir {port}"),
     (["--pos", "pay {port} {nope}"], "seuls {host}, {port} et {amount}"),
-    (["--pos", "pay {port}", "--only", "nope"], "unknown scenario 'nope'"),
+    (["--pos", "pay {port}", "--only", "nope"], "scénario inconnu 'nope'"),
     (["--pos", "pay {port}", "--pos-timeout", "0"], "entre 0 et 3600"),
-    (["--bogus"], "unrecognized arguments"),
+    (["--bogus"], "arguments non reconnus"),
 ])
 def test_bad_options_give_one_line_and_status_2(capsys, args, message):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--pos COMMAND is required"),
+    (["--pos", "pay {port}", "--only", "nope"], "unknown scenario 'nope'"),
+    (["--pos", "pay {port}", "--pos-timeout", "0"], "between 0 and 3600"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_bad_options_in_english_under_lang_c(capsys, monkeypatch, args, message):
+    speak(monkeypatch, "C")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("caisse-ap-ip-conformance: ") and message in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_an_address_that_cannot_be_listened_on_gives_status_2(capsys):

@@ -7,6 +7,7 @@ the client printed.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from caisse_ap import i18n
 from caisse_ap.conformance import catalogue
 from caisse_ap.conformance.judge import WireRecord
 from caisse_ap.conformance.session import ConformanceSession
@@ -24,12 +26,31 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
 
 
+def env_for(lang: str) -> dict[str, str]:
+    """The environment with LANG alone naming the language of the messages."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    return {**env, "LANG": lang}
+
+
+@pytest.fixture
+def french(monkeypatch):
+    """In-process messages in French (the catalog is read again for the test)."""
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    i18n.translation.cache_clear()
+    yield
+    i18n.translation.cache_clear()
+
+
 class ServerConsole:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, lang: str = "fr_FR.UTF-8"):
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "caisse-ap-ip-server.py"), "-p", "0", "--host",
              "127.0.0.1", "--no-web", "--conformance", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env_for(lang))
         line = ""
         while "listening on" not in line:  # the readiness signal: the start-up line
             line = self.process.stderr.readline()
@@ -58,8 +79,8 @@ class ServerConsole:
 def console():
     started: list[ServerConsole] = []
 
-    def start(*args: str) -> ServerConsole:
-        started.append(ServerConsole(*args))
+    def start(*args: str, lang: str = "fr_FR.UTF-8") -> ServerConsole:
+        started.append(ServerConsole(*args, lang=lang))
         return started[-1]
 
     yield start
@@ -127,7 +148,7 @@ def test_only_without_conformance_is_refused():
     assert done.returncode == 2 and "--conformance-only needs --conformance" in done.stderr
 
 
-def test_session_rules():
+def test_session_rules(french):
     session = ConformanceSession([catalogue.builtins()["refused"]])
     with pytest.raises(ValueError, match="no payment reached"):
         session.tester_says("r", 1.0, WireRecord())

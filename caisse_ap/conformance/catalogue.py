@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import tlv
 from ..errors import CaisseApError
+from ..i18n import N_, language, said
 from ..terminal import profiles
 from ..terminal.behaviour import OUTCOMES, PAYMENT_TYPES
 from ..tomlfile import TableReader, decode, line_of
@@ -44,6 +45,17 @@ class ScenarioError(CaisseApError, ValueError):
         super().__init__(f"{where}: {reason}")
         self.where = where
         self.reason = reason
+
+
+class UnknownScenario(CaisseApError, ValueError):
+    """A scenario name that is not in the catalogue: str() in English, `local` in the
+    user's language (caisse_ap.i18n), for a command to show."""
+
+    def __init__(self, name: str) -> None:
+        worded = said(N_("unknown scenario %r; see --list"), (name,))
+        super().__init__(worded["message"])
+        self.name = name
+        self.local = worded["local"]
 
 
 @dataclass(frozen=True)
@@ -92,10 +104,19 @@ class Scenario:
     source: str  # the public source of the fact
     fix: str  # French: how POS code usually gets it right
     expect: str  # one of CONCLUSIONS
+    fact_en: str = ""  # the fact in English ("": only the French is known)
+    fix_en: str = ""
     amount: str = "12.50"
     terminal: TerminalPart = TerminalPart()
     network: NetworkPart = NetworkPart()
     path: str = ""
+
+    def text(self, part: str) -> str:
+        """Its `title`, `description`, `fact` or `fix` in the language of the messages
+        (i18n.language(): French under a French locale, English otherwise; the French
+        when a scenario file has no English for it)."""
+        english = getattr(self, f"{part}_en") if language() == "en" else ""
+        return str(english or getattr(self, part))
 
     @property
     def answers(self) -> bool:
@@ -127,6 +148,8 @@ def _scenario(top: TableReader, where: str) -> Scenario:
         if value is None or not value.strip():
             raise top.fail(key if key in top.table else None, f"the scenario needs a {key}")
         values[key] = " ".join(value.split())
+    for key in ("fact_en", "fix_en"):  # optional: a scenario of one's own may be French only
+        values[key] = " ".join(top.get(key, str, "").split())
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,47}", values["name"]):
         raise top.fail("name", f"name {values['name']!r} must be 1 to 48 lower-case letters, "
                                "digits or dashes")
@@ -237,14 +260,15 @@ def builtins() -> dict[str, Scenario]:
 
 def select(only: list[str] | None = None, skip: list[str] | None = None) -> list[Scenario]:
     """The built-in scenarios, or those named in `only`, less those in `skip`
-    (ValueError naming an unknown one)."""
+    (UnknownScenario, a ValueError, naming an unknown one)."""
     known = builtins()
     for name in [*(only or []), *(skip or [])]:
         if name not in known:
-            raise ValueError(f"unknown scenario {name!r}; see --list")
+            raise UnknownScenario(name)
     chosen = [known[name] for name in only] if only else list(known.values())
     return [scenario for scenario in chosen if scenario.name not in set(skip or [])]
 
 
 __all__ = ["CONCLUSIONS", "NetworkPart", "Scenario", "ScenarioError", "TerminalPart",
+           "UnknownScenario",
            "builtins", "load", "parse", "select"]

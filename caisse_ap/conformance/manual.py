@@ -5,7 +5,8 @@ Options of the server's command line (terminal/cli.py wires them): with
 the catalogue (the same plans as the runner's, carried out by wire.py), and a
 SessionDriver shows the tester the scenario and what the POS did on the wire,
 and asks what the POS showed: on the server's console (its standard input and
-output, in French) and in the web console's page (/conformance.html, through
+output, in the language of the messages: French under a French locale,
+English otherwise) and in the web console's page (/conformance.html, through
 GET /api/conformance and POST /api/conformance/answer). After the last
 scenario (or `q`) it writes the HTML report, and stops without the web console.
 """
@@ -21,11 +22,12 @@ from typing import Any, TextIO
 from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
 
-from .judge import WORDS, Verdict
+from ..i18n import _, language
+from .judge import Verdict, word
 from .options import ConformanceOptions
 from .report import html_report
 from .runner import CLOSE_GRACE, snapshot
-from .session import SHOWN, SHOWN_WORDS, ConformanceSession, Step
+from .session import SHOWN, ConformanceSession, Step, shown_word
 from .wire import ScenarioFactory, ScenarioProtocol
 
 log = logging.getLogger("caisse_ap.conformance")
@@ -80,7 +82,7 @@ class SessionDriver:
             listener(text)
 
     def begin(self) -> None:
-        self.say(f"Kit de conformité : {len(self.session.steps)} scénarios, un par paiement.")
+        self.say(_("Conformance kit: %d scenarios, one per payment.") % len(self.session.steps))
         self.announce()
 
     def announce(self) -> None:
@@ -89,29 +91,34 @@ class SessionDriver:
         if step is None:
             return
         number = self.session.index + 1
-        self.say(f"\nScénario {number}/{len(self.session.steps)} : {step.scenario.title} "
-                 f"({step.scenario.name})\n  {step.scenario.description}\n"
-                 f"  Payez {step.scenario.amount.replace('.', ',')} € depuis la caisse.")
+        scenario = step.scenario
+        self.say("\n" + _("Scenario %(number)d/%(count)d: %(title)s (%(name)s)")
+                 % {"number": number, "count": len(self.session.steps),
+                    "title": scenario.text("title"), "name": scenario.name}
+                 + f"\n  {scenario.text('description')}\n  "
+                 + _("Pay %s EUR from the POS.") % (scenario.amount.replace(".", ",")
+                                                     if language() == "fr" else scenario.amount))
 
     def ask(self) -> None:
         if self.asked:
             return
         self.asked = True
-        keys = ", ".join(f"{key} = {SHOWN_WORDS[word]}" for key, word in SHOWN.items())
-        self.say(f"  Le terminal a joué le scénario. Quand la caisse affiche son issue, "
-                 f"tapez ce qu'elle montre ({keys} ; q pour finir) :")
+        keys = ", ".join(f"{key} = {shown_word(shown)}" for key, shown in SHOWN.items())
+        self.say("  " + _("The terminal played the scenario. When the POS shows its outcome, "
+                          "type what it shows (%s; q to finish):") % keys)
 
     def answer(self, shown: str) -> defer.Deferred[Verdict]:
         """The tester's answer (a key of SHOWN or its word): judged once the POS closed its
-        connection (or CLOSE_GRACE later). ValueError, in French, when it cannot be."""
+        connection (or CLOSE_GRACE later). ValueError, in the user's language, when it
+        cannot be."""
         step = self.session.current
         if step is None:
-            raise ValueError("la session est finie")
+            raise ValueError(_("the session is over"))
         if step.started_at is None:
-            raise ValueError("aucun paiement n'est encore arrivé pour ce scénario")
+            raise ValueError(_("no payment has reached the terminal for this scenario yet"))
         conclusion = SHOWN.get(shown, shown)
-        if conclusion not in SHOWN_WORDS:
-            raise ValueError("répondez a, r, i, e ou q")
+        if conclusion not in SHOWN.values():
+            raise ValueError(_("answer a, r, i, e or q"))
         waiting = self.factory.when_closed(CLOSE_GRACE)
         return waiting.addCallback(lambda _: self._judged(step, conclusion))
 
@@ -131,15 +138,16 @@ class SessionDriver:
     def finish(self) -> None:
         verdicts = self.session.verdicts
         passed = sum(v.passed for v in verdicts)
-        self.say(f"\n{passed} / {len(verdicts)} scénarios réussis "
-                 f"({len(self.session.steps) - len(verdicts)} non joués)")
+        self.say("\n" + _("%(passed)d / %(count)d scenarios passed (%(left)d not played)")
+                 % {"passed": passed, "count": len(verdicts),
+                    "left": len(self.session.steps) - len(verdicts)})
         try:
-            self.report.write_text(html_report(verdicts, "caisse pilotée à la main",
+            self.report.write_text(html_report(verdicts, _("POS driven by hand"),
                                                self.factory.pos_timeout), encoding="utf-8")
             self.report_written = str(self.report)
-            self.say(f"rapport : {self.report}")
+            self.say(_("report: %s") % self.report)
         except OSError as error:
-            self.say(f"impossible d'écrire le rapport : {error}")
+            self.say(_("cannot write the report: %s") % error)
         self.session.index = len(self.session.steps)  # q: the rest is not played
         if self.stop_when_done:
             self.factory.reactor.stop()
@@ -151,23 +159,23 @@ class SessionDriver:
         current = None
         if step is not None:
             record = step.record
-            current = {"name": step.scenario.name, "title": step.scenario.title,
-                       "description": step.scenario.description,
+            current = {"name": step.scenario.name, "title": step.scenario.text("title"),
+                       "description": step.scenario.text("description"),
                        "amount": step.scenario.amount, "paid": step.started_at is not None,
                        "played": self.asked, "requests": len(record.requests),
                        "malformed": len(record.malformed), "connections": record.connections}
         return {"index": self.session.index, "total": len(self.session.steps),
                 "finished": self.session.finished, "current": current,
-                "answers": {key: SHOWN_WORDS[word] for key, word in SHOWN.items()},
+                "answers": {key: shown_word(shown) for key, shown in SHOWN.items()},
                 "verdicts": [_verdict_json(v) for v in self.session.verdicts],
                 "report": self.report_written}
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
-    return {"name": verdict.scenario.name, "title": verdict.scenario.title,
-            "passed": verdict.passed, "expected": WORDS[verdict.scenario.expect],
-            "concluded": WORDS[verdict.concluded], "problems": list(verdict.problems),
-            "fact": verdict.scenario.fact, "fix": verdict.scenario.fix,
+    return {"name": verdict.scenario.name, "title": verdict.scenario.text("title"),
+            "passed": verdict.passed, "expected": word(verdict.scenario.expect),
+            "concluded": word(verdict.concluded), "problems": list(verdict.problems),
+            "fact": verdict.scenario.text("fact"), "fix": verdict.scenario.text("fix"),
             "requests": len(verdict.wire.requests)}
 
 
@@ -203,10 +211,13 @@ class TesterConsole(LineReceiver):
 
 def _verdict_text(verdict: Verdict) -> str:
     wire = verdict.wire
-    head = ("  réussi" if verdict.passed else "  ÉCHEC") + (
-        f" : attendu {WORDS[verdict.scenario.expect]}, la caisse a montré "
-        f"{WORDS[verdict.concluded]} ; {len(wire.requests)} demande(s), "
-        f"{wire.connections} connexion(s)")
+    head = "  " + (_("passed: expected %(expected)s, the POS showed %(concluded)s; "
+                     "%(requests)d request(s), %(connections)d connection(s)")
+                   if verdict.passed else
+                   _("FAILED: expected %(expected)s, the POS showed %(concluded)s; "
+                     "%(requests)d request(s), %(connections)d connection(s)")) % {
+        "expected": word(verdict.scenario.expect), "concluded": word(verdict.concluded),
+        "requests": len(wire.requests), "connections": wire.connections}
     return "\n".join([head, *(f"    - {problem}" for problem in verdict.problems)])
 
 

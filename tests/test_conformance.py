@@ -443,3 +443,72 @@ def test_docs_explain_every_scenario_in_both_languages():
     for scenario in catalogue.builtins().values():
         assert f"| `{scenario.name}` |" in french and scenario.description in french
         assert f"| `{scenario.name}` |" in english and scenario.description_en in english
+
+
+# --- the language of the kit: French under a French locale, English otherwise ----------
+
+
+def test_every_builtin_scenario_has_its_fact_and_fix_in_english():
+    for scenario in catalogue.builtins().values():
+        assert scenario.fact_en and scenario.fix_en, scenario.name
+        assert scenario.fact_en != scenario.fact and scenario.fix_en != scenario.fix
+
+
+def _sample_verdicts():
+    scenarios = catalogue.builtins()
+    return [conformance.judge(scenarios["approved"], conformance.PosRun(0, 0.2),
+                              conformance.WireRecord(requests=[b"CZ0040300"], connections=1,
+                                                     closed_by_pos=1)),
+            conformance.judge(scenarios["echo-amount"], conformance.PosRun(0, 0.3),
+                              conformance.WireRecord(requests=[b"CZ0040300"] * 2))]
+
+
+def test_html_report_and_problems_in_french_under_a_french_locale():
+    verdicts = _sample_verdicts()
+    page = html_report(verdicts, "pos", 5)
+    echo = catalogue.builtins()["echo-amount"]
+    assert '<html lang="fr">' in page and "Rapport de conformité Caisse-AP sur IP" in page
+    assert "1 échec(s)" in page and echo.title in page and echo.fix in page
+    assert echo.fix_en not in page and "Why it matters" not in page
+    assert "la caisse a conclu « paiement accepté » au lieu de « issue inconnue »" in page
+    assert "la caisse a envoyé 2 demandes pour une seule vente" in page
+
+
+def test_html_report_and_problems_in_english_under_lang_c(monkeypatch):
+    speak(monkeypatch, "C")
+    verdicts = _sample_verdicts()
+    page = html_report(verdicts, "pos", 5)
+    echo = catalogue.builtins()["echo-amount"]
+    assert '<html lang="en">' in page and "Caisse-AP over IP conformance report" in page
+    assert "1 failure(s)" in page and "Why it matters" in page
+    assert echo.title_en in page and echo.fact_en in page and echo.fix_en in page
+    assert echo.fix not in page and "Rapport" not in page and "réussi" not in page
+    assert ('the POS concluded "payment approved" instead of "unknown outcome"'
+            in verdicts[1].problems[0])
+    assert "the POS sent 2 requests for one sale" in verdicts[1].problems[1]
+
+
+def test_junit_has_the_same_structure_in_both_languages(monkeypatch):
+    french = ElementTree.fromstring(junit_report(_sample_verdicts()))
+    speak(monkeypatch, "C")
+    english = ElementTree.fromstring(junit_report(_sample_verdicts()))
+    for suite in (french, english):
+        assert (suite.tag, suite.get("tests"), suite.get("failures")) == ("testsuite", "2", "1")
+        assert [case.get("name") for case in suite] == ["approved", "echo-amount"]
+        assert suite.find("testcase[@name='echo-amount']/failure") is not None
+    assert "instead of" in english.find(".//failure").get("message")
+    assert "au lieu de" in french.find(".//failure").get("message")
+
+
+@pytest.mark.parametrize("lang, words", [
+    ("fr_FR.UTF-8", ("Paiement refusé (AF=04)", "paiement refusé", "usage :")),
+    ("C", ("Refused payment (AF=04)", "payment refused", "usage:")),
+])
+def test_list_and_help_follow_the_locale(capsys, monkeypatch, lang, words):
+    speak(monkeypatch, lang)
+    assert cli.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert words[0] in out and words[1] in out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert capsys.readouterr().out.startswith(words[2])

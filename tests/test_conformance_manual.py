@@ -175,7 +175,8 @@ def test_the_web_page_shows_the_scenario_and_takes_the_answer_by_button(tmp_path
     report = tmp_path / "conformite.html"
     server = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
                            "--conformance-only", "approved,echo-register",
-                           "--conformance-report", str(report), timeout=TIMEOUT)
+                           "--conformance-report", str(report), timeout=TIMEOUT,
+                           env=env_for("fr_FR.UTF-8"))  # the page's texts in French
     try:
         def pay() -> int:
             return subprocess.run([sys.executable, str(ROOT / "caisse-ap-ip-client.py"), "-p",
@@ -239,7 +240,8 @@ def test_the_conformance_api_refuses_what_cannot_be_answered():
     finally:
         plain.kill()
     session = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
-                            "--conformance-only", "refused", timeout=TIMEOUT)
+                            "--conformance-only", "refused", timeout=TIMEOUT,
+                            env=env_for("fr_FR.UTF-8"))
     try:
         status, body = _api(session.web_port, "GET", "/api/conformance")
         assert status == 200 and body["current"]["name"] == "refused"
@@ -252,3 +254,18 @@ def test_the_conformance_api_refuses_what_cannot_be_answered():
         assert status == 400 and body["field"] == "shown"
     finally:
         session.kill()
+
+
+def test_the_tester_console_speaks_english_under_lang_c(console, tmp_path):
+    server = console("--conformance-only", "approved", "--conformance-report",
+                     str(tmp_path / "report.html"), "--conformance-pos-timeout", "3", lang="C")
+    shown = server.read_until("Pay ")
+    assert "Conformance kit: 1 scenarios, one per payment." in shown
+    assert "Scenario 1/1: Approved payment (approved)" in shown and "Pay 12.50 EUR" in shown
+    assert server.pay() == 0
+    assert "a = payment approved" in server.read_until("q to finish")
+    server.answer("a")
+    assert "passed: expected payment approved, the POS showed payment approved" in (
+        server.read_until("report:"))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert '<html lang="en">' in page and "POS driven by hand" in page

@@ -269,3 +269,48 @@ def test_the_tester_console_speaks_english_under_lang_c(console, tmp_path):
         server.read_until("report:"))
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert '<html lang="en">' in page and "POS driven by hand" in page
+
+
+def test_the_session_payments_are_in_the_journal_and_the_main_console(tmp_path):
+    """Each payment of a session is a transaction of the terminal: journaled (the journal
+    file), listed by the console's API with the scenario that answered it."""
+
+    from server_process import ServerProcess
+
+    journal = tmp_path / "journal.jsonl"
+    session = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
+                            "--conformance-only", "approved,refused,hang-up",
+                            "--journal", str(journal), timeout=TIMEOUT)
+    try:
+        def pay() -> int:
+            return subprocess.run([sys.executable, str(ROOT / "caisse-ap-ip-client.py"), "-p",
+                                   str(session.port), "-a", "12.50", "--timeout", "3"],
+                                  capture_output=True, timeout=TIMEOUT).returncode
+
+        assert pay() == 0
+        assert _api(session.web_port, "POST", "/api/conformance/answer",
+                    {"shown": "approved"})[0] == 200
+        assert pay() == 1
+        assert _api(session.web_port, "POST", "/api/conformance/answer",
+                    {"shown": "refused"})[0] == 200
+        assert pay() == 3  # hang-up: the terminal closes without answering
+        status, body = _api(session.web_port, "GET", "/api/transactions")
+        assert status == 200
+        listed = sorted(body["transactions"], key=lambda tx: tx["id"])
+        assert [(tx["scenario"], tx["status"], tx["mode"], tx["decided_by"])
+                for tx in listed] == [
+            ("approved", "approved", "conformance", "scenario"),
+            ("refused", "declined", "conformance", "scenario"),
+            ("hang-up", "hang-up", "conformance", "scenario")]
+        assert listed[1]["reason"]["code"] == "04" and listed[0]["answer"]
+        assert listed[0]["amount"] == "12.50" and listed[2]["answer"] is None
+    finally:
+        session.kill()
+    later = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--journal",
+                          str(journal), timeout=TIMEOUT)  # the journal kept them
+    try:
+        status, body = _api(later.web_port, "GET", "/api/transactions")
+        assert sorted((tx["id"], tx.get("scenario")) for tx in body["transactions"]) == [
+            (1, "approved"), (2, "refused"), (3, "hang-up")]
+    finally:
+        later.kill()

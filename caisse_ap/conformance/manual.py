@@ -9,26 +9,40 @@ output, in the language of the messages: French under a French locale,
 English otherwise) and in the web console's page (/conformance.html, through
 GET /api/conformance and POST /api/conformance/answer). After the last
 scenario (or `q`) it writes the HTML report, and stops without the web console.
+
+The session's payments are the terminal's transactions as any other: each
+request is journaled and shown in the main console as soon as it arrives,
+answered by its scenario (mode "conformance", decided by "scenario", the
+scenario's name as `scenario`), through the Terminal's seam for requests
+answered elsewhere (receive_forwarded and finish_forwarded, as the proxy's).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
 
 from ..i18n import _, language
+from ..terminal.words import DecidedBy, TransactionMode, TransactionStatus
+from ..tlv import Field
+from .catalogue import Scenario
 from .judge import Verdict, word
 from .options import ConformanceOptions
+from .plan import Plan
 from .report import html_report
 from .runner import CLOSE_GRACE, snapshot
 from .session import SHOWN, ConformanceSession, Step, shown_word
 from .wire import ScenarioFactory, ScenarioProtocol
+
+if TYPE_CHECKING:
+    from ..terminal.service import Terminal, Transaction
 
 log = logging.getLogger("caisse_ap.conformance")
 
@@ -39,13 +53,16 @@ class SessionFactory(ScenarioFactory):
     """The terminal's connections during a session: each takes the current scenario."""
 
     def __init__(self, session: ConformanceSession, pos_timeout: float, reactor: Any,
-                 idle_watch: Any) -> None:
+                 idle_watch: Any, terminal: Terminal | None = None) -> None:
         step = session.current
         assert step is not None  # a session starts with at least one scenario
         super().__init__(step.scenario, pos_timeout, reactor)
         self.session = session
         self.idle_watch = idle_watch  # stop_terminal stops it
         self.driver: SessionDriver | None = None
+        self.terminal = terminal  # journals and shows the payments (None: nothing does)
+        # Each connection's transactions still waiting for their plan to be carried out.
+        self.waiting: dict[ScenarioProtocol, deque[Transaction]] = {}
 
     def free_slots(self) -> int:
         """The server's port asks before accepting: a session is one POS at a time."""
@@ -56,11 +73,52 @@ class SessionFactory(ScenarioFactory):
             return None  # type: ignore[return-value]  # Twisted closes the connection
         step = self.session.connection_started(self.reactor.seconds())
         self.scenario, self.record = step.scenario, step.record
-        return super().buildProtocol(addr)
+        connection = super().buildProtocol(addr)
+        from ..terminal.server import peer_of
 
-    def plan_done(self, connection: ScenarioProtocol) -> None:
+        connection.peer = peer_of(addr)
+        return connection
+
+    def request_received(self, connection: ScenarioProtocol, fields: list[Field]) -> None:
+        if self.terminal is None:
+            return
+        txn = self.terminal.receive_forwarded(connection, fields, None,
+                                              TransactionMode.CONFORMANCE, DecidedBy.SCENARIO)
+        txn.scenario = connection.scenario.name
+        self.waiting.setdefault(connection, deque()).append(txn)
+
+    def plan_done(self, connection: ScenarioProtocol, plan: Plan) -> None:
+        waiting = self.waiting.get(connection)
+        if self.terminal is not None and waiting:
+            status, answer, reason = transaction_outcome(connection.scenario, plan)
+            self.terminal.finish_forwarded(waiting.popleft(), status, answer,
+                                           bytes(connection.written) or None, reason)
         if self.driver is not None and connection.record is self.record:
             self.driver.ask()
+
+    def connection_lost(self, connection: ScenarioProtocol) -> None:
+        """The POS left before its answer was all written: its transactions are dropped."""
+        for txn in self.waiting.pop(connection, ()):
+            if self.terminal is not None:
+                self.terminal.finish_forwarded(txn, TransactionStatus.DROPPED)
+
+
+def transaction_outcome(scenario: Scenario, plan: Plan
+                        ) -> tuple[str, list[Field] | None, str | None]:
+    """What the journal says a carried-out plan answered: the status, the answer's fields
+    (None when no whole answer was written) and the refusal's reason (AF's code)."""
+    if not scenario.answers:
+        return scenario.terminal.outcome, None, None  # "no-answer" or "hang-up"
+    if scenario.network.hang_up_inside is not None:
+        return TransactionStatus.HANG_UP, None, None
+    values = dict(plan.fields)
+    status = {"10": TransactionStatus.APPROVED, "01": TransactionStatus.DECLINED,
+              "11": TransactionStatus.ACCEPTED}.get(values.get("AE", ""))
+    if status is None:  # unreadable bytes: what the scenario's terminal had decided
+        status = (TransactionStatus.APPROVED if scenario.terminal.outcome == "approved"
+                  else TransactionStatus.DECLINED)
+    reason = (values.get("AF") or "")[:2] or None
+    return status, (list(plan.fields) or None), reason if status == "declined" else None
 
 
 class SessionDriver:
@@ -227,7 +285,7 @@ def terminal_factory(options: ConformanceOptions) -> Callable[[Any], SessionFact
 
     def build(terminal: Any) -> SessionFactory:
         factory = SessionFactory(options.session, options.pos_timeout, terminal.reactor,
-                                 IdleWatch(terminal))
+                                 IdleWatch(terminal), terminal)
         factory.driver = SessionDriver(factory, options.report, options.stop_when_done)
         return factory
 

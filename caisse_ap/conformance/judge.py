@@ -14,7 +14,7 @@ from ..i18n import N_, _
 from .catalogue import CONCLUSION_BY_EXIT, Scenario
 
 # A conclusion in words (marked for the catalog; word() says it in the user's language).
-WORDS = {"approved": N_("payment approved"), "refused": N_("payment refused"),
+WORDS = {"approved": N_("approved"), "refused": N_("refused"),
          "unknown": N_("unknown outcome"), "failure": N_("POS failure")}
 
 
@@ -27,9 +27,9 @@ def word(conclusion: str) -> str:
 CONSEQUENCES = {
     ("approved", "refused"): N_("the terminal charged the card: the POS will have the "
                                 "customer pay a second time"),
-    ("approved", "unknown"): N_("the terminal charged the card: the POS has a payment that "
-                                "was made checked (the queue waits, the customer may pay "
-                                "twice)"),
+    ("approved", "unknown"): N_("the terminal charged the card: the POS has the cashier "
+                                "check a payment that was made (the queue waits, the "
+                                "customer may pay twice)"),
     ("refused", "approved"): N_("the terminal charged nothing: the goods leave unpaid"),
     ("refused", "unknown"): N_("the terminal says clearly that nothing was done: the POS "
                                "could have offered to try again"),

@@ -107,12 +107,8 @@ Row = tuple[int, str | None, str, str, str | None]  # id, received_at, status, J
 Field = tuple[str, str]  # a Caisse-AP field, tag and value (tlv.Field)
 
 
-class Record(TypedDict):
-    """What the journal keeps of a transaction: the facts (service.Transaction.record()).
-
-    Read back from a file, its field lists are JSON arrays; rows written by
-    earlier versions hold more keys (the complete form of docs/api.md).
-    """
+class _Facts(TypedDict):
+    """The keys every record has (Record)."""
 
     id: int
     received_at: str | None
@@ -129,6 +125,17 @@ class Record(TypedDict):
     mode: str
     deviations: list[dict[str, str]]
     terminal: str | None  # the farm terminal's id (rows of earlier versions have none)
+
+
+class Record(_Facts, total=False):
+    """What the journal keeps of a transaction: the facts (service.Transaction.record()).
+
+    Read back from a file, its field lists are JSON arrays; rows written by
+    earlier versions hold more keys (the complete form of docs/api.md).
+    `scenario` is only in the transactions a conformance session answered.
+    """
+
+    scenario: str  # the conformance kit's scenario that answered (--conformance)
 
 
 _SCHEMA = """

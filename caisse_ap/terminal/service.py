@@ -118,6 +118,7 @@ class Transaction:
     mode: TransactionMode = TransactionMode.SIMULATED
     deviations: tuple[dict[str, str], ...] = ()
     terminal: str | None = None  # the farm's id of its terminal; None: the command line's
+    scenario: str | None = None  # the conformance kit's scenario that answered, if one did
 
     @property
     def pending(self) -> bool:
@@ -138,7 +139,7 @@ class Transaction:
         reason = None
         if self.reason is not None:
             reason = {"code": self.reason, "label": tags.label(tags.FAILURE_REASONS, self.reason)}
-        return {
+        facts: Record = {
             "id": self.id,
             "received_at": iso_time(self.received_at),
             "answered_at": iso_time(self.answered_at),
@@ -155,6 +156,9 @@ class Transaction:
             "deviations": list(self.deviations),
             "terminal": self.terminal,
         }
+        if self.scenario is not None:
+            facts["scenario"] = self.scenario
+        return facts
 
 
 class Numbering:

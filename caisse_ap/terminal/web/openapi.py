@@ -84,10 +84,14 @@ def _schemas() -> dict[str, Schema]:
         "decided_by": _nullable("string"),
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "exchange": _nullable("object"),
-        "mode": {"type": "string", "enum": ["simulated", "proxied", "replayed"]},
+        "mode": {"type": "string",
+                 "enum": ["simulated", "proxied", "replayed", "conformance"]},
         "deviations": {"type": "array", "items": {"type": "object"}},
         "terminal": {"type": ["string", "null"],
                      "description": "the farm terminal's id; null: the command line's"},
+        "scenario": {"type": "string",
+                     "description": "the conformance kit's scenario that answered "
+                                    "(--conformance); absent otherwise"},
         "decision_deadline": {"type": "string",
                               "description": "only while waiting for a manual decision"},
     }, ("id", "status", "request", "answer", "decided_by", "terminal"))

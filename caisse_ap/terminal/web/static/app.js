@@ -74,9 +74,10 @@
     "request-error": "demande invalide",
     terminal: "terminal réel (proxy)",
     recording: "enregistrement rejoué",
+    scenario: "scénario du kit de conformité",
   };
   // Where the answer came from, when not from this simulator (--proxy, --replay).
-  const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu" };
+  const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu", conformance: "conformité" };
   const OUTCOME_WORDS = {
     approved: "Acceptée",
     partial: "Acceptée en partie",
@@ -723,6 +724,7 @@
       fact("Répondue", tx.answered_at ? formatDateTime(tx.answered_at) : "—"),
       fact("Durée", formatSeconds(tx.duration_s)),
       fact("Décidée par", word(DECIDED_BY_WORDS, tx.decided_by)),
+      tx.scenario ? fact("Scénario", tx.scenario) : null,
       tx.reason ? fact("Motif", `${tx.reason.code} · ${tx.reason.label || ""}`) : null,
       fact("Protocole", tx.protocol === "concert-e+" ? "Concert E+ (liaison série)" : "Caisse-AP sur IP"),
       (tx.deviations || []).length ? fact("Écarts", deviationList(tx)) : null,

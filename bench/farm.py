@@ -13,9 +13,13 @@ Figures, each with its target (OK/MISSED, exit status 1 when one is missed):
   (`-d 0`): the wall time, all answers approved, against one POS paying one
   terminal alone (baseline); the ratio is what 64 at once cost.
 
+With `--journal`, the server keeps its one journal in a file (every terminal's
+transactions go there): the same figures, and the rows the file holds after
+the server's stop, by terminal (target: every payment, each with its terminal).
+
 Loopback only; the server's ports are chosen by the OS.
 
-Usage: python3 bench/farm.py [--terminals N]
+Usage: python3 bench/farm.py [--terminals N] [--journal]
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import argparse
 import http.client
 import json
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,10 +49,11 @@ CREATION_TARGET_S = 0.050
 IDLE_TARGET_BYTES = 1024 * 1024
 
 
-def start_server(terminals: int) -> tuple[subprocess.Popen[str], int]:
+def start_server(terminals: int, journal: Path | None) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, str(SERVER), "--host", "127.0.0.1", "-p", "0", "--web-port", "0",
-         "-d", "0", "--max-terminals", str(terminals)],
+         "-d", "0", "--max-terminals", str(terminals),
+         *(["--journal", str(journal)] if journal is not None else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     assert process.stdout is not None
     web = None
@@ -116,8 +123,13 @@ def verdict(ok: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=64)
-    count = parser.parse_args().terminals
-    process, web = start_server(count)
+    parser.add_argument("--journal", action="store_true",
+                        help="keep the server's journal in a file (a temporary directory)")
+    arguments = parser.parse_args()
+    count = arguments.terminals
+    directory = tempfile.TemporaryDirectory() if arguments.journal else None
+    journal = None if directory is None else Path(directory.name) / "journal.sqlite"
+    process, web = start_server(count, journal)
     try:
         for _ in range(5):  # warm up: imports, first allocations
             timed_call(web, "GET", "/api/status")
@@ -140,6 +152,14 @@ def main() -> int:
     finally:
         process.terminate()
         process.wait(30)
+    rows_by_terminal: dict[str | None, int] = {}
+    if journal is not None:
+        db = sqlite3.connect(journal)
+        rows_by_terminal = dict(db.execute(
+            "SELECT terminal, COUNT(*) FROM transactions GROUP BY terminal").fetchall())
+        db.close()
+    if directory is not None:
+        directory.cleanup()
 
     ms = 1000
     median_status = statistics.median(status_times)
@@ -147,7 +167,7 @@ def main() -> int:
     p95 = creation_sorted[int(0.95 * (count - 1))]
     worst = creation_sorted[-1]
     print(f"terminal farm, {count} terminals, server started with --host 127.0.0.1 -d 0 "
-          f"--max-terminals {count}")
+          f"--max-terminals {count}{' --journal FILE' if journal is not None else ''}")
     print(f"creation: median {statistics.median(creation_times) * ms:.1f} ms, "
           f"p95 {p95 * ms:.1f} ms, max {worst * ms:.1f} ms "
           f"(GET /api/status: median {median_status * ms:.1f} ms; ratio "
@@ -162,6 +182,15 @@ def main() -> int:
           f"{together / single:.1f}x for {count}x the payments): "
           f"{verdict(approved == count)}")
     missed = worst >= CREATION_TARGET_S or per_terminal >= IDLE_TARGET_BYTES or approved != count
+    if journal is not None:
+        # Each farm terminal paid by pay_all() 1 time, the first 5 more (the baseline).
+        expected = {f"t{number}": 1 for number in range(1, count + 1)}
+        expected["t1"] += 5
+        kept = sum(rows_by_terminal.values())
+        print(f"journal file after the stop: {kept} rows, "
+              f"{len([name for name in rows_by_terminal if name])} terminals named; "
+              f"every payment with its terminal: {verdict(rows_by_terminal == expected)}")
+        missed = missed or rows_by_terminal != expected
     return 1 if missed else 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 
+from .i18n import N_, said
 from .messages import PaymentRequest
 from .payment import (
     Actions,
@@ -57,7 +58,8 @@ class PaymentTerminal(Actions[Coroutine[object, object, PaymentResult]]):
             except OSError as error:
                 # Part of the request may have gone out: the outcome is not known.
                 return exchange.result(
-                    problem=f"connection lost while sending: {os_error_reason(error)}")
+                    problem=said(N_("connection lost while sending: %s"),
+                                 (os_error_reason(error),)))
             return await _read_answer(reader, exchange)
         finally:
             writer.close()  # closes the socket at once, cancelled or not

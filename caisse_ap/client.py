@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable
 
 from .connection import TRAILING_GRACE
+from .i18n import N_, said
 from .messages import PaymentRequest
 from .payment import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -77,12 +78,14 @@ class PaymentTerminal(Actions[PaymentResult]):
             except OSError as error:
                 # Part of the request may have gone out: the outcome is not known.
                 return exchange.result(
-                    problem=f"connection lost while sending: {os_error_reason(error)}")
+                    problem=said(N_("connection lost while sending: %s"),
+                                 (os_error_reason(error),)))
             _log("debug", "sent %d bytes", len(exchange.frame))
             try:
                 result = _read_answer(sock, exchange, self.on_wait)
             except KeyboardInterrupt:
-                return exchange.result(problem="interrupted while waiting for the answer")
+                return exchange.result(
+                    problem=said(N_("interrupted while waiting for the answer")))
         _log("debug", "received %d bytes", len(result.answer_frame))
         return result
 

@@ -129,7 +129,7 @@ def headline(result: PaymentResult) -> str:
                 % {"label": reason.label, "code": reason.code, "details": details,
                    "what": what})
     return (_("UNKNOWN OUTCOME — %(problem)s; %(advice)s  %(what)s")
-            % {"problem": result.problem, "advice": _(UNKNOWN_ADVICE), "what": what})
+            % {"problem": result.problem_local, "advice": _(UNKNOWN_ADVICE), "what": what})
 
 
 def _show_value(value: str, width: int = 40) -> str:
@@ -461,8 +461,8 @@ def _print_json(document: dict[str, object]) -> None:
 def _print_result(result: PaymentResult, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(result_to_json(result))
-        if result.problem:
-            print(_("%(prog)s: %(message)s") % {"prog": PROG, "message": result.problem},
+        if result.problem:  # the JSON keeps it in English; the person reads it here
+            print(_("%(prog)s: %(message)s") % {"prog": PROG, "message": result.problem_local},
                   file=sys.stderr)
     else:
         print(format_result(result, colour=wants_colour(sys.stdout), raw=args.raw))

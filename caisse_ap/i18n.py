@@ -13,7 +13,9 @@ statuses, the API, and the server's log lines (logs are in English, as the
 code). The library's errors about an amount or a request (money,
 payment.make_request) stay English as str(), and carry their French form as
 `local`, which the client shows; what the library says of an outcome
-(PaymentResult.problem) stays English, since `--json` carries it.
+(PaymentResult.problem) stays English, since `--json` carries it, and carries
+its form in the user's language as PaymentResult.problem_local, which the
+client's result line shows.
 
 The catalog is loaded on first use, not on import: the library's users who
 never show a message never pay for it.

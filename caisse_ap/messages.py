@@ -412,26 +412,31 @@ class TerminalAnswer:
 
         An echo the terminal left out is tolerated; a different value is not.
         """
-        problems = []
+        return [f"{tag} echoed as {got!r}, sent {sent!r}"
+                for tag, got, sent in self.echo_differences(request)]
+
+    def echo_differences(self, request: PaymentRequest) -> list[tuple[str, str, str]]:
+        """echo_mismatches() as (tag, value echoed, value sent), to word in any language."""
+        differences = []
         for tag in EXACT_ECHOES:
             sent, got = request.value(tag), self.value(tag)
             if sent is not None and got is not None and sent != got:
-                problems.append(f"{tag} echoed as {got!r}, sent {sent!r}")
-        problems.extend(self._amount_mismatch(request))
-        return problems
+                differences.append((tag, got, sent))
+        differences.extend(self._amount_mismatch(request))
+        return differences
 
-    def _amount_mismatch(self, request: PaymentRequest) -> list[str]:
+    def _amount_mismatch(self, request: PaymentRequest) -> list[tuple[str, str, str]]:
         got_text, sent_text = self.value("CB"), request.value("CB")
         if got_text is None or sent_text is None:
             return []
         sent_is_number = sent_text.isascii() and sent_text.isdigit()
         got, sent = self.amount, int(sent_text) if sent_is_number else None
         if got is None or sent is None:
-            return [f"CB echoed as {got_text!r}, sent {sent_text!r}"]
+            return [("CB", got_text, sent_text)]
         partial_approval = request.value("BF") == "1" and self.outcome is Outcome.APPROVED
         if got == sent or (partial_approval and 0 < got < sent):
             return []
-        return [f"CB echoed as {got_text!r}, sent {sent_text!r}"]
+        return [("CB", got_text, sent_text)]
 
     def check_echoes(self, request: PaymentRequest) -> None:
         """Raise ProtocolError when the echoes do not match the request."""

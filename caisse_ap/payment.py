@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 from . import money, tags
 from ._compat import StrEnum
 from .errors import InvalidRequest, TerminalUnreachable
-from .i18n import N_, gettext, said
+from .i18n import N_, Said, gettext, said
 from .messages import ACTION_BY_NAME, ACTION_NAMES, Action, PaymentRequest, TerminalAnswer
 from .messages import Outcome as AnswerOutcome
 from .tlv import Field, FrameError
@@ -53,7 +53,9 @@ class PaymentResult:
     `amount` and `currency` (alphabetic code) are what was asked;
     `partial_amount` is what was approved when the terminal approved less.
     `refusal_code` and `refusal_label` come from AF; `problem` says why an
-    outcome is UNKNOWN. `request` and `answer` (None when nothing readable
+    outcome is UNKNOWN, in English (for programs and `--json`), and `problem_local`
+    says the same in the user's language (caisse_ap.i18n), for a command to show, as
+    errors carry `local`. `request` and `answer` (None when nothing readable
     came back) are the core's objects, with every field; `request_frame` and
     `answer_frame` the bytes sent and received. `elapsed_s` counts from the
     connection attempt. `dropped_bytes` are bytes the terminal wrote after
@@ -79,6 +81,11 @@ class PaymentResult:
     answer_frame: bytes
     elapsed_s: float
     dropped_bytes: bytes = b""
+    problem_local: str | None = None  # `problem` in the user's language; `problem` if None
+
+    def __post_init__(self) -> None:
+        if self.problem_local is None and self.problem is not None:
+            object.__setattr__(self, "problem_local", self.problem)
 
     @property
     def approved(self) -> bool:
@@ -170,15 +177,21 @@ def _check_reference(reference: str | None) -> None:
 # --- what came of it ---------------------------------------------------------------------
 
 
+Problem = str | Said  # an outcome's problem: English, or English and the user's language
+
+
 def payment_result(request: PaymentRequest, request_frame: bytes, answer: TerminalAnswer | None,
-                   answer_frame: bytes, problem: str | None, elapsed_s: float,
+                   answer_frame: bytes, problem: Problem | None, elapsed_s: float,
                    dropped_bytes: bytes = b"") -> PaymentResult:
     """The result of a request that was sent: `problem` (a time-out, an early close...)
     makes it UNKNOWN, whatever the answer says; so does an unreadable answer or one
-    that does not match the request."""
+    that does not match the request. `problem` is English text, or i18n.said()'s pair
+    (English and the user's language)."""
     outcome = Outcome.UNKNOWN
     if problem is None:
         outcome, problem = _judge(request, answer)
+    english, local = ((problem, problem) if problem is None or isinstance(problem, str)
+                      else (problem["message"], problem["local"]))
     info = money.currency(request.currency)
     granted = answer.amount if answer is not None and outcome is Outcome.APPROVED else None
     reason = answer.reason if answer is not None else None
@@ -195,7 +208,8 @@ def payment_result(request: PaymentRequest, request_frame: bytes, answer: Termin
         authorisation_number=answer.authorisation_number if answer else None,
         payment_type=answer.application if answer else None,
         receipt=answer.receipt if answer else None,
-        problem=problem,
+        problem=english,
+        problem_local=local,
         request=request,
         answer=answer,
         request_frame=request_frame,
@@ -205,22 +219,37 @@ def payment_result(request: PaymentRequest, request_frame: bytes, answer: Termin
     )
 
 
-def _judge(request: PaymentRequest, answer: TerminalAnswer | None) -> tuple[Outcome, str | None]:
+def _judge(request: PaymentRequest, answer: TerminalAnswer | None
+           ) -> tuple[Outcome, Said | None]:
     if answer is None:
-        return Outcome.UNKNOWN, "no answer"
+        return Outcome.UNKNOWN, said(N_("no answer"))
     if answer.outcome is AnswerOutcome.UNREADABLE:
-        return Outcome.UNKNOWN, f"unreadable answer: {answer.problem}"
-    mismatches = answer.echo_mismatches(request)
-    if mismatches:
-        return Outcome.UNKNOWN, f"the answer does not match the request ({'; '.join(mismatches)})"
+        # The reader's own words (a frame's fault) are technical and stay as they are.
+        return Outcome.UNKNOWN, said(N_("unreadable answer: %s"), (answer.problem,))
+    differences = answer.echo_differences(request)
+    if differences:
+        return Outcome.UNKNOWN, _mismatch(differences)
     outcome = Outcome(answer.outcome_for(request).value)
     if outcome is Outcome.ACCEPTED and request.value("BA") != "1":
         # "Taken into account" answers an immediate request only: to one that waited for
         # the end of the transaction, it says nothing of the payment.
-        return Outcome.UNKNOWN, ("the terminal answered an immediate answer (AE=11) to a "
-                                 "request that did not ask for one (BA=1): the payment's "
-                                 "outcome is not known")
+        return Outcome.UNKNOWN, said(N_(
+            "the terminal answered an immediate answer (AE=11) to a request that did not "
+            "ask for one (BA=1): the payment's outcome is not known"))
     return outcome, None
+
+
+ECHO_MISMATCH = N_("%(tag)s echoed as %(got)r, sent %(sent)r")
+MISMATCH = N_("the answer does not match the request (%s)")
+
+
+def _mismatch(differences: list[tuple[str, str, str]]) -> Said:
+    def worded(template: str) -> str:
+        return "; ".join(template % {"tag": tag, "got": got, "sent": sent}
+                         for tag, got, sent in differences)
+
+    return {"message": MISMATCH % worded(ECHO_MISMATCH),
+            "local": gettext(MISMATCH) % worded(gettext(ECHO_MISMATCH))}
 
 
 # --- the actions every client offers -------------------------------------------------------
@@ -354,7 +383,8 @@ class Exchange:
             if isinstance(event, AnswerUnreadable):
                 return self.result(TerminalAnswer.unreadable(event.error))
             if isinstance(event, ConnectionClosed):
-                return self.result(problem="the terminal closed the connection without answering")
+                return self.result(problem=said(
+                    N_("the terminal closed the connection without answering")))
             now = self.clock()
             if event.deadline is not None:  # the trailing grace, always before the time-out
                 if event.deadline <= now:
@@ -365,15 +395,19 @@ class Exchange:
                 if cut is not None:
                     return self.result(TerminalAnswer.unreadable(cut.error))
                 size = len(self.received)
-                got = f" ({size} bytes, not a whole answer)" if size else ""
-                return self.result(problem=f"no answer within {self.timeout:g} s{got}")
+                if size:
+                    return self.result(problem=said(
+                        N_("no answer within %(seconds)g s (%(size)d bytes, not a whole "
+                           "answer)"), {"seconds": self.timeout, "size": size}))
+                return self.result(problem=said(N_("no answer within %g s"), (self.timeout,)))
             return self.deadline - now
 
     def lost(self, reason: str) -> PaymentResult:
         """The connection broke after the request went out: the outcome is unknown."""
-        return self.result(problem=f"connection lost while waiting for the answer: {reason}")
+        return self.result(problem=said(N_("connection lost while waiting for the answer: %s"),
+                                        (reason,)))
 
-    def result(self, answer: TerminalAnswer | None = None, problem: str | None = None,
+    def result(self, answer: TerminalAnswer | None = None, problem: Problem | None = None,
                dropped: bytes = b"") -> PaymentResult:
         return payment_result(self.request, self.frame, answer, bytes(self.received), problem,
                               self.clock() - self.started, dropped)

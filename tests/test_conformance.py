@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from caisse_ap import PaymentTerminal, conformance
+from caisse_ap import PaymentTerminal, conformance, i18n
 from caisse_ap.conformance import catalogue, cli, plan
 from caisse_ap.conformance.catalogue import ScenarioError
 from caisse_ap.conformance.report import html_report, junit_report
@@ -35,7 +35,14 @@ def start_kit(pos: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(ROOT / "caisse-ap-ip-conformance.py"),
                              "--pos", pos, "--pos-timeout", str(POS_TIMEOUT), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "LC_ALL": "C.UTF-8"})  # French output
+                            env=env_for("fr_FR.UTF-8"))  # French output
+
+
+def env_for(lang: str) -> dict[str, str]:
+    """The environment with LANG alone naming the language of the messages."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    return {**env, "LANG": lang}
 
 
 def finish(kit: subprocess.Popen[str]) -> tuple[int, str]:
@@ -345,15 +352,25 @@ def test_reports_are_written_and_the_exit_status_says_failed(tmp_path):
     assert suite.find("testcase[@name='echo-amount']/failure") is not None
 
 
+def speak(monkeypatch, lang: str) -> None:
+    """In-process messages in the language of `lang` (the catalog is read again)."""
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", lang)
+    i18n.translation.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def french(monkeypatch):
-    """The command line speaks French unless the locale names another language."""
-    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    """The command line speaks French when the locale is French (English otherwise)."""
+    speak(monkeypatch, "fr_FR.UTF-8")
+    yield
+    i18n.translation.cache_clear()
 
 
 @pytest.mark.slow
 def test_result_lines_in_english_under_an_english_locale(capsys, monkeypatch):
-    monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")
+    speak(monkeypatch, "en_GB.UTF-8")
     status = cli.main(["--pos", f"{sys.executable} {ROOT / 'caisse-ap-ip-client.py'} "
                        "-p {port} -a {amount} --timeout 4", "--only", "refused"])
     out = capsys.readouterr().out
@@ -376,14 +393,28 @@ def test_all_passed_exits_0(capsys):
     ([], "--pos COMMANDE est requis"),
     (["--pos", "pay {host}"], "--pos doit contenir {port}"),
     (["--pos", "pay {port} {nope}"], "seuls {host}, {port} et {amount}"),
-    (["--pos", "pay {port}", "--only", "nope"], "unknown scenario 'nope'"),
+    (["--pos", "pay {port}", "--only", "nope"], "scénario inconnu 'nope'"),
     (["--pos", "pay {port}", "--pos-timeout", "0"], "entre 0 et 3600"),
-    (["--bogus"], "unrecognized arguments"),
+    (["--bogus"], "arguments non reconnus"),
 ])
 def test_bad_options_give_one_line_and_status_2(capsys, args, message):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--pos COMMAND is required"),
+    (["--pos", "pay {port}", "--only", "nope"], "unknown scenario 'nope'"),
+    (["--pos", "pay {port}", "--pos-timeout", "0"], "between 0 and 3600"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_bad_options_in_english_under_lang_c(capsys, monkeypatch, args, message):
+    speak(monkeypatch, "C")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("caisse-ap-ip-conformance: ") and message in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_an_address_that_cannot_be_listened_on_gives_status_2(capsys):
@@ -412,3 +443,72 @@ def test_docs_explain_every_scenario_in_both_languages():
     for scenario in catalogue.builtins().values():
         assert f"| `{scenario.name}` |" in french and scenario.description in french
         assert f"| `{scenario.name}` |" in english and scenario.description_en in english
+
+
+# --- the language of the kit: French under a French locale, English otherwise ----------
+
+
+def test_every_builtin_scenario_has_its_fact_and_fix_in_english():
+    for scenario in catalogue.builtins().values():
+        assert scenario.fact_en and scenario.fix_en, scenario.name
+        assert scenario.fact_en != scenario.fact and scenario.fix_en != scenario.fix
+
+
+def _sample_verdicts():
+    scenarios = catalogue.builtins()
+    return [conformance.judge(scenarios["approved"], conformance.PosRun(0, 0.2),
+                              conformance.WireRecord(requests=[b"CZ0040300"], connections=1,
+                                                     closed_by_pos=1)),
+            conformance.judge(scenarios["echo-amount"], conformance.PosRun(0, 0.3),
+                              conformance.WireRecord(requests=[b"CZ0040300"] * 2))]
+
+
+def test_html_report_and_problems_in_french_under_a_french_locale():
+    verdicts = _sample_verdicts()
+    page = html_report(verdicts, "pos", 5)
+    echo = catalogue.builtins()["echo-amount"]
+    assert '<html lang="fr">' in page and "Rapport de conformité Caisse-AP sur IP" in page
+    assert "1 échec(s)" in page and echo.title in page and echo.fix in page
+    assert echo.fix_en not in page and "Why it matters" not in page
+    assert "la caisse a conclu « paiement accepté » au lieu de « issue inconnue »" in page
+    assert "la caisse a envoyé 2 demandes pour une seule vente" in page
+
+
+def test_html_report_and_problems_in_english_under_lang_c(monkeypatch):
+    speak(monkeypatch, "C")
+    verdicts = _sample_verdicts()
+    page = html_report(verdicts, "pos", 5)
+    echo = catalogue.builtins()["echo-amount"]
+    assert '<html lang="en">' in page and "Caisse-AP over IP conformance report" in page
+    assert "1 failure(s)" in page and "Why it matters" in page
+    assert echo.title_en in page and echo.fact_en in page and echo.fix_en in page
+    assert echo.fix not in page and "Rapport" not in page and "réussi" not in page
+    assert ('the POS concluded "approved" instead of "unknown outcome"'
+            in verdicts[1].problems[0])
+    assert "the POS sent 2 requests for one sale" in verdicts[1].problems[1]
+
+
+def test_junit_has_the_same_structure_in_both_languages(monkeypatch):
+    french = ElementTree.fromstring(junit_report(_sample_verdicts()))
+    speak(monkeypatch, "C")
+    english = ElementTree.fromstring(junit_report(_sample_verdicts()))
+    for suite in (french, english):
+        assert (suite.tag, suite.get("tests"), suite.get("failures")) == ("testsuite", "2", "1")
+        assert [case.get("name") for case in suite] == ["approved", "echo-amount"]
+        assert suite.find("testcase[@name='echo-amount']/failure") is not None
+    assert "instead of" in english.find(".//failure").get("message")
+    assert "au lieu de" in french.find(".//failure").get("message")
+
+
+@pytest.mark.parametrize("lang, words", [
+    ("fr_FR.UTF-8", ("Paiement refusé (AF=04)", "paiement refusé", "usage :")),
+    ("C", ("Refused payment (AF=04)", "refused ", "usage:")),
+])
+def test_list_and_help_follow_the_locale(capsys, monkeypatch, lang, words):
+    speak(monkeypatch, lang)
+    assert cli.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert words[0] in out and words[1] in out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert capsys.readouterr().out.startswith(words[2])

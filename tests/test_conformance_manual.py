@@ -7,6 +7,7 @@ the client printed.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from caisse_ap import i18n
 from caisse_ap.conformance import catalogue
 from caisse_ap.conformance.judge import WireRecord
 from caisse_ap.conformance.session import ConformanceSession
@@ -24,12 +26,31 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
 
 
+def env_for(lang: str) -> dict[str, str]:
+    """The environment with LANG alone naming the language of the messages."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    return {**env, "LANG": lang}
+
+
+@pytest.fixture
+def french(monkeypatch):
+    """In-process messages in French (the catalog is read again for the test)."""
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    i18n.translation.cache_clear()
+    yield
+    i18n.translation.cache_clear()
+
+
 class ServerConsole:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, lang: str = "fr_FR.UTF-8"):
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "caisse-ap-ip-server.py"), "-p", "0", "--host",
              "127.0.0.1", "--no-web", "--conformance", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env_for(lang))
         line = ""
         while "listening on" not in line:  # the readiness signal: the start-up line
             line = self.process.stderr.readline()
@@ -58,8 +79,8 @@ class ServerConsole:
 def console():
     started: list[ServerConsole] = []
 
-    def start(*args: str) -> ServerConsole:
-        started.append(ServerConsole(*args))
+    def start(*args: str, lang: str = "fr_FR.UTF-8") -> ServerConsole:
+        started.append(ServerConsole(*args, lang=lang))
         return started[-1]
 
     yield start
@@ -127,7 +148,7 @@ def test_only_without_conformance_is_refused():
     assert done.returncode == 2 and "--conformance-only needs --conformance" in done.stderr
 
 
-def test_session_rules():
+def test_session_rules(french):
     session = ConformanceSession([catalogue.builtins()["refused"]])
     with pytest.raises(ValueError, match="no payment reached"):
         session.tester_says("r", 1.0, WireRecord())
@@ -154,7 +175,8 @@ def test_the_web_page_shows_the_scenario_and_takes_the_answer_by_button(tmp_path
     report = tmp_path / "conformite.html"
     server = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
                            "--conformance-only", "approved,echo-register",
-                           "--conformance-report", str(report), timeout=TIMEOUT)
+                           "--conformance-report", str(report), timeout=TIMEOUT,
+                           env=env_for("fr_FR.UTF-8"))  # the page's texts in French
     try:
         def pay() -> int:
             return subprocess.run([sys.executable, str(ROOT / "caisse-ap-ip-client.py"), "-p",
@@ -218,7 +240,8 @@ def test_the_conformance_api_refuses_what_cannot_be_answered():
     finally:
         plain.kill()
     session = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
-                            "--conformance-only", "refused", timeout=TIMEOUT)
+                            "--conformance-only", "refused", timeout=TIMEOUT,
+                            env=env_for("fr_FR.UTF-8"))
     try:
         status, body = _api(session.web_port, "GET", "/api/conformance")
         assert status == 200 and body["current"]["name"] == "refused"
@@ -231,3 +254,63 @@ def test_the_conformance_api_refuses_what_cannot_be_answered():
         assert status == 400 and body["field"] == "shown"
     finally:
         session.kill()
+
+
+def test_the_tester_console_speaks_english_under_lang_c(console, tmp_path):
+    server = console("--conformance-only", "approved", "--conformance-report",
+                     str(tmp_path / "report.html"), "--conformance-pos-timeout", "3", lang="C")
+    shown = server.read_until("Pay ")
+    assert "Conformance kit: 1 scenarios, one per payment." in shown
+    assert "Scenario 1/1: Approved payment (approved)" in shown and "Pay 12.50 EUR" in shown
+    assert server.pay() == 0
+    assert "a = payment approved" in server.read_until("q to finish")
+    server.answer("a")
+    assert "passed: expected approved, the POS showed approved" in (
+        server.read_until("report:"))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert '<html lang="en">' in page and "POS driven by hand" in page
+
+
+def test_the_session_payments_are_in_the_journal_and_the_main_console(tmp_path):
+    """Each payment of a session is a transaction of the terminal: journaled (the journal
+    file), listed by the console's API with the scenario that answered it."""
+
+    from server_process import ServerProcess
+
+    journal = tmp_path / "journal.jsonl"
+    session = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--conformance",
+                            "--conformance-only", "approved,refused,hang-up",
+                            "--journal", str(journal), timeout=TIMEOUT)
+    try:
+        def pay() -> int:
+            return subprocess.run([sys.executable, str(ROOT / "caisse-ap-ip-client.py"), "-p",
+                                   str(session.port), "-a", "12.50", "--timeout", "3"],
+                                  capture_output=True, timeout=TIMEOUT).returncode
+
+        assert pay() == 0
+        assert _api(session.web_port, "POST", "/api/conformance/answer",
+                    {"shown": "approved"})[0] == 200
+        assert pay() == 1
+        assert _api(session.web_port, "POST", "/api/conformance/answer",
+                    {"shown": "refused"})[0] == 200
+        assert pay() == 3  # hang-up: the terminal closes without answering
+        status, body = _api(session.web_port, "GET", "/api/transactions")
+        assert status == 200
+        listed = sorted(body["transactions"], key=lambda tx: tx["id"])
+        assert [(tx["scenario"], tx["status"], tx["mode"], tx["decided_by"])
+                for tx in listed] == [
+            ("approved", "approved", "conformance", "scenario"),
+            ("refused", "declined", "conformance", "scenario"),
+            ("hang-up", "hang-up", "conformance", "scenario")]
+        assert listed[1]["reason"]["code"] == "04" and listed[0]["answer"]
+        assert listed[0]["amount"] == "12.50" and listed[2]["answer"] is None
+    finally:
+        session.kill()
+    later = ServerProcess("--web-host", "127.0.0.1", "--web-port", "0", "--journal",
+                          str(journal), timeout=TIMEOUT)  # the journal kept them
+    try:
+        status, body = _api(later.web_port, "GET", "/api/transactions")
+        assert sorted((tx["id"], tx.get("scenario")) for tx in body["transactions"]) == [
+            (1, "approved"), (2, "refused"), (3, "hang-up")]
+    finally:
+        later.kill()

@@ -75,10 +75,13 @@ def test_a_terminal_created_over_the_api_listens_at_once_with_its_own_routes(sta
     assert client.pay(client.make_request("3.00"), "127.0.0.1", made["port"]).status == "declined"
     status, listed = call(web, "GET", "/api/terminals/t1/transactions")
     assert status == 200 and [t["status"] for t in listed["transactions"]] == ["declined"]
-    # Today's routes still address the command line's terminal, which saw nothing.
-    assert call(web, "GET", "/api/transactions")[1]["transactions"] == []
+    # The command line's terminal saw nothing; the one journal holds every terminal's rows.
+    assert call(web, "GET", "/api/transactions?terminal=main")[1]["transactions"] == []
+    [row] = call(web, "GET", "/api/transactions")[1]["transactions"]
+    assert row["terminal"] == "t1"
     assert client.pay(client.make_request("1.00"), *running.address).status == "approved"
-    assert len(call(web, "GET", "/api/transactions")[1]["transactions"]) == 1
+    assert len(call(web, "GET", "/api/transactions?terminal=main")[1]["transactions"]) == 1
+    assert len(call(web, "GET", "/api/transactions")[1]["transactions"]) == 2
     assert len(call(web, "GET", "/api/terminals/t1/transactions")[1]["transactions"]) == 1
     # Every per-terminal route: the queue, the settings, the status.
     assert call(web, "POST", "/api/terminals/t1/next", {"outcome": "approved"})[0] == 201
@@ -168,10 +171,10 @@ def test_a_port_in_use_gets_409_and_the_limit_of_terminals_holds(start_farm):
     assert call(web, "POST", "/api/terminals", {})[1]["id"] == "t3"
 
 
-def test_a_deleted_terminal_answers_what_it_was_answering_and_keeps_its_rows(
-        start_farm, reactor_thread, pos):
+def test_a_deleted_terminal_stops_accepting_finishes_its_payment_and_keeps_its_rows(
+        start_farm, reactor_thread):
     running, web = start_farm()
-    made = call(web, "POST", "/api/terminals", {"settings": {"duration": 60}})[1]
+    made = call(web, "POST", "/api/terminals", {"settings": {"duration": 1}})[1]
     kept = running.farm.terminals["t1"]
     waiting = threading.Event()
 
@@ -180,22 +183,43 @@ def test_a_deleted_terminal_answers_what_it_was_answering_and_keeps_its_rows(
             waiting.set()
 
     kept.member.terminal.observers.append(Seen())
-    connection = pos(("127.0.0.1", made["port"]))
-    request = client.make_request("4.00")
-    connection.send(request.encode())
+    paid: list[object] = []  # a POS paying, its terminal answering after 1 s
+    paying = threading.Thread(target=lambda: paid.append(
+        client.pay(client.make_request("4.00"), "127.0.0.1", made["port"])))
+    paying.start()
     assert waiting.wait(10)
-    status, deleted = call(web, "DELETE", "/api/terminals/t1")
-    assert status == 200 and deleted["state"] == "deleted"
-    assert connection.read_answer()  # answered before the connection closed
+    # Accepted: it still answers the payment in flight, and accepts nothing more.
+    status, deleting = call(web, "DELETE", "/api/terminals/t1")
+    assert status == 202 and deleting["state"] == "deleting"
+    assert deleting["counters"]["pending"] == 1
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", made["port"]), timeout=5).close()
+    status, again = call(web, "DELETE", "/api/terminals/t1")  # the same, while it answers
+    assert status in (200, 202) and again["state"] in ("deleting", "deleted")
+    # The POS gets its approval after its delay, as if nothing happened.
+    paying.join(10)
+    assert [result.status for result in paid] == ["approved"]
+    reactor_thread.call(running.farm.delete, kept)  # fires once it is released
+    assert call(web, "GET", "/api/terminals/t1")[1]["state"] == "deleted"
     rows = call(web, "GET", "/api/terminals/t1/transactions")[1]["transactions"]
-    assert len(rows) == 1 and rows[0]["status"] != "pending"
+    assert [(row["status"], row["decided_by"]) for row in rows] == [("approved", "settings")]
+    assert rows == call(web, "GET", "/api/transactions?terminal=t1")[1]["transactions"]
+    status, done = call(web, "DELETE", "/api/terminals/t1")
+    assert status == 200 and done["state"] == "deleted"
     status, error = call(web, "PUT", "/api/terminals/t1/settings", {"mode": "failure"})
     assert status == 409 and error["code"] == "terminal_deleted"
     assert call(web, "PATCH", "/api/terminals/t1", {"label": "x"})[1]["code"] == \
         "terminal_deleted"
     assert call(web, "GET", "/api/terminals")[1]["terminals"][0]["state"] == "deleted"
+
+
+def test_a_terminal_deleted_with_nothing_in_flight_answers_200_once_released(start_farm):
+    _, web = start_farm()
+    made = call(web, "POST", "/api/terminals", {})[1]
+    status, deleted = call(web, "DELETE", "/api/terminals/t1")
+    assert status == 200 and deleted["state"] == "deleted"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", made["port"]), timeout=5).close()
 
 
 def test_the_token_guards_the_farm_and_every_terminal_route(start_farm):
@@ -284,14 +308,23 @@ def test_each_transaction_names_its_terminal_and_the_journal_filters_by_it(start
         assert client.pay(client.make_request(amount), "127.0.0.1", port).status == "approved"
     assert client.pay(client.make_request("4.00"), *running.address).status == "approved"
     # The command line's terminal is none of the farm's.
-    [own] = call(web, "GET", "/api/transactions")[1]["transactions"]
+    [own] = call(web, "GET", "/api/transactions?terminal=main")[1]["transactions"]
     assert own["terminal"] is None and own["amount"] == "4.00"
+    # One journal, one numbering: every row, each naming its terminal, ids unique.
+    every = call(web, "GET", "/api/transactions")[1]["transactions"]
+    assert [(t["id"], t["terminal"], t["amount"]) for t in every] == [
+        (4, None, "4.00"), (3, "t2", "3.00"), (2, "t2", "2.00"), (1, "t1", "1.00")]
     for terminal, amounts in (("t1", ["1.00"]), ("t2", ["3.00", "2.00"])):
         listed = call(web, "GET", f"/api/transactions?terminal={terminal}")[1]["transactions"]
         assert [(t["terminal"], t["amount"]) for t in listed] == [
             (terminal, amount) for amount in amounts]
-        first = call(web, "GET", f"/api/terminals/{terminal}/transactions/1")[1]
+        assert listed == call(web, "GET", f"/api/terminals/{terminal}/transactions")[1][
+            "transactions"]
+        first = call(web, "GET", f"/api/terminals/{terminal}/transactions/{listed[-1]['id']}")[1]
         assert first["terminal"] == terminal
+    # A terminal's routes answer its rows only.
+    status, error = call(web, "GET", "/api/terminals/t1/transactions/2")
+    assert status == 404 and error["code"] == "unknown_transaction"
     status, error = call(web, "GET", "/api/transactions?terminal=t9")
     assert status == 404 and error["code"] == "unknown_terminal"
 
@@ -385,3 +418,99 @@ def test_deleted_terminals_are_forgotten_past_the_ones_kept(start_farm, monkeypa
     metrics = connection.getresponse().read().decode()
     connection.close()
     assert 'terminal="t2"' in metrics and 'terminal="t1"' not in metrics
+
+
+def test_a_journal_file_keeps_the_farm_s_rows_across_restarts(reactor_thread, tmp_path):
+    from caisse_ap.terminal.journal import Journal
+
+    path = tmp_path / "journal.sqlite"
+
+    def start() -> tuple[app.RunningTerminal, int]:
+        options = app.TerminalOptions(TerminalSettings.from_dict({"duration": 0}),
+                                      journal=Journal(path),
+                                      web=WebOptions("127.0.0.1", 0))
+        running = reactor_thread.call(app.start, reactor_thread.reactor, options)
+        return running, running.console.web_address[1]
+
+    running, web = start()
+    try:
+        for _ in range(2):
+            port = call(web, "POST", "/api/terminals", {})[1]["port"]
+            assert client.pay(client.make_request("1.00"), "127.0.0.1", port).status == \
+                "approved"
+        assert client.pay(client.make_request("2.00"), *running.address).status == "approved"
+    finally:
+        reactor_thread.call(running.stop)
+    running, web = start()
+    try:
+        every = call(web, "GET", "/api/transactions")[1]["transactions"]
+        assert [(t["id"], t["terminal"]) for t in every] == [(3, None), (2, "t2"), (1, "t1")]
+        assert [t["id"] for t in call(web, "GET", "/api/transactions?terminal=t2")[1][
+            "transactions"]] == [2]
+        # A new terminal is numbered after those the journal names, its ids after its rows.
+        made = call(web, "POST", "/api/terminals", {})[1]
+        assert made["id"] == "t3"
+        assert client.pay(client.make_request("3.00"), "127.0.0.1", made["port"]).status == \
+            "approved"
+        [row] = call(web, "GET", "/api/terminals/t3/transactions")[1]["transactions"]
+        assert row["id"] == 4 and row["terminal"] == "t3"
+    finally:
+        reactor_thread.call(running.stop)
+
+
+def test_stopping_the_server_answers_a_deleted_terminal_s_payment_at_once(
+        start_farm, reactor_thread):
+    running, web = start_farm()
+    made = call(web, "POST", "/api/terminals", {"settings": {"duration": 60}})[1]
+    terminal = running.farm.terminals["t1"].member.terminal
+    waiting = threading.Event()
+
+    class Seen:
+        def request_received(self, transaction: object) -> None:
+            waiting.set()
+
+    terminal.observers.append(Seen())
+    paid: list[object] = []
+    paying = threading.Thread(target=lambda: paid.append(
+        client.pay(client.make_request("4.00"), "127.0.0.1", made["port"])))
+    paying.start()
+    assert waiting.wait(10)
+    assert call(web, "DELETE", "/api/terminals/t1")[0] == 202
+    reactor_thread.call(running.stop)  # as at SIGTERM: what is in flight is answered now
+    paying.join(10)
+    assert [result.status for result in paid] == ["approved"]
+    assert running.farm.terminals["t1"].state == "deleted"
+
+
+def test_a_payment_waiting_for_a_manual_decision_is_still_decided_while_deleting(
+        start_farm, reactor_thread):
+    running, web = start_farm()
+    made = call(web, "POST", "/api/terminals", {"settings": {"mode": "manual"}})[1]
+    terminal = running.farm.terminals["t1"].member.terminal
+    waiting = threading.Event()
+
+    class Seen:
+        def request_received(self, transaction: object) -> None:
+            waiting.set()
+
+    terminal.observers.append(Seen())
+    paid: list[object] = []
+    paying = threading.Thread(target=lambda: paid.append(
+        client.pay(client.make_request("5.00"), "127.0.0.1", made["port"])))
+    paying.start()
+    assert waiting.wait(10)
+    status, deleting = call(web, "DELETE", "/api/terminals/t1")
+    assert status == 202 and deleting["state"] == "deleting"
+    [pending] = call(web, "GET", "/api/terminals/t1/transactions")[1]["transactions"]
+    assert pending["status"] == "pending" and "decision_deadline" in pending
+    # Its settings no longer change; its decision still comes, from the person.
+    status, error = call(web, "PUT", "/api/terminals/t1/settings", {"mode": "failure"})
+    assert status == 409 and error["code"] == "terminal_deleted"
+    status, decided = call(web, "POST",
+                           f"/api/terminals/t1/transactions/{pending['id']}/decision",
+                           {"outcome": "refused"})
+    assert status == 200 and decided["status"] == "declined"
+    paying.join(10)
+    assert [result.status for result in paid] == ["declined"]
+    reactor_thread.call(running.farm.delete, running.farm.terminals["t1"])
+    assert call(web, "GET", "/api/terminals/t1")[1]["state"] == "deleted"

@@ -229,3 +229,47 @@ def test_library_errors_stay_english_for_programs_and_carry_the_french_form():
     assert done.stdout.splitlines() == [
         "amount 12,505 has more decimals than EUR allows (2)",
         "le montant 12,505 a plus de décimales que EUR n'en permet (2)", "amount"]
+
+
+@pytest.mark.slow
+def test_unknown_outcome_line_is_all_french_and_its_json_problem_english():
+    """The library's outcome problem stays English for programs and --json, and the
+    client shows its French form: no English words inside the French line."""
+    import socket
+
+    with socket.socket() as silent:  # a terminal that takes the request and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = str(silent.getsockname()[1])
+        french = client("-p", port, "--timeout", "0,5", language="fr")
+        english = client("-p", port, "--timeout", "0.5", language="en")
+        document = client("-p", port, "--timeout", "0,5", "--json", language="fr")
+    assert (french.returncode, english.returncode, document.returncode) == (3, 3, 3)
+    assert french.stdout.startswith("ISSUE INCONNUE — pas de réponse en 0.5 s ; vérifiez")
+    assert "no answer" not in french.stdout
+    assert [piece for piece in english_sentences() if piece in french.stdout] == []
+    assert english.stdout.startswith("UNKNOWN OUTCOME — no answer within 0.5 s; check")
+    assert json.loads(document.stdout)["problem"] == "no answer within 0.5 s"
+    assert "pas de réponse en 0.5 s" in document.stderr
+
+
+def test_an_echo_mismatch_problem_has_its_french_form(monkeypatch):
+    from caisse_ap import i18n, tlv
+    from caisse_ap.messages import TerminalAnswer
+    from caisse_ap.payment import make_request, payment_result
+
+    request = make_request("12.50")
+    fields = [(tag, value) for tag, value in request.fields() if tag != "CB"]
+    answer = TerminalAnswer.parse([*fields, ("CB", "000000009999"), ("AE", "10")])
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    i18n.translation.cache_clear()
+    try:
+        result = payment_result(request, request.encode(), answer, tlv.encode(answer.fields),
+                                None, 0.1)
+    finally:
+        i18n.translation.cache_clear()
+    assert str(result.outcome) == "unknown"
+    assert result.problem == ("the answer does not match the request (CB echoed as "
+                              "'000000009999', sent '1250')")
+    assert result.problem_local == ("la réponse ne correspond pas à la demande (CB renvoyé "
+                                    "'000000009999' au lieu de '1250')")

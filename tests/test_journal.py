@@ -14,7 +14,7 @@ from server_process import ServerProcess, run_server
 
 from caisse_ap import client
 from caisse_ap.terminal.journal import Journal, JournalError
-from caisse_ap.testing import simulated_terminal
+from caisse_ap.testing import EventStream, simulated_terminal
 
 pytestmark = pytest.mark.usefixtures("reactor_thread")
 
@@ -433,3 +433,86 @@ def test_a_broken_overflow_file_stops_the_start_in_one_line(tmp_path):
     done = run_server("--journal", str(path), "--no-web", "-p", "0")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "unwritten.jsonl:2: not a journal row" in done.stderr
+
+
+# --- One journal for every terminal of the process (the farm, docs/api.md) -------------
+
+
+@pytest.mark.parametrize("in_file", [False, True])
+def test_the_journal_filters_by_terminal_and_a_terminal_sees_its_rows_only(tmp_path, in_file):
+    from caisse_ap.terminal.journal import MAIN_TERMINAL, TerminalRows
+
+    journal = Journal(tmp_path / "j.sqlite") if in_file else Journal()
+    for number, terminal in enumerate([None, "t1", "t2", "t1", None], 1):
+        journal.record(txn(number, terminal=terminal))
+    assert [t["id"] for t in journal.transactions()] == [5, 4, 3, 2, 1]
+    assert [t["id"] for t in journal.transactions(terminal=MAIN_TERMINAL)] == [5, 1]
+    assert [t["id"] for t in journal.transactions(terminal="t1")] == [4, 2]
+    assert [t["id"] for t in journal.transactions(terminal="t1", before=4)] == [2]
+    assert journal.transactions(terminal="t9") == []
+    assert journal.terminals() == {"t1", "t2"}
+    rows = TerminalRows(journal, "t2")
+    assert [t["id"] for t in rows.transactions()] == [3]
+    assert rows.get(3)["terminal"] == "t2" and rows.get(2) is None
+    assert rows.last_id() == 5  # one numbering: the journal's
+    rows.close()  # the journal's owner closes it: it still reads
+    assert journal.count() == 5
+    journal.close()
+
+
+def test_a_journal_of_the_first_schema_gets_the_terminal_column_at_open(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE transactions (id INTEGER PRIMARY KEY, received_at TEXT,
+                                   status TEXT NOT NULL, data TEXT NOT NULL);
+        CREATE INDEX transactions_by_status ON transactions (status, id);
+        PRAGMA user_version=1;
+    """)
+    db.execute("INSERT INTO transactions VALUES (1, NULL, 'approved', ?)",
+               (json.dumps(txn(1)),))
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    assert [t["id"] for t in journal.transactions(terminal="main")] == [1]
+    journal.record(txn(2, terminal="t1"))
+    assert [t["id"] for t in journal.transactions(terminal="t1")] == [2]
+    journal.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT id, terminal FROM transactions ORDER BY id").fetchall() == [
+        (1, None), (2, "t1")]
+    db.close()
+
+
+@pytest.mark.slow
+def test_sigterm_writes_the_farm_s_transactions_in_flight_into_the_journal_file(tmp_path):
+    """The real server: a farm terminal answering after 1 s when SIGTERM comes; its row is
+    in the file, answered, with its terminal, beside the command line's terminal's."""
+    path = tmp_path / "journal.sqlite"
+    server = ServerProcess("--web-port", "0", "-d", "0", "--journal", str(path))
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.web_port}/api/terminals", method="POST",
+            data=json.dumps({"settings": {"duration": 1}}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            lane = json.loads(answer.read())
+        assert client.pay(client.make_request("2.00"), "127.0.0.1",
+                          server.port).status == "approved"
+        paid: list = []
+        paying = threading.Thread(target=lambda: paid.append(client.pay(
+            client.make_request("3.00"), "127.0.0.1", lane["port"], timeout=10)))
+        with EventStream(f"http://127.0.0.1:{server.web_port}",
+                         path="/api/terminals/t1/events") as events:
+            paying.start()
+            assert events.get("request")["data"]["amount"] == "3.00"  # in flight now
+    finally:
+        code = server.stop()
+    paying.join(10)
+    assert code == 0, server.output()
+    assert [result.status for result in paid] == ["approved"]  # answered at the stop
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT id, status, terminal FROM transactions ORDER BY id").fetchall()
+    db.close()
+    assert rows == [(1, "approved", None), (2, "approved", "t1")]

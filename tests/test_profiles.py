@@ -1023,3 +1023,28 @@ def test_the_docs_side_by_side_table_matches_the_profile_files():
             assert not (says_standard and differs), (first, name, cell, differs)
             if not says_standard and not differs:
                 assert "(documenté)" in cell, (first, name, cell)  # same, but from the source
+
+
+def test_one_toml_reader_for_profiles_scenarios_and_the_farm_file(tmp_path):
+    """Profiles, the kit's scenarios and the farm's --terminals file are read by one
+    public reader (caisse_ap.tomlfile): the same bad TOML is reported at the same line."""
+    from caisse_ap import tomlfile
+    from caisse_ap.conformance import catalogue
+    from caisse_ap.terminal.options import UsageError
+    from caisse_ap.terminal.web import farm_file
+
+    text = 'name = "x"\n\n[answer]\nversion = = 1\n'
+    with pytest.raises(profiles.ProfileError) as profile_error:
+        profiles.parse(text, "p.toml")
+    with pytest.raises(catalogue.ScenarioError) as scenario_error:
+        catalogue.parse(text, "s.toml")
+    path = tmp_path / "shop.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError) as farm_error:
+        farm_file.load(str(path))
+    assert profile_error.value.where == "p.toml:4"
+    assert scenario_error.value.where == "s.toml:4"
+    assert str(farm_error.value).startswith(f"{path}:4: not valid TOML")
+    assert tomlfile.line_of(text, "answer", "version") == 4
+    for module in (profiles, catalogue, farm_file):
+        assert not hasattr(module, "_Reader") and not hasattr(module, "_line_of")

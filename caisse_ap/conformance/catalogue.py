@@ -13,7 +13,6 @@ reading the file given.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,14 +20,10 @@ from typing import Any
 
 from .. import tlv
 from ..errors import CaisseApError
+from ..i18n import N_, language, said
 from ..terminal import profiles
 from ..terminal.behaviour import OUTCOMES, PAYMENT_TYPES
-from ..terminal.profiles import ProfileError, _line_of, _Reader
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from ..tomlfile import TableReader, decode, line_of
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -50,6 +45,17 @@ class ScenarioError(CaisseApError, ValueError):
         super().__init__(f"{where}: {reason}")
         self.where = where
         self.reason = reason
+
+
+class UnknownScenario(CaisseApError, ValueError):
+    """A scenario name that is not in the catalogue: str() in English, `local` in the
+    user's language (caisse_ap.i18n), for a command to show."""
+
+    def __init__(self, name: str) -> None:
+        worded = said(N_("unknown scenario %r; see --list"), (name,))
+        super().__init__(worded["message"])
+        self.name = name
+        self.local = worded["local"]
 
 
 @dataclass(frozen=True)
@@ -98,19 +104,24 @@ class Scenario:
     source: str  # the public source of the fact
     fix: str  # French: how POS code usually gets it right
     expect: str  # one of CONCLUSIONS
+    fact_en: str = ""  # the fact in English ("": only the French is known)
+    fix_en: str = ""
     amount: str = "12.50"
     terminal: TerminalPart = TerminalPart()
     network: NetworkPart = NetworkPart()
     path: str = ""
 
+    def text(self, part: str) -> str:
+        """Its `title`, `description`, `fact` or `fix` in the language of the messages
+        (i18n.language(): French under a French locale, English otherwise; the French
+        when a scenario file has no English for it)."""
+        english = getattr(self, f"{part}_en") if language() == "en" else ""
+        return str(english or getattr(self, part))
+
     @property
     def answers(self) -> bool:
         """Whether the terminal writes anything at all."""
         return self.terminal.outcome not in ("no-answer", "hang-up")
-
-
-def _fail(error: ProfileError) -> ScenarioError:
-    return ScenarioError(error.where, error.reason)
 
 
 def load(path: str | Path) -> Scenario:
@@ -125,19 +136,11 @@ def load(path: str | Path) -> Scenario:
 
 def parse(text: str, where: str = "<scenario>") -> Scenario:
     """A scenario from TOML text; `where` names it in error messages."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"line (\d+)", str(error))
-        raise ScenarioError(f"{where}:{match.group(1) if match else 1}",
-                            f"not valid TOML: {error}") from None
-    try:
-        return _scenario(_Reader(where, text, data), where)
-    except ProfileError as error:
-        raise _fail(error) from None
+    return _scenario(TableReader(where, text, decode(text, where, ScenarioError),
+                                 error=ScenarioError), where)
 
 
-def _scenario(top: _Reader, where: str) -> Scenario:
+def _scenario(top: TableReader, where: str) -> Scenario:
     values: dict[str, Any] = {"path": where}
     for key in ("name", "title", "title_en", "description", "description_en", "fact",
                 "source", "fix", "expect"):
@@ -145,6 +148,8 @@ def _scenario(top: _Reader, where: str) -> Scenario:
         if value is None or not value.strip():
             raise top.fail(key if key in top.table else None, f"the scenario needs a {key}")
         values[key] = " ".join(value.split())
+    for key in ("fact_en", "fix_en"):  # optional: a scenario of one's own may be French only
+        values[key] = " ".join(top.get(key, str, "").split())
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,47}", values["name"]):
         raise top.fail("name", f"name {values['name']!r} must be 1 to 48 lower-case letters, "
                                "digits or dashes")
@@ -161,7 +166,7 @@ def _scenario(top: _Reader, where: str) -> Scenario:
     return Scenario(**values)
 
 
-def _terminal(table: _Reader) -> TerminalPart:
+def _terminal(table: TableReader) -> TerminalPart:
     outcome = table.get("outcome", str, "approved")
     if outcome not in OUTCOMES or outcome in ("terminal", "terminal-split"):
         raise table.fail("outcome", f"outcome {outcome!r} is not one of the terminal's "
@@ -201,14 +206,14 @@ def _terminal(table: _Reader) -> TerminalPart:
     return part
 
 
-def _seconds(table: _Reader, key: str, default: Any) -> Any:
+def _seconds(table: TableReader, key: str, default: Any) -> Any:
     value = table.get(key, (int, float), default)
     if value is not None and not 0 <= value <= MAX_PAUSE:
         raise table.fail(key, f"{key} must be 0 to {MAX_PAUSE:g} seconds, not {value}")
     return None if value is None else float(value)
 
 
-def _network(table: _Reader, terminal: TerminalPart) -> NetworkPart:
+def _network(table: TableReader, terminal: TerminalPart) -> NetworkPart:
     cut_inside = _tags(table, "cut_inside")
     late = _tags(table, "late")
     trailer = table.get("trailer", str, "")
@@ -232,7 +237,7 @@ def _network(table: _Reader, terminal: TerminalPart) -> NetworkPart:
     return part
 
 
-def _tags(table: _Reader, key: str) -> tuple[str, ...]:
+def _tags(table: TableReader, key: str) -> tuple[str, ...]:
     listed = table.get(key, list, [])
     if not all(isinstance(tag, str) and tlv.is_tag(tag) for tag in listed):
         raise table.fail(key, f"{key} must list tags (two upper-case letters)")
@@ -246,7 +251,7 @@ def builtins() -> dict[str, Scenario]:
     for path in sorted(SCENARIO_DIR.glob("*.toml")):
         scenario = load(path)
         if scenario.name in found:
-            where = f"{path}:{_line_of(path.read_text(encoding='utf-8'), '', 'name')}"
+            where = f"{path}:{line_of(path.read_text(encoding='utf-8'), '', 'name')}"
             raise ScenarioError(where, f"name {scenario.name!r} is also "
                                        f"{found[scenario.name].path}'s")
         found[scenario.name] = scenario
@@ -255,14 +260,15 @@ def builtins() -> dict[str, Scenario]:
 
 def select(only: list[str] | None = None, skip: list[str] | None = None) -> list[Scenario]:
     """The built-in scenarios, or those named in `only`, less those in `skip`
-    (ValueError naming an unknown one)."""
+    (UnknownScenario, a ValueError, naming an unknown one)."""
     known = builtins()
     for name in [*(only or []), *(skip or [])]:
         if name not in known:
-            raise ValueError(f"unknown scenario {name!r}; see --list")
+            raise UnknownScenario(name)
     chosen = [known[name] for name in only] if only else list(known.values())
     return [scenario for scenario in chosen if scenario.name not in set(skip or [])]
 
 
 __all__ = ["CONCLUSIONS", "NetworkPart", "Scenario", "ScenarioError", "TerminalPart",
+           "UnknownScenario",
            "builtins", "load", "parse", "select"]

@@ -1,34 +1,42 @@
 """Whether a point of sale passed a scenario: what it concluded and what it did on the wire.
 
 Pure: it reads what the wire edge recorded (WireRecord) and what the POS
-concluded (PosRun), and says, in French for the people who read the report,
-what went wrong and why it matters.
+concluded (PosRun), and says, for the people who read the report, what went
+wrong and why it matters, in the language of the messages (caisse_ap.i18n:
+French under a French locale, English otherwise).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..i18n import N_, _
 from .catalogue import CONCLUSION_BY_EXIT, Scenario
 
-WORDS = {"approved": "paiement accepté", "refused": "paiement refusé",
-         "unknown": "issue inconnue", "failure": "échec de la caisse"}
+# A conclusion in words (marked for the catalog; word() says it in the user's language).
+WORDS = {"approved": N_("approved"), "refused": N_("refused"),
+         "unknown": N_("unknown outcome"), "failure": N_("POS failure")}
+
+
+def word(conclusion: str) -> str:
+    """A conclusion ("approved"...) in words, in the user's language."""
+    return _(WORDS[conclusion])
+
 
 # Why a wrong conclusion matters, by (expected, concluded).
 CONSEQUENCES = {
-    ("approved", "refused"): "le terminal a débité la carte : la caisse fera payer le client "
-                             "une seconde fois",
-    ("approved", "unknown"): "le terminal a débité la carte : la caisse fait vérifier un "
-                             "paiement fait (la file attend, le client risque de payer deux "
-                             "fois)",
-    ("refused", "approved"): "le terminal n'a rien débité : la marchandise part sans être "
-                             "payée",
-    ("refused", "unknown"): "le terminal dit clairement que rien n'est fait : la caisse "
-                            "pouvait proposer de recommencer",
-    ("unknown", "approved"): "rien ne prouve que ce paiement est fait : la marchandise peut "
-                             "partir sans être payée",
-    ("unknown", "refused"): "le paiement a peut-être été fait : recommencer peut faire payer "
-                            "le client deux fois",
+    ("approved", "refused"): N_("the terminal charged the card: the POS will have the "
+                                "customer pay a second time"),
+    ("approved", "unknown"): N_("the terminal charged the card: the POS has the cashier "
+                                "check a payment that was made (the queue waits, the "
+                                "customer may pay twice)"),
+    ("refused", "approved"): N_("the terminal charged nothing: the goods leave unpaid"),
+    ("refused", "unknown"): N_("the terminal says clearly that nothing was done: the POS "
+                               "could have offered to try again"),
+    ("unknown", "approved"): N_("nothing proves this payment was made: the goods may leave "
+                                "unpaid"),
+    ("unknown", "refused"): N_("the payment may have been made: trying again may have the "
+                               "customer pay twice"),
 }
 
 
@@ -78,22 +86,25 @@ class Verdict:
 
 
 def judge(scenario: Scenario, run: PosRun, wire: WireRecord) -> Verdict:
-    """The scenario's verdict: every problem, in French, or none."""
+    """The scenario's verdict: every problem, in the user's language, or none."""
     problems = []
     expected, concluded = scenario.expect, run.conclusion
     if run.stopped_after is not None:
-        problems.append(f"la caisse n'a rien conclu en {run.stopped_after:g} s (--pos-timeout "
-                        "et la marge) : arrêtée. Une caisse qui attend sans fin bloque la "
-                        "vente ; au-delà de son délai, elle doit conclure « issue inconnue »")
+        problems.append(_("the POS concluded nothing in %g s (--pos-timeout and the margin): "
+                          "stopped. A POS that waits for ever blocks the sale; past its own "
+                          "time-out, it must conclude \"unknown outcome\"")
+                        % run.stopped_after)
     elif concluded == "failure" and run.failure is not None:
-        problems.append(f"la caisse n'a pas conclu : {run.failure}")
+        problems.append(_("the POS did not conclude: %s") % run.failure)
     elif concluded == "failure":
-        problems.append(f"la commande de la caisse est sortie avec le code {run.exit_status}, "
-                        "ni 0 (accepté), ni 1 (refusé), ni 3 (inconnu) : elle a sans doute "
-                        "planté sur cette réponse" + _last_line(run.output))
+        problems.append(_("the POS command exited with status %s, neither 0 (approved), 1 "
+                          "(refused) nor 3 (unknown): it probably crashed on this answer")
+                        % run.exit_status + _last_line(run.output))
     elif concluded != expected:
-        problems.append(f"la caisse a conclu « {WORDS[concluded]} » au lieu de "
-                        f"« {WORDS[expected]} » : {CONSEQUENCES[expected, concluded]}")
+        problems.append(_("the POS concluded \"%(concluded)s\" instead of \"%(expected)s\": "
+                          "%(consequence)s")
+                        % {"concluded": word(concluded), "expected": word(expected),
+                           "consequence": _(CONSEQUENCES[expected, concluded])})
     problems.extend(_wire_problems(wire))
     return Verdict(scenario, run, wire, tuple(problems))
 
@@ -106,18 +117,18 @@ def _last_line(output: str) -> str:
 def _wire_problems(wire: WireRecord) -> list[str]:
     problems = []
     if not wire.requests and not wire.malformed:
-        problems.append("aucune demande n'est arrivée au terminal")
+        problems.append(_("no request reached the terminal"))
     sent = len(wire.requests) + len(wire.malformed)
     if sent > 1:
-        problems.append(f"la caisse a envoyé {sent} demandes pour une seule vente : une "
-                        "caisse ne renvoie jamais un paiement d'elle-même (le premier a pu "
-                        "être fait ; le client paierait deux fois)")
+        problems.append(_("the POS sent %d requests for one sale: a POS never sends a "
+                          "payment again by itself (the first may have been made; the "
+                          "customer would pay twice)") % sent)
     for reason in wire.malformed:
-        problems.append(f"demande mal formée ({reason}) : le terminal répond AF=09")
+        problems.append(_("malformed request (%s): the terminal answers AF=09") % reason)
     if wire.open_connections:
-        problems.append(f"{wire.open_connections} connexion(s) encore ouverte(s) après la "
-                        "conclusion : la caisse doit fermer sa connexion")
+        problems.append(_("%d connection(s) still open after the conclusion: the POS must "
+                          "close its connection") % wire.open_connections)
     return problems
 
 
-__all__ = ["PosRun", "Verdict", "WireRecord", "judge"]
+__all__ = ["PosRun", "Verdict", "WireRecord", "judge", "word"]

@@ -5,28 +5,44 @@ Options of the server's command line (terminal/cli.py wires them): with
 the catalogue (the same plans as the runner's, carried out by wire.py), and a
 SessionDriver shows the tester the scenario and what the POS did on the wire,
 and asks what the POS showed: on the server's console (its standard input and
-output, in French) and in the web console's page (/conformance.html, through
+output, in the language of the messages: French under a French locale,
+English otherwise) and in the web console's page (/conformance.html, through
 GET /api/conformance and POST /api/conformance/answer). After the last
 scenario (or `q`) it writes the HTML report, and stops without the web console.
+
+The session's payments are the terminal's transactions as any other: each
+request is journaled and shown in the main console as soon as it arrives,
+answered by its scenario (mode "conformance", decided by "scenario", the
+scenario's name as `scenario`), through the Terminal's seam for requests
+answered elsewhere (receive_forwarded and finish_forwarded, as the proxy's).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
 
-from .judge import WORDS, Verdict
+from ..i18n import _, language
+from ..terminal.words import DecidedBy, TransactionMode, TransactionStatus
+from ..tlv import Field
+from .catalogue import Scenario
+from .judge import Verdict, word
 from .options import ConformanceOptions
+from .plan import Plan
 from .report import html_report
 from .runner import CLOSE_GRACE, snapshot
-from .session import SHOWN, SHOWN_WORDS, ConformanceSession, Step
+from .session import SHOWN, ConformanceSession, Step, shown_word
 from .wire import ScenarioFactory, ScenarioProtocol
+
+if TYPE_CHECKING:
+    from ..terminal.service import Terminal, Transaction
 
 log = logging.getLogger("caisse_ap.conformance")
 
@@ -37,13 +53,16 @@ class SessionFactory(ScenarioFactory):
     """The terminal's connections during a session: each takes the current scenario."""
 
     def __init__(self, session: ConformanceSession, pos_timeout: float, reactor: Any,
-                 idle_watch: Any) -> None:
+                 idle_watch: Any, terminal: Terminal | None = None) -> None:
         step = session.current
         assert step is not None  # a session starts with at least one scenario
         super().__init__(step.scenario, pos_timeout, reactor)
         self.session = session
         self.idle_watch = idle_watch  # stop_terminal stops it
         self.driver: SessionDriver | None = None
+        self.terminal = terminal  # journals and shows the payments (None: nothing does)
+        # Each connection's transactions still waiting for their plan to be carried out.
+        self.waiting: dict[ScenarioProtocol, deque[Transaction]] = {}
 
     def free_slots(self) -> int:
         """The server's port asks before accepting: a session is one POS at a time."""
@@ -54,11 +73,52 @@ class SessionFactory(ScenarioFactory):
             return None  # type: ignore[return-value]  # Twisted closes the connection
         step = self.session.connection_started(self.reactor.seconds())
         self.scenario, self.record = step.scenario, step.record
-        return super().buildProtocol(addr)
+        connection = super().buildProtocol(addr)
+        from ..terminal.server import peer_of
 
-    def plan_done(self, connection: ScenarioProtocol) -> None:
+        connection.peer = peer_of(addr)
+        return connection
+
+    def request_received(self, connection: ScenarioProtocol, fields: list[Field]) -> None:
+        if self.terminal is None:
+            return
+        txn = self.terminal.receive_forwarded(connection, fields, None,
+                                              TransactionMode.CONFORMANCE, DecidedBy.SCENARIO)
+        txn.scenario = connection.scenario.name
+        self.waiting.setdefault(connection, deque()).append(txn)
+
+    def plan_done(self, connection: ScenarioProtocol, plan: Plan) -> None:
+        waiting = self.waiting.get(connection)
+        if self.terminal is not None and waiting:
+            status, answer, reason = transaction_outcome(connection.scenario, plan)
+            self.terminal.finish_forwarded(waiting.popleft(), status, answer,
+                                           bytes(connection.written) or None, reason)
         if self.driver is not None and connection.record is self.record:
             self.driver.ask()
+
+    def connection_lost(self, connection: ScenarioProtocol) -> None:
+        """The POS left before its answer was all written: its transactions are dropped."""
+        for txn in self.waiting.pop(connection, ()):
+            if self.terminal is not None:
+                self.terminal.finish_forwarded(txn, TransactionStatus.DROPPED)
+
+
+def transaction_outcome(scenario: Scenario, plan: Plan
+                        ) -> tuple[str, list[Field] | None, str | None]:
+    """What the journal says a carried-out plan answered: the status, the answer's fields
+    (None when no whole answer was written) and the refusal's reason (AF's code)."""
+    if not scenario.answers:
+        return scenario.terminal.outcome, None, None  # "no-answer" or "hang-up"
+    if scenario.network.hang_up_inside is not None:
+        return TransactionStatus.HANG_UP, None, None
+    values = dict(plan.fields)
+    status = {"10": TransactionStatus.APPROVED, "01": TransactionStatus.DECLINED,
+              "11": TransactionStatus.ACCEPTED}.get(values.get("AE", ""))
+    if status is None:  # unreadable bytes: what the scenario's terminal had decided
+        status = (TransactionStatus.APPROVED if scenario.terminal.outcome == "approved"
+                  else TransactionStatus.DECLINED)
+    reason = (values.get("AF") or "")[:2] or None
+    return status, (list(plan.fields) or None), reason if status == "declined" else None
 
 
 class SessionDriver:
@@ -80,7 +140,7 @@ class SessionDriver:
             listener(text)
 
     def begin(self) -> None:
-        self.say(f"Kit de conformité : {len(self.session.steps)} scénarios, un par paiement.")
+        self.say(_("Conformance kit: %d scenarios, one per payment.") % len(self.session.steps))
         self.announce()
 
     def announce(self) -> None:
@@ -89,29 +149,34 @@ class SessionDriver:
         if step is None:
             return
         number = self.session.index + 1
-        self.say(f"\nScénario {number}/{len(self.session.steps)} : {step.scenario.title} "
-                 f"({step.scenario.name})\n  {step.scenario.description}\n"
-                 f"  Payez {step.scenario.amount.replace('.', ',')} € depuis la caisse.")
+        scenario = step.scenario
+        self.say("\n" + _("Scenario %(number)d/%(count)d: %(title)s (%(name)s)")
+                 % {"number": number, "count": len(self.session.steps),
+                    "title": scenario.text("title"), "name": scenario.name}
+                 + f"\n  {scenario.text('description')}\n  "
+                 + _("Pay %s EUR from the POS.") % (scenario.amount.replace(".", ",")
+                                                     if language() == "fr" else scenario.amount))
 
     def ask(self) -> None:
         if self.asked:
             return
         self.asked = True
-        keys = ", ".join(f"{key} = {SHOWN_WORDS[word]}" for key, word in SHOWN.items())
-        self.say(f"  Le terminal a joué le scénario. Quand la caisse affiche son issue, "
-                 f"tapez ce qu'elle montre ({keys} ; q pour finir) :")
+        keys = ", ".join(f"{key} = {shown_word(shown)}" for key, shown in SHOWN.items())
+        self.say("  " + _("The terminal played the scenario. When the POS shows its outcome, "
+                          "type what it shows (%s; q to finish):") % keys)
 
     def answer(self, shown: str) -> defer.Deferred[Verdict]:
         """The tester's answer (a key of SHOWN or its word): judged once the POS closed its
-        connection (or CLOSE_GRACE later). ValueError, in French, when it cannot be."""
+        connection (or CLOSE_GRACE later). ValueError, in the user's language, when it
+        cannot be."""
         step = self.session.current
         if step is None:
-            raise ValueError("la session est finie")
+            raise ValueError(_("the session is over"))
         if step.started_at is None:
-            raise ValueError("aucun paiement n'est encore arrivé pour ce scénario")
+            raise ValueError(_("no payment has reached the terminal for this scenario yet"))
         conclusion = SHOWN.get(shown, shown)
-        if conclusion not in SHOWN_WORDS:
-            raise ValueError("répondez a, r, i, e ou q")
+        if conclusion not in SHOWN.values():
+            raise ValueError(_("answer a, r, i, e or q"))
         waiting = self.factory.when_closed(CLOSE_GRACE)
         return waiting.addCallback(lambda _: self._judged(step, conclusion))
 
@@ -131,15 +196,16 @@ class SessionDriver:
     def finish(self) -> None:
         verdicts = self.session.verdicts
         passed = sum(v.passed for v in verdicts)
-        self.say(f"\n{passed} / {len(verdicts)} scénarios réussis "
-                 f"({len(self.session.steps) - len(verdicts)} non joués)")
+        self.say("\n" + _("%(passed)d / %(count)d scenarios passed (%(left)d not played)")
+                 % {"passed": passed, "count": len(verdicts),
+                    "left": len(self.session.steps) - len(verdicts)})
         try:
-            self.report.write_text(html_report(verdicts, "caisse pilotée à la main",
+            self.report.write_text(html_report(verdicts, _("POS driven by hand"),
                                                self.factory.pos_timeout), encoding="utf-8")
             self.report_written = str(self.report)
-            self.say(f"rapport : {self.report}")
+            self.say(_("report: %s") % self.report)
         except OSError as error:
-            self.say(f"impossible d'écrire le rapport : {error}")
+            self.say(_("cannot write the report: %s") % error)
         self.session.index = len(self.session.steps)  # q: the rest is not played
         if self.stop_when_done:
             self.factory.reactor.stop()
@@ -151,23 +217,23 @@ class SessionDriver:
         current = None
         if step is not None:
             record = step.record
-            current = {"name": step.scenario.name, "title": step.scenario.title,
-                       "description": step.scenario.description,
+            current = {"name": step.scenario.name, "title": step.scenario.text("title"),
+                       "description": step.scenario.text("description"),
                        "amount": step.scenario.amount, "paid": step.started_at is not None,
                        "played": self.asked, "requests": len(record.requests),
                        "malformed": len(record.malformed), "connections": record.connections}
         return {"index": self.session.index, "total": len(self.session.steps),
                 "finished": self.session.finished, "current": current,
-                "answers": {key: SHOWN_WORDS[word] for key, word in SHOWN.items()},
+                "answers": {key: shown_word(shown) for key, shown in SHOWN.items()},
                 "verdicts": [_verdict_json(v) for v in self.session.verdicts],
                 "report": self.report_written}
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
-    return {"name": verdict.scenario.name, "title": verdict.scenario.title,
-            "passed": verdict.passed, "expected": WORDS[verdict.scenario.expect],
-            "concluded": WORDS[verdict.concluded], "problems": list(verdict.problems),
-            "fact": verdict.scenario.fact, "fix": verdict.scenario.fix,
+    return {"name": verdict.scenario.name, "title": verdict.scenario.text("title"),
+            "passed": verdict.passed, "expected": word(verdict.scenario.expect),
+            "concluded": word(verdict.concluded), "problems": list(verdict.problems),
+            "fact": verdict.scenario.text("fact"), "fix": verdict.scenario.text("fix"),
             "requests": len(verdict.wire.requests)}
 
 
@@ -203,10 +269,13 @@ class TesterConsole(LineReceiver):
 
 def _verdict_text(verdict: Verdict) -> str:
     wire = verdict.wire
-    head = ("  réussi" if verdict.passed else "  ÉCHEC") + (
-        f" : attendu {WORDS[verdict.scenario.expect]}, la caisse a montré "
-        f"{WORDS[verdict.concluded]} ; {len(wire.requests)} demande(s), "
-        f"{wire.connections} connexion(s)")
+    head = "  " + (_("passed: expected %(expected)s, the POS showed %(concluded)s; "
+                     "%(requests)d request(s), %(connections)d connection(s)")
+                   if verdict.passed else
+                   _("FAILED: expected %(expected)s, the POS showed %(concluded)s; "
+                     "%(requests)d request(s), %(connections)d connection(s)")) % {
+        "expected": word(verdict.scenario.expect), "concluded": word(verdict.concluded),
+        "requests": len(wire.requests), "connections": wire.connections}
     return "\n".join([head, *(f"    - {problem}" for problem in verdict.problems)])
 
 
@@ -216,7 +285,7 @@ def terminal_factory(options: ConformanceOptions) -> Callable[[Any], SessionFact
 
     def build(terminal: Any) -> SessionFactory:
         factory = SessionFactory(options.session, options.pos_timeout, terminal.reactor,
-                                 IdleWatch(terminal))
+                                 IdleWatch(terminal), terminal)
         factory.driver = SessionDriver(factory, options.report, options.stop_when_done)
         return factory
 

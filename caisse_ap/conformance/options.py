@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..i18n import _
 from ..terminal.options import UsageError
 from .catalogue import select
 from .session import ConformanceSession
@@ -16,22 +17,22 @@ DEFAULT_POS_TIMEOUT = 180.0  # what POS integrations usually wait
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("conformance kit for a POS driven by hand")
+    group = parser.add_argument_group(_("conformance kit for a POS driven by hand"))
     add = group.add_argument
     add("--conformance", action="store_true",
-        help="answer each payment with the next scenario of the conformance kit and ask "
-             "what the POS showed, on this console or in the web console's page "
-             "/conformance.html; then write the report (and stop, with --no-web)")
-    add("--conformance-only", default=None, metavar="NAMES",
-        help="with --conformance: these scenarios only (commas)")
-    add("--conformance-skip", default=None, metavar="NAMES",
-        help="with --conformance: skip these scenarios (commas)")
-    add("--conformance-report", default=DEFAULT_REPORT, metavar="FILE.html",
-        help=f"with --conformance: the HTML report (default {DEFAULT_REPORT})")
+        help=_("answer each payment with the next scenario of the conformance kit and ask "
+               "what the POS showed, on this console or in the web console's page "
+               "/conformance.html; then write the report (and stop, with --no-web)"))
+    add("--conformance-only", default=None, metavar=_("NAMES"),
+        help=_("with --conformance: these scenarios only (commas)"))
+    add("--conformance-skip", default=None, metavar=_("NAMES"),
+        help=_("with --conformance: skip these scenarios (commas)"))
+    add("--conformance-report", default=DEFAULT_REPORT, metavar=_("FILE.html"),
+        help=_("with --conformance: the HTML report (default %s)") % DEFAULT_REPORT)
     add("--conformance-pos-timeout", type=float, default=DEFAULT_POS_TIMEOUT,
-        metavar="SECONDS",
-        help="with --conformance: how long the POS waits for an answer (the late answer "
-             f"comes 1 s after it; default {DEFAULT_POS_TIMEOUT:g})")
+        metavar=_("SECONDS"),
+        help=_("with --conformance: how long the POS waits for an answer (the late answer "
+               "comes 1 s after it; default %g)") % DEFAULT_POS_TIMEOUT)
 
 
 def _names(text: str | None) -> list[str]:
@@ -53,14 +54,14 @@ def options_from_args(args: argparse.Namespace) -> ConformanceOptions | None:
     if not args.conformance:
         for option in ("only", "skip"):
             if getattr(args, f"conformance_{option}"):
-                raise UsageError(f"--conformance-{option} needs --conformance")
+                raise UsageError(_("--conformance-%s needs --conformance") % option)
         return None
     if not 0 < args.conformance_pos_timeout <= 3600:
-        raise UsageError("--conformance-pos-timeout must be between 0 and 3600 seconds")
+        raise UsageError(_("--conformance-pos-timeout must be between 0 and 3600 seconds"))
     try:
         scenarios = select(_names(args.conformance_only), _names(args.conformance_skip))
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(getattr(error, "local", str(error))) from None
     return ConformanceOptions(ConformanceSession(scenarios), args.conformance_pos_timeout,
                               Path(args.conformance_report), stop_when_done=args.no_web)
 

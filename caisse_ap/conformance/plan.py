@@ -40,11 +40,13 @@ class Write:
 @dataclass(frozen=True)
 class Plan:
     """Every write of one answer, then `then`: "wait-close" (until the POS closes),
-    "close" or "reset". `answer` is the whole answer meant (for the report)."""
+    "close" or "reset". `answer` is the whole answer meant (for the report), `fields`
+    its fields (none when the terminal writes nothing or unreadable bytes)."""
 
     writes: tuple[Write, ...]
     then: str
     answer: bytes
+    fields: tuple[Field, ...] = ()
 
 
 def settings_for(scenario: Scenario) -> TerminalSettings:
@@ -156,7 +158,7 @@ def make_plan(scenario: Scenario, request_fields: list[Field], pos_timeout: floa
         end = _middle(frame, fields, net.hang_up_inside) or end
     whole = frame[:end] + (net.trailer.encode("ascii") if end == len(frame) else b"")
     writes = _writes(whole, pauses, net.byte_pause, first_pause)
-    return Plan(writes, then, frame + net.trailer.encode("ascii"))
+    return Plan(writes, then, frame + net.trailer.encode("ascii"), tuple(fields))
 
 
 def _late_start(frame: bytes, fields: list[Field], late: tuple[str, ...]) -> int:

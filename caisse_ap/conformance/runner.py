@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import testing
+from ..i18n import _
 from .catalogue import Scenario
 from .judge import PosRun, Verdict, WireRecord, judge
 from .wire import ScenarioFactory
@@ -78,13 +79,14 @@ def callable_pos(pay: Callable[[str, int, str], Any]) -> PosCall:
         if worker.is_alive():  # a thread cannot be stopped: it is left to finish alone
             return PosRun(None, elapsed, "", limit)
         if "error" in box:
-            return PosRun(None, elapsed, box["error"], failure=f"pay() a levé {box['error']}")
+            return PosRun(None, elapsed, box["error"],
+                          failure=_("pay() raised %s") % box["error"])
         outcome = box.get("outcome", "")
         status = {"approved": 0, "accepted": 0, "declined": 1, "refused": 1,
                   "unknown": 3}.get(outcome)
         if status is None:
-            return PosRun(None, elapsed, "", failure=f"pay() a renvoyé {outcome!r}, ni "
-                                                     "approved, ni declined, ni unknown")
+            return PosRun(None, elapsed, "", failure=_(
+                "pay() returned %r, neither approved, declined nor unknown") % (outcome,))
         return PosRun(status, elapsed, f"outcome {outcome!r}")
 
     return run

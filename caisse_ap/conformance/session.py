@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..i18n import N_, _
 from .catalogue import EXIT_BY_CONCLUSION, Scenario
 from .judge import PosRun, Verdict, WireRecord, judge
 
 # What the tester answers, by key: what the POS showed.
 SHOWN = {"a": "approved", "r": "refused", "i": "unknown", "e": "failure"}
-SHOWN_WORDS = {"approved": "paiement accepté", "refused": "paiement refusé",
-               "unknown": "issue inconnue, à vérifier", "failure": "une erreur, ou rien"}
+# What the POS showed, in words (marked for the catalog; shown_word() translates).
+SHOWN_WORDS = {"approved": N_("payment approved"), "refused": N_("payment refused"),
+               "unknown": N_("unknown outcome, to be checked"),
+               "failure": N_("an error, or nothing")}
+
+
+def shown_word(conclusion: str) -> str:
+    """What the POS showed ("approved"...), in the user's language."""
+    return _(SHOWN_WORDS[conclusion])
 
 
 @dataclass
@@ -71,7 +79,7 @@ class ConformanceSession:
         conclusion = SHOWN.get(shown, shown)
         if conclusion not in SHOWN_WORDS:
             raise ValueError(f"unknown answer {shown!r}")
-        failure = ("elle a affiché une erreur, ou rien (dit le testeur)"
+        failure = (_("it showed an error, or nothing (says the tester)")
                    if conclusion == "failure" else None)
         run = PosRun(EXIT_BY_CONCLUSION.get(conclusion), now - step.started_at,
                      failure=failure)
@@ -80,4 +88,4 @@ class ConformanceSession:
         return step.verdict
 
 
-__all__ = ["SHOWN", "SHOWN_WORDS", "ConformanceSession", "Step"]
+__all__ = ["SHOWN", "SHOWN_WORDS", "ConformanceSession", "Step", "shown_word"]

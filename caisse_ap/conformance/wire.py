@@ -3,7 +3,9 @@
 It reads the POS's requests through the core's `TerminalConnection`, asks
 `plan.make_plan` what to write, and carries the plan out with `callLater`
 (never a sleep: the reactor keeps serving the other scenarios), recording
-what the POS did on the wire in a `WireRecord`. Nothing here decides.
+what the POS did on the wire in a `WireRecord`. Nothing here decides. A
+factory hears of each request, each plan carried out and each connection lost
+(hooks a session of scenarios uses to journal its payments, manual.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..connection import (
     TerminalConnection,
 )
 from ..terminal import behaviour
+from ..tlv import Field
 from .catalogue import Scenario
 from .judge import WireRecord
 from .plan import Plan, make_plan, settings_for
@@ -41,6 +44,8 @@ class ScenarioProtocol(protocol.Protocol):
         self.kit = kit
         self.timers: list[IDelayedCall] = []
         self.closing = False  # the terminal closes (or resets) this connection itself
+        self.written = bytearray()  # what the terminal wrote on this connection
+        self.peer = "?"  # "host:port" of the POS (the factory sets it)
 
     def connectionMade(self) -> None:
         reactor = self.kit.reactor
@@ -62,6 +67,7 @@ class ScenarioProtocol(protocol.Protocol):
             event = self.connection.next_event()
             if isinstance(event, RequestReceived):
                 record.requests.append(tlv.encode_unchecked(event.fields))
+                self.kit.request_received(self, list(event.fields))
                 self.play(make_plan(self.scenario, list(event.fields), self.kit.pos_timeout))
             elif isinstance(event, MalformedRequest):
                 record.malformed.append(str(event.error))
@@ -86,16 +92,32 @@ class ScenarioProtocol(protocol.Protocol):
         for write in plan.writes:
             elapsed += write.after
             self.timers.append(self.kit.reactor.callLater(elapsed, self.write, write.data))
-        self.timers.append(self.kit.reactor.callLater(elapsed, self.finish, plan.then))
+        self.timers.append(self.kit.reactor.callLater(elapsed, self.finish, plan))
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
             self.record.sent += data
+            self.written += data
             self.transport.write(data)
 
-    def finish(self, then: str) -> None:
+    # What the Terminal needs of a POS connection (service.Connection), for a session
+    # that journals its payments: the plan writes and ends the answer itself.
+
+    def send(self, data: bytes) -> None:
+        self.write(data)
+
+    def hang_up(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.loseConnection()
+
+    def transaction_done(self, transaction: object) -> None:
+        """Nothing to do: the connection reads the POS's next request as it comes."""
+
+    def finish(self, plan: Plan) -> None:
+        then = plan.then
         self.connection.request_finished()
-        self.kit.plan_done(self)
+        self.kit.plan_done(self, plan)
         if self.transport is None or self.closing:
             return
         if then == "close":
@@ -119,6 +141,7 @@ class ScenarioProtocol(protocol.Protocol):
             if timer.active():
                 timer.cancel()
         self.kit.protocols.discard(self)
+        self.kit.connection_lost(self)
         if not self.kit.protocols and self.kit.all_closed is not None:
             waiting, self.kit.all_closed = self.kit.all_closed, None
             waiting.callback(None)
@@ -134,8 +157,16 @@ class ScenarioFactory(protocol.Factory):
         self.all_closed: defer.Deferred[None] | None = None
         self.port: Any = None
 
-    def plan_done(self, connection: ScenarioProtocol) -> None:
-        """A plan was carried out on `connection` (a hook for a session of scenarios)."""
+    # Hooks for a session of scenarios (manual.py); the runner needs none.
+
+    def request_received(self, connection: ScenarioProtocol, fields: list[Field]) -> None:
+        """A whole request came on `connection`; its plan is played next."""
+
+    def plan_done(self, connection: ScenarioProtocol, plan: Plan) -> None:
+        """`plan` was carried out on `connection`."""
+
+    def connection_lost(self, connection: ScenarioProtocol) -> None:
+        """`connection` is closed (its plans left unfinished will not be carried out)."""
 
     def buildProtocol(self, addr: Any) -> ScenarioProtocol:
         return ScenarioProtocol(self)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, protocol, task, threads
 from twisted.internet.interfaces import IReactorTime
@@ -31,7 +31,7 @@ from .journal import Journal
 from .options import UsageError
 from .outcomes import ManualDecisions, OutcomeQueue
 from .rules import AmountRules
-from .server import TerminalFactory, start_terminal, stop_terminal
+from .server import TerminalFactory, drain_terminal, start_terminal, stop_terminal
 from .service import Terminal
 from .web import Console, WebOptions, start_console
 from .web.api import ApiError
@@ -99,7 +99,16 @@ class RunningTerminal:
     def stop(self) -> defer.Deferred[None]:
         """Answer what is in flight and close every connection, then the console, the
         serial line, the recording and the journal (once every answer is in it)."""
-        stopped = stop_terminal(self.terminal)
+        return self._stop_after(stop_terminal(self.terminal))
+
+    def retire(self) -> tuple[defer.Deferred[None], defer.Deferred[None]]:
+        """Stop accepting at once, answer each transaction in flight as it would have been
+        (its delay and all), then stop as stop() does (a farm terminal deleted). Fires
+        first once no connection is accepted, then once it is all stopped."""
+        refusing, stopped = drain_terminal(self.terminal)
+        return refusing, self._stop_after(stopped)
+
+    def _stop_after(self, stopped: defer.Deferred[Any]) -> defer.Deferred[None]:
         if self.farm is not None:
             farm = self.farm
             stopped.addBoth(lambda _: farm.stop())
@@ -149,7 +158,7 @@ def start(reactor: Reactor, options: TerminalOptions) -> RunningTerminal:
     try:
         if options.web is not None:
             assert journal is not None  # made above for the console
-            running.farm = _farm(reactor, options, options.web)
+            running.farm = _farm(reactor, options, options.web, running)
             running.console = start_console(reactor, terminal, journal, running.rules,
                                             running.queue, running.manual, options.web,
                                             running.farm)
@@ -165,16 +174,25 @@ def start(reactor: Reactor, options: TerminalOptions) -> RunningTerminal:
     return running
 
 
-def _farm(reactor: Reactor, options: TerminalOptions, web: WebOptions) -> Farm:
+def _farm(reactor: Reactor, options: TerminalOptions, web: WebOptions,
+          running: RunningTerminal) -> Farm:
     """The farm of the console's API: terminals as this one is built, on its address,
-    each with its own journal in memory, no console and no serial line of their own."""
-    def start_one(settings: TerminalSettings, port: int, journal: Journal) -> RunningTerminal:
-        return start(reactor, TerminalOptions(
+    with no console and no serial line of their own. They write in this terminal's
+    journal (the farm gives each its view, journal.TerminalRows) and take their ids
+    from its numbering: one journal, ids unique across it."""
+    numbering = running.terminal.numbering
+
+    def start_one(settings: TerminalSettings, port: int) -> RunningTerminal:
+        started = start(reactor, TerminalOptions(
             settings, options.host, port, idle_timeout=options.idle_timeout,
             request_timeout=options.request_timeout,
-            max_connections=options.max_connections, journal=journal))
+            max_connections=options.max_connections))
+        started.terminal.numbering = numbering  # before any request: the reactor runs this
+        return started
 
-    return Farm(start_one, options.host, max_terminals=web.max_terminals, token=web.token)
+    assert running.journal is not None  # the console has one
+    return Farm(start_one, options.host, running.journal, max_terminals=web.max_terminals,
+                token=web.token)
 
 
 def _start_shop(farm: Farm, console: Console, web: WebOptions) -> None:

@@ -57,6 +57,14 @@ no id is given twice.
 
 At open, rows a crash left `pending` become `interrupted`: no server will
 ever answer them. A memory journal keeps the last `max_rows` transactions.
+
+One journal holds the transactions of every terminal of the process: the
+command line's (its rows' `terminal` is null, "main" in a filter) and the
+farm's (web/farm.py: each row names its terminal, in a column of its own
+so that a filter by terminal reads an index). Their ids are unique across
+it: the terminals share one numbering (service.Numbering). A farm
+terminal reads and writes it through a `TerminalRows`, which sees that
+terminal's rows only.
 """
 
 from __future__ import annotations
@@ -82,7 +90,8 @@ from ..errors import CaisseApError
 
 log = logging.getLogger("caisse_ap.terminal.journal")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the terminal column (a file of version 1 gets it at open)
+MAIN_TERMINAL = "main"  # the command line's terminal in a filter (its rows hold null)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 DEFAULT_MAX_ROWS = 100_000  # kept by a memory journal: the oldest go first
@@ -94,16 +103,12 @@ INTERRUPTED = "interrupted"
 WRITE_DELAY = 0.01  # seconds a change waits for others to be written with it
 OVERFLOW_SUFFIX = ".unwritten.jsonl"  # beside the journal: rows it could not take at stop
 
-Row = tuple[int, str | None, str, str]  # id, received_at, status, JSON text
+Row = tuple[int, str | None, str, str, str | None]  # id, received_at, status, JSON, terminal
 Field = tuple[str, str]  # a Caisse-AP field, tag and value (tlv.Field)
 
 
-class Record(TypedDict):
-    """What the journal keeps of a transaction: the facts (service.Transaction.record()).
-
-    Read back from a file, its field lists are JSON arrays; rows written by
-    earlier versions hold more keys (the complete form of docs/api.md).
-    """
+class _Facts(TypedDict):
+    """The keys every record has (Record)."""
 
     id: int
     received_at: str | None
@@ -122,14 +127,27 @@ class Record(TypedDict):
     terminal: str | None  # the farm terminal's id (rows of earlier versions have none)
 
 
+class Record(_Facts, total=False):
+    """What the journal keeps of a transaction: the facts (service.Transaction.record()).
+
+    Read back from a file, its field lists are JSON arrays; rows written by
+    earlier versions hold more keys (the complete form of docs/api.md).
+    `scenario` is only in the transactions a conformance session answered.
+    """
+
+    scenario: str  # the conformance kit's scenario that answered (--conformance)
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
     id INTEGER PRIMARY KEY,
     received_at TEXT,
     status TEXT NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    terminal TEXT
 );
 CREATE INDEX IF NOT EXISTS transactions_by_status ON transactions (status, id);
+CREATE INDEX IF NOT EXISTS transactions_by_terminal ON transactions (terminal, id);
 """
 
 
@@ -143,13 +161,15 @@ def to_text(data: Mapping[str, object]) -> str:
     return _ENCODER.encode(data)
 
 
-_INSERT = ("INSERT OR REPLACE INTO transactions (id, received_at, status, data) "
-           "VALUES (?, ?, ?, ?)")
+_INSERT = ("INSERT OR REPLACE INTO transactions (id, received_at, status, data, terminal) "
+           "VALUES (?, ?, ?, ?, ?)")
 
 
 def _row(data: Record, text: str | None = None) -> Row:
+    terminal = data.get("terminal")
     return (int(data["id"]), data.get("received_at"), data["status"],
-            to_text(data) if text is None else text)
+            to_text(data) if text is None else text,
+            terminal if isinstance(terminal, str) else None)
 
 
 def _overflow_row(path: str, number: int, line: str) -> Row:
@@ -202,17 +222,22 @@ class Recordable(Protocol):
     @property
     def status(self) -> str: ...
 
+    @property
+    def terminal(self) -> str | None: ...
+
     def record(self) -> Record: ...
 
 
 class _Record:
     """A record given as data (Journal.record), and its JSON text when the caller has it."""
 
-    __slots__ = ("id", "status", "data", "text")
+    __slots__ = ("id", "status", "terminal", "data", "text")
 
     def __init__(self, data: Record, text: str | None = None):
         self.id = int(data["id"])
         self.status: str = data["status"]
+        terminal = data.get("terminal")
+        self.terminal = terminal if isinstance(terminal, str) else None
         self.data = data
         self.text = text
 
@@ -308,10 +333,14 @@ class Journal:
     def _prepare(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and (version != SCHEMA_VERSION or "transactions" not in tables):
+        if tables and (version not in (1, SCHEMA_VERSION) or "transactions" not in tables):
             raise sqlite3.DatabaseError(
                 f"it holds other data (schema version {version}, tables {sorted(tables)})"
             )
+        if tables and version == 1:
+            # Its rows are all the command line's terminal's: farm terminals kept theirs
+            # in memory then.
+            db.execute("ALTER TABLE transactions ADD COLUMN terminal TEXT")
         if not self.in_memory:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -506,10 +535,10 @@ class Journal:
         sys.stderr.flush()
 
     def _rows(self) -> list[Row]:
-        if self.in_memory:  # the transactions themselves, records built now
-            return [_row(kept.record(), None) for kept in self._kept.values()]
+        if self.in_memory:  # no table (the stand-in of a failing file is such a journal)
+            return [_row_of(transaction) for transaction in self._kept.values()]
         return list(self._db.execute(
-            "SELECT id, received_at, status, data FROM transactions ORDER BY id"))
+            "SELECT id, received_at, status, data, terminal FROM transactions ORDER BY id"))
 
     def health(self) -> dict[str, object]:
         """For /api/status: "ok", or "failing" with the reason (docs/api.md)."""
@@ -548,17 +577,23 @@ class Journal:
             return []
 
     def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
-                     status: str | None = None, before: int | None = None
-                     ) -> list[Record]:
+                     status: str | None = None, before: int | None = None,
+                     terminal: str | None = None) -> list[Record]:
         """The transactions' records newest first; `after` keeps ids greater than it,
-        `before` ids smaller (the next page of an export)."""
+        `before` ids smaller (the next page of an export), `terminal` one terminal's
+        (MAIN_TERMINAL: the command line's; None: every terminal's)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
         self.flush()
         if self.in_memory:
-            return self._newest_kept(limit, after, status, before)
+            return self._newest_kept(limit, after, status, before, terminal)
         clauses: list[str] = []
         values: list[int | str] = []
+        if terminal == MAIN_TERMINAL:
+            clauses.append("terminal IS NULL")
+        elif terminal is not None:
+            clauses.append("terminal = ?")
+            values.append(terminal)
         if after is not None:
             clauses.append("id > ?")
             values.append(after)
@@ -578,16 +613,19 @@ class Journal:
         # The stand-in holds the latest state of what it holds.
         merged = {data["id"]: data for data in found if stand_in.get(data["id"]) is None}
         merged.update((data["id"], data) for data in stand_in.transactions(limit, after, status,
-                                                                             before))
+                                                                             before, terminal))
         return [merged[txn_id] for txn_id in sorted(merged, reverse=True)[:limit]]
 
     def _newest_kept(self, limit: int, after: int | None, status: str | None,
-                     before: int | None) -> list[Record]:
+                     before: int | None, terminal: str | None) -> list[Record]:
         found = []
+        wanted = None if terminal == MAIN_TERMINAL else terminal
         for transaction in reversed(self._kept.values()):
             if after is not None and transaction.id <= after:
                 break  # kept in the order of their ids
             if before is not None and transaction.id >= before:
+                continue
+            if terminal is not None and transaction.terminal != wanted:
                 continue
             if status is None or transaction.status == status:
                 found.append(transaction.record())
@@ -629,6 +667,19 @@ class Journal:
         else:
             rows = self._read("SELECT COUNT(*) FROM transactions WHERE status = ?", (status,))
         return int(rows[0][0]) if rows else 0
+
+    def terminals(self) -> set[str]:
+        """The farm terminals that have rows here (their ids, the command line's aside): a
+        farm numbers its terminals after them, so that no id names two terminals."""
+        self.flush()
+        if self.in_memory:
+            return {kept.terminal for kept in self._kept.values() if kept.terminal is not None}
+        rows = self._read("SELECT DISTINCT terminal FROM transactions "
+                          "WHERE terminal IS NOT NULL", ())
+        found = {str(terminal) for (terminal,) in rows}
+        if self._stand_in is not None:
+            found |= self._stand_in.terminals()
+        return found
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file. Blocking: call it from a thread.
@@ -676,3 +727,67 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+
+
+class TerminalRows:
+    """One farm terminal's view of the journal every terminal of the process shares:
+    it writes there, and reads that terminal's rows only. Closing it only writes what
+    is noted (the journal's owner closes the journal), so that a deleted terminal's
+    rows stay readable, here and in the whole journal."""
+
+    def __init__(self, journal: Journal, terminal: str):
+        self.journal = journal
+        self.terminal = terminal
+        self.after_write = journal.after_write
+        self.interrupted = 0  # counted once, by the command line's terminal
+
+    @property
+    def path(self) -> str:
+        return self.journal.path
+
+    @property
+    def in_memory(self) -> bool:
+        return self.journal.in_memory
+
+    @property
+    def failing(self) -> bool:
+        return self.journal.failing
+
+    @property
+    def waiting(self) -> int:
+        return self.journal.waiting
+
+    def request_received(self, transaction: Recordable) -> None:
+        self.journal.keep(transaction)
+
+    def transaction_finished(self, transaction: Recordable) -> None:
+        self.journal.keep(transaction)
+
+    def keep(self, transaction: Recordable) -> None:
+        self.journal.keep(transaction)
+
+    def flush(self) -> None:
+        self.journal.flush()
+
+    def health(self) -> dict[str, object]:
+        return self.journal.health()
+
+    def transactions(self, limit: int = DEFAULT_LIMIT, after: int | None = None,
+                     status: str | None = None, before: int | None = None,
+                     terminal: str | None = None) -> list[Record]:
+        """This terminal's transactions (`terminal` is for the signature: it is this)."""
+        return self.journal.transactions(limit, after, status, before, self.terminal)
+
+    def get(self, transaction_id: int) -> Record | None:
+        found = self.journal.get(transaction_id)
+        return found if found is not None and found.get("terminal") == self.terminal else None
+
+    def last_id(self) -> int:
+        return self.journal.last_id()
+
+    def close(self) -> None:
+        self.journal.flush()
+
+
+# What the control API reads and writes: the whole journal, or one farm terminal's rows.
+Rows = Journal | TerminalRows

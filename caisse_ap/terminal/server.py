@@ -220,15 +220,62 @@ def stop_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE) -> defer.De
     Fires once every connection is closed; those still open after `grace`
     seconds (a POS that does not read) are aborted.
     """
-    reactor = terminal.reactor
+    stopped = _stop_accepting(terminal)
+    terminal.stop_transactions()
+    return _close_connections(terminal, stopped, grace)
+
+
+def drain_terminal(terminal: Terminal, grace: float = SHUTDOWN_GRACE
+                   ) -> tuple[defer.Deferred[None], defer.Deferred[None]]:
+    """Stop accepting at once, let every transaction in flight finish as it would (its
+    delay, a manual decision up to its time-out), then close every connection: a farm
+    terminal deleted (web/farm.py). `terminal.stop_transactions()` hurries it (shutdown).
+
+    Two Deferreds: the first fires once the port is closed (no connection is accepted),
+    the second once every connection is closed, as stop_terminal's does.
+    """
+    stopped = _stop_accepting(terminal)
+    refusing: defer.Deferred[None] = defer.Deferred()
+
+    def port_closed(result: object) -> object:
+        refusing.callback(None)
+        return result
+
+    stopped.addBoth(port_closed)
+    done: defer.Deferred[None] = defer.Deferred()
+
+    class _Watch:  # an observer of the terminal: the last answer closes everything
+        def transaction_finished(self, _: object) -> None:
+            if not terminal.pending and self in terminal.observers:
+                terminal.observers.remove(self)
+                # After this answer is written and its connection told (service._finish).
+                terminal.reactor.callLater(0, close)
+
+    def close() -> None:
+        _close_connections(terminal, stopped, grace).chainDeferred(done)
+
+    if terminal.pending:
+        terminal.observers.append(_Watch())
+    else:
+        close()
+    return refusing, done
+
+
+def _stop_accepting(terminal: Terminal) -> defer.Deferred[None]:
+    """No new connection, and no new request on the connections open."""
     port = terminal.listening_port
-    stopped = defer.succeed(None)
+    stopped: defer.Deferred[None] = defer.succeed(None)
     if port is not None:
         stopped = defer.maybeDeferred(port.stopListening)
         stopped.addCallback(lambda _: port.factory.idle_watch.stop())
     for connection in terminal.connections:
         connection.closing = True  # no new request starts now
-    terminal.stop_transactions()
+    return stopped
+
+
+def _close_connections(terminal: Terminal, stopped: defer.Deferred[None],
+                       grace: float) -> defer.Deferred[None]:
+    reactor = terminal.reactor
     closing = []
     for connection in list(terminal.connections):
         closed: defer.Deferred[None] = defer.Deferred()

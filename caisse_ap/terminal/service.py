@@ -18,7 +18,8 @@ Seams for the control API (docs/api.md):
   None): the person already took their time.
 - `update_settings(changes)`: validated, takes effect for the next transaction.
 - `next_id`: the id the next transaction gets (a journal in a file sets it
-  past its last id).
+  past its last id); `numbering` holds it, and the terminals of a process
+  share one (web/farm.py), so that one journal holds them all.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Transaction:
     mode: TransactionMode = TransactionMode.SIMULATED
     deviations: tuple[dict[str, str], ...] = ()
     terminal: str | None = None  # the farm's id of its terminal; None: the command line's
+    scenario: str | None = None  # the conformance kit's scenario that answered, if one did
 
     @property
     def pending(self) -> bool:
@@ -141,7 +143,7 @@ class Transaction:
         reason = None
         if self.reason is not None:
             reason = {"code": self.reason, "label": tags.label(tags.FAILURE_REASONS, self.reason)}
-        return {
+        facts: Record = {
             "id": self.id,
             "received_at": iso_time(self.received_at),
             "answered_at": iso_time(self.answered_at),
@@ -158,6 +160,18 @@ class Transaction:
             "deviations": list(self.deviations),
             "terminal": self.terminal,
         }
+        if self.scenario is not None:
+            facts["scenario"] = self.scenario
+        return facts
+
+
+class Numbering:
+    """The ids of transactions: one numbering for every terminal that shares it."""
+
+    __slots__ = ("next_id",)
+
+    def __init__(self, next_id: int = 1):
+        self.next_id = next_id
 
 
 @dataclass(slots=True)
@@ -206,7 +220,7 @@ class Terminal:
         self.max_connections = max_connections
         self.observers: list[object] = []  # each with any of the methods _notify() calls
         self.outcome_sources: list[OutcomeSource] = []
-        self.next_id = 1
+        self.numbering = Numbering()
         self.connections: set[PosEdge] = set()
         self.counts: Counter[str] = Counter()
         self.listening_port: Any = None  # set by server.start_terminal
@@ -217,6 +231,14 @@ class Terminal:
         self._now_second, self._now_value = -1, datetime.fromtimestamp(0)
 
     # --- State for the API ---------------------------------------------------
+
+    @property
+    def next_id(self) -> int:
+        return self.numbering.next_id
+
+    @next_id.setter
+    def next_id(self, value: int) -> None:
+        self.numbering.next_id = value
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -374,9 +396,10 @@ class Terminal:
                          received_at: float | None) -> Transaction:
         if received_at is None:
             received_at = self.reactor.seconds()
-        txn = Transaction(self.next_id, connection.peer, received_at, list(fields),
+        numbering = self.numbering
+        txn = Transaction(numbering.next_id, connection.peer, received_at, list(fields),
                           terminal=self.name)
-        self.next_id += 1
+        numbering.next_id += 1
         self.counts["total"] += 1
         return txn
 

@@ -46,6 +46,7 @@ class DecidedBy(StrEnum):
     REQUEST_ERROR = "request-error"
     TERMINAL = "terminal"  # the real terminal behind the proxy (proxy.py)
     RECORDING = "recording"  # the recording a replay answers from
+    SCENARIO = "scenario"  # a scenario of the conformance kit (--conformance)
 
 
 class TransactionMode(StrEnum):
@@ -54,6 +55,7 @@ class TransactionMode(StrEnum):
     SIMULATED = "simulated"  # this terminal
     PROXIED = "proxied"  # the real terminal behind the proxy
     REPLAYED = "replayed"  # a recording (--replay)
+    CONFORMANCE = "conformance"  # a scenario of the conformance kit (--conformance)
 
 
 class OutcomeName(StrEnum):

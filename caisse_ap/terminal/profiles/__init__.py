@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
@@ -28,13 +27,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ... import messages, tags, tlv
+from ... import messages, tags, tlv, tomlfile
 from ...errors import CaisseApError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from ...tomlfile import TableReader
 
 PROFILE_DIR = Path(__file__).parent
 DEFAULT = "standard"
@@ -65,7 +60,6 @@ BUILT_TAGS = frozenset({"CZ", "CJ", "CA", "CB", "CD", "CE", "BF", "CF", "AE", "A
                         "AC", "AA", "AB", "AI", "AL", "CG", "ZT", "AK", "CK"})
 SAMPLE_TIME = datetime(2026, 12, 31, 23, 59, 59)  # checks the width of a time format
 MAX_SIZE = 1024 * 1024  # bytes; a real profile is a few KiB
-NESTING = 32  # brackets deep: where _deep_line places a value nested too deeply
 EPOCH_MS_DIGITS = 13  # milliseconds since 1970 have 13 digits until the year 2286
 
 
@@ -228,82 +222,6 @@ def _mask_example(profile: Profile) -> str:
 # --- Reading a file ---------------------------------------------------------------
 
 
-class _Reader:
-    """Reads one table of a profile file, knowing where each key is for error messages."""
-
-    def __init__(self, path: str, text: str, table: dict[str, Any], section: str = ""):
-        self.path, self.text, self.table, self.section = path, text, table, section
-        self.used: set[str] = set()
-
-    def fail(self, key: str | None, reason: str) -> ProfileError:
-        return ProfileError(f"{self.path}:{_line_of(self.text, self.section, key)}", reason)
-
-    def sub(self, name: str) -> _Reader:
-        value = self.get(name, dict, {})
-        section = f"{self.section}.{name}" if self.section else name
-        return _Reader(self.path, self.text, value, section)
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(
-                k.__name__ for k in kind)
-            what = {"str": "text", "dict": "a table", "list": "a list", "int": "a whole number",
-                    "bool": "true or false"}.get(names, names)
-            raise self.fail(key, f"{self._name(key)} must be {what}, not {value!r}")
-        return value
-
-    def text_in(self, key: str, tag: str, default: Any = None) -> Any:
-        """A text value that must fit the tag's size in the tag table."""
-        value = self.get(key, str, default)
-        if value is not None and value is not default:
-            self.check_fits(key, tag, value)
-        return value
-
-    def check_fits(self, key: str, tag: str, value: str) -> None:
-        info = tags.tag(tag)
-        if not (value.isascii() and value.isprintable()):
-            raise self.fail(key, f"{self._name(key)} must be printable ASCII, not {value!r}")
-        if not info.min_size <= len(value) <= info.max_size:
-            size = (f"{info.max_size}" if info.min_size == info.max_size
-                    else f"{info.min_size} to {info.max_size}")
-            raise self.fail(key, f"{self._name(key)} {value!r} does not fit {tag}: the tag "
-                                 f"table allows {size} characters, it has {len(value)}")
-
-    def check_known(self) -> None:
-        for key in self.table:
-            if key not in self.used:
-                raise self.fail(key, f"unknown key {self._name(key)}")
-
-    def _name(self, key: str) -> str:
-        return f"{self.section}.{key}" if self.section else key
-
-
-def _line_of(text: str, section: str, key: str | None) -> int:
-    """The line of `key` in `[section]` (1-based), or of its own `[section.key]`
-    table, or of the section, or 1."""
-    current, section_line, table_line = "", 1, None
-    own_table = f"{section}.{key}" if section else key
-    header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
-    for number, line in enumerate(text.splitlines(), 1):
-        match = header.match(line)
-        if match:
-            current = match.group(1).replace('"', "").replace("'", "").replace(" ", "")
-            if current == section:
-                section_line = number
-            if current == own_table:
-                table_line = number
-            continue
-        if key is not None and current == section:
-            name = line.split("=", 1)[0].strip().strip("\"'")
-            if "=" in line and name == key:
-                return number
-    return table_line or section_line
-
-
 def load(path: str | Path) -> Profile:
     """Read and check a profile file; ProfileError (file, line, reason) if it is wrong."""
     where = str(path)
@@ -344,38 +262,16 @@ def read_text(path: str) -> str:
 
 def parse(text: str, where: str = "<profile>") -> Profile:
     """A profile from TOML text; `where` names it in error messages."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"line (\d+)", str(error))
-        raise ProfileError(f"{where}:{match.group(1) if match else 1}",
-                           f"not valid TOML: {error}") from None
-    except RecursionError:  # tomllib reads nested arrays and tables by recursion
-        raise ProfileError(f"{where}:{_deep_line(text)}", "arrays or tables nested too "
-                                                          "deeply") from None
-    except ValueError as error:  # an integer of over 4,300 digits, and the like
-        raise ProfileError(f"{where}:1", f"not valid TOML: {error}") from None
+    data = tomlfile.decode(text, where, ProfileError)
     try:
         return _profile(where, text, data)
     except RecursionError:
-        raise ProfileError(f"{where}:{_deep_line(text)}", "arrays or tables nested too "
-                                                          "deeply") from None
-
-
-def _deep_line(text: str) -> int:
-    """The line where brackets and braces first open past NESTING (1 if none): where a
-    deeply nested value begins, to say so (strings are not told apart: a guide only)."""
-    depth = 0
-    for number, line in enumerate(text.splitlines(), 1):
-        for char in line:
-            depth += (char in "[{") - (char in "]}")
-            if depth > NESTING:
-                return number
-    return 1
+        raise ProfileError(f"{where}:{tomlfile.deep_line(text)}", "arrays or tables nested "
+                                                                   "too deeply") from None
 
 
 def _profile(where: str, text: str, data: dict[str, Any]) -> Profile:
-    top = _Reader(where, text, data)
+    top = TableReader(where, text, data, error=ProfileError)
     values: dict[str, Any] = {"path": where}
     for key in ("name", "label", "source"):
         value = top.get(key, str)
@@ -418,7 +314,7 @@ def _profile(where: str, text: str, data: dict[str, Any]) -> Profile:
     return Profile(**values)
 
 
-def _request(table: _Reader) -> dict[str, Any]:
+def _request(table: TableReader) -> dict[str, Any]:
     cb = tags.tag("CB")
     digits = {}
     for key, default in (("amount_min_digits", cb.min_size), ("amount_max_digits", cb.max_size)):
@@ -442,7 +338,7 @@ def _request(table: _Reader) -> dict[str, Any]:
     return {**digits, "zero_amount_reason": zero, "applications": tuple(applications)}
 
 
-def _answer(table: _Reader) -> dict[str, Any]:
+def _answer(table: TableReader) -> dict[str, Any]:
     values: dict[str, Any] = {}
     version = table.text_in("version", "CZ")
     if version is not None and not version.isdigit():
@@ -489,7 +385,7 @@ def _answer(table: _Reader) -> dict[str, Any]:
     return values
 
 
-def _card(table: _Reader) -> dict[str, Any]:
+def _card(table: TableReader) -> dict[str, Any]:
     mask = table.get("mask", str, "#")
     if len(mask) != 1 or mask.isdigit() or not (mask.isascii() and mask.isprintable()):
         raise table.fail("mask", f"card.mask must be one printable character that is not a "
@@ -506,7 +402,7 @@ def _card(table: _Reader) -> dict[str, Any]:
     return {"mask": mask, "shown_first": first, "shown_last": last, "pan_type": pan_type}
 
 
-def _contract(table: _Reader) -> dict[str, Any]:
+def _contract(table: TableReader) -> dict[str, Any]:
     length = table.get("length", int)
     cg = tags.tag("CG")
     if length is not None and not cg.min_size <= length <= cg.max_size:
@@ -521,7 +417,7 @@ def _contract(table: _Reader) -> dict[str, Any]:
     return {"contract_length": length, "seller_contract": default, "send_contract": send}
 
 
-def _failure(table: _Reader) -> dict[str, Any]:
+def _failure(table: TableReader) -> dict[str, Any]:
     details_table = table.sub("details")
     details: dict[str, str] = {}
     for code in details_table.table:
@@ -541,7 +437,7 @@ def _failure(table: _Reader) -> dict[str, Any]:
             "failure_fields": tuple(dict.fromkeys(fields_added)), "cheque_reason": cheque}
 
 
-def _actions(table: _Reader) -> MappingProxyType[str, str]:
+def _actions(table: TableReader) -> MappingProxyType[str, str]:
     if not table.table:
         return STANDARD_ACTIONS
     actions: dict[str, str] = {}
@@ -557,7 +453,7 @@ def _actions(table: _Reader) -> MappingProxyType[str, str]:
     return MappingProxyType(actions)
 
 
-def _extra_tags(table: _Reader) -> tuple[ExtraTag, ...]:
+def _extra_tags(table: TableReader) -> tuple[ExtraTag, ...]:
     extra = []
     for tag in table.table:
         spec = table.sub(tag)
@@ -580,7 +476,7 @@ def _extra_tags(table: _Reader) -> tuple[ExtraTag, ...]:
     return tuple(extra)
 
 
-def _example(spec: _Reader, tag: str, fill: str, value: str, length: int) -> tuple[str, str]:
+def _example(spec: TableReader, tag: str, fill: str, value: str, length: int) -> tuple[str, str]:
     """What an extra tag would hold, to check against the tag table, and the key it
     comes from."""
     if fill == "constant":
@@ -600,7 +496,7 @@ def _example(spec: _Reader, tag: str, fill: str, value: str, length: int) -> tup
     return "length", "0" * length
 
 
-def _check_code(table: _Reader, key: str, code: str, codes: dict[str, Any], tag: str) -> None:
+def _check_code(table: TableReader, key: str, code: str, codes: dict[str, Any], tag: str) -> None:
     if code not in codes:
         raise table.fail(key, f"{code!r} is not a {tag} code of the tag table "
                               f"({', '.join(codes)})")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ...i18n import N_, _
 from ...number_text import with_point
-from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError
+from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError, Rows
 from ..options import (
     DEFAULTS,
     MODE_FLAGS,
@@ -353,10 +353,11 @@ def _metrics_page(api: ControlApi, farm: Farm | None) -> Resource:
     """/metrics (metrics.py): the console's terminal as "main", and the farm's."""
     from .metrics import MAIN, Metrics, MetricsPage
 
-    def terminals() -> list[tuple[str, Terminal, Journal | None]]:
-        found: list[tuple[str, Terminal, Journal | None]] = [(MAIN, api.terminal, api.journal)]
+    def terminals() -> list[tuple[str, Terminal, Rows | None]]:
+        # One journal holds every terminal's transactions: its state is said once, as main's.
+        found: list[tuple[str, Terminal, Rows | None]] = [(MAIN, api.terminal, api.journal)]
         if farm is not None:
-            found.extend((kept.id, kept.member.terminal, kept.journal)
+            found.extend((kept.id, kept.member.terminal, None)
                          for kept in farm.terminals.values())
         return found
 

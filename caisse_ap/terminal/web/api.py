@@ -43,7 +43,7 @@ from ..behaviour import (
     OutcomeSpec,
     SettingsError,
 )
-from ..journal import MAX_LIMIT, Journal
+from ..journal import MAX_LIMIT, Rows
 from ..outcomes import ManualDecisions, OutcomeQueue, QueueFull
 from ..profiles import available as profiles_in_use
 from ..rules import AmountRules
@@ -199,7 +199,7 @@ class ControlApi(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, terminal: Terminal, journal: Journal, rules: AmountRules, *,
+    def __init__(self, terminal: Terminal, journal: Rows, rules: AmountRules, *,
                  token: str | None = None, web_address: Callable[[], tuple[str, int] | None]
                  = lambda: None, keep_alive: float = KEEP_ALIVE,
                  recent_log: RecentLog | None = None, queue: OutcomeQueue | None = None,
@@ -266,6 +266,7 @@ class ControlApi(resource.Resource):
             stream.close()
         if self.feed in self.terminal.observers:
             self.terminal.observers.remove(self.feed)
+        self.feed.close()
 
     # --- Dispatch -------------------------------------------------------------
 
@@ -505,7 +506,9 @@ class ControlApi(resource.Resource):
         if status is not None and status not in STATUSES:
             raise ApiError(400, f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.",
                            "status", code="unknown_choice")
-        found = self.journal.transactions(limit, after, status, before)
+        # ?terminal=: one terminal's rows ("main": the command line's; ApiRoot checked it).
+        terminal = _text_argument(request, "terminal") or None
+        found = self.journal.transactions(limit, after, status, before, terminal)
         return Reply({"transactions": [self.hub.with_deadline(complete(record))
                                        for record in found]})
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from twisted.internet import defer
 
 from ..behaviour import TerminalSettings
-from ..journal import Journal, to_text
+from ..journal import Rows, to_text
 from ..outcomes import ManualDecisions
 from ..service import Transaction, iso_time
 from .transactions import TransactionJson, transaction_json
@@ -132,7 +132,7 @@ class TransactionFeed:
     record when it writes, the stream the JSON when someone reads the event.
     """
 
-    def __init__(self, journal: Journal, hub: EventHub):
+    def __init__(self, journal: Rows, hub: EventHub):
         self.journal = journal
         self.hub = hub
         self._unsent: list[tuple[str, Transaction]] = []
@@ -145,6 +145,13 @@ class TransactionFeed:
     def transaction_finished(self, txn: Transaction) -> None:
         self._unsent.append(("answer", txn))
         self.journal.keep(txn)
+
+    def close(self) -> None:
+        """Send what is written, then hear no more of the journal (a farm terminal
+        deleted: the journal, every terminal's, lives on)."""
+        self.journal.flush()
+        if self._send in self.journal.after_write:
+            self.journal.after_write.remove(self._send)
 
     def _send(self) -> None:
         unsent, self._unsent = self._unsent, []

@@ -4,16 +4,26 @@ A farm is the console's process serving more terminals than the one its
 command line started: a test suite, a shop's lanes or a team asks for one
 with `POST /api/terminals` and gets its id, its POS port and its console's
 URL; it listens at once. Each farm terminal is a whole terminal as
-app.start() builds it (its own port, settings, outcome queue, amount rules,
-manual decisions and in-memory journal) with a ControlApi of its own that
-no port serves: `/api/terminals/{id}/...` hands the rest of the path to it,
-so every per-terminal route of today exists there unchanged, and today's
-routes keep addressing the command line's terminal.
+app.start() builds it (its own port, settings, outcome queue, amount rules
+and manual decisions) with a ControlApi of its own that no port serves:
+`/api/terminals/{id}/...` hands the rest of the path to it, so every
+per-terminal route of today exists there unchanged, and today's routes keep
+addressing the command line's terminal.
 
-A deleted terminal stops listening, answers what it is answering, closes
-its connections, and stays readable (state "deleted": its transactions,
-its counters) until MAX_DELETED_KEPT newer ones were deleted after it: a
-farm shared by a test suite creates and deletes thousands in a day.
+One journal holds every terminal's transactions: the command line's
+terminal's (`--journal FILE`, or memory). A farm terminal writes there and
+reads its own rows through a journal.TerminalRows; the ids of transactions
+come from one numbering, and the ids of terminals are numbered after the
+highest the journal holds, so that a row names one terminal, across
+restarts too.
+
+A deleted terminal stops accepting at once (no new connection, no new
+request), answers what it is answering as it would have (its delay, a
+manual decision up to its time-out), then closes its connections (state
+"deleting", then "deleted"). Its rows stay in the journal; the terminal
+itself stays readable (its counters, its routes' reads) until
+MAX_DELETED_KEPT newer ones were deleted after it: a farm shared by a test
+suite creates and deletes thousands in a day.
 
 The farm knows nothing of how a terminal is built: app.py gives it a
 function that starts one (`Starter`), so that the console imports nothing
@@ -34,7 +44,7 @@ from twisted.internet.error import CannotListenError
 from twisted.web import resource, server
 
 from ..behaviour import SettingsError, TerminalSettings
-from ..journal import Journal
+from ..journal import MAIN_TERMINAL, Journal, TerminalRows
 from ..outcomes import ManualDecisions, OutcomeQueue
 from ..rules import AmountRules
 from ..service import Terminal
@@ -54,28 +64,17 @@ class Member(Protocol):
     """What the farm needs of a running terminal (app.RunningTerminal is one)."""
 
     terminal: Terminal
-    journal: Journal | None
     rules: AmountRules
     queue: OutcomeQueue
     manual: ManualDecisions
 
-    def stop(self) -> defer.Deferred[None]: ...
+    def retire(self) -> tuple[defer.Deferred[None], defer.Deferred[None]]: ...
 
 
 # Starts a terminal with these settings on this port of the farm's address (0: a free
-# one), its journal given; raises CannotListenError when the port is taken.
-Starter = Callable[[TerminalSettings, int, Journal], Member]
-
-
-class KeptJournal(Journal):
-    """A farm terminal's journal (in memory): its terminal's stop() writes it but leaves
-    it open, so that a deleted terminal's transactions stay readable."""
-
-    def close(self) -> None:
-        self.flush()
-
-    def discard(self) -> None:
-        super().close()
+# one), numbering its transactions with the others; raises CannotListenError when the
+# port is taken.
+Starter = Callable[[TerminalSettings, int], Member]
 
 
 @dataclass
@@ -86,10 +85,11 @@ class FarmTerminal:
     label: str
     member: Member
     api: ControlApi
-    journal: KeptJournal
+    journal: TerminalRows
     port: int
     state: str = "listening"  # then "deleting", "deleted"
     stopped: defer.Deferred[None] | None = field(default=None, repr=False)
+    refusing: defer.Deferred[None] | None = field(default=None, repr=False)  # port closed
 
     def to_json(self, console: str | None) -> dict[str, object]:
         terminal = self.member.terminal
@@ -102,18 +102,28 @@ class FarmTerminal:
 class Farm:
     """The terminals created over the API, by id, in the order they were created."""
 
-    def __init__(self, start: Starter, host: str, *,
+    def __init__(self, start: Starter, host: str, journal: Journal, *,
                  max_terminals: int = DEFAULT_MAX_TERMINALS, token: str | None = None):
         self._start = start
         self.host = host
+        self.journal = journal  # every terminal's transactions
         self.max_terminals = max_terminals
         self.token = token
         self.terminals: OrderedDict[str, FarmTerminal] = OrderedDict()
         self._deleted: list[str] = []
-        self._next_number = 1
+        # After the terminals the journal names (an earlier run's): an id names one.
+        self._next_number = 1 + max((int(name[1:]) for name in journal.terminals()
+                                     if TERMINAL_ID.fullmatch(name)), default=0)
         # Called with each terminal made, and each forgotten (the metrics watch them).
         self.created: list[Callable[[FarmTerminal], None]] = []
         self.forgotten: list[Callable[[FarmTerminal], None]] = []
+
+    def named(self, terminal_id: str) -> bool:
+        """Whether the journal may hold rows of this terminal: the command line's, or a
+        farm terminal numbered already (in this run or an earlier one on the journal)."""
+        return terminal_id == MAIN_TERMINAL or (
+            TERMINAL_ID.fullmatch(terminal_id) is not None
+            and int(terminal_id[1:]) < self._next_number)
 
     @property
     def listening(self) -> int:
@@ -131,11 +141,9 @@ class Farm:
             raise ApiError(409, f"The farm already runs {self.max_terminals} terminals "
                                 "(--max-terminals); delete one first.",
                            code="too_many_terminals", limits={"max": self.max_terminals})
-        journal = KeptJournal()
         try:
-            member = self._start(settings, port, journal)
+            member = self._start(settings, port)
         except CannotListenError as error:
-            journal.discard()
             raise ApiError(409, f"Port {port} of {self.host} is in use "
                                 f"({error.socketError}).", "port", code="port_in_use") from None
         address = member.terminal.address
@@ -143,6 +151,7 @@ class Farm:
         terminal_id = f"t{self._next_number}"
         self._next_number += 1
         member.terminal.name = terminal_id  # before any request: the reactor runs this
+        journal = TerminalRows(self.journal, terminal_id)
         api = ControlApi(member.terminal, journal, member.rules, token=self.token,
                          web_address=web_address, queue=member.queue, manual=member.manual)
         api.attach()
@@ -171,11 +180,14 @@ class Farm:
             kept.label = label
 
     def delete(self, kept: FarmTerminal) -> defer.Deferred[None]:
-        """Stop it: no new connection, what is in flight answered, then the connections
-        closed; its transactions stay readable. Fires once it is all done."""
+        """Stop it: no new connection nor request at once, each transaction in flight
+        answered as it would have been, then the connections closed; its transactions
+        stay in the journal. Fires once it is all done."""
         if kept.stopped is not None:
             return _after(kept.stopped)
         kept.state = "deleting"
+        log.info("farm terminal %s deleted: it accepts nothing more, and answers the %d "
+                 "transactions in flight first", kept.id, len(kept.member.terminal.pending))
 
         def deleted(_: object) -> None:
             kept.api.detach()
@@ -183,19 +195,23 @@ class Farm:
             self._deleted.append(kept.id)
             while len(self._deleted) > MAX_DELETED_KEPT:
                 forgotten = self.terminals.pop(self._deleted.pop(0))
-                forgotten.journal.discard()
                 for hook in self.forgotten:
                     hook(forgotten)
-            log.info("farm terminal %s deleted", kept.id)
+            log.info("farm terminal %s released", kept.id)
 
-        kept.stopped = kept.member.stop()
+        kept.refusing, kept.stopped = kept.member.retire()
         kept.stopped.addBoth(deleted)
         return _after(kept.stopped)
 
     def stop(self) -> defer.Deferred[Any]:
-        """Delete every terminal still listening (at shutdown)."""
-        stopping = [self.delete(kept) for kept in list(self.terminals.values())
-                    if kept.state == "listening"]
+        """Stop every terminal (at shutdown): what is in flight is answered at once, as
+        the command line's terminal does, deleted ones' too."""
+        stopping = []
+        for kept in list(self.terminals.values()):
+            if kept.state == "deleted":
+                continue
+            stopping.append(self.delete(kept))
+            kept.member.terminal.stop_transactions()  # hurries the deletion (drain_terminal)
         return defer.DeferredList(stopping)
 
 
@@ -274,8 +290,20 @@ class ApiRoot(resource.Resource):
     def render(self, request: server.Request) -> bytes | int:
         path = list(request.postpath or ())
         chosen = request.args.get(b"terminal")
-        if path[:1] == [b"transactions"] and chosen:
-            # GET /api/transactions?terminal=t1: the journal of one farm terminal.
+        if path[:1] == [b"transactions"] and chosen and chosen[-1]:  # empty: every terminal
+            # GET /api/transactions?terminal=t1: one terminal's rows of the journal (the
+            # command line's terminal's API reads them all, get_transactions filters).
+            name = chosen[-1].decode("utf-8", errors="replace")
+            if not self.farm.named(name):
+                try:
+                    self.api._check_access(request, ("transactions",))  # before saying which
+                except ApiError as error:
+                    return error_response(request, error)
+                return error_response(request, ApiError(
+                    404, f"No terminal {name[:40]!r} in the farm.", code="unknown_terminal"))
+            if len([part for part in path if part]) == 1 or name not in self.farm.terminals:
+                return self.api.render(request)
+            # One transaction, or its decision: that terminal's routes answer.
             path = [b"terminals", chosen[-1], *path]
         elif path in ([b"openapi.json"], [b"openapi.json", b""]) and self.openapi is not None:
             if request.method not in READING:  # open to all: it says nothing of the state
@@ -340,8 +368,19 @@ class ApiRoot(resource.Resource):
         if method == b"PATCH":
             self.farm.change(kept, self.api._object(self.api._body(request)))
             return Reply(kept.to_json(self._console(request)))
-        console = self._console(request)
-        return self.farm.delete(kept).addCallback(lambda _: Reply(kept.to_json(console)))
+        return self._delete(kept, self._console(request))
+
+    def _delete(self, kept: FarmTerminal, console: str | None
+                ) -> Reply | defer.Deferred[Reply]:
+        """202 at once while it still answers transactions (state "deleting", its counters'
+        `pending` says how many), else 200 once it is released (state "deleted")."""
+        deleted = self.farm.delete(kept)
+        if kept.state == "deleting" and kept.member.terminal.pending:
+            assert kept.refusing is not None  # set by delete()
+            # Once its port is closed: whoever reads this answer cannot connect any more.
+            return _after(kept.refusing).addCallback(
+                lambda _: Reply(kept.to_json(console), 202))
+        return deleted.addCallback(lambda _: Reply(kept.to_json(console)))
 
     def _check_origin(self, request: server.Request) -> None:
         origin = request.getHeader(b"origin")
@@ -351,10 +390,13 @@ class ApiRoot(resource.Resource):
 
     def _terminal_route(self, request: server.Request, rest: list[bytes]) -> bytes | int:
         """/api/terminals/{id}/...: the terminal's own API answers, with the rest of the
-        path; a deleted terminal answers reads only."""
+        path; a deleted terminal answers reads only, and one being deleted reads and the
+        decisions of the transactions it still answers."""
         self.api._check_access(request, ("terminals",))  # before saying which ids exist
         kept = self._find(rest[0])
-        if kept.state != "listening" and request.method not in READING:
+        deciding = len(rest) == 4 and rest[1] == b"transactions" and rest[3] == b"decision"
+        if request.method not in READING and not (
+                kept.state == "listening" or (kept.state == "deleting" and deciding)):
             raise ApiError(409, f"Terminal {kept.id} is deleted: its routes only read.",
                            code="terminal_deleted")
         request.postpath = rest[1:]

@@ -17,21 +17,14 @@ of a POST /api/terminals.
 
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
+from ...tomlfile import decode, line_of
 from ..behaviour import SettingsError, TerminalSettings
 from ..options import UsageError
-from ..profiles import _line_of
 
 KEYS = ("port", "profile", "label", "settings")
 LOWEST_PORT = 1024  # below: ports a test farm has no business taking (here and in the API)
@@ -52,23 +45,18 @@ def load(path: str) -> tuple[TerminalSpec, ...]:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}:1: cannot read the terminals file: {error}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"line (\d+)", str(error))
-        raise UsageError(f"{path}:{match.group(1) if match else 1}: not valid TOML: "
-                         f"{error}") from None
+    data = decode(text, path, _usage_error)
     if not data:
         raise UsageError(f"{path}:1: the file names no terminal (one [table] per terminal)")
     specs = []
     ports: dict[int, str] = {}
     for name, table in data.items():
         def fail(key: str | None, reason: str, section: str = name) -> UsageError:
-            return UsageError(f"{path}:{_line_of(text, section, key)}: {reason}")
+            return UsageError(f"{path}:{line_of(text, section, key)}: {reason}")
 
         if not isinstance(table, dict):
             raise fail(None, f"{name!r} must be a table: [{name}] and its keys")
-        specs.append(TerminalSpec(f"{path}:{_line_of(text, name, None)}",
+        specs.append(TerminalSpec(f"{path}:{line_of(text, name, None)}",
                                   _body(name, table, fail)))
         port = specs[-1].body.get("port")
         if isinstance(port, int) and port:
@@ -76,6 +64,10 @@ def load(path: str) -> tuple[TerminalSpec, ...]:
                 raise fail("port", f"port {port} is already that of [{ports[port]}]")
             ports[port] = name
     return tuple(specs)
+
+
+def _usage_error(where: str, reason: str) -> UsageError:
+    return UsageError(f"{where}: {reason}")
 
 
 def _body(name: str, table: dict[str, Any], fail: Callable[..., UsageError]

@@ -8,6 +8,8 @@ rows waiting for it. Only the answer latency is counted as it happens: an
 observer of each terminal puts every answer's time in a histogram.
 
 The command line's terminal is `terminal="main"`; a farm terminal its id.
+The journal, which holds every terminal's transactions, is reported once,
+as main's.
 A read like the others: with a token, it needs it (or the console's cookie).
 """
 
@@ -20,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from twisted.web import resource, server
 
-from ..journal import Journal
+from ..journal import Rows
 from ..service import FINAL_STATUSES, Terminal, Transaction
 from .api import READING, ApiError, ControlApi, error_response
 
@@ -31,7 +33,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                    180.0)
 
 # Each terminal to report, by its label: the terminal and its journal.
-Terminals = Callable[[], Iterable[tuple[str, Terminal, Journal | None]]]
+Terminals = Callable[[], Iterable[tuple[str, Terminal, Rows | None]]]
 
 
 class _Latency:

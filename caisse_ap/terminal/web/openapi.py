@@ -84,10 +84,14 @@ def _schemas() -> dict[str, Schema]:
         "decided_by": _nullable("string"),
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "exchange": _nullable("object"),
-        "mode": {"type": "string", "enum": ["simulated", "proxied", "replayed"]},
+        "mode": {"type": "string",
+                 "enum": ["simulated", "proxied", "replayed", "conformance"]},
         "deviations": {"type": "array", "items": {"type": "object"}},
         "terminal": {"type": ["string", "null"],
                      "description": "the farm terminal's id; null: the command line's"},
+        "scenario": {"type": "string",
+                     "description": "the conformance kit's scenario that answered "
+                                    "(--conformance); absent otherwise"},
         "decision_deadline": {"type": "string",
                               "description": "only while waiting for a manual decision"},
     }, ("id", "status", "request", "answer", "decided_by", "terminal"))
@@ -157,6 +161,23 @@ def _schemas() -> dict[str, Schema]:
                                  ("status", "elapsed_s"),
                                  description="the object `caisse-ap-ip-client --json` prints"),
         "Session": _object({"token_required": {"type": "boolean"}}, ("token_required",)),
+        "ConformanceVerdict": _object({
+            "name": {"type": "string"}, "title": {"type": "string"},
+            "passed": {"type": "boolean"}, "expected": {"type": "string"},
+            "concluded": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "string"}},
+            "fact": _nullable("string"), "fix": _nullable("string"),
+            "requests": {"type": "integer", "minimum": 0}}, ("name", "passed")),
+        "ConformanceSession": _object({
+            "index": {"type": "integer", "minimum": 0},
+            "total": {"type": "integer", "minimum": 0},
+            "finished": {"type": "boolean"},
+            "current": {"type": ["object", "null"],
+                        "description": "the scenario being played (its expected conclusion "
+                                       "is not given: the tester says what the POS showed)"},
+            "answers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "verdicts": {"type": "array", "items": _ref("ConformanceVerdict")},
+            "report": {}}, ("index", "total", "finished", "verdicts")),
         "FarmTerminal": farm_terminal,
         "FarmTerminals": _object({"max_terminals": {"type": "integer", "minimum": 0},
                                   "terminals": {"type": "array",
@@ -214,6 +235,8 @@ def _terminal_routes() -> dict[str, dict[str, Schema]]:
                "how many, newest first"),
         _query("after", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                "only ids greater than this"),
+        _query("before", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+               "only ids smaller than this (the next page of an export)"),
         _query("status", {"type": "string", "enum": list(STATUSES)}, "only this status"),
     ]
     outcomes = {"oneOf": [_ref("Outcome"), {"type": "array", "items": _ref("Outcome"),
@@ -274,6 +297,18 @@ def _terminal_routes() -> dict[str, dict[str, Schema]]:
             "responses": {"200": {"description": "log lines",
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
                           **_errors(400, 401, 404)}}},
+        "/conformance": {"get": {
+            "summary": "The conformance session of caisse-ap-ip-server --conformance: the "
+                       "scenario played, the verdicts (404 without a session)",
+            "responses": {"200": _json(_ref("ConformanceSession")), **_errors(401, 404)}}},
+        "/conformance/answer": {"post": {
+            "summary": "What the POS showed for the scenario just played; answers its verdict",
+            "requestBody": _body(_object(
+                {"shown": {"type": "string",
+                           "enum": ["approved", "refused", "unknown", "failure"]}},
+                ("shown",))),
+            "responses": {"200": _json(_ref("ConformanceVerdict")),
+                          **_errors(*BODY_ERRORS, 404, 409)}}},
     }
 
 
@@ -295,9 +330,17 @@ def _farm_routes() -> dict[str, dict[str, Schema]]:
                       "parameters": one, "requestBody": _body(_ref("FarmTerminalChange")),
                       "responses": {"200": _json(_ref("FarmTerminal")),
                                     **_errors(*BODY_ERRORS, 404, 409)}},
-            "delete": {"summary": "Stop it: answers what is in flight; its rows stay readable",
+            "delete": {"summary": "Stop it: it accepts nothing more at once, answers what is in "
+                                  "flight as it would have, then is released; its rows stay in "
+                                  "the journal",
                        "parameters": one,
-                       "responses": {"200": _json(_ref("FarmTerminal"), "deleted"),
+                       "responses": {"200": _json(_ref("FarmTerminal"),
+                                                  "released (state deleted): nothing was "
+                                                  "in flight, or it is over"),
+                                     "202": _json(_ref("FarmTerminal"),
+                                                  "accepted (state deleting): it still answers "
+                                                  "counters.pending transactions, then is "
+                                                  "released; GET it to follow"),
                                      **_errors(401, 403, 404)}}},
     }
 
@@ -309,8 +352,9 @@ def document() -> dict[str, Any]:
         paths["/api" + path] = operations
     paths["/api/transactions"]["get"]["parameters"] = [
         *paths["/api/transactions"]["get"]["parameters"],
-        _query("terminal", {"type": "string", "pattern": "^t[1-9][0-9]*$"},
-               "a farm terminal's journal instead of the command line's terminal's")]
+        _query("terminal", {"type": "string", "pattern": "^(main|t[1-9][0-9]*)$"},
+               "one terminal's rows of the journal (main: the command line's terminal); "
+               "without it, every terminal's, each naming its own")]
     paths.update(_farm_routes())
     for path, operations in _terminal_routes().items():
         paths["/api/terminals/{terminal_id}" + path] = {

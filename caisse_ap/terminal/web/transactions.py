@@ -56,6 +56,8 @@ def complete(record: Record) -> TransactionJson:
         "mode": record.get("mode", "simulated"),
         "deviations": record.get("deviations", []),
         "terminal": record.get("terminal"),
+        # Only in a conformance session's transactions: the scenario that answered.
+        **({"scenario": record["scenario"]} if record.get("scenario") else {}),
     }
 
 

@@ -74,9 +74,10 @@
     "request-error": "demande invalide",
     terminal: "terminal réel (proxy)",
     recording: "enregistrement rejoué",
+    scenario: "scénario du kit de conformité",
   };
   // Where the answer came from, when not from this simulator (--proxy, --replay).
-  const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu" };
+  const ORIGIN_WORDS = { proxied: "proxy", replayed: "rejeu", conformance: "conformité" };
   const OUTCOME_WORDS = {
     approved: "Acceptée",
     partial: "Acceptée en partie",
@@ -723,6 +724,7 @@
       fact("Répondue", tx.answered_at ? formatDateTime(tx.answered_at) : "—"),
       fact("Durée", formatSeconds(tx.duration_s)),
       fact("Décidée par", word(DECIDED_BY_WORDS, tx.decided_by)),
+      tx.scenario ? fact("Scénario", tx.scenario) : null,
       tx.reason ? fact("Motif", `${tx.reason.code} · ${tx.reason.label || ""}`) : null,
       fact("Protocole", tx.protocol === "concert-e+" ? "Concert E+ (liaison série)" : "Caisse-AP sur IP"),
       (tx.deviations || []).length ? fact("Écarts", deviationList(tx)) : null,
@@ -1573,6 +1575,9 @@
     const status = $("journal-filter").value;
     const query = new URLSearchParams({ limit: String(JOURNAL_LIMIT) });
     if (status) query.set("status", status);
+    const terminal = journalTerminal();
+    if (terminal) query.set("terminal", terminal);
+    loadJournalTerminals(); // not awaited: the farm's list only names the filter's choices
     try {
       const data = await api("GET", `api/transactions?${query}`);
       state.journal = data.transactions || [];
@@ -1584,7 +1589,52 @@
     }
   }
 
-  const JOURNAL_COLUMNS = ["N°", "Reçue à", "Caisse", "Opération", "Montant", "Issue", "Décidée par", "Durée"];
+  // One journal holds every terminal's transactions (the command line's and the farm's):
+  // on the command line's terminal's page a filter keeps one terminal's ("main": its own),
+  // its choices read from the farm. A farm terminal's page reads its own rows only.
+  const farmLabels = new Map(); // farm terminal id -> its label
+  function journalTerminal() {
+    return FARM_TERMINAL ? "" : $("journal-terminal").value;
+  }
+
+  async function loadJournalTerminals() {
+    if (FARM_TERMINAL) return;
+    let farm;
+    try {
+      farm = await api("GET", "api/terminals");
+    } catch (error) {
+      return; // no farm (an older server) or no token yet: the filter stays as it is
+    }
+    const terminals = farm.terminals || [];
+    for (const terminal of terminals) farmLabels.set(terminal.id, terminal.label);
+    const select = $("journal-terminal");
+    const chosen = select.value;
+    const choices = [["", "Tous"], ["main", "Terminal principal"]].concat(
+      terminals.map((terminal) => [terminal.id, terminalName(terminal.id)]));
+    if (chosen && !choices.some(([value]) => value === chosen)) choices.push([chosen, terminalName(chosen)]);
+    const key = JSON.stringify(choices);
+    if (select.dataset.choices !== key) {
+      select.replaceChildren(...choices.map(([value, text]) => el("option", { value }, text)));
+      select.dataset.choices = key;
+      select.value = chosen;
+    }
+    $("journal-terminal-field").hidden = terminals.length === 0 && !chosen;
+  }
+
+  // What the journal's filters keep, in words: " de cette issue", " de ce terminal"...
+  function filteredWords(status, terminal) {
+    if (status && terminal) return " de cette issue et de ce terminal";
+    return status ? " de cette issue" : terminal ? " de ce terminal" : "";
+  }
+
+  // A row's terminal as people name it: "principal" (the command line's), or its label.
+  function terminalName(id) {
+    if (!id) return "principal";
+    const label = farmLabels.get(id);
+    return label && label !== id ? `${label} (${id})` : `Terminal ${id}`;
+  }
+
+  const JOURNAL_COLUMNS = ["N°", "Reçue à", "Caisse", "Opération", "Montant", "Issue", "Décidée par", "Durée", "Terminal"];
   const openJournalRows = new Set(); // ids whose details are shown
 
   function renderJournal() {
@@ -1604,6 +1654,7 @@
         badge(tx),
         word(DECIDED_BY_WORDS, tx.decided_by),
         formatSeconds(tx.duration_s),
+        terminalName(tx.terminal),
       ];
       rows.push(el("tr", { dataset: { status: tx.status, id: tx.id }, className: open ? "is-open" : null },
         ...cells.map((cell, index) => el("td", {
@@ -1617,7 +1668,7 @@
     $("journal-body").replaceChildren(...rows);
     const count = state.journal.length;
     $("journal-message").textContent = count === 0
-      ? ($("journal-filter").value ? "Aucune transaction de cette issue dans le journal." : "Aucune transaction dans le journal.")
+      ? `Aucune transaction${filteredWords($("journal-filter").value, journalTerminal())} dans le journal.`
       : `${count} transaction${count > 1 ? "s" : ""}${count >= JOURNAL_LIMIT ? ` : les ${NUMBER.format(JOURNAL_LIMIT)} plus récentes (les exports prennent tout)` : ""}.`;
   }
 
@@ -1664,7 +1715,7 @@
       `${d.label}${deviationDetail(d) ? ` : ${deviationDetail(d)}` : ""}`).join(" ; ")],
     ["Trame de la demande", (tx) => tx.request_frame],
     ["Trame de la réponse", (tx) => tx.answer_frame],
-    ["Terminal", (tx) => tx.terminal], // a farm terminal's id; empty: the command line's
+    ["Terminal", (tx) => tx.terminal || "principal"], // a farm terminal's id, or the command line's
   ];
 
   // The CSV of a French spreadsheet: ";" between cells, a decimal comma.
@@ -1697,12 +1748,13 @@
 
   // Every transaction the filter asks for, read from the journal page by page (newest
   // first), up to EXPORT_LIMIT: {rows, cut}. Throws ApiError when the server fails.
-  async function journalForExport(status) {
+  async function journalForExport(status, terminal) {
     const rows = [];
     let before = null;
     while (rows.length < EXPORT_LIMIT) {
       const query = new URLSearchParams({ limit: String(JOURNAL_LIMIT) });
       if (status) query.set("status", status);
+      if (terminal) query.set("terminal", terminal);
       if (before !== null) query.set("before", String(before));
       const page = (await api("GET", `api/transactions?${query}`)).transactions || [];
       rows.push(...page);
@@ -1715,9 +1767,10 @@
   async function exportJournal(kind) {
     // Never a stale file: what the server says now, or nothing.
     const status = $("journal-filter").value;
+    const terminal = journalTerminal();
     let found;
     try {
-      found = await journalForExport(status);
+      found = await journalForExport(status, terminal);
     } catch (error) {
       $("journal-message").textContent = "Export impossible : le serveur ne répond pas. Rien n’a été téléchargé.";
       return;
@@ -1725,7 +1778,8 @@
     const { rows, cut } = found;
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
     // A file cut at the limit says so in its name, and the page says it too.
-    const name = `journal-caisse-ap-${FARM_TERMINAL ? `${FARM_TERMINAL}-` : ""}${stamp}${cut ? `-les-${EXPORT_LIMIT}-plus-recentes` : ""}`;
+    const fileTerminal = FARM_TERMINAL || terminal;
+    const name = `journal-caisse-ap-${fileTerminal ? `${fileTerminal}-` : ""}${stamp}${cut ? `-les-${EXPORT_LIMIT}-plus-recentes` : ""}`;
     if (kind === "csv") {
       // The BOM lets spreadsheets read the file as UTF-8 (€, accents).
       download(`${name}.csv`, "text/csv;charset=utf-8", "\ufeff" + toCsv(rows));
@@ -1733,7 +1787,7 @@
       download(`${name}.json`, "application/json",
         JSON.stringify({ transactions: rows }, null, 2) + "\n");
     }
-    const which = status ? " de cette issue" : "";
+    const which = filteredWords(status, terminal);
     $("journal-message").textContent = cut
       ? `Exporté : les ${NUMBER.format(EXPORT_LIMIT)} transactions les plus récentes${which} (la limite d’un export) ; les plus anciennes ne sont pas dans le fichier.`
       : `Exporté : ${NUMBER.format(rows.length)} transaction${rows.length > 1 ? "s" : ""}${which}, tout ce que le journal en garde.`;
@@ -1775,6 +1829,7 @@
       loadJournal();
     });
     $("journal-filter").addEventListener("change", () => loadJournal());
+    $("journal-terminal").addEventListener("change", () => loadJournal());
     $("export-csv").addEventListener("click", () => exportJournal("csv"));
     $("export-json").addEventListener("click", () => exportJournal("json"));
     $("journal-body").addEventListener("click", (event) => {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer, protocol, task, threads
 from twisted.internet.interfaces import IReactorTime
@@ -108,7 +108,7 @@ class RunningTerminal:
         refusing, stopped = drain_terminal(self.terminal)
         return refusing, self._stop_after(stopped)
 
-    def _stop_after(self, stopped: defer.Deferred[Any]) -> defer.Deferred[None]:
+    def _stop_after(self, stopped: defer.Deferred[None]) -> defer.Deferred[None]:
         if self.farm is not None:
             farm = self.farm
             stopped.addBoth(lambda _: farm.stop())

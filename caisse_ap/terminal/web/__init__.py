@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...i18n import N_, _
-from ...number_text import with_point
+from ...number_text import read_decimal
 from ..journal import DEFAULT_MAX_ROWS, Journal, JournalError, Rows
 from ..options import (
     DEFAULTS,
@@ -106,7 +106,7 @@ def _max_web_connections(text: str) -> int:
 
 def _web_seconds(text: str) -> float:
     try:
-        value = float(with_point(text))
+        value = float(read_decimal(text))
     except ValueError:
         value = float("nan")
     if not 0 < value <= 3600:  # NaN fails too

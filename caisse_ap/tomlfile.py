@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TypeGuard, TypeVar, overload
 
 from . import tags
 
@@ -35,8 +35,15 @@ NESTING = 32  # brackets deep: where deep_line() places a value nested too deepl
 
 ErrorFactory = Callable[[str, str], Exception]  # (where "file:line", reason) -> the error
 
+# A file's values are untrusted: `object` until a reader checked their type.
+Table = dict[str, object]  # a TOML table (tomllib's keys are always text)
 
-def decode(text: str, where: str, error: ErrorFactory) -> dict[str, Any]:
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+_D = TypeVar("_D")
+
+
+def decode(text: str, where: str, error: ErrorFactory) -> Table:
     """The tables of TOML `text`, or `error("where:line", reason)` when it is not TOML."""
     try:
         return tomllib.loads(text)
@@ -48,6 +55,11 @@ def decode(text: str, where: str, error: ErrorFactory) -> dict[str, Any]:
         raise error(f"{where}:{deep_line(text)}", "arrays or tables nested too deeply") from None
     except ValueError as problem:  # an integer of over 4,300 digits, and the like
         raise error(f"{where}:1", f"not valid TOML: {problem}") from None
+
+
+def all_text(values: Sequence[object]) -> TypeGuard[Sequence[str]]:
+    """Whether every value of a list read from a file is text."""
+    return all(isinstance(value, str) for value in values)
 
 
 def deep_line(text: str) -> int:
@@ -96,7 +108,7 @@ class TableReader:
     `fail(key, reason)` is the error to raise, at the key's line.
     """
 
-    def __init__(self, path: str, text: str, table: dict[str, Any], section: str = "", *,
+    def __init__(self, path: str, text: str, table: Table, section: str = "", *,
                  error: ErrorFactory) -> None:
         self.path, self.text, self.table, self.section = path, text, table, section
         self.error = error
@@ -111,7 +123,25 @@ class TableReader:
         section = f"{self.section}.{name}" if self.section else name
         return TableReader(self.path, self.text, value, section, error=self.error)
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    # The kinds a file's value may have, and what get() then gives (a list's or a
+    # table's items are still unchecked: `object`).
+    @overload
+    def get(self, key: str, kind: type[list[object]], default: list[object]) -> list[object]:
+        ...
+
+    @overload
+    def get(self, key: str, kind: type[dict[str, object]], default: Table) -> Table: ...
+
+    @overload
+    def get(self, key: str, kind: type[_T]) -> _T | None: ...
+
+    @overload
+    def get(self, key: str, kind: type[_T], default: _D) -> _T | _D: ...
+
+    @overload
+    def get(self, key: str, kind: tuple[type[_T], type[_U]], default: _D) -> _T | _U | _D: ...
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: object = None) -> object:
         """The value of `key`, which must be of `kind` (true and false are not numbers),
         or `default` when the table lacks it."""
         self.used.add(key)
@@ -125,7 +155,13 @@ class TableReader:
                                  f"not {value!r}")
         return value
 
-    def text_in(self, key: str, tag: str, default: Any = None) -> Any:
+    @overload
+    def text_in(self, key: str, tag: str) -> str | None: ...
+
+    @overload
+    def text_in(self, key: str, tag: str, default: str) -> str: ...
+
+    def text_in(self, key: str, tag: str, default: str | None = None) -> str | None:
         """A text value that must fit the tag's size in the tag table."""
         value = self.get(key, str, default)
         if value is not None and value is not default:
@@ -153,4 +189,4 @@ class TableReader:
         return f"{self.section}.{key}" if self.section else key
 
 
-__all__ = ["NESTING", "TableReader", "decode", "deep_line", "line_of"]
+__all__ = ["NESTING", "Table", "TableReader", "all_text", "decode", "deep_line", "line_of"]

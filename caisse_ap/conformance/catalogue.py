@@ -16,14 +16,14 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from .. import tlv
 from ..errors import CaisseApError
 from ..i18n import N_, language, said
 from ..terminal import profiles
 from ..terminal.behaviour import OUTCOMES, PAYMENT_TYPES
-from ..tomlfile import TableReader, decode, line_of
+from ..tomlfile import TableReader, all_text, decode, line_of
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -141,29 +141,28 @@ def parse(text: str, where: str = "<scenario>") -> Scenario:
 
 
 def _scenario(top: TableReader, where: str) -> Scenario:
-    values: dict[str, Any] = {"path": where}
+    texts: dict[str, str] = {}
     for key in ("name", "title", "title_en", "description", "description_en", "fact",
                 "source", "fix", "expect"):
         value = top.get(key, str)
         if value is None or not value.strip():
             raise top.fail(key if key in top.table else None, f"the scenario needs a {key}")
-        values[key] = " ".join(value.split())
+        texts[key] = " ".join(value.split())
     for key in ("fact_en", "fix_en"):  # optional: a scenario of one's own may be French only
-        values[key] = " ".join(top.get(key, str, "").split())
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,47}", values["name"]):
-        raise top.fail("name", f"name {values['name']!r} must be 1 to 48 lower-case letters, "
+        texts[key] = " ".join(top.get(key, str, "").split())
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,47}", texts["name"]):
+        raise top.fail("name", f"name {texts['name']!r} must be 1 to 48 lower-case letters, "
                                "digits or dashes")
-    if values["expect"] not in CONCLUSIONS:
+    if texts["expect"] not in CONCLUSIONS:
         raise top.fail("expect", f"expect must be one of {', '.join(CONCLUSIONS)}, "
-                                 f"not {values['expect']!r}")
+                                 f"not {texts['expect']!r}")
     amount = top.get("amount", str, "12.50")
     if not re.fullmatch(r"\d{1,10}\.\d{2}", amount) or amount.replace(".", "").strip("0") == "":
         raise top.fail("amount", f"amount {amount!r} must be a positive amount like 12.50")
-    values["amount"] = amount
-    values["terminal"] = _terminal(top.sub("terminal"))
-    values["network"] = _network(top.sub("network"), values["terminal"])
+    terminal = _terminal(top.sub("terminal"))
+    network = _network(top.sub("network"), terminal)
     top.check_known()
-    return Scenario(**values)
+    return Scenario(**texts, amount=amount, terminal=terminal, network=network, path=where)
 
 
 def _terminal(table: TableReader) -> TerminalPart:
@@ -183,7 +182,7 @@ def _terminal(table: TableReader) -> TerminalPart:
     fields_table = table.sub("fields")
     answer_fields = []
     for tag in fields_table.table:
-        value = fields_table.get(tag, str)
+        value = fields_table.get(tag, str, "")  # there: the default is never used
         if not tlv.is_tag(tag):
             raise fields_table.fail(tag, f"{tag!r} is not a tag (two upper-case letters)")
         if not 1 <= len(value) <= tlv.MAX_VALUE_LENGTH or not (value.isascii()
@@ -192,7 +191,7 @@ def _terminal(table: TableReader) -> TerminalPart:
                                          "characters")
         answer_fields.append((tag, value))
     first = table.get("first", list, [])
-    if not all(isinstance(tag, str) and tlv.is_tag(tag) for tag in first):
+    if not all_text(first) or not all(tlv.is_tag(tag) for tag in first):
         raise table.fail("first", "first must list tags")
     raw = table.get("raw", str)
     if raw is not None and not raw:
@@ -206,7 +205,10 @@ def _terminal(table: TableReader) -> TerminalPart:
     return part
 
 
-def _seconds(table: TableReader, key: str, default: Any) -> Any:
+_Pause = TypeVar("_Pause", float, None)  # a pause's default: some seconds, or none
+
+
+def _seconds(table: TableReader, key: str, default: _Pause) -> float | _Pause:
     value = table.get(key, (int, float), default)
     if value is not None and not 0 <= value <= MAX_PAUSE:
         raise table.fail(key, f"{key} must be 0 to {MAX_PAUSE:g} seconds, not {value}")
@@ -239,7 +241,7 @@ def _network(table: TableReader, terminal: TerminalPart) -> NetworkPart:
 
 def _tags(table: TableReader, key: str) -> tuple[str, ...]:
     listed = table.get(key, list, [])
-    if not all(isinstance(tag, str) and tlv.is_tag(tag) for tag in listed):
+    if not all_text(listed) or not all(tlv.is_tag(tag) for tag in listed):
         raise table.fail(key, f"{key} must list tags (two upper-case letters)")
     return tuple(listed)
 

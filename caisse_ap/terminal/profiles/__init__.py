@@ -20,16 +20,17 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TypedDict
 
 from ... import messages, tags, tlv, tomlfile
 from ...errors import CaisseApError
-from ...tomlfile import TableReader
+from ...tomlfile import Table, TableReader, all_text
 
 PROFILE_DIR = Path(__file__).parent
 DEFAULT = "standard"
@@ -221,6 +222,46 @@ def _mask_example(profile: Profile) -> str:
 
 # --- Reading a file ---------------------------------------------------------------
 
+# What each table of the file gives the Profile, checked.
+
+
+class _Request(TypedDict):
+    amount_min_digits: int
+    amount_max_digits: int
+    zero_amount_reason: str
+    applications: tuple[str, ...]
+
+
+class _Answer(TypedDict):
+    answer_version: str | None
+    pad_amount: bool
+    amount_width: int
+    field_order: tuple[str, ...]
+    approval_reason: str | None
+    immediate_status: str
+    immediate_status_busy: str | None
+    cf_max: int | None
+    amount_as_received: bool
+
+
+class _Card(TypedDict):
+    mask: str
+    shown_first: int
+    shown_last: int
+    pan_type: str | None
+
+
+class _Contract(TypedDict):
+    contract_length: int | None
+    seller_contract: str
+    send_contract: bool
+
+
+class _Failure(TypedDict):
+    failure_details: MappingProxyType[str, str]
+    failure_fields: tuple[str, ...]
+    cheque_reason: str
+
 
 def load(path: str | Path) -> Profile:
     """Read and check a profile file; ProfileError (file, line, reason) if it is wrong."""
@@ -270,9 +311,9 @@ def parse(text: str, where: str = "<profile>") -> Profile:
                                                                    "too deeply") from None
 
 
-def _profile(where: str, text: str, data: dict[str, Any]) -> Profile:
+def _profile(where: str, text: str, data: Table) -> Profile:
     top = TableReader(where, text, data, error=ProfileError)
-    values: dict[str, Any] = {"path": where}
+    values: dict[str, str] = {}
     for key in ("name", "label", "source"):
         value = top.get(key, str)
         if not value or not value.strip():
@@ -287,34 +328,35 @@ def _profile(where: str, text: str, data: dict[str, Any]) -> Profile:
     if not source_fr.isprintable():
         raise top.fail("source_fr", f"source_fr must be one line of printable text, "
                                     f"not {source_fr!r}")
-    values["source_fr"] = source_fr
     silent = top.get("silent", list, [])
-    if not all(isinstance(note, str) for note in silent):
+    if not all_text(silent):
         raise top.fail("silent", "silent must be a list of texts")
-    values["silent"] = tuple(silent)
-    values.update(_request(top.sub("request")))
-    values.update(_answer(top.sub("answer")))
-    values.update(_card(top.sub("card")))
-    values.update(_contract(top.sub("contract")))
-    values.update(_failure(top.sub("failure")))
-    values["actions"] = _actions(top.sub("actions"))
+    request = _request(top.sub("request"))
+    answer = _answer(top.sub("answer"))
+    card = _card(top.sub("card"))
+    contract = _contract(top.sub("contract"))
+    failure = _failure(top.sub("failure"))
+    actions = _actions(top.sub("actions"))
     receipt = top.sub("receipt")
-    values["receipt_tickets"] = receipt.get("tickets", bool, False)
-    values["receipt_html"] = receipt.get("html", bool, False)
+    receipt_tickets = receipt.get("tickets", bool, False)
+    receipt_html = receipt.get("html", bool, False)
     receipt.check_known()
-    values["extra_tags"] = _extra_tags(top.sub("extra_tags"))
+    extra_tags = _extra_tags(top.sub("extra_tags"))
     concert = top.sub("concert")
     status = concert.get("immediate_status", str, "9")
     if status not in CONCERT_STATUSES:
         raise concert.fail("immediate_status", f"concert.immediate_status must be one of "
                                                f"{', '.join(CONCERT_STATUSES)}, not {status!r}")
-    values["concert_immediate_status"] = status
     concert.check_known()
     top.check_known()
-    return Profile(**values)
+    return Profile(name=values["name"], label=values["label"], source=values["source"],
+                   silent=tuple(silent), path=where, source_fr=source_fr, **request, **answer,
+                   **card, **contract, **failure, actions=actions,
+                   receipt_tickets=receipt_tickets, receipt_html=receipt_html,
+                   extra_tags=extra_tags, concert_immediate_status=status)
 
 
-def _request(table: TableReader) -> dict[str, Any]:
+def _request(table: TableReader) -> _Request:
     cb = tags.tag("CB")
     digits = {}
     for key, default in (("amount_min_digits", cb.min_size), ("amount_max_digits", cb.max_size)):
@@ -327,65 +369,64 @@ def _request(table: TableReader) -> dict[str, Any]:
                                               "request.amount_max_digits")
     zero = table.get("zero_amount_reason", str, "09")
     _check_code(table, "zero_amount_reason", zero, tags.FAILURE_REASONS, "AF")
-    applications = table.get("applications", list, list(STANDARD_APPLICATIONS))
-    for code in applications:
+    applications: list[str] = []
+    for code in table.get("applications", list, list(STANDARD_APPLICATIONS)):
         if not isinstance(code, str):
             raise table.fail("applications", f"request.applications holds {code!r}, not text")
         table.check_fits("applications", "CC", code)
+        applications.append(code)
     if len(set(applications)) != len(applications):
         raise table.fail("applications", "request.applications names an application twice")
     table.check_known()
-    return {**digits, "zero_amount_reason": zero, "applications": tuple(applications)}
+    return _Request(amount_min_digits=digits["amount_min_digits"],
+                    amount_max_digits=digits["amount_max_digits"], zero_amount_reason=zero,
+                    applications=tuple(applications))
 
 
-def _answer(table: TableReader) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _answer(table: TableReader) -> _Answer:
     version = table.text_in("version", "CZ")
     if version is not None and not version.isdigit():
         raise table.fail("version", f"answer.version must be 4 digits, not {version!r}")
-    values["answer_version"] = version
-    values["pad_amount"] = table.get("pad_amount", bool, False)
+    pad_amount = table.get("pad_amount", bool, False)
     width = table.get("amount_width", int, 12)
     cb = tags.tag("CB")
     if not cb.min_size <= width <= cb.max_size:
         raise table.fail("amount_width", f"answer.amount_width {width} does not fit CB: the "
                                          f"tag table allows {cb.min_size} to {cb.max_size}")
-    values["amount_width"] = width
-    order = table.get("order", list, [])
-    for tag in order:
+    order: list[str] = []
+    for tag in table.get("order", list, []):
         if not (isinstance(tag, str) and tlv.is_tag(tag)):
             raise table.fail("order", f"answer.order holds {tag!r}, not a tag")
+        order.append(tag)
     if len(set(order)) != len(order):
         raise table.fail("order", "answer.order names a tag twice")
     if order and order[0] != tlv.FIRST_TAG:
         raise table.fail("order", f"answer.order must start with {tlv.FIRST_TAG}: every "
                                   "message starts with it")
-    values["field_order"] = tuple(order)
     reason = table.get("approval_reason", str)
     if reason is not None:
         _check_code(table, "approval_reason", reason, tags.FAILURE_REASONS, "AF")
-    values["approval_reason"] = reason
     status = table.get("immediate_status", str, "11")
     if status not in ("10", "11"):
         raise table.fail("immediate_status", f"answer.immediate_status must be 10 or 11, "
                                              f"not {status!r}")
-    values["immediate_status"] = status
     busy = table.get("immediate_status_busy", str)
     if busy is not None:
         _check_code(table, "immediate_status_busy", busy, tags.ACTION_STATUS, "AE")
-    values["immediate_status_busy"] = busy
     cf_max = table.get("cf_max", int)
     cf = tags.tag("CF")
     if cf_max is not None and not cf.min_size <= cf_max <= cf.max_size:
         raise table.fail("cf_max", f"answer.cf_max {cf_max} does not fit CF: the tag table "
                                    f"allows {cf.min_size} to {cf.max_size} characters")
-    values["cf_max"] = cf_max
-    values["amount_as_received"] = table.get("amount_as_received", bool, False)
+    amount_as_received = table.get("amount_as_received", bool, False)
     table.check_known()
-    return values
+    return _Answer(answer_version=version, pad_amount=pad_amount, amount_width=width,
+                   field_order=tuple(order), approval_reason=reason, immediate_status=status,
+                   immediate_status_busy=busy, cf_max=cf_max,
+                   amount_as_received=amount_as_received)
 
 
-def _card(table: TableReader) -> dict[str, Any]:
+def _card(table: TableReader) -> _Card:
     mask = table.get("mask", str, "#")
     if len(mask) != 1 or mask.isdigit() or not (mask.isascii() and mask.isprintable()):
         raise table.fail("mask", f"card.mask must be one printable character that is not a "
@@ -399,10 +440,10 @@ def _card(table: TableReader) -> dict[str, Any]:
         raise table.fail("shown_last", f"card.shown_last must be 0 to 4, not {last}")
     pan_type = table.text_in("pan_type", "AL")
     table.check_known()
-    return {"mask": mask, "shown_first": first, "shown_last": last, "pan_type": pan_type}
+    return _Card(mask=mask, shown_first=first, shown_last=last, pan_type=pan_type)
 
 
-def _contract(table: TableReader) -> dict[str, Any]:
+def _contract(table: TableReader) -> _Contract:
     length = table.get("length", int)
     cg = tags.tag("CG")
     if length is not None and not cg.min_size <= length <= cg.max_size:
@@ -414,27 +455,28 @@ def _contract(table: TableReader) -> dict[str, Any]:
                          f"contract.default {default!r} is not {length} characters long")
     send = table.get("send", bool, True)
     table.check_known()
-    return {"contract_length": length, "seller_contract": default, "send_contract": send}
+    return _Contract(contract_length=length, seller_contract=default, send_contract=send)
 
 
-def _failure(table: TableReader) -> dict[str, Any]:
+def _failure(table: TableReader) -> _Failure:
     details_table = table.sub("details")
     details: dict[str, str] = {}
     for code in details_table.table:
-        text = details_table.get(code, str)
+        text = details_table.get(code, str, "")  # there: the default is never used
         _check_code(details_table, code, code, tags.FAILURE_REASONS, "AF")
         details_table.check_fits(code, "AF", code + text)
         details[code] = text
-    fields_added = table.get("fields", list, [])
-    for tag in fields_added:
-        if tag not in FAILURE_FIELDS:
+    fields_added: list[str] = []
+    for tag in table.get("fields", list, []):
+        if not isinstance(tag, str) or tag not in FAILURE_FIELDS:
             raise table.fail("fields", f"failure.fields holds {tag!r}; a failure may carry "
                                        f"{' and '.join(FAILURE_FIELDS)} only")
+        fields_added.append(tag)
     cheque = table.get("cheque_reason", str, "04")
     _check_code(table, "cheque_reason", cheque, tags.FAILURE_REASONS, "AF")
     table.check_known()
-    return {"failure_details": MappingProxyType(details),
-            "failure_fields": tuple(dict.fromkeys(fields_added)), "cheque_reason": cheque}
+    return _Failure(failure_details=MappingProxyType(details),
+                    failure_fields=tuple(dict.fromkeys(fields_added)), cheque_reason=cheque)
 
 
 def _actions(table: TableReader) -> MappingProxyType[str, str]:
@@ -442,7 +484,7 @@ def _actions(table: TableReader) -> MappingProxyType[str, str]:
         return STANDARD_ACTIONS
     actions: dict[str, str] = {}
     for code in table.table:
-        kind = table.get(code, str)
+        kind = table.get(code, str, "")  # there: the default is never used
         if code not in tags.ACTIONS:
             raise table.fail(code, f"CD code {code!r} is not in the tag table's CD codes "
                                    f"({', '.join(tags.ACTIONS)})")
@@ -467,7 +509,7 @@ def _extra_tags(table: TableReader) -> tuple[ExtraTag, ...]:
         value = spec.get("value", str, "")
         length = spec.get("length", int, 0)
         on = spec.get("on", list, ["approved"])
-        if not on or any(kind not in ANSWER_KINDS for kind in on):
+        if not on or not all_text(on) or any(kind not in ANSWER_KINDS for kind in on):
             raise spec.fail("on", f"on must list some of {', '.join(ANSWER_KINDS)}")
         spec.check_known()
         key, example = _example(spec, tag, fill, value, length)
@@ -496,7 +538,8 @@ def _example(spec: TableReader, tag: str, fill: str, value: str, length: int) ->
     return "length", "0" * length
 
 
-def _check_code(table: TableReader, key: str, code: str, codes: dict[str, Any], tag: str) -> None:
+def _check_code(table: TableReader, key: str, code: str, codes: Collection[str],
+                tag: str) -> None:
     if code not in codes:
         raise table.fail(key, f"{code!r} is not a {tag} code of the tag table "
                               f"({', '.join(codes)})")

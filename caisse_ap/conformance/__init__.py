@@ -15,24 +15,21 @@ passed; runner.py runs a POS command or a callable through the catalogue.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from .catalogue import CONCLUSIONS, Scenario, ScenarioError, builtins, load, parse, select
 from .judge import PosRun, Verdict, WireRecord, judge
-from .runner import DEFAULT_JOBS, callable_pos, command_pos, run_all, run_scenario
+from .runner import DEFAULT_JOBS, Pay, callable_pos, command_pos, run_all, run_scenario
 
 DEFAULT_POS_TIMEOUT = 30.0
 
 
-def check(pay: Callable[[str, int, str], Any], scenarios: list[Scenario] | None = None,
+def check(pay: Pay, scenarios: list[Scenario] | None = None,
           pos_timeout: float = DEFAULT_POS_TIMEOUT, jobs: int = DEFAULT_JOBS) -> list[Verdict]:
     """Run `pay(host, port, amount) -> Outcome` through the catalogue (or `scenarios`)."""
     chosen = list(builtins().values()) if scenarios is None else scenarios
     return run_all(chosen, callable_pos(pay), pos_timeout, jobs)
 
 
-def check_one(pay: Callable[[str, int, str], Any], scenario: Scenario,
+def check_one(pay: Pay, scenario: Scenario,
               pos_timeout: float = DEFAULT_POS_TIMEOUT) -> Verdict:
     """One scenario for `pay`: for a pytest test per scenario (docs/conformance.md)."""
     return run_scenario(scenario, callable_pos(pay), pos_timeout)

@@ -24,9 +24,10 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO, TypedDict
 
 from twisted.internet import defer, stdio
+from twisted.internet.interfaces import IAddress, IReactorCore, IReactorFDSet
 from twisted.protocols.basic import LineReceiver
 
 from ..i18n import _, language
@@ -42,18 +43,59 @@ from .session import SHOWN, ConformanceSession, Step, shown_word
 from .wire import ScenarioFactory, ScenarioProtocol
 
 if TYPE_CHECKING:
+    from ..terminal.app import RunningTerminal
+    from ..terminal.server import IdleWatch
     from ..terminal.service import Terminal, Transaction
+    from ..twisted import IReactorTCPTime
 
 log = logging.getLogger("caisse_ap.conformance")
 
 MAX_CONNECTIONS = 16  # a session serves one POS; a few resends or probes at most
 
 
+# The session as the web console reads it (GET /api/conformance, docs/api.md).
+
+
+class ScenarioJson(TypedDict):
+    name: str
+    title: str
+    description: str
+    amount: str
+    paid: bool
+    played: bool
+    requests: int
+    malformed: int
+    connections: int
+
+
+class VerdictJson(TypedDict):
+    name: str
+    title: str
+    passed: bool
+    expected: str
+    concluded: str
+    problems: list[str]
+    fact: str
+    fix: str
+    requests: int
+
+
+class SessionJson(TypedDict):
+    index: int
+    total: int
+    finished: bool
+    current: ScenarioJson | None
+    answers: dict[str, str]
+    verdicts: list[VerdictJson]
+    report: str | None
+
+
 class SessionFactory(ScenarioFactory):
     """The terminal's connections during a session: each takes the current scenario."""
 
-    def __init__(self, session: ConformanceSession, pos_timeout: float, reactor: Any,
-                 idle_watch: Any, terminal: Terminal | None = None) -> None:
+    def __init__(self, session: ConformanceSession, pos_timeout: float,
+                 reactor: IReactorTCPTime, idle_watch: IdleWatch,
+                 terminal: Terminal | None = None) -> None:
         step = session.current
         assert step is not None  # a session starts with at least one scenario
         super().__init__(step.scenario, pos_timeout, reactor)
@@ -68,7 +110,7 @@ class SessionFactory(ScenarioFactory):
         """The server's port asks before accepting: a session is one POS at a time."""
         return MAX_CONNECTIONS - len(self.protocols)
 
-    def buildProtocol(self, addr: Any) -> ScenarioProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ScenarioProtocol:
         if self.session.finished:
             return None  # type: ignore[return-value]  # Twisted closes the connection
         step = self.session.connection_started(self.reactor.seconds())
@@ -208,13 +250,14 @@ class SessionDriver:
             self.say(_("cannot write the report: %s") % error)
         self.session.index = len(self.session.steps)  # q: the rest is not played
         if self.stop_when_done:
-            self.factory.reactor.stop()
+            # The command line's reactor: Twisted's own, which is one (IReactorCore).
+            IReactorCore(self.factory.reactor).stop()
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> SessionJson:
         """The session as JSON, for the web console (the expected conclusion of the
         scenario being played is not given: the tester says what the POS showed)."""
         step = self.session.current
-        current = None
+        current: ScenarioJson | None = None
         if step is not None:
             record = step.record
             current = {"name": step.scenario.name, "title": step.scenario.text("title"),
@@ -229,7 +272,7 @@ class SessionDriver:
                 "report": self.report_written}
 
 
-def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+def _verdict_json(verdict: Verdict) -> VerdictJson:
     return {"name": verdict.scenario.name, "title": verdict.scenario.text("title"),
             "passed": verdict.passed, "expected": word(verdict.scenario.expect),
             "concluded": word(verdict.concluded), "problems": list(verdict.problems),
@@ -279,11 +322,11 @@ def _verdict_text(verdict: Verdict) -> str:
     return "\n".join([head, *(f"    - {problem}" for problem in verdict.problems)])
 
 
-def terminal_factory(options: ConformanceOptions) -> Callable[[Any], SessionFactory]:
+def terminal_factory(options: ConformanceOptions) -> Callable[[Terminal], SessionFactory]:
     """What builds the terminal's connections during the session (app.TerminalOptions)."""
     from ..terminal.server import IdleWatch
 
-    def build(terminal: Any) -> SessionFactory:
+    def build(terminal: Terminal) -> SessionFactory:
         factory = SessionFactory(options.session, options.pos_timeout, terminal.reactor,
                                  IdleWatch(terminal), terminal)
         factory.driver = SessionDriver(factory, options.report, options.stop_when_done)
@@ -297,11 +340,12 @@ def describe_terminal(options: ConformanceOptions) -> str:
             "payment, the tester answering on this console")
 
 
-def start(running: Any, reactor: Any) -> None:
+def start(running: RunningTerminal, reactor: IReactorTCPTime) -> None:
     """Once the terminal serves: the tester's console on standard input and output, and
     the web console's page (GET /api/conformance) when the console is on."""
-    driver = running.terminal.listening_port.factory.driver
-    stdio.StandardIO(TesterConsole(driver), reactor=reactor)
+    driver: SessionDriver = running.terminal.listening_port.factory.driver
+    # The command line's reactor: Twisted's own, which reads files too (IReactorFDSet).
+    stdio.StandardIO(TesterConsole(driver), reactor=IReactorFDSet(reactor))
     if running.console is not None:
         running.console.api.conformance = driver
         log.info("conformance session in the web console: %sconformance.html",

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from .. import testing
 from ..i18n import _
@@ -35,6 +34,8 @@ OUTPUT_KEPT = 2000  # characters of a POS's output kept for the report
 DEFAULT_JOBS = 8
 
 PosCall = Callable[[str, int, str, float], PosRun]
+# pay(host, port, amount): an Outcome, or its name (anything else is a failure).
+Pay = Callable[[str, int, str], object]
 
 
 def command_pos(command: str) -> PosCall:
@@ -63,13 +64,13 @@ def _tail(output: bytes | None) -> str:
     return (output or b"").decode("utf-8", errors="replace")[-OUTPUT_KEPT:]
 
 
-def callable_pos(pay: Callable[[str, int, str], Any]) -> PosCall:
+def callable_pos(pay: Pay) -> PosCall:
     """A POS in this process: `pay(host, port, amount)` returns an Outcome (or its
     name: "approved", "declined", "accepted", "unknown"); an exception is a failure."""
 
     def run(host: str, port: int, amount: str, limit: float) -> PosRun:
         started = time.monotonic()
-        box: dict[str, Any] = {}
+        box: dict[str, str] = {}  # "outcome" or "error", as text
 
         worker = threading.Thread(target=_call_into, args=(box, pay, host, port, amount),
                                   daemon=True)
@@ -92,8 +93,7 @@ def callable_pos(pay: Callable[[str, int, str], Any]) -> PosCall:
     return run
 
 
-def _call_into(box: dict[str, Any], pay: Callable[[str, int, str], Any], host: str,
-               port: int, amount: str) -> None:
+def _call_into(box: dict[str, str], pay: Pay, host: str, port: int, amount: str) -> None:
     try:
         outcome = pay(host, port, amount)
         box["outcome"] = str(getattr(outcome, "value", outcome))

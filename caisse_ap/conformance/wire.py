@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    ITCPTransport,
+)
 from twisted.python.failure import Failure
 
 from .. import tlv
@@ -32,13 +38,16 @@ from .catalogue import Scenario
 from .judge import WireRecord
 from .plan import Plan, make_plan, settings_for
 
+if TYPE_CHECKING:
+    from ..twisted import IReactorTCPTime
+
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class ScenarioProtocol(protocol.Protocol):
     """One POS connection: every request it sends gets the scenario's plan."""
 
-    transport: Any  # a TCP transport: abortConnection, getHandle
+    transport: ITCPTransport | None  # abortConnection; getHandle too, on a socket
 
     def __init__(self, kit: ScenarioFactory) -> None:
         self.kit = kit
@@ -147,15 +156,16 @@ class ScenarioProtocol(protocol.Protocol):
             waiting.callback(None)
 
 
-class ScenarioFactory(protocol.Factory):
-    def __init__(self, scenario: Scenario, pos_timeout: float, reactor: Any) -> None:
+class ScenarioFactory(protocol.ServerFactory):
+    def __init__(self, scenario: Scenario, pos_timeout: float,
+                 reactor: IReactorTCPTime) -> None:
         self.scenario = scenario
         self.pos_timeout = pos_timeout
         self.reactor = reactor
         self.record = WireRecord()
         self.protocols: set[ScenarioProtocol] = set()
         self.all_closed: defer.Deferred[None] | None = None
-        self.port: Any = None
+        self.port: IListeningPort | None = None
 
     # Hooks for a session of scenarios (manual.py); the runner needs none.
 
@@ -168,12 +178,14 @@ class ScenarioFactory(protocol.Factory):
     def connection_lost(self, connection: ScenarioProtocol) -> None:
         """`connection` is closed (its plans left unfinished will not be carried out)."""
 
-    def buildProtocol(self, addr: Any) -> ScenarioProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ScenarioProtocol:
         return ScenarioProtocol(self)
 
     def listen(self, host: str = "127.0.0.1") -> int:
         self.port = self.reactor.listenTCP(0, self, interface=host)
-        return int(self.port.getHost().port)
+        address = self.port.getHost()
+        assert isinstance(address, (IPv4Address, IPv6Address))  # a TCP port's
+        return address.port
 
     def when_closed(self, grace: float) -> defer.Deferred[None]:
         """Fires once the POS closed every connection, or after `grace` seconds."""
@@ -189,7 +201,7 @@ class ScenarioFactory(protocol.Factory):
 
         timer = self.reactor.callLater(grace, give_up)
 
-        def stop_timer(result: Any) -> Any:
+        def stop_timer(result: None | Failure) -> None | Failure:
             if timer.active():
                 timer.cancel()
             return result
@@ -197,13 +209,19 @@ class ScenarioFactory(protocol.Factory):
         waiting.addBoth(stop_timer)
         return waiting
 
-    def stop(self) -> defer.Deferred[Any]:
+    def stop(self) -> defer.Deferred[None]:
         """Stop listening and drop whatever is still open."""
         for proto in list(self.protocols):
             proto.closing = True
             if proto.transport is not None:
                 proto.transport.abortConnection()
-        return defer.maybeDeferred(self.port.stopListening)
+        port = self.port
+        assert port is not None  # listen() came first
+
+        def stop_listening() -> defer.Deferred[None]:
+            return port.stopListening() or defer.succeed(None)  # None: stopped already
+
+        return defer.maybeDeferred(stop_listening)
 
 
 __all__ = ["ScenarioFactory", "ScenarioProtocol"]

@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from .. import masking, money, tlv
 from ..errors import CaisseApError
@@ -206,14 +206,21 @@ def _fields(value: object) -> list[Field]:
     return [(tag, text) for tag, text in value]
 
 
-def _transaction(entry: dict[str, Any], line: int) -> RecordedTransaction:  # JSON read back
+def _transaction(entry: dict[str, object], line: int) -> RecordedTransaction:  # JSON read back
     segments = []
-    for item in entry.get("segments") or []:
+    items = entry.get("segments") or []
+    if not isinstance(items, list):
+        raise TypeError(f"segments must be a list, not {type(items).__name__}")
+    for item in items:
+        if not isinstance(item, dict):
+            raise TypeError(f"a segment must be an object, not {type(item).__name__}")
         if item["from"] not in DIRECTIONS:
             raise ValueError(f"a segment comes from {item['from']!r}, not pos or terminal")
         segments.append(Segment(float(item["at"]), item["from"], item["data"].encode("latin-1")))
     answer = entry.get("answer")
     latency = entry.get("latency_s")
+    if not (latency is None or isinstance(latency, (int, float, str))):
+        raise TypeError(f"latency_s must be a number, not {type(latency).__name__}")
     return RecordedTransaction(_fields(entry["request"]),
                                None if answer is None else _fields(answer),
                                str(entry["status"]), segments,

@@ -191,6 +191,20 @@ def test_events_follow_the_write_and_show_the_transaction_as_it_was():
     assert (final["status"], final["answer_frame"]) == ("approved", tlv.encode(ANSWER).decode())
 
 
+def test_a_request_event_names_the_farm_terminal_and_mode_of_its_transaction():
+    journal, clock = grouped()
+    hub = EventHub(ManualDecisions(_Terminal()))
+    feed = TransactionFeed(journal, hub)
+    txn = received(6)
+    txn.terminal, txn.mode = "t1", "proxied"
+    feed.request_received(txn)
+    clock.advance(WRITE_DELAY)
+    sent: list[bytes] = []
+    hub.subscribe(sent.append, last_event_id=0)
+    request = json.loads(sent[0].decode().split("data: ")[1])
+    assert (request["status"], request["terminal"], request["mode"]) == ("pending", "t1", "proxied")
+
+
 # --- No journal when nothing can read it -------------------------------------------------
 
 

@@ -118,8 +118,11 @@ class EventHub:
 
 
 def _as_received(txn: Transaction) -> Transaction:
-    """A copy of a transaction as its request arrived (pending, no answer yet)."""
-    return Transaction(txn.id, txn.peer, txn.received_at, txn.request_fields, txn.request)
+    """A copy of a transaction as its request arrived (pending, no answer yet), with what
+    the request already says of it: its terminal, protocol and mode."""
+    return Transaction(txn.id, txn.peer, txn.received_at, txn.request_fields, txn.request,
+                       protocol=txn.protocol, exchange=txn.exchange, mode=txn.mode,
+                       terminal=txn.terminal)
 
 
 class TransactionFeed:

@@ -921,11 +921,20 @@ def test_no_web():
 
 
 def test_a_token_is_made_when_the_web_host_is_not_loopback_and_none_given(reactor_thread,
-                                                                          caplog):
+                                                                          caplog, monkeypatch):
     """start() as the command line calls it; the listening address is kept on 127.0.0.1."""
     from caisse_ap.terminal import cli
+    from caisse_ap.terminal.web import site
 
     reactor = reactor_thread.reactor
+
+    class LoopbackPort(site.LimitedPort):
+        """The console's port (site.LimitedPort), kept on 127.0.0.1."""
+
+        def __init__(self, port, factory, backlog, interface, reactor):
+            super().__init__(port, factory, backlog, "127.0.0.1", reactor)
+
+    monkeypatch.setattr(site, "LimitedPort", LoopbackPort)
 
     class LoopbackOnly:
         """The reactor, but every port stays on 127.0.0.1 and no trigger is registered."""

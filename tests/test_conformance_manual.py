@@ -223,11 +223,17 @@ def _api(port: int, method: str, path: str, body: object = None) -> tuple[int, d
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
                                      method=method,
                                      headers={"Content-Type": "application/json"})
+    from openapi_check import check_response
+
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            return response.status, json.loads(response.read())
+            status, kind, answer = (response.status, response.headers.get("content-type"),
+                                    json.loads(response.read()))
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        status, kind, answer = (error.code, error.headers.get("content-type"),
+                                json.loads(error.read()))
+    check_response(method, path, status, kind, answer)  # as docs/openapi.json says
+    return status, answer
 
 
 def test_the_conformance_api_refuses_what_cannot_be_answered():

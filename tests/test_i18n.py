@@ -88,6 +88,7 @@ def english_sentences() -> list[str]:
 
 
 @pytest.mark.parametrize("script", [SERVER_SCRIPT, CLIENT_SCRIPT], ids=["server", "client"])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_help_is_french_under_a_french_lang_with_no_english_sentence(script):
     done = run(script, "--help", language="fr")
     assert done.returncode == 0, done.stderr
@@ -97,6 +98,7 @@ def test_help_is_french_under_a_french_lang_with_no_english_sentence(script):
 
 
 @pytest.mark.parametrize("script", [SERVER_SCRIPT, CLIENT_SCRIPT], ids=["server", "client"])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_help_is_english_under_lang_c(script):
     done = run(script, "--help", language="en")
     assert done.returncode == 0, done.stderr
@@ -112,6 +114,7 @@ def test_help_is_english_under_lang_c(script):
     ({"LANG": "de_DE.UTF-8"}, False),
     ({"LANG": "C", "LANGUAGE": "fr"}, True),
 ])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_the_language_follows_gettexts_variables(variables, french):
     done = server("--list-amount-rules", language=variables.pop("LANG"), **variables)
     assert done.returncode == 0, done.stderr
@@ -125,6 +128,7 @@ def test_the_language_follows_gettexts_variables(variables, french):
     ("fr", "caisse-ap-ip-server : erreur : argument -d/--duration : nombre de secondes"),
     ("en", "caisse-ap-ip-server: error: argument -d/--duration: duration must be a number"),
 ])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_server_errors_in_the_users_language(language, words):
     done = server("-d", "soon", language=language)
     assert done.returncode == 2
@@ -133,6 +137,7 @@ def test_server_errors_in_the_users_language(language, words):
 
 @pytest.mark.parametrize("language, words", [
     ("fr", "arguments non reconnus : --bogus"), ("en", "unrecognized arguments: --bogus")])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_argparse_words_in_the_users_language(language, words):
     for done in (server("--bogus", language=language), client("--bogus", language=language)):
         assert done.returncode == 2 and words in done.stderr, done.stderr
@@ -140,6 +145,7 @@ def test_argparse_words_in_the_users_language(language, words):
 
 
 @pytest.mark.parametrize("language", ["fr", "en"])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_list_profiles_says_where_facts_come_from_not_the_projects_history(language):
     done = server("--list-profiles", language=language)
     assert done.returncode == 0, done.stderr
@@ -150,6 +156,7 @@ def test_list_profiles_says_where_facts_come_from_not_the_projects_history(langu
     assert ("docs/protocol.md, sections 4 et 5" in done.stdout) is (language == "fr")
 
 
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_amount_rules_listing_in_french():
     done = server("--list-amount-rules", language="fr")
     assert done.returncode == 0, done.stderr
@@ -159,6 +166,7 @@ def test_amount_rules_listing_in_french():
     assert lines[-1].split() == ["tout", "le", "reste", "les", "réglages", "décident"]
 
 
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_client_result_words_in_french_and_json_the_same_in_both_languages():
     terminal = ServerProcess("--no-web", "-d", "0", "-f", "-ft", "refused", env=env_for("en"))
     try:
@@ -184,6 +192,7 @@ def test_client_result_words_in_french_and_json_the_same_in_both_languages():
     assert documents[0]["status"] == "declined" and documents[0]["amount"] == "12.50"
 
 
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_unreachable_terminal_in_french_and_json_untouched():
     done = client("-p", "1", "--connect-timeout", "0,5", language="fr")
     assert done.returncode == 4
@@ -192,6 +201,7 @@ def test_unreachable_terminal_in_french_and_json_untouched():
     assert json.loads(document.stdout)["problem"].endswith("; nothing was sent")
 
 
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_french_output_never_fails_on_an_encoding_without_accents():
     """LANG=fr_FR.UTF-8 without that locale installed, and an ASCII output: accents
     become '?', the command does not crash."""
@@ -216,6 +226,7 @@ def test_the_compiled_catalog_ships_in_the_wheel():
     assert any(fnmatch(shipped, pattern) for pattern in patterns), patterns
 
 
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_library_errors_stay_english_for_programs_and_carry_the_french_form():
     """str() of a request error is what programs and the API read: English whatever the
     locale; `local` is what the client shows."""

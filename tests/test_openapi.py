@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+from dataclasses import replace
 
 import openapi_check
 from openapi_spec_validator import validate
 
-from caisse_ap.terminal import app
+from caisse_ap.deviations import KINDS, Deviation
+from caisse_ap.terminal import app, profiles
 from caisse_ap.terminal.behaviour import TerminalSettings
 from caisse_ap.terminal.web import WebOptions, openapi
-from caisse_ap.terminal.web.api import ERROR_CODES, ControlApi
+from caisse_ap.terminal.web.api import ERROR_CODES, TEST_PAYMENT_KEYS, ControlApi
 from caisse_ap.terminal.web.farm import ApiRoot
 
 
@@ -32,6 +34,24 @@ def test_every_error_code_and_event_is_described():
     assert document["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == \
         list(ERROR_CODES)
     assert set(document["x-events"]) == {"request", "answer", "settings"}
+
+
+def test_every_body_key_and_setting_the_api_takes_is_described():
+    schemas = openapi.document()["components"]["schemas"]
+    assert set(schemas["TestPayment"]["properties"]) == TEST_PAYMENT_KEYS
+    assert set(schemas["Settings"]["properties"]) == set(TerminalSettings().to_dict())
+
+
+def test_every_profile_and_deviation_is_as_described():
+    schemas = "#/components/schemas/"
+    copy = replace(profiles.builtins()["payxpert"], file="payxpert-shop.toml")
+    for profile in (*profiles.builtins().values(), copy):
+        openapi_check._validate({"$ref": schemas + "Profile"}, profile.to_json(),
+                                profile.key)
+    for code in KINDS:
+        for deviation in (Deviation(code), Deviation(code, "seen", "vu")):
+            openapi_check._validate({"$ref": schemas + "Deviation"}, deviation.to_json(),
+                                    code)
 
 
 def test_every_route_of_the_server_is_described(reactor_thread):

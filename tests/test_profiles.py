@@ -262,6 +262,7 @@ def test_a_hostile_profile_file_is_refused_with_file_line_and_reason(tmp_path, k
 
 
 @pytest.mark.parametrize("kind", ["fifo", "deep arrays"])
+@pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_the_server_refuses_a_hostile_profile_in_one_line_and_exit_2(tmp_path, kind):
     path, line, words = _hostile(tmp_path, kind)
     done = run_server("--profile", path, "--no-web", timeout=30)

@@ -55,6 +55,7 @@ log = logging.getLogger("caisse_ap.terminal.web")
 
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 5000
+WEB_BACKLOG = 50  # connections the kernel holds past the cap (listenTCP's default)
 # Where a container (Dockerfile, docker-compose.yml) passes the token: not on the
 # command line, which any local user can read in the process list.
 TOKEN_VARIABLE = "CAISSE_AP_WEB_TOKEN"
@@ -304,7 +305,7 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
     from twisted.internet.error import CannotListenError
 
     from .api import ControlApi
-    from .site import HostAllowlist, build_site
+    from .site import HostAllowlist, LimitedPort, build_site
 
     console: Console | None = None
 
@@ -325,9 +326,8 @@ def start_console(reactor: IReactorTCP, terminal: Terminal, journal: Journal,
         site.resource.putChild(b"api", ApiRoot(api, farm, document))
     site.resource.putChild(b"metrics", _metrics_page(api, farm))
     try:
-        # twisted.web's Site is a factory of protocols it leaves untyped.
-        port = reactor.listenTCP(options.port, site,  # type: ignore[arg-type]
-                                 interface=options.host)
+        port = LimitedPort(options.port, site, WEB_BACKLOG, options.host, reactor)
+        port.startListening()
     except CannotListenError as error:
         raise UsageError(_("cannot listen on %(host)s:%(port)s for the web console: %(why)s")
                          % {"host": options.host, "port": options.port,

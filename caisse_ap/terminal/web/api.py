@@ -68,6 +68,8 @@ SESSION_COOKIE = b"caisse-ap-ip-session"
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger id is no transaction
 TEST_PAYMENT_KEYS = {"amount", "currency", "action", "cheque", "host", "port", "timeout",
                      "partial", "immediate", "receipt", "reference", "confirm_real_payment"}
+# What a tester may say the POS showed (POST /api/conformance/answer).
+CONFORMANCE_SHOWN = ("approved", "refused", "unknown", "failure")
 # Where a test payment goes when the terminal listens on every address.
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -561,7 +563,7 @@ class ControlApi(resource.Resource):
         "refused", "unknown" or "failure"}; answers the scenario's verdict."""
         driver = self._session_driver()
         shown = self._object(self._body(request)).get("shown")
-        if shown not in ("approved", "refused", "unknown", "failure"):
+        if shown not in CONFORMANCE_SHOWN:
             raise ApiError(400, "shown must be approved, refused, unknown or failure.",
                            "shown")
         try:

@@ -18,9 +18,16 @@ import sys
 from typing import Any
 
 from ... import __version__
-from ..behaviour import MODES, OUTCOMES, STATUSES
+from ...deviations import KINDS, POS, TERMINAL
+from ...payment import NOT_SENT, Outcome
+from ..behaviour import FORWARDED, MODES, OUTCOMES, STATUSES
 from ..journal import MAX_LIMIT
-from .api import ERROR_CODES, MAX_ID, MAX_TEST_PAYMENTS
+from .api import (
+    CONFORMANCE_SHOWN,
+    ERROR_CODES,
+    MAX_ID,
+    MAX_TEST_PAYMENTS,
+)
 from .farm import DEFAULT_MAX_TERMINALS
 from .farm_file import LOWEST_PORT, MAX_LABEL
 
@@ -86,7 +93,9 @@ def _schemas() -> dict[str, Schema]:
         "exchange": _nullable("object"),
         "mode": {"type": "string",
                  "enum": ["simulated", "proxied", "replayed", "conformance"]},
-        "deviations": {"type": "array", "items": {"type": "object"}},
+        "deviations": {"type": "array", "items": _ref("Deviation"),
+                       "description": "what the proxy saw differ from the profile; "
+                                      "empty for a simulated answer"},
         "terminal": {"type": ["string", "null"],
                      "description": "the farm terminal's id; null: the command line's"},
         "scenario": {"type": "string",
@@ -101,6 +110,14 @@ def _schemas() -> dict[str, Schema]:
                        "interrupted_at_start": {"type": "integer"}}, ("state",))
     address = {"oneOf": [_object({"host": {"type": "string"}, "port": {"type": "integer"}},
                                  ("host", "port")), {"type": "null"}]}
+    upstream = {"oneOf": [
+        _object({"mode": {"const": "proxied"}, "host": {"type": "string"},
+                 "port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+                ("mode", "host", "port"), description="--proxy: the real terminal that answers"),
+        _object({"mode": {"const": "replayed"}, "file": _nullable("string"),
+                 "in_order": {"type": "boolean"}},
+                ("mode", "file", "in_order"), description="--replay: a recording answers"),
+        {"type": "null", "description": "this simulator answers"}]}
     error = _object({
         "error": {"type": "string", "description": "an English sentence for people"},
         "code": {"type": "string", "enum": list(ERROR_CODES),
@@ -134,9 +151,9 @@ def _schemas() -> dict[str, Schema]:
                                 ("transactions",)),
         "Status": _object({
             "version": {"type": "string"}, "token_required": {"type": "boolean"},
-            "journal": journal, "terminal": address, "web": address,
+            "journal": journal, "terminal": address, "web": address, "upstream": upstream,
             "settings": _ref("Settings"), "counters": COUNTERS,
-            "queue": {"type": "array", "items": outcome}, "choices": {"type": "object"},
+            "queue": {"type": "array", "items": outcome}, "choices": _ref("Choices"),
         }, ("token_required", "journal"),
             description="Without the token (when one is set): token_required and "
                         "journal.state only."),
@@ -146,38 +163,26 @@ def _schemas() -> dict[str, Schema]:
                                      "description": {"type": "string"}},
                                     ("match", "outcome"))}},
                                ("enabled", "source", "rules")),
-        "TestPayment": _object({
-            "amount": {"type": ["string", "number"]}, "currency": {"type": "string"},
-            "action": {"type": "string"}, "cheque": {"type": "boolean"},
-            "host": _nullable("string"),
-            "port": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
-            "partial": {"type": "boolean"}, "immediate": {"type": "boolean"},
-            "receipt": {"type": "boolean"}, "reference": {"type": "string"},
-        }, ("amount",), additionalProperties=False),
-        "PaymentResult": _object({"status": {"type": "string"},
-                                  "elapsed_s": {"type": "number"},
-                                  "fields": {"type": "object"}, "problem": _nullable("string")},
-                                 ("status", "elapsed_s"),
-                                 description="the object `caisse-ap-ip-client --json` prints"),
+        "TestPayment": _object(_test_payment_properties(), ("amount",),
+                               additionalProperties=False),
+        "PaymentResult": _object({
+            "status": {"type": "string", "enum": [*Outcome, NOT_SENT],
+                       "description": f"`{NOT_SENT}`: nothing was sent"},
+            "amount": {"type": "string"}, "currency": {"type": "string"},
+            "currency_symbol": _nullable("string"), "action": {"type": "string"},
+            "reason": {"oneOf": [_object({"code": {"type": "string"},
+                                          "label": {"type": "string"},
+                                          "details": {"type": "string"}}, ("code",)),
+                                 {"type": "null"}]},
+            "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "receipt": _nullable("string"), "elapsed_s": {"type": "number", "minimum": 0},
+            "request": {"type": "string"}, "answer": _nullable("string"),
+            "problem": _nullable("string"),
+            "dropped_after_answer": {"type": "string", "description": "bytes the terminal "
+                                     "wrote after its answer, not part of it"},
+        }, ("status", "elapsed_s"), description="the object `caisse-ap-ip-client --json` prints"),
         "Session": _object({"token_required": {"type": "boolean"}}, ("token_required",)),
-        "ConformanceVerdict": _object({
-            "name": {"type": "string"}, "title": {"type": "string"},
-            "passed": {"type": "boolean"}, "expected": {"type": "string"},
-            "concluded": {"type": "string"},
-            "problems": {"type": "array", "items": {"type": "string"}},
-            "fact": _nullable("string"), "fix": _nullable("string"),
-            "requests": {"type": "integer", "minimum": 0}}, ("name", "passed")),
-        "ConformanceSession": _object({
-            "index": {"type": "integer", "minimum": 0},
-            "total": {"type": "integer", "minimum": 0},
-            "finished": {"type": "boolean"},
-            "current": {"type": ["object", "null"],
-                        "description": "the scenario being played (its expected conclusion "
-                                       "is not given: the tester says what the POS showed)"},
-            "answers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "verdicts": {"type": "array", "items": _ref("ConformanceVerdict")},
-            "report": {}}, ("index", "total", "finished", "verdicts")),
         "FarmTerminal": farm_terminal,
         "FarmTerminals": _object({"max_terminals": {"type": "integer", "minimum": 0},
                                   "terminals": {"type": "array",
@@ -190,6 +195,107 @@ def _schemas() -> dict[str, Schema]:
                                {"minimum": LOWEST_PORT, "maximum": 65535}]},
         }, additionalProperties=False),
         "FarmTerminalChange": _object(farm_body, additionalProperties=False),
+        "Deviation": _object({
+            "code": {"type": "string", "enum": list(KINDS)},
+            "side": {"type": "string", "enum": [POS, TERMINAL],
+                     "description": "who deviates from the profile"},
+            "label": {"type": "string", "description": "in French"},
+            "detail": {"type": "string", "description": "what was seen, in English"},
+            "detail_fr": {"type": "string", "description": "the same in French (rows "
+                          "written before it existed lack it)"},
+        }, ("code", "side", "label", "detail")),
+        "Choices": _choices_schema(),
+        "Profile": _object({
+            "name": {"type": "string"}, "label": {"type": "string"},
+            "source": {"type": "string", "description": "the public source it follows"},
+            "source_fr": {"type": "string", "description": "the same in French"},
+            "file": {"type": ["string", "null"],
+                     "description": "the file it was read from; null: built in"},
+            "silent": {"type": "array", "items": {"type": "string"}},
+            "differences": {"type": "array", "items": _object(
+                {"point": {"type": "string"}, "standard": {"type": "string"},
+                 "profile": {"type": "string"}}, ("point", "standard", "profile"))},
+        }, ("name", "label", "source", "source_fr", "file", "silent", "differences")),
+        **_conformance_schemas(),
+    }
+
+
+def _test_payment_properties() -> dict[str, Schema]:
+    """The body of POST /api/test-payment: every key of api.TEST_PAYMENT_KEYS
+    (tests/test_openapi.py checks they are the same)."""
+    properties: dict[str, Schema] = {
+        "amount": {"type": ["string", "number"]}, "currency": {"type": "string"},
+        "action": {"type": "string"}, "cheque": {"type": "boolean"},
+        "host": _nullable("string"),
+        "port": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+        "partial": {"type": "boolean"}, "immediate": {"type": "boolean"},
+        "receipt": {"type": "boolean"}, "reference": {"type": "string"},
+        "confirm_real_payment": {
+            "type": "string", "description": "behind --proxy, a payment to the real terminal "
+            "(or to this server) is a real one: name that terminal as HOST:PORT to confirm "
+            "(else 400 `confirmation_required`)"},
+    }
+    return properties
+
+
+def _choices_schema() -> Schema:
+    names = {"type": "array", "items": {"type": "string"}}
+    return _object({
+        "modes": {"type": "array", "items": {"type": "string", "enum": list(MODES)}},
+        "failure_types": {"type": "array", "items": _object(
+            {"name": {"type": "string"}, "code": {"type": "string"},
+             "label": {"type": "string"}}, ("name", "code", "label"))},
+        "payment_types": {"type": "array", "items": _object(
+            {"name": {"type": "string"}, "code": {"type": "string"},
+             "label": {"type": "string"}, "scheme": {"type": "string"},
+             "read_mode": {"type": "string"}, "read_mode_label": {"type": "string"}},
+            ("name", "code", "label"))},
+        "outcomes": {"type": "array", "items": {"type": "string", "enum": list(OUTCOMES)}},
+        "forwarded_outcomes": {"type": "array",
+                               "items": {"type": "string", "enum": list(FORWARDED)},
+                               "description": "only behind --proxy or --replay"},
+        "actions": names,
+        "statuses": {"type": "array", "items": {"type": "string", "enum": list(STATUSES)}},
+        "profiles": {"type": "array", "items": _ref("Profile")},
+    }, ("modes", "failure_types", "payment_types", "outcomes", "forwarded_outcomes",
+        "actions", "statuses", "profiles"))
+
+
+def _conformance_schemas() -> dict[str, Schema]:
+    """The session of `caisse-ap-ip-server --conformance` (conformance/manual.py)."""
+    count = {"type": "integer", "minimum": 0}
+    scenario = _object({
+        "name": {"type": "string"}, "title": {"type": "string"},
+        "description": {"type": "string"}, "amount": {"type": "string"},
+        "paid": {"type": "boolean", "description": "a payment reached the terminal"},
+        "played": {"type": "boolean", "description": "played: the tester may answer"},
+        "requests": count, "malformed": count, "connections": count,
+    }, ("name", "title", "amount", "paid", "played"))
+    verdict = _object({
+        "name": {"type": "string"}, "title": {"type": "string"},
+        "passed": {"type": "boolean"}, "expected": {"type": "string"},
+        "concluded": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "fact": {"type": "string"}, "fix": {"type": "string"}, "requests": count,
+    }, ("name", "title", "passed", "expected", "concluded", "problems"))
+    return {
+        "ConformanceState": _object({
+            "index": count, "total": count, "finished": {"type": "boolean"},
+            "current": {"oneOf": [scenario, {"type": "null"}],
+                        "description": "the scenario to play (its expected conclusion is "
+                                       "not given); null once finished"},
+            "answers": {"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "the console's keys and what each one means"},
+            "verdicts": {"type": "array", "items": _ref("ConformanceVerdict")},
+            "report": {"type": ["string", "null"],
+                       "description": "the HTML report's path once written"},
+        }, ("index", "total", "finished", "current", "verdicts", "report")),
+        "ConformanceVerdict": verdict,
+        "ConformanceAnswer": _object({
+            "shown": {"type": "string", "enum": list(CONFORMANCE_SHOWN),
+                      "description": "what the POS showed for the scenario just played"},
+        }, ("shown",)),
     }
 
 
@@ -298,15 +404,13 @@ def _terminal_routes() -> dict[str, dict[str, Schema]]:
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
                           **_errors(400, 401, 404)}}},
         "/conformance": {"get": {
-            "summary": "The conformance session of caisse-ap-ip-server --conformance: the "
-                       "scenario played, the verdicts (404 without a session)",
-            "responses": {"200": _json(_ref("ConformanceSession")), **_errors(401, 404)}}},
+            "summary": "The conformance session (caisse-ap-ip-server --conformance; 404 "
+                       "without it, and always for a farm terminal)",
+            "responses": {"200": _json(_ref("ConformanceState")), **_errors(401, 404)}}},
         "/conformance/answer": {"post": {
-            "summary": "What the POS showed for the scenario just played; answers its verdict",
-            "requestBody": _body(_object(
-                {"shown": {"type": "string",
-                           "enum": ["approved", "refused", "unknown", "failure"]}},
-                ("shown",))),
+            "summary": "What the POS showed for the scenario just played: its verdict, once "
+                       "the POS closed its connection; then the next scenario",
+            "requestBody": _body(_ref("ConformanceAnswer")),
             "responses": {"200": _json(_ref("ConformanceVerdict")),
                           **_errors(*BODY_ERRORS, 404, 409)}}},
     }

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.web import http, resource, server
 
@@ -355,6 +356,21 @@ class QuietSite(server.Site):
         if debuglines.wanted(log):
             debuglines.debug(log, "web %s %s %d", request.method.decode(errors="replace"),
                              request.uri.decode(errors="replace"), request.code)
+
+
+class LimitedPort(tcp.Port):
+    """The console's listening port: it accepts, in one go, no more connections than the
+    site has room for. Twisted accepts up to a hundred per read, and a stopReading made
+    by the connection that fills the last place does not end that loop."""
+
+    def doRead(self) -> None:
+        site = cast(QuietSite, self.factory)  # Twisted types a Site as no factory of its own
+        free = site.max_connections - site.open_connections
+        if free <= 0:
+            self.stopReading()
+            return
+        self.numberAccepts = min(self.numberAccepts, free)
+        super().doRead()
 
 
 def build_site(api: ControlApi, hosts: HostAllowlist,

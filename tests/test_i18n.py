@@ -184,6 +184,7 @@ def test_client_result_words_in_french_and_json_the_same_in_both_languages():
     assert documents[0]["status"] == "declined" and documents[0]["amount"] == "12.50"
 
 
+@pytest.mark.slow
 def test_unreachable_terminal_in_french_and_json_untouched():
     done = client("-p", "1", "--connect-timeout", "0,5", language="fr")
     assert done.returncode == 4
@@ -192,6 +193,7 @@ def test_unreachable_terminal_in_french_and_json_untouched():
     assert json.loads(document.stdout)["problem"].endswith("; nothing was sent")
 
 
+@pytest.mark.slow
 def test_french_output_never_fails_on_an_encoding_without_accents():
     """LANG=fr_FR.UTF-8 without that locale installed, and an ASCII output: accents
     become '?', the command does not crash."""
@@ -216,6 +218,7 @@ def test_the_compiled_catalog_ships_in_the_wheel():
     assert any(fnmatch(shipped, pattern) for pattern in patterns), patterns
 
 
+@pytest.mark.slow
 def test_library_errors_stay_english_for_programs_and_carry_the_french_form():
     """str() of a request error is what programs and the API read: English whatever the
     locale; `local` is what the client shows."""

@@ -443,6 +443,7 @@ def test_connections_over_the_cap_wait_for_a_free_one():
         server.stop()
 
 
+@pytest.mark.slow
 def test_bad_web_limits_are_one_line_and_status_2():
     for args in (["--web-max-connections", "0"], ["--web-request-timeout", "nan"],
                  ["--web-max-connections", "9" * 5000]):

@@ -87,6 +87,7 @@ def english_sentences() -> list[str]:
 # --- Help, in each language ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [SERVER_SCRIPT, CLIENT_SCRIPT], ids=["server", "client"])
 def test_help_is_french_under_a_french_lang_with_no_english_sentence(script):
     done = run(script, "--help", language="fr")
@@ -96,6 +97,7 @@ def test_help_is_french_under_a_french_lang_with_no_english_sentence(script):
     assert [piece for piece in english_sentences() if piece in text] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [SERVER_SCRIPT, CLIENT_SCRIPT], ids=["server", "client"])
 def test_help_is_english_under_lang_c(script):
     done = run(script, "--help", language="en")
@@ -104,6 +106,7 @@ def test_help_is_english_under_lang_c(script):
     assert "afficher" not in done.stdout and "par défaut" not in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variables, french", [
     ({"LANG": "C", "LC_MESSAGES": "fr_FR.UTF-8"}, True),
     ({"LANG": "fr_FR.UTF-8", "LC_ALL": "C"}, False),
@@ -121,6 +124,7 @@ def test_the_language_follows_gettexts_variables(variables, french):
 # --- Errors, listings and results, in each language -----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("language, words", [
     ("fr", "caisse-ap-ip-server : erreur : argument -d/--duration : nombre de secondes"),
     ("en", "caisse-ap-ip-server: error: argument -d/--duration: duration must be a number"),
@@ -131,6 +135,7 @@ def test_server_errors_in_the_users_language(language, words):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(words), done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("language, words", [
     ("fr", "arguments non reconnus : --bogus"), ("en", "unrecognized arguments: --bogus")])
 def test_argparse_words_in_the_users_language(language, words):
@@ -139,6 +144,7 @@ def test_argparse_words_in_the_users_language(language, words):
         assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("language", ["fr", "en"])
 def test_list_profiles_says_where_facts_come_from_not_the_projects_history(language):
     done = server("--list-profiles", language=language)
@@ -150,6 +156,7 @@ def test_list_profiles_says_where_facts_come_from_not_the_projects_history(langu
     assert ("docs/protocol.md, sections 4 et 5" in done.stdout) is (language == "fr")
 
 
+@pytest.mark.slow
 def test_amount_rules_listing_in_french():
     done = server("--list-amount-rules", language="fr")
     assert done.returncode == 0, done.stderr
@@ -159,6 +166,7 @@ def test_amount_rules_listing_in_french():
     assert lines[-1].split() == ["tout", "le", "reste", "les", "réglages", "décident"]
 
 
+@pytest.mark.slow
 def test_client_result_words_in_french_and_json_the_same_in_both_languages():
     terminal = ServerProcess("--no-web", "-d", "0", "-f", "-ft", "refused", env=env_for("en"))
     try:

@@ -308,6 +308,7 @@ def test_non_numeric_amount_is_refused_with_status_7(server, raw_pos):
     assert last_transaction(server)["reason"]["code"] == "09"
 
 
+@pytest.mark.slow
 def test_any_byte_in_a_field_is_refused_and_the_line_goes_on(server, raw_pos):
     """A frame of the right size and LRC whose private field holds an é (0xE9), another
     whose amount holds a NUL: Caisse-AP values are printable ASCII, so each is refused

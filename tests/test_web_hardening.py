@@ -402,6 +402,7 @@ def closed_within(connection: socket.socket, seconds: float, trickle: bytes = b"
     return False
 
 
+@pytest.mark.slow
 def test_a_header_sent_one_byte_at_a_time_is_cut_off(strict_server):
     with socket.create_connection(("127.0.0.1", strict_server.web_port)) as connection:
         started = time.monotonic()
@@ -409,6 +410,7 @@ def test_a_header_sent_one_byte_at_a_time_is_cut_off(strict_server):
         assert 0.9 < time.monotonic() - started < 3
 
 
+@pytest.mark.slow
 def test_an_event_stream_outlives_the_request_time_out(strict_server):
     with socket.create_connection(("127.0.0.1", strict_server.web_port), timeout=10) as stream:
         stream.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{strict_server.web_port}"
@@ -423,6 +425,7 @@ def test_an_event_stream_outlives_the_request_time_out(strict_server):
             received += chunk
 
 
+@pytest.mark.slow
 def test_connections_over_the_cap_wait_for_a_free_one():
     server = ServerProcess("-d", "0", "--web-port", "0", "--web-max-connections", "4")
     held = [socket.create_connection(("127.0.0.1", server.web_port)) for _ in range(4)]

@@ -18,7 +18,7 @@ from typing import NoReturn, TypeVar
 
 from ..errors import CaisseApError
 from ..i18n import _, language
-from ..number_text import with_point
+from ..number_text import read_decimal, with_point
 from . import behaviour
 from .behaviour import SettingsError, TerminalSettings
 from .profiles import Profile, ProfileError
@@ -136,7 +136,8 @@ def positive_arg(kind: Callable[[str], Number], what: str) -> Callable[[str], Nu
     takes a decimal comma ("0,5"), an int whole digits."""
     def check(text: str) -> Number:
         try:
-            value: Number | None = kind(with_point(text)) if kind is float else kind(text)
+            # The one grammar of numbers (number_text): no exponent, nan or inf.
+            value: Number | None = kind(str(read_decimal(text))) if kind is float else kind(text)
         except ValueError:
             value = None
         if value is None or not 0 < value < 1e9:

@@ -101,11 +101,11 @@ class SerialOptions:
 
 def options_from_args(args: argparse.Namespace) -> SerialOptions | None:
     """The serial line the options name (None without --serial), checked."""
-    if args.serial is None:
-        return None
-    if args.serial_link is not None and args.serial != PTY:
+    if args.serial_link is not None and args.serial != PTY:  # without --serial too
         raise UsageError(_("--serial-link needs --serial pty (a device is used at its own "
                            "path)"))
+    if args.serial is None:
+        return None
     if args.serial == PTY:
         if args.serial_link is not None:
             _check_link_path(args.serial_link)

@@ -42,7 +42,7 @@ class PaymentTerminal(Actions[Coroutine[object, object, PaymentResult]]):
         return self._send(request)
 
     async def _send(self, request: PaymentRequest) -> PaymentResult:
-        exchange = Exchange(request, self.timeout)
+        exchange = Exchange(request, self.timeout, trailing_grace=self.trailing_grace)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port), self.connect_timeout)

@@ -41,7 +41,8 @@ from .payment import (
 
 WAIT_TICK = 1.0  # how often a waiting caller hears the elapsed time
 # TRAILING_GRACE (connection.py): how long optional fields may still join an answer
-# after its AE; read at each send, so that tests can lengthen it.
+# after its AE, unless the PaymentTerminal is given its own `trailing_grace`; read at
+# each send, so that tests of the command line (which gives none) can change it.
 RECV_SIZE = 4096
 
 __all__ = ["PaymentTerminal", "make_request", "pay"]
@@ -62,14 +63,17 @@ class PaymentTerminal(Actions[PaymentResult]):
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  register: str = "01", pos_id: str = "012345678901",
                  protocol_version: str = "0300",
-                 on_wait: Callable[[float], None] | None = None) -> None:
+                 on_wait: Callable[[float], None] | None = None,
+                 trailing_grace: float | None = None) -> None:
         super().__init__(host, port, timeout=timeout, connect_timeout=connect_timeout,
-                         register=register, pos_id=pos_id, protocol_version=protocol_version)
+                         register=register, pos_id=pos_id, protocol_version=protocol_version,
+                         trailing_grace=trailing_grace)
         self.on_wait = on_wait
 
     def send(self, request: PaymentRequest) -> PaymentResult:
         """Send `request` and read the answer; TerminalUnreachable if nothing could be sent."""
-        exchange = Exchange(request, self.timeout, trailing_grace=TRAILING_GRACE)
+        grace = TRAILING_GRACE if self.trailing_grace is None else self.trailing_grace
+        exchange = Exchange(request, self.timeout, trailing_grace=grace)
         _log("debug", "connecting to %s:%d", self.host, self.port)
         sock = _connect(self.host, self.port, self.connect_timeout)
         with sock:
@@ -128,7 +132,8 @@ def _log(level: str, message: str, *args: object) -> None:
 
 def pay(request: PaymentRequest, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> PaymentResult:
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        trailing_grace: float | None = None) -> PaymentResult:
     """Send a request built by make_request to host:port: PaymentTerminal(...).send(request)."""
-    return PaymentTerminal(host, port, timeout=timeout,
-                           connect_timeout=connect_timeout).send(request)
+    return PaymentTerminal(host, port, timeout=timeout, connect_timeout=connect_timeout,
+                           trailing_grace=trailing_grace).send(request)

@@ -75,9 +75,11 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
                  timeout: float = DEFAULT_TIMEOUT,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  register: str = "01", pos_id: str = "012345678901",
-                 protocol_version: str = "0300") -> None:
+                 protocol_version: str = "0300",
+                 trailing_grace: float | None = None) -> None:
         super().__init__(host, port, timeout=timeout, connect_timeout=connect_timeout,
-                         register=register, pos_id=pos_id, protocol_version=protocol_version)
+                         register=register, pos_id=pos_id, protocol_version=protocol_version,
+                         trailing_grace=trailing_grace)
         self.reactor = reactor
         # It keeps time too, as every Twisted reactor does (IReactorTime); the parameter
         # names only IReactorTCP, as callers' own annotations often do.
@@ -85,7 +87,8 @@ class PaymentTerminal(Actions[defer.Deferred[PaymentResult]]):
 
     def send(self, request: PaymentRequest) -> defer.Deferred[PaymentResult]:
         """Send `request` and read the answer (see the module's docstring)."""
-        exchange = Exchange(request, self.timeout, self.clock.seconds)
+        exchange = Exchange(request, self.timeout, self.clock.seconds,
+                            trailing_grace=self.trailing_grace)
         connector: list[IConnector] = []
 
         def cancel(_: defer.Deferred[PaymentResult]) -> None:

@@ -15,6 +15,7 @@ starts a process without being slow gets a warning naming it (`-ra` lists it).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -23,9 +24,17 @@ from typing import Any
 
 import pytest
 
-from caisse_ap import tlv
+from caisse_ap import client, tlv
 
 TIMEOUT = 10.0  # a test that waits this long has failed: never a pacing delay
+
+# The trailing grace the library clients get in tests not marked `trailing_grace`. The
+# simulated terminal keeps the connection open after answering, so each payment waits
+# the whole grace after its answer (0.4 s by default, for a TCP segment lost on a real
+# network and sent again). On 127.0.0.1 no segment is lost, and the terminal writes an
+# answer in one write unless a test cuts it on purpose: those tests, the ones about the
+# grace, carry the marker and keep the default.
+QUICK_GRACE = 0.05
 
 # Fixtures that start a browser (test_web_console.py's) or a server process (below): the
 # tests that use them, directly or through another fixture, are marked slow at collection.
@@ -74,6 +83,33 @@ def processes_only_in_slow_tests(request: pytest.FixtureRequest) -> Iterator[Non
             f"started {len(_processes_started)} process(es) ({_processes_started[0]}) "
             "without the slow marker: mark it @pytest.mark.slow, or use a fixture of "
             "conftest.SLOW_FIXTURES, so that `pytest -m \"not slow\"` leaves it out"))
+
+
+@pytest.fixture(autouse=True)
+def no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
+    """The server's command line run in-process (terminal/cli.py's configure_logging) gives
+    the root logger a handler on the sys.stderr of the moment: a test's captured stream,
+    closed after it. Left there, every later log line fails on it ("--- Logging error
+    ---" in the next test's stderr). Removed after the test; pytest's own handlers stay."""
+    root = logging.getLogger()
+    before = set(map(id, root.handlers))
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and id(handler) not in before:
+            root.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def trailing_grace(request: pytest.FixtureRequest,
+                   monkeypatch: pytest.MonkeyPatch) -> float | None:
+    """The `trailing_grace` to give a library client: QUICK_GRACE, or None (the default)
+    in a test marked `trailing_grace`. The blocking client, and so the command line run
+    in-process, reads its default from client.TRAILING_GRACE: set here as well.
+    Module-scoped fixtures run before this one, with the default."""
+    if request.node.get_closest_marker("trailing_grace"):
+        return None
+    monkeypatch.setattr(client, "TRAILING_GRACE", QUICK_GRACE)
+    return QUICK_GRACE
 
 
 class ReactorThread:

@@ -270,6 +270,7 @@ def test_a_second_message_after_the_answer_is_ignored(capsys):
     assert list(result["fields"]) == ["CZ", "AE", "CJ", "CA", "CB", "CD", "CE"]
 
 
+@pytest.mark.trailing_grace
 def test_whole_fields_arriving_later_than_the_grace_are_not_awaited(capsys):
     def script(req):
         frame = answer(req, CG="424242")
@@ -564,6 +565,7 @@ def test_pay_calls_on_wait_while_waiting(monkeypatch):
     assert len(ticks) >= 2 and ticks == sorted(ticks)
 
 
+@pytest.mark.trailing_grace
 def test_on_wait_is_not_called_during_the_trailing_grace(monkeypatch):
     """Once AE is read, the wait is the grace for late fields, not the customer's: no tick.
 
@@ -831,6 +833,7 @@ def test_simulated_hang_up(capsys, simulated):
 # --- a real network's segmentation ----------------------------------------------------------
 
 
+@pytest.mark.trailing_grace
 def test_an_approval_in_four_segments_200_ms_apart_exits_0(capsys):
     """The answer cut in fields (after AE too), 200 ms apart (Linux's minimum TCP
     retransmission time-out), the connection kept open: approved, exit 0."""
@@ -846,6 +849,7 @@ def test_an_approval_in_four_segments_200_ms_apart_exits_0(capsys):
     assert "dropped_after_answer" not in result  # present only when bytes were dropped
 
 
+@pytest.mark.trailing_grace
 def test_bytes_dropped_after_the_answer_are_in_json_and_in_french(capsys):
     def script(req):
         return [answer(req), 0.25, b"AC006123456CA00202", KEEP_OPEN]

@@ -205,6 +205,7 @@ def test_our_client_passes_everything(client_run):
     assert f"{len(SCENARIOS)} / {len(SCENARIOS)} scénarios réussis" in output
 
 
+@pytest.mark.slow  # a run of the kit over the whole catalogue, with its pauses
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_our_client_passes(client_run, name):
     assert verdict_lines(client_run[1])[name].startswith("réussi"), client_run[1]
@@ -238,7 +239,7 @@ NAIVE_FAILURES = {
 def naive_run(kit_runs):
     return kit_runs["naive"]
 
-
+@pytest.mark.slow  # a run of the kit over the whole catalogue, with its pauses
 def test_naive_pos_fails_exactly_the_scenarios_it_should(naive_run):
     status, output = naive_run
     failed = {name for name, block in verdict_lines(output).items()
@@ -247,6 +248,7 @@ def test_naive_pos_fails_exactly_the_scenarios_it_should(naive_run):
     assert failed == set(NAIVE_FAILURES), output
 
 
+@pytest.mark.slow  # a run of the kit over the whole catalogue, with its pauses
 @pytest.mark.parametrize("name", sorted(NAIVE_FAILURES))
 def test_naive_pos_failure_says_why(naive_run, name):
     assert NAIVE_FAILURES[name] in verdict_lines(naive_run[1])[name]
@@ -292,7 +294,7 @@ def odoo_run(kit_runs):
         pytest.fail(str(kit_runs["odoo"]))
     return kit_runs["odoo"]
 
-
+@pytest.mark.slow  # a run of the kit over the whole catalogue, with its pauses
 def test_odoo_module_fails_what_its_code_gets_wrong(odoo_run):
     status, output = odoo_run
     failed = {name for name, block in verdict_lines(output).items()
@@ -302,6 +304,7 @@ def test_odoo_module_fails_what_its_code_gets_wrong(odoo_run):
     assert len(verdict_lines(output)) == len(SCENARIOS)
 
 
+@pytest.mark.slow  # a run of the kit over the whole catalogue, with its pauses
 @pytest.mark.parametrize("name", sorted(ODOO_FAILURES))
 def test_odoo_module_failure_says_why(odoo_run, name):
     block = verdict_lines(odoo_run[1])[name]
@@ -320,6 +323,7 @@ def library_verdicts():
     return {v.scenario.name: v for v in conformance.check(pay, pos_timeout=POS_TIMEOUT)}
 
 
+@pytest.mark.slow  # a run of the kit over the whole catalogue, with its pauses
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_library_client_passes(library_verdicts, name):
     verdict = library_verdicts[name]

@@ -423,6 +423,7 @@ def test_the_overflow_option_then_stderr_when_nothing_takes_them(tmp_path, capsy
     assert Journal(other).count() == 3 and not beside.exists()
 
 
+@pytest.mark.slow
 def test_a_broken_overflow_file_stops_the_start_in_one_line(tmp_path):
     path = tmp_path / "journal.sqlite"
     Journal(path).close()

@@ -85,8 +85,10 @@ def style(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def connect(style: str, reactor_thread: Any) -> Callable[..., Client]:
+def connect(style: str, reactor_thread: Any,
+            trailing_grace: float | None) -> Callable[..., Client]:
     def make(address: tuple[str, int], **options: Any) -> Client:
+        options.setdefault("trailing_grace", trailing_grace)  # conftest.QUICK_GRACE, or None
         return Client(style, reactor_thread, address, **options)
 
     return make
@@ -197,6 +199,7 @@ def test_answer_split_in_segments(connect: Callable[..., Client]) -> None:
     assert result.authorisation_number == "123456"
 
 
+@pytest.mark.trailing_grace
 def test_fields_after_ae_in_a_later_segment_are_kept(connect: Callable[..., Client]) -> None:
     receipt = base64.b64encode(b"TICKET").decode()
     block = tlv.encode([("AK", receipt)], bare=True).decode()
@@ -233,6 +236,7 @@ def _rich_answer(request: list[tuple[str, str]]) -> bytes:
     return answer(request, CC="001", AC="123456", AA="497010######0123", CI="1")
 
 
+@pytest.mark.trailing_grace
 def test_an_approval_in_four_segments_200_ms_apart_is_read_whole(
         connect: Callable[..., Client]) -> None:
     """What one lost TCP segment per write does (Linux's minimum retransmission time-out
@@ -257,6 +261,7 @@ def test_an_approval_in_four_segments_200_ms_apart_is_read_whole(
     assert result.dropped_bytes == b""
 
 
+@pytest.mark.trailing_grace
 def test_optional_fields_held_back_250_ms_join_the_answer(
         connect: Callable[..., Client]) -> None:
     """A segment of optional fields (AA, AC) held back 250 ms after a complete answer, the
@@ -274,6 +279,7 @@ def test_optional_fields_held_back_250_ms_join_the_answer(
     assert result.dropped_bytes == b""
 
 
+@pytest.mark.trailing_grace
 def test_trailing_bytes_that_cannot_join_are_reported_dropped(
         connect: Callable[..., Client]) -> None:
     """Held back 250 ms, bytes that break the framing after AE do not spoil the approval,
@@ -291,17 +297,19 @@ def test_trailing_bytes_that_cannot_join_are_reported_dropped(
 
 def test_a_field_left_cut_waits_for_the_exchange_time_out(
         connect: Callable[..., Client]) -> None:
-    """A field cut after AE is never the end of the answer: the time-out gives the error."""
+    """A field cut after AE is never the end of the answer: the time-out gives the error.
+    With the tests' short grace (conftest.QUICK_GRACE), the time-out is ten of them."""
     def script(request: list[tuple[str, str]]) -> list[Any]:
         frame = _rich_answer(request)
         return [frame[:frame.index(b"AA016") + 8], KEEP_OPEN]
 
+    timeout = 0.5
     fake = FakeTerminal(script)
-    result = connect(("127.0.0.1", fake.port), timeout=1.5).pay("1.00")
+    result = connect(("127.0.0.1", fake.port), timeout=timeout).pay("1.00")
     fake.join()
     assert result.outcome is Outcome.UNKNOWN
     assert result.problem is not None and "truncated" in result.problem
-    assert result.elapsed_s >= 1.5
+    assert result.elapsed_s >= timeout
 
 
 def test_exchange_waits_for_the_answer_then_only_the_grace() -> None:
@@ -343,6 +351,7 @@ def test_exchange_time_out_counts_from_its_start() -> None:
     (lambda t: t.pay("1", reference="x" * 33), "reference"),
     (lambda t: PaymentTerminal("h", register="1"), "register"),
     (lambda t: PaymentTerminal("h", connect_timeout=0), "connect_timeout"),
+    (lambda t: PaymentTerminal("h", trailing_grace=-0.1), "trailing_grace"),
 ])
 def test_bad_arguments_raise_before_anything_is_sent(call: Callable[[PaymentTerminal], Any],
                                                      field: str) -> None:

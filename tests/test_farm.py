@@ -436,7 +436,8 @@ def test_a_journal_file_keeps_the_farm_s_rows_across_restarts(reactor_thread, tm
     running, web = start()
     try:
         for _ in range(2):
-            port = call(web, "POST", "/api/terminals", {})[1]["port"]
+            # No card time (the default 3 s): the rows are what this test reads.
+            port = call(web, "POST", "/api/terminals", {"settings": {"duration": 0}})[1]["port"]
             assert client.pay(client.make_request("1.00"), "127.0.0.1", port).status == \
                 "approved"
         assert client.pay(client.make_request("2.00"), *running.address).status == "approved"
@@ -449,7 +450,7 @@ def test_a_journal_file_keeps_the_farm_s_rows_across_restarts(reactor_thread, tm
         assert [t["id"] for t in call(web, "GET", "/api/transactions?terminal=t2")[1][
             "transactions"]] == [2]
         # A new terminal is numbered after those the journal names, its ids after its rows.
-        made = call(web, "POST", "/api/terminals", {})[1]
+        made = call(web, "POST", "/api/terminals", {"settings": {"duration": 0}})[1]
         assert made["id"] == "t3"
         assert client.pay(client.make_request("3.00"), "127.0.0.1", made["port"]).status == \
             "approved"

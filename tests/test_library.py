@@ -236,6 +236,7 @@ def _rich_answer(request: list[tuple[str, str]]) -> bytes:
     return answer(request, CC="001", AC="123456", AA="497010######0123", CI="1")
 
 
+@pytest.mark.slow  # real network pauses, 3 clients; the quick loop keeps test_client's
 @pytest.mark.trailing_grace
 def test_an_approval_in_four_segments_200_ms_apart_is_read_whole(
         connect: Callable[..., Client]) -> None:
@@ -261,6 +262,7 @@ def test_an_approval_in_four_segments_200_ms_apart_is_read_whole(
     assert result.dropped_bytes == b""
 
 
+@pytest.mark.slow  # real network pauses, 3 clients; the quick loop keeps test_client's
 @pytest.mark.trailing_grace
 def test_optional_fields_held_back_250_ms_join_the_answer(
         connect: Callable[..., Client]) -> None:
@@ -295,6 +297,7 @@ def test_trailing_bytes_that_cannot_join_are_reported_dropped(
     assert result.dropped_bytes == b"CA00202"
 
 
+@pytest.mark.slow  # real network pauses, 3 clients; the quick loop keeps test_client's
 def test_a_field_left_cut_waits_for_the_exchange_time_out(
         connect: Callable[..., Client]) -> None:
     """A field cut after AE is never the end of the answer: the time-out gives the error.

@@ -248,6 +248,7 @@ def answers_of(terminal, payments) -> list[Any]:
     return answers
 
 
+@pytest.mark.slow  # record, derive, replay: end to end, 1 s a profile
 @pytest.mark.parametrize("name", list(profiles.builtins()))
 def test_a_derived_profile_answers_as_the_recorded_one(start_terminal, tmp_path, name):
     path = tmp_path / f"{name}.jsonl"

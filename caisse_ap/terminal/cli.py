@@ -1,7 +1,7 @@
 """Command line of the simulated terminal: `caisse-ap-ip-server` / `caisse-ap-ip-server.py`.
 
 Keeps every option of the original script with its short form and default
-(-p, -f, -ft, -d, -pt, -sc, -l) and adds the ones of issue 3.
+(-p, -f, -ft, -d, -pt, -sc, -l) and adds its own (modes, profiles, limits...).
 
 The options come in groups: the terminal's own (here), then those of its
 optional edges, each a plain import: the web console (web/), the serial line

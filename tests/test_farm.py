@@ -23,6 +23,7 @@ from caisse_ap import client
 from caisse_ap.terminal import app
 from caisse_ap.terminal.behaviour import TerminalSettings
 from caisse_ap.terminal.options import UsageError
+from caisse_ap.terminal.service import Terminal
 from caisse_ap.terminal.web import WebOptions, farm_file
 from caisse_ap.terminal.web.api import ERROR_CODES
 
@@ -171,23 +172,32 @@ def test_a_port_in_use_gets_409_and_the_limit_of_terminals_holds(start_farm):
     assert call(web, "POST", "/api/terminals", {})[1]["id"] == "t3"
 
 
+def _paying(terminal: Terminal, port: int, amount: str) -> tuple[threading.Thread, list[object]]:
+    """A POS paying `amount` on `port` in a thread; returns once `terminal` (a farm
+    terminal's) has received its request, with the thread and the list its result goes
+    into."""
+    received = threading.Event()
+
+    class Seen:  # an observer of the terminal (service.Terminal._notify)
+        def request_received(self, transaction: object) -> None:
+            received.set()
+
+    terminal.observers.append(Seen())
+    paid: list[object] = []
+    paying = threading.Thread(target=lambda: paid.append(
+        client.pay(client.make_request(amount), "127.0.0.1", port)))
+    paying.start()
+    assert received.wait(10)
+    return paying, paid
+
+
 def test_a_deleted_terminal_stops_accepting_finishes_its_payment_and_keeps_its_rows(
         start_farm, reactor_thread):
     running, web = start_farm()
     made = call(web, "POST", "/api/terminals", {"settings": {"duration": 1}})[1]
     kept = running.farm.terminals["t1"]
-    waiting = threading.Event()
-
-    class Seen:  # an observer of the terminal (service.Terminal._notify)
-        def request_received(self, transaction: object) -> None:
-            waiting.set()
-
-    kept.member.terminal.observers.append(Seen())
-    paid: list[object] = []  # a POS paying, its terminal answering after 1 s
-    paying = threading.Thread(target=lambda: paid.append(
-        client.pay(client.make_request("4.00"), "127.0.0.1", made["port"])))
-    paying.start()
-    assert waiting.wait(10)
+    # A POS paying, its terminal answering after 1 s.
+    paying, paid = _paying(kept.member.terminal, made["port"], "4.00")
     # Accepted: it still answers the payment in flight, and accepts nothing more.
     status, deleting = call(web, "DELETE", "/api/terminals/t1")
     assert status == 202 and deleting["state"] == "deleting"
@@ -464,19 +474,8 @@ def test_stopping_the_server_answers_a_deleted_terminal_s_payment_at_once(
         start_farm, reactor_thread):
     running, web = start_farm()
     made = call(web, "POST", "/api/terminals", {"settings": {"duration": 60}})[1]
-    terminal = running.farm.terminals["t1"].member.terminal
-    waiting = threading.Event()
-
-    class Seen:
-        def request_received(self, transaction: object) -> None:
-            waiting.set()
-
-    terminal.observers.append(Seen())
-    paid: list[object] = []
-    paying = threading.Thread(target=lambda: paid.append(
-        client.pay(client.make_request("4.00"), "127.0.0.1", made["port"])))
-    paying.start()
-    assert waiting.wait(10)
+    paying, paid = _paying(running.farm.terminals["t1"].member.terminal, made["port"],
+                           "4.00")
     assert call(web, "DELETE", "/api/terminals/t1")[0] == 202
     reactor_thread.call(running.stop)  # as at SIGTERM: what is in flight is answered now
     paying.join(10)
@@ -488,19 +487,8 @@ def test_a_payment_waiting_for_a_manual_decision_is_still_decided_while_deleting
         start_farm, reactor_thread):
     running, web = start_farm()
     made = call(web, "POST", "/api/terminals", {"settings": {"mode": "manual"}})[1]
-    terminal = running.farm.terminals["t1"].member.terminal
-    waiting = threading.Event()
-
-    class Seen:
-        def request_received(self, transaction: object) -> None:
-            waiting.set()
-
-    terminal.observers.append(Seen())
-    paid: list[object] = []
-    paying = threading.Thread(target=lambda: paid.append(
-        client.pay(client.make_request("5.00"), "127.0.0.1", made["port"])))
-    paying.start()
-    assert waiting.wait(10)
+    paying, paid = _paying(running.farm.terminals["t1"].member.terminal, made["port"],
+                           "5.00")
     status, deleting = call(web, "DELETE", "/api/terminals/t1")
     assert status == 202 and deleting["state"] == "deleting"
     [pending] = call(web, "GET", "/api/terminals/t1/transactions")[1]["transactions"]

@@ -87,7 +87,6 @@ def english_sentences() -> list[str]:
 # --- Help, in each language ---------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", [SERVER_SCRIPT, CLIENT_SCRIPT], ids=["server", "client"])
 @pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_help_is_french_under_a_french_lang_with_no_english_sentence(script):
@@ -98,7 +97,6 @@ def test_help_is_french_under_a_french_lang_with_no_english_sentence(script):
     assert [piece for piece in english_sentences() if piece in text] == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", [SERVER_SCRIPT, CLIENT_SCRIPT], ids=["server", "client"])
 @pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_help_is_english_under_lang_c(script):
@@ -108,7 +106,6 @@ def test_help_is_english_under_lang_c(script):
     assert "afficher" not in done.stdout and "par défaut" not in done.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("variables, french", [
     ({"LANG": "C", "LC_MESSAGES": "fr_FR.UTF-8"}, True),
     ({"LANG": "fr_FR.UTF-8", "LC_ALL": "C"}, False),
@@ -127,7 +124,6 @@ def test_the_language_follows_gettexts_variables(variables, french):
 # --- Errors, listings and results, in each language -----------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("language, words", [
     ("fr", "caisse-ap-ip-server : erreur : argument -d/--duration : nombre de secondes"),
     ("en", "caisse-ap-ip-server: error: argument -d/--duration: duration must be a number"),
@@ -139,7 +135,6 @@ def test_server_errors_in_the_users_language(language, words):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(words), done.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("language, words", [
     ("fr", "arguments non reconnus : --bogus"), ("en", "unrecognized arguments: --bogus")])
 @pytest.mark.slow  # starts a process (conftest: the quick loop has none)
@@ -149,7 +144,6 @@ def test_argparse_words_in_the_users_language(language, words):
         assert done.stderr.count("\n") == 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("language", ["fr", "en"])
 @pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_list_profiles_says_where_facts_come_from_not_the_projects_history(language):

@@ -261,7 +261,6 @@ def test_a_hostile_profile_file_is_refused_with_file_line_and_reason(tmp_path, k
     assert caught.value.where == f"{path}:{line}" and words in caught.value.reason
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fifo", "deep arrays"])
 @pytest.mark.slow  # starts a process (conftest: the quick loop has none)
 def test_the_server_refuses_a_hostile_profile_in_one_line_and_exit_2(tmp_path, kind):
